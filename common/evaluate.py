@@ -1,0 +1,240 @@
+"""Charge a schedule under the true model (docs/MODEL.md §3–6).
+
+Every solver — centralised, distributed, baseline — ends here: given the routed requests
+``x[i,j,c,t]`` and active GPUs ``n[i,t]`` it computes the physical quantities and costs of
+each site and step from the scenario's true temperatures, prices, carbon and water
+intensities. The same numbers are what the output files hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.physics.cooling import cooling_energy_kwh, partial_pue
+from common.physics.energy import carbon_kg, energy_cost_aud, facility_energy_kwh, it_power_kw
+from common.physics.latency import congestion_latency_req_s, mean_ttft_ms, path_latency_req_s
+from common.physics.water import offsite_water_l, onsite_wue
+from common.scenario import Scenario
+
+TOTAL_KEYS = (
+    "energy_cost_aud",
+    "carbon_kg",
+    "water_l",
+    "water_onsite_l",
+    "water_offsite_l",
+    "it_kwh",
+    "cooling_kwh",
+    "facility_kwh",
+    "latency_req_s",
+    "ttft_mean_ms",
+    "requests",
+)
+
+
+@dataclass(frozen=True)
+class SiteSteps:
+    """Per site and step physical state; every array has shape (S, T)."""
+
+    active_gpus: np.ndarray
+    load_gpus: np.ndarray
+    it_kw: np.ndarray
+    pue: np.ndarray
+    cooling_kw: np.ndarray
+    wue_l_per_kwh: np.ndarray
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A schedule charged under the true model.
+
+    ``per_site[key]`` is an (S, T) array for every key of :data:`TOTAL_KEYS` except the
+    mean TTFT, plus ``interactive_requests`` and ``objective_aud``.
+    """
+
+    x: np.ndarray
+    n: np.ndarray
+    steps: SiteSteps
+    per_site_step: dict[str, np.ndarray]
+
+    def site_totals(self, i: int) -> dict[str, float]:
+        return _totals({k: v[i] for k, v in self.per_site_step.items()})
+
+    def totals(self) -> dict[str, float]:
+        return _totals(self.per_site_step)
+
+    @property
+    def objective_aud(self) -> float:
+        return float(self.per_site_step["objective_aud"].sum())
+
+
+def _totals(parts: dict[str, np.ndarray]) -> dict[str, float]:
+    out = {k: float(np.sum(parts[k])) for k in TOTAL_KEYS if k != "ttft_mean_ms"}
+    out["ttft_mean_ms"] = float(
+        mean_ttft_ms(np.sum(parts["latency_req_s"]), np.sum(parts["interactive_requests"]))
+    )
+    return {k: out[k] for k in TOTAL_KEYS}
+
+
+def true_pue(scenario: Scenario) -> np.ndarray:
+    """pPUE of every site and step at its true dry-bulb temperature, shape (S, T)."""
+    s = scenario.sites
+    return partial_pue(scenario.dry_bulb_c, s.ppue_a[:, None], s.ppue_b[:, None], s.ppue_c[:, None])
+
+
+def true_wue(scenario: Scenario) -> np.ndarray:
+    """On-site WUE of every site and step at its true wet-bulb temperature, shape (S, T)."""
+    s = scenario.sites
+    return onsite_wue(s.wue_model, scenario.wet_bulb_c, s.wue_p1, s.wue_p2)
+
+
+def minimal_active_gpus(scenario: Scenario, load_gpus: np.ndarray) -> np.ndarray:
+    """The fewest powered GPUs that carry ``load_gpus`` within ``u_max`` (S, T)."""
+    return load_gpus / scenario.sites.u_max[:, None]
+
+
+def load_gpus(scenario: Scenario, x: np.ndarray) -> np.ndarray:
+    """Busy GPUs ``L[i,t] = Σ_jc gpu_s[i,c] · x[i,j,c,t]``, shape (S, T)."""
+    return np.einsum("ijct,ic->it", x, scenario.gpu_s)
+
+
+def evaluate(
+    scenario: Scenario,
+    x: np.ndarray,
+    n: np.ndarray | None = None,
+    *,
+    pue: np.ndarray | None = None,
+    wue: np.ndarray | None = None,
+) -> Evaluation:
+    """Charge schedule ``x`` (S, R, C, T) with active GPUs ``n`` (S, T).
+
+    Parameters
+    ----------
+    scenario : Scenario
+    x : ndarray (S, R, C, T)
+        Requests per second routed from region ``j``, class ``c`` to site ``i`` in step ``t``.
+    n : ndarray (S, T), optional
+        Powered GPUs; by default the fewest that carry the load (``L / u_max``).
+    pue, wue : ndarray (S, T), optional
+        Override the cooling model (used to price a plan the way a temperature-unaware
+        planner believes it costs); by default the true values at the site temperatures.
+
+    Returns
+    -------
+    Evaluation
+    """
+    x = np.asarray(x, dtype=float)
+    if x.shape != scenario.shape:
+        raise ValueError(f"schedule has shape {x.shape}, the scenario needs {scenario.shape}")
+    s, cls = scenario.sites, scenario.classes
+    dt_h, dt_s = scenario.step_hours, scenario.step_seconds
+    load = load_gpus(scenario, x)
+    if n is None:
+        n = minimal_active_gpus(scenario, load)
+    n = np.asarray(n, dtype=float)
+    pue = true_pue(scenario) if pue is None else pue
+    wue = true_wue(scenario) if wue is None else wue
+
+    dynamic_w = np.einsum("ijct,ic->it", x, scenario.energy_j)
+    it_kw = it_power_kw(s.idle_w[:, None], n, dynamic_w)
+    it_kwh = it_kw * dt_h
+    fac_kwh = facility_energy_kwh(pue, it_kwh)
+    cool_kwh = cooling_energy_kwh(pue, it_kwh)
+    w_on = wue * it_kwh
+    w_off = offsite_water_l(scenario.ewif_l_per_kwh, fac_kwh)
+    cost = energy_cost_aud(scenario.price_aud_per_mwh, fac_kwh)
+    co2 = carbon_kg(scenario.carbon_kg_per_kwh, fac_kwh)
+
+    inter = cls.interactive
+    x_int = x[:, :, inter, :]
+    path_ms = scenario.rtt_ms[:, :, None] + scenario.prefill_ms[:, None, inter]  # (S, R, Ci)
+    path = path_latency_req_s(x_int, path_ms[..., None], 0.0, dt_s).sum(axis=(1, 2))
+    queue = congestion_latency_req_s(
+        load,
+        s.max_wait_ms[:, None],
+        s.ref_gpu_s[:, None],
+        s.gpus[:, None],
+        s.u_max[:, None],
+        dt_s,
+    )
+    latency = path + queue
+    requests = x.sum(axis=(1, 2)) * dt_s
+    interactive_requests = x_int.sum(axis=(1, 2)) * dt_s
+    o = scenario.objective
+    objective = (
+        cost
+        + o.carbon_aud_per_kg * co2
+        + o.water_aud_per_l * (w_on + w_off)
+        + o.latency_aud_per_req_s * latency
+    )
+    parts = {
+        "energy_cost_aud": cost,
+        "carbon_kg": co2,
+        "water_l": w_on + w_off,
+        "water_onsite_l": w_on,
+        "water_offsite_l": w_off,
+        "it_kwh": it_kwh,
+        "cooling_kwh": cool_kwh,
+        "facility_kwh": fac_kwh,
+        "latency_req_s": latency,
+        "requests": requests,
+        "interactive_requests": interactive_requests,
+        "objective_aud": objective,
+    }
+    steps = SiteSteps(
+        active_gpus=n,
+        load_gpus=load,
+        it_kw=it_kw,
+        pue=np.broadcast_to(pue, it_kw.shape),
+        cooling_kw=(np.broadcast_to(pue, it_kw.shape) - 1.0) * it_kw,
+        wue_l_per_kwh=np.broadcast_to(wue, it_kw.shape),
+    )
+    return Evaluation(x=x, n=n, steps=steps, per_site_step=parts)
+
+
+@dataclass(frozen=True)
+class Feasibility:
+    """How far a schedule is from feasible, in the units of each constraint."""
+
+    demand_abs_rps: float  # worst |Σ_i x − D| over interactive rows [req/s]
+    demand_rel: float  # the same relative to the row's demand (rows with D > 0)
+    batch_rel: float  # worst relative shortfall or excess of deferrable volume
+    capacity_gpus: float  # worst L − u_max·n [busy GPUs]
+    active_over_gpus: float  # worst n − G
+    forbidden_rps: float  # largest x on a forbidden pair
+    negative_rps: float  # most negative x
+
+    def ok(self, rel_tol: float = 1e-4, abs_tol: float = 1e-6) -> bool:
+        return (
+            self.demand_rel <= rel_tol
+            and self.batch_rel <= rel_tol
+            and self.capacity_gpus <= abs_tol + rel_tol
+            and self.active_over_gpus <= abs_tol + rel_tol
+            and self.forbidden_rps <= abs_tol
+            and self.negative_rps <= abs_tol
+        )
+
+
+def feasibility(scenario: Scenario, x: np.ndarray, n: np.ndarray) -> Feasibility:
+    """Measure every constraint of the model for schedule ``x`` and active GPUs ``n``."""
+    inter = scenario.classes.interactive
+    served = x.sum(axis=0)  # (R, C, T)
+    d = scenario.demand_rps
+    gap = np.abs(served[:, inter] - d[:, inter])
+    rel = gap / np.maximum(d[:, inter], 1e-9)
+    rel = np.where(d[:, inter] > 0, rel, gap)
+    batch_served = served[:, ~inter].sum(axis=-1) * scenario.step_seconds  # (R, Cd)
+    v = scenario.batch_requests[:, ~inter]
+    batch_rel = np.abs(batch_served - v) / np.maximum(v, 1.0)
+    load = load_gpus(scenario, x)
+    forbidden = ~scenario.allowed()
+    return Feasibility(
+        demand_abs_rps=float(gap.max(initial=0.0)),
+        demand_rel=float(rel.max(initial=0.0)),
+        batch_rel=float(batch_rel.max(initial=0.0)),
+        capacity_gpus=float((load - scenario.sites.u_max[:, None] * n).max(initial=0.0)),
+        active_over_gpus=float((n - scenario.sites.gpus[:, None]).max(initial=0.0)),
+        forbidden_rps=float(np.abs(x[forbidden]).max(initial=0.0)),
+        negative_rps=float((-x).max(initial=0.0)),
+    )

@@ -1,0 +1,164 @@
+"""Write run outputs (output format v1, docs/MODEL.md §9), atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.evaluate import Evaluation
+from common.scenario import Scenario
+from common.scenario_io import csv_text, write_directory_atomic
+
+SCHEDULE_COLUMNS = ("time", "site_id", "region_id", "class_id", "requests_per_s")
+SITE_STEP_COLUMNS = (
+    "time",
+    "site_id",
+    "active_gpus",
+    "load_gpus",
+    "it_kw",
+    "pue",
+    "cooling_kw",
+    "wue_l_per_kwh",
+)
+CONVERGENCE_COLUMNS = (
+    "iteration",
+    "primal_residual",
+    "dual_residual",
+    "rho",
+    "objective_aud",
+    "elapsed_s",
+)
+SHADOW_PRICE_COLUMNS = ("time", "region_id", "class_id", "aud_per_request")
+
+# Rows of schedule.csv below this rate are omitted (MODEL.md §9 allows omitting zeros).
+SCHEDULE_ZERO_RPS = 0.0
+
+
+@dataclass
+class SolverStats:
+    """What ``summary.json`` reports of the solve itself."""
+
+    iterations: int = 0
+    converged: bool = True
+    primal_residual: float = 0.0
+    dual_residual: float = 0.0
+    rho: float = math.nan
+    wall_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {
+            "iterations": int(self.iterations),
+            "converged": bool(self.converged),
+            "primal_residual": float(self.primal_residual),
+            "dual_residual": float(self.dual_residual),
+            "rho": None if math.isnan(self.rho) else float(self.rho),
+            "wall_s": float(self.wall_s),
+        }
+        out.update(self.extra)
+        return out
+
+
+def summary(
+    scenario: Scenario, evaluation: Evaluation, solver: str, stats: SolverStats
+) -> dict[str, Any]:
+    """The ``summary.json`` document of a run."""
+    return {
+        "format": "thermoroute-output/1",
+        "scenario": scenario.name,
+        "solver": solver,
+        "start": scenario.start.isoformat(),
+        "steps": scenario.steps,
+        "step_hours": scenario.step_hours,
+        "objective_aud": evaluation.objective_aud,
+        "totals": evaluation.totals(),
+        "sites": {site: evaluation.site_totals(i) for i, site in enumerate(scenario.sites.site_id)},
+        "solver_stats": stats.as_dict(),
+    }
+
+
+def schedule_rows(scenario: Scenario, x: np.ndarray) -> list[list[Any]]:
+    sc = scenario
+    idx = np.argwhere(x > SCHEDULE_ZERO_RPS)
+    # Order by time, then site, region, class: the natural reading order.
+    order = np.lexsort((idx[:, 2], idx[:, 1], idx[:, 0], idx[:, 3]))
+    rows = []
+    for i, j, c, t in idx[order]:
+        rows.append(
+            [
+                sc.times[t].isoformat(),
+                sc.sites.site_id[i],
+                sc.regions.region_id[j],
+                sc.classes.class_id[c],
+                float(x[i, j, c, t]),
+            ]
+        )
+    return rows
+
+
+def site_step_rows(scenario: Scenario, evaluation: Evaluation) -> list[list[Any]]:
+    st = evaluation.steps
+    rows = []
+    for t, when in enumerate(scenario.times):
+        for i, site in enumerate(scenario.sites.site_id):
+            rows.append(
+                [
+                    when.isoformat(),
+                    site,
+                    float(st.active_gpus[i, t]),
+                    float(st.load_gpus[i, t]),
+                    float(st.it_kw[i, t]),
+                    float(st.pue[i, t]),
+                    float(st.cooling_kw[i, t]),
+                    float(st.wue_l_per_kwh[i, t]),
+                ]
+            )
+    return rows
+
+
+def write_run(
+    directory: str | os.PathLike[str],
+    scenario: Scenario,
+    evaluation: Evaluation,
+    solver: str,
+    stats: SolverStats,
+    *,
+    convergence: Sequence[Sequence[float]] | None = None,
+    shadow_prices: np.ndarray | None = None,
+    extra_summary: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``summary.json``, ``schedule.csv``, ``site_steps.csv`` and, for ADMM,
+    ``convergence.csv`` and ``shadow_prices.csv`` into ``directory``, all or nothing.
+
+    Parameters
+    ----------
+    shadow_prices : ndarray (R, C, T), optional
+        Marginal cost of one more request per second of demand for each interactive
+        region/class/step, and (for deferrable classes, same value at every t) of one
+        more request of volume [AUD per request-per-second-step or AUD per request].
+    """
+    doc = summary(scenario, evaluation, solver, stats)
+    if extra_summary:
+        doc.update(extra_summary)
+    files: dict[str, str] = {
+        "summary.json": json.dumps(doc, indent=2, allow_nan=False) + "\n",
+        "schedule.csv": csv_text(SCHEDULE_COLUMNS, schedule_rows(scenario, evaluation.x)),
+        "site_steps.csv": csv_text(SITE_STEP_COLUMNS, site_step_rows(scenario, evaluation)),
+    }
+    if convergence is not None:
+        files["convergence.csv"] = csv_text(CONVERGENCE_COLUMNS, [list(r) for r in convergence])
+    if shadow_prices is not None:
+        rows = []
+        for t, when in enumerate(scenario.times):
+            for j, region in enumerate(scenario.regions.region_id):
+                for c, klass in enumerate(scenario.classes.class_id):
+                    rows.append([when.isoformat(), region, klass, float(shadow_prices[j, c, t])])
+        files["shadow_prices.csv"] = csv_text(SHADOW_PRICE_COLUMNS, rows)
+    return write_directory_atomic(directory, files)

@@ -1,0 +1,265 @@
+"""The scenario: typed, validated, in memory (input format v1, docs/MODEL.md §8).
+
+A :class:`Scenario` holds every table of a scenario directory as NumPy arrays indexed by
+site ``i``, region ``j``, class ``c`` and step ``t``. Reading and writing the directory format
+lives in :mod:`common.scenario_io`; this module only defines the data and the derived
+quantities every solver needs (forbidden pairs, coupling rows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+import numpy as np
+
+SECONDS_PER_HOUR = 3600.0
+
+WUE_MODELS = ("tower", "economizer", "dry")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """Weights that turn carbon, water and latency into AUD (MODEL.md §6)."""
+
+    carbon_aud_per_kg: float
+    water_aud_per_l: float
+    latency_aud_per_req_s: float
+
+
+@dataclass(frozen=True)
+class Sites:
+    """The rows of ``sites.csv``; every array has one entry per site."""
+
+    site_id: tuple[str, ...]
+    name: tuple[str, ...]
+    lat: np.ndarray
+    lon: np.ndarray
+    grid_region: tuple[str, ...]
+    gpus: np.ndarray
+    idle_w: np.ndarray
+    u_max: np.ndarray
+    max_wait_ms: np.ndarray
+    ref_gpu_s: np.ndarray
+    ppue_a: np.ndarray
+    ppue_b: np.ndarray
+    ppue_c: np.ndarray
+    wue_model: tuple[str, ...]
+    wue_p1: np.ndarray
+    wue_p2: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.site_id)
+
+    def take(self, index: np.ndarray | list[int]) -> Sites:
+        """The sites at ``index``, in that order."""
+        index = list(np.asarray(index, dtype=int))
+        values = {}
+        for name, value in vars(self).items():
+            if isinstance(value, tuple):
+                values[name] = tuple(value[k] for k in index)
+            else:
+                values[name] = np.asarray(value)[index]
+        return Sites(**values)
+
+
+@dataclass(frozen=True)
+class Regions:
+    """The rows of ``regions.csv``."""
+
+    region_id: tuple[str, ...]
+    name: tuple[str, ...]
+    lat: np.ndarray
+    lon: np.ndarray
+    population: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.region_id)
+
+
+@dataclass(frozen=True)
+class Classes:
+    """The rows of ``classes.csv``.
+
+    ``ttft_slo_ms`` is ``inf`` for deferrable classes, which have no TTFT target.
+    """
+
+    class_id: tuple[str, ...]
+    model: tuple[str, ...]
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    ttft_slo_ms: np.ndarray
+    deferrable: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.class_id)
+
+    @property
+    def interactive(self) -> np.ndarray:
+        return ~self.deferrable
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A whole scenario over its horizon.
+
+    Shapes: ``S`` sites, ``R`` regions, ``C`` classes, ``T`` steps.
+
+    Attributes
+    ----------
+    times : tuple of datetime, length T
+        Start of each step (timezone-aware).
+    gpu_s, energy_j, prefill_ms : ndarray (S, C)
+        Serving profile: GPU-seconds, incremental IT energy in J and prefill time in ms per
+        request of class ``c`` at site ``i``.
+    rtt_ms : ndarray (S, R)
+        Round-trip time between site and region.
+    dry_bulb_c, wet_bulb_c, price_aud_per_mwh, carbon_kg_per_kwh, ewif_l_per_kwh : (S, T)
+        Site series over the horizon.
+    demand_rps : ndarray (R, C, T)
+        Interactive demand in requests per second (zero for deferrable classes).
+    batch_requests : ndarray (R, C)
+        Deferrable volume over the horizon in requests (zero for interactive classes).
+    """
+
+    name: str
+    start: datetime
+    step_hours: float
+    objective: Objective
+    sites: Sites
+    regions: Regions
+    classes: Classes
+    gpu_s: np.ndarray
+    energy_j: np.ndarray
+    prefill_ms: np.ndarray
+    rtt_ms: np.ndarray
+    times: tuple[datetime, ...]
+    dry_bulb_c: np.ndarray
+    wet_bulb_c: np.ndarray
+    price_aud_per_mwh: np.ndarray
+    carbon_kg_per_kwh: np.ndarray
+    ewif_l_per_kwh: np.ndarray
+    demand_rps: np.ndarray
+    batch_requests: np.ndarray
+    metadata: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def steps(self) -> int:
+        return len(self.times)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """``(S, R, C, T)``: the shape of a schedule ``x``."""
+        return (len(self.sites), len(self.regions), len(self.classes), self.steps)
+
+    @property
+    def step_seconds(self) -> float:
+        return self.step_hours * SECONDS_PER_HOUR
+
+    def allowed(self) -> np.ndarray:
+        """Boolean (S, R, C): may site ``i`` serve region ``j``'s class ``c`` at all?
+
+        Interactive pairs are forbidden when ``rtt + prefill + max_wait > ttft_slo``
+        (MODEL.md §2); deferrable pairs are always allowed.
+        """
+        return allowed_pairs(
+            self.rtt_ms,
+            self.prefill_ms,
+            self.sites.max_wait_ms,
+            self.classes.ttft_slo_ms,
+            self.classes.deferrable,
+        )
+
+    def window(self, first_step: int, steps: int) -> Scenario:
+        """The scenario restricted to ``steps`` steps starting at ``first_step``.
+
+        Batch volumes are kept as given (they are defined per horizon).
+        """
+        if first_step < 0 or first_step + steps > self.steps or steps <= 0:
+            raise ValueError(
+                f"window [{first_step}, {first_step + steps}) outside the {self.steps} "
+                "steps available"
+            )
+        sl = slice(first_step, first_step + steps)
+        return replace(
+            self,
+            start=self.times[first_step],
+            times=self.times[sl],
+            dry_bulb_c=self.dry_bulb_c[:, sl],
+            wet_bulb_c=self.wet_bulb_c[:, sl],
+            price_aud_per_mwh=self.price_aud_per_mwh[:, sl],
+            carbon_kg_per_kwh=self.carbon_kg_per_kwh[:, sl],
+            ewif_l_per_kwh=self.ewif_l_per_kwh[:, sl],
+            demand_rps=self.demand_rps[:, :, sl],
+        )
+
+
+def allowed_pairs(
+    rtt_ms: np.ndarray,
+    prefill_ms: np.ndarray,
+    max_wait_ms: np.ndarray,
+    ttft_slo_ms: np.ndarray,
+    deferrable: np.ndarray,
+) -> np.ndarray:
+    """Boolean (S, R, C) mask of the site/region/class triples a site may serve.
+
+    Parameters
+    ----------
+    rtt_ms : ndarray (S, R)
+    prefill_ms : ndarray (S, C)
+    max_wait_ms : ndarray (S,)
+    ttft_slo_ms : ndarray (C,)
+    deferrable : ndarray of bool (C,)
+    """
+    worst_ttft = (
+        rtt_ms[:, :, None] + prefill_ms[:, None, :] + np.asarray(max_wait_ms)[:, None, None]
+    )
+    within = worst_ttft <= np.asarray(ttft_slo_ms)[None, None, :]
+    return within | np.asarray(deferrable, dtype=bool)[None, None, :]
+
+
+def step_times(start: datetime, step_hours: float, steps: int) -> tuple[datetime, ...]:
+    """The start time of each of ``steps`` steps."""
+    return tuple(start + timedelta(hours=step_hours * t) for t in range(steps))
+
+
+@dataclass(frozen=True)
+class DemandView:
+    """What the coordinator knows: the demand side of a scenario, and nothing of the sites.
+
+    Attributes mirror :class:`Scenario`; ``demand_rps`` is (R, C, T), ``batch_requests``
+    (R, C).
+    """
+
+    name: str
+    start: datetime
+    step_hours: float
+    objective: Objective
+    regions: Regions
+    classes: Classes
+    times: tuple[datetime, ...]
+    demand_rps: np.ndarray
+    batch_requests: np.ndarray
+
+    @property
+    def steps(self) -> int:
+        return len(self.times)
+
+    @property
+    def step_seconds(self) -> float:
+        return self.step_hours * SECONDS_PER_HOUR
+
+    @classmethod
+    def of(cls, scenario: Scenario) -> DemandView:
+        """The coordinator's view of a whole scenario."""
+        return cls(
+            name=scenario.name,
+            start=scenario.start,
+            step_hours=scenario.step_hours,
+            objective=scenario.objective,
+            regions=scenario.regions,
+            classes=scenario.classes,
+            times=scenario.times,
+            demand_rps=scenario.demand_rps,
+            batch_requests=scenario.batch_requests,
+        )

@@ -1,0 +1,1181 @@
+"""Read, validate and write scenario directories (input format v1, docs/MODEL.md §8).
+
+Every problem found is reported with the file, the row (line number, the header being line 1)
+and the column, and all problems of a directory are collected before raising, so a user can
+fix a file in one pass. Writing is atomic: files are written under temporary names in the
+target directory and renamed into place only when all of them are complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import tempfile
+import tomllib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.errors import Problem, ScenarioError
+from common.scenario import (
+    WUE_MODELS,
+    Classes,
+    DemandView,
+    Objective,
+    Regions,
+    Scenario,
+    Sites,
+    allowed_pairs,
+    step_times,
+)
+
+SCENARIO_FILES = (
+    "scenario.toml",
+    "sites.csv",
+    "regions.csv",
+    "classes.csv",
+    "profiles.csv",
+    "network.csv",
+    "site_series.csv",
+    "demand.csv",
+    "batch.csv",
+)
+
+SITE_COLUMNS = (
+    "site_id",
+    "name",
+    "lat",
+    "lon",
+    "grid_region",
+    "gpus",
+    "idle_w",
+    "u_max",
+    "max_wait_ms",
+    "ref_gpu_s",
+    "ppue_a",
+    "ppue_b",
+    "ppue_c",
+    "wue_model",
+    "wue_p1",
+    "wue_p2",
+)
+REGION_COLUMNS = ("region_id", "name", "lat", "lon", "population")
+CLASS_COLUMNS = (
+    "class_id",
+    "model",
+    "prompt_tokens",
+    "output_tokens",
+    "ttft_slo_ms",
+    "deferrable",
+)
+PROFILE_COLUMNS = ("site_id", "class_id", "gpu_s", "energy_j", "prefill_ms")
+NETWORK_COLUMNS = ("site_id", "region_id", "rtt_ms")
+SERIES_COLUMNS = (
+    "time",
+    "site_id",
+    "dry_bulb_c",
+    "wet_bulb_c",
+    "price_aud_per_mwh",
+    "carbon_kg_per_kwh",
+    "ewif_l_per_kwh",
+)
+DEMAND_COLUMNS = ("time", "region_id", "class_id", "requests_per_s")
+BATCH_COLUMNS = ("region_id", "class_id", "requests")
+
+# Wet-bulb temperature cannot exceed dry-bulb; allow for rounding in the inputs.
+WET_BULB_SLACK_C = 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# Cell parsing
+
+
+class _Collector:
+    """Collects problems; ``check`` records one and tells whether the value was fine."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def add(self, file: str, reason: str, row: int | None = None, column: str | None = None):
+        self.problems.append(Problem(file, reason, row, column))
+
+
+@dataclass
+class _Row:
+    file: str
+    line: int
+    cells: dict[str, str]
+    sink: _Collector
+
+    def text(self, column: str, *, allow_empty: bool = False) -> str | None:
+        value = (self.cells.get(column) or "").strip()
+        if not value and not allow_empty:
+            self.sink.add(self.file, "empty value", self.line, column)
+            return None
+        return value
+
+    def number(
+        self,
+        column: str,
+        *,
+        minimum: float | None = None,
+        strictly_positive: bool = False,
+        maximum: float | None = None,
+        allow_inf: bool = False,
+    ) -> float | None:
+        raw = self.text(column)
+        if raw is None:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            self.sink.add(self.file, f"not a number: {raw!r}", self.line, column)
+            return None
+        if math.isnan(value) or (math.isinf(value) and not allow_inf):
+            self.sink.add(self.file, f"must be a finite number (got {raw!r})", self.line, column)
+            return None
+        if strictly_positive and not value > 0:
+            self.sink.add(self.file, f"must be > 0 (got {raw})", self.line, column)
+            return None
+        if minimum is not None and value < minimum:
+            self.sink.add(self.file, f"must be >= {minimum:g} (got {raw})", self.line, column)
+            return None
+        if maximum is not None and value > maximum:
+            self.sink.add(self.file, f"must be <= {maximum:g} (got {raw})", self.line, column)
+            return None
+        return value
+
+    def boolean(self, column: str) -> bool | None:
+        raw = self.text(column)
+        if raw is None:
+            return None
+        low = raw.lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no"):
+            return False
+        self.sink.add(self.file, f"not a boolean (true/false): {raw!r}", self.line, column)
+        return None
+
+    def time(self, column: str) -> datetime | None:
+        raw = self.text(column)
+        if raw is None:
+            return None
+        try:
+            value = datetime.fromisoformat(raw)
+        except ValueError:
+            self.sink.add(self.file, f"not an ISO-8601 time: {raw!r}", self.line, column)
+            return None
+        if value.tzinfo is None:
+            self.sink.add(
+                self.file, f"time {raw!r} has no UTC offset (e.g. +10:00)", self.line, column
+            )
+            return None
+        return value
+
+
+def _read_csv(
+    directory: Path, file: str, columns: Iterable[str], sink: _Collector
+) -> Iterator[_Row]:
+    path = directory / file
+    if not path.is_file():
+        sink.add(file, "file is missing")
+        return
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            sink.add(file, "file is empty (a header row is required)", 1)
+            return
+        missing = [c for c in columns if c not in header]
+        for column in missing:
+            sink.add(file, "required column is missing from the header", 1, column)
+        if missing:
+            return
+        for number, values in enumerate(reader, start=2):
+            if not values or all(not v.strip() for v in values):
+                continue
+            if len(values) != len(header):
+                sink.add(
+                    file,
+                    f"has {len(values)} fields, the header has {len(header)}",
+                    number,
+                )
+                continue
+            yield _Row(file, number, dict(zip(header, values, strict=True)), sink)
+
+
+def _unique_ids(rows: list[_Row], column: str, sink: _Collector) -> dict[str, int]:
+    """Map id -> position, reporting empty and duplicate ids."""
+    index: dict[str, int] = {}
+    first_line: dict[str, int] = {}
+    for row in rows:
+        value = row.text(column)
+        if value is None:
+            continue
+        if value in index:
+            sink.add(
+                row.file,
+                f"duplicate id {value!r} (first on row {first_line[value]})",
+                row.line,
+                column,
+            )
+            continue
+        first_line[value] = row.line
+        index[value] = len(index)
+    return index
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_scenario(
+    directory: str | os.PathLike[str],
+    *,
+    start: datetime | None = None,
+    steps: int | None = None,
+) -> Scenario:
+    """Read and validate a scenario directory.
+
+    Parameters
+    ----------
+    directory : path
+        A scenario directory in input format v1.
+    start, steps : optional
+        Override ``[scenario] start`` and ``steps`` of ``scenario.toml``, e.g. to pick another
+        day of a week-long series. The series must cover every step of the horizon.
+
+    Returns
+    -------
+    Scenario
+
+    Raises
+    ------
+    ScenarioError
+        With every problem found, each naming the file, row and column.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ScenarioError(Problem(str(directory), "not a directory"), str(directory))
+    sink = _Collector()
+    meta = _load_toml(directory, sink)
+    if meta is not None:
+        if start is not None:
+            meta["start"] = start
+        if steps is not None:
+            if steps <= 0:
+                sink.add("scenario.toml", f"steps must be > 0 (got {steps})", None, "steps")
+            meta["steps"] = steps
+
+    sites, site_index = _load_sites(directory, sink)
+    regions, region_index = _load_regions(directory, sink)
+    classes, class_index = _load_classes(directory, sink)
+    if sink.problems or meta is None:
+        raise ScenarioError(sink.problems, str(directory))
+
+    times = step_times(meta["start"], meta["step_hours"], meta["steps"])
+    step_of = {t: k for k, t in enumerate(times)}
+    S, R, C, T = len(sites), len(regions), len(classes), len(times)
+
+    gpu_s, energy_j, prefill_ms = _load_profiles(directory, site_index, class_index, sink)
+    rtt_ms = _load_network(directory, site_index, region_index, sink)
+    series = _load_series(directory, site_index, step_of, sink)
+    demand = _load_demand(directory, region_index, class_index, classes, step_of, sink)
+    batch = _load_batch(directory, region_index, class_index, classes, sink)
+    if sink.problems:
+        raise ScenarioError(sink.problems, str(directory))
+
+    scenario = Scenario(
+        name=meta["name"],
+        start=times[0],
+        step_hours=meta["step_hours"],
+        objective=meta["objective"],
+        sites=sites,
+        regions=regions,
+        classes=classes,
+        gpu_s=gpu_s,
+        energy_j=energy_j,
+        prefill_ms=prefill_ms,
+        rtt_ms=rtt_ms,
+        times=times,
+        dry_bulb_c=series[0],
+        wet_bulb_c=series[1],
+        price_aud_per_mwh=series[2],
+        carbon_kg_per_kwh=series[3],
+        ewif_l_per_kwh=series[4],
+        demand_rps=demand,
+        batch_requests=batch,
+        metadata={"directory": str(directory), "available_steps": series[5]},
+    )
+    assert scenario.shape == (S, R, C, T)
+    check_servable(scenario, sink)
+    if sink.problems:
+        raise ScenarioError(sink.problems, str(directory))
+    return scenario
+
+
+def _load_toml(directory: Path, sink: _Collector) -> dict[str, Any] | None:
+    file = "scenario.toml"
+    path = directory / file
+    if not path.is_file():
+        sink.add(file, "file is missing")
+        return None
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        sink.add(file, f"not valid TOML: {exc}")
+        return None
+    before = len(sink.problems)
+    scen = data.get("scenario")
+    obj = data.get("objective")
+    if not isinstance(scen, dict):
+        sink.add(file, "missing table [scenario]")
+        scen = {}
+    if not isinstance(obj, dict):
+        sink.add(file, "missing table [objective]")
+        obj = {}
+
+    def need(table: dict, table_name: str, key: str, kind: Callable[[Any], bool], what: str):
+        if key not in table:
+            sink.add(file, f"[{table_name}] is missing '{key}'", None, key)
+            return None
+        value = table[key]
+        if not kind(value):
+            sink.add(file, f"[{table_name}] '{key}' must be {what} (got {value!r})", None, key)
+            return None
+        return value
+
+    def is_number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    name = need(scen, "scenario", "name", lambda v: isinstance(v, str) and v != "", "a name")
+    start = need(scen, "scenario", "start", lambda v: isinstance(v, str | datetime), "a time")
+    if isinstance(start, str):
+        try:
+            start = datetime.fromisoformat(start)
+        except ValueError:
+            sink.add(file, f"[scenario] 'start' is not an ISO-8601 time: {start!r}", None, "start")
+            start = None
+    if isinstance(start, datetime) and start.tzinfo is None:
+        sink.add(file, "[scenario] 'start' has no UTC offset (e.g. +10:00)", None, "start")
+    step_hours = need(
+        scen, "scenario", "step_hours", lambda v: is_number(v) and v > 0, "a number > 0"
+    )
+    steps = need(
+        scen,
+        "scenario",
+        "steps",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "an integer > 0",
+    )
+    weights = {}
+    for key in ("carbon_aud_per_kg", "water_aud_per_l", "latency_aud_per_req_s"):
+        weights[key] = need(
+            obj, "objective", key, lambda v: is_number(v) and v >= 0, "a number >= 0"
+        )
+    if len(sink.problems) > before:
+        return None
+    return {
+        "name": name,
+        "start": start,
+        "step_hours": float(step_hours),
+        "steps": steps,
+        "objective": Objective(**{k: float(v) for k, v in weights.items()}),
+    }
+
+
+def _load_sites(directory: Path, sink: _Collector) -> tuple[Sites, dict[str, int]]:
+    file = "sites.csv"
+    rows = list(_read_csv(directory, file, SITE_COLUMNS, sink))
+    index = _unique_ids(rows, "site_id", sink)
+    if not rows and not any(p.file == file for p in sink.problems):
+        sink.add(file, "no sites")
+    cols: dict[str, list[Any]] = {c: [] for c in SITE_COLUMNS}
+    for row in rows:
+        cols["site_id"].append(row.text("site_id") or "")
+        cols["name"].append(row.text("name", allow_empty=True) or "")
+        cols["lat"].append(row.number("lat", minimum=-90, maximum=90))
+        cols["lon"].append(row.number("lon", minimum=-180, maximum=180))
+        cols["grid_region"].append(row.text("grid_region", allow_empty=True) or "")
+        cols["gpus"].append(row.number("gpus", strictly_positive=True))
+        cols["idle_w"].append(row.number("idle_w", minimum=0))
+        u_max = row.number("u_max", strictly_positive=True, maximum=1)
+        cols["u_max"].append(u_max)
+        cols["max_wait_ms"].append(row.number("max_wait_ms", minimum=0))
+        cols["ref_gpu_s"].append(row.number("ref_gpu_s", strictly_positive=True))
+        for c in ("ppue_a", "ppue_b", "ppue_c"):
+            cols[c].append(row.number(c))
+        model = row.text("wue_model")
+        if model is not None and model not in WUE_MODELS:
+            sink.add(
+                file,
+                f"unknown wue_model {model!r} (one of {', '.join(WUE_MODELS)})",
+                row.line,
+                "wue_model",
+            )
+        cols["wue_model"].append(model or "")
+        p1 = row.number("wue_p1", minimum=0)
+        p2 = row.number("wue_p2", minimum=0)
+        if model == "tower" and p1 is not None and p1 <= 1:
+            sink.add(
+                file,
+                f"cycles of concentration must be > 1 for 'tower' (got {p1:g})",
+                row.line,
+                "wue_p1",
+            )
+        cols["wue_p1"].append(p1)
+        cols["wue_p2"].append(p2)
+    return _make_table(Sites, cols, ("site_id", "name", "grid_region", "wue_model")), index
+
+
+def _load_regions(directory: Path, sink: _Collector) -> tuple[Regions, dict[str, int]]:
+    file = "regions.csv"
+    rows = list(_read_csv(directory, file, REGION_COLUMNS, sink))
+    index = _unique_ids(rows, "region_id", sink)
+    if not rows and not any(p.file == file for p in sink.problems):
+        sink.add(file, "no regions")
+    cols: dict[str, list[Any]] = {c: [] for c in REGION_COLUMNS}
+    for row in rows:
+        cols["region_id"].append(row.text("region_id") or "")
+        cols["name"].append(row.text("name", allow_empty=True) or "")
+        cols["lat"].append(row.number("lat", minimum=-90, maximum=90))
+        cols["lon"].append(row.number("lon", minimum=-180, maximum=180))
+        cols["population"].append(row.number("population", minimum=0))
+    return _make_table(Regions, cols, ("region_id", "name")), index
+
+
+def _load_classes(directory: Path, sink: _Collector) -> tuple[Classes, dict[str, int]]:
+    file = "classes.csv"
+    rows = list(_read_csv(directory, file, CLASS_COLUMNS, sink))
+    index = _unique_ids(rows, "class_id", sink)
+    if not rows and not any(p.file == file for p in sink.problems):
+        sink.add(file, "no classes")
+    cols: dict[str, list[Any]] = {c: [] for c in CLASS_COLUMNS}
+    for row in rows:
+        cols["class_id"].append(row.text("class_id") or "")
+        cols["model"].append(row.text("model", allow_empty=True) or "")
+        cols["prompt_tokens"].append(row.number("prompt_tokens", minimum=0))
+        cols["output_tokens"].append(row.number("output_tokens", minimum=0))
+        deferrable = row.boolean("deferrable")
+        cols["deferrable"].append(deferrable)
+        raw_slo = (row.cells.get("ttft_slo_ms") or "").strip()
+        if deferrable and raw_slo == "":
+            cols["ttft_slo_ms"].append(math.inf)
+        elif deferrable:
+            cols["ttft_slo_ms"].append(
+                row.number("ttft_slo_ms", strictly_positive=True, allow_inf=True)
+            )
+        else:
+            cols["ttft_slo_ms"].append(row.number("ttft_slo_ms", strictly_positive=True))
+    table = _make_table(Classes, cols, ("class_id", "model"))
+    return table, index
+
+
+def _make_table(kind: type, cols: dict[str, list[Any]], text_columns: tuple[str, ...]):
+    values: dict[str, Any] = {}
+    for name, column in cols.items():
+        if name in text_columns:
+            values[name] = tuple(column)
+        elif name == "deferrable":
+            values[name] = np.array([bool(v) for v in column], dtype=bool)
+        else:
+            values[name] = np.array([np.nan if v is None else v for v in column], dtype=float)
+    return kind(**values)
+
+
+def _pair_table(
+    directory: Path,
+    file: str,
+    columns: tuple[str, ...],
+    first: tuple[str, dict[str, int]],
+    second: tuple[str, dict[str, int]],
+    values: dict[str, dict[str, Any]],
+    sink: _Collector,
+) -> list[np.ndarray]:
+    """Read a table keyed by two ids into dense arrays, reporting unknown, duplicate, missing."""
+    (a_col, a_index), (b_col, b_index) = first, second
+    out = [np.full((len(a_index), len(b_index)), np.nan) for _ in values]
+    seen: dict[tuple[int, int], int] = {}
+    for row in _read_csv(directory, file, columns, sink):
+        a, b = row.text(a_col), row.text(b_col)
+        ok = True
+        if a is not None and a not in a_index:
+            sink.add(file, f"unknown {a_col} {a!r}", row.line, a_col)
+            ok = False
+        if b is not None and b not in b_index:
+            sink.add(file, f"unknown {b_col} {b!r}", row.line, b_col)
+            ok = False
+        parsed = [row.number(name, **limits) for name, limits in values.items()]
+        if a is None or b is None or not ok:
+            continue
+        key = (a_index[a], b_index[b])
+        if key in seen:
+            sink.add(file, f"duplicate pair ({a}, {b}) (first on row {seen[key]})", row.line)
+            continue
+        seen[key] = row.line
+        for array, value in zip(out, parsed, strict=True):
+            if value is not None:
+                array[key] = value
+    if (directory / file).is_file() and not any(
+        p.file == file and p.row in (None, 1) for p in sink.problems
+    ):
+        a_names = list(a_index)
+        b_names = list(b_index)
+        missing = [
+            (a_names[i], b_names[k])
+            for i in range(len(a_names))
+            for k in range(len(b_names))
+            if (i, k) not in seen
+        ]
+        for a, b in missing[:10]:
+            sink.add(file, f"missing row for ({a_col}={a}, {b_col}={b})")
+        if len(missing) > 10:
+            sink.add(file, f"... {len(missing) - 10} more ({a_col}, {b_col}) pairs missing")
+    return out
+
+
+def _load_profiles(directory, site_index, class_index, sink):
+    return _pair_table(
+        directory,
+        "profiles.csv",
+        PROFILE_COLUMNS,
+        ("site_id", site_index),
+        ("class_id", class_index),
+        {
+            "gpu_s": {"strictly_positive": True},
+            "energy_j": {"minimum": 0},
+            "prefill_ms": {"minimum": 0},
+        },
+        sink,
+    )
+
+
+def _load_network(directory, site_index, region_index, sink):
+    (rtt,) = _pair_table(
+        directory,
+        "network.csv",
+        NETWORK_COLUMNS,
+        ("site_id", site_index),
+        ("region_id", region_index),
+        {"rtt_ms": {"minimum": 0}},
+        sink,
+    )
+    return rtt
+
+
+def _load_series(
+    directory: Path, site_index: dict[str, int], step_of: dict[datetime, int], sink: _Collector
+):
+    file = "site_series.csv"
+    S, T = len(site_index), len(step_of)
+    arrays = [np.full((S, T), np.nan) for _ in range(5)]
+    seen: dict[tuple[int, datetime], int] = {}
+    available: dict[int, set[datetime]] = {i: set() for i in range(S)}
+    names = SERIES_COLUMNS[2:]
+    for row in _read_csv(directory, file, SERIES_COLUMNS, sink):
+        when = row.time("time")
+        site = row.text("site_id")
+        values = [
+            row.number("dry_bulb_c", minimum=-90, maximum=70),
+            row.number("wet_bulb_c", minimum=-90, maximum=70),
+            row.number("price_aud_per_mwh"),
+            row.number("carbon_kg_per_kwh", minimum=0),
+            row.number("ewif_l_per_kwh", minimum=0),
+        ]
+        if (
+            values[0] is not None
+            and values[1] is not None
+            and (values[1] > values[0] + WET_BULB_SLACK_C)
+        ):
+            sink.add(
+                file,
+                f"wet bulb {values[1]:g} °C is above dry bulb {values[0]:g} °C",
+                row.line,
+                "wet_bulb_c",
+            )
+        if site is not None and site not in site_index:
+            sink.add(file, f"unknown site_id {site!r}", row.line, "site_id")
+            continue
+        if when is None or site is None:
+            continue
+        i = site_index[site]
+        if (i, when) in seen:
+            sink.add(
+                file,
+                f"duplicate row for site {site!r} at {when.isoformat()} "
+                f"(first on row {seen[(i, when)]})",
+                row.line,
+            )
+            continue
+        seen[(i, when)] = row.line
+        available[i].add(when)
+        t = step_of.get(when)
+        if t is None:
+            continue
+        for array, value in zip(arrays, values, strict=True):
+            if value is not None:
+                array[i, t] = value
+    if (directory / file).is_file() and not any(
+        p.file == file and p.row in (None, 1) for p in sink.problems
+    ):
+        steps = sorted(step_of, key=step_of.get)
+        sites = list(site_index)
+        for i, site in enumerate(sites):
+            lacking = [t for t in steps if (i, t) not in seen]
+            if lacking:
+                sink.add(
+                    file,
+                    f"missing step {lacking[0].isoformat()} for site {site!r}"
+                    + (f" (and {len(lacking) - 1} more steps)" if len(lacking) > 1 else ""),
+                    None,
+                    "time",
+                )
+    del names
+    # How many consecutive steps the series covers from the start, for receding horizons.
+    first = min(step_of, key=step_of.get) if step_of else None
+    covered = _steps_covered(available, first, step_of)
+    return (*arrays, covered)
+
+
+def _steps_covered(available, first, step_of) -> int:
+    if first is None:
+        return 0
+    ordered = sorted(step_of, key=step_of.get)
+    step = ordered[1] - ordered[0] if len(ordered) > 1 else None
+    if step is None:
+        return len(ordered)
+    common = set.intersection(*available.values()) if available else set()
+    count, when = 0, first
+    while when in common:
+        count += 1
+        when = when + step
+    return count
+
+
+def _load_demand(directory, region_index, class_index, classes: Classes, step_of, sink):
+    file = "demand.csv"
+    R, C, T = len(region_index), len(class_index), len(step_of)
+    demand = np.zeros((R, C, T))
+    filled = np.zeros((R, C, T), dtype=bool)
+    seen: dict[tuple[int, int, datetime], int] = {}
+    for row in _read_csv(directory, file, DEMAND_COLUMNS, sink):
+        when = row.time("time")
+        region, klass = row.text("region_id"), row.text("class_id")
+        value = row.number("requests_per_s", minimum=0)
+        bad = False
+        if region is not None and region not in region_index:
+            sink.add(file, f"unknown region_id {region!r}", row.line, "region_id")
+            bad = True
+        if klass is not None and klass not in class_index:
+            sink.add(file, f"unknown class_id {klass!r}", row.line, "class_id")
+            bad = True
+        elif klass is not None and classes.deferrable[class_index[klass]]:
+            sink.add(
+                file,
+                f"class {klass!r} is deferrable: its volume belongs in batch.csv",
+                row.line,
+                "class_id",
+            )
+            bad = True
+        if bad or when is None or region is None or klass is None:
+            continue
+        key = (region_index[region], class_index[klass], when)
+        if key in seen:
+            sink.add(
+                file,
+                f"duplicate row for ({region}, {klass}) at {when.isoformat()} "
+                f"(first on row {seen[key]})",
+                row.line,
+            )
+            continue
+        seen[key] = row.line
+        t = step_of.get(when)
+        if t is None or value is None:
+            continue
+        demand[key[0], key[1], t] = value
+        filled[key[0], key[1], t] = True
+    if (directory / file).is_file() and not any(
+        p.file == file and p.row in (None, 1) for p in sink.problems
+    ):
+        steps = sorted(step_of, key=step_of.get)
+        regions, cls = list(region_index), list(class_index)
+        reported = 0
+        for j in range(R):
+            for c in range(C):
+                if classes.deferrable[c]:
+                    continue
+                lacking = np.flatnonzero(~filled[j, c])
+                if lacking.size and reported < 10:
+                    reported += 1
+                    sink.add(
+                        file,
+                        f"missing step {steps[lacking[0]].isoformat()} for region "
+                        f"{regions[j]!r}, class {cls[c]!r}"
+                        + (f" (and {lacking.size - 1} more steps)" if lacking.size > 1 else ""),
+                        None,
+                        "time",
+                    )
+    return demand
+
+
+def _load_batch(directory, region_index, class_index, classes: Classes, sink):
+    file = "batch.csv"
+    batch = np.zeros((len(region_index), len(class_index)))
+    seen: dict[tuple[int, int], int] = {}
+    for row in _read_csv(directory, file, BATCH_COLUMNS, sink):
+        region, klass = row.text("region_id"), row.text("class_id")
+        value = row.number("requests", minimum=0)
+        bad = False
+        if region is not None and region not in region_index:
+            sink.add(file, f"unknown region_id {region!r}", row.line, "region_id")
+            bad = True
+        if klass is not None and klass not in class_index:
+            sink.add(file, f"unknown class_id {klass!r}", row.line, "class_id")
+            bad = True
+        elif klass is not None and not classes.deferrable[class_index[klass]]:
+            sink.add(
+                file,
+                f"class {klass!r} is interactive: its demand belongs in demand.csv",
+                row.line,
+                "class_id",
+            )
+            bad = True
+        if bad or region is None or klass is None:
+            continue
+        key = (region_index[region], class_index[klass])
+        if key in seen:
+            sink.add(
+                file, f"duplicate row for ({region}, {klass}) (first on row {seen[key]})", row.line
+            )
+            continue
+        seen[key] = row.line
+        if value is not None:
+            batch[key] = value
+    return batch
+
+
+def check_servable(scenario: Scenario, sink: _Collector | None = None) -> list[Problem]:
+    """Report demand that the fleet cannot serve.
+
+    Checks, in turn: a class with demand that no site can serve within its TTFT SLO; a
+    region/class whose demand at some step exceeds the capacity of every site allowed to
+    serve it; a step whose interactive load exceeds the whole fleet; batch volume beyond what
+    is left over the horizon. These are necessary conditions; they catch the usual mistakes
+    with a precise message before any solver runs.
+    """
+    own = sink is None
+    sink = sink or _Collector()
+    allowed = scenario.allowed()
+    sites, classes, regions = scenario.sites, scenario.classes, scenario.regions
+    capacity = sites.u_max * sites.gpus  # busy GPUs per site
+    demand = scenario.demand_rps
+    for c in range(len(classes)):
+        volume = demand[:, c].sum() + scenario.batch_requests[:, c].sum()
+        if volume > 0 and not allowed[:, :, c].any():
+            where = "demand.csv" if not classes.deferrable[c] else "batch.csv"
+            sink.add(
+                "classes.csv",
+                f"class {classes.class_id[c]!r} has demand in {where} but "
+                "no site can serve it within its TTFT SLO (rtt + prefill + max_wait > "
+                "ttft_slo_ms for every site)",
+                c + 2,
+                "ttft_slo_ms",
+            )
+            continue
+        for j in range(len(regions)):
+            if classes.deferrable[c]:
+                continue
+            load = demand[j, c]
+            if not load.any():
+                continue
+            ok_sites = allowed[:, j, c]
+            if not ok_sites.any():
+                sink.add(
+                    "demand.csv",
+                    f"region {regions.region_id[j]!r} has demand for class "
+                    f"{classes.class_id[c]!r} but no site reaches it within the "
+                    f"{classes.ttft_slo_ms[c]:g} ms TTFT SLO",
+                    None,
+                    "requests_per_s",
+                )
+                continue
+            best = (capacity[ok_sites] / scenario.gpu_s[ok_sites, c]).sum()
+            over = np.flatnonzero(load > best * (1 + 1e-9))
+            if over.size:
+                t = over[0]
+                sink.add(
+                    "demand.csv",
+                    f"demand {load[t]:g} req/s of region "
+                    f"{regions.region_id[j]!r}, class {classes.class_id[c]!r} at "
+                    f"{scenario.times[t].isoformat()} is above the {best:g} req/s the "
+                    "sites within its SLO can serve",
+                    None,
+                    "requests_per_s",
+                )
+    interactive = classes.interactive
+    # Lightest possible load: every request at the site where it costs the fewest GPU-s.
+    min_gpu_s = np.where(allowed, scenario.gpu_s[:, None, :], np.inf).min(axis=0)  # (R, C)
+    min_gpu_s = np.where(np.isfinite(min_gpu_s), min_gpu_s, 0.0)
+    step_load = np.einsum("jct,jc->t", demand[:, interactive], min_gpu_s[:, interactive])
+    fleet = capacity.sum()
+    over = np.flatnonzero(step_load > fleet * (1 + 1e-9))
+    if over.size:
+        t = over[0]
+        sink.add(
+            "demand.csv",
+            f"interactive demand at {scenario.times[t].isoformat()} needs at "
+            f"least {step_load[t]:g} busy GPUs, above the fleet's {fleet:g} "
+            "(u_max · gpus summed over sites)",
+            None,
+            "requests_per_s",
+        )
+    batch_gpu_s = float((scenario.batch_requests * min_gpu_s).sum())
+    spare_gpu_s = float((fleet - step_load).clip(min=0).sum() * scenario.step_seconds)
+    if batch_gpu_s > spare_gpu_s * (1 + 1e-9):
+        sink.add(
+            "batch.csv",
+            f"batch volume needs {batch_gpu_s:g} GPU-seconds, above the "
+            f"{spare_gpu_s:g} left by interactive demand over the horizon",
+            None,
+            "requests",
+        )
+    return sink.problems if own else []
+
+
+def load_demand_view(
+    directory: str | os.PathLike[str],
+    *,
+    start: datetime | None = None,
+    steps: int | None = None,
+) -> DemandView:
+    """Read only the coordinator's files of a scenario directory.
+
+    Reads ``scenario.toml``, ``regions.csv``, ``classes.csv``, ``demand.csv`` and
+    ``batch.csv``; no site file is opened, so this works on a coordinator-only directory
+    (see :func:`split_scenario`).
+
+    Raises
+    ------
+    ScenarioError
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ScenarioError(Problem(str(directory), "not a directory"), str(directory))
+    sink = _Collector()
+    meta = _load_toml(directory, sink)
+    if meta is not None:
+        if start is not None:
+            meta["start"] = start
+        if steps is not None:
+            meta["steps"] = steps
+    regions, region_index = _load_regions(directory, sink)
+    classes, class_index = _load_classes(directory, sink)
+    if sink.problems or meta is None:
+        raise ScenarioError(sink.problems, str(directory))
+    times = step_times(meta["start"], meta["step_hours"], meta["steps"])
+    step_of = {t: k for k, t in enumerate(times)}
+    demand = _load_demand(directory, region_index, class_index, classes, step_of, sink)
+    batch = _load_batch(directory, region_index, class_index, classes, sink)
+    if sink.problems:
+        raise ScenarioError(sink.problems, str(directory))
+    return DemandView(
+        name=meta["name"],
+        start=times[0],
+        step_hours=meta["step_hours"],
+        objective=meta["objective"],
+        regions=regions,
+        classes=classes,
+        times=times,
+        demand_rps=demand,
+        batch_requests=batch,
+    )
+
+
+SITE_PRIVATE_FILES = ("sites.csv", "profiles.csv", "network.csv", "site_series.csv")
+COORDINATOR_FILES = ("scenario.toml", "regions.csv", "classes.csv", "demand.csv", "batch.csv")
+
+
+def _filtered_csv(path: Path, keep: Callable[[dict[str, str]], bool]) -> str:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        rows = [r for r in reader if r and keep(dict(zip(header, r, strict=False)))]
+    return csv_text(header, rows)
+
+
+def site_slice_files(directory: str | os.PathLike[str], site_id: str) -> dict[str, str]:
+    """The files of a one-site scenario directory holding only ``site_id``'s rows.
+
+    The site keeps its own rows of ``sites.csv``, ``profiles.csv``, ``network.csv`` and
+    ``site_series.csv``, the public ``scenario.toml`` and ``classes.csv``, and the region
+    ids and coordinates; region populations, demand and batch volumes (the coordinator's
+    data) are left out (``population`` 0, empty ``demand.csv`` and ``batch.csv``).
+    """
+    directory = Path(directory)
+    files: dict[str, str] = {}
+    for name in SITE_PRIVATE_FILES:
+        path = directory / name
+        if not path.is_file():
+            raise ScenarioError(Problem(name, "file is missing"), str(directory))
+        files[name] = _filtered_csv(path, lambda row: row.get("site_id", "").strip() == site_id)
+    if files["sites.csv"].count("\n") < 2:
+        raise ScenarioError(
+            Problem("sites.csv", f"no site with site_id {site_id!r}", None, "site_id"),
+            str(directory),
+        )
+    for name in ("scenario.toml", "classes.csv"):
+        files[name] = (directory / name).read_text(encoding="utf-8")
+    regions = directory / "regions.csv"
+    with regions.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        rows = [[r["region_id"], r.get("name", ""), r["lat"], r["lon"], 0] for r in reader]
+    files["regions.csv"] = csv_text(REGION_COLUMNS, rows)
+    files["demand.csv"] = csv_text(DEMAND_COLUMNS, [])
+    files["batch.csv"] = csv_text(BATCH_COLUMNS, [])
+    return files
+
+
+def split_scenario(
+    directory: str | os.PathLike[str], out: str | os.PathLike[str]
+) -> dict[str, Path]:
+    """Split a scenario into a coordinator directory and one directory per site.
+
+    Writes ``out/coordinator/`` (the demand side) and ``out/sites/<site_id>/`` (each a
+    valid one-site scenario directory holding only that site's private rows), so each can
+    be shipped to its own host. The source is validated first.
+
+    Returns
+    -------
+    dict
+        ``{"coordinator": path, site_id: path, ...}``.
+    """
+    scenario = load_scenario(directory)
+    directory, out = Path(directory), Path(out)
+    paths: dict[str, Path] = {}
+    coordinator = {name: (directory / name).read_bytes() for name in COORDINATOR_FILES}
+    paths["coordinator"] = write_directory_atomic(out / "coordinator", coordinator)
+    for site in scenario.sites.site_id:
+        paths[site] = write_directory_atomic(
+            out / "sites" / site, site_slice_files(directory, site)
+        )
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def _fmt(value: float) -> str:
+    """Shortest text that reads back to the same float; integers without a decimal point."""
+    value = float(value)
+    if math.isinf(value):
+        return ""
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def scenario_tables(scenario: Scenario) -> dict[str, tuple[tuple[str, ...], list[list[Any]]]]:
+    """Every CSV table of ``scenario`` as (header, rows), in input format v1."""
+    sc = scenario
+    s, r, c = sc.sites, sc.regions, sc.classes
+    tables: dict[str, tuple[tuple[str, ...], list[list[Any]]]] = {}
+    tables["sites.csv"] = (
+        SITE_COLUMNS,
+        [
+            [
+                s.site_id[i],
+                s.name[i],
+                s.lat[i],
+                s.lon[i],
+                s.grid_region[i],
+                s.gpus[i],
+                s.idle_w[i],
+                s.u_max[i],
+                s.max_wait_ms[i],
+                s.ref_gpu_s[i],
+                s.ppue_a[i],
+                s.ppue_b[i],
+                s.ppue_c[i],
+                s.wue_model[i],
+                s.wue_p1[i],
+                s.wue_p2[i],
+            ]
+            for i in range(len(s))
+        ],
+    )
+    tables["regions.csv"] = (
+        REGION_COLUMNS,
+        [[r.region_id[j], r.name[j], r.lat[j], r.lon[j], r.population[j]] for j in range(len(r))],
+    )
+    tables["classes.csv"] = (
+        CLASS_COLUMNS,
+        [
+            [
+                c.class_id[k],
+                c.model[k],
+                c.prompt_tokens[k],
+                c.output_tokens[k],
+                c.ttft_slo_ms[k],
+                "true" if c.deferrable[k] else "false",
+            ]
+            for k in range(len(c))
+        ],
+    )
+    tables["profiles.csv"] = (
+        PROFILE_COLUMNS,
+        [
+            [s.site_id[i], c.class_id[k], sc.gpu_s[i, k], sc.energy_j[i, k], sc.prefill_ms[i, k]]
+            for i in range(len(s))
+            for k in range(len(c))
+        ],
+    )
+    tables["network.csv"] = (
+        NETWORK_COLUMNS,
+        [
+            [s.site_id[i], r.region_id[j], sc.rtt_ms[i, j]]
+            for i in range(len(s))
+            for j in range(len(r))
+        ],
+    )
+    tables["site_series.csv"] = (
+        SERIES_COLUMNS,
+        [
+            [
+                sc.times[t].isoformat(),
+                s.site_id[i],
+                sc.dry_bulb_c[i, t],
+                sc.wet_bulb_c[i, t],
+                sc.price_aud_per_mwh[i, t],
+                sc.carbon_kg_per_kwh[i, t],
+                sc.ewif_l_per_kwh[i, t],
+            ]
+            for t in range(sc.steps)
+            for i in range(len(s))
+        ],
+    )
+    tables["demand.csv"] = (
+        DEMAND_COLUMNS,
+        [
+            [sc.times[t].isoformat(), r.region_id[j], c.class_id[k], sc.demand_rps[j, k, t]]
+            for t in range(sc.steps)
+            for j in range(len(r))
+            for k in range(len(c))
+            if not c.deferrable[k]
+        ],
+    )
+    tables["batch.csv"] = (
+        BATCH_COLUMNS,
+        [
+            [r.region_id[j], c.class_id[k], sc.batch_requests[j, k]]
+            for j in range(len(r))
+            for k in range(len(c))
+            if c.deferrable[k]
+        ],
+    )
+    return tables
+
+
+def scenario_toml(scenario: Scenario) -> str:
+    o = scenario.objective
+    return (
+        "[scenario]\n"
+        f'name = "{scenario.name}"\n'
+        f'start = "{scenario.start.isoformat()}"\n'
+        f"step_hours = {scenario.step_hours!r}\n"
+        f"steps = {scenario.steps}\n\n"
+        "[objective]\n"
+        f"carbon_aud_per_kg = {o.carbon_aud_per_kg!r}\n"
+        f"water_aud_per_l = {o.water_aud_per_l!r}\n"
+        f"latency_aud_per_req_s = {o.latency_aud_per_req_s!r}\n"
+    )
+
+
+def write_scenario(scenario: Scenario, directory: str | os.PathLike[str]) -> Path:
+    """Write ``scenario`` as a v1 scenario directory, atomically."""
+    files: dict[str, str] = {"scenario.toml": scenario_toml(scenario)}
+    for name, (header, rows) in scenario_tables(scenario).items():
+        files[name] = csv_text(header, rows)
+    return write_directory_atomic(directory, files)
+
+
+def csv_text(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
+    """CSV text with a header, floats written exactly (shortest round-trip repr)."""
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(list(header))
+    for row in rows:
+        writer.writerow([_fmt(v) if isinstance(v, float | np.floating) else v for v in row])
+    return buffer.getvalue()
+
+
+def write_directory_atomic(
+    directory: str | os.PathLike[str], files: dict[str, str | bytes]
+) -> Path:
+    """Write ``files`` (name -> content) into ``directory`` so no half-written file is seen.
+
+    Each file is written to a temporary name in the same directory, flushed and fsynced, and
+    only then are all of them renamed into place. If anything fails before the renames,
+    every temporary file is removed and existing files are untouched.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    temporary: list[tuple[Path, Path]] = []
+    try:
+        for name, content in files.items():
+            target = directory / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            temporary.append((Path(tmp), target))
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content.encode("utf-8") if isinstance(content, str) else content)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for tmp, target in temporary:
+            os.replace(tmp, target)
+    except BaseException:
+        for tmp, _ in temporary:
+            tmp.unlink(missing_ok=True)
+        raise
+    return directory
+
+
+def copy_scenario_dir(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """Copy the v1 files (and any PROVENANCE/README) of a scenario directory, atomically."""
+    source = Path(source)
+    files: dict[str, str | bytes] = {}
+    for path in sorted(source.iterdir()):
+        if path.is_file() and (path.name in SCENARIO_FILES or path.suffix == ".md"):
+            files[path.name] = path.read_bytes()
+    return write_directory_atomic(target, files)
+
+
+def remove_tree(path: str | os.PathLike[str]) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+__all__ = [
+    "SCENARIO_FILES",
+    "allowed_pairs",
+    "check_servable",
+    "copy_scenario_dir",
+    "csv_text",
+    "load_demand_view",
+    "load_scenario",
+    "scenario_tables",
+    "scenario_toml",
+    "site_slice_files",
+    "split_scenario",
+    "write_directory_atomic",
+    "write_scenario",
+]

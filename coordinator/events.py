@@ -1,0 +1,69 @@
+"""What a run reports while it goes: the observer contract between the ADMM loop and
+whatever watches it (progress display, Prometheus metrics, convergence log).
+
+The loop calls every registered observer synchronously; observers must be cheap and must
+not raise (an exception is logged and the observer dropped, never the run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+
+class RunState(str, Enum):
+    """Lifecycle of a run, exported as a state-set metric."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    CONVERGED = "converged"
+    STOPPED = "stopped"  # iteration limit or deadline reached without convergence
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    """One ADMM iteration as the coordinator saw it.
+
+    Residuals are in the scaled coupling units of the run; ``objective_parts`` holds the
+    objective in AUD split into ``energy_cost``, ``carbon``, ``water`` and ``latency`` when
+    the sites report them (they may be NaN mid-run: sites only report served demand).
+    """
+
+    run_id: str
+    iteration: int
+    primal_residual: float
+    dual_residual: float
+    eps_primal: float
+    eps_dual: float
+    rho: float
+    objective_aud: float
+    elapsed_s: float
+    accelerated: bool = False
+    objective_parts: dict[str, float] = field(default_factory=dict)
+    site_solve_s: dict[str, float] = field(default_factory=dict)
+    late_sites: tuple[str, ...] = ()
+
+
+class RunObserver(Protocol):
+    """Receives a run's events. Every method is optional in practice; implement all."""
+
+    def on_state(self, run_id: str, state: RunState) -> None: ...
+
+    def on_iteration(self, record: IterationRecord) -> None: ...
+
+    def on_site_timeout(self, run_id: str, site_id: str) -> None: ...
+
+
+class NullObserver:
+    """An observer that ignores everything (a base class for partial observers)."""
+
+    def on_state(self, run_id: str, state: RunState) -> None:
+        return None
+
+    def on_iteration(self, record: IterationRecord) -> None:
+        return None
+
+    def on_site_timeout(self, run_id: str, site_id: str) -> None:
+        return None
