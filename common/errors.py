@@ -24,7 +24,9 @@ class Problem:
             where += f", row {self.row}"
         if self.column is not None:
             where += f", column '{self.column}'"
-        return f"{where}: {self.reason}"
+        # One problem, one line: a reason quoting an exception may carry line breaks.
+        reason = " ".join(self.reason.splitlines())
+        return f"{where}: {reason}"
 
 
 class ScenarioError(ValueError):

@@ -8,7 +8,9 @@ target directory and renamed into place only when all of them are complete.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import math
 import os
 import shutil
@@ -17,7 +19,7 @@ import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -101,6 +103,9 @@ class _Collector:
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        # Line numbers of rows that later whole-scenario checks (check_servable) point at,
+        # keyed by (file, *position in the arrays).
+        self.lines: dict[tuple[Any, ...], int] = {}
 
     def add(self, file: str, reason: str, row: int | None = None, column: str | None = None):
         self.problems.append(Problem(file, reason, row, column))
@@ -187,8 +192,17 @@ def _read_csv(
     if not path.is_file():
         sink.add(file, "file is missing")
         return
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
+    # Decode the whole file first: a stray non-UTF-8 byte must become a problem, not a
+    # UnicodeDecodeError halfway through the rows. "utf-8-sig" drops the byte-order mark
+    # spreadsheet programs put in front of the header, which would otherwise hide the
+    # first column.
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        sink.add(file, f"not UTF-8 text (byte {exc.start}: {exc.reason})")
+        return
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
@@ -197,9 +211,17 @@ def _read_csv(
         missing = [c for c in columns if c not in header]
         for column in missing:
             sink.add(file, "required column is missing from the header", 1, column)
-        if missing:
+        # A repeated column would silently keep only its last value.
+        twice = [c for c in columns if header.count(c) > 1]
+        for column in twice:
+            sink.add(file, "column appears more than once in the header", 1, column)
+        if missing or twice:
             return
-        for number, values in enumerate(reader, start=2):
+        # A record's line number is one past the last line of the previous record: a quoted
+        # field may span several lines, so counting records would drift.
+        last_line = reader.line_num
+        for values in reader:
+            number, last_line = last_line + 1, reader.line_num
             if not values or all(not v.strip() for v in values):
                 continue
             if len(values) != len(header):
@@ -210,6 +232,8 @@ def _read_csv(
                 )
                 continue
             yield _Row(file, number, dict(zip(header, values, strict=True)), sink)
+    except csv.Error as exc:
+        sink.add(file, f"not valid CSV: {exc}", reader.line_num)
 
 
 def _unique_ids(rows: list[_Row], column: str, sink: _Collector) -> dict[str, int]:
@@ -266,31 +290,33 @@ def load_scenario(
     if not directory.is_dir():
         raise ScenarioError(Problem(str(directory), "not a directory"), str(directory))
     sink = _Collector()
-    meta = _load_toml(directory, sink)
-    if meta is not None:
-        if start is not None:
-            meta["start"] = start
-        if steps is not None:
-            if steps <= 0:
-                sink.add("scenario.toml", f"steps must be > 0 (got {steps})", None, "steps")
-            meta["steps"] = steps
+    meta = _apply_overrides(_load_toml(directory, sink), start, steps, sink)
 
     sites, site_index = _load_sites(directory, sink)
     regions, region_index = _load_regions(directory, sink)
     classes, class_index = _load_classes(directory, sink)
-    if sink.problems or meta is None:
-        raise ScenarioError(sink.problems, str(directory))
-
-    times = step_times(meta["start"], meta["step_hours"], meta["steps"])
+    # Go on to the tables keyed by these ids even when some of their cells are bad, so one
+    # run reports the problems of every file; only a table whose keys cannot be trusted
+    # (ids missing, unreadable, empty or repeated) is left for the next run, as checking it
+    # would only echo the first problem.
+    sites_ok = _ids_sound(sink, "sites.csv", "site_id")
+    regions_ok = _ids_sound(sink, "regions.csv", "region_id")
+    classes_ok = _ids_sound(sink, "classes.csv", "class_id", "deferrable")
+    times = step_times(meta["start"], meta["step_hours"], meta["steps"]) if meta else ()
     step_of = {t: k for k, t in enumerate(times)}
     S, R, C, T = len(sites), len(regions), len(classes), len(times)
 
-    gpu_s, energy_j, prefill_ms = _load_profiles(directory, site_index, class_index, sink)
-    rtt_ms = _load_network(directory, site_index, region_index, sink)
-    series = _load_series(directory, site_index, step_of, sink)
-    demand = _load_demand(directory, region_index, class_index, classes, step_of, sink)
-    batch = _load_batch(directory, region_index, class_index, classes, sink)
-    if sink.problems:
+    if sites_ok and classes_ok:
+        gpu_s, energy_j, prefill_ms = _load_profiles(directory, site_index, class_index, sink)
+    if sites_ok and regions_ok:
+        rtt_ms = _load_network(directory, site_index, region_index, sink)
+    if meta is not None and sites_ok:
+        series = _load_series(directory, site_index, step_of, sink)
+    if meta is not None and regions_ok and classes_ok:
+        demand = _load_demand(directory, region_index, class_index, classes, step_of, sink)
+    if regions_ok and classes_ok:
+        batch = _load_batch(directory, region_index, class_index, classes, sink)
+    if sink.problems or meta is None:
         raise ScenarioError(sink.problems, str(directory))
 
     scenario = Scenario(
@@ -322,6 +348,40 @@ def load_scenario(
     return scenario
 
 
+def _ids_sound(sink: _Collector, file: str, *columns: str) -> bool:
+    """Were the ids of ``file`` read without a problem (so other tables can refer to them)?
+
+    False if the file as a whole had a problem (missing, empty, bad header: row 1 or no
+    row) or any of ``columns`` did.
+    """
+    return not any(
+        p.file == file and (p.row in (None, 1) or p.column in columns) for p in sink.problems
+    )
+
+
+def _apply_overrides(
+    meta: dict[str, Any] | None, start: datetime | None, steps: int | None, sink: _Collector
+) -> dict[str, Any] | None:
+    """``scenario.toml`` with the caller's ``start``/``steps`` in place of its own.
+
+    An override is checked like the file's value: a naive start would never match the
+    offset-aware series times (every step would look missing), and no steps leave no
+    horizon at all.
+    """
+    if start is not None and start.tzinfo is None:
+        sink.add("scenario.toml", f"start {start.isoformat()} has no UTC offset", None, "start")
+        return None
+    if steps is not None and steps <= 0:
+        sink.add("scenario.toml", f"steps must be > 0 (got {steps})", None, "steps")
+        return None
+    if meta is not None:
+        if start is not None:
+            meta["start"] = start
+        if steps is not None:
+            meta["steps"] = steps
+    return meta
+
+
 def _load_toml(directory: Path, sink: _Collector) -> dict[str, Any] | None:
     file = "scenario.toml"
     path = directory / file
@@ -329,7 +389,7 @@ def _load_toml(directory: Path, sink: _Collector) -> dict[str, Any] | None:
         sink.add(file, "file is missing")
         return None
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         sink.add(file, f"not valid TOML: {exc}")
         return None
@@ -422,7 +482,9 @@ def _load_sites(directory: Path, sink: _Collector) -> tuple[Sites, dict[str, int
                 "wue_model",
             )
         cols["wue_model"].append(model or "")
-        p1 = row.number("wue_p1", minimum=0)
+        # p1 is the cycles of concentration of a tower (checked below) but the wet-bulb
+        # threshold of an economizer, in °C, which may well be below zero.
+        p1 = row.number("wue_p1", minimum=None if model == "economizer" else 0)
         p2 = row.number("wue_p2", minimum=0)
         if model == "tower" and p1 is not None and p1 <= 1:
             sink.add(
@@ -461,6 +523,7 @@ def _load_classes(directory: Path, sink: _Collector) -> tuple[Classes, dict[str,
     cols: dict[str, list[Any]] = {c: [] for c in CLASS_COLUMNS}
     for row in rows:
         cols["class_id"].append(row.text("class_id") or "")
+        sink.lines.setdefault((file, len(cols["class_id"]) - 1), row.line)
         cols["model"].append(row.text("model", allow_empty=True) or "")
         cols["prompt_tokens"].append(row.number("prompt_tokens", minimum=0))
         cols["output_tokens"].append(row.number("output_tokens", minimum=0))
@@ -666,7 +729,9 @@ def _load_demand(directory, region_index, class_index, classes: Classes, step_of
     demand = np.zeros((R, C, T))
     filled = np.zeros((R, C, T), dtype=bool)
     seen: dict[tuple[int, int, datetime], int] = {}
+    rows = 0
     for row in _read_csv(directory, file, DEMAND_COLUMNS, sink):
+        rows += 1
         when = row.time("time")
         region, klass = row.text("region_id"), row.text("class_id")
         value = row.number("requests_per_s", minimum=0)
@@ -698,12 +763,22 @@ def _load_demand(directory, region_index, class_index, classes: Classes, step_of
             continue
         seen[key] = row.line
         t = step_of.get(when)
-        if t is None or value is None:
+        if t is None:
             continue
-        demand[key[0], key[1], t] = value
+        # The row is there: a bad value is reported on its own row, not again as a
+        # missing step.
         filled[key[0], key[1], t] = True
-    if (directory / file).is_file() and not any(
-        p.file == file and p.row in (None, 1) for p in sink.problems
+        sink.lines[(file, key[0], key[1], t)] = row.line
+        if value is not None:
+            demand[key[0], key[1], t] = value
+    # A demand.csv with a header and no rows states that there is no interactive demand
+    # (a site's own directory, see site_slice_files); once it has rows, every interactive
+    # region/class needs one at every step.
+    header_only = rows == 0 and not any(p.file == file for p in sink.problems)
+    if (
+        (directory / file).is_file()
+        and not header_only
+        and not any(p.file == file and p.row in (None, 1) for p in sink.problems)
     ):
         steps = sorted(step_of, key=step_of.get)
         regions, cls = list(region_index), list(class_index)
@@ -770,6 +845,10 @@ def check_servable(scenario: Scenario, sink: _Collector | None = None) -> list[P
     serve it; a step whose interactive load exceeds the whole fleet; batch volume beyond what
     is left over the horizon. These are necessary conditions; they catch the usual mistakes
     with a precise message before any solver runs.
+
+    Problems name a row only when the scenario was read from files (``sink`` of
+    :func:`load_scenario` knows their line numbers); for a scenario built in memory the row
+    is ``None``.
     """
     own = sink is None
     sink = sink or _Collector()
@@ -786,7 +865,7 @@ def check_servable(scenario: Scenario, sink: _Collector | None = None) -> list[P
                 f"class {classes.class_id[c]!r} has demand in {where} but "
                 "no site can serve it within its TTFT SLO (rtt + prefill + max_wait > "
                 "ttft_slo_ms for every site)",
-                c + 2,
+                sink.lines.get(("classes.csv", c)),
                 "ttft_slo_ms",
             )
             continue
@@ -811,13 +890,14 @@ def check_servable(scenario: Scenario, sink: _Collector | None = None) -> list[P
             over = np.flatnonzero(load > best * (1 + 1e-9))
             if over.size:
                 t = over[0]
+                more = f" (and {over.size - 1} more steps)" if over.size > 1 else ""
                 sink.add(
                     "demand.csv",
                     f"demand {load[t]:g} req/s of region "
                     f"{regions.region_id[j]!r}, class {classes.class_id[c]!r} at "
                     f"{scenario.times[t].isoformat()} is above the {best:g} req/s the "
-                    "sites within its SLO can serve",
-                    None,
+                    f"sites within its SLO can serve{more}",
+                    sink.lines.get(("demand.csv", j, c, t)),
                     "requests_per_s",
                 )
     interactive = classes.interactive
@@ -870,21 +950,19 @@ def load_demand_view(
     if not directory.is_dir():
         raise ScenarioError(Problem(str(directory), "not a directory"), str(directory))
     sink = _Collector()
-    meta = _load_toml(directory, sink)
-    if meta is not None:
-        if start is not None:
-            meta["start"] = start
-        if steps is not None:
-            meta["steps"] = steps
+    meta = _apply_overrides(_load_toml(directory, sink), start, steps, sink)
     regions, region_index = _load_regions(directory, sink)
     classes, class_index = _load_classes(directory, sink)
-    if sink.problems or meta is None:
-        raise ScenarioError(sink.problems, str(directory))
-    times = step_times(meta["start"], meta["step_hours"], meta["steps"])
+    keys_ok = _ids_sound(sink, "regions.csv", "region_id") and _ids_sound(
+        sink, "classes.csv", "class_id", "deferrable"
+    )
+    times = step_times(meta["start"], meta["step_hours"], meta["steps"]) if meta else ()
     step_of = {t: k for k, t in enumerate(times)}
-    demand = _load_demand(directory, region_index, class_index, classes, step_of, sink)
-    batch = _load_batch(directory, region_index, class_index, classes, sink)
-    if sink.problems:
+    if meta is not None and keys_ok:
+        demand = _load_demand(directory, region_index, class_index, classes, step_of, sink)
+    if keys_ok:
+        batch = _load_batch(directory, region_index, class_index, classes, sink)
+    if sink.problems or meta is None:
         raise ScenarioError(sink.problems, str(directory))
     return DemandView(
         name=meta["name"],
@@ -903,12 +981,18 @@ SITE_PRIVATE_FILES = ("sites.csv", "profiles.csv", "network.csv", "site_series.c
 COORDINATOR_FILES = ("scenario.toml", "regions.csv", "classes.csv", "demand.csv", "batch.csv")
 
 
+def _csv_records(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of a CSV file that has already been validated."""
+    text = path.read_bytes().decode("utf-8-sig")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in next(reader, [])]
+    rows = [dict(zip(header, r, strict=False)) for r in reader if r and any(v.strip() for v in r)]
+    return header, rows
+
+
 def _filtered_csv(path: Path, keep: Callable[[dict[str, str]], bool]) -> str:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader)
-        rows = [r for r in reader if r and keep(dict(zip(header, r, strict=False)))]
-    return csv_text(header, rows)
+    header, rows = _csv_records(path)
+    return csv_text(header, [[r.get(h, "") for h in header] for r in rows if keep(r)])
 
 
 def site_slice_files(directory: str | os.PathLike[str], site_id: str) -> dict[str, str]:
@@ -917,15 +1001,19 @@ def site_slice_files(directory: str | os.PathLike[str], site_id: str) -> dict[st
     The site keeps its own rows of ``sites.csv``, ``profiles.csv``, ``network.csv`` and
     ``site_series.csv``, the public ``scenario.toml`` and ``classes.csv``, and the region
     ids and coordinates; region populations, demand and batch volumes (the coordinator's
-    data) are left out (``population`` 0, empty ``demand.csv`` and ``batch.csv``).
+    data) are left out: ``population`` is 0, and ``demand.csv`` and ``batch.csv`` hold a
+    header and no rows, which :func:`load_scenario` reads as no demand, so the directory
+    loads as a valid one-site scenario over any horizon its series covers.
     """
     directory = Path(directory)
     files: dict[str, str] = {}
-    for name in SITE_PRIVATE_FILES:
-        path = directory / name
-        if not path.is_file():
+    for name in (*SITE_PRIVATE_FILES, "scenario.toml", "classes.csv", "regions.csv"):
+        if not (directory / name).is_file():
             raise ScenarioError(Problem(name, "file is missing"), str(directory))
-        files[name] = _filtered_csv(path, lambda row: row.get("site_id", "").strip() == site_id)
+    for name in SITE_PRIVATE_FILES:
+        files[name] = _filtered_csv(
+            directory / name, lambda row: row.get("site_id", "").strip() == site_id
+        )
     if files["sites.csv"].count("\n") < 2:
         raise ScenarioError(
             Problem("sites.csv", f"no site with site_id {site_id!r}", None, "site_id"),
@@ -933,14 +1021,21 @@ def site_slice_files(directory: str | os.PathLike[str], site_id: str) -> dict[st
         )
     for name in ("scenario.toml", "classes.csv"):
         files[name] = (directory / name).read_text(encoding="utf-8")
-    regions = directory / "regions.csv"
-    with regions.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        rows = [[r["region_id"], r.get("name", ""), r["lat"], r["lon"], 0] for r in reader]
-    files["regions.csv"] = csv_text(REGION_COLUMNS, rows)
+    _, regions = _csv_records(directory / "regions.csv")
+    files["regions.csv"] = csv_text(
+        REGION_COLUMNS,
+        [[r["region_id"], r.get("name", ""), r["lat"], r["lon"], 0] for r in regions],
+    )
     files["demand.csv"] = csv_text(DEMAND_COLUMNS, [])
     files["batch.csv"] = csv_text(BATCH_COLUMNS, [])
     return files
+
+
+def _directory_name_problem(site_id: str) -> str | None:
+    """Why ``site_id`` cannot name a directory of its own, or None if it can."""
+    if site_id in ("", ".", "..") or any(ch in site_id for ch in "/\\\x00"):
+        return f"site_id {site_id!r} cannot name a site directory (no '/', '\\', NUL, '.' or '..')"
+    return None
 
 
 def split_scenario(
@@ -956,16 +1051,32 @@ def split_scenario(
     -------
     dict
         ``{"coordinator": path, site_id: path, ...}``.
+
+    Raises
+    ------
+    ScenarioError
+        If the source is invalid, or a site id cannot be used as a directory name (it
+        would write outside ``out/sites``). Nothing is written then.
     """
     scenario = load_scenario(directory)
     directory, out = Path(directory), Path(out)
+    lines = {
+        row.cells.get("site_id", "").strip(): row.line
+        for row in _read_csv(directory, "sites.csv", SITE_COLUMNS, _Collector())
+    }
+    problems = [
+        Problem("sites.csv", reason, lines.get(site), "site_id")
+        for site in scenario.sites.site_id
+        if (reason := _directory_name_problem(site)) is not None
+    ]
+    if problems:
+        raise ScenarioError(problems, str(directory))
+    slices = {site: site_slice_files(directory, site) for site in scenario.sites.site_id}
     paths: dict[str, Path] = {}
     coordinator = {name: (directory / name).read_bytes() for name in COORDINATOR_FILES}
     paths["coordinator"] = write_directory_atomic(out / "coordinator", coordinator)
-    for site in scenario.sites.site_id:
-        paths[site] = write_directory_atomic(
-            out / "sites" / site, site_slice_files(directory, site)
-        )
+    for site, files in slices.items():
+        paths[site] = write_directory_atomic(out / "sites" / site, files)
     return paths
 
 
@@ -1084,18 +1195,39 @@ def scenario_tables(scenario: Scenario) -> dict[str, tuple[tuple[str, ...], list
     return tables
 
 
+def _toml_string(text: str) -> str:
+    """A TOML basic string holding ``text`` exactly (quotes, backslashes, controls escaped)."""
+    escapes = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
+               "\f": "\\f", "\r": "\\r"}  # fmt: skip
+    out = []
+    for ch in str(text):
+        if ch in escapes:
+            out.append(escapes[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_float(value: float) -> str:
+    # float() first: the repr of a NumPy scalar is "np.float64(1.0)", which is not TOML.
+    return repr(float(value))
+
+
 def scenario_toml(scenario: Scenario) -> str:
+    """The text of ``scenario.toml`` for ``scenario``."""
     o = scenario.objective
     return (
         "[scenario]\n"
-        f'name = "{scenario.name}"\n'
-        f'start = "{scenario.start.isoformat()}"\n'
-        f"step_hours = {scenario.step_hours!r}\n"
-        f"steps = {scenario.steps}\n\n"
+        f"name = {_toml_string(scenario.name)}\n"
+        f"start = {_toml_string(scenario.start.isoformat())}\n"
+        f"step_hours = {_toml_float(scenario.step_hours)}\n"
+        f"steps = {int(scenario.steps)}\n\n"
         "[objective]\n"
-        f"carbon_aud_per_kg = {o.carbon_aud_per_kg!r}\n"
-        f"water_aud_per_l = {o.water_aud_per_l!r}\n"
-        f"latency_aud_per_req_s = {o.latency_aud_per_req_s!r}\n"
+        f"carbon_aud_per_kg = {_toml_float(o.carbon_aud_per_kg)}\n"
+        f"water_aud_per_l = {_toml_float(o.water_aud_per_l)}\n"
+        f"latency_aud_per_req_s = {_toml_float(o.latency_aud_per_req_s)}\n"
     )
 
 
@@ -1109,8 +1241,6 @@ def write_scenario(scenario: Scenario, directory: str | os.PathLike[str]) -> Pat
 
 def csv_text(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
     """CSV text with a header, floats written exactly (shortest round-trip repr)."""
-    import io
-
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(list(header))
@@ -1126,26 +1256,51 @@ def write_directory_atomic(
 
     Each file is written to a temporary name in the same directory, flushed and fsynced, and
     only then are all of them renamed into place. If anything fails before the renames,
-    every temporary file is removed and existing files are untouched.
+    every temporary file (and any sub-directory made for one) is removed and existing files
+    are untouched; targets that could not be renamed into place (an existing directory of
+    that name) are found before the first rename.
+
+    Raises
+    ------
+    ValueError
+        For a name that is absolute or climbs out with ``..`` (nothing is written).
     """
     directory = Path(directory)
+    for name in files:
+        pure = PurePath(name)
+        if pure.is_absolute() or ".." in pure.parts or not pure.parts:
+            raise ValueError(
+                f"refusing to write {name!r} outside {directory}: file names must be "
+                "relative, without '..'"
+            )
     directory.mkdir(parents=True, exist_ok=True)
     temporary: list[tuple[Path, Path]] = []
+    made: list[Path] = []
     try:
         for name, content in files.items():
             target = directory / name
+            missing = [p for p in reversed(target.parents) if not p.exists()]
             target.parent.mkdir(parents=True, exist_ok=True)
+            made.extend(missing)
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
             temporary.append((Path(tmp), target))
             with os.fdopen(fd, "wb") as handle:
                 handle.write(content.encode("utf-8") if isinstance(content, str) else content)
                 handle.flush()
                 os.fsync(handle.fileno())
+        # A rename onto a directory fails; find that now rather than after some files have
+        # already been replaced.
+        for _, target in temporary:
+            if target.is_dir():
+                raise IsADirectoryError(f"cannot replace directory {target} with a file")
         for tmp, target in temporary:
             os.replace(tmp, target)
     except BaseException:
         for tmp, _ in temporary:
             tmp.unlink(missing_ok=True)
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                path.rmdir()
         raise
     return directory
 

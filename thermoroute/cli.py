@@ -1,0 +1,304 @@
+"""The ``thermoroute`` command line.
+
+Every command that reads a scenario accepts either the name of an embedded scenario
+(``australia``, ``australia-20``) or a scenario directory. Bad input ends with one readable
+line per problem on stderr and exit status 2, never a traceback; outputs are written
+atomically, so a failed run leaves earlier outputs untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from common.errors import ScenarioError
+
+app = typer.Typer(
+    name="thermoroute",
+    help="Temperature-, carbon- and water-aware routing of LLM inference across "
+    "Australian edge data centres, solved by ADMM across sites on Ray.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+scenario_app = typer.Typer(help="Export, validate, synthesise and split scenarios.",
+                           no_args_is_help=True)
+app.add_typer(scenario_app, name="scenario")
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_BAD_INPUT = 2
+EXIT_NOT_CONVERGED = 3
+EXIT_FAILED = 4
+
+
+class Solver(str, Enum):
+    admm = "admm"
+    central = "central"
+    nearest = "nearest"
+    temperature_unaware = "temperature-unaware"
+    price_only = "price-only"
+    carbon_only = "carbon-only"
+
+
+class Executor(str, Enum):
+    ray = "ray"
+    inline = "inline"
+
+
+ScenarioArg = Annotated[
+    str,
+    typer.Argument(help="Embedded scenario name (australia, australia-20) or a scenario "
+                   "directory."),
+]
+StartOpt = Annotated[
+    datetime | None,
+    typer.Option("--start", help="Horizon start (ISO-8601 with offset); default from "
+                 "scenario.toml.", formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z"]),
+]
+StepsOpt = Annotated[int | None, typer.Option("--steps", min=1,
+                                              help="Horizon length in steps.")]
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True,
+                      soft_wrap=True)
+    return typer.Exit(code)
+
+
+def resolve_scenario(source: str) -> Path:
+    """A scenario directory for an embedded name or a path."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    from common.scenarios import embedded_path, embedded_scenarios
+
+    if source in embedded_scenarios():
+        return embedded_path(source)
+    if path.exists():
+        raise _fail(f"{source}: not a directory")
+    raise _fail(f"{source}: no such scenario directory, and not an embedded scenario "
+                f"(embedded: {', '.join(embedded_scenarios())})")
+
+
+def _load(source: str, start: datetime | None, steps: int | None):
+    from common.scenario_io import load_scenario
+
+    directory = resolve_scenario(source)
+    try:
+        return directory, load_scenario(directory, start=start, steps=steps)
+    except ScenarioError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def run(
+    scenario: ScenarioArg = "australia",
+    solver: Annotated[Solver, typer.Option(help="Solver to run.")] = Solver.admm,
+    out: Annotated[Path | None, typer.Option(
+        help="Output directory (default runs/<scenario>-<solver>).")] = None,
+    start: StartOpt = None,
+    steps: StepsOpt = None,
+    executor: Annotated[Executor, typer.Option(
+        help="ADMM: Ray actors (default) or in-process.")] = Executor.ray,
+    address: Annotated[str | None, typer.Option(
+        help="ADMM: join this Ray cluster (e.g. 10.0.0.5:6379 or 'auto') instead of "
+        "starting a local one.")] = None,
+    sites_per_agent: Annotated[int, typer.Option(
+        min=1, help="ADMM: sites hosted by one agent actor.")] = 1,
+    accelerate: Annotated[bool, typer.Option(
+        "--accelerate/--plain", help="ADMM: Anderson acceleration, or plain ADMM.")] = True,
+    eps_rel: Annotated[float, typer.Option(help="ADMM: relative tolerance ε_rel.")] = 1e-4,
+    max_iter: Annotated[int, typer.Option(help="ADMM: iteration limit.")] = 2000,
+    metrics_port: Annotated[int | None, typer.Option(
+        help="Serve Prometheus metrics on this port during the run.")] = None,
+    metrics_addr: Annotated[str, typer.Option(
+        help="Bind address of the metrics server.")] = "127.0.0.1",
+    metrics_linger: Annotated[float, typer.Option(
+        help="Keep serving metrics this many seconds after the run (for a final scrape)."
+    )] = 0.0,
+    compare_baseline: Annotated[bool, typer.Option(
+        "--compare/--no-compare",
+        help="Also solve temperature-unaware and print the comparison.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display.")] = False,
+) -> None:
+    """Solve one horizon of a scenario and write MODEL.md §9 outputs."""
+    directory, scen = _load(scenario, start, steps)
+    out = out or Path("runs") / f"{scen.name}-{solver.value}"
+    from thermoroute import runner
+
+    try:
+        result = runner.run_solver(
+            directory, scen, solver.value, out,
+            executor=executor.value, address=address, sites_per_agent=sites_per_agent,
+            accelerate=accelerate, eps_rel=eps_rel, max_iter=max_iter,
+            metrics_port=metrics_port, metrics_addr=metrics_addr,
+            metrics_linger=metrics_linger, live=not quiet, console=console,
+        )
+    except ScenarioError as exc:
+        raise _fail(str(exc)) from None
+    except runner.SolveError as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+    runner.print_run(result, console, compare=compare_baseline)
+    if not result.converged:
+        raise _fail(f"{solver.value} did not converge (see {out}/summary.json)",
+                    EXIT_NOT_CONVERGED)
+
+
+@app.command()
+def compare(
+    scenario: ScenarioArg = "australia",
+    start: StartOpt = None,
+    steps: StepsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+    = False,
+) -> None:
+    """Compare the temperature-aware optimum with every baseline on one horizon."""
+    _, scen = _load(scenario, start, steps)
+    from common.compare import compare as run_compare
+    from common.compare import render_table, rows_as_dicts
+
+    rows = run_compare(scen)
+    if as_json:
+        sys.stdout.write(json.dumps(rows_as_dicts(rows), indent=2) + "\n")
+    else:
+        console.print(render_table(rows, title=f"{scen.name}: {scen.steps} steps from "
+                                   f"{scen.start.isoformat()}"))
+
+
+@app.command()
+def simulate(
+    scenario: ScenarioArg = "australia",
+    days: Annotated[float, typer.Option(min=0.04, help="Days of operation to simulate.")] = 1.0,
+    horizon: Annotated[int, typer.Option(min=1, help="Steps per re-solve.")] = 24,
+    start: StartOpt = None,
+    executor: Annotated[Executor, typer.Option()] = Executor.ray,
+    address: Annotated[str | None, typer.Option()] = None,
+    sites_per_agent: Annotated[int, typer.Option(min=1)] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the forecast noise.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Output directory.")] = None,
+) -> None:
+    """Receding-horizon operation: re-solve every step with a forecast, apply the first."""
+    directory = resolve_scenario(scenario)
+    from thermoroute import runner
+
+    try:
+        runner.run_simulation(
+            directory, days=days, horizon=horizon, start=start, executor=executor.value,
+            address=address, sites_per_agent=sites_per_agent, seed=seed, out=out,
+            console=console,
+        )
+    except ScenarioError as exc:
+        raise _fail(str(exc)) from None
+    except runner.SolveError as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+
+
+@scenario_app.command("list")
+def scenario_list() -> None:
+    """List the embedded scenarios."""
+    from common.scenarios import embedded_scenarios
+
+    for name in embedded_scenarios():
+        console.print(name)
+
+
+@scenario_app.command("export")
+def scenario_export(
+    name: Annotated[str, typer.Argument(help="Embedded scenario name.")],
+    directory: Annotated[Path, typer.Argument(help="Target directory.")],
+) -> None:
+    """Write an embedded scenario as a scenario directory."""
+    from common.scenario_io import copy_scenario_dir, load_scenario
+    from common.scenarios import embedded_path, embedded_scenarios
+
+    if name not in embedded_scenarios():
+        raise _fail(f"no embedded scenario {name!r} (embedded: "
+                    f"{', '.join(embedded_scenarios())})")
+    source = embedded_path(name)
+    try:
+        load_scenario(source)
+    except ScenarioError as exc:  # a broken package is a bug, but say so plainly
+        raise _fail(str(exc), EXIT_FAILED) from None
+    copy_scenario_dir(source, directory)
+    console.print(f"wrote {name} to {directory}")
+
+
+@scenario_app.command("validate")
+def scenario_validate(
+    directory: Annotated[Path, typer.Argument(help="Scenario directory.")],
+    start: StartOpt = None,
+    steps: StepsOpt = None,
+) -> None:
+    """Check a scenario directory; report every problem with file, row and column."""
+    from common.scenario_io import load_scenario
+
+    try:
+        scen = load_scenario(directory, start=start, steps=steps)
+    except ScenarioError as exc:
+        raise _fail(str(exc)) from None
+    S, R, C, T = scen.shape
+    allowed = scen.allowed()
+    console.print(
+        f"{directory}: valid — scenario {scen.name!r}, {S} sites, {R} regions, {C} classes, "
+        f"{T} steps of {scen.step_hours:g} h from {scen.start.isoformat()}; "
+        f"{int((~allowed).sum())} of {allowed.size} site/region/class pairs forbidden by SLO"
+    )
+
+
+@scenario_app.command("synth")
+def scenario_synth(
+    directory: Annotated[Path, typer.Argument(help="Target directory.")],
+    sites: Annotated[int, typer.Option(min=1, help="Number of sites.")] = 100,
+    regions: Annotated[int, typer.Option(min=1, help="Number of regions.")] = 20,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    steps: Annotated[int, typer.Option(min=1, help="Hourly steps.")] = 24,
+) -> None:
+    """Write a synthetic fleet spread over Australia (for scale tests)."""
+    from common.scenario_io import load_scenario, write_scenario
+    from common.synth import synthesize
+
+    scen = synthesize(sites, regions, seed, steps=steps)
+    write_scenario(scen, directory)
+    load_scenario(directory)  # what we write must read back
+    console.print(f"wrote synthetic scenario ({sites} sites, {regions} regions, seed {seed}) "
+                  f"to {directory}")
+
+
+@scenario_app.command("split")
+def scenario_split(
+    scenario: ScenarioArg,
+    out: Annotated[Path, typer.Argument(help="Target directory.")],
+) -> None:
+    """Split a scenario into a coordinator directory and one private directory per site."""
+    from common.scenario_io import split_scenario
+
+    directory = resolve_scenario(scenario)
+    try:
+        paths = split_scenario(directory, out)
+    except ScenarioError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"coordinator: {paths.pop('coordinator')}")
+    for site, path in paths.items():
+        console.print(f"site {site}: {path}")
+
+
+def main() -> None:
+    """Entry point of the ``thermoroute`` console script."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,375 @@
+"""The composition root of a distributed run: wires site agents and the coordinator.
+
+:func:`solve_admm` loads the coordinator's demand view, creates the site agents (plain
+objects, or Ray actors — one per site, or groups of ``sites_per_agent`` sites), creates the
+coordinator (a Ray actor, or a plain object) and runs exchange ADMM to convergence.
+:func:`simulate` runs the same fleet in receding horizon (:mod:`coordinator.receding`).
+
+This is the only place that imports both ``site_agent`` and ``coordinator``.
+
+Placement on Ray
+----------------
+When the cluster offers a custom resource named ``site:<site_id>`` (``ray start --resources
+'{"site:syd": 1}'`` on the node that holds the site's data), that site's agent is created
+with ``resources={"site:<site_id>": 0.01}`` and so runs on that node, alone in its actor;
+sites without such a resource are grouped ``sites_per_agent`` to an actor and placed by Ray.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from common.errors import Problem, ScenarioError
+from coordinator.actor import Coordinator, CoordinatorOutcome
+from coordinator.admm import AdmmSettings
+from coordinator.data import load_view
+from coordinator.events import IterationRecord, NullObserver, RunObserver
+from coordinator.fleet import InlineFleet
+from site_agent.group import SiteGroup
+from site_agent.subproblem import InnerSettings
+
+#: Fraction of a ``site:<id>`` resource an agent asks for (any positive amount pins it).
+PIN_AMOUNT = 0.01
+#: Seconds between two status polls of the driver's live display.
+STATUS_POLL_S = 0.25
+
+
+@dataclass
+class AdmmRun:
+    """The outcome of :func:`solve_admm`.
+
+    Attributes
+    ----------
+    outcome : CoordinatorOutcome
+        ADMM result, outputs (write them with ``run.outputs.write(directory)``).
+    executor : str
+    groups : list of tuple of str
+        The site ids of each agent.
+    timings : dict
+        ``load_s`` (demand view), ``start_s`` (Ray and actors), ``register_s``,
+        ``solve_s`` (the iterations), ``reports_s``, ``total_s`` and, when measured,
+        ``ping_s`` (one minimal fan-out/fan-in over the agents).
+    """
+
+    outcome: CoordinatorOutcome
+    executor: str
+    groups: list[tuple[str, ...]]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool:
+        return self.outcome.converged
+
+    @property
+    def iterations(self) -> int:
+        return self.outcome.iterations
+
+    @property
+    def objective_aud(self) -> float:
+        return self.outcome.objective_aud
+
+    @property
+    def outputs(self):  # noqa: ANN201 - RunOutputs, re-exported for convenience
+        return self.outcome.outputs
+
+    @property
+    def seconds_per_iteration(self) -> float:
+        return self.timings.get("solve_s", math.nan) / max(self.iterations, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Where the data are
+
+
+def resolve_directory(source: str | os.PathLike[str]) -> Path:
+    """A scenario directory, a ``split_scenario`` output root, or an embedded name."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    from common.scenarios import embedded_path, embedded_scenarios
+
+    if str(source) in embedded_scenarios():
+        return Path(embedded_path(str(source)))
+    raise ScenarioError(
+        Problem(str(source), "no such directory, and not an embedded scenario"), str(source)
+    )
+
+
+def discover(source: str | os.PathLike[str]) -> tuple[Path, tuple[str, ...]]:
+    """The coordinator's directory and the fleet's site ids behind ``source``.
+
+    A full scenario directory holds both (its ``sites.csv`` lists the ids; only that one
+    column is read here — the sites' data are read by their agents). The output root of
+    ``thermoroute scenario split`` has ``coordinator/`` and one ``sites/<site_id>/`` each.
+    """
+    directory = resolve_directory(source)
+    split_sites = directory / "sites"
+    if (directory / "coordinator").is_dir() and split_sites.is_dir():
+        ids = tuple(sorted(p.name for p in split_sites.iterdir() if p.is_dir()))
+        return directory / "coordinator", ids
+    sites_csv = directory / "sites.csv"
+    if not sites_csv.is_file():
+        raise ScenarioError(Problem("sites.csv", "file is missing"), str(directory))
+    with sites_csv.open(newline="", encoding="utf-8") as handle:
+        ids = tuple(row["site_id"].strip() for row in csv.DictReader(handle) if row)
+    return directory, ids
+
+
+def plan_groups(
+    site_ids: Sequence[str], sites_per_agent: int, pinned: set[str] | frozenset[str] = frozenset()
+) -> list[tuple[str, ...]]:
+    """Agents' site lists: each pinned site alone, the others ``sites_per_agent`` at a time."""
+    if sites_per_agent < 1:
+        raise ValueError("sites_per_agent must be >= 1")
+    groups: list[tuple[str, ...]] = [(s,) for s in site_ids if s in pinned]
+    free = [s for s in site_ids if s not in pinned]
+    groups += [tuple(free[k : k + sites_per_agent]) for k in range(0, len(free), sites_per_agent)]
+    return groups
+
+
+# --------------------------------------------------------------------------------------------
+# Ray plumbing
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Join ``address`` or start a local Ray; returns whether this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count() or 2,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+    return True
+
+
+def site_resources() -> set[str]:
+    """Site ids for which the cluster offers a ``site:<id>`` custom resource."""
+    import ray
+
+    return {
+        key.split(":", 1)[1] for key in ray.cluster_resources() if key.startswith("site:")
+    }
+
+
+def create_group_actors(
+    source: str | os.PathLike[str],
+    groups: Sequence[tuple[str, ...]],
+    *,
+    pinned: set[str],
+    start: datetime | None,
+    steps: int | None,
+    inner: InnerSettings | None,
+    threads: int,
+) -> list[Any]:
+    """One ``SiteGroup`` actor per group; pinned to ``site:<id>`` where offered."""
+    import ray
+
+    remote_group = ray.remote(SiteGroup)
+    handles = []
+    for group in groups:
+        options: dict[str, Any] = {
+            # The agents' solves are short and mostly wait for the coordinator: they need no
+            # reserved CPU, so many agents share a small machine.
+            "num_cpus": 0,
+            "max_restarts": 0,
+            "max_concurrency": 1,
+        }
+        if len(group) == 1 and group[0] in pinned:
+            options["resources"] = {f"site:{group[0]}": PIN_AMOUNT}
+        handles.append(
+            remote_group.options(**options).remote(
+                str(source), list(group), start=start, steps=steps, settings=inner, threads=threads
+            )
+        )
+    return handles
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def solve_admm(
+    source: str | os.PathLike[str],
+    *,
+    executor: str = "ray",
+    address: str | None = None,
+    sites_per_agent: int = 1,
+    start: datetime | None = None,
+    steps: int | None = None,
+    settings: AdmmSettings | None = None,
+    observers: Sequence[RunObserver] = (),
+    inner: InnerSettings | None = None,
+    threads: int = 1,
+    num_cpus: int | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    measure_ping: bool = False,
+    shutdown: bool = False,
+) -> AdmmRun:
+    """Solve one horizon of a scenario with distributed exchange ADMM.
+
+    Parameters
+    ----------
+    source : str or path
+        Embedded scenario name, scenario directory, or ``split_scenario`` output root.
+    executor : {"ray", "inline"}
+        Ray actors (site groups and the coordinator), or plain objects in this process.
+    address : str, optional
+        Ray cluster to join (``"auto"``, ``"host:6379"``); a local Ray is started otherwise.
+    sites_per_agent : int
+        Sites hosted by one agent.
+    start, steps : optional
+        The horizon; the scenario's by default.
+    settings : AdmmSettings, optional
+    observers : sequence of RunObserver
+        Called each iteration (inside the coordinator actor on Ray: must be picklable).
+    inner : InnerSettings, optional
+        The sites' OSQP settings.
+    threads : int
+        Solver threads per agent.
+    num_cpus : int, optional
+        CPUs of a locally started Ray.
+    progress : callable, optional
+        Called with the coordinator's :meth:`~Coordinator.status` while the run goes.
+    measure_ping : bool
+        Also time one minimal fan-out/fan-in over the agents (Ray), for the overhead floor.
+    shutdown : bool
+        Shut down a Ray this call started, at the end.
+
+    Returns
+    -------
+    AdmmRun
+    """
+    if executor not in ("ray", "inline"):
+        raise ValueError(f"unknown executor {executor!r}")
+    settings = settings or AdmmSettings()
+    t0 = time.perf_counter()
+    coordinator_dir, site_ids = discover(source)
+    view = load_view(coordinator_dir, start=start, steps=steps)
+    t_load = time.perf_counter()
+    data_source = resolve_directory(source)
+    if executor == "inline":
+        return _solve_inline(
+            data_source, view, site_ids, sites_per_agent, start, steps, settings, observers,
+            inner, threads, progress, t0, t_load,
+        )  # fmt: skip
+    return _solve_ray(
+        data_source, view, site_ids, sites_per_agent, start, steps, settings, observers, inner,
+        threads, address, num_cpus, progress, measure_ping, shutdown, t0, t_load,
+    )  # fmt: skip
+
+
+class _ProgressObserver(NullObserver):
+    """Forwards the coordinator's status to a progress callback (in-process runs)."""
+
+    def __init__(self, coordinator: Coordinator, progress: Callable[[dict[str, Any]], None]):
+        self.coordinator = coordinator
+        self.progress = progress
+
+    def on_iteration(self, record: IterationRecord) -> None:
+        self.progress(self.coordinator.status())
+
+
+def _solve_inline(
+    source, view, site_ids, sites_per_agent, start, steps, settings, observers, inner, threads,
+    progress, t0, t_load,
+) -> AdmmRun:  # fmt: skip
+    groups = plan_groups(site_ids, sites_per_agent)
+    agents = [
+        SiteGroup(source, list(g), start=start, steps=steps, settings=inner, threads=threads)
+        for g in groups
+    ]
+    watchers = list(observers)
+    coordinator = Coordinator(view, settings, observers=watchers)
+    if progress is not None:
+        watchers.append(_ProgressObserver(coordinator, progress))
+        coordinator.observers = watchers
+    coordinator.attach(InlineFleet(agents, groups))
+    t_start = time.perf_counter()
+    coordinator.register()
+    t_reg = time.perf_counter()
+    outcome = coordinator.run()
+    t_end = time.perf_counter()
+    for agent in agents:
+        agent.close()
+    return AdmmRun(
+        outcome=outcome,
+        executor="inline",
+        groups=groups,
+        timings={
+            "load_s": t_load - t0,
+            "start_s": t_start - t_load,
+            "register_s": t_reg - t_start,
+            "solve_s": outcome.timing["iterations_s"],
+            "reports_s": outcome.timing["final_reports_s"],
+            "total_s": t_end - t0,
+        },
+    )
+
+
+def _solve_ray(
+    source, view, site_ids, sites_per_agent, start, steps, settings, observers, inner, threads,
+    address, num_cpus, progress, measure_ping, shutdown, t0, t_load,
+) -> AdmmRun:  # fmt: skip
+    import ray
+
+    started = ensure_ray(address, num_cpus)
+    try:
+        pinned = site_resources() & set(site_ids)
+        groups = plan_groups(site_ids, sites_per_agent, pinned)
+        handles = create_group_actors(
+            source, groups, pinned=pinned, start=start, steps=steps, inner=inner, threads=threads
+        )
+        remote_coordinator = ray.remote(Coordinator).options(num_cpus=0, max_concurrency=4)
+        coordinator = remote_coordinator.remote(view, settings, observers=list(observers))
+        deadline = settings.solve_timeout_s
+        ray.get(coordinator.attach_actors.remote(handles, groups), timeout=deadline)
+        # Agents load their data in their constructors: wait for all of them to be up.
+        ray.get([h.__ray_ready__.remote() for h in handles], timeout=600.0)
+        t_start = time.perf_counter()
+        ray.get(coordinator.register.remote(), timeout=600.0)
+        t_reg = time.perf_counter()
+        run_ref = coordinator.run.remote()
+        limit = settings.time_limit_s
+        give_up = None if limit is None else time.perf_counter() + limit + 600.0
+        while True:
+            ready, _ = ray.wait([run_ref], timeout=STATUS_POLL_S)
+            if ready:
+                break
+            if progress is not None:
+                progress(ray.get(coordinator.status.remote(), timeout=deadline))
+            if give_up is not None and time.perf_counter() > give_up:
+                ray.get(coordinator.stop.remote(), timeout=deadline)
+                give_up = None
+        outcome: CoordinatorOutcome = ray.get(run_ref, timeout=deadline)
+        if progress is not None:
+            progress(ray.get(coordinator.status.remote(), timeout=deadline))
+        t_end = time.perf_counter()
+        timings = {
+            "load_s": t_load - t0,
+            "start_s": t_start - t_load,
+            "register_s": t_reg - t_start,
+            "solve_s": outcome.timing["iterations_s"],
+            "reports_s": outcome.timing["final_reports_s"],
+            "total_s": t_end - t0,
+        }
+        if measure_ping:
+            timings["ping_s"] = ray.get(coordinator.ping_fleet.remote(), timeout=deadline)
+        for handle in [*handles, coordinator]:
+            ray.kill(handle)
+        return AdmmRun(outcome=outcome, executor="ray", groups=groups, timings=timings)
+    finally:
+        if shutdown and started:
+            ray.shutdown()

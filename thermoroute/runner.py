@@ -1,0 +1,155 @@
+"""What ``thermoroute run`` and ``simulate`` do, apart from parsing arguments.
+
+Kept out of :mod:`thermoroute.cli` so tests and notebooks can call it directly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from common.baselines import run_solver as run_central_solver
+from common.central import CentralSolveError
+from common.compare import METRICS, REFERENCE, percent_change
+from common.evaluate import Evaluation
+from common.outputs import write_run
+from common.scenario import Scenario
+
+
+class SolveError(RuntimeError):
+    """A solver failed for a reason other than bad input."""
+
+
+@dataclass
+class RunResult:
+    """What a run produced and where it wrote it."""
+
+    solver: str
+    out: Path
+    scenario: Scenario
+    summary: dict[str, Any]
+    converged: bool
+    wall_s: float
+    reference: dict[str, float] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _totals_with_objective(evaluation: Evaluation) -> dict[str, float]:
+    return {**evaluation.totals(), "objective_aud": evaluation.objective_aud}
+
+
+def run_solver(
+    directory: Path,
+    scenario: Scenario,
+    solver: str,
+    out: Path,
+    *,
+    executor: str = "ray",
+    address: str | None = None,
+    sites_per_agent: int = 1,
+    accelerate: bool = True,
+    eps_rel: float = 1e-4,
+    max_iter: int = 2000,
+    metrics_port: int | None = None,
+    metrics_addr: str = "127.0.0.1",
+    metrics_linger: float = 0.0,
+    live: bool = True,
+    console: Console | None = None,
+    compare: bool = True,
+) -> RunResult:
+    """Solve ``scenario`` with ``solver`` and write its outputs into ``out``.
+
+    For ``admm`` the sites are started from ``directory`` (each agent loads only its own
+    site); the other solvers work on the whole ``scenario`` in this process. With
+    ``compare`` the temperature-unaware plan is also computed, for the closing table.
+    """
+    t0 = time.perf_counter()
+    if solver == "admm":
+        from thermoroute.admm_run import run_admm
+
+        result = run_admm(
+            directory, scenario, out,
+            executor=executor, address=address, sites_per_agent=sites_per_agent,
+            accelerate=accelerate, eps_rel=eps_rel, max_iter=max_iter,
+            metrics_port=metrics_port, metrics_addr=metrics_addr,
+            metrics_linger=metrics_linger, live=live, console=console,
+        )
+        summary, converged, details = result
+    else:
+        try:
+            run = run_central_solver(solver, scenario)
+        except CentralSolveError as exc:
+            raise SolveError(str(exc)) from None
+        summary_doc = write_run(
+            out, scenario, run.evaluation, solver, run.stats,
+            shadow_prices=run.shadow_prices,
+        )
+        del summary_doc
+        import json
+
+        summary = json.loads((out / "summary.json").read_text())
+        converged = bool(run.stats.converged)
+        details = {}
+    reference = None
+    if compare and solver != REFERENCE:
+        ref = run_central_solver(REFERENCE, scenario)
+        reference = _totals_with_objective(ref.evaluation)
+    return RunResult(
+        solver=solver, out=out, scenario=scenario, summary=summary, converged=converged,
+        wall_s=time.perf_counter() - t0, reference=reference, details=details,
+    )
+
+
+def print_run(result: RunResult, console: Console, *, compare: bool = True) -> None:
+    """The closing table of a run: its totals and, if computed, the change against
+    the temperature-unaware plan."""
+    s = result.summary
+    stats = s.get("solver_stats", {})
+    totals = {**s["totals"], "objective_aud": s["objective_aud"]}
+    table = Table(title=f"{s['scenario']} · {result.solver} · {s.get('steps', '?')} steps "
+                  f"from {s.get('start', '?')}", title_justify="left")
+    table.add_column("quantity")
+    table.add_column(result.solver, justify="right")
+    if result.reference is not None and compare:
+        table.add_column(REFERENCE, justify="right")
+        table.add_column("change", justify="right")
+    for key, name, unit, fmt in METRICS:
+        row = [f"{name} [{unit}]", format(totals[key], fmt)]
+        if result.reference is not None and compare:
+            ref = result.reference[key]
+            pct = percent_change(totals[key], ref)
+            row += [format(ref, fmt), "n/a" if math.isnan(pct) else f"{pct:+.2f} %"]
+        table.add_row(*row)
+    console.print(table)
+    line = (f"iterations {stats.get('iterations')}, converged {stats.get('converged')}, "
+            f"wall {stats.get('wall_s', 0.0):.2f} s; outputs in {result.out}")
+    console.print(line, highlight=False)
+
+
+def run_simulation(
+    directory: Path,
+    *,
+    days: float,
+    horizon: int,
+    start: datetime | None,
+    executor: str,
+    address: str | None,
+    sites_per_agent: int,
+    seed: int,
+    out: Path | None,
+    console: Console,
+) -> None:
+    """Receding-horizon simulation; see :mod:`coordinator.receding`."""
+    from thermoroute.admm_run import run_receding
+
+    run_receding(
+        directory, days=days, horizon=horizon, start=start, executor=executor,
+        address=address, sites_per_agent=sites_per_agent, seed=seed, out=out, console=console,
+    )
