@@ -8,10 +8,9 @@ atomically, so a failed run leaves earlier outputs untouched.
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -32,15 +31,17 @@ scenario_app = typer.Typer(help="Export, validate, synthesise and split scenario
                            no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")
 
-console = Console()
-err_console = Console(stderr=True)
+# Not a terminal (a pipe, CI log): print full-width tables rather than 80-column ones.
+_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(soft_wrap=True, width=_WIDTH)
+err_console = Console(stderr=True, soft_wrap=True, width=_WIDTH)
 
 EXIT_BAD_INPUT = 2
 EXIT_NOT_CONVERGED = 3
 EXIT_FAILED = 4
 
 
-class Solver(str, Enum):
+class Solver(StrEnum):
     admm = "admm"
     central = "central"
     nearest = "nearest"
@@ -49,7 +50,7 @@ class Solver(str, Enum):
     carbon_only = "carbon-only"
 
 
-class Executor(str, Enum):
+class Executor(StrEnum):
     ray = "ray"
     inline = "inline"
 
@@ -164,11 +165,11 @@ def compare(
     """Compare the temperature-aware optimum with every baseline on one horizon."""
     _, scen = _load(scenario, start, steps)
     from common.compare import compare as run_compare
-    from common.compare import render_table, rows_as_dicts
+    from common.compare import render_table, to_json
 
     rows = run_compare(scen)
     if as_json:
-        sys.stdout.write(json.dumps(rows_as_dicts(rows), indent=2) + "\n")
+        sys.stdout.write(to_json(rows, scen))
     else:
         console.print(render_table(rows, title=f"{scen.name}: {scen.steps} steps from "
                                    f"{scen.start.isoformat()}"))

@@ -1,0 +1,63 @@
+"""Scenarios shipped with the package (package data), built by ``data_build/build_scenarios.py``.
+
+- ``australia`` — the 8 capital cities as sites and regions, real NEM prices and emissions of
+  the week 2023-01-17 … 2023-01-24, real or reconstructed hourly weather.
+- ``australia-20`` — 20 sites (capitals, regional cities, airport campuses) and 16 regions.
+
+See docs/data.md and each scenario's ``PROVENANCE.md`` for sources and methods.
+
+Examples
+--------
+>>> from common.scenarios import embedded_path, embedded_scenarios
+>>> "australia" in embedded_scenarios()
+True
+>>> from common.scenario_io import load_scenario
+>>> load_scenario(embedded_path("australia")).shape
+(8, 8, 3, 24)
+"""
+
+from __future__ import annotations
+
+import pathlib
+from importlib import resources
+
+__all__ = ["embedded_path", "embedded_scenarios"]
+
+
+def _root() -> pathlib.Path:
+    # The package is installed as plain files (setuptools package data), so the traversable
+    # is a real directory; load_scenario needs a filesystem path.
+    return pathlib.Path(str(resources.files(__name__)))
+
+
+def embedded_scenarios() -> list[str]:
+    """Names of the embedded scenarios, sorted.
+
+    Returns
+    -------
+    list of str
+        Every sub-directory of the package that holds a ``scenario.toml``.
+    """
+    root = _root()
+    return sorted(p.name for p in root.iterdir() if (p / "scenario.toml").is_file())
+
+
+def embedded_path(name: str) -> pathlib.Path:
+    """Directory of the embedded scenario ``name``, for :func:`common.scenario_io.load_scenario`.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`embedded_scenarios`.
+
+    Raises
+    ------
+    KeyError
+        For an unknown name; the message lists the embedded scenarios.
+    """
+    names = embedded_scenarios()
+    if name not in names:
+        raise KeyError(
+            f"unknown embedded scenario {name!r}; embedded scenarios: {', '.join(names) or 'none'}"
+        )
+    return _root() / name

@@ -1,0 +1,1 @@
+"""Offline tools that build the embedded scenarios from data_build/raw/ (not installed)."""

@@ -1,0 +1,256 @@
+"""The embedded scenarios: valid, reproducible from data_build/raw, and physically sensible."""
+
+from __future__ import annotations
+
+import csv
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.optimize import linprog
+
+from common.errors import ScenarioError
+from common.physics.psychrometrics import wet_bulb_stull
+from common.physics.water import wue_economizer
+from common.scenario import Scenario
+from common.scenario_io import load_scenario
+from common.scenarios import embedded_path, embedded_scenarios
+from data_build import build_scenarios
+
+RAW = Path(build_scenarios.__file__).parent / "raw"
+AEST = timezone(timedelta(hours=10))
+WEEK_START = datetime(2023, 1, 17, 12, 0, tzinfo=AEST)
+NAMES = ("australia", "australia-20")
+SHAPES = {"australia": (8, 8, 3), "australia-20": (20, 16, 3)}
+
+
+@pytest.fixture(scope="module")
+def weeks() -> dict[str, Scenario]:
+    return {n: load_scenario(embedded_path(n), start=WEEK_START, steps=168) for n in NAMES}
+
+
+def test_listed_and_unknown_name_is_explained():
+    assert set(NAMES) <= set(embedded_scenarios())
+    with pytest.raises(KeyError, match="australia-20"):
+        embedded_path("atlantis")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_loads_with_default_horizon(name):
+    sc = load_scenario(embedded_path(name))
+    assert sc.shape == (*SHAPES[name], 24)
+    assert sc.start == datetime(2023, 1, 18, 0, 0, tzinfo=AEST)
+    assert sc.step_hours == 1.0
+    assert sc.classes.class_id == ("chat", "code", "batch")
+    assert list(sc.classes.deferrable) == [False, False, True]
+    assert sc.batch_requests[:, 2].sum() > 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_series_cover_the_week_and_no_more(name, weeks):
+    sc = weeks[name]
+    assert sc.steps == 168
+    assert sc.times[-1] == datetime(2023, 1, 24, 11, 0, tzinfo=AEST)
+    assert all(t.utcoffset() == timedelta(hours=10) for t in sc.times)
+    with pytest.raises(ScenarioError, match="missing step"):
+        load_scenario(embedded_path(name), start=WEEK_START, steps=169)
+    # any day of the week can be the horizon
+    later = load_scenario(embedded_path(name), start=datetime(2023, 1, 23, 11, tzinfo=AEST))
+    assert later.steps == 24
+
+
+def test_build_is_byte_for_byte_reproducible(tmp_path):
+    build_scenarios.build_all(tmp_path)
+    for name in NAMES:
+        package = embedded_path(name)
+        built = sorted(p.name for p in (tmp_path / name).iterdir())
+        assert built == sorted(p.name for p in package.iterdir() if p.is_file())
+        assert "PROVENANCE.md" in built and "scenario.toml" in built
+        for file in built:
+            assert (tmp_path / name / file).read_bytes() == (package / file).read_bytes(), file
+
+
+def _raw_nem_hour(region: str, hour: str) -> tuple[float, float]:
+    """Mean price and energy-weighted intensity of the 5-min rows in one hour, from raw data."""
+    prices, emissions, energy = [], 0.0, 0.0
+    with (RAW / "nem_5min_2023-01-17T1200_to_2023-01-24T1130.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            if row["region"] == region and row["timestamp"].startswith(hour):
+                prices.append(float(row["price_aud_per_mwh"]))
+                emissions += float(row["emissions_tco2e"])
+                energy += float(row["generation_mw"]) / 12.0
+    assert len(prices) == 12
+    return sum(prices) / 12.0, emissions / energy
+
+
+@pytest.mark.parametrize(
+    ("site", "region", "hour"),
+    [
+        ("syd", "NSW1", "2023-01-19T18"),  # evening peak
+        ("adl", "SA1", "2023-01-19T13"),  # midday, solar-depressed
+        ("hba", "TAS1", "2023-01-22T07"),
+    ],
+)
+def test_grid_signals_match_raw_nem(weeks, site, region, hour):
+    sc = weeks["australia"]
+    i = sc.sites.site_id.index(site)
+    t = sc.times.index(datetime.fromisoformat(hour + ":00:00+10:00"))
+    price, intensity = _raw_nem_hour(region, hour)
+    assert sc.price_aud_per_mwh[i, t] == pytest.approx(price, abs=1e-4)
+    assert sc.carbon_kg_per_kwh[i, t] == pytest.approx(intensity, abs=1e-5)
+
+
+def test_prices_agree_with_independent_aemo_hourly(weeks):
+    # green-dcc aggregated AEMO's own price files hourly: an independent route to the same number
+    sc = weeks["australia"]
+    with (RAW / "aemo_hourly_price_AU-NSW_2023-01-17_to_2023-01-24.csv").open() as handle:
+        aemo = [float(r["Price (USD/MWh)"]) for r in csv.DictReader(handle)]
+    syd = sc.price_aud_per_mwh[sc.sites.site_id.index("syd")]
+    assert np.max(np.abs(syd[:-1] - np.array(aemo[:-1]))) < 0.05  # last hour is partial
+
+
+def test_weather_and_grid_sanity(weeks):
+    sc = weeks["australia-20"]
+    ids = sc.sites.site_id
+    dry = {s: sc.dry_bulb_c[k] for k, s in enumerate(ids)}
+    wet = {s: sc.wet_bulb_c[k] for k, s in enumerate(ids)}
+    assert dry["hba"].mean() + 8 < dry["drw"].mean()
+    assert wet["drw"].mean() > 23 and wet["lst"].mean() < 16
+    assert dry["drw"].min() > 20 and dry["hba"].min() < 12
+    assert np.all(sc.wet_bulb_c <= sc.dry_bulb_c)
+    assert np.all((sc.dry_bulb_c > 0) & (sc.dry_bulb_c < 48))
+    # every site has a diurnal cycle
+    assert np.all(np.ptp(sc.dry_bulb_c, axis=1) > 4)
+    carbon = {s: sc.carbon_kg_per_kwh[k].mean() for k, s in enumerate(ids)}
+    assert carbon["hba"] < carbon["adl"] < carbon["syd"] < carbon["mel"]
+    ewif = {s: sc.ewif_l_per_kwh[k].mean() for k, s in enumerate(ids)}
+    assert ewif["hba"] < 0.05 and 1.0 < ewif["mel"] < 2.4
+    # the NEM week has negative prices (SA, VIC) and real spikes
+    assert sc.price_aud_per_mwh.min() < 0 and sc.price_aud_per_mwh.max() > 150
+    # estimated grids: NGA factors, flat
+    assert np.all(sc.carbon_kg_per_kwh[ids.index("per")] == 0.51)
+    assert np.all(sc.carbon_kg_per_kwh[ids.index("drw")] == 0.56)
+    assert set(sc.sites.wue_model) == {"tower", "economizer", "dry"}
+
+
+def test_estimates_are_marked_in_provenance():
+    text = (embedded_path("australia") / "PROVENANCE.md").read_text(encoding="utf-8")
+    assert "**WEM** (ESTIMATE)" in text and "**NT-DKIS** (ESTIMATE)" in text
+    for needle in ("Safeguard", "Sydney Water", "Bedrock", "Stull", "BurstGPT", "Azure"):
+        assert needle.lower() in text.lower(), needle
+
+
+def test_rtt_matches_shared_table(weeks):
+    sc = weeks["australia"]
+    with (RAW / "distances_and_modelled_rtt.csv").open() as handle:
+        table = {(r["from"], r["to"]): float(r["rtt_model_ms"]) for r in csv.DictReader(handle)}
+    checked = 0
+    for i, site in enumerate(sc.sites.name):
+        for j, region in enumerate(sc.regions.name):
+            if (site, region) in table:
+                assert sc.rtt_ms[i, j] == pytest.approx(table[(site, region)], abs=0.11)
+                checked += 1
+    assert checked == 56  # every ordered pair of the 8 capitals
+    assert np.all(np.diag(sc.rtt_ms) == 2.0)
+
+
+def test_economizer_reproduces_aws_sydney_wue():
+    # Annual mean WUE of the economizer plant in Sydney's 2023 weather ≈ AWS's 0.10 L/kWh,
+    # and its peak ≈ the 1.59 L/kWh evaporation bound.
+    sc = load_scenario(embedded_path("australia"))
+    i = sc.sites.site_id.index("syd")
+    assert sc.sites.wue_model[i] == "economizer"
+    t, rh = [], []
+    with (RAW / "openmeteo_hourly_AU-NSW_AU-VIC_2023.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            if row["zone"] == "AU-NSW" and row["time_local"].startswith("2023"):
+                t.append(float(row["temperature_2m_c"]))
+                rh.append(float(row["relative_humidity_2m_pct"]))
+    assert len(t) == 8760
+    wue = wue_economizer(wet_bulb_stull(t, rh), sc.sites.wue_p1[i], sc.sites.wue_p2[i])
+    assert wue.mean() == pytest.approx(0.10, abs=0.003)
+    assert wue.max() == pytest.approx(3.6 / 2.26, abs=0.01)
+
+
+def _min_gpu_s(sc: Scenario) -> np.ndarray:
+    return np.where(sc.allowed(), sc.gpu_s[:, None, :], np.inf).min(axis=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_peak_utilisation_in_stated_band(weeks, name):
+    # Stated in docs/data.md: interactive peak 55 % of Σ u_max·G, batch 12 % over 24 h.
+    sc = weeks[name]
+    g = _min_gpu_s(sc)
+    inter = sc.classes.interactive
+    cap = (sc.sites.u_max * sc.sites.gpus).sum()
+    load = np.einsum("jct,jc->t", sc.demand_rps[:, inter], g[:, inter]) / cap
+    batch = (sc.batch_requests[:, ~inter] * g[:, ~inter]).sum() / (24 * 3600.0) / cap
+    assert load.max() == pytest.approx(0.55, abs=0.005)
+    assert batch == pytest.approx(0.12, abs=0.005)
+    assert 0.60 <= load.max() + batch <= 0.75
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_slo_rule_forbids_far_pairs_but_every_region_has_choices(name):
+    sc = load_scenario(embedded_path(name))
+    allowed = sc.allowed()[:, :, sc.classes.interactive]
+    assert not allowed.all()  # far A100 sites cannot meet the code SLO
+    assert allowed.sum(axis=0).min() >= 3  # every region: several sites for every class
+    code = sc.classes.class_id.index("code")
+    drw, per = sc.sites.site_id.index("drw"), sc.sites.site_id.index("per")
+    sydney = sc.regions.region_id.index("sydney")
+    assert not sc.allowed()[drw, sydney, code] and not sc.allowed()[per, sydney, code]
+
+
+def _feasible_scale(sc: Scenario) -> float:
+    """Largest λ such that λ·(interactive demand, batch volume) fits the fleet (an LP)."""
+    S, R, C, T = sc.shape
+    inter = sc.classes.interactive
+    idx = np.argwhere(np.broadcast_to(sc.allowed()[..., None], (S, R, C, T)))
+    i, j, c, t = idx.T
+    n = len(idx)
+    row_key = np.where(inter[c], ((j * C + c) * T + t), R * C * T + j * C + c)
+    keys, rows = np.unique(row_key, return_inverse=True)
+    coef = np.where(inter[c], 1.0, sc.step_seconds)
+    rhs = np.where(
+        keys < R * C * T,
+        sc.demand_rps.reshape(-1)[np.minimum(keys, R * C * T - 1)],
+        sc.batch_requests.reshape(-1)[np.maximum(keys - R * C * T, 0)],
+    )
+    m = len(keys)
+    a_eq = sp.coo_matrix(
+        (np.concatenate([coef, -rhs]), (np.concatenate([rows, np.arange(m)]),
+                                        np.concatenate([np.arange(n), np.full(m, n)]))),
+        shape=(m, n + 1),
+    )  # fmt: skip
+    a_ub = sp.coo_matrix((sc.gpu_s[i, c], (i * T + t, np.arange(n))), shape=(S * T, n + 1))
+    b_ub = np.repeat(sc.sites.u_max * sc.sites.gpus, T)
+    cost = np.zeros(n + 1)
+    cost[-1] = -1.0
+    res = linprog(cost, A_ub=a_ub.tocsr(), b_ub=b_ub, A_eq=a_eq.tocsr(), b_eq=np.zeros(m),
+                  bounds=(0, None), method="highs")  # fmt: skip
+    assert res.status == 0, res.message
+    return -res.fun
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_default_horizon_is_feasible_with_headroom(name):
+    # Interactive demand and the whole batch volume fit within u_max·G on allowed pairs, with
+    # room to grow (docs/data.md: ~1.5x).
+    sc = load_scenario(embedded_path(name))
+    assert _feasible_scale(sc) > 1.3
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_objective_weights_follow_their_documented_derivation(name):
+    o = load_scenario(embedded_path(name)).objective
+    assert o.carbon_aud_per_kg == 75.0 / 1000  # Safeguard cost-containment price, AUD/t
+    assert o.water_aud_per_l == 2.67 / 1000  # Sydney Water usage charge, AUD/kL
+    # Revenue per interactive request at Bedrock list prices (USD per 1M tokens), chat:code
+    # 19366:8819 requests, 0.6644 USD/AUD; 1.2 % revenue lost per 500 ms of delay.
+    chat = (1155 * 1.95 + 211 * 2.56) / 1e6
+    code = (2048 * 0.30 + 28 * 0.60) / 1e6
+    revenue_aud = (19366 * chat + 8819 * code) / (19366 + 8819) / 0.6644
+    assert o.latency_aud_per_req_s == pytest.approx(0.024 * revenue_aud, rel=0.01)
