@@ -1,0 +1,228 @@
+"""Shared fixtures: small scenarios built by hand, synthetic fleets and embedded scenarios.
+
+Hand-made scenarios are built directly from the :mod:`common.scenario` dataclasses so that
+tests can be checked with pencil and paper; :func:`make_scenario` takes keyword overrides of
+any table so a test can state exactly what it changes. Fixtures for synthetic fleets and the
+embedded scenarios skip cleanly while those parts of the code base do not exist yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from common.physics.cooling import DEFAULT_PPUE_A, DEFAULT_PPUE_B, DEFAULT_PPUE_C
+from common.scenario import Classes, Objective, Regions, Scenario, Sites, step_times
+
+AEST = timezone(timedelta(hours=10))
+START = datetime(2023, 1, 16, 0, 0, tzinfo=AEST)
+
+
+def make_scenario(**overrides: Any) -> Scenario:
+    """A three-site, two-region, three-class, four-step scenario with realistic magnitudes.
+
+    Sites ``syd`` (H100, economiser), ``mel`` (H100, cooling tower) and ``per`` (A100, dry
+    coolers); regions ``syd`` and ``mel``; classes ``chat`` (70B, 400 ms SLO), ``code``
+    (8B, 250 ms SLO) and ``batch`` (deferrable). Forbidden pairs by construction:
+    ``per`` cannot serve ``code`` at all (45 + 160 + 50 > 250 ms) nor ``chat`` from ``syd``
+    (52 + 300 + 50 > 400 ms). Peak load is about 61 of the fleet's 72 busy GPUs.
+
+    Parameters
+    ----------
+    **overrides
+        Any :class:`Scenario` field (``sites=…``, ``demand_rps=…``, ``objective=…``); or the
+        convenience keys ``steps`` (truncate to the first ``steps`` steps).
+    """
+    steps = overrides.pop("steps", 4)
+    sites = Sites(
+        site_id=("syd", "mel", "per"),
+        name=("Sydney", "Melbourne", "Perth"),
+        lat=np.array([-33.87, -37.81, -31.95]),
+        lon=np.array([151.21, 144.96, 115.86]),
+        grid_region=("NSW1", "VIC1", "WEM"),
+        gpus=np.array([40.0, 30.0, 20.0]),
+        idle_w=np.array([150.0, 150.0, 120.0]),
+        u_max=np.array([0.8, 0.8, 0.8]),
+        max_wait_ms=np.array([50.0, 50.0, 50.0]),
+        ref_gpu_s=np.array([0.8, 0.8, 1.2]),
+        ppue_a=np.full(3, DEFAULT_PPUE_A),
+        ppue_b=np.full(3, DEFAULT_PPUE_B),
+        ppue_c=np.full(3, DEFAULT_PPUE_C),
+        wue_model=("economizer", "tower", "dry"),
+        wue_p1=np.array([18.0, 6.0, 0.0]),
+        wue_p2=np.array([0.05, 0.0, 0.0]),
+    )
+    regions = Regions(
+        region_id=("syd", "mel"),
+        name=("Sydney", "Melbourne"),
+        lat=np.array([-33.87, -37.81]),
+        lon=np.array([151.21, 144.96]),
+        population=np.array([5.3e6, 5.1e6]),
+    )
+    classes = Classes(
+        class_id=("chat", "code", "batch"),
+        model=("llama-2-70b", "llama-3.1-8b", "llama-2-70b"),
+        prompt_tokens=np.array([1155.0, 2048.0, 1155.0]),
+        output_tokens=np.array([211.0, 28.0, 211.0]),
+        ttft_slo_ms=np.array([400.0, 250.0, np.inf]),
+        deferrable=np.array([False, False, True]),
+    )
+    # (S, C): per request GPU-seconds, incremental energy [J] and prefill [ms].
+    gpu_s = np.array([[1.5, 0.2, 1.0], [1.5, 0.2, 1.0], [2.4, 0.35, 1.6]])
+    energy_j = np.array([[500.0, 80.0, 300.0], [500.0, 80.0, 300.0], [620.0, 110.0, 380.0]])
+    prefill_ms = np.array([[190.0, 70.0, 190.0], [190.0, 70.0, 190.0], [300.0, 160.0, 300.0]])
+    rtt_ms = np.array([[2.0, 14.0], [14.0, 2.0], [52.0, 45.0]])
+    series = {
+        "dry_bulb_c": [[22.0, 25.0, 30.0, 27.0], [15.0, 18.0, 33.0, 20.0], [28, 35, 38, 30]],
+        "wet_bulb_c": [[18.0, 20.0, 22.0, 21.0], [11.0, 13.0, 19.0, 14.0], [16, 19, 20, 17]],
+        "price_aud_per_mwh": [[80.0, 120.0, 300.0, 90.0], [60, 100, -20, 70], [110.0] * 4],
+        "carbon_kg_per_kwh": [[0.66, 0.64, 0.6, 0.65], [0.77, 0.75, 0.7, 0.76], [0.51] * 4],
+        "ewif_l_per_kwh": [[1.9, 1.8, 1.7, 1.9], [2.2, 2.1, 2.0, 2.2], [1.2] * 4],
+    }
+    demand = np.zeros((2, 3, 4))
+    demand[:, 0] = [[10.0, 14.0, 18.0, 12.0], [8.0, 10.0, 13.0, 9.0]]  # chat [req/s]
+    demand[:, 1] = [[20.0, 30.0, 25.0, 15.0], [10.0, 18.0, 12.0, 8.0]]  # code [req/s]
+    batch = np.array([[0.0, 0.0, 36_000.0], [0.0, 0.0, 20_000.0]])  # [requests]
+    scenario = Scenario(
+        name="tiny",
+        start=START,
+        step_hours=1.0,
+        objective=Objective(
+            carbon_aud_per_kg=0.035, water_aud_per_l=0.003, latency_aud_per_req_s=1e-4
+        ),
+        sites=sites,
+        regions=regions,
+        classes=classes,
+        gpu_s=gpu_s,
+        energy_j=energy_j,
+        prefill_ms=prefill_ms,
+        rtt_ms=rtt_ms,
+        times=step_times(START, 1.0, 4),
+        demand_rps=demand,
+        batch_requests=batch,
+        **{k: np.array(v, dtype=float) for k, v in series.items()},
+    )
+    if overrides:
+        scenario = replace(scenario, **overrides)
+    if steps != 4:
+        # Batch volume scales with the horizon so the fleet stays equally busy.
+        scenario = replace(
+            scenario.window(0, steps), batch_requests=scenario.batch_requests * steps / 4
+        )
+    return scenario
+
+
+def two_site_scenario(demand_rps: float = 10.0, **objective: float) -> Scenario:
+    """Two sites, one region, one interactive class, one step: optimum derivable by hand.
+
+    Site ``a``: pPUE 1.0 (``ppue_a = 1``), price 100 AUD/MWh, 20 GPUs. Site ``b``: pPUE 1.5,
+    price 50 AUD/MWh, 10 GPUs. Both: ``u_max`` 0.8, ``gpu_s`` 1, ``energy_j`` 300 J,
+    ``idle_w`` 100 W, RTT 5 ms, prefill 100 ms, no congestion (``max_wait_ms`` 0), dry
+    cooling (no on-site water), no off-site water, carbon 0. Objective weights default to 0.
+    """
+    one = np.ones(1)
+    start = START
+    objective_weights = {
+        "carbon_aud_per_kg": 0.0,
+        "water_aud_per_l": 0.0,
+        "latency_aud_per_req_s": 0.0,
+        **objective,
+    }
+    return Scenario(
+        name="two-site",
+        start=start,
+        step_hours=1.0,
+        objective=Objective(**objective_weights),
+        sites=Sites(
+            site_id=("a", "b"),
+            name=("A", "B"),
+            lat=np.array([-33.0, -34.0]),
+            lon=np.array([151.0, 150.0]),
+            grid_region=("X", "Y"),
+            gpus=np.array([20.0, 10.0]),
+            idle_w=np.array([100.0, 100.0]),
+            u_max=np.array([0.8, 0.8]),
+            max_wait_ms=np.zeros(2),
+            ref_gpu_s=np.ones(2),
+            ppue_a=np.array([1.0, 1.5]),
+            ppue_b=np.zeros(2),
+            ppue_c=np.zeros(2),
+            wue_model=("dry", "dry"),
+            wue_p1=np.zeros(2),
+            wue_p2=np.zeros(2),
+        ),
+        regions=Regions(("r",), ("R",), np.array([-33.5]), np.array([150.5]), one * 1e6),
+        classes=Classes(("chat",), ("llama-2-70b",), one * 1000, one * 200, one * 400, one < 0),
+        gpu_s=np.ones((2, 1)),
+        energy_j=np.full((2, 1), 300.0),
+        prefill_ms=np.full((2, 1), 100.0),
+        rtt_ms=np.full((2, 1), 5.0),
+        times=step_times(start, 1.0, 1),
+        dry_bulb_c=np.full((2, 1), 20.0),
+        wet_bulb_c=np.full((2, 1), 15.0),
+        price_aud_per_mwh=np.array([[100.0], [50.0]]),
+        carbon_kg_per_kwh=np.zeros((2, 1)),
+        ewif_l_per_kwh=np.zeros((2, 1)),
+        demand_rps=np.full((1, 1, 1), demand_rps),
+        batch_requests=np.zeros((1, 1)),
+    )
+
+
+@pytest.fixture(scope="session")
+def scenario_builder() -> Callable[..., Scenario]:
+    """:func:`make_scenario`, for tests that need a variant of the tiny scenario."""
+    return make_scenario
+
+
+@pytest.fixture
+def tiny_scenario() -> Scenario:
+    """The hand-made three-site scenario of :func:`make_scenario`."""
+    return make_scenario()
+
+
+@pytest.fixture(scope="session")
+def two_site() -> Callable[..., Scenario]:
+    """:func:`two_site_scenario`, the hand-checkable two-site case."""
+    return two_site_scenario
+
+
+@pytest.fixture
+def tiny_scenario_dir(tmp_path: Path, tiny_scenario: Scenario) -> Path:
+    """The tiny scenario written as an input-format-v1 directory."""
+    from common.scenario_io import write_scenario
+
+    return write_scenario(tiny_scenario, tmp_path / "tiny")
+
+
+@pytest.fixture(scope="session")
+def synth_scenario() -> Scenario:
+    """A small synthetic fleet (5 sites, 4 regions, seed 7); skipped until ``common.synth``
+    exists."""
+    synth = pytest.importorskip("common.synth")
+    return synth.synthesize(sites=5, regions=4, seed=7)
+
+
+def embedded_scenario(name: str) -> Scenario:
+    """Load an embedded scenario, skipping the test while it has not been built yet."""
+    scenarios = pytest.importorskip("common.scenarios")
+    try:
+        path = scenarios.embedded_path(name)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        pytest.skip(f"embedded scenario {name!r} not available: {exc}")
+    if not Path(path).is_dir():
+        pytest.skip(f"embedded scenario {name!r} not available at {path}")
+    from common.scenario_io import load_scenario
+
+    return load_scenario(path)
+
+
+@pytest.fixture(scope="session")
+def australia() -> Scenario:
+    """The embedded ``australia`` scenario (8 sites, 24 steps); skipped until it exists."""
+    return embedded_scenario("australia")
