@@ -1305,6 +1305,75 @@ def write_directory_atomic(
     return directory
 
 
+def replace_directory_atomic(
+    directory: str | os.PathLike[str],
+    files: dict[str, str | bytes],
+    *,
+    owned: Iterable[str] | None = None,
+) -> Path:
+    """Replace ``directory`` as a whole by one holding exactly ``files``.
+
+    All files are written and fsynced into a fresh sibling directory, which is then renamed
+    onto ``directory`` (the previous one is first moved aside and removed only after the new
+    one is in place). A reader therefore sees either the complete old set or the complete
+    new set, never a mix; a failure before the swap leaves the old directory untouched.
+
+    Parameters
+    ----------
+    directory : path
+        The directory to replace (created if missing).
+    files : dict
+        Relative file name -> content.
+    owned : iterable of str, optional
+        The file names this writer may discard from an existing ``directory``. If the
+        directory holds anything else, nothing is written and ``FileExistsError`` is raised,
+        so a mistaken ``--out`` never deletes a user's files. Default: the names in ``files``.
+    """
+    directory = Path(directory)
+    allowed = set(files) | set(owned or ())
+    if directory.exists():
+        if not directory.is_dir():
+            raise FileExistsError(f"{directory} exists and is not a directory")
+        foreign = sorted(p.name for p in directory.iterdir() if p.name not in allowed)
+        if foreign:
+            raise FileExistsError(
+                f"{directory} holds files this run did not write ({', '.join(foreign[:5])}"
+                f"{', ...' if len(foreign) > 5 else ''}); choose an empty or earlier output "
+                "directory"
+            )
+    parent = directory.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.new-", dir=parent))
+    try:
+        write_directory_atomic(staging, files)
+        _fsync_directory(staging)
+        if directory.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=parent))
+            os.rename(directory, aside / directory.name)
+            try:
+                os.rename(staging, directory)
+            except BaseException:
+                os.rename(aside / directory.name, directory)
+                raise
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.rename(staging, directory)
+        _fsync_directory(parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def _fsync_directory(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def copy_scenario_dir(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
     """Copy the v1 files (and any PROVENANCE/README) of a scenario directory, atomically."""
     source = Path(source)
