@@ -1,0 +1,219 @@
+"""A group of site agents in one process, so a thousand sites run in a few processes.
+
+:class:`SiteGroup` hosts several :class:`~site_agent.agent.SiteAgent` objects and speaks the
+same protocol for all of them at once: one call per iteration carries every hosted site's
+target, and one answer every site's served demand. The sites' QPs are solved in a thread
+pool: OSQP's C solve releases the GIL, so threads run them in parallel.
+
+Like the agent it is a plain class; the composition root wraps it with ``ray.remote``.
+
+Targets and answers
+-------------------
+:meth:`SiteGroup.solve` takes the targets as ``{site_id: ndarray}`` (what the coordinator's
+fleet sends) or as one concatenated ndarray in the group's site order, each site's entries
+on its support rows (:attr:`SiteGroup.offsets` gives the slices), and answers
+``(iteration, {site_id: served})``. :meth:`SiteGroup.solve_packed` takes and returns single
+concatenated arrays: one buffer each way, the least serialisation for large groups.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import TypeVar
+
+import numpy as np
+
+from common.coupling import CouplingLayout
+from site_agent.agent import SiteAgent, SiteReport
+from site_agent.data import load_horizons
+from site_agent.subproblem import InnerSettings
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+
+
+class SiteGroup:
+    """Several sites' agents behind one interface, solved in a thread pool.
+
+    Parameters
+    ----------
+    source : str or path
+        Where the sites' data are (as for :class:`SiteAgent`); a full scenario directory
+        is read once for the whole group.
+    site_ids : sequence of str
+        The hosted sites, in the order used for concatenated targets and answers.
+    start, steps : optional
+        The horizon (as for :class:`SiteAgent`).
+    settings : InnerSettings, optional
+        OSQP settings of every subproblem.
+    threads : int
+        Solver threads (1 solves in the calling thread).
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str],
+        site_ids: Sequence[str],
+        *,
+        start: datetime | str | None = None,
+        steps: int | None = None,
+        settings: InnerSettings | None = None,
+        threads: int = 2,
+    ) -> None:
+        ids = tuple(site_ids)
+        if not ids:
+            raise ValueError("a site group needs at least one site")
+        if len(set(ids)) != len(ids):
+            raise ValueError("site ids of a group must be distinct")
+        self.source = source
+        self.site_ids = ids
+        self.threads = max(1, int(threads))
+        data, horizon = load_horizons(source, ids, start=start, steps=steps)
+        self.agents: dict[str, SiteAgent] = {
+            sid: SiteAgent(source, sid, steps=horizon, settings=settings, data=data[sid])
+            for sid in ids
+        }
+        self._offsets: dict[str, slice] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    # ----------------------------------------------------------------------------------
+
+    def _map(self, fn: Callable[[_In], _Out], items: Iterable[_In]) -> list[_Out]:
+        items = list(items)
+        if self.threads == 1 or len(items) == 1:
+            return [fn(item) for item in items]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="site-solve")
+        return list(self._pool.map(fn, items))
+
+    @property
+    def offsets(self) -> dict[str, slice]:
+        """Each site's slice of a concatenated target or answer (after :meth:`register`)."""
+        return dict(self._offsets)
+
+    def register(
+        self, layout: CouplingLayout, row_scale: np.ndarray, rho: float
+    ) -> dict[str, np.ndarray]:
+        """Register every site; return ``{site_id: support rows}`` (int64, sorted)."""
+        supports = dict(
+            zip(
+                self.site_ids,
+                self._map(lambda a: a.register(layout, row_scale, rho), self.agents.values()),
+                strict=True,
+            )
+        )
+        offset = 0
+        self._offsets = {}
+        for sid in self.site_ids:
+            self._offsets[sid] = slice(offset, offset + supports[sid].size)
+            offset += supports[sid].size
+        return supports
+
+    def _targets(self, targets: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
+        if isinstance(targets, Mapping):
+            missing = [s for s in self.site_ids if s not in targets]
+            if missing:
+                raise ValueError(f"no target for sites {missing}")
+            return {s: np.asarray(targets[s], dtype=float) for s in self.site_ids}
+        flat = np.asarray(targets, dtype=float)
+        if not self._offsets:
+            raise RuntimeError("register the group before solving")
+        total = sum(sl.stop - sl.start for sl in self._offsets.values())
+        if flat.shape != (total,):
+            raise ValueError(f"concatenated targets have shape {flat.shape}, expected ({total},)")
+        return {s: flat[self._offsets[s]] for s in self.site_ids}
+
+    def solve(
+        self,
+        iteration: int,
+        rho: float,
+        targets: Mapping[str, np.ndarray] | np.ndarray,
+        eps: float | None = None,
+        best_iteration: int | None = None,
+    ) -> tuple[int, dict[str, np.ndarray]]:
+        """Solve every hosted site for one iteration (see :meth:`SiteAgent.solve`).
+
+        Parameters
+        ----------
+        iteration, rho, eps, best_iteration
+            As for :meth:`SiteAgent.solve`, the same for every site.
+        targets : dict or ndarray
+            ``{site_id: target}``, or one array concatenating the sites' targets in
+            :attr:`site_ids` order (:attr:`offsets`).
+
+        Returns
+        -------
+        tuple
+            ``(iteration, {site_id: served})``.
+        """
+        per_site = self._targets(targets)
+        answers = self._map(
+            lambda sid: self.agents[sid].solve(iteration, rho, per_site[sid], eps, best_iteration)[
+                1
+            ],
+            self.site_ids,
+        )
+        return int(iteration), dict(zip(self.site_ids, answers, strict=True))
+
+    def solve_packed(
+        self,
+        iteration: int,
+        rho: float,
+        targets: np.ndarray,
+        eps: float | None = None,
+        best_iteration: int | None = None,
+    ) -> tuple[int, np.ndarray]:
+        """:meth:`solve` with one concatenated array in and one out (:attr:`offsets`)."""
+        answered, served = self.solve(iteration, rho, targets, eps, best_iteration)
+        return answered, np.concatenate([served[s] for s in self.site_ids])
+
+    def final_report(self, iteration: int | None) -> list[SiteReport]:
+        """Every hosted site's :class:`SiteReport`, in :attr:`site_ids` order."""
+        return [self.agents[s].final_report(iteration) for s in self.site_ids]
+
+    def ping(self) -> int:
+        """Do nothing and answer the number of hosted sites: the cheapest round trip."""
+        return len(self.site_ids)
+
+    def telemetry(self) -> dict[str, dict[str, object]]:
+        """``{site_id: SiteAgent.telemetry()}`` — the sites' own figures."""
+        return {s: self.agents[s].telemetry() for s in self.site_ids}
+
+    def shift(
+        self,
+        steps: int,
+        start: datetime | str | None = None,
+        *,
+        row_scale: np.ndarray | None = None,
+    ) -> None:
+        """Move every site to the next horizon (see :meth:`SiteAgent.shift`).
+
+        Sites whose preloaded data do not cover the new horizon are read again, all in
+        one pass.
+        """
+        first = self.agents[self.site_ids[0]]
+        new_start = first.next_start(steps, start)
+        stale = [s for s in self.site_ids if self.agents[s].needs_data(steps, new_start)]
+        data = {}
+        if stale:
+            data, _ = load_horizons(self.source, stale, start=new_start, steps=first.horizon)
+        self._map(
+            lambda sid: self.agents[sid].shift(
+                steps, new_start, row_scale=row_scale, data=data.get(sid)
+            ),
+            self.site_ids,
+        )
+
+    def reset_cache(self) -> None:
+        """:meth:`SiteAgent.reset_cache` on every site."""
+        for agent in self.agents.values():
+            agent.reset_cache()
+
+    def close(self) -> None:
+        """Stop the solver threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None

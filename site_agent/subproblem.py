@@ -1,0 +1,766 @@
+"""A site's exchange-ADMM subproblem, built once and re-solved with OSQP 1.x.
+
+Each outer ADMM iteration the coordinator sends a site a target ``v`` (one value per coupling
+row the site can serve, in the scaled units of :class:`common.coupling.CouplingLayout`) and a
+penalty ``ρ``; the site solves (docs/MODEL.md §3, §6, §7)
+
+.. math::
+
+    x_i = \\arg\\min_{x \\ge 0,\\ 0 \\le n \\le G,\\ L \\le u_{max} n}
+          f_i(x, n) + \\frac{\\rho}{2} \\lVert A_i x - v \\rVert^2
+
+where ``f_i`` is the site's share of the objective in AUD and ``A_i x`` its served demand per
+coupling row: ``x[j,c,t] / s_r`` on an interactive row, ``Σ_t x[j,c,t] · 3600Δ / s_r`` on a
+deferrable row.
+
+Formulation
+-----------
+What can be eliminated is:
+
+* variables of forbidden (region, class) pairs never exist;
+* the active GPUs ``n``: they only carry the idle-power cost ``a_t · n_t`` with
+  ``a_t = κ_t · Δ · idle_w / 1000`` (``κ_t`` the AUD cost of a kWh of IT energy at step ``t``,
+  :meth:`SiteSubproblem.energy_weight`) and the constraints ``L_t / u_max ≤ n_t ≤ G``. For fixed
+  ``x`` the optimum is ``n_t = L_t / u_max`` when ``a_t ≥ 0`` (idle GPUs cost money) and
+  ``n_t = G`` when ``a_t < 0`` (negative prices pay for consumption), so ``n`` is replaced by
+  that choice, its cost folded into the linear cost of ``x`` and the constraints reduce to
+  ``L_t ≤ u_max · G``. The elimination is exact: the problem over ``x`` has the same optimum.
+
+The variables are scaled, ``x = D ξ``, so that the coupling rows read ``ξ`` directly: ``D`` is
+the row scale ``s_r`` on interactive entries and ``s_r / (3600Δ · T)`` on deferrable ones
+(a deferrable row is then the mean of its ``T`` entries). Two groups of auxiliary variables
+keep the Hessian diagonal and its size linear in the number of pairs (the quadratic terms
+are rank one per step and per deferrable pair; kept in ``x`` they would give dense blocks
+of ``(pairs)²`` per step):
+
+* ``ℓ_t = L_t / (u_max G)``, the utilisation of the installed capacity, with
+  ``0 ≤ ℓ_t ≤ 1`` and the equality ``Σ_k g_k D_k ξ_k / (u_max G) − ℓ_t = 0``;
+* ``z_p = (1/T) Σ_t ξ_{p,t}``, the served share of deferrable pair ``p``.
+
+The OSQP problem is ``min ½ yᵀ P y + qᵀ y`` over ``y = (ξ, ℓ, z)`` with
+
+* ``P = P₀ + ρ Q`` diagonal: ``P₀ = 2β (u_max G)²`` on ``ℓ`` (β the congestion weight),
+  ``Q = 1`` on interactive ``ξ`` and on ``z``; both on one upper-triangular pattern, so a
+  change of ρ is a single ``update(Px=…)``;
+* ``q = q₀ − ρ · (v on interactive ξ and on z)``: a new target is a single ``update(q=…)``
+  that keeps the factorisation.
+
+References
+----------
+.. [1] S. Boyd, N. Parikh, E. Chu, B. Peleato, J. Eckstein, "Distributed Optimization and
+   Statistical Learning via the Alternating Direction Method of Multipliers", Foundations
+   and Trends in Machine Learning 3(1), 2011, §7.3 (exchange ADMM).
+.. [2] B. Stellato, G. Banjac, P. Goulart, A. Bemporad, S. Boyd, "OSQP: an operator splitting
+   solver for quadratic programs", Mathematical Programming Computation 12, 2020.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import osqp
+import scipy.sparse as sp
+
+from common.coupling import CouplingLayout
+from common.evaluate import evaluate, true_pue, true_wue
+from common.scenario import Scenario
+
+log = logging.getLogger(__name__)
+
+#: Statuses whose iterate is usable, if not to the requested accuracy.
+_APPROXIMATE = frozenset(
+    {
+        osqp.SolverStatus.OSQP_SOLVED_INACCURATE,
+        osqp.SolverStatus.OSQP_MAX_ITER_REACHED,
+        osqp.SolverStatus.OSQP_TIME_LIMIT_REACHED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class InnerSettings:
+    """OSQP settings of a site's subproblem (names as OSQP 1.x wants them).
+
+    Attributes
+    ----------
+    eps_abs, eps_rel : float
+        Default absolute and relative tolerances; :meth:`SiteSubproblem.solve` may tighten
+        them per call (``eps``) as the outer residuals fall.
+    max_iter : int
+        Iteration limit of one inner solve. A warm-started solve takes ~10–50 iterations;
+        the cap bounds the rare long tail (a tolerance the near-linear batch allocation
+        cannot reach) to a few tens of milliseconds, the iterate then being used and
+        flagged as approximate.
+    polishing : bool
+        Polish the solution (an extra reduced KKT solve); off in the ADMM loop.
+    warm_starting : bool
+        Start each solve from the previous solution.
+    adaptive_rho : bool
+        OSQP's own step-size adaptation (refactorises when it fires).
+    adaptive_rho_interval : int
+        Iterations between those adaptations. OSQP's default (0) times the setup and adapts
+        after a fraction of it, which makes iteration counts — and so results to within
+        the tolerance — depend on the machine's load; a fixed interval keeps runs
+        reproducible.
+    check_termination : int
+        Check the stopping test every this many iterations. OSQP's default (25) makes even
+        a warm start from the exact solution take 25 iterations (osqp issue #484); on these
+        small problems a residual check is cheap.
+    osqp_rho : float
+        OSQP's initial internal step size (not the outer ADMM ρ).
+    time_limit : float, optional
+        Seconds per solve; none by default.
+    verbose : bool
+        Let OSQP print.
+    """
+
+    eps_abs: float = 1e-6
+    eps_rel: float = 1e-6
+    max_iter: int = 4_000
+    polishing: bool = False
+    warm_starting: bool = True
+    adaptive_rho: bool = True
+    adaptive_rho_interval: int = 25
+    check_termination: int = 5
+    osqp_rho: float = 0.1
+    time_limit: float | None = None
+    verbose: bool = False
+
+    def osqp_kwargs(self) -> dict[str, float | int | bool]:
+        """Keyword arguments of ``osqp.OSQP.setup``."""
+        kwargs: dict[str, float | int | bool] = {
+            "eps_abs": self.eps_abs,
+            "eps_rel": self.eps_rel,
+            "max_iter": self.max_iter,
+            "polishing": self.polishing,
+            "warm_starting": self.warm_starting,
+            "adaptive_rho": self.adaptive_rho,
+            "adaptive_rho_interval": self.adaptive_rho_interval,
+            "check_termination": self.check_termination,
+            "rho": self.osqp_rho,
+            "verbose": self.verbose,
+        }
+        if self.time_limit is not None:
+            kwargs["time_limit"] = self.time_limit
+        return kwargs
+
+
+@dataclass
+class SolveInfo:
+    """What the last inner solve did (for the site's own telemetry)."""
+
+    status: str = "not solved"
+    ok: bool = False
+    #: OSQP solves run so far.
+    solves: int = 0
+    iterations: int = 0
+    solve_s: float = 0.0
+    #: Solves that returned an approximate iterate (inaccurate, iteration or time limit).
+    approximate: int = 0
+    #: Solves whose iterate was unusable; the previous iterate was kept instead.
+    failed: int = 0
+
+
+class SiteSubproblem:
+    """One site's ADMM subproblem: set up once, re-solved by changing vectors only.
+
+    Parameters
+    ----------
+    site : Scenario
+        A one-site scenario (see :func:`site_agent.data.load_site`).
+    layout : CouplingLayout
+        The coupling rows; must match the scenario's regions, classes and steps.
+    row_scale : ndarray (n_rows,)
+        Positive scale ``s_r`` of every coupling row (:meth:`CouplingLayout.row_scale`).
+    rho : float
+        Initial outer ADMM penalty [AUD per squared scaled unit].
+    settings : InnerSettings, optional
+        OSQP settings.
+
+    Attributes
+    ----------
+    setup_count : int
+        How often OSQP was set up (1 unless the structure changed in :meth:`shift`).
+    px_updates : int
+        How often the matrix values were updated (each one refactorises).
+    info : SolveInfo
+        Status, iterations and time of the last solve, and failure counters.
+    """
+
+    def __init__(
+        self,
+        site: Scenario,
+        layout: CouplingLayout,
+        row_scale: np.ndarray,
+        *,
+        rho: float,
+        settings: InnerSettings | None = None,
+    ) -> None:
+        self.settings = settings or InnerSettings()
+        self.setup_count = 0
+        self.px_updates = 0
+        self.info = SolveInfo()
+        self._layout = layout
+        self._rho = float(rho)
+        self._eps = (self.settings.eps_abs, self.settings.eps_rel)
+        self._check_rho(self._rho)
+        self._bind_site(site)
+        self._build_structure()
+        self._set_row_scale(row_scale)
+        self._xi = np.zeros(self._nvar)
+        self._served = self._served_of(self._xi)
+        self._y_dual: np.ndarray | None = None
+        self._setup()
+
+    # ----------------------------------------------------------------------------------
+    # Data and structure
+
+    def _bind_site(self, site: Scenario) -> None:
+        """Check ``site`` against the layout and derive the per-step costs."""
+        if len(site.sites) != 1:
+            raise ValueError(f"a site subproblem needs a one-site scenario, got {len(site.sites)}")
+        lay = self._layout
+        if (len(site.regions), len(site.classes), site.steps) != (
+            lay.regions,
+            lay.classes,
+            lay.steps,
+        ):
+            raise ValueError(
+                f"scenario has (R, C, T) = {(len(site.regions), len(site.classes), site.steps)}, "
+                f"the coupling layout {(lay.regions, lay.classes, lay.steps)}"
+            )
+        if tuple(bool(d) for d in site.classes.deferrable) != tuple(lay.deferrable):
+            raise ValueError("the scenario's deferrable classes differ from the coupling layout")
+        self.site = site
+        s, o = site.sites, site.objective
+        self._gpus = float(s.gpus[0])
+        self._u_max = float(s.u_max[0])
+        self._capacity = self._u_max * self._gpus  # busy GPUs
+        dt_h, dt_s = site.step_hours, site.step_seconds
+        # Congestion: Λ_queue·λ_L = β L², β in AUD per busy-GPU².
+        self._beta = (
+            o.latency_aud_per_req_s
+            * float(s.max_wait_ms[0])
+            / 1000.0
+            / (float(s.ref_gpu_s[0]) * self._gpus * self._u_max)
+            * dt_s
+        )
+        kappa = self.energy_weight(site)  # AUD per kWh of IT energy, (T,)
+        idle_cost = kappa * dt_h * float(s.idle_w[0]) / 1000.0  # AUD per powered GPU, a_t
+        self._idle_follows_load = idle_cost >= 0.0  # n = L/u_max, else n = G
+        self._const = float(np.where(self._idle_follows_load, 0.0, idle_cost * self._gpus).sum())
+        # Linear cost of one request per second of (j, c) at step t, AUD / (req/s): (R, C, T).
+        energy = kappa[None, None, :] * dt_h * site.energy_j[0][None, :, None] / 1000.0
+        idle = np.where(self._idle_follows_load, idle_cost, 0.0)[None, None, :] * (
+            site.gpu_s[0][None, :, None] / self._u_max
+        )
+        path_ms = site.rtt_ms[0][:, None] + site.prefill_ms[0][None, :]  # (R, C)
+        path = (
+            o.latency_aud_per_req_s
+            * np.where(site.classes.interactive[None, :], path_ms, 0.0)
+            / 1000.0
+            * dt_s
+        )
+        self._unit_cost = energy + idle + path[:, :, None]
+
+    @staticmethod
+    def energy_weight(site: Scenario) -> np.ndarray:
+        """AUD per kWh of IT energy at each step of a one-site scenario, ``κ_t``.
+
+        ``κ = pue · (price/1000 + λ_C · ci + λ_W · ewif) + λ_W · wue`` (MODEL.md §3, §6): the
+        energy cost, carbon and off-site water scale with facility energy ``pue · E_it``,
+        on-site water with IT energy.
+
+        Returns
+        -------
+        ndarray (T,)
+        """
+        o = site.objective
+        pue, wue = true_pue(site)[0], true_wue(site)[0]
+        per_fac_kwh = (
+            site.price_aud_per_mwh[0] / 1000.0
+            + o.carbon_aud_per_kg * site.carbon_kg_per_kwh[0]
+            + o.water_aud_per_l * site.ewif_l_per_kwh[0]
+        )
+        return pue * per_fac_kwh + o.water_aud_per_l * wue
+
+    def _build_structure(self) -> None:
+        """Index maps and the fixed sparsity patterns of P and A."""
+        lay, site = self._layout, self.site
+        T = lay.steps
+        self._allowed = site.allowed()[0]
+        pairs = np.argwhere(self._allowed)  # (npairs, 2), row-major (j, c)
+        self._pair_j, self._pair_c = pairs[:, 0], pairs[:, 1]
+        npairs = len(pairs)
+        self._npairs = npairs
+        self._nvar = npairs * T
+        self._support = lay.support(self._allowed).astype(np.int64)
+        rows = lay.row_of_entry()[self._pair_j, self._pair_c, :].reshape(-1)  # var k = p*T + t
+        self._pos = np.searchsorted(self._support, rows)  # support position of each var
+        deferrable = np.asarray(lay.deferrable, dtype=bool)
+        self._var_deferrable = np.repeat(deferrable[self._pair_c], T)
+        self._var_step = np.tile(np.arange(T), npairs)
+        self._var_gpu_s = np.repeat(site.gpu_s[0][self._pair_c], T)
+        # Coefficient of ξ in its scaled coupling row: 1 (interactive), 1/T (deferrable).
+        self._m = np.where(self._var_deferrable, 1.0 / T, 1.0)
+        self._defer_pairs = np.flatnonzero(deferrable[self._pair_c])
+        nz = len(self._defer_pairs)
+        self._nz = nz
+        self._z_pos = self._pos[self._defer_pairs * T] if nz else np.zeros(0, dtype=np.int64)
+        self._int_vars = np.flatnonzero(~self._var_deferrable)
+        self._int_pos = self._pos[self._int_vars]
+        nvar = self._nvar
+        self._n_total = nvar + T + nz
+        self._i_z = nvar + T  # first z variable
+
+        # P: diagonal on interactive ξ, all ℓ and all z (the common pattern of P₀ and Q).
+        diag = np.concatenate([self._int_vars, np.arange(nvar, self._n_total)])
+        self._p_index = diag
+        self._p0 = np.zeros(len(diag))
+        self._q_diag = np.zeros(len(diag))
+        n_int = len(self._int_vars)
+        self._q_diag[:n_int] = 1.0
+        self._q_diag[n_int + T :] = 1.0
+
+        # A in CSC, built column by column so the position of every value is known:
+        # rows [ξ bounds (nvar) | ℓ bounds (T) | load definitions (T) | deferrable means (nz)].
+        r_ell_bound, r_load, r_mean = nvar, nvar + T, nvar + 2 * T
+        k = np.arange(nvar)
+        defer_index = np.full(npairs, -1)
+        defer_index[self._defer_pairs] = np.arange(nz)
+        var_z = defer_index[k // T]
+        has_z = var_z >= 0
+        counts = np.concatenate(
+            [2 + has_z.astype(int), np.full(T, 2, dtype=int), np.ones(nz, dtype=int)]
+        )
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        indices = np.empty(indptr[-1], dtype=np.int64)
+        data = np.empty(indptr[-1])
+        start = indptr[:-1]
+        # ξ columns: bound row, load row of its step, mean row of its pair (deferrable).
+        indices[start[:nvar]] = k
+        data[start[:nvar]] = 1.0
+        indices[start[:nvar] + 1] = r_load + self._var_step
+        self._a_load_at = start[:nvar] + 1  # values that depend on the row scale
+        data[self._a_load_at] = 0.0
+        ks = np.flatnonzero(has_z)
+        indices[start[ks] + 2] = r_mean + var_z[ks]
+        data[start[ks] + 2] = 1.0 / T
+        # ℓ columns: bound row and −1 in the load row of its step.
+        t = np.arange(T)
+        indices[start[nvar + t]] = r_ell_bound + t
+        data[start[nvar + t]] = 1.0
+        indices[start[nvar + t] + 1] = r_load + t
+        data[start[nvar + t] + 1] = -1.0
+        # z columns: −1 in its mean row.
+        zc = np.arange(nz)
+        indices[start[nvar + T + zc]] = r_mean + zc
+        data[start[nvar + T + zc]] = -1.0
+        self._a_indices, self._a_indptr, self._a_data = indices, indptr, data
+        m = nvar + 2 * T + nz
+        self._n_cons = m
+        # ξ ≥ 0, 0 ≤ ℓ ≤ 1; load and mean rows are equalities (= 0).
+        self._l = np.zeros(m)
+        self._u = np.concatenate([np.full(nvar, np.inf), np.ones(T), np.zeros(T + nz)])
+
+    def _set_row_scale(self, row_scale: np.ndarray) -> None:
+        """Variable scaling and every value that depends on it (q₀, P₀, load rows of A)."""
+        lay, T = self._layout, self._layout.steps
+        row_scale = np.asarray(row_scale, dtype=float)
+        if row_scale.shape != (lay.n_rows,):
+            raise ValueError(f"row_scale has shape {row_scale.shape}, expected ({lay.n_rows},)")
+        s = row_scale[self._support][self._pos]
+        if not np.all(np.isfinite(s)) or np.any(s <= 0):
+            raise ValueError("row scales must be finite and positive")
+        self._row_scale = row_scale.copy()
+        self._D = np.where(self._var_deferrable, s / (self.site.step_seconds * T), s)
+        self._h = self._var_gpu_s * self._D  # busy GPUs per unit of ξ
+        self._a_data[self._a_load_at] = self._h / self._capacity
+        unit = self._unit_cost[self._pair_j, self._pair_c, :].reshape(-1)
+        self._q0 = np.zeros(self._n_total)
+        self._q0[: self._nvar] = unit * self._D
+        # ½ P₀ ℓ² = β (u_max G ℓ)², the congestion cost of load L = u_max G ℓ.
+        self._p0[len(self._int_vars) + np.arange(T)] = 2.0 * self._beta * self._capacity**2
+
+    def _p_values(self, rho: float) -> np.ndarray:
+        return self._p0 + rho * self._q_diag
+
+    def _p_matrix(self, rho: float) -> sp.csc_matrix:
+        """P in CSC, built explicitly so zero values keep their place in the pattern.
+
+        Every column holds at most its diagonal entry and ``_p_index`` is increasing, so the
+        CSC data are :meth:`_p_values` in order — the ``Px`` of later updates.
+        """
+        n = self._n_total
+        present = np.zeros(n, dtype=np.int64)
+        present[self._p_index] = 1
+        indptr = np.concatenate([[0], np.cumsum(present)])
+        return sp.csc_matrix((self._p_values(rho), self._p_index, indptr), shape=(n, n))
+
+    def _a_matrix(self) -> sp.csc_matrix:
+        return sp.csc_matrix(
+            (self._a_data.copy(), self._a_indices, self._a_indptr),
+            shape=(self._n_cons, self._n_total),
+        )
+
+    def _setup(self) -> None:
+        self._solver = osqp.OSQP()
+        self._solver.setup(
+            self._p_matrix(self._rho),
+            self._q_of(np.zeros(len(self._support)), self._rho),
+            self._a_matrix(),
+            self._l,
+            self._u,
+            **self.settings.osqp_kwargs(),
+        )
+        self.setup_count += 1
+        self._eps = (self.settings.eps_abs, self.settings.eps_rel)
+        self._solver.warm_start(x=self._full_of(self._xi), y=np.zeros(self._n_cons))
+
+    def _q_of(self, target: np.ndarray, rho: float) -> np.ndarray:
+        q = self._q0.copy()
+        q[self._int_vars] -= rho * target[self._int_pos]
+        q[self._i_z :] -= rho * target[self._z_pos]
+        return q
+
+    # ----------------------------------------------------------------------------------
+    # Solving
+
+    @staticmethod
+    def _check_rho(rho: float) -> None:
+        if not np.isfinite(rho) or rho <= 0:
+            raise ValueError(f"rho must be finite and > 0, got {rho}")
+
+    @property
+    def support(self) -> np.ndarray:
+        """Sorted global ids of the coupling rows this site can serve (int64)."""
+        return self._support
+
+    @property
+    def layout(self) -> CouplingLayout:
+        return self._layout
+
+    @property
+    def row_scale(self) -> np.ndarray:
+        return self._row_scale.copy()
+
+    @property
+    def rho(self) -> float:
+        return self._rho
+
+    @property
+    def solver(self) -> osqp.OSQP:
+        """The OSQP object (set up once; exposed so tests can check it is reused)."""
+        return self._solver
+
+    def set_rho(self, rho: float) -> None:
+        """Change the outer penalty: one ``update(Px=…)`` (a refactorisation), same pattern."""
+        rho = float(rho)
+        self._check_rho(rho)
+        if rho == self._rho:
+            return
+        self._solver.update(Px=self._p_values(rho))
+        self.px_updates += 1
+        self._rho = rho
+
+    def _set_eps(self, eps: float | None) -> None:
+        wanted = (
+            (self.settings.eps_abs, self.settings.eps_rel)
+            if eps is None
+            else (float(eps), float(eps))
+        )
+        if wanted != self._eps:
+            # Tolerances are plain settings: no refactorisation.
+            self._solver.update_settings(eps_abs=wanted[0], eps_rel=wanted[1])
+            self._eps = wanted
+
+    def solve(self, target: np.ndarray, rho: float, eps: float | None = None) -> np.ndarray:
+        """Solve for a new target and return the served demand on the support rows.
+
+        Parameters
+        ----------
+        target : ndarray (len(support),)
+            ``v``: the coordinator's target for this site's ``A_i x_i`` [scaled units].
+        rho : float
+            Outer ADMM penalty; a change updates P's values (one refactorisation).
+        eps : float, optional
+            Inner absolute and relative tolerance for this and later solves; ``None`` keeps
+            the defaults of :class:`InnerSettings`.
+
+        Returns
+        -------
+        ndarray (len(support),)
+            ``A_i x_i`` on the support rows [scaled units].
+
+        Notes
+        -----
+        A solve that ends without ``OSQP_SOLVED`` does not raise: an approximate iterate
+        (inaccurate, iteration or time limit) is projected onto the feasible set and used; an
+        unusable one (infeasible, non-convex, NaN) is discarded and the previous iterate kept.
+        Both are logged and counted in :attr:`info`.
+        """
+        target = np.asarray(target, dtype=float)
+        if target.shape != self._support.shape:
+            raise ValueError(f"target has shape {target.shape}, expected {self._support.shape}")
+        if not np.all(np.isfinite(target)):
+            raise ValueError("target must be finite")
+        self.set_rho(rho)
+        self._set_eps(eps)
+        self._solver.update(q=self._q_of(target, self._rho))
+        t0 = time.perf_counter()
+        result = self._solver.solve(raise_error=False)
+        elapsed = time.perf_counter() - t0
+        status = osqp.SolverStatus(result.info.status_val)
+        info = self.info
+        info.solves += 1
+        info.solve_s = elapsed
+        info.iterations = int(result.info.iter)
+        info.status = status.name
+        # Copies: OSQP's solution arrays are overwritten by the next solve.
+        xi = np.array(result.x[: self._nvar], dtype=float) if result.x is not None else None
+        y = np.array(result.y, dtype=float) if result.y is not None else None
+        usable = xi is not None and bool(np.all(np.isfinite(xi)))
+        if status == osqp.SolverStatus.OSQP_SOLVED and usable:
+            info.ok = True
+        elif status in _APPROXIMATE and usable:
+            info.ok = False
+            info.approximate += 1
+            log.warning(
+                "site %s: inner solve ended with %s after %d iterations; using its iterate",
+                self.site_id,
+                status.name,
+                info.iterations,
+            )
+        else:
+            info.ok = False
+            info.failed += 1
+            log.error(
+                "site %s: inner solve failed with %s; keeping the previous iterate",
+                self.site_id,
+                status.name,
+            )
+            xi, y = self._xi, None
+            # OSQP's own iterate is garbage now: restart it from the last good point.
+            self._solver.warm_start(x=self._full_of(xi), y=np.zeros(self._n_cons))
+        self._y_dual = y if y is not None and np.all(np.isfinite(y)) else None
+        self._xi = self._project(xi)
+        self._served = self._served_of(self._xi)
+        return self._served.copy()
+
+    def _project(self, xi: np.ndarray) -> np.ndarray:
+        """Clip to ``x ≥ 0`` and scale steps whose load exceeds ``u_max G`` (solver tolerance)."""
+        xi = np.maximum(xi, 0.0)
+        load = np.bincount(self._var_step, weights=self._h * xi, minlength=self._layout.steps)
+        over = load > self._capacity
+        if over.any():
+            factor = np.where(over, self._capacity / np.where(over, load, 1.0), 1.0)
+            xi = xi * factor[self._var_step]
+        return xi
+
+    def _served_of(self, xi: np.ndarray) -> np.ndarray:
+        served = np.bincount(self._pos, weights=self._m * xi, minlength=len(self._support))
+        return served.astype(float, copy=False)  # bincount of nothing is an int array
+
+    def _full_of(self, xi: np.ndarray) -> np.ndarray:
+        """The OSQP vector ``(ξ, ℓ, z)`` consistent with ``ξ``."""
+        T = self._layout.steps
+        ell = np.bincount(self._var_step, weights=self._h * xi, minlength=T) / self._capacity
+        z = xi.reshape(self._npairs, T)[self._defer_pairs].mean(axis=1) if self._nz else []
+        return np.concatenate([xi, ell, z])
+
+    # ----------------------------------------------------------------------------------
+    # The iterate
+
+    @property
+    def site_id(self) -> str:
+        return self.site.sites.site_id[0]
+
+    @property
+    def served(self) -> np.ndarray:
+        """``A_i x_i`` of the current iterate on the support rows [scaled units]."""
+        return self._served.copy()
+
+    @property
+    def x(self) -> np.ndarray:
+        """Requests per second of the current iterate, (R, C, T); zero on forbidden pairs."""
+        lay = self._layout
+        out = np.zeros((lay.regions, lay.classes, lay.steps))
+        out[self._pair_j, self._pair_c, :] = (self._D * self._xi).reshape(self._npairs, lay.steps)
+        return out
+
+    @property
+    def load(self) -> np.ndarray:
+        """Busy GPUs ``L_t`` of the current iterate, (T,)."""
+        return np.bincount(self._var_step, weights=self._h * self._xi, minlength=self._layout.steps)
+
+    @property
+    def n(self) -> np.ndarray:
+        """Active GPUs of the current iterate, (T,): ``L/u_max``, or ``G`` where idling pays."""
+        n = np.where(self._idle_follows_load, self.load / self._u_max, self._gpus)
+        return np.clip(n, 0.0, self._gpus)
+
+    def objective_value(self) -> float:
+        """``f_i`` of the current iterate [AUD], from the QP data (cheap; no ADMM penalty)."""
+        xi = self._xi
+        load = self.load
+        return float(self._q0[: self._nvar] @ xi + self._beta * (load @ load) + self._const)
+
+    def local_objective(
+        self, x: np.ndarray | None = None, n: np.ndarray | None = None
+    ) -> dict[str, float]:
+        """The site's objective in AUD, charged by :func:`common.evaluate.evaluate`.
+
+        Parameters
+        ----------
+        x : ndarray (R, C, T), optional
+            A schedule to charge instead of the current iterate (with ``n``).
+        n : ndarray (T,), optional
+            Its active GPUs; by default those of the current iterate, or ``L/u_max`` when
+            ``x`` is given.
+
+        Returns
+        -------
+        dict
+            ``energy_cost``, ``carbon``, ``water``, ``latency`` (each in AUD, weighted as in
+            MODEL.md §6) and their sum ``total``.
+        """
+        if x is None:
+            x = self.x
+            n = self.n if n is None else n
+        ev = evaluate(self.site, np.asarray(x)[None], None if n is None else np.asarray(n)[None])
+        o = self.site.objective
+        part = ev.per_site_step
+        out = {
+            "energy_cost": float(part["energy_cost_aud"].sum()),
+            "carbon": float(o.carbon_aud_per_kg * part["carbon_kg"].sum()),
+            "water": float(o.water_aud_per_l * part["water_l"].sum()),
+            "latency": float(o.latency_aud_per_req_s * part["latency_req_s"].sum()),
+        }
+        out["total"] = float(part["objective_aud"].sum())
+        return out
+
+    def warm_start(self, x: np.ndarray, n: np.ndarray | None = None) -> None:
+        """Make ``x`` the current iterate and OSQP's starting point (duals reset to 0).
+
+        Parameters
+        ----------
+        x : ndarray (R, C, T)
+            Requests per second; entries of forbidden pairs are ignored (those variables do
+            not exist).
+        n : ndarray (T,), optional
+            Accepted for symmetry and ignored: ``n`` is eliminated (module docstring) and
+            follows from ``x``.
+        """
+        del n
+        self._warm(self._xi_of(x), None)
+
+    def _xi_of(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        lay = self._layout
+        shape = (lay.regions, lay.classes, lay.steps)
+        if x.shape != shape:
+            raise ValueError(f"x has shape {x.shape}, expected {shape}")
+        return x[self._pair_j, self._pair_c, :].reshape(-1) / self._D
+
+    def _warm(self, xi: np.ndarray, y: np.ndarray | None) -> None:
+        self._xi = self._project(xi)
+        self._served = self._served_of(self._xi)
+        self._y_dual = y
+        self._solver.warm_start(
+            x=self._full_of(self._xi), y=np.zeros(self._n_cons) if y is None else y
+        )
+
+    # ----------------------------------------------------------------------------------
+    # Receding horizon
+
+    def _shift_duals(self, y: np.ndarray, k: int) -> np.ndarray:
+        """Shift the constraint duals of every per-step row by ``k`` steps."""
+        T, nvar = self._layout.steps, self._nvar
+
+        def roll(a: np.ndarray) -> np.ndarray:
+            return np.concatenate([a[..., k:], np.repeat(a[..., -1:], k, axis=-1)], axis=-1)
+
+        bounds = roll(y[:nvar].reshape(self._npairs, T)).reshape(-1)
+        ell = roll(y[nvar : nvar + T])
+        load = roll(y[nvar + T : nvar + 2 * T])
+        return np.concatenate([bounds, ell, load, y[nvar + 2 * T :]])
+
+    def shift(self, site: Scenario, steps: int, row_scale: np.ndarray | None = None) -> None:
+        """Move to the next horizon: new data, warm start shifted by ``steps``.
+
+        Only the vectors (q, and the costs behind it) are rebuilt; the OSQP object and its
+        factorisation are kept. A new ``row_scale`` (the coordinator's demand moved) changes
+        the variable scaling, hence P's and A's values but not their pattern: one
+        ``update(Px=…, Ax=…)``. Only if the allowed pairs changed (a new network or profile)
+        is OSQP set up again.
+
+        Parameters
+        ----------
+        site : Scenario
+            The one-site scenario of the new window (same site, same number of steps).
+        steps : int
+            How many steps the window moved (≥ 0); the warm start (primal and dual) drops
+            the first ``steps`` steps and repeats the last one to fill the end.
+        row_scale : ndarray (n_rows,), optional
+            New coupling-row scales; the previous ones by default.
+        """
+        if steps < 0:
+            raise ValueError("steps must be >= 0")
+        if site.sites.site_id != self.site.sites.site_id:
+            raise ValueError(f"shift to site {site.sites.site_id}, this is {self.site_id}")
+        T = self._layout.steps
+        k = min(int(steps), T - 1)
+        x_old = self.x
+        x_new = np.concatenate([x_old[:, :, k:], np.repeat(x_old[:, :, -1:], k, axis=2)], axis=2)
+        y_old = self._y_dual
+        old_allowed, old_scale = self._allowed, self._row_scale
+        old_p, old_a = self._p_values(self._rho), self._a_data.copy()
+        self._bind_site(site)
+        scale = old_scale if row_scale is None else np.asarray(row_scale, dtype=float)
+        if not np.array_equal(self.site.allowed()[0], old_allowed):
+            # New structure: the only case that sets OSQP up again.
+            self._build_structure()
+            self._set_row_scale(scale)
+            self._xi = np.zeros(self._nvar)
+            self._setup()
+            self._warm(self._xi_of(x_new), None)
+            return
+        self._set_row_scale(scale)
+        self._refresh_matrices(old_p, old_a)
+        y_new = None if y_old is None else self._shift_duals(y_old, k)
+        self._warm(self._xi_of(x_new), y_new)
+
+    def set_row_scale(self, row_scale: np.ndarray, rho: float | None = None) -> None:
+        """Adopt new coupling-row scales (and ρ), keeping the current schedule ``x``.
+
+        The variable scaling follows the row scales, so P's and A's values change but not
+        their pattern: a single ``update(Px=…, Ax=…)`` (one refactorisation, also covering
+        a new ρ); OSQP is not set up again.
+
+        Parameters
+        ----------
+        row_scale : ndarray (n_rows,)
+        rho : float, optional
+            New outer penalty; unchanged by default.
+        """
+        scale = np.asarray(row_scale, dtype=float)
+        new_rho = self._rho if rho is None else float(rho)
+        self._check_rho(new_rho)
+        if np.array_equal(scale, self._row_scale):
+            self.set_rho(new_rho)
+            return
+        x = self.x
+        old_p, old_a = self._p_values(self._rho), self._a_data.copy()
+        self._rho = new_rho
+        self._set_row_scale(scale)
+        self._refresh_matrices(old_p, old_a)
+        self._warm(self._xi_of(x), None)
+
+    def _refresh_matrices(self, old_p: np.ndarray, old_a: np.ndarray) -> None:
+        new_p = self._p_values(self._rho)
+        if not (np.array_equal(new_p, old_p) and np.array_equal(self._a_data, old_a)):
+            self._solver.update(Px=new_p, Ax=self._a_data.copy())
+            self.px_updates += 1
