@@ -1,0 +1,423 @@
+"""Site agents on separate hosts: a real Ray cluster across network namespaces.
+
+Each emulated VM (see :mod:`tests.netns`) is a network namespace with its own address on a
+private bridge and its own filesystem view:
+
+- ``head`` (10.200.0.1) runs the Ray head and the driver (so the coordinator); it sees the
+  split scenario's ``coordinator/`` directory and one *empty* ``sites/<id>/`` directory per
+  site (the fleet's site ids, no files);
+- one host per site (10.200.0.2, …) offers the Ray resource ``site:<id>`` and sees only
+  ``sites/<id>/`` — its own private data;
+- nobody sees the full scenario or the other hosts' directories.
+
+The hosts are brought up with the functions of ``deploy/commands.sh`` — the commands
+``deploy/GUIDE.md`` gives — with token authentication on. The test then runs ADMM from the
+head and checks that every site agent ran on its own host, that the objective equals the
+local (in-process) run's, that the head holds no site's private file, and that a driver
+without the cluster token is refused.
+
+Cleanup is by process id and namespace only (never ``ray stop``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from netns import Host, VirtualNetwork, netns_unavailable_reason
+
+from common.scenario_io import COORDINATOR_FILES, SITE_PRIVATE_FILES, split_scenario
+
+pytestmark = [pytest.mark.netns, pytest.mark.ray, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = REPO / "deploy" / "commands.sh"
+GUIDE = REPO / "deploy" / "GUIDE.md"
+GCS_PORT = 6379
+# Small object stores: four Ray nodes share this machine's /dev/shm and memory.
+OBJECT_STORE_BYTES = 80_000_000
+REL_TOL = 1e-3
+COORDINATOR_METRICS_PORT = 9464  # as in deploy/commands.sh (each namespace has its own ports)
+
+
+@dataclass
+class Cluster:
+    """The running emulated cluster."""
+
+    net: VirtualNetwork
+    root: Path
+    head: Host
+    sites: dict[str, Host]
+    split: Path  # the split scenario's path on every host (each sees only its part)
+    full: Path  # the full scenario (visible only to the test process)
+    env: dict[str, str]
+    prometheus: str = ""  # URL of the Prometheus running on the head (head's loopback)
+
+    def sh(self, host: Host, script: str, timeout: float = 180.0) -> str:
+        """Run ``script`` after sourcing deploy/commands.sh, on ``host``; return stdout."""
+        return host_sh(self.net, host, script, self.env, timeout)
+
+
+def host_sh(
+    net: VirtualNetwork, host: Host, script: str, env: dict[str, str], timeout: float
+) -> str:
+    """``bash -c '. deploy/commands.sh && SCRIPT'`` on ``host``, failing with its output."""
+    proc = net.run(
+        host,
+        ["bash", "-c", f". {COMMANDS} && {script}"],
+        env=env,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"on {host.name} ({host.ip}): {script!r} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
+        )
+    return proc.stdout
+
+
+def _base_env(root: Path) -> dict[str, str]:
+    """The environment of every command on every host: this interpreter's tools first, no
+    inherited Ray settings, a private HOME (``ray get-auth-token`` writes ~/.ray), and the
+    token file path every host uses (copied to each VM in a real deployment)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(
+        HOME=str(root / "home"),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        THERMOROUTE_TOKEN_FILE=str(root / "secrets" / "ray_token"),
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+    return env
+
+
+def _ray_temp(root: Path, host: Host) -> Path:
+    return root / "r" / host.name
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_split_source: tuple[Path, tuple[str, ...]]) -> Iterator[Cluster]:
+    """Head + one host per site, started with the guide's commands; torn down by pid."""
+    reason = netns_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"multi-host test needs network namespaces: {reason}")
+    full, site_ids = tiny_split_source
+    # A short root: Ray's unix sockets live under each node's temp dir (108-byte limit).
+    root = Path(tempfile.mkdtemp(prefix="trmh", dir="/tmp"))
+    net: VirtualNetwork | None = None
+    try:
+        for sub in ("home", "secrets", "split", "store", "out"):
+            (root / sub).mkdir()
+        store = root / "store"
+        split_scenario(full, store)
+        split = root / "split"  # an empty mount point: each host mounts its own view here
+        net = VirtualNetwork()
+        head = net.add_host("head")
+        sites = {sid: net.add_host(sid) for sid in site_ids}
+        hosts = [head, *sites.values()]
+        for host in hosts:
+            _ray_temp(root, host).mkdir(parents=True)
+            others = [_ray_temp(root, h) for h in hosts if h is not host]
+            host.fresh = [split]
+            host.hidden = [store, full.parent, *others]
+        head.binds = {split / "coordinator": store / "coordinator"}
+        head.dirs = [split / "sites" / sid for sid in site_ids]
+        for sid, host in sites.items():
+            host.binds = {split / "sites" / sid: store / "sites" / sid}
+        env = _base_env(root)
+        c = Cluster(net, root, head, sites, split, full, env)
+
+        token = root / "secrets" / "ray_token"
+        c.sh(head, f"thermoroute_token_generate {token}")
+        assert token.stat().st_mode & 0o077 == 0, "the token file must be private"
+
+        def extra(host: Host) -> str:
+            return f"--temp-dir {_ray_temp(root, host)} --object-store-memory {OBJECT_STORE_BYTES}"
+
+        c.sh(head, f"thermoroute_head_start {head.ip} {extra(head)}")
+        for sid, host in sites.items():
+            c.sh(host, f"thermoroute_site_start {head.ip} {host.ip} {sid} {extra(host)}")
+        joined = c.sh(head, f"thermoroute_wait_for_sites {head.ip} {len(sites)} 120")
+        assert sorted(joined.split()) == sorted(f"site:{s}" for s in site_ids)
+        c.prometheus = start_prometheus_on_head(c)
+        yield c
+    finally:
+        if net is not None:
+            net.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def start_prometheus_on_head(c: Cluster) -> str:
+    """Run Prometheus on the head with deploy/prometheus.yml's jobs, pointed at this cluster.
+
+    The job names, the discovery-file name and the alert rules are the deployment's; only
+    the addresses change (the coordinator on the head's address, the site agents on theirs,
+    the head's Ray temp dir instead of /tmp/ray) and the interval (0.5 s).
+    """
+    exe = shutil.which("prometheus")
+    if exe is None:
+        return ""
+    config = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
+    workdir = c.root / "prom"
+    workdir.mkdir()
+    for rule_file in config.get("rule_files", []):
+        shutil.copy(REPO / "deploy" / rule_file, workdir / rule_file)
+    config["global"].update(scrape_interval="500ms", scrape_timeout="500ms")
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    jobs["thermoroute-coordinator"]["static_configs"] = [
+        {"targets": [f"{c.head.ip}:{COORDINATOR_METRICS_PORT}"]}
+    ]
+    agents = workdir / "site-agents.json"
+    agents.write_text(json.dumps([{"targets": [f"{h.ip}:9465" for h in c.sites.values()]}]))
+    jobs["thermoroute-site-agents"]["file_sd_configs"] = [{"files": [str(agents)]}]
+    sd_name = Path(jobs["ray"]["file_sd_configs"][0]["files"][0]).name
+    jobs["ray"]["file_sd_configs"] = [{"files": [str(_ray_temp(c.root, c.head) / sd_name)],
+                                       "refresh_interval": "1s"}]  # fmt: skip
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    log = (workdir / "prometheus.log").open("wb")
+    port = 9090  # the head's own loopback: no other process can hold it in this namespace
+    subprocess.Popen(
+        c.net.argv(c.head, [exe, f"--config.file={workdir / 'prometheus.yml'}",
+                            f"--storage.tsdb.path={workdir / 'tsdb'}",
+                            f"--web.listen-address=127.0.0.1:{port}"]),
+        env=c.env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
+    )  # fmt: skip
+    log.close()
+    return f"http://127.0.0.1:{port}"
+
+
+# Polls the head's Prometheus from inside the head's namespace until every query in
+# argv[3] (JSON {name: promql}) has a non-empty result, or the deadline; prints the results.
+PROM_POLL = textwrap.dedent(
+    """
+    import json, sys, time, urllib.parse, urllib.request
+    url, timeout_s, queries = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3])
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = {}
+        for name, promql in queries.items():
+            q = urllib.parse.urlencode({"query": promql})
+            try:
+                with urllib.request.urlopen(f"{url}/api/v1/query?{q}", timeout=5) as r:
+                    out[name] = json.load(r)["data"]["result"]
+            except OSError as exc:
+                out[name] = f"error: {exc}"
+        done = all(isinstance(v, list) and v for v in out.values())
+        if done or time.monotonic() > deadline:
+            print(json.dumps(out))
+            break
+        time.sleep(0.5)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_split_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[str, ...]]:
+    """The hand-made three-site scenario (conftest) as a full scenario directory."""
+    from conftest import make_scenario
+
+    from common.scenario_io import write_scenario
+
+    scenario = make_scenario()
+    full = write_scenario(scenario, tmp_path_factory.mktemp("full") / "tiny")
+    return full, tuple(scenario.sites.site_id)
+
+
+# The driver, run on the head: ADMM through the product's composition root, then where
+# Ray placed every actor (the GCS keeps dead actors' records, node included).
+DRIVER = textwrap.dedent(
+    """
+    import json, sys, time
+    import ray
+    from ray.util.state import list_actors
+    from coordinator.events import NullObserver
+    from coordinator.metrics import CoordinatorMetrics, MetricsEndpoint
+    from thermoroute.launch import solve_admm
+
+    split, address, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    metrics_addr, metrics_port = sys.argv[4], int(sys.argv[5])
+
+    class Pace(NullObserver):
+        # 0.1 s per iteration (a fan-out over slow WAN links), so that Prometheus scrapes
+        # the coordinator several times while the short run goes. Defined in __main__, so
+        # Ray pickles it by value into the coordinator actor.
+        def on_iteration(self, record):
+            time.sleep(0.1)
+
+    observers = [CoordinatorMetrics(endpoint=MetricsEndpoint(metrics_port, metrics_addr)), Pace()]
+    run = solve_admm(split, executor="ray", address=address, observers=observers)
+    nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+    actors = [
+        {"class_name": a.class_name, "node_ip": nodes.get(a.node_id), "node_id": a.node_id,
+         "resources": dict(a.required_resources or {})}
+        for a in list_actors(address=address, detail=True, limit=10000,
+                             raise_on_missing_output=False)
+        if a.class_name in ("SiteGroup", "Coordinator")
+    ]
+    result = {"converged": run.converged, "iterations": run.iterations,
+              "objective_aud": run.objective_aud, "groups": [list(g) for g in run.groups],
+              "actors": actors, "driver_node": ray.get_runtime_context().get_node_id()}
+    with open(out, "w") as handle:
+        json.dump(result, handle)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def distributed(cluster: Cluster) -> dict:
+    """The ADMM run on the emulated cluster (driver on the head)."""
+    c = cluster
+    driver = c.root / "out" / "driver.py"
+    driver.write_text(DRIVER)
+    result = c.root / "out" / "result.json"
+    c.sh(
+        c.head,
+        f"thermoroute_ray_env && python3 {driver} {c.split} {c.head.ip}:{GCS_PORT} {result} "
+        f"{c.head.ip} {COORDINATOR_METRICS_PORT}",
+        timeout=600,
+    )
+    return json.loads(result.read_text())
+
+
+def test_every_site_agent_runs_on_its_own_host(cluster: Cluster, distributed: dict) -> None:
+    assert distributed["converged"], distributed
+    site_agents = [a for a in distributed["actors"] if a["class_name"] == "SiteGroup"]
+    placed: dict[str, str] = {}
+    for actor in site_agents:
+        pins = [k.split(":", 1)[1] for k in actor["resources"] if k.startswith("site:")]
+        assert len(pins) == 1, f"a site agent not pinned to exactly one site: {actor}"
+        placed[pins[0]] = actor["node_ip"]
+    assert placed == {sid: host.ip for sid, host in cluster.sites.items()}
+    assert sorted(tuple(g) for g in distributed["groups"]) == sorted(
+        (sid,) for sid in cluster.sites
+    )
+    coordinators = [a for a in distributed["actors"] if a["class_name"] == "Coordinator"]
+    assert [a["node_ip"] for a in coordinators] == [cluster.head.ip], (
+        "the coordinator must run on the head (where thermoroute run was started)"
+    )
+
+
+def test_objective_equals_the_local_run(cluster: Cluster, distributed: dict) -> None:
+    from thermoroute.launch import solve_admm
+
+    local = solve_admm(cluster.full, executor="inline")
+    assert local.converged
+    assert distributed["objective_aud"] == pytest.approx(local.objective_aud, rel=REL_TOL)
+
+
+def test_head_holds_no_site_private_file(cluster: Cluster, distributed: dict) -> None:
+    del distributed  # after the run: nothing was copied to the head by it either
+    probe = textwrap.dedent(
+        f"""
+        import json, os
+        files = []
+        for base, _, names in os.walk({str(cluster.root)!r}):
+            files += [os.path.join(base, n) for n in names]
+        print(json.dumps(files))
+        """
+    )
+    seen = json.loads(cluster.sh(cluster.head, f"python3 -c {_quote(probe)}"))
+    private = [f for f in seen if Path(f).name in SITE_PRIVATE_FILES]
+    assert private == [], f"site-private files visible on the head: {private}"
+    coordinator = sorted(
+        Path(f).name for f in seen if Path(f).parent == cluster.split / "coordinator"
+    )
+    assert coordinator == sorted(COORDINATOR_FILES)
+    assert not any(Path(f).is_relative_to(cluster.split / "sites") for f in seen)
+
+
+def test_each_site_host_sees_only_its_own_data(cluster: Cluster) -> None:
+    for sid, host in cluster.sites.items():
+        listing = cluster.sh(host, f"ls -1 {cluster.split}/sites && ls -1 {cluster.split}")
+        assert listing.split() == [sid, "sites"], f"{sid}: {listing!r}"
+
+
+def test_prometheus_scrapes_ray_nodes_and_the_coordinator(
+    cluster: Cluster, distributed: dict
+) -> None:
+    """deploy/prometheus.yml's jobs, on the head: every Ray node found through the discovery
+    file Ray writes, and the coordinator's residuals scraped from the head during the run."""
+    if not cluster.prometheus:
+        pytest.skip("the prometheus server is not installed (apt-get install prometheus)")
+    assert distributed["converged"]
+    job = '{job="thermoroute-coordinator"}'
+    queries = {
+        "ray_up": 'up{job="ray"} == 1',
+        "primal": f"count_over_time(thermoroute_admm_primal_residual{job}[10m])",
+        "iteration": f"max_over_time(thermoroute_admm_iteration{job}[10m])",
+    }
+    script = cluster.root / "out" / "prom_poll.py"
+    script.write_text(PROM_POLL)
+    found = json.loads(
+        cluster.sh(
+            cluster.head,
+            f"python3 {script} {cluster.prometheus} 90 {_quote(json.dumps(queries))}",
+            timeout=150,
+        )
+    )
+    up_hosts = {r["metric"]["instance"].split(":")[0] for r in found["ray_up"]}
+    assert up_hosts == {cluster.head.ip, *(h.ip for h in cluster.sites.values())}, found
+    assert found["primal"] and float(found["primal"][0]["value"][1]) >= 2, found
+    instance = found["primal"][0]["metric"]["instance"]
+    assert instance == f"{cluster.head.ip}:{COORDINATOR_METRICS_PORT}"
+    assert float(found["iteration"][0]["value"][1]) > 0
+
+
+def test_driver_without_the_token_is_refused(cluster: Cluster) -> None:
+    script = (
+        "import ray; "
+        f"ray.init(address='{cluster.head.ip}:{GCS_PORT}', log_to_driver=False); "
+        "print('CONNECTED')"
+    )
+    env = {**cluster.env, "RAY_AUTH_MODE": "disabled"}
+    proc = cluster.net.run(
+        cluster.head, [sys.executable, "-c", script], env=env, timeout=120, check=False
+    )
+    assert proc.returncode != 0 and "CONNECTED" not in proc.stdout
+    wrong = cluster.root / "secrets" / "wrong_token"
+    wrong.write_text("0" * 64)
+    wrong.chmod(0o600)
+    env = {**cluster.env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(wrong)}
+    proc = cluster.net.run(
+        cluster.head, [sys.executable, "-c", script], env=env, timeout=120, check=False
+    )
+    assert proc.returncode != 0 and "CONNECTED" not in proc.stdout
+
+
+def test_guide_shows_the_tested_commands() -> None:
+    """The guide's code blocks call the functions this test runs, with the same arguments."""
+    text = GUIDE.read_text(encoding="utf-8")
+    for call in (
+        ". deploy/commands.sh",
+        "thermoroute_token_generate",
+        "thermoroute_head_start",
+        "thermoroute_site_start",
+        "thermoroute_wait_for_sites",
+        "thermoroute_split",
+        "thermoroute_admm",
+    ):
+        assert call in text, f"GUIDE.md does not show {call!r}"
+    functions = subprocess.run(
+        ["bash", "-c", f". {COMMANDS} && declare -F"], capture_output=True, text=True,
+        check=True, timeout=30,
+    ).stdout  # fmt: skip
+    for name in ("thermoroute_head_start", "thermoroute_site_start", "thermoroute_admm"):
+        assert f"declare -f {name}" in functions
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
