@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -183,9 +182,7 @@ def test_synthetic_fleet_baselines(synth_scenario):
 
 
 def test_australia_central_beats_every_baseline(australia):
-    start = time.perf_counter()
     rows = compare(australia)
-    wall = time.perf_counter() - start
     by_name = {r.solver: r for r in rows}
     central = by_name["central"]["objective_aud"]
     for row in rows:
@@ -195,7 +192,6 @@ def test_australia_central_beats_every_baseline(australia):
             # Central is optimal for the true model; the temperature-unaware plan may come
             # within solver tolerance of it when cooling is a small part of the objective.
             assert central <= row["objective_aud"] * (1 + 1e-9), row.solver
-    assert wall < 60.0
     print()
     print(to_text(rows))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -256,24 +255,19 @@ def test_synthetic_fleet(synth_scenario):
     )
 
 
-def test_australia_solves_in_seconds(australia):
-    start = time.perf_counter()
+def test_australia_solves_to_optimality(australia):
     result = solve_central(australia)
-    wall = time.perf_counter() - start
     assert result.status == "optimal"
     assert feasibility(australia, result.x, result.n).ok()
     assert evaluate(australia, result.x, result.n).objective_aud == pytest.approx(
         result.objective_aud, rel=1e-6
     )
-    assert wall < 10.0, f"central took {wall:.1f} s on australia"
 
 
 @pytest.mark.slow
-def test_hundred_site_fleet_in_tens_of_seconds():
+def test_hundred_site_fleet_is_feasible():
+    # Solve time is a benchmark figure (bench/, BENCHMARKS.md), not a test assertion.
     synth = pytest.importorskip("common.synth")
     sc = synth.synthesize(sites=100, regions=20, seed=3)
-    start = time.perf_counter()
     result = solve_central(sc)
-    wall = time.perf_counter() - start
     assert feasibility(sc, result.x, result.n).ok()
-    assert wall < 90.0, f"central took {wall:.1f} s on 100 sites"

