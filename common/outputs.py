@@ -7,12 +7,13 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from common.evaluate import Evaluation
+from common.evaluate import Evaluation, SiteSteps
 from common.scenario import Scenario
 from common.scenario_io import csv_text, write_directory_atomic
 
@@ -41,6 +42,56 @@ SHADOW_PRICE_COLUMNS = ("time", "region_id", "class_id", "aud_per_request")
 SCHEDULE_ZERO_RPS = 0.0
 
 
+@dataclass(frozen=True)
+class RunLabels:
+    """The names and times a run's files are labelled with — all a writer needs of a
+    scenario. A distributed run has no :class:`Scenario` (the coordinator never sees the
+    sites' data) and builds these from its demand view and the sites' ids."""
+
+    name: str
+    start: datetime
+    step_hours: float
+    times: tuple[datetime, ...]
+    site_ids: tuple[str, ...]
+    region_ids: tuple[str, ...]
+    class_ids: tuple[str, ...]
+
+    @property
+    def steps(self) -> int:
+        return len(self.times)
+
+    @classmethod
+    def of(cls, scenario: Scenario) -> RunLabels:
+        return cls(
+            name=scenario.name,
+            start=scenario.start,
+            step_hours=scenario.step_hours,
+            times=scenario.times,
+            site_ids=scenario.sites.site_id,
+            region_ids=scenario.regions.region_id,
+            class_ids=scenario.classes.class_id,
+        )
+
+
+class ChargedSchedule(Protocol):
+    """What the writers read of an :class:`Evaluation`; per-site results reported by the
+    sites themselves (a distributed run) provide the same."""
+
+    x: np.ndarray
+    steps: SiteSteps
+
+    @property
+    def objective_aud(self) -> float: ...
+
+    def totals(self) -> dict[str, float]: ...
+
+    def site_totals(self, i: int) -> dict[str, float]: ...
+
+
+def _labels(scenario: Scenario | RunLabels) -> RunLabels:
+    return scenario if isinstance(scenario, RunLabels) else RunLabels.of(scenario)
+
+
 @dataclass
 class SolverStats:
     """What ``summary.json`` reports of the solve itself."""
@@ -67,25 +118,29 @@ class SolverStats:
 
 
 def summary(
-    scenario: Scenario, evaluation: Evaluation, solver: str, stats: SolverStats
+    scenario: Scenario | RunLabels,
+    evaluation: Evaluation | ChargedSchedule,
+    solver: str,
+    stats: SolverStats,
 ) -> dict[str, Any]:
     """The ``summary.json`` document of a run."""
+    sc = _labels(scenario)
     return {
         "format": "thermoroute-output/1",
-        "scenario": scenario.name,
+        "scenario": sc.name,
         "solver": solver,
-        "start": scenario.start.isoformat(),
-        "steps": scenario.steps,
-        "step_hours": scenario.step_hours,
+        "start": sc.start.isoformat(),
+        "steps": sc.steps,
+        "step_hours": sc.step_hours,
         "objective_aud": evaluation.objective_aud,
         "totals": evaluation.totals(),
-        "sites": {site: evaluation.site_totals(i) for i, site in enumerate(scenario.sites.site_id)},
+        "sites": {site: evaluation.site_totals(i) for i, site in enumerate(sc.site_ids)},
         "solver_stats": stats.as_dict(),
     }
 
 
-def schedule_rows(scenario: Scenario, x: np.ndarray) -> list[list[Any]]:
-    sc = scenario
+def schedule_rows(scenario: Scenario | RunLabels, x: np.ndarray) -> list[list[Any]]:
+    sc = _labels(scenario)
     idx = np.argwhere(x > SCHEDULE_ZERO_RPS)
     # Order by time, then site, region, class: the natural reading order.
     order = np.lexsort((idx[:, 2], idx[:, 1], idx[:, 0], idx[:, 3]))
@@ -94,20 +149,23 @@ def schedule_rows(scenario: Scenario, x: np.ndarray) -> list[list[Any]]:
         rows.append(
             [
                 sc.times[t].isoformat(),
-                sc.sites.site_id[i],
-                sc.regions.region_id[j],
-                sc.classes.class_id[c],
+                sc.site_ids[i],
+                sc.region_ids[j],
+                sc.class_ids[c],
                 float(x[i, j, c, t]),
             ]
         )
     return rows
 
 
-def site_step_rows(scenario: Scenario, evaluation: Evaluation) -> list[list[Any]]:
+def site_step_rows(
+    scenario: Scenario | RunLabels, evaluation: Evaluation | ChargedSchedule
+) -> list[list[Any]]:
+    sc = _labels(scenario)
     st = evaluation.steps
     rows = []
-    for t, when in enumerate(scenario.times):
-        for i, site in enumerate(scenario.sites.site_id):
+    for t, when in enumerate(sc.times):
+        for i, site in enumerate(sc.site_ids):
             rows.append(
                 [
                     when.isoformat(),
@@ -125,8 +183,8 @@ def site_step_rows(scenario: Scenario, evaluation: Evaluation) -> list[list[Any]
 
 def write_run(
     directory: str | os.PathLike[str],
-    scenario: Scenario,
-    evaluation: Evaluation,
+    scenario: Scenario | RunLabels,
+    evaluation: Evaluation | ChargedSchedule,
     solver: str,
     stats: SolverStats,
     *,
@@ -139,26 +197,31 @@ def write_run(
 
     Parameters
     ----------
+    scenario : Scenario or RunLabels
+        Only its names and times are written.
+    evaluation : Evaluation or ChargedSchedule
+        The charged schedule (a distributed run passes the totals its sites reported).
     shadow_prices : ndarray (R, C, T), optional
-        Marginal cost of one more request per second of demand for each interactive
-        region/class/step, and (for deferrable classes, same value at every t) of one
-        more request of volume [AUD per request-per-second-step or AUD per request].
+        Marginal cost of one more request [AUD per request]: of interactive demand in
+        region/class/step, and (for deferrable classes, the same value at every t) of
+        deferrable volume — the ``aud_per_request`` column (``CentralResult.shadow_prices``).
     """
-    doc = summary(scenario, evaluation, solver, stats)
+    labels = _labels(scenario)
+    doc = summary(labels, evaluation, solver, stats)
     if extra_summary:
         doc.update(extra_summary)
     files: dict[str, str] = {
         "summary.json": json.dumps(doc, indent=2, allow_nan=False) + "\n",
-        "schedule.csv": csv_text(SCHEDULE_COLUMNS, schedule_rows(scenario, evaluation.x)),
-        "site_steps.csv": csv_text(SITE_STEP_COLUMNS, site_step_rows(scenario, evaluation)),
+        "schedule.csv": csv_text(SCHEDULE_COLUMNS, schedule_rows(labels, evaluation.x)),
+        "site_steps.csv": csv_text(SITE_STEP_COLUMNS, site_step_rows(labels, evaluation)),
     }
     if convergence is not None:
         files["convergence.csv"] = csv_text(CONVERGENCE_COLUMNS, [list(r) for r in convergence])
     if shadow_prices is not None:
         rows = []
-        for t, when in enumerate(scenario.times):
-            for j, region in enumerate(scenario.regions.region_id):
-                for c, klass in enumerate(scenario.classes.class_id):
+        for t, when in enumerate(labels.times):
+            for j, region in enumerate(labels.region_ids):
+                for c, klass in enumerate(labels.class_ids):
                     rows.append([when.isoformat(), region, klass, float(shadow_prices[j, c, t])])
         files["shadow_prices.csv"] = csv_text(SHADOW_PRICE_COLUMNS, rows)
     return write_directory_atomic(directory, files)

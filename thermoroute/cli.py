@@ -27,8 +27,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-scenario_app = typer.Typer(help="Export, validate, synthesise and split scenarios.",
-                           no_args_is_help=True)
+scenario_app = typer.Typer(
+    help="Export, validate, synthesise and split scenarios.", no_args_is_help=True
+)
 app.add_typer(scenario_app, name="scenario")
 
 # Not a terminal (a pipe, CI log): print full-width tables rather than 80-column ones.
@@ -57,21 +58,25 @@ class Executor(StrEnum):
 
 ScenarioArg = Annotated[
     str,
-    typer.Argument(help="Embedded scenario name (australia, australia-20) or a scenario "
-                   "directory."),
+    typer.Argument(
+        help="Embedded scenario name (australia, australia-20) or a scenario directory."
+    ),
 ]
 StartOpt = Annotated[
     datetime | None,
-    typer.Option("--start", help="Horizon start (ISO-8601 with offset); default from "
-                 "scenario.toml.", formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z"]),
+    typer.Option(
+        "--start",
+        help="Horizon start (ISO-8601 with offset); default from scenario.toml.",
+        formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z"],
+    ),
 ]
-StepsOpt = Annotated[int | None, typer.Option("--steps", min=1,
-                                              help="Horizon length in steps.")]
+StepsOpt = Annotated[int | None, typer.Option("--steps", min=1, help="Horizon length in steps.")]
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True,
-                      soft_wrap=True)
+    err_console.print(
+        f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True
+    )
     return typer.Exit(code)
 
 
@@ -86,8 +91,15 @@ def resolve_scenario(source: str) -> Path:
         return embedded_path(source)
     if path.exists():
         raise _fail(f"{source}: not a directory")
-    raise _fail(f"{source}: no such scenario directory, and not an embedded scenario "
-                f"(embedded: {', '.join(embedded_scenarios())})")
+    raise _fail(
+        f"{source}: no such scenario directory, and not an embedded scenario "
+        f"(embedded: {', '.join(embedded_scenarios())})"
+    )
+
+
+def is_split_root(directory: Path) -> bool:
+    """Is ``directory`` the output of ``thermoroute scenario split``?"""
+    return (directory / "coordinator").is_dir() and (directory / "sites").is_dir()
 
 
 def _load(source: str, start: datetime | None, steps: int | None):
@@ -104,45 +116,90 @@ def _load(source: str, start: datetime | None, steps: int | None):
 def run(
     scenario: ScenarioArg = "australia",
     solver: Annotated[Solver, typer.Option(help="Solver to run.")] = Solver.admm,
-    out: Annotated[Path | None, typer.Option(
-        help="Output directory (default runs/<scenario>-<solver>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default runs/<scenario>-<solver>).")
+    ] = None,
     start: StartOpt = None,
     steps: StepsOpt = None,
-    executor: Annotated[Executor, typer.Option(
-        help="ADMM: Ray actors (default) or in-process.")] = Executor.ray,
-    address: Annotated[str | None, typer.Option(
-        help="ADMM: join this Ray cluster (e.g. 10.0.0.5:6379 or 'auto') instead of "
-        "starting a local one.")] = None,
-    sites_per_agent: Annotated[int, typer.Option(
-        min=1, help="ADMM: sites hosted by one agent actor.")] = 1,
-    accelerate: Annotated[bool, typer.Option(
-        "--accelerate/--plain", help="ADMM: Anderson acceleration, or plain ADMM.")] = True,
+    executor: Annotated[
+        Executor, typer.Option(help="ADMM: Ray actors (default) or in-process.")
+    ] = Executor.ray,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="ADMM: join this Ray cluster (e.g. 10.0.0.5:6379 or 'auto') instead of "
+            "starting a local one."
+        ),
+    ] = None,
+    sites_per_agent: Annotated[
+        int, typer.Option(min=1, help="ADMM: sites hosted by one agent actor.")
+    ] = 1,
+    accelerate: Annotated[
+        bool,
+        typer.Option("--accelerate/--plain", help="ADMM: Anderson acceleration, or plain ADMM."),
+    ] = True,
     eps_rel: Annotated[float, typer.Option(help="ADMM: relative tolerance ε_rel.")] = 1e-4,
     max_iter: Annotated[int, typer.Option(help="ADMM: iteration limit.")] = 2000,
-    metrics_port: Annotated[int | None, typer.Option(
-        help="Serve Prometheus metrics on this port during the run.")] = None,
-    metrics_addr: Annotated[str, typer.Option(
-        help="Bind address of the metrics server.")] = "127.0.0.1",
-    metrics_linger: Annotated[float, typer.Option(
-        help="Keep serving metrics this many seconds after the run (for a final scrape)."
-    )] = 0.0,
-    compare_baseline: Annotated[bool, typer.Option(
-        "--compare/--no-compare",
-        help="Also solve temperature-unaware and print the comparison.")] = True,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port during the run.")
+    ] = None,
+    metrics_addr: Annotated[
+        str, typer.Option(help="Bind address of the metrics server.")
+    ] = "127.0.0.1",
+    metrics_linger: Annotated[
+        float,
+        typer.Option(
+            help="Keep serving metrics this many seconds after the run (for a final scrape)."
+        ),
+    ] = 0.0,
+    compare_baseline: Annotated[
+        bool,
+        typer.Option(
+            "--compare/--no-compare",
+            help="Also solve temperature-unaware and print the comparison.",
+        ),
+    ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display.")] = False,
 ) -> None:
-    """Solve one horizon of a scenario and write MODEL.md §9 outputs."""
-    directory, scen = _load(scenario, start, steps)
-    out = out or Path("runs") / f"{scen.name}-{solver.value}"
+    """Solve one horizon of a scenario and write MODEL.md §9 outputs.
+
+    SCENARIO may also be the output root of ``thermoroute scenario split`` (a deployment:
+    the coordinator's data here, each site's data on its own host); only ``--solver admm``
+    can solve it, since nothing else may read the sites' data.
+    """
+    directory = resolve_scenario(scenario)
+    if is_split_root(directory):
+        if solver is not Solver.admm:
+            raise _fail(
+                f"{directory} is a split deployment directory: only --solver admm "
+                "can solve it (the sites' data stay on their hosts)"
+            )
+        scen = None
+        compare_baseline = False
+        name = directory.resolve().name
+    else:
+        directory, scen = _load(scenario, start, steps)
+        name = scen.name
+    out = out or Path("runs") / f"{name}-{solver.value}"
     from thermoroute import runner
 
     try:
         result = runner.run_solver(
-            directory, scen, solver.value, out,
-            executor=executor.value, address=address, sites_per_agent=sites_per_agent,
-            accelerate=accelerate, eps_rel=eps_rel, max_iter=max_iter,
-            metrics_port=metrics_port, metrics_addr=metrics_addr,
-            metrics_linger=metrics_linger, live=not quiet, console=console,
+            directory,
+            scen,
+            solver.value,
+            out,
+            executor=executor.value,
+            address=address,
+            sites_per_agent=sites_per_agent,
+            accelerate=accelerate,
+            eps_rel=eps_rel,
+            max_iter=max_iter,
+            metrics_port=metrics_port,
+            metrics_addr=metrics_addr,
+            metrics_linger=metrics_linger,
+            live=not quiet,
+            console=console,
         )
     except ScenarioError as exc:
         raise _fail(str(exc)) from None
@@ -150,8 +207,7 @@ def run(
         raise _fail(str(exc), EXIT_FAILED) from None
     runner.print_run(result, console, compare=compare_baseline)
     if not result.converged:
-        raise _fail(f"{solver.value} did not converge (see {out}/summary.json)",
-                    EXIT_NOT_CONVERGED)
+        raise _fail(f"{solver.value} did not converge (see {out}/summary.json)", EXIT_NOT_CONVERGED)
 
 
 @app.command()
@@ -159,8 +215,7 @@ def compare(
     scenario: ScenarioArg = "australia",
     start: StartOpt = None,
     steps: StepsOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-    = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Compare the temperature-aware optimum with every baseline on one horizon."""
     _, scen = _load(scenario, start, steps)
@@ -171,8 +226,11 @@ def compare(
     if as_json:
         sys.stdout.write(to_json(rows, scen))
     else:
-        console.print(render_table(rows, title=f"{scen.name}: {scen.steps} steps from "
-                                   f"{scen.start.isoformat()}"))
+        console.print(
+            render_table(
+                rows, title=f"{scen.name}: {scen.steps} steps from {scen.start.isoformat()}"
+            )
+        )
 
 
 @app.command()
@@ -193,8 +251,15 @@ def simulate(
 
     try:
         runner.run_simulation(
-            directory, days=days, horizon=horizon, start=start, executor=executor.value,
-            address=address, sites_per_agent=sites_per_agent, seed=seed, out=out,
+            directory,
+            days=days,
+            horizon=horizon,
+            start=start,
+            executor=executor.value,
+            address=address,
+            sites_per_agent=sites_per_agent,
+            seed=seed,
+            out=out,
             console=console,
         )
     except ScenarioError as exc:
@@ -222,8 +287,7 @@ def scenario_export(
     from common.scenarios import embedded_path, embedded_scenarios
 
     if name not in embedded_scenarios():
-        raise _fail(f"no embedded scenario {name!r} (embedded: "
-                    f"{', '.join(embedded_scenarios())})")
+        raise _fail(f"no embedded scenario {name!r} (embedded: {', '.join(embedded_scenarios())})")
     source = embedded_path(name)
     try:
         load_scenario(source)
@@ -270,8 +334,9 @@ def scenario_synth(
     scen = synthesize(sites, regions, seed, steps=steps)
     write_scenario(scen, directory)
     load_scenario(directory)  # what we write must read back
-    console.print(f"wrote synthetic scenario ({sites} sites, {regions} regions, seed {seed}) "
-                  f"to {directory}")
+    console.print(
+        f"wrote synthetic scenario ({sites} sites, {regions} regions, seed {seed}) to {directory}"
+    )
 
 
 @scenario_app.command("split")

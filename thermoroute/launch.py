@@ -27,12 +27,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from common.errors import Problem, ScenarioError
+from common.evaluate import TOTAL_KEYS
+from common.physics.latency import mean_ttft_ms
 from coordinator.actor import Coordinator, CoordinatorOutcome
 from coordinator.admm import AdmmSettings
 from coordinator.data import load_view
 from coordinator.events import IterationRecord, NullObserver, RunObserver
-from coordinator.fleet import InlineFleet
+from coordinator.fleet import InlineFleet, Tap
+from coordinator.receding import DEMAND_NOISE_SIGMA
+from coordinator.results import RunOutputs
 from site_agent.group import SiteGroup
 from site_agent.subproblem import InnerSettings
 
@@ -77,7 +83,7 @@ class AdmmRun:
         return self.outcome.objective_aud
 
     @property
-    def outputs(self):  # noqa: ANN201 - RunOutputs, re-exported for convenience
+    def outputs(self) -> RunOutputs:
         return self.outcome.outputs
 
     @property
@@ -160,9 +166,7 @@ def site_resources() -> set[str]:
     """Site ids for which the cluster offers a ``site:<id>`` custom resource."""
     import ray
 
-    return {
-        key.split(":", 1)[1] for key in ray.cluster_resources() if key.startswith("site:")
-    }
+    return {key.split(":", 1)[1] for key in ray.cluster_resources() if key.startswith("site:")}
 
 
 def create_group_actors(
@@ -217,6 +221,8 @@ def solve_admm(
     progress: Callable[[dict[str, Any]], None] | None = None,
     measure_ping: bool = False,
     shutdown: bool = False,
+    tap: Tap | None = None,
+    metrics_linger_s: float = 0.0,
 ) -> AdmmRun:
     """Solve one horizon of a scenario with distributed exchange ADMM.
 
@@ -247,6 +253,12 @@ def solve_admm(
         Also time one minimal fan-out/fan-in over the agents (Ray), for the overhead floor.
     shutdown : bool
         Shut down a Ray this call started, at the end.
+    tap : callable, optional
+        Audit hook called with every message the coordinator receives from a site group
+        (:data:`coordinator.fleet.Tap`; on Ray it runs inside the coordinator actor).
+    metrics_linger_s : float
+        After the run, keep the observers' metrics servers up until scraped once more or
+        this many seconds, so Prometheus sees the final state and objective.
 
     Returns
     -------
@@ -263,11 +275,12 @@ def solve_admm(
     if executor == "inline":
         return _solve_inline(
             data_source, view, site_ids, sites_per_agent, start, steps, settings, observers,
-            inner, threads, progress, t0, t_load,
+            inner, threads, progress, tap, t0, t_load, metrics_linger_s,
         )  # fmt: skip
     return _solve_ray(
         data_source, view, site_ids, sites_per_agent, start, steps, settings, observers, inner,
-        threads, address, num_cpus, progress, measure_ping, shutdown, t0, t_load,
+        threads, address, num_cpus, progress, measure_ping, shutdown, tap, t0, t_load,
+        metrics_linger_s,
     )  # fmt: skip
 
 
@@ -284,7 +297,7 @@ class _ProgressObserver(NullObserver):
 
 def _solve_inline(
     source, view, site_ids, sites_per_agent, start, steps, settings, observers, inner, threads,
-    progress, t0, t_load,
+    progress, tap, t0, t_load, metrics_linger_s=0.0,
 ) -> AdmmRun:  # fmt: skip
     groups = plan_groups(site_ids, sites_per_agent)
     agents = [
@@ -296,12 +309,14 @@ def _solve_inline(
     if progress is not None:
         watchers.append(_ProgressObserver(coordinator, progress))
         coordinator.observers = watchers
-    coordinator.attach(InlineFleet(agents, groups))
+    coordinator.attach(InlineFleet(agents, groups, tap=tap))
     t_start = time.perf_counter()
     coordinator.register()
     t_reg = time.perf_counter()
     outcome = coordinator.run()
     t_end = time.perf_counter()
+    if metrics_linger_s > 0:
+        coordinator.linger_metrics(metrics_linger_s)
     for agent in agents:
         agent.close()
     return AdmmRun(
@@ -321,9 +336,10 @@ def _solve_inline(
 
 def _solve_ray(
     source, view, site_ids, sites_per_agent, start, steps, settings, observers, inner, threads,
-    address, num_cpus, progress, measure_ping, shutdown, t0, t_load,
+    address, num_cpus, progress, measure_ping, shutdown, tap, t0, t_load, metrics_linger_s=0.0,
 ) -> AdmmRun:  # fmt: skip
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     started = ensure_ray(address, num_cpus)
     try:
@@ -332,10 +348,15 @@ def _solve_ray(
         handles = create_group_actors(
             source, groups, pinned=pinned, start=start, steps=steps, inner=inner, threads=threads
         )
-        remote_coordinator = ray.remote(Coordinator).options(num_cpus=0, max_concurrency=4)
+        # The coordinator runs on the driver's node (the head in a deployment), never on a
+        # site's host: that host must hold only its own site's data and role.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        remote_coordinator = ray.remote(Coordinator).options(
+            num_cpus=0, max_concurrency=4, scheduling_strategy=here
+        )
         coordinator = remote_coordinator.remote(view, settings, observers=list(observers))
         deadline = settings.solve_timeout_s
-        ray.get(coordinator.attach_actors.remote(handles, groups), timeout=deadline)
+        ray.get(coordinator.attach_actors.remote(handles, groups, tap=tap), timeout=deadline)
         # Agents load their data in their constructors: wait for all of them to be up.
         ray.get([h.__ray_ready__.remote() for h in handles], timeout=600.0)
         t_start = time.perf_counter()
@@ -367,9 +388,193 @@ def _solve_ray(
         }
         if measure_ping:
             timings["ping_s"] = ray.get(coordinator.ping_fleet.remote(), timeout=deadline)
+        if metrics_linger_s > 0:
+            ray.get(
+                coordinator.linger_metrics.remote(metrics_linger_s),
+                timeout=metrics_linger_s + deadline,
+            )
         for handle in [*handles, coordinator]:
             ray.kill(handle)
         return AdmmRun(outcome=outcome, executor="ray", groups=groups, timings=timings)
     finally:
         if shutdown and started:
             ray.shutdown()
+
+
+# --------------------------------------------------------------------------------------------
+# Receding horizon
+
+
+@dataclass
+class SimulationStep:
+    """One applied step of a receding-horizon simulation."""
+
+    step: int
+    time: datetime
+    iterations: int
+    converged: bool
+    objective_aud: float  # the applied step charged under the true model
+    baseline_objective_aud: float
+    solve_s: float
+
+
+@dataclass
+class SimulationResult:
+    """Per-step log and cumulative totals of the applied steps, ADMM and baseline."""
+
+    steps: list[SimulationStep]
+    totals: dict[str, float]
+    baseline_totals: dict[str, float]
+    baseline: str
+    backlog_left: float = 0.0  # deferrable requests arrived and not yet served (ADMM)
+    baseline_backlog_left: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def iterations(self) -> list[int]:
+        return [s.iterations for s in self.steps]
+
+
+def _accumulate(total: dict[str, float], evaluation: Any) -> None:
+    part = evaluation.per_site_step
+    for key in (*TOTAL_KEYS, "interactive_requests", "objective_aud"):
+        if key != "ttft_mean_ms":
+            total[key] = total.get(key, 0.0) + float(np.sum(part[key]))
+    total["ttft_mean_ms"] = float(
+        mean_ttft_ms(total.get("latency_req_s", 0.0), total.get("interactive_requests", 0.0))
+    )
+
+
+def simulate(
+    source: str | os.PathLike[str],
+    days: float,
+    *,
+    horizon: int = 24,
+    start: datetime | None = None,
+    executor: str = "inline",
+    address: str | None = None,
+    sites_per_agent: int = 1,
+    settings: AdmmSettings | None = None,
+    demand_sigma: float = DEMAND_NOISE_SIGMA,
+    seed: int = 0,
+    baseline: str | None = "temperature-unaware",
+    progress: Callable[[SimulationStep], None] | None = None,
+) -> SimulationResult:
+    """Receding-horizon operation (:mod:`coordinator.receding`): each step re-solve the next
+    ``horizon`` steps with a forecast, apply the first, warm-start the next solve.
+
+    The coordinator runs in this process; the site agents are plain objects
+    (``executor="inline"``) or Ray actors. The baseline (``temperature-unaware``, planned by
+    :func:`common.baselines.temperature_unaware` on each window with the same demand
+    forecasts and its own batch backlog) is run the same way. Both applied schedules are
+    charged under the true model; charging needs every site's data, so the simulation harness
+    (not the coordinator) reads the whole scenario for that.
+
+    Site-side forecasts: each site agent plans with its real series (perfect forecasts of
+    its weather, prices and carbon); only the demand forecast is noisy.
+    """
+    from dataclasses import replace as _replace
+
+    from common import baselines
+    from common.evaluate import evaluate
+    from common.scenario_io import load_scenario
+    from coordinator.admm import shift_state
+    from coordinator.receding import BatchBacklog, DemandForecaster, horizon_view
+
+    settings = settings or AdmmSettings()
+    coordinator_dir, site_ids = discover(source)
+    data_source = resolve_directory(source)
+    first = load_view(coordinator_dir, start=start)
+    per_day = round(24.0 / first.step_hours)
+    n_steps = max(1, round(days * per_day))
+    span = n_steps + horizon - 1
+    view = load_view(coordinator_dir, start=first.start, steps=span)
+    truth = load_scenario(data_source, start=first.start, steps=span)
+    daily = view.batch_requests  # volume per horizon of the file: one day (module docs)
+    forecaster = DemandForecaster(demand_sigma, seed)
+    backlog, base_backlog = BatchBacklog(daily, per_day), BatchBacklog(daily, per_day)
+    defer = np.asarray(view.classes.deferrable, dtype=bool)
+
+    def window(h: int) -> Any:
+        sl = slice(h, h + horizon)
+        return _replace(
+            view, start=view.times[h], times=view.times[sl], demand_rps=view.demand_rps[:, :, sl]
+        )
+
+    groups = plan_groups(site_ids, sites_per_agent)
+    coordinator = Coordinator(window(0), settings)
+    agents: list[Any] = []
+    if executor == "inline":
+        agents = [SiteGroup(data_source, list(g), start=first.start, steps=horizon) for g in groups]
+        coordinator.attach(InlineFleet(agents, groups))
+    else:
+        ensure_ray(address)
+        pinned = site_resources() & set(site_ids)
+        groups = plan_groups(site_ids, sites_per_agent, pinned)
+        handles = create_group_actors(
+            data_source, groups, pinned=pinned, start=first.start, steps=horizon, inner=None,
+            threads=1,
+        )  # fmt: skip
+        coordinator.attach_actors(handles, groups)
+    layout = coordinator.layout
+    totals: dict[str, float] = {}
+    base_totals: dict[str, float] = {}
+    log: list[SimulationStep] = []
+    prev_state = prev_structure = None
+    for h in range(n_steps):
+        backlog.arrive(h)
+        base_backlog.arrive(h)
+        view_h = horizon_view(window(h), forecaster, backlog)
+        if h:
+            coordinator.shift_fleet(1)
+        coordinator.set_view(view_h)
+        coordinator.register()
+        warm = None
+        if prev_state is not None:
+            warm = shift_state(prev_state, prev_structure, coordinator.structure, layout, 1)
+        t0 = time.perf_counter()
+        outcome = coordinator.run(warm_start=warm)
+        solve_s = time.perf_counter() - t0
+        prev_state, prev_structure = outcome.result.state, outcome.structure
+        step_truth = truth.window(h, 1)
+        sched = outcome.outputs.schedule
+        applied = evaluate(step_truth, sched.x[..., :1], sched.n[:, :1])
+        _accumulate(totals, applied)
+        backlog.serve(sched.x[:, :, :, 0].sum(axis=0) * view.step_seconds * defer[None, :])
+        base_objective = math.nan
+        if baseline is not None:
+            plan_scenario = _replace(
+                truth.window(h, horizon),
+                demand_rps=view_h.demand_rps,
+                batch_requests=np.where(defer[None, :], base_backlog.backlog, 0.0),
+            )
+            planned = baselines.temperature_unaware(plan_scenario)
+            base = evaluate(step_truth, planned.x[..., :1], planned.n[:, :1])
+            _accumulate(base_totals, base)
+            base_backlog.serve(
+                planned.x[:, :, :, 0].sum(axis=0) * view.step_seconds * defer[None, :]
+            )
+            base_objective = base.objective_aud
+        row = SimulationStep(
+            step=h,
+            time=view.times[h],
+            iterations=outcome.iterations,
+            converged=outcome.converged,
+            objective_aud=applied.objective_aud,
+            baseline_objective_aud=base_objective,
+            solve_s=solve_s,
+        )
+        log.append(row)
+        if progress is not None:
+            progress(row)
+    for agent in agents:
+        agent.close()
+    return SimulationResult(
+        steps=log,
+        totals=totals,
+        baseline_totals=base_totals,
+        baseline=baseline or "",
+        backlog_left=float(backlog.backlog.sum()),
+        baseline_backlog_left=float(base_backlog.backlog.sum()),
+        settings={"horizon": horizon, "demand_sigma": demand_sigma, "seed": seed},
+    )

@@ -39,8 +39,12 @@ class LiveProgress:
 
     def __enter__(self) -> LiveProgress:
         if self.console.is_terminal:
-            self._live = Live(self._render(), console=self.console,
-                              refresh_per_second=REFRESH_PER_SECOND, transient=False)
+            self._live = Live(
+                self._render(),
+                console=self.console,
+                refresh_per_second=REFRESH_PER_SECOND,
+                transient=False,
+            )
             self._live.__enter__()
         return self
 
@@ -83,8 +87,18 @@ class LiveProgress:
     def _render(self) -> Table:
         s = self.status
         table = Table(title=self.title, title_justify="left", show_edge=False)
-        for name in ("iteration", "primal r", "ε_pri", "dual s", "ε_dual", "ρ", "AA",
-                     "late", "objective [AUD]", "elapsed [s]"):
+        for name in (
+            "iteration",
+            "primal r",
+            "ε_pri",
+            "dual s",
+            "ε_dual",
+            "ρ",
+            "AA",
+            "late",
+            "objective [AUD]",
+            "elapsed [s]",
+        ):
             table.add_column(name, justify="right")
         table.add_row(
             str(s.get("iteration", 0)),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from common.baselines import run_solver as run_central_solver
@@ -33,7 +34,7 @@ class RunResult:
 
     solver: str
     out: Path
-    scenario: Scenario
+    scenario: Scenario | None
     summary: dict[str, Any]
     converged: bool
     wall_s: float
@@ -47,7 +48,7 @@ def _totals_with_objective(evaluation: Evaluation) -> dict[str, float]:
 
 def run_solver(
     directory: Path,
-    scenario: Scenario,
+    scenario: Scenario | None,
     solver: str,
     out: Path,
     *,
@@ -69,26 +70,42 @@ def run_solver(
     For ``admm`` the sites are started from ``directory`` (each agent loads only its own
     site); the other solvers work on the whole ``scenario`` in this process. With
     ``compare`` the temperature-unaware plan is also computed, for the closing table.
+    ``scenario`` is ``None`` for a split deployment directory (ADMM only, no comparison:
+    the driver cannot read the sites' data).
     """
     t0 = time.perf_counter()
     if solver == "admm":
         from thermoroute.admm_run import run_admm
 
         result = run_admm(
-            directory, scenario, out,
-            executor=executor, address=address, sites_per_agent=sites_per_agent,
-            accelerate=accelerate, eps_rel=eps_rel, max_iter=max_iter,
-            metrics_port=metrics_port, metrics_addr=metrics_addr,
-            metrics_linger=metrics_linger, live=live, console=console,
+            directory,
+            scenario,
+            out,
+            executor=executor,
+            address=address,
+            sites_per_agent=sites_per_agent,
+            accelerate=accelerate,
+            eps_rel=eps_rel,
+            max_iter=max_iter,
+            metrics_port=metrics_port,
+            metrics_addr=metrics_addr,
+            metrics_linger=metrics_linger,
+            live=live,
+            console=console,
         )
         summary, converged, details = result
     else:
+        assert scenario is not None, "only ADMM solves a split deployment directory"
         try:
             run = run_central_solver(solver, scenario)
         except CentralSolveError as exc:
             raise SolveError(str(exc)) from None
         summary_doc = write_run(
-            out, scenario, run.evaluation, solver, run.stats,
+            out,
+            scenario,
+            run.evaluation,
+            solver,
+            run.stats,
             shadow_prices=run.shadow_prices,
         )
         del summary_doc
@@ -98,12 +115,18 @@ def run_solver(
         converged = bool(run.stats.converged)
         details = {}
     reference = None
-    if compare and solver != REFERENCE:
+    if compare and solver != REFERENCE and scenario is not None:
         ref = run_central_solver(REFERENCE, scenario)
         reference = _totals_with_objective(ref.evaluation)
     return RunResult(
-        solver=solver, out=out, scenario=scenario, summary=summary, converged=converged,
-        wall_s=time.perf_counter() - t0, reference=reference, details=details,
+        solver=solver,
+        out=out,
+        scenario=scenario,
+        summary=summary,
+        converged=converged,
+        wall_s=time.perf_counter() - t0,
+        reference=reference,
+        details=details,
     )
 
 
@@ -113,23 +136,28 @@ def print_run(result: RunResult, console: Console, *, compare: bool = True) -> N
     s = result.summary
     stats = s.get("solver_stats", {})
     totals = {**s["totals"], "objective_aud": s["objective_aud"]}
-    table = Table(title=f"{s['scenario']} · {result.solver} · {s.get('steps', '?')} steps "
-                  f"from {s.get('start', '?')}", title_justify="left")
+    table = Table(
+        title=f"{s['scenario']} · {result.solver} · {s.get('steps', '?')} steps "
+        f"from {s.get('start', '?')}",
+        title_justify="left",
+    )
     table.add_column("quantity")
     table.add_column(result.solver, justify="right")
     if result.reference is not None and compare:
         table.add_column(REFERENCE, justify="right")
         table.add_column("change", justify="right")
     for key, name, unit, fmt in METRICS:
-        row = [f"{name} [{unit}]", format(totals[key], fmt)]
+        row = [escape(f"{name} [{unit}]"), format(totals[key], fmt)]
         if result.reference is not None and compare:
             ref = result.reference[key]
             pct = percent_change(totals[key], ref)
             row += [format(ref, fmt), "n/a" if math.isnan(pct) else f"{pct:+.2f} %"]
         table.add_row(*row)
     console.print(table)
-    line = (f"iterations {stats.get('iterations')}, converged {stats.get('converged')}, "
-            f"wall {stats.get('wall_s', 0.0):.2f} s; outputs in {result.out}")
+    line = (
+        f"iterations {stats.get('iterations')}, converged {stats.get('converged')}, "
+        f"wall {stats.get('wall_s', 0.0):.2f} s; outputs in {result.out}"
+    )
     console.print(line, highlight=False)
 
 
@@ -150,6 +178,14 @@ def run_simulation(
     from thermoroute.admm_run import run_receding
 
     run_receding(
-        directory, days=days, horizon=horizon, start=start, executor=executor,
-        address=address, sites_per_agent=sites_per_agent, seed=seed, out=out, console=console,
+        directory,
+        days=days,
+        horizon=horizon,
+        start=start,
+        executor=executor,
+        address=address,
+        sites_per_agent=sites_per_agent,
+        seed=seed,
+        out=out,
+        console=console,
     )

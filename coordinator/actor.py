@@ -1,0 +1,272 @@
+"""The coordinator: holds the demand view, the coupling layout and the duals; runs the loop.
+
+:class:`Coordinator` is a plain class. In-process it is used as is (``executor="inline"``);
+on Ray the composition root wraps it with ``ray.remote`` as a *threaded* actor
+(``max_concurrency > 1``) so that :meth:`Coordinator.status` answers the driver's live
+display while :meth:`Coordinator.run` is iterating in another thread.
+
+The coordinator reaches the sites only through a :class:`coordinator.fleet.Fleet`; what it
+receives from them is served demand per iteration and, at the end, their final reports.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from common.scenario import DemandView
+from coordinator.admm import (
+    AdmmResult,
+    AdmmSettings,
+    AdmmState,
+    ExchangeAdmm,
+    ExchangeStructure,
+    IterationLog,
+    build_structure,
+)
+from coordinator.data import layout_of, row_scale_of
+from coordinator.events import RunObserver
+from coordinator.fleet import Fleet, RayFleet, Tap
+from coordinator.metrics import linger as linger_metrics
+from coordinator.metrics import notify_objective, objective_parts_aud
+from coordinator.results import RunOutputs, assemble
+
+
+@dataclass
+class CoordinatorOutcome:
+    """What :meth:`Coordinator.run` returns (small: no site data beyond the reports)."""
+
+    result: AdmmResult
+    outputs: RunOutputs
+    structure: ExchangeStructure
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool:
+        return self.result.converged
+
+    @property
+    def iterations(self) -> int:
+        return self.result.iterations
+
+    @property
+    def objective_aud(self) -> float:
+        return self.outputs.objective_aud
+
+
+class Coordinator:
+    """The exchange-ADMM coordinator of one fleet.
+
+    Parameters
+    ----------
+    view : DemandView
+        Demand, batch volumes, regions and classes: everything the coordinator knows.
+    settings : AdmmSettings
+    observers : sequence of RunObserver
+        Called each iteration (coordinator/events.py); on Ray they run inside the actor.
+    run_id : str, optional
+    """
+
+    def __init__(
+        self,
+        view: DemandView,
+        settings: AdmmSettings | None = None,
+        *,
+        observers: Sequence[RunObserver] = (),
+        run_id: str | None = None,
+    ) -> None:
+        self.view = view
+        self.settings = settings or AdmmSettings()
+        self.observers = list(observers)
+        self.run_id = run_id
+        self.layout = layout_of(view)
+        self.row_scale = row_scale_of(view, self.layout)
+        self.fleet: Fleet | None = None
+        self.structure: ExchangeStructure | None = None
+        self.state: AdmmState | None = None  # last run's final state (warm start source)
+        self._lock = threading.Lock()
+        self._status: dict[str, Any] = {"state": "idle", "iteration": 0}
+        self._stop = threading.Event()
+
+    # ----------------------------------------------------------------------------------
+    # Wiring
+
+    def attach(self, fleet: Fleet) -> None:
+        """Use ``fleet`` (an in-process fleet, or one built by the caller)."""
+        self.fleet = fleet
+
+    def attach_actors(
+        self,
+        handles: Sequence[Any],
+        group_site_ids: Sequence[Sequence[str]],
+        *,
+        timeout_s: float | None = None,
+        tap: Tap | None = None,
+    ) -> None:
+        """Reach site-group actors through a :class:`RayFleet` (called inside the actor)."""
+        self.fleet = RayFleet(
+            handles,
+            group_site_ids,
+            timeout_s=self.settings.solve_timeout_s if timeout_s is None else timeout_s,
+            tap=tap,
+        )
+
+    def register(self) -> dict[str, Any]:
+        """Register every site; build the stacked coupling structure.
+
+        Returns
+        -------
+        dict
+            ``sites``, ``rows`` and ``entries`` (stacked support entries) and ``register_s``.
+        """
+        fleet = self._fleet()
+        t0 = time.perf_counter()
+        supports = fleet.register(self.layout, self.row_scale, self.settings.rho)
+        self.structure = build_structure(
+            self.view, self.layout, self.row_scale, fleet.site_ids, supports
+        )
+        return {
+            "sites": len(fleet.site_ids),
+            "rows": self.structure.n_rows,
+            "entries": self.structure.n_entries,
+            "register_s": time.perf_counter() - t0,
+        }
+
+    def _fleet(self) -> Fleet:
+        if self.fleet is None:
+            raise RuntimeError("attach a fleet first")
+        return self.fleet
+
+    # ----------------------------------------------------------------------------------
+    # Running
+
+    def _on_iteration(self, row: IterationLog) -> None:
+        res = row.residuals
+        with self._lock:
+            self._status = {
+                "state": "running",
+                "run_id": self.run_id,
+                "iteration": row.iteration,
+                "primal_residual": res.primal,
+                "dual_residual": res.dual,
+                "eps_primal": res.eps_primal,
+                "eps_dual": res.eps_dual,
+                "coupling_max_rel": res.coupling_max,
+                "rho": row.rho,
+                "accelerated": row.accelerated,
+                "elapsed_s": row.elapsed_s,
+                "late_sites": list(row.late_sites),
+                "objective_aud": math.nan,
+            }
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot of the run for a live display (cheap; callable while running)."""
+        with self._lock:
+            return dict(self._status)
+
+    def stop(self) -> None:
+        """Ask a running loop to end after its current iteration (not converged)."""
+        self._stop.set()
+
+    def run(
+        self,
+        warm_start: AdmmState | None = None,
+        settings: AdmmSettings | None = None,
+    ) -> CoordinatorOutcome:
+        """Run ADMM to convergence (or a limit), collect the sites' reports, assemble outputs.
+
+        Parameters
+        ----------
+        warm_start : AdmmState, optional
+            Initial ``z``, ``u`` and ``ρ`` (receding horizon); cold start by default.
+        settings : AdmmSettings, optional
+            Override the settings for this run.
+        """
+        if self.structure is None:
+            self.register()
+        assert self.structure is not None
+        fleet = self._fleet()
+        cfg = settings or self.settings
+        self._stop.clear()
+        with self._lock:
+            self._status = {"state": "running", "run_id": self.run_id, "iteration": 0}
+        admm = ExchangeAdmm(self.structure, cfg, warm_start, run_id=self.run_id)
+        self.run_id = admm.run_id
+        result = admm.run(
+            fleet,
+            self.observers,
+            on_iteration=self._on_iteration,
+            should_stop=self._stop.is_set,
+        )
+        t0 = time.perf_counter()
+        reports = fleet.final_reports(result.report_iteration)
+        t_reports = time.perf_counter() - t0
+        outputs = assemble(self.view, self.layout, self.structure, result, reports)
+        # The objective exists only now: sites report their costs once, at the end.
+        notify_objective(
+            self.observers,
+            self.run_id,
+            outputs.objective_aud,
+            objective_parts_aud(outputs.schedule.totals(), self.view.objective),
+        )
+        self.state = result.state
+        with self._lock:
+            self._status = {
+                **self._status,
+                "state": "converged" if result.converged else "stopped",
+                "objective_aud": outputs.objective_aud,
+            }
+        return CoordinatorOutcome(
+            result=result,
+            outputs=outputs,
+            structure=self.structure,
+            timing={
+                "iterations_s": result.wall_s,
+                "final_reports_s": t_reports,
+                "fleet_s": result.timing.get("fleet_s", 0.0),
+                "update_s": result.timing.get("update_s", 0.0),
+            },
+        )
+
+    # ----------------------------------------------------------------------------------
+    # Receding horizon and diagnostics
+
+    def set_view(self, view: DemandView) -> None:
+        """Take a new demand view (the next horizon); the fleet must be re-registered."""
+        if (len(view.regions), len(view.classes), view.steps) != (
+            self.layout.regions,
+            self.layout.classes,
+            self.layout.steps,
+        ):
+            raise ValueError("the new horizon must have the same regions, classes and steps")
+        self.view = view
+        self.row_scale = row_scale_of(view, self.layout)
+
+    def shift_fleet(self, steps: int, start: Any = None) -> None:
+        """Tell every site to move its horizon by ``steps`` (sites shift their ``x``)."""
+        self._fleet().shift(steps, start)
+
+    def telemetry(self) -> dict[str, Any]:
+        """The sites' own telemetry (diagnostics; not part of the ADMM protocol)."""
+        return self._fleet().telemetry()
+
+    def linger_metrics(self, seconds: float) -> bool:
+        """Keep this process's metrics servers up until scraped once more, or ``seconds``.
+
+        Called by the driver at the end of a run (``--metrics-linger``) before it ends the
+        actor, so that Prometheus records the final state and objective.
+        """
+        return linger_metrics(seconds)
+
+    def ping_fleet(self, repeats: int = 20) -> float:
+        """Median seconds of one minimal fan-out/fan-in over the fleet's actors."""
+        fleet = self._fleet()
+        if not isinstance(fleet, RayFleet):
+            return 0.0
+        return float(np.median([fleet.ping() for _ in range(repeats)]))

@@ -1,0 +1,792 @@
+"""Sparsity-aware exchange ADMM over the coupling rows (docs/MODEL.md §5, §7).
+
+The problem the fleet solves is
+
+.. math:: \\min \\sum_i f_i(x_i) \\quad \\text{s.t.} \\quad \\sum_i A_i x_i = b,
+
+where ``A_i x_i`` is site ``i``'s served demand on the coupling rows (scaled by
+``CouplingLayout.row_scale``, so every non-zero right-hand side is of order one). It is
+solved as the two-block problem in ``x`` and ``z`` with ``A_i x_i − z_i = 0`` and
+``Σ_i z_i = b`` (Boyd et al. 2011, §7.3, in the form that lets every site touch only the
+rows it can serve, its *support*). Per iteration ``k``:
+
+1. every site receives ``target_i = z_i − u`` on its support and ``ρ`` and returns
+   ``p_i = A_i x_i`` for ``x_i = argmin f_i(x_i) + ρ/2 ‖A_i x_i − target_i‖²``;
+2. over-relaxation ``h_i = α p_i + (1 − α) z_i``;
+3. ``δ_r = (Σ_{i∈S_r} h_{i,r} − b_r) / |S_r|``, ``z_i ← h_i − δ`` (so ``Σ_i z_i = b`` at
+   every iterate) and ``u ← u + δ``;
+4. primal residual ``‖p − z‖`` and dual residual ``ρ‖z_new − z_old‖`` over the stacked
+   support entries, Boyd's ``ε_abs``/``ε_rel`` stopping test, residual balancing of ``ρ``.
+
+``S_r`` is the set of sites whose support holds row ``r``. The scaled dual ``u`` is one value
+per row, because the ``z``-update makes every site's dual on a row equal. The coordinator's
+state is the fixed-point variable ``v = (z, u)``; :mod:`coordinator.acceleration` extrapolates
+it (Anderson type II, A2DR) when acceleration is selected.
+
+Nothing here knows of Ray: the loop talks to an abstract :class:`coordinator.fleet.Fleet`.
+
+References
+----------
+.. [1] S. Boyd, N. Parikh, E. Chu, B. Peleato, J. Eckstein, "Distributed Optimization and
+   Statistical Learning via the Alternating Direction Method of Multipliers", Foundations
+   and Trends in Machine Learning 3(1), 2011: §3.3 (stopping), §3.4.1 (residual balancing,
+   over-relaxation), §7.3 (exchange / sharing).
+.. [2] A. Fu, J. Zhang, S. Boyd, "Anderson Accelerated Douglas-Rachford Splitting",
+   SIAM J. Sci. Comput. 42(6), 2020 (A2DR).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from common.coupling import CouplingLayout
+from common.scenario import DemandView
+from coordinator.acceleration import AndersonAccelerator
+from coordinator.events import IterationRecord, RunObserver, RunState
+
+if TYPE_CHECKING:
+    from coordinator.fleet import Fleet
+
+log = logging.getLogger(__name__)
+
+Acceleration = Literal["none", "anderson"]
+
+
+class CouplingError(ValueError):
+    """A coupling row with demand that no site can serve."""
+
+
+@dataclass(frozen=True)
+class AdmmSettings:
+    """Parameters of the exchange ADMM loop.
+
+    Parameters
+    ----------
+    rho : float
+        Initial penalty ``ρ`` [AUD per squared scaled unit]. 8 suits the shipped scenarios
+        (a fixed-ρ scan on ``australia`` and a synthetic fleet found 8 best of 2–512);
+        residual balancing corrects it elsewhere.
+    alpha : float
+        Over-relaxation ``α`` in [1, 2); MODEL.md §7 asks for 1.5–1.8.
+    eps_abs, eps_rel : float
+        Boyd's absolute and relative tolerances (§3.3.1). ``eps_rel = 1e-4`` is the
+        benchmark target; ``eps_abs`` is per stacked entry in scaled units (rows are of
+        order one), so 1e-5 is dominated by the relative term on any real fleet.
+    max_iter : int
+        Iteration limit.
+    min_iter : int
+        Never stop before this many iterations (the first iterate is the initial guess).
+    residual_balancing : bool
+        Adapt ``ρ`` (Boyd §3.4.1): double when ``‖r‖ > μ‖s‖``, halve when ``‖s‖ > μ‖r‖``
+        (``τ = 2``); the scaled dual is rescaled by ``ρ_old/ρ_new``.
+    mu, tau : float
+        Residual-balancing ratio and factor.
+    balance_normalized : bool
+        Balance ``‖r‖/ε_pri`` against ``‖s‖/ε_dual`` (OSQP's unit-free form) instead of
+        ``‖r‖`` against ``‖s‖`` as in Boyd §3.4.1 (the default: with scaled rows both are in
+        comparable units, and it settled ``ρ`` better on the shipped scenarios).
+    rho_update_every : int
+        Test for a ``ρ`` change only every this many iterations: every change makes each
+        site refactorise its QP and resets the acceleration memory.
+    rho_update_until : int
+        No ``ρ`` changes after this iteration (fixed ``ρ`` guarantees convergence).
+    rho_warmup : int
+        During the first iterations ``ρ`` may change every iteration (a guessed initial
+        ``ρ`` may be orders of magnitude off).
+    acceleration : {"none", "anderson"}
+        Plain ADMM or safeguarded Anderson type-II acceleration (A2DR).
+    anderson_memory : int
+        Number of past differences kept (A2DR: 10).
+    anderson_reg : float
+        Regularisation weight ``η`` of the Anderson least-squares problem, scaled by
+        ``‖S‖²_F + ‖Y‖²_F`` as in A2DR.
+    safeguard_factor, safeguard_eps : float
+        An Anderson step is taken while ``‖g_k‖ ≤ D ‖g_0‖ (n_AA + 1)^{−(1+ε)}``.
+    anderson_monotone, anderson_slack : bool, float
+        Also require each accelerated point to lower the fixed-point residual of the point
+        it was extrapolated from by the factor ``1 + slack`` (slack −0.01: by 1 %), else
+        fall back to that point's plain image and reset the memory.
+    inner_eps_factor, inner_eps_min, inner_eps_max : float
+        The inner tolerance sent to the sites, ``clip(factor · max(r, s/ρ) / √n, min, max)``:
+        loose while the outer residuals are large, tight near the end (NOTES.md, osqp#484).
+        The floor 1e-6 is about what OSQP reaches within its iteration limit on these QPs;
+        asking for less makes solves end "inaccurate" and the outer loop stall.
+    polish_factor : float or None
+        After the loop, one more solve with ``κρ`` and ``u/κ`` (:meth:`ExchangeAdmm.polish`)
+        so that the reported schedule meets demand closely; ``None`` skips.
+    polish_steps : int
+        At most this many polishing iterations.
+    polish_tol : float
+        Stop polishing when the worst relative row violation is below this.
+    polish_eps : float
+        Inner tolerance of the polishing solves.
+    solve_timeout_s : float
+        Deadline of one fan-out/fan-in; a site later than this keeps its last proposal.
+    time_limit_s : float or None
+        Stop (not converged) after this much wall time.
+    """
+
+    rho: float = 8.0
+    alpha: float = 1.6
+    eps_abs: float = 1e-5
+    eps_rel: float = 1e-4
+    max_iter: int = 2000
+    min_iter: int = 2
+    residual_balancing: bool = True
+    mu: float = 10.0
+    tau: float = 2.0
+    rho_update_every: int = 5
+    rho_update_until: int = 500
+    rho_warmup: int = 20
+    balance_normalized: bool = False
+    acceleration: Acceleration = "none"
+    anderson_memory: int = 10
+    anderson_reg: float = 1e-8
+    safeguard_factor: float = 1e6
+    safeguard_eps: float = 1e-6
+    anderson_monotone: bool = True
+    anderson_slack: float = -0.01
+    inner_eps_factor: float = 0.1
+    inner_eps_min: float = 1e-6
+    inner_eps_max: float = 1e-3
+    polish_factor: float | None = 1e3
+    polish_steps: int = 10
+    polish_tol: float = 1e-6
+    polish_eps: float = 1e-7
+    solve_timeout_s: float = 120.0
+    time_limit_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.rho > 0:
+            raise ValueError(f"rho must be > 0 (got {self.rho})")
+        if not 1.0 <= self.alpha < 2.0:
+            raise ValueError(f"alpha must be in [1, 2) (got {self.alpha})")
+        if self.eps_abs < 0 or self.eps_rel < 0:
+            raise ValueError("eps_abs and eps_rel must be >= 0")
+        if self.max_iter < 1 or self.rho_update_every < 1:
+            raise ValueError("max_iter and rho_update_every must be >= 1")
+        if self.acceleration not in ("none", "anderson"):
+            raise ValueError(f"unknown acceleration {self.acceleration!r}")
+
+
+@dataclass(frozen=True)
+class ExchangeStructure:
+    """Which site touches which coupling row, in the coordinator's stacked order.
+
+    Attributes
+    ----------
+    site_ids : tuple of str
+        Sites in stacked order.
+    rows : ndarray of int64 (n,)
+        Global row of every stacked entry: site 0's support, then site 1's, …
+    offsets : ndarray of int64 (S + 1,)
+        Site ``k``'s entries are ``rows[offsets[k]:offsets[k+1]]``.
+    counts : ndarray of int64 (m,)
+        ``|S_r|``; zero for rows no site serves (their ``b_r`` is zero).
+    b : ndarray (m,)
+        Scaled right-hand side.
+    row_scale : ndarray (m,)
+        ``s_r``: a scaled row is the raw row divided by ``s_r``.
+    """
+
+    site_ids: tuple[str, ...]
+    rows: np.ndarray
+    offsets: np.ndarray
+    counts: np.ndarray
+    b: np.ndarray
+    row_scale: np.ndarray
+
+    @property
+    def n_entries(self) -> int:
+        return int(self.rows.size)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.b.size)
+
+    def site_slice(self, k: int) -> slice:
+        return slice(int(self.offsets[k]), int(self.offsets[k + 1]))
+
+    def support(self, k: int) -> np.ndarray:
+        return self.rows[self.site_slice(k)]
+
+    def row_sum(self, stacked: np.ndarray) -> np.ndarray:
+        """``Σ_{i∈S_r} v_{i,r}`` for every row (zero where no site serves)."""
+        return np.bincount(self.rows, weights=stacked, minlength=self.n_rows)
+
+    def spread(self, per_row: np.ndarray) -> np.ndarray:
+        """A per-row vector repeated once per stacked entry."""
+        return per_row[self.rows]
+
+
+def row_label(view: DemandView, layout: CouplingLayout, row: int) -> str:
+    """``region/class@time`` (interactive) or ``region/class`` (deferrable) of a row."""
+    inter, defer = layout.interactive_classes, layout.deferrable_classes
+    if row < layout.n_interactive:
+        j, rest = divmod(row, len(inter) * layout.steps)
+        k, t = divmod(rest, layout.steps)
+        c = int(inter[k])
+        when = view.times[t].isoformat()
+        return f"region {view.regions.region_id[j]!r}, class {view.classes.class_id[c]!r} at {when}"
+    j, k = divmod(row - layout.n_interactive, len(defer))
+    c = int(defer[k])
+    return f"region {view.regions.region_id[j]!r}, class {view.classes.class_id[c]!r} (volume)"
+
+
+def build_structure(
+    view: DemandView,
+    layout: CouplingLayout,
+    row_scale: np.ndarray,
+    site_ids: Sequence[str],
+    supports: Sequence[np.ndarray],
+) -> ExchangeStructure:
+    """Stack the sites' supports and check that every row with demand is served.
+
+    Raises
+    ------
+    CouplingError
+        Naming the region and class of every row with non-zero demand and empty ``S_r``.
+    """
+    b_raw = layout.right_hand_side(view.demand_rps, view.batch_requests)
+    b = b_raw / row_scale
+    sizes = [len(s) for s in supports]
+    rows = (
+        np.concatenate([np.asarray(s, dtype=np.int64) for s in supports])
+        if supports
+        else np.zeros(0, dtype=np.int64)
+    )
+    if rows.size and (rows.min() < 0 or rows.max() >= layout.n_rows):
+        raise ValueError("a site reported a support row outside the coupling layout")
+    for sid, s in zip(site_ids, supports, strict=True):
+        s = np.asarray(s)
+        if s.size > 1 and np.any(np.diff(s) <= 0):
+            raise ValueError(f"site {sid!r} reported an unsorted or repeated support")
+    counts = np.bincount(rows, minlength=layout.n_rows).astype(np.int64)
+    orphan = np.flatnonzero((counts == 0) & (b_raw != 0))
+    if orphan.size:
+        shown = "; ".join(row_label(view, layout, int(r)) for r in orphan[:10])
+        more = f" (and {orphan.size - 10} more)" if orphan.size > 10 else ""
+        raise CouplingError(
+            f"{orphan.size} coupling row(s) have demand but no site can serve them: {shown}{more}"
+        )
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return ExchangeStructure(
+        site_ids=tuple(site_ids),
+        rows=rows,
+        offsets=offsets,
+        counts=counts,
+        b=b,
+        row_scale=np.asarray(row_scale, dtype=float),
+    )
+
+
+@dataclass
+class AdmmState:
+    """The coordinator's ADMM state: everything needed to continue or warm-start a run.
+
+    Attributes
+    ----------
+    z : ndarray (n,)
+        Per-site allocation on the stacked supports; ``Σ_i z_i = b`` row by row.
+    u : ndarray (m,)
+        Scaled dual, one entry per coupling row (``ρ·u`` is the dual in scaled units).
+    rho : float
+    iteration : int
+        Iterations done.
+    p : ndarray (n,) or None
+        Last proposals ``A_i x_i`` received.
+    """
+
+    z: np.ndarray
+    u: np.ndarray
+    rho: float
+    iteration: int = 0
+    p: np.ndarray | None = None
+
+    @classmethod
+    def initial(cls, structure: ExchangeStructure, rho: float) -> AdmmState:
+        """``z_i = b_r / |S_r|``, ``u = 0``."""
+        share = structure.b / np.maximum(structure.counts, 1)
+        return cls(z=structure.spread(share), u=np.zeros(structure.n_rows), rho=float(rho))
+
+    def copy(self) -> AdmmState:
+        return AdmmState(
+            z=self.z.copy(),
+            u=self.u.copy(),
+            rho=self.rho,
+            iteration=self.iteration,
+            p=None if self.p is None else self.p.copy(),
+        )
+
+
+@dataclass(frozen=True)
+class Residuals:
+    """Residuals and tolerances of one iteration, in scaled coupling units."""
+
+    primal: float
+    dual: float
+    eps_primal: float
+    eps_dual: float
+    coupling: float  # ‖Σ_i p_i − b‖
+    coupling_max: float  # max_r |Σ_i p_i − b|_r / max(|b_r|, 1): the relative form
+
+    @property
+    def converged(self) -> bool:
+        return self.primal <= self.eps_primal and self.dual <= self.eps_dual
+
+    @property
+    def merit(self) -> float:
+        """Worst normalised residual; ≤ 1 means converged. Used to pick the best iterate."""
+        return max(
+            self.primal / max(self.eps_primal, 1e-300), self.dual / max(self.eps_dual, 1e-300)
+        )
+
+
+@dataclass
+class IterationLog:
+    """One row of the run's history (the convergence log without the objective)."""
+
+    iteration: int
+    residuals: Residuals
+    rho: float
+    elapsed_s: float
+    accelerated: bool
+    late_sites: tuple[str, ...]
+    eps_inner: float
+    polish: bool = False
+
+
+@dataclass
+class AdmmResult:
+    """The outcome of :meth:`ExchangeAdmm.run`."""
+
+    run_id: str
+    state: AdmmState
+    converged: bool
+    iterations: int
+    best_iteration: int
+    report_iteration: int
+    residuals: Residuals
+    history: list[IterationLog]
+    wall_s: float
+    rho_changes: int
+    anderson_accepted: int
+    late_total: int
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def final_rho(self) -> float:
+        return self.state.rho
+
+
+def shadow_prices(
+    structure: ExchangeStructure, state: AdmmState, layout: CouplingLayout
+) -> tuple[np.ndarray, np.ndarray]:
+    """Marginal cost of demand per coupling row, unscaled.
+
+    At a solution every site's optimality condition is ``∇f_i = −ρ u`` on its scaled rows,
+    so one more unit of *scaled* demand on row ``r`` costs ``−ρ u_r`` and one more unit of
+    raw demand ``−ρ u_r / s_r``.
+
+    Returns
+    -------
+    per_step : ndarray (R, C, T)
+        AUD per (request per second for one step) on interactive rows; divide by
+        ``3600·Δ`` for AUD per request.
+    per_volume : ndarray (R, C)
+        AUD per request of deferrable volume.
+    """
+    price = -state.rho * state.u / structure.row_scale
+    return layout.unpack(price)
+
+
+# Observer call that never lets an observer break the run (coordinator/events.py contract).
+def _notify(
+    observers: list[RunObserver], call: Callable[[RunObserver], None], dropped: set[int]
+) -> None:
+    for k, obs in enumerate(observers):
+        if k in dropped:
+            continue
+        try:
+            call(obs)
+        except Exception:  # an observer must never break a run
+            log.exception("observer %r failed and was dropped", obs)
+            dropped.add(k)
+
+
+class ExchangeAdmm:
+    """The exchange-ADMM loop over a fleet.
+
+    Parameters
+    ----------
+    structure : ExchangeStructure
+    settings : AdmmSettings
+    state : AdmmState, optional
+        Warm start; by default ``z_i = b/|S_r|``, ``u = 0``, ``ρ = settings.rho``.
+    run_id : str, optional
+    """
+
+    def __init__(
+        self,
+        structure: ExchangeStructure,
+        settings: AdmmSettings,
+        state: AdmmState | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.structure = structure
+        self.settings = settings
+        self.state = (
+            state.copy() if state is not None else AdmmState.initial(structure, settings.rho)
+        )
+        if self.state.z.shape != (structure.n_entries,) or self.state.u.shape != (
+            structure.n_rows,
+        ):
+            raise ValueError("warm-start state does not match the coupling structure")
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.history: list[IterationLog] = []
+        self.accelerator = (
+            AndersonAccelerator(
+                memory=settings.anderson_memory,
+                regularization=settings.anderson_reg,
+                safeguard_factor=settings.safeguard_factor,
+                safeguard_eps=settings.safeguard_eps,
+                monotone=settings.anderson_monotone,
+                monotone_slack=settings.anderson_slack,
+            )
+            if settings.acceleration == "anderson"
+            else None
+        )
+        self.best_iteration: int | None = None
+        self.best_merit = math.inf
+        self.rho_changes = 0
+        self.late_total = 0
+        self.eps_inner = settings.inner_eps_max
+        self.last: Residuals | None = None
+        self._sqrt_n = math.sqrt(max(structure.n_entries, 1))
+        self.timing = {"fleet_s": 0.0, "update_s": 0.0}
+
+    # ---------------------------------------------------------------------------------------
+    # The pieces of one iteration, separately testable.
+
+    def targets(self) -> np.ndarray:
+        """``z_i − u`` on every stacked entry."""
+        return self.state.z - self.structure.spread(self.state.u)
+
+    def state_of_targets(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(z, u)`` whose targets ``z − u`` are ``targets`` and whose rows sum to ``b``.
+
+        Summing ``z_i = target_i + u`` over ``S_r`` gives ``u_r = (b_r − Σ target)/|S_r|``:
+        the targets alone determine the state (they are the Douglas–Rachford variable of
+        the splitting), which is why acceleration works on them.
+        """
+        s = self.structure
+        u = (s.b - s.row_sum(targets)) / np.maximum(s.counts, 1)
+        u = np.where(s.counts > 0, u, self.state.u)
+        return targets + s.spread(u), u
+
+    def plain_step(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The plain ADMM map from ``(z, u)`` and proposals ``p``: ``(z_new, u_new, δ)``."""
+        st, s = self.state, self.structure
+        a = self.settings.alpha
+        h = a * p + (1.0 - a) * st.z
+        delta = (s.row_sum(h) - s.b) / np.maximum(s.counts, 1)
+        z_new = h - s.spread(delta)
+        u_new = st.u + delta
+        return z_new, u_new, delta
+
+    def residuals(self, p: np.ndarray, z_new: np.ndarray, u_new: np.ndarray) -> Residuals:
+        """Boyd's residuals and tolerances of the step from the current state to ``z_new``."""
+        st, s, cfg = self.state, self.structure, self.settings
+        primal = float(np.linalg.norm(p - z_new))
+        dual = float(st.rho * np.linalg.norm(z_new - st.z))
+        # ‖u_stacked‖: u_r repeated once per site in S_r.
+        u_norm = float(np.sqrt(np.dot(s.counts, u_new * u_new)))
+        eps_pri = self._sqrt_n * cfg.eps_abs + cfg.eps_rel * max(
+            float(np.linalg.norm(p)), float(np.linalg.norm(z_new))
+        )
+        eps_dual = self._sqrt_n * cfg.eps_abs + cfg.eps_rel * st.rho * u_norm
+        gap = s.row_sum(p) - s.b
+        return Residuals(
+            primal=primal,
+            dual=dual,
+            eps_primal=eps_pri,
+            eps_dual=eps_dual,
+            coupling=float(np.linalg.norm(gap)),
+            coupling_max=float(np.max(np.abs(gap) / np.maximum(np.abs(s.b), 1.0), initial=0.0)),
+        )
+
+    def _inner_eps(self, res: Residuals) -> float:
+        cfg = self.settings
+        scale = max(res.primal, res.dual / self.state.rho) / self._sqrt_n
+        return float(np.clip(cfg.inner_eps_factor * scale, cfg.inner_eps_min, cfg.inner_eps_max))
+
+    def _balance_rho(self, res: Residuals, k: int) -> bool:
+        """Residual balancing; returns whether ρ changed (the state is rescaled in place)."""
+        cfg = self.settings
+        # While ρ is far from balanced (the first iterations, from a guessed ρ), test every
+        # iteration; then only every `rho_update_every`, since each change costs a
+        # refactorisation at every site and resets the acceleration memory.
+        if not cfg.residual_balancing or k == 0 or k > cfg.rho_update_until:
+            return False
+        if cfg.balance_normalized:
+            # Compare the residuals relative to their tolerances (OSQP's unit-free form).
+            r = res.primal / max(res.eps_primal, 1e-300)
+            s = res.dual / max(res.eps_dual, 1e-300)
+        else:
+            # Boyd §3.4.1 as written: ‖r‖ against ‖s‖ in the (scaled) units of the run.
+            r, s = res.primal, res.dual
+        far = k <= cfg.rho_warmup and max(r, s) > cfg.mu**2 * min(r, s)
+        if k % cfg.rho_update_every and not far:
+            return False
+        if r > cfg.mu * s:
+            factor = cfg.tau
+        elif s > cfg.mu * r:
+            factor = 1.0 / cfg.tau
+        else:
+            return False
+        self.state.u = self.state.u / factor  # scaled dual times ρ_old/ρ_new
+        self.state.rho *= factor
+        self.rho_changes += 1
+        if self.accelerator is not None:
+            self.accelerator.reset()
+        return True
+
+    # ---------------------------------------------------------------------------------------
+
+    def polish(self, fleet: Fleet, reported: int) -> IterationLog | None:
+        """A few last iterations at ``κρ`` with ``u/κ`` (the same prices ``ρu``).
+
+        At a large penalty the sites follow the allocation ``z`` (which meets demand
+        exactly) closely while the prices stay those of the solution: the primal residual
+        contracts fast and the objective barely moves. Up to ``polish_steps`` iterations,
+        until the worst relative row violation is below ``polish_tol``. Returns the last
+        log row, or ``None`` when polishing did not meet demand better than the reported
+        iterate (which then stays the reported one). The state's ``ρ`` and ``u`` are put
+        back on the original scale for a later warm start.
+        """
+        st, cfg = self.state, self.settings
+        before = next(h.residuals for h in self.history if h.iteration == reported)
+        kappa = float(cfg.polish_factor or 1.0)
+        saved = st.copy()
+        st.rho *= kappa
+        st.u = st.u / kappa
+        eps = max(cfg.inner_eps_min, cfg.polish_eps)
+        row: IterationLog | None = None
+        for _ in range(max(cfg.polish_steps, 1)):
+            k = st.iteration
+            reply = fleet.solve(k, st.rho, self.targets(), eps, reported)
+            if reply.late_sites:
+                break
+            p = reply.served
+            z_new, u_new, _ = self.plain_step(p)
+            res = self.residuals(p, z_new, u_new)
+            st.p, st.z, st.u, st.iteration = p, z_new, u_new, k + 1
+            row = IterationLog(
+                iteration=k,
+                residuals=res,
+                rho=st.rho,
+                elapsed_s=0.0,
+                accelerated=False,
+                late_sites=(),
+                eps_inner=eps,
+                polish=True,
+            )
+            if res.coupling_max <= cfg.polish_tol:
+                break
+        if row is None or row.residuals.coupling_max >= before.coupling_max:
+            saved.iteration = st.iteration
+            self.state = saved
+            return None
+        st.u = st.u * kappa
+        st.rho /= kappa
+        return row
+
+    def iterate(self, fleet: Fleet) -> tuple[IterationLog, bool]:
+        """One fan-out/fan-in and update; returns the log row and whether to stop."""
+        st, cfg = self.state, self.settings
+        k = st.iteration
+        t0 = time.perf_counter()
+        reply = fleet.solve(k, st.rho, self.targets(), self.eps_inner, self.best_iteration)
+        t1 = time.perf_counter()
+        p = reply.served
+        self.late_total += len(reply.late_sites)
+        z_new, u_new, _ = self.plain_step(p)
+        res = self.residuals(p, z_new, u_new)
+        st.p = p
+        if res.merit < self.best_merit and not reply.late_sites:
+            self.best_merit, self.best_iteration = res.merit, k
+        accelerated = False
+        if self.accelerator is not None:
+            v, gv = self.targets(), z_new - self.structure.spread(u_new)
+            v_next, accelerated = self.accelerator.step(v, gv)
+            if v_next is not gv:  # extrapolated, or the safeguard's fall-back point
+                z_new, u_new = self.state_of_targets(v_next)
+        st.z, st.u = z_new, u_new
+        st.iteration = k + 1
+        self.last = res
+        converged = res.converged and k + 1 >= cfg.min_iter and not reply.late_sites
+        if not converged:
+            self._balance_rho(res, k + 1)
+            self.eps_inner = self._inner_eps(res)
+        self.timing["fleet_s"] += t1 - t0
+        self.timing["fan_out_s"] = self.timing.get("fan_out_s", 0.0) + reply.fan_out_s
+        self.timing["wait_s"] = self.timing.get("wait_s", 0.0) + reply.wait_s
+        self.timing["update_s"] += time.perf_counter() - t1
+        row = IterationLog(
+            iteration=k,
+            residuals=res,
+            rho=st.rho,
+            elapsed_s=0.0,
+            accelerated=accelerated,
+            late_sites=tuple(reply.late_sites),
+            eps_inner=self.eps_inner,
+        )
+        return row, converged
+
+    def run(
+        self,
+        fleet: Fleet,
+        observers: Sequence[RunObserver] = (),
+        *,
+        on_iteration: Callable[[IterationLog], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> AdmmResult:
+        """Iterate until converged, the iteration limit, the time limit or ``should_stop``.
+
+        Parameters
+        ----------
+        fleet : Fleet
+            Registered fleet (its supports built :attr:`structure`).
+        observers : sequence of RunObserver
+            Called synchronously each iteration (events.py contract).
+        on_iteration : callable, optional
+            Called with each :class:`IterationLog` (the coordinator actor's status hook).
+        should_stop : callable, optional
+            Polled each iteration; ``True`` ends the run (not converged).
+        """
+        cfg = self.settings
+        observers = list(observers)
+        dropped: set[int] = set()
+        _notify(observers, lambda o: o.on_state(self.run_id, RunState.RUNNING), dropped)
+        start = time.perf_counter()
+        converged = False
+        try:
+            for _ in range(cfg.max_iter):
+                row, converged = self.iterate(fleet)
+                row.elapsed_s = time.perf_counter() - start
+                self.history.append(row)
+                res = row.residuals
+                for sid in row.late_sites:
+                    _notify(observers, lambda o, s=sid: o.on_site_timeout(self.run_id, s), dropped)
+                record = IterationRecord(
+                    run_id=self.run_id,
+                    iteration=row.iteration,
+                    primal_residual=res.primal,
+                    dual_residual=res.dual,
+                    eps_primal=res.eps_primal,
+                    eps_dual=res.eps_dual,
+                    rho=row.rho,
+                    objective_aud=math.nan,  # sites report objectives only at the end
+                    elapsed_s=row.elapsed_s,
+                    accelerated=row.accelerated,
+                    late_sites=row.late_sites,
+                )
+                if on_iteration is not None:
+                    on_iteration(row)
+                _notify(observers, lambda o, r=record: o.on_iteration(r), dropped)
+                if converged:
+                    break
+                if cfg.time_limit_s is not None and row.elapsed_s > cfg.time_limit_s:
+                    break
+                if should_stop is not None and should_stop():
+                    break
+        except Exception:
+            _notify(observers, lambda o: o.on_state(self.run_id, RunState.FAILED), dropped)
+            raise
+        final = RunState.CONVERGED if converged else RunState.STOPPED
+        _notify(observers, lambda o: o.on_state(self.run_id, final), dropped)
+        last_iter = self.state.iteration - 1
+        report_iteration = (
+            last_iter if converged or self.best_iteration is None else (self.best_iteration)
+        )
+        if cfg.polish_factor and self.history:
+            polished = self.polish(fleet, report_iteration)
+            if polished is not None:
+                polished.elapsed_s = time.perf_counter() - start
+                self.history.append(polished)
+                report_iteration = polished.iteration
+                last_iter = polished.iteration
+        return AdmmResult(
+            run_id=self.run_id,
+            state=self.state.copy(),
+            converged=converged,
+            iterations=self.state.iteration,
+            best_iteration=self.best_iteration if self.best_iteration is not None else last_iter,
+            report_iteration=report_iteration,
+            residuals=next(h.residuals for h in self.history if h.iteration == report_iteration)
+            if self.history
+            else Residuals(math.inf, math.inf, 0.0, 0.0, math.inf, math.inf),
+            history=list(self.history),
+            wall_s=time.perf_counter() - start,
+            rho_changes=self.rho_changes,
+            anderson_accepted=self.accelerator.accepted if self.accelerator else 0,
+            late_total=self.late_total,
+            timing=dict(self.timing),
+        )
+
+
+def shift_state(
+    old: AdmmState,
+    old_structure: ExchangeStructure,
+    new_structure: ExchangeStructure,
+    layout: CouplingLayout,
+    steps: int = 1,
+) -> AdmmState:
+    """Warm start for the horizon ``steps`` later: shift ``z`` and ``u`` in time.
+
+    Interactive row ``(j, c, t)`` of the new horizon takes the old row ``(j, c, t + steps)``;
+    rows past the old horizon repeat the old last step (a persistence forecast of the
+    prices); deferrable rows keep their values. ``z`` is then corrected row by row so that
+    ``Σ_i z_i = b`` holds for the new right-hand side.
+    """
+    if old_structure.site_ids != new_structure.site_ids:
+        raise ValueError("the fleet changed between horizons; start cold instead")
+    m = layout.n_rows
+    T, n_int = layout.steps, layout.n_interactive
+    source = np.arange(m)
+    if n_int:
+        t = source[:n_int] % T
+        source[:n_int] = source[:n_int] - t + np.minimum(t + steps, T - 1)
+    # Scaled quantities carry the row scale: z is served/s (rescale by s_old/s_new), the
+    # unscaled price −ρu/s is what persists across horizons (rescale u by s_new/s_old).
+    ratio = old_structure.row_scale[source] / new_structure.row_scale
+    u = old.u[source] / ratio
+    z = np.empty(new_structure.n_entries)
+    for k in range(len(new_structure.site_ids)):
+        new_rows = new_structure.support(k)
+        old_rows = old_structure.support(k)
+        old_z = old.z[old_structure.site_slice(k)]
+        want = source[new_rows]
+        pos = np.searchsorted(old_rows, want)
+        pos = np.minimum(pos, max(old_rows.size - 1, 0))
+        found = old_rows.size > 0
+        hit = (old_rows[pos] == want) if found else np.zeros(want.size, dtype=bool)
+        values = np.where(hit, old_z[pos] * ratio[new_rows] if found else 0.0, 0.0)
+        z[new_structure.site_slice(k)] = values
+    # Rows' sums must match the new b: spread the difference evenly over S_r.
+    gap = (new_structure.b - new_structure.row_sum(z)) / np.maximum(new_structure.counts, 1)
+    z += new_structure.spread(gap)
+    return AdmmState(z=z, u=u, rho=old.rho)
+
+
+def replace_settings(settings: AdmmSettings, **changes: object) -> AdmmSettings:
+    """``dataclasses.replace`` for settings (validated again)."""
+    return replace(settings, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,409 @@
+"""The fleet: how the coordinator reaches the site groups.
+
+A :class:`Fleet` hides where the sites run. :class:`InlineFleet` calls plain site-group
+objects in this process; :class:`RayFleet` calls site-group actors with one ``solve`` task
+per group per iteration and a deadline on every wait.
+
+Both speak to *groups* (``site_agent.group.SiteGroup`` or anything with the same methods):
+``register(layout, row_scale, rho) -> {site_id: support_rows}``,
+``solve(iteration, rho, targets, eps, best_iteration) -> (iteration, {site_id: served})``,
+``final_report(iteration) -> [report, …]``, ``telemetry() -> dict`` and ``shift(steps,
+start)``. The coordinator stacks every site's support entries in one vector, sites in group
+order, so each group's share of the stacked vector is one contiguous slice.
+
+Messages stay small: a group receives only its own sites' targets (one float per support
+row) and answers only its sites' served demand; the layout and row scales, the same for
+everyone, are sent once at registration (``ray.put`` once on the Ray path).
+
+This module never imports ``site_agent``; Ray is imported only by :class:`RayFleet`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from common.coupling import CouplingLayout
+
+#: What a group returns from ``solve``: the iteration it answered and served demand per site.
+SolveAnswer = tuple[int, Mapping[str, np.ndarray]]
+
+#: An audit hook: called with ``(kind, group index, message)`` for every message the
+#: coordinator receives from a group — ``kind`` is ``"register"``, ``"solve"`` or
+#: ``"final_report"``. Used to prove what crosses the boundary (tests/test_privacy.py).
+Tap = Callable[[str, int, Any], None]
+
+
+@runtime_checkable
+class SiteGroupLike(Protocol):
+    """The methods the coordinator calls on a site group (see the module docstring)."""
+
+    def register(
+        self, layout: CouplingLayout, row_scale: np.ndarray, rho: float
+    ) -> Mapping[str, np.ndarray]: ...
+
+    def solve(
+        self,
+        iteration: int,
+        rho: float,
+        targets: Any,
+        eps: float | None,
+        best_iteration: int | None,
+    ) -> SolveAnswer: ...
+
+    def final_report(self, iteration: int) -> list[Any]: ...
+
+    def telemetry(self) -> dict[str, Any]: ...
+
+    def shift(self, steps: int, start: Any = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class FleetReply:
+    """The fan-in of one iteration.
+
+    Attributes
+    ----------
+    iteration : int
+    served : ndarray (n,)
+        Stacked served demand ``A_i x_i`` (scaled rows) of every site, in stacked order.
+    late_sites : tuple of str
+        Sites whose group missed the deadline (their previous proposal is in ``served``) or
+        answered an older iteration.
+    fan_out_s, wait_s : float
+        Time to submit the calls, and from the last submission to the last answer used.
+    """
+
+    iteration: int
+    served: np.ndarray
+    late_sites: tuple[str, ...] = ()
+    fan_out_s: float = 0.0
+    wait_s: float = 0.0
+
+
+class Fleet(Protocol):
+    """What the ADMM loop needs of a fleet."""
+
+    @property
+    def site_ids(self) -> tuple[str, ...]: ...
+
+    def register(
+        self, layout: CouplingLayout, row_scale: np.ndarray, rho: float
+    ) -> list[np.ndarray]: ...
+
+    def solve(
+        self,
+        iteration: int,
+        rho: float,
+        targets: np.ndarray,
+        eps: float | None,
+        best_iteration: int | None,
+    ) -> FleetReply: ...
+
+    def final_reports(self, iteration: int) -> list[Any]: ...
+
+    def telemetry(self) -> dict[str, Any]: ...
+
+    def shift(self, steps: int, start: Any = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class _Slots:
+    """Where each group's sites sit in the stacked vector."""
+
+    group_sites: list[tuple[str, ...]]
+    site_slices: dict[str, slice] = field(default_factory=dict)
+    group_slices: list[slice] = field(default_factory=list)
+    n_entries: int = 0
+
+    @property
+    def site_ids(self) -> tuple[str, ...]:
+        return tuple(s for group in self.group_sites for s in group)
+
+    def set_supports(self, supports: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        offset = 0
+        self.site_slices.clear()
+        self.group_slices.clear()
+        for group in self.group_sites:
+            first = offset
+            for sid in group:
+                if sid not in supports:
+                    raise RuntimeError(f"site {sid!r} did not register a support")
+                rows = np.asarray(supports[sid], dtype=np.int64)
+                self.site_slices[sid] = slice(offset, offset + rows.size)
+                offset += rows.size
+                out.append(rows)
+            self.group_slices.append(slice(first, offset))
+        self.n_entries = offset
+        return out
+
+    def pack(self, g: int, targets: np.ndarray) -> dict[str, np.ndarray]:
+        """Group ``g``'s targets: one array per site, each on that site's support."""
+        return {sid: targets[self.site_slices[sid]] for sid in self.group_sites[g]}
+
+    def unpack(self, g: int, served: Mapping[str, np.ndarray], out: np.ndarray) -> None:
+        for sid in self.group_sites[g]:
+            sl = self.site_slices[sid]
+            value = np.asarray(served[sid], dtype=float)
+            if value.shape != (sl.stop - sl.start,):
+                raise RuntimeError(
+                    f"site {sid!r} answered {value.shape} values for "
+                    f"{sl.stop - sl.start} support rows"
+                )
+            out[sl] = value
+
+
+class InlineFleet:
+    """Site groups as plain objects in this process (quick runs and most tests).
+
+    Parameters
+    ----------
+    groups : sequence of SiteGroupLike
+    group_site_ids : sequence of sequence of str
+        The site ids each group hosts, in the group's order.
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[SiteGroupLike],
+        group_site_ids: Sequence[Sequence[str]],
+        *,
+        tap: Tap | None = None,
+    ) -> None:
+        if len(groups) != len(group_site_ids):
+            raise ValueError("one list of site ids per group")
+        self.groups = list(groups)
+        self._slots = _Slots([tuple(g) for g in group_site_ids])
+        self.tap = tap
+        #: Seconds each group's solve took in the last iteration (the inline floor).
+        self.last_solve_s: list[float] = [0.0] * len(self.groups)
+
+    def _seen(self, kind: str, g: int, message: Any) -> Any:
+        if self.tap is not None:
+            self.tap(kind, g, message)
+        return message
+
+    @property
+    def site_ids(self) -> tuple[str, ...]:
+        return self._slots.site_ids
+
+    def register(
+        self, layout: CouplingLayout, row_scale: np.ndarray, rho: float
+    ) -> list[np.ndarray]:
+        supports: dict[str, np.ndarray] = {}
+        for g, group in enumerate(self.groups):
+            supports.update(self._seen("register", g, group.register(layout, row_scale, rho)))
+        return self._slots.set_supports(supports)
+
+    def solve(
+        self,
+        iteration: int,
+        rho: float,
+        targets: np.ndarray,
+        eps: float | None,
+        best_iteration: int | None,
+    ) -> FleetReply:
+        served = np.empty(self._slots.n_entries)
+        t0 = time.perf_counter()
+        for g, group in enumerate(self.groups):
+            tg = time.perf_counter()
+            answer = group.solve(iteration, rho, self._slots.pack(g, targets), eps, best_iteration)
+            self.last_solve_s[g] = time.perf_counter() - tg
+            answered, values = self._seen("solve", g, answer)
+            if answered != iteration:
+                raise RuntimeError(f"group {g} answered iteration {answered}, not {iteration}")
+            self._slots.unpack(g, values, served)
+        return FleetReply(iteration, served, (), 0.0, time.perf_counter() - t0)
+
+    def final_reports(self, iteration: int) -> list[Any]:
+        return [
+            r
+            for g, group in enumerate(self.groups)
+            for r in self._seen("final_report", g, group.final_report(iteration))
+        ]
+
+    def telemetry(self) -> dict[str, Any]:
+        return {f"group{g}": group.telemetry() for g, group in enumerate(self.groups)}
+
+    def shift(self, steps: int, start: Any = None) -> None:
+        for group in self.groups:
+            group.shift(steps, start)
+
+    def close(self) -> None:
+        return None
+
+
+class FleetTimeout(RuntimeError):
+    """A group gave no answer at all within the deadline (there is nothing to reuse)."""
+
+
+class RayFleet:
+    """Site-group actors reached through Ray.
+
+    Per iteration: one ``solve.remote`` per group whose previous call has finished, then one
+    ``ray.wait`` for all outstanding calls with the deadline ``timeout_s``. A group that has
+    not answered by then keeps its last proposal (counted as late); its call stays
+    outstanding and its answer is used in a later iteration — a group is never sent a second
+    call while one is running, so calls never pile up in its queue.
+
+    Parameters
+    ----------
+    handles : sequence of ray actor handles
+        One per group, each exposing the :class:`SiteGroupLike` methods.
+    group_site_ids : sequence of sequence of str
+    timeout_s : float
+        Deadline of one iteration's wait.
+    setup_timeout_s : float
+        Deadline of registration and of the first iteration (sites build their QPs).
+    """
+
+    def __init__(
+        self,
+        handles: Sequence[Any],
+        group_site_ids: Sequence[Sequence[str]],
+        *,
+        timeout_s: float = 120.0,
+        setup_timeout_s: float = 600.0,
+        tap: Tap | None = None,
+    ) -> None:
+        if len(handles) != len(group_site_ids):
+            raise ValueError("one list of site ids per actor handle")
+        self.tap = tap
+        self.handles = list(handles)
+        self._slots = _Slots([tuple(g) for g in group_site_ids])
+        self.timeout_s = float(timeout_s)
+        self.setup_timeout_s = float(setup_timeout_s)
+        self._pending: list[Any | None] = [None] * len(self.handles)
+        self._last: np.ndarray | None = None
+        self._has_answered = [False] * len(self.handles)
+        self.late_count = 0
+
+    @property
+    def site_ids(self) -> tuple[str, ...]:
+        return self._slots.site_ids
+
+    def _get(self, refs: list[Any], timeout: float) -> list[Any]:
+        import ray
+
+        return ray.get(refs, timeout=timeout)
+
+    def register(
+        self, layout: CouplingLayout, row_scale: np.ndarray, rho: float
+    ) -> list[np.ndarray]:
+        import ray
+
+        # The same layout and scales go to every group: one object in the store, not N copies.
+        layout_ref = ray.put(layout)
+        scale_ref = ray.put(np.asarray(row_scale, dtype=float))
+        refs = [h.register.remote(layout_ref, scale_ref, rho) for h in self.handles]
+        supports: dict[str, np.ndarray] = {}
+        for g, answer in enumerate(self._get(refs, self.setup_timeout_s)):
+            if self.tap is not None:
+                self.tap("register", g, answer)
+            supports.update(answer)
+        self._pending = [None] * len(self.handles)
+        self._has_answered = [False] * len(self.handles)
+        out = self._slots.set_supports(supports)
+        self._last = np.zeros(self._slots.n_entries)
+        return out
+
+    def solve(
+        self,
+        iteration: int,
+        rho: float,
+        targets: np.ndarray,
+        eps: float | None,
+        best_iteration: int | None,
+    ) -> FleetReply:
+        import ray
+
+        assert self._last is not None, "register the fleet first"
+        t0 = time.perf_counter()
+        for g, handle in enumerate(self.handles):
+            if self._pending[g] is None:
+                self._pending[g] = handle.solve.remote(
+                    iteration, rho, self._slots.pack(g, targets), eps, best_iteration
+                )
+        t1 = time.perf_counter()
+        outstanding = [(g, ref) for g, ref in enumerate(self._pending) if ref is not None]
+        # Until a group has answered once there is no proposal to reuse: wait longer.
+        patient = not all(self._has_answered)
+        timeout = self.setup_timeout_s if patient else self.timeout_s
+        refs = [ref for _, ref in outstanding]
+        try:
+            # The usual case, all groups in time: one call that waits and fetches.
+            answers = self._get(refs, timeout)
+            done = outstanding
+            ready_set = set(refs)
+        except ray.exceptions.GetTimeoutError:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0.0)
+            ready_set = set(ready)
+            done = [(g, ref) for g, ref in outstanding if ref in ready_set]
+            answers = self._get([ref for _, ref in done], timeout) if done else []
+        t2 = time.perf_counter()
+        served = self._last.copy()
+        late: list[str] = []
+        for (g, _), answer in zip(done, answers, strict=True):
+            if self.tap is not None:
+                self.tap("solve", g, answer)
+            answered, values = answer
+            self._pending[g] = None
+            self._has_answered[g] = True
+            self._slots.unpack(g, values, served)
+            if answered != iteration:
+                late.extend(self._slots.group_sites[g])
+        for g, ref in outstanding:
+            if ref not in ready_set:
+                if not self._has_answered[g]:
+                    raise FleetTimeout(
+                        f"site group {list(self._slots.group_sites[g])} gave no answer "
+                        f"within {timeout:g} s"
+                    )
+                late.extend(self._slots.group_sites[g])
+        self.late_count += len(late)
+        self._last = served
+        return FleetReply(iteration, served, tuple(late), t1 - t0, t2 - t1)
+
+    def drain(self) -> None:
+        """Wait (bounded) for calls still running, so later calls find the groups idle."""
+        import ray
+
+        refs = [ref for ref in self._pending if ref is not None]
+        if refs:
+            ray.wait(refs, num_returns=len(refs), timeout=self.timeout_s)
+        self._pending = [None] * len(self.handles)
+
+    def final_reports(self, iteration: int) -> list[Any]:
+        self.drain()
+        refs = [h.final_report.remote(iteration) for h in self.handles]
+        answers = self._get(refs, self.setup_timeout_s)
+        if self.tap is not None:
+            for g, answer in enumerate(answers):
+                self.tap("final_report", g, answer)
+        return [r for answer in answers for r in answer]
+
+    def telemetry(self) -> dict[str, Any]:
+        refs = [h.telemetry.remote() for h in self.handles]
+        return {f"group{g}": t for g, t in enumerate(self._get(refs, self.timeout_s))}
+
+    def ping(self) -> float:
+        """Seconds of one minimal fan-out/fan-in over every group (a no-op actor call)."""
+        t0 = time.perf_counter()
+        # `__ray_ready__` is Ray's built-in no-op method of every actor.
+        self._get([h.__ray_ready__.remote() for h in self.handles], self.timeout_s)
+        return time.perf_counter() - t0
+
+    def shift(self, steps: int, start: Any = None) -> None:
+        self.drain()
+        refs = [h.shift.remote(steps, start) for h in self.handles]
+        self._get(refs, self.setup_timeout_s)
+
+    def close(self) -> None:
+        self.drain()
