@@ -113,11 +113,18 @@ def run_receding(
     """Receding-horizon operation with a closing table against temperature-unaware."""
     from thermoroute.launch import simulate
 
-    steps = max(1, round(days * 24))
+    def show(step: Any) -> None:
+        console.print(
+            f"step {step.step:>3} {step.time.isoformat()}: {step.iterations:>4} iterations"
+            f"{'' if step.converged else ' (not converged)'}, applied objective "
+            f"{step.objective_aud:,.2f} AUD vs {step.baseline_objective_aud:,.2f}, "
+            f"{step.solve_s:.1f} s",
+            highlight=False,
+        )
+
     result = simulate(
-        directory, steps=steps, horizon=horizon, start=start, executor=executor,
-        address=address, sites_per_agent=sites_per_agent, seed=seed,
-        progress=lambda line: console.print(line, highlight=False),
+        directory, days, horizon=horizon, start=start, executor=executor, address=address,
+        sites_per_agent=sites_per_agent, seed=seed, progress=show,
     )  # fmt: skip
     table = Table(
         title=f"receding horizon: {len(result.steps)} steps applied, horizon {horizon}",

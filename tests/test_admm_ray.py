@@ -1,0 +1,126 @@
+"""The distributed runtime on a real (local) Ray cluster.
+
+One Ray instance for the module (2 CPUs, no dashboard), shut down at the end; the tests
+are few and small because the machine is shared.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from common.central import solve_central
+from common.evaluate import evaluate
+from common.scenario import DemandView, Scenario
+from coordinator.actor import Coordinator
+from coordinator.admm import AdmmSettings
+from tests.cvxpy_site import CvxSiteGroup, assemble
+from tests.test_admm import OBJECTIVE_RTOL, _check_schedule
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    from ray import cloudpickle
+
+    # Test-only site classes live in tests/, which Ray's workers cannot import: ship them.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cloudpickle.register_pickle_by_value(sys.modules["tests.cvxpy_site"])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+class SlowGroup(CvxSiteGroup):
+    """A cvxpy site group that stalls once, past the coordinator's deadline."""
+
+    def __init__(self, scenario: Scenario, site_ids: list[str], stall_at: int, stall_s: float):
+        super().__init__(scenario, site_ids)
+        self.stall_at = stall_at
+        self.stall_s = stall_s
+
+    def solve(self, iteration: int, *args: Any) -> tuple[int, dict[str, np.ndarray]]:
+        if iteration == self.stall_at:
+            time.sleep(self.stall_s)
+        return super().solve(iteration, *args)
+
+
+def test_late_group_keeps_its_last_proposal(ray_cluster: Any, tiny_scenario: Scenario) -> None:
+    ray = ray_cluster
+    groups = [["syd"], ["mel"], ["per"]]
+    remote = ray.remote(SlowGroup).options(num_cpus=0)
+    handles = [remote.remote(tiny_scenario, g, 3 if g == ["per"] else -1, 3.0) for g in groups]
+    coordinator = Coordinator(
+        DemandView.of(tiny_scenario), AdmmSettings(max_iter=3000, solve_timeout_s=1.0)
+    )
+    coordinator.attach_actors(handles, groups)
+    coordinator.register()
+    outcome = coordinator.run()
+    result = outcome.result
+    late = [h.iteration for h in result.history if h.late_sites]
+    assert late and late[0] == 3
+    assert all(set(h.late_sites) <= {"per"} for h in result.history)
+    assert result.late_total >= 1
+    assert result.converged  # a late answer is used in a later iteration
+    assert result.report_iteration not in late
+    x = outcome.outputs.schedule.x
+    assert x.shape == tiny_scenario.shape
+    for h in handles:
+        ray.kill(h)
+
+
+def test_cvxpy_sites_on_ray_match_central(ray_cluster: Any, tiny_scenario: Scenario) -> None:
+    ray = ray_cluster
+    groups = [["syd", "mel"], ["per"]]
+    remote = ray.remote(CvxSiteGroup).options(num_cpus=0)
+    handles = [remote.remote(tiny_scenario, g) for g in groups]
+    coordinator = Coordinator(DemandView.of(tiny_scenario), AdmmSettings(max_iter=3000))
+    coordinator.attach_actors(handles, groups)
+    coordinator.register()
+    outcome = coordinator.run()
+    assert outcome.converged and outcome.result.late_total == 0
+    reports = ray.get([h.final_report.remote(outcome.result.report_iteration) for h in handles])
+    x, n = assemble(tiny_scenario, [r for rs in reports for r in rs])
+    central = solve_central(tiny_scenario).objective_aud
+    assert evaluate(tiny_scenario, x, n).objective_aud == pytest.approx(central, rel=OBJECTIVE_RTOL)
+    for h in handles:
+        ray.kill(h)
+
+
+def test_australia_on_ray(ray_cluster: Any, tmp_path: Path) -> None:
+    from tests.conftest import embedded_scenario
+    from thermoroute.launch import solve_admm
+
+    scenario = embedded_scenario("australia")
+    statuses: list[dict[str, Any]] = []
+    run = solve_admm(
+        "australia", executor="ray", settings=AdmmSettings(), progress=statuses.append,
+        measure_ping=True,
+    )  # fmt: skip
+    assert run.executor == "ray" and len(run.groups) == len(scenario.sites)
+    assert run.converged
+    out = run.outputs
+    central = solve_central(scenario)
+    ev = evaluate(scenario, out.schedule.x, out.schedule.n)
+    assert out.objective_aud == pytest.approx(ev.objective_aud, rel=1e-9)
+    assert out.objective_aud == pytest.approx(central.objective_aud, rel=OBJECTIVE_RTOL)
+    _check_schedule(scenario, out.schedule.x, out.schedule.n)
+    last_plain = [h for h in run.outcome.result.history if not h.polish][-1]
+    assert last_plain.residuals.primal <= last_plain.residuals.eps_primal
+    assert statuses and statuses[-1]["state"] == "converged"
+    written = out.write(tmp_path / "out")
+    assert (written / "convergence.csv").read_text().count("\n") == len(
+        run.outcome.result.history
+    ) + 1
+    ms = 1000 * run.seconds_per_iteration
+    ping = 1000 * run.timings["ping_s"]
+    print(
+        f"australia on Ray: {run.iterations} iterations, {ms:.1f} ms/iteration, ping {ping:.1f} ms"
+    )

@@ -1,0 +1,68 @@
+"""Package boundaries, checked on the source: ``common`` knows nothing of Ray, and the
+coordinator never imports the site agent (so it cannot reach a site's data loaders)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _modules(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module name imported anywhere in ``path`` (also inside functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute | ast.Name)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            names.add(str(node.args[0].value))
+    return names
+
+
+def _hits(package: str, forbidden: str) -> list[str]:
+    bad = []
+    for path in _modules(package):
+        for name in _imports(path):
+            if name == forbidden or name.startswith(forbidden + "."):
+                bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    return bad
+
+
+def test_packages_exist() -> None:
+    assert _modules("common") and _modules("coordinator")
+
+
+def test_common_never_imports_ray() -> None:
+    assert _hits("common", "ray") == []
+
+
+def test_coordinator_never_imports_site_agent() -> None:
+    assert _hits("coordinator", "site_agent") == []
+
+
+@pytest.mark.parametrize("module", ["coordinator.admm", "coordinator.acceleration"])
+def test_algorithm_modules_are_ray_free(module: str) -> None:
+    path = ROOT / (module.replace(".", "/") + ".py")
+    assert not any(n == "ray" or n.startswith("ray.") for n in _imports(path))
+
+
+def test_the_checker_sees_imports_inside_functions(tmp_path: Path) -> None:
+    sample = tmp_path / "m.py"
+    sample.write_text("def f():\n    import ray.util\n    from site_agent.data import x\n")
+    assert {"ray.util", "site_agent.data"} <= _imports(sample)
