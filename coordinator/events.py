@@ -8,11 +8,11 @@ not raise (an exception is logged and the observer dropped, never the run).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 
-class RunState(str, Enum):
+class RunState(StrEnum):
     """Lifecycle of a run, exported as a state-set metric."""
 
     STARTING = "starting"
@@ -55,6 +55,11 @@ class RunObserver(Protocol):
 
     def on_site_timeout(self, run_id: str, site_id: str) -> None: ...
 
+    def on_objective(
+        self, run_id: str, objective_aud: float, parts: dict[str, float] | None = None
+    ) -> None:
+        """The run's objective, once the sites have reported their totals at the end."""
+
 
 class NullObserver:
     """An observer that ignores everything (a base class for partial observers)."""
@@ -66,4 +71,9 @@ class NullObserver:
         return None
 
     def on_site_timeout(self, run_id: str, site_id: str) -> None:
+        return None
+
+    def on_objective(
+        self, run_id: str, objective_aud: float, parts: dict[str, float] | None = None
+    ) -> None:
         return None

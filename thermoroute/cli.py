@@ -248,9 +248,10 @@ def simulate(
     """Receding-horizon operation: re-solve every step with a forecast, apply the first."""
     directory = resolve_scenario(scenario)
     from thermoroute import runner
+    from thermoroute.admm_run import run_receding
 
     try:
-        runner.run_simulation(
+        run_receding(
             directory,
             days=days,
             horizon=horizon,

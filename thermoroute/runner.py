@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -159,33 +158,3 @@ def print_run(result: RunResult, console: Console, *, compare: bool = True) -> N
         f"wall {stats.get('wall_s', 0.0):.2f} s; outputs in {result.out}"
     )
     console.print(line, highlight=False)
-
-
-def run_simulation(
-    directory: Path,
-    *,
-    days: float,
-    horizon: int,
-    start: datetime | None,
-    executor: str,
-    address: str | None,
-    sites_per_agent: int,
-    seed: int,
-    out: Path | None,
-    console: Console,
-) -> None:
-    """Receding-horizon simulation; see :mod:`coordinator.receding`."""
-    from thermoroute.admm_run import run_receding
-
-    run_receding(
-        directory,
-        days=days,
-        horizon=horizon,
-        start=start,
-        executor=executor,
-        address=address,
-        sites_per_agent=sites_per_agent,
-        seed=seed,
-        out=out,
-        console=console,
-    )
