@@ -136,8 +136,12 @@ def run(
     ] = 1,
     accelerate: Annotated[
         bool,
-        typer.Option("--accelerate/--plain", help="ADMM: Anderson acceleration, or plain ADMM."),
-    ] = True,
+        typer.Option(
+            "--accelerate/--plain",
+            help="ADMM: safeguarded Anderson acceleration, or plain ADMM (the default: on the "
+            "embedded fleets acceleration does not yet cut iterations, see BENCHMARKS.md).",
+        ),
+    ] = False,
     eps_rel: Annotated[float, typer.Option(help="ADMM: relative tolerance ε_rel.")] = 1e-4,
     max_iter: Annotated[int, typer.Option(help="ADMM: iteration limit.")] = 2000,
     metrics_port: Annotated[
