@@ -514,6 +514,10 @@ class SiteSubproblem:
         result = self._solver.solve(raise_error=False)
         elapsed = time.perf_counter() - t0
         status = osqp.SolverStatus(result.info.status_val)
+        if status == osqp.SolverStatus.OSQP_SIGINT:
+            # OSQP traps Ctrl-C while it solves; hand the interrupt back to the caller
+            # instead of swallowing it and carrying on with a stale iterate.
+            raise KeyboardInterrupt(f"site {self.site_id}: interrupted during the inner solve")
         info = self.info
         info.solves += 1
         info.solve_s = elapsed
