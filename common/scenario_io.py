@@ -642,7 +642,6 @@ def _load_series(
     arrays = [np.full((S, T), np.nan) for _ in range(5)]
     seen: dict[tuple[int, datetime], int] = {}
     available: dict[int, set[datetime]] = {i: set() for i in range(S)}
-    names = SERIES_COLUMNS[2:]
     for row in _read_csv(directory, file, SERIES_COLUMNS, sink):
         when = row.time("time")
         site = row.text("site_id")
@@ -701,7 +700,6 @@ def _load_series(
                     None,
                     "time",
                 )
-    del names
     # How many consecutive steps the series covers from the start, for receding horizons.
     first = min(step_of, key=step_of.get) if step_of else None
     covered = _steps_covered(available, first, step_of)
@@ -1036,6 +1034,12 @@ def _directory_name_problem(site_id: str) -> str | None:
     if site_id in ("", ".", "..") or any(ch in site_id for ch in "/\\\x00"):
         return f"site_id {site_id!r} cannot name a site directory (no '/', '\\', NUL, '.' or '..')"
     return None
+
+
+def is_split_root(directory: str | os.PathLike[str]) -> bool:
+    """Is ``directory`` the output root of :func:`split_scenario`?"""
+    directory = Path(directory)
+    return (directory / "coordinator").is_dir() and (directory / "sites").is_dir()
 
 
 def split_scenario(
@@ -1384,16 +1388,13 @@ def copy_scenario_dir(source: str | os.PathLike[str], target: str | os.PathLike[
     return write_directory_atomic(target, files)
 
 
-def remove_tree(path: str | os.PathLike[str]) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
 __all__ = [
     "SCENARIO_FILES",
     "allowed_pairs",
     "check_servable",
     "copy_scenario_dir",
     "csv_text",
+    "is_split_root",
     "load_demand_view",
     "load_scenario",
     "scenario_tables",

@@ -38,6 +38,7 @@ from common.scenario_io import (
     load_scenario,
     write_directory_atomic,
 )
+from common.scenarios import scenario_directory
 
 __all__ = [
     "PRELOAD_STEPS",
@@ -68,25 +69,7 @@ def resolve_source(source: str | os.PathLike[str]) -> Path:
     ScenarioError
         If ``source`` is neither an existing directory nor a known embedded scenario.
     """
-    path = Path(source)
-    if path.is_dir():
-        return path
-    if isinstance(source, str) and os.sep not in source and "/" not in source:
-        try:
-            # Imported lazily: the embedded scenarios are optional for a site host.
-            from common.scenarios import embedded_path
-        except ImportError as exc:
-            raise ScenarioError(
-                Problem(source, f"not a directory, and embedded scenarios are unavailable: {exc}"),
-                source,
-            ) from exc
-        try:
-            return Path(embedded_path(source))
-        except (KeyError, ValueError, FileNotFoundError) as exc:
-            raise ScenarioError(
-                Problem(source, f"neither a directory nor an embedded scenario: {exc}"), source
-            ) from exc
-    raise ScenarioError(Problem(str(source), "not a directory"), str(source))
+    return scenario_directory(source)
 
 
 def _column(path: Path, column: str) -> list[str]:

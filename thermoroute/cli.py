@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from common.errors import ScenarioError
+from common.scenario_io import is_split_root
 
 app = typer.Typer(
     name="thermoroute",
@@ -82,24 +83,12 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
 
 def resolve_scenario(source: str) -> Path:
     """A scenario directory for an embedded name or a path."""
-    path = Path(source)
-    if path.is_dir():
-        return path
-    from common.scenarios import embedded_path, embedded_scenarios
+    from common.scenarios import scenario_directory
 
-    if source in embedded_scenarios():
-        return embedded_path(source)
-    if path.exists():
-        raise _fail(f"{source}: not a directory")
-    raise _fail(
-        f"{source}: no such scenario directory, and not an embedded scenario "
-        f"(embedded: {', '.join(embedded_scenarios())})"
-    )
-
-
-def is_split_root(directory: Path) -> bool:
-    """Is ``directory`` the output of ``thermoroute scenario split``?"""
-    return (directory / "coordinator").is_dir() and (directory / "sites").is_dir()
+    try:
+        return scenario_directory(source)
+    except ScenarioError as exc:
+        raise _fail("; ".join(str(p) for p in exc.problems)) from None
 
 
 def _load(source: str, start: datetime | None, steps: int | None):

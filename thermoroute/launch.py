@@ -32,6 +32,8 @@ import numpy as np
 from common.errors import Problem, ScenarioError
 from common.evaluate import TOTAL_KEYS
 from common.physics.latency import mean_ttft_ms
+from common.scenario_io import is_split_root
+from common.scenarios import scenario_directory
 from coordinator.actor import Coordinator, CoordinatorOutcome
 from coordinator.admm import AdmmSettings
 from coordinator.data import load_view
@@ -97,16 +99,7 @@ class AdmmRun:
 
 def resolve_directory(source: str | os.PathLike[str]) -> Path:
     """A scenario directory, a ``split_scenario`` output root, or an embedded name."""
-    path = Path(source)
-    if path.is_dir():
-        return path
-    from common.scenarios import embedded_path, embedded_scenarios
-
-    if str(source) in embedded_scenarios():
-        return Path(embedded_path(str(source)))
-    raise ScenarioError(
-        Problem(str(source), "no such directory, and not an embedded scenario"), str(source)
-    )
+    return scenario_directory(source)
 
 
 def discover(source: str | os.PathLike[str]) -> tuple[Path, tuple[str, ...]]:
@@ -117,9 +110,8 @@ def discover(source: str | os.PathLike[str]) -> tuple[Path, tuple[str, ...]]:
     ``thermoroute scenario split`` has ``coordinator/`` and one ``sites/<site_id>/`` each.
     """
     directory = resolve_directory(source)
-    split_sites = directory / "sites"
-    if (directory / "coordinator").is_dir() and split_sites.is_dir():
-        ids = tuple(sorted(p.name for p in split_sites.iterdir() if p.is_dir()))
+    if is_split_root(directory):
+        ids = tuple(sorted(p.name for p in (directory / "sites").iterdir() if p.is_dir()))
         return directory / "coordinator", ids
     sites_csv = directory / "sites.csv"
     if not sites_csv.is_file():

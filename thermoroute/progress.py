@@ -35,7 +35,6 @@ class LiveProgress:
         self.status: dict[str, Any] = {}
         self._live: Live | None = None
         self._last_draw = 0.0
-        self._started = time.perf_counter()
 
     def __enter__(self) -> LiveProgress:
         if self.console.is_terminal:
@@ -69,7 +68,7 @@ class LiveProgress:
         self._last_draw = now
         if self._live is not None:
             self._live.update(self._render())
-        elif now - self._started > 0 and status.get("iteration", 0) % 50 == 0:
+        elif status.get("iteration", 0) % 50 == 0:
             # Not a terminal (CI log, pipe): a plain line now and then.
             self.console.print(self._line(), highlight=False)
 

@@ -5,6 +5,7 @@ Kept out of :mod:`thermoroute.cli` so tests and notebooks can call it directly.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -99,7 +100,7 @@ def run_solver(
             run = run_central_solver(solver, scenario)
         except CentralSolveError as exc:
             raise SolveError(str(exc)) from None
-        summary_doc = write_run(
+        write_run(
             out,
             scenario,
             run.evaluation,
@@ -107,9 +108,7 @@ def run_solver(
             run.stats,
             shadow_prices=run.shadow_prices,
         )
-        del summary_doc
-        import json
-
+        # Read back what was written, so the closing table shows exactly the file's figures.
         summary = json.loads((out / "summary.json").read_text())
         converged = bool(run.stats.converged)
         details = {}

@@ -18,10 +18,13 @@ True
 
 from __future__ import annotations
 
+import os
 import pathlib
 from importlib import resources
 
-__all__ = ["embedded_path", "embedded_scenarios"]
+from common.errors import Problem, ScenarioError
+
+__all__ = ["embedded_path", "embedded_scenarios", "scenario_directory"]
 
 
 def _root() -> pathlib.Path:
@@ -61,3 +64,34 @@ def embedded_path(name: str) -> pathlib.Path:
             f"unknown embedded scenario {name!r}; embedded scenarios: {', '.join(names) or 'none'}"
         )
     return _root() / name
+
+
+def scenario_directory(source: str | os.PathLike[str]) -> pathlib.Path:
+    """The directory behind a scenario argument: a directory path, or an embedded name.
+
+    Parameters
+    ----------
+    source : str or path
+        A scenario directory (or any directory a caller understands, such as the output
+        root of :func:`common.scenario_io.split_scenario`), or one of
+        :func:`embedded_scenarios`.
+
+    Raises
+    ------
+    ScenarioError
+        When ``source`` is neither; the problem lists the embedded scenarios.
+    """
+    path = pathlib.Path(source)
+    if path.is_dir():
+        return path
+    names = embedded_scenarios()
+    if str(source) in names:
+        return _root() / str(source)
+    what = "not a directory" if path.exists() else "no such scenario directory"
+    raise ScenarioError(
+        Problem(
+            str(source),
+            f"{what}, and not an embedded scenario (embedded: {', '.join(names) or 'none'})",
+        ),
+        str(source),
+    )
