@@ -49,7 +49,7 @@ class SiteGroupLike(Protocol):
     def solve(
         self,
         iteration: int,
-        rho: float,
+        rho: float | np.ndarray,
         targets: Any,
         eps: float | None,
         best_iteration: int | None,
@@ -98,7 +98,7 @@ class Fleet(Protocol):
     def solve(
         self,
         iteration: int,
-        rho: float,
+        rho: float | np.ndarray,
         targets: np.ndarray,
         eps: float | None,
         best_iteration: int | None,
@@ -205,7 +205,7 @@ class InlineFleet:
     def solve(
         self,
         iteration: int,
-        rho: float,
+        rho: float | np.ndarray,
         targets: np.ndarray,
         eps: float | None,
         best_iteration: int | None,
@@ -284,6 +284,7 @@ class RayFleet:
         self._last: np.ndarray | None = None
         self._has_answered = [False] * len(self.handles)
         self.late_count = 0
+        self._penalty: tuple[np.ndarray, Any] | None = None
 
     @property
     def site_ids(self) -> tuple[str, ...]:
@@ -293,6 +294,17 @@ class RayFleet:
         import ray
 
         return ray.get(refs, timeout=timeout)
+
+    def _penalty_arg(self, rho: float | np.ndarray) -> Any:
+        """A scalar ρ as is; per-row penalties put in the object store once per change."""
+        import ray
+
+        if np.ndim(rho) == 0:
+            return rho
+        if self._penalty is None or not np.array_equal(self._penalty[0], rho):
+            # Every group gets the same vector; it changes only every few iterations.
+            self._penalty = (np.array(rho, dtype=float), ray.put(np.asarray(rho, dtype=float)))
+        return self._penalty[1]
 
     def register(
         self, layout: CouplingLayout, row_scale: np.ndarray, rho: float
@@ -317,7 +329,7 @@ class RayFleet:
     def solve(
         self,
         iteration: int,
-        rho: float,
+        rho: float | np.ndarray,
         targets: np.ndarray,
         eps: float | None,
         best_iteration: int | None,
@@ -326,10 +338,11 @@ class RayFleet:
 
         assert self._last is not None, "register the fleet first"
         t0 = time.perf_counter()
+        penalty = self._penalty_arg(rho)
         for g, handle in enumerate(self.handles):
             if self._pending[g] is None:
                 self._pending[g] = handle.solve.remote(
-                    iteration, rho, self._slots.pack(g, targets), eps, best_iteration
+                    iteration, penalty, self._slots.pack(g, targets), eps, best_iteration
                 )
         t1 = time.perf_counter()
         outstanding = [(g, ref) for g, ref in enumerate(self._pending) if ref is not None]

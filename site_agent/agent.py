@@ -29,7 +29,7 @@ from common.coupling import CouplingLayout
 from common.evaluate import evaluate
 from common.scenario import Scenario
 from site_agent.data import load_horizons
-from site_agent.subproblem import InnerSettings, SiteSubproblem
+from site_agent.subproblem import InnerSettings, Penalty, SiteSubproblem
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class SiteAgent:
     def solve(
         self,
         iteration: int,
-        rho: float,
+        rho: Penalty,
         target: np.ndarray,
         eps: float | None = None,
         best_iteration: int | None = None,
@@ -194,7 +194,7 @@ class SiteAgent:
         Parameters
         ----------
         iteration : int
-        rho : float
+        rho : float or ndarray (n_rows,)
             Outer ADMM penalty.
         target : ndarray (len(support),)
             The coordinator's target for the site's served demand [scaled units].

@@ -29,7 +29,7 @@ import numpy as np
 from common.coupling import CouplingLayout
 from site_agent.agent import SiteAgent, SiteReport
 from site_agent.data import load_horizons
-from site_agent.subproblem import InnerSettings
+from site_agent.subproblem import InnerSettings, Penalty
 
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
@@ -129,7 +129,7 @@ class SiteGroup:
     def solve(
         self,
         iteration: int,
-        rho: float,
+        rho: Penalty,
         targets: Mapping[str, np.ndarray] | np.ndarray,
         eps: float | None = None,
         best_iteration: int | None = None,
@@ -161,7 +161,7 @@ class SiteGroup:
     def solve_packed(
         self,
         iteration: int,
-        rho: float,
+        rho: Penalty,
         targets: np.ndarray,
         eps: float | None = None,
         best_iteration: int | None = None,

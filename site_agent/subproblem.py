@@ -70,6 +70,9 @@ from common.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
+#: The outer penalty: one value for every coupling row, or one per row (n_rows,).
+Penalty = float | np.ndarray
+
 #: Statuses whose iterate is usable, if not to the requested accuracy.
 _APPROXIMATE = frozenset(
     {
@@ -196,7 +199,7 @@ class SiteSubproblem:
         layout: CouplingLayout,
         row_scale: np.ndarray,
         *,
-        rho: float,
+        rho: Penalty,
         settings: InnerSettings | None = None,
     ) -> None:
         self.settings = settings or InnerSettings()
@@ -204,11 +207,10 @@ class SiteSubproblem:
         self.px_updates = 0
         self.info = SolveInfo()
         self._layout = layout
-        self._rho = float(rho)
         self._eps = (self.settings.eps_abs, self.settings.eps_rel)
-        self._check_rho(self._rho)
         self._bind_site(site)
         self._build_structure()
+        self._rho = self._entry_rho(rho)
         self._set_row_scale(row_scale)
         self._xi = np.zeros(self._nvar)
         self._served = self._served_of(self._xi)
@@ -385,10 +387,14 @@ class SiteSubproblem:
         # ½ P₀ ℓ² = β (u_max G ℓ)², the congestion cost of load L = u_max G ℓ.
         self._p0[len(self._int_vars) + np.arange(T)] = 2.0 * self._beta * self._capacity**2
 
-    def _p_values(self, rho: float) -> np.ndarray:
-        return self._p0 + rho * self._q_diag
+    def _p_values(self, rho: np.ndarray) -> np.ndarray:
+        """P's diagonal for per-support-entry penalties ``rho`` (CSC data order)."""
+        weight = np.concatenate(
+            [rho[self._int_pos], np.zeros(self._layout.steps), rho[self._z_pos]]
+        )
+        return self._p0 + weight * self._q_diag
 
-    def _p_matrix(self, rho: float) -> sp.csc_matrix:
+    def _p_matrix(self, rho: np.ndarray) -> sp.csc_matrix:
         """P in CSC, built explicitly so zero values keep their place in the pattern.
 
         Every column holds at most its diagonal entry and ``_p_index`` is increasing, so the
@@ -420,19 +426,31 @@ class SiteSubproblem:
         self._eps = (self.settings.eps_abs, self.settings.eps_rel)
         self._solver.warm_start(x=self._full_of(self._xi), y=np.zeros(self._n_cons))
 
-    def _q_of(self, target: np.ndarray, rho: float) -> np.ndarray:
+    def _q_of(self, target: np.ndarray, rho: np.ndarray) -> np.ndarray:
         q = self._q0.copy()
-        q[self._int_vars] -= rho * target[self._int_pos]
-        q[self._i_z :] -= rho * target[self._z_pos]
+        q[self._int_vars] -= rho[self._int_pos] * target[self._int_pos]
+        q[self._i_z :] -= rho[self._z_pos] * target[self._z_pos]
         return q
 
     # ----------------------------------------------------------------------------------
     # Solving
 
-    @staticmethod
-    def _check_rho(rho: float) -> None:
-        if not np.isfinite(rho) or rho <= 0:
-            raise ValueError(f"rho must be finite and > 0, got {rho}")
+    def _entry_rho(self, rho: Penalty) -> np.ndarray:
+        """Per-support-entry penalties from a scalar or a per-coupling-row vector."""
+        if np.ndim(rho) == 0:
+            value = float(rho)  # type: ignore[arg-type]
+            if not np.isfinite(value) or value <= 0:
+                raise ValueError(f"rho must be finite and > 0, got {value}")
+            return np.full(len(self._support), value)
+        rows = np.asarray(rho, dtype=float)
+        if rows.shape != (self._layout.n_rows,):
+            raise ValueError(
+                f"per-row rho has shape {rows.shape}, expected ({self._layout.n_rows},)"
+            )
+        entry = rows[self._support]
+        if not np.all(np.isfinite(entry)) or np.any(entry <= 0):
+            raise ValueError("per-row rho must be finite and > 0 on the site's support")
+        return entry
 
     @property
     def support(self) -> np.ndarray:
@@ -448,23 +466,26 @@ class SiteSubproblem:
         return self._row_scale.copy()
 
     @property
-    def rho(self) -> float:
-        return self._rho
+    def rho(self) -> np.ndarray:
+        """The outer penalty on each support row [AUD per squared scaled unit]."""
+        return self._rho.copy()
 
     @property
     def solver(self) -> osqp.OSQP:
         """The OSQP object (set up once; exposed so tests can check it is reused)."""
         return self._solver
 
-    def set_rho(self, rho: float) -> None:
-        """Change the outer penalty: one ``update(Px=…)`` (a refactorisation), same pattern."""
-        rho = float(rho)
-        self._check_rho(rho)
-        if rho == self._rho:
+    def set_rho(self, rho: Penalty) -> None:
+        """Change the outer penalty: one ``update(Px=…)`` (a refactorisation), same pattern.
+
+        ``rho`` is one value for every row, or one per coupling row (n_rows,).
+        """
+        entry = self._entry_rho(rho)
+        if np.array_equal(entry, self._rho):
             return
-        self._solver.update(Px=self._p_values(rho))
+        self._solver.update(Px=self._p_values(entry))
         self.px_updates += 1
-        self._rho = rho
+        self._rho = entry
 
     def _set_eps(self, eps: float | None) -> None:
         wanted = (
@@ -477,15 +498,16 @@ class SiteSubproblem:
             self._solver.update_settings(eps_abs=wanted[0], eps_rel=wanted[1])
             self._eps = wanted
 
-    def solve(self, target: np.ndarray, rho: float, eps: float | None = None) -> np.ndarray:
+    def solve(self, target: np.ndarray, rho: Penalty, eps: float | None = None) -> np.ndarray:
         """Solve for a new target and return the served demand on the support rows.
 
         Parameters
         ----------
         target : ndarray (len(support),)
             ``v``: the coordinator's target for this site's ``A_i x_i`` [scaled units].
-        rho : float
-            Outer ADMM penalty; a change updates P's values (one refactorisation).
+        rho : float or ndarray (n_rows,)
+            Outer ADMM penalty, one for all rows or one per coupling row; a change updates
+            P's values (one refactorisation).
         eps : float, optional
             Inner absolute and relative tolerance for this and later solves; ``None`` keeps
             the defaults of :class:`InnerSettings`.
@@ -737,7 +759,7 @@ class SiteSubproblem:
         y_new = None if y_old is None else self._shift_duals(y_old, k)
         self._warm(self._xi_of(x_new), y_new)
 
-    def set_row_scale(self, row_scale: np.ndarray, rho: float | None = None) -> None:
+    def set_row_scale(self, row_scale: np.ndarray, rho: Penalty | None = None) -> None:
         """Adopt new coupling-row scales (and ρ), keeping the current schedule ``x``.
 
         The variable scaling follows the row scales, so P's and A's values change but not
@@ -747,12 +769,11 @@ class SiteSubproblem:
         Parameters
         ----------
         row_scale : ndarray (n_rows,)
-        rho : float, optional
+        rho : float or ndarray (n_rows,), optional
             New outer penalty; unchanged by default.
         """
         scale = np.asarray(row_scale, dtype=float)
-        new_rho = self._rho if rho is None else float(rho)
-        self._check_rho(new_rho)
+        new_rho = self._rho if rho is None else self._entry_rho(rho)
         if np.array_equal(scale, self._row_scale):
             self.set_rho(new_rho)
             return

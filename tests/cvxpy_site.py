@@ -66,7 +66,7 @@ class _Site:
     support: np.ndarray
     var_rc: np.ndarray  # (k, 2) allowed (j, c)
     served_matrix: sp.csr_matrix  # (|support|, k*T): scaled served demand of vec(x)
-    rho: float = float("nan")
+    rho: np.ndarray | None = None  # per support entry
     problem: cp.Problem | None = None
     x: cp.Variable | None = None
     n: cp.Variable | None = None
@@ -122,7 +122,13 @@ class CvxSiteGroup:
             out[sid] = support
         return out
 
-    def _build(self, site: _Site, rho: float) -> None:
+    @staticmethod
+    def _entry_rho(site: _Site, rho: float | np.ndarray) -> np.ndarray:
+        if np.ndim(rho) == 0:
+            return np.full(site.support.size, float(rho))
+        return np.asarray(rho, dtype=float)[site.support]
+
+    def _build(self, site: _Site, rho: float | np.ndarray) -> None:
         sc = self.scenario
         T = sc.steps
         k = len(site.var_rc)
@@ -131,15 +137,16 @@ class CvxSiteGroup:
         target = cp.Parameter(site.support.size)
         cost, load = _site_cost(sc, site.index, x, n, site.var_rc, T)
         served = site.served_matrix @ cp.vec(x, order="C")
-        objective = cost + rho / 2.0 * cp.sum_squares(served - target)
+        weight = self._entry_rho(site, rho)
+        objective = cost + cp.sum(cp.multiply(weight / 2.0, cp.square(served - target)))
         cons = [load <= sc.sites.u_max[site.index] * n, n <= sc.sites.gpus[site.index]]
         site.problem = cp.Problem(cp.Minimize(objective), cons)
-        site.x, site.n, site.target, site.cost, site.rho = x, n, target, cost, rho
+        site.x, site.n, site.target, site.cost, site.rho = x, n, target, cost, weight
 
     def solve(
         self,
         iteration: int,
-        rho: float,
+        rho: float | np.ndarray,
         targets: dict[str, np.ndarray],
         eps: float | None,
         best_iteration: int | None,
@@ -151,7 +158,7 @@ class CvxSiteGroup:
             if site.last is not None and site.last[0] == iteration:
                 out[sid] = site.last[1]  # idempotent per iteration id
                 continue
-            if rho != site.rho:
+            if site.rho is None or not np.array_equal(self._entry_rho(site, rho), site.rho):
                 self._build(site, rho)
             site.target.value = np.asarray(targets[sid], dtype=float)
             site.problem.solve(solver=cp.CLARABEL)

@@ -193,7 +193,8 @@ def test_warm_start_from_the_solution_converges_at_once(tiny_scenario: Scenario)
     groups = [[s] for s in tiny_scenario.sites.site_id]
     fleet = InlineFleet([CvxSiteGroup(tiny_scenario, g) for g in groups], groups)
     fleet.register(layout, scale, cold.final_rho)
-    warm = ExchangeAdmm(structure, settings, AdmmState(cold.state.z, cold.state.u, cold.final_rho))
+    warm_state = AdmmState(cold.state.z, cold.state.u, cold.final_rho, weights=cold.state.weights)
+    warm = ExchangeAdmm(structure, settings, warm_state)
     result = warm.run(fleet)
     assert result.converged
     assert result.iterations <= max(5, cold.iterations // 10)

@@ -18,11 +18,20 @@ from coordinator.admm import AdmmSettings
 from thermoroute.progress import LiveProgress
 
 
-def admm_settings(*, accelerate: bool, eps_rel: float, max_iter: int) -> AdmmSettings:
-    """The run's ADMM settings from the command-line options."""
+def admm_settings(
+    *, penalty: str = "per-row", acceleration: str = "none", eps_rel: float, max_iter: int
+) -> AdmmSettings:
+    """The run's ADMM settings from the command-line options.
+
+    ``penalty`` is ``per-row`` (adaptive penalty per coupling row) or ``scalar`` (one ρ);
+    ``acceleration`` is ``none``, ``anderson`` or ``nesterov``.
+    """
+    if penalty not in ("per-row", "scalar"):
+        raise ValueError(f"unknown penalty {penalty!r}")
     return replace(
         AdmmSettings(),
-        acceleration="anderson" if accelerate else "none",
+        per_row=penalty == "per-row",
+        acceleration=acceleration,  # type: ignore[arg-type]  # validated by AdmmSettings
         eps_rel=eps_rel,
         max_iter=max_iter,
     )
@@ -44,7 +53,8 @@ def run_admm(
     executor: str,
     address: str | None,
     sites_per_agent: int,
-    accelerate: bool,
+    penalty: str,
+    acceleration: str,
     eps_rel: float,
     max_iter: int,
     metrics_port: int | None,
@@ -65,11 +75,14 @@ def run_admm(
     from thermoroute.launch import solve_admm
 
     console = console or Console()
-    settings = admm_settings(accelerate=accelerate, eps_rel=eps_rel, max_iter=max_iter)
+    settings = admm_settings(
+        penalty=penalty, acceleration=acceleration, eps_rel=eps_rel, max_iter=max_iter
+    )
     observers = _metrics_observers(metrics_port, metrics_addr)
     if metrics_port is not None:
         console.print(f"metrics: http://{metrics_addr}:{metrics_port}/metrics", highlight=False)
-    title = f"ADMM ({'Anderson-accelerated' if accelerate else 'plain'}, {executor})"
+    accel = "" if acceleration == "none" else f", {acceleration}"
+    title = f"ADMM ({penalty} penalty{accel}, {executor})"
     display = LiveProgress(console, title=title) if live else None
     kwargs: dict[str, Any] = {
         "executor": executor,

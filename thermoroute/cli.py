@@ -52,6 +52,17 @@ class Solver(StrEnum):
     carbon_only = "carbon-only"
 
 
+class Penalty(StrEnum):
+    per_row = "per-row"
+    scalar = "scalar"
+
+
+class Acceleration(StrEnum):
+    none = "none"
+    anderson = "anderson"
+    nesterov = "nesterov"
+
+
 class Executor(StrEnum):
     ray = "ray"
     inline = "inline"
@@ -123,14 +134,20 @@ def run(
     sites_per_agent: Annotated[
         int, typer.Option(min=1, help="ADMM: sites hosted by one agent actor.")
     ] = 1,
-    accelerate: Annotated[
-        bool,
+    penalty: Annotated[
+        Penalty,
         typer.Option(
-            "--accelerate/--plain",
-            help="ADMM: safeguarded Anderson acceleration, or plain ADMM (the default: on the "
-            "embedded fleets acceleration does not yet cut iterations, see BENCHMARKS.md).",
+            help="ADMM: an adaptive penalty per coupling row (the default; needed on large "
+            "fleets), or plain ADMM with one ρ (Boyd's residual balancing).",
         ),
-    ] = False,
+    ] = Penalty.per_row,
+    acceleration: Annotated[
+        Acceleration,
+        typer.Option(
+            help="ADMM: extrapolation of the iterates (safeguarded Anderson, or Nesterov with "
+            "restart); neither cuts iterations on the shipped fleets, see BENCHMARKS.md.",
+        ),
+    ] = Acceleration.none,
     eps_rel: Annotated[float, typer.Option(help="ADMM: relative tolerance ε_rel.")] = 1e-4,
     max_iter: Annotated[int, typer.Option(help="ADMM: iteration limit.")] = 2000,
     metrics_port: Annotated[
@@ -185,7 +202,8 @@ def run(
             executor=executor.value,
             address=address,
             sites_per_agent=sites_per_agent,
-            accelerate=accelerate,
+            penalty=penalty.value,
+            acceleration=acceleration.value,
             eps_rel=eps_rel,
             max_iter=max_iter,
             metrics_port=metrics_port,
