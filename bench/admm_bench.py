@@ -66,14 +66,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from coordinator.actor import Coordinator
-from coordinator.admm import Acceleration, AdmmSettings
+from coordinator.admm import AdmmSettings
 from coordinator.data import load_view
 from coordinator.events import NullObserver
 from coordinator.fleet import InlineFleet
@@ -88,8 +88,16 @@ SYNTH_SEED = 0
 #: Default budget of one centralised solve [s], and its address-space cap [GB].
 CENTRAL_BUDGET_S = 300.0
 CENTRAL_MEMORY_GB = 10.0
-#: The two modes, plain first.
-ACCELERATIONS: tuple[str, ...] = ("none", "anderson")
+#: The ADMM variants compared, by name: changes to the default :class:`AdmmSettings`.
+MODES: dict[str, dict[str, Any]] = {
+    "per-row": {},
+    "scalar": {"per_row": False},
+    "per-row+anderson": {"acceleration": "anderson"},
+    "per-row+nesterov": {"acceleration": "nesterov"},
+    "scalar+anderson": {"per_row": False, "acceleration": "anderson"},
+}
+#: Compared by default: the product's default, plain ADMM with one ρ, and Anderson.
+DEFAULT_MODES: tuple[str, ...] = ("per-row", "scalar", "per-row+anderson")
 
 console = Console(width=160)
 
@@ -109,7 +117,7 @@ class Spec:
     sites_per_agent : int
         Sites hosted by one Ray actor.
     repeats : int
-        ADMM runs per acceleration mode (medians are quoted).
+        ADMM runs per mode (medians are quoted).
     time_limit_s : float or None
         Wall-time limit of one ADMM run (``AdmmSettings.time_limit_s``); ``None``: none.
     profile_iters : int or None
@@ -123,6 +131,7 @@ class Spec:
     repeats: int
     time_limit_s: float | None = None
     profile_iters: int | None = None
+    modes: tuple[str, ...] = DEFAULT_MODES
     source: str = ""
 
 
@@ -131,9 +140,12 @@ class Spec:
 DEFAULTS: dict[str, tuple[int, int, float | None, int | None]] = {
     "australia": (1, 3, None, None),
     "australia-20": (1, 1, None, None),
-    "synth100": (25, 1, 240.0, 300),
-    "synth1000": (250, 1, 180.0, 10),
+    "synth100": (25, 1, 600.0, 300),
+    "synth1000": (250, 1, 5400.0, 10),
 }
+#: Modes per scenario where not every default mode is affordable: a 1000-site run takes
+#: most of an hour on two cores, so only the product's default runs there.
+DEFAULT_MODES_OF: dict[str, tuple[str, ...]] = {"synth1000": ("per-row",)}
 
 
 def make_spec(
@@ -141,6 +153,7 @@ def make_spec(
     repeats: int | None,
     sites_per_agent: dict[str, int],
     time_limit_s: float | None,
+    modes: tuple[str, ...] | None = None,
 ) -> Spec:
     """The :class:`Spec` of ``name`` with command-line overrides applied."""
     if name in DEFAULTS:
@@ -156,6 +169,7 @@ def make_spec(
         repeats=repeats if repeats is not None else rep,
         time_limit_s=time_limit_s if time_limit_s is not None else limit,
         profile_iters=cap,
+        modes=modes or DEFAULT_MODES_OF.get(name, DEFAULT_MODES),
     )
 
 
@@ -173,10 +187,13 @@ def prepare(spec: Spec, workdir: Path) -> float:
     return time.perf_counter() - t0
 
 
-def settings_for(acceleration: str, time_limit_s: float | None) -> AdmmSettings:
+def settings_for(mode: str, time_limit_s: float | None) -> AdmmSettings:
     """The benchmark's ADMM settings: the defaults, ``ε_rel = 1e-4``, the given mode."""
-    mode = cast(Acceleration, acceleration)
-    return AdmmSettings(eps_rel=EPS_REL, acceleration=mode, time_limit_s=time_limit_s)
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    return dataclasses.replace(
+        AdmmSettings(eps_rel=EPS_REL, time_limit_s=time_limit_s), **MODES[mode]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,7 +326,7 @@ def profile_sites(spec: Spec, settings: AdmmSettings) -> SiteProfile:
 # ADMM runs
 
 
-def run_record(run: AdmmRun, acceleration: str, repeat: int) -> dict[str, Any]:
+def run_record(run: AdmmRun, mode: str, repeat: int) -> dict[str, Any]:
     """The figures of one :func:`solve_admm` call."""
     result = run.outcome.result
     loop = [h for h in result.history if not h.polish]
@@ -318,7 +335,7 @@ def run_record(run: AdmmRun, acceleration: str, repeat: int) -> dict[str, Any]:
     n_loop = max(len(loop), 1)
     timing = {**result.timing, **run.outcome.timing}
     return {
-        "acceleration": acceleration,
+        "mode": mode,
         "repeat": repeat,
         "converged": bool(run.converged),
         "loop_iterations": len(loop),
@@ -348,18 +365,18 @@ def run_record(run: AdmmRun, acceleration: str, repeat: int) -> dict[str, Any]:
     }
 
 
-def run_admm(spec: Spec, executor: str, acceleration: str, repeat: int) -> dict[str, Any]:
+def run_admm(spec: Spec, executor: str, mode: str, repeat: int) -> dict[str, Any]:
     """One ADMM run of ``spec`` (a fresh set of actors on the already started Ray)."""
     run = solve_admm(
         spec.source,
         executor=executor,
         sites_per_agent=spec.sites_per_agent,
-        settings=settings_for(acceleration, spec.time_limit_s),
+        settings=settings_for(mode, spec.time_limit_s),
         measure_ping=executor == "ray",
         num_cpus=os.cpu_count(),
         shutdown=False,
     )
-    record = run_record(run, acceleration, repeat)
+    record = run_record(run, mode, repeat)
     record["agents"] = len(run.groups)
     return record
 
@@ -450,8 +467,8 @@ class ScenarioResult:
     load_before: tuple[float, float, float] = (math.nan, math.nan, math.nan)
     load_after: tuple[float, float, float] = (math.nan, math.nan, math.nan)
 
-    def mode(self, acceleration: str) -> list[dict[str, Any]]:
-        return [r for r in self.runs if r["acceleration"] == acceleration]
+    def mode(self, mode: str) -> list[dict[str, Any]]:
+        return [r for r in self.runs if r["mode"] == mode]
 
     @property
     def central_objective(self) -> float:
@@ -470,9 +487,9 @@ class ScenarioResult:
             self.profile.machine_compute_s(cores) + ping_s,
         )
 
-    def summary(self, acceleration: str, cores: int) -> dict[str, Any]:
+    def summary(self, mode: str, cores: int) -> dict[str, Any]:
         """Medians over the repeats of one mode; ratios are per run, then the median."""
-        runs = self.mode(acceleration)
+        runs = self.mode(mode)
         site_ratio, machine_ratio = [], []
         for r in runs:
             site_floor, machine_floor = self.floors(r["ping_s"], cores)
@@ -543,7 +560,7 @@ def convergence_table(results: Sequence[ScenarioResult], cores: int) -> Table:
     for res in results:
         central = _central_text(res)
         agents = len(res.profile.groups) if res.profile else "—"
-        for mode in ACCELERATIONS:
+        for mode in res.spec.modes:
             if not res.mode(mode):
                 continue
             s = res.summary(mode, cores)
@@ -556,7 +573,7 @@ def convergence_table(results: Sequence[ScenarioResult], cores: int) -> Table:
                 s["converged"],
                 _num(s["loop_iterations"]),
                 _num(s["fan_outs"] - s["loop_iterations"]),
-                _num(s["anderson_accepted"]) if mode == "anderson" else "",
+                _num(s["anderson_accepted"]) if "+" in mode else "",
                 _s(s["solve_s"]),
                 _s(s["total_s"]),
                 _num(s["objective_aud"], "{:,.2f}"),
@@ -568,7 +585,7 @@ def convergence_table(results: Sequence[ScenarioResult], cores: int) -> Table:
 
 
 def _mode_name(mode: str) -> str:
-    return "plain" if mode == "none" else "Anderson"
+    return mode
 
 
 def _central_text(res: ScenarioResult) -> str:
@@ -599,13 +616,15 @@ def timing_table(results: Sequence[ScenarioResult], cores: int) -> Table:
     ):
         table.add_column(col, justify="left" if col in ("scenario", "ADMM") else "right")
     for res in results:
-        for mode in ACCELERATIONS:
+        for mode in res.spec.modes:
             if not res.mode(mode):
                 continue
             s = res.summary(mode, cores)
             slowest = res.profile.slowest_site[1] if res.profile else math.nan
             inline = (
-                res.profile.seconds_per_iteration if res.profile and mode == "none" else math.nan
+                res.profile.seconds_per_iteration
+                if res.profile and mode == res.spec.modes[0]
+                else math.nan
             )
             table.add_row(
                 res.spec.name,
@@ -753,14 +772,14 @@ def bench_scenario(
         f"{spec.repeats} repeat(s); load {load_before[0]:.2f}"
     )
     t0 = time.perf_counter()
-    profile = profile_sites(spec, settings_for("none", spec.time_limit_s))
+    profile = profile_sites(spec, settings_for(spec.modes[0], spec.time_limit_s))
     console.log(
         f"  in-process profile: {profile.iterations} iterations in {time.perf_counter() - t0:.1f}"
         f" s; slowest site {profile.slowest_site[0]} {_ms(profile.slowest_site[1])} ms"
     )
     res = ScenarioResult(spec=spec, sites=len(site_ids), prepare_s=prepare_s, profile=profile)
     for repeat in range(spec.repeats):
-        for mode in ACCELERATIONS:  # interleaved, so drifting load hits both modes alike
+        for mode in spec.modes:  # interleaved, so drifting load hits every mode alike
             record = run_admm(spec, executor, mode, repeat)
             res.runs.append(record)
             console.log(
@@ -834,7 +853,7 @@ def write_json(
                 "sites": r.sites,
                 "load_before": r.load_before,
                 "load_after": r.load_after,
-                "summary": {m: r.summary(m, cores) for m in ACCELERATIONS if r.mode(m)},
+                "summary": {m: r.summary(m, cores) for m in r.spec.modes if r.mode(m)},
                 "runs": r.runs,
                 "central": r.central,
                 "profile": None
@@ -862,6 +881,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="runs per mode (default: 3 for australia, 1 for the others)",
     )
     parser.add_argument("--executor", choices=("ray", "inline"), default="ray")
+    parser.add_argument(
+        "--modes",
+        default=None,
+        help=f"comma-separated ADMM modes of {', '.join(MODES)} (default: "
+        f"{','.join(DEFAULT_MODES)}; per-row only for synth1000)",
+    )
     parser.add_argument(
         "--sites-per-agent", default=None, help="overrides, e.g. synth1000=250,synth100=25"
     )
@@ -894,8 +919,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{machine['versions']['osqp']}; load {machine['loadavg']}"
     )
     groups = _parse_groups(args.sites_per_agent)
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip()) if args.modes else None
+    for mode in modes or ():
+        if mode not in MODES:
+            parser.error(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     specs = [
-        make_spec(name.strip(), args.repeats, groups, args.time_limit)
+        make_spec(name.strip(), args.repeats, groups, args.time_limit, modes)
         for name in args.scenarios.split(",")
         if name.strip()
     ]
