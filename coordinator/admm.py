@@ -419,6 +419,16 @@ class AdmmResult:
     def final_rho(self) -> float:
         return self.state.rho
 
+    @property
+    def polish_iterations(self) -> int:
+        """Polishing solves after the loop (counted in :attr:`iterations`)."""
+        return sum(1 for h in self.history if h.polish)
+
+    @property
+    def loop_iterations(self) -> int:
+        """ADMM iterations proper: :attr:`iterations` without the polishing solves."""
+        return self.iterations - self.polish_iterations
+
 
 def shadow_prices(
     structure: ExchangeStructure, state: AdmmState, layout: CouplingLayout
