@@ -13,8 +13,7 @@ an independent log-normal factor ``exp(σ_t ε − σ_t²/2)``, ``ε ~ N(0, 1)``
 ``σ_t = σ · sqrt(t / (T − 1))``: unbiased, and growing with the lead time to ``σ`` at the end of
 the horizon (default ``σ = 0.10``, a typical day-ahead error of aggregate request rates).
 The site-side signals (weather, prices, carbon) are each site's own data; their forecast
-noise belongs to the site agent, which here uses its real series (a perfect forecast) —
-see the note in :func:`thermoroute.launch.simulate`.
+noise belongs to the site agent (:mod:`site_agent.forecast`).
 
 Batch volume in a rolling horizon
 ---------------------------------

@@ -29,6 +29,7 @@ from common.coupling import CouplingLayout
 from common.evaluate import evaluate
 from common.scenario import Scenario
 from site_agent.data import load_horizons
+from site_agent.forecast import SiteForecast
 from site_agent.subproblem import InnerSettings, Penalty, SiteSubproblem
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,9 @@ class SiteAgent:
         The site's data already loaded (one site, starting at the horizon's first step,
         possibly longer than the horizon); used instead of reading ``source`` — a
         :class:`~site_agent.group.SiteGroup` loads its sites in one pass.
+    forecast : SiteForecast, optional
+        Plan every window with forecasts of the site's own series instead of the real
+        series (receding-horizon operation); the current hour stays as observed.
     """
 
     def __init__(
@@ -125,8 +129,10 @@ class SiteAgent:
         steps: int | None = None,
         settings: InnerSettings | None = None,
         data: Scenario | None = None,
+        forecast: SiteForecast | None = None,
     ) -> None:
         self.source = source
+        self.forecast = forecast
         self.site_id = site_id
         self.settings = settings or InnerSettings()
         if data is None:
@@ -139,7 +145,7 @@ class SiteAgent:
         self._series = data
         self._horizon = horizon
         self._offset = 0
-        self.site = data.window(0, horizon)
+        self.site = self._planned(data.window(0, horizon))
         self._sub: SiteSubproblem | None = None
         self._answers: OrderedDict[int, np.ndarray] = OrderedDict()
         self._last_iteration: int | None = None
@@ -358,7 +364,7 @@ class SiteAgent:
                 self._series, self._offset = series[self.site_id], 0
             else:
                 self._offset = offset
-        self.site = self._series.window(self._offset, self._horizon)
+        self.site = self._planned(self._series.window(self._offset, self._horizon))
         if self._sub is not None:
             self._sub.shift(self.site, steps, row_scale)
         self.reset_cache()
@@ -384,6 +390,10 @@ class SiteAgent:
 
     # ----------------------------------------------------------------------------------
     # Helpers
+
+    def _planned(self, window: Scenario) -> Scenario:
+        """The data the site plans with: the window, or its forecast."""
+        return window if self.forecast is None else self.forecast.apply(window)
 
     @property
     def subproblem(self) -> SiteSubproblem:

@@ -29,6 +29,7 @@ import numpy as np
 from common.coupling import CouplingLayout
 from site_agent.agent import SiteAgent, SiteReport
 from site_agent.data import load_horizons
+from site_agent.forecast import SiteForecast
 from site_agent.subproblem import InnerSettings, Penalty
 
 _In = TypeVar("_In")
@@ -51,6 +52,8 @@ class SiteGroup:
         OSQP settings of every subproblem.
     threads : int
         Solver threads (1 solves in the calling thread).
+    forecast : SiteForecast, optional
+        Every site plans with forecasts of its own series (:class:`SiteAgent`).
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class SiteGroup:
         steps: int | None = None,
         settings: InnerSettings | None = None,
         threads: int = 2,
+        forecast: SiteForecast | None = None,
     ) -> None:
         ids = tuple(site_ids)
         if not ids:
@@ -73,7 +77,9 @@ class SiteGroup:
         self.threads = max(1, int(threads))
         data, horizon = load_horizons(source, ids, start=start, steps=steps)
         self.agents: dict[str, SiteAgent] = {
-            sid: SiteAgent(source, sid, steps=horizon, settings=settings, data=data[sid])
+            sid: SiteAgent(
+                source, sid, steps=horizon, settings=settings, data=data[sid], forecast=forecast
+            )
             for sid in ids
         }
         self._offsets: dict[str, slice] = {}

@@ -427,3 +427,33 @@ def test_receding_horizon_applies_first_steps(tmp_path: Path) -> None:
     assert result.baseline_totals["interactive_requests"] == pytest.approx(real, rel=1e-6)
     assert math.isfinite(result.totals["objective_aud"])
     assert result.backlog_left >= 0.0 and result.baseline_backlog_left >= 0.0
+
+
+def test_receding_horizon_sites_plan_with_their_own_forecasts(tmp_path: Path) -> None:
+    """By default each site plans with noisy forecasts of its series; the applied step is
+    still charged under the real data, and planning with perfect forecasts is selectable."""
+    from site_agent.forecast import SiteForecast
+    from tests.conftest import make_scenario
+    from thermoroute.launch import simulate
+
+    scenario = make_scenario()
+    directory = write_scenario(scenario, tmp_path / "tiny")
+    noisy = simulate(directory, days=2 / 24, horizon=3, demand_sigma=0.0, seed=3, baseline=None)
+    perfect = simulate(
+        directory,
+        days=2 / 24,
+        horizon=3,
+        demand_sigma=0.0,
+        seed=3,
+        baseline=None,
+        site_forecast=SiteForecast.perfect(),
+    )
+    assert noisy.settings["price_sigma"] == pytest.approx(0.3)
+    assert perfect.settings["price_sigma"] == 0.0
+    assert all(s.converged for s in noisy.steps + perfect.steps)
+    inter = scenario.classes.interactive
+    real = float(scenario.demand_rps[:, inter, :2].sum()) * scenario.step_seconds
+    for result in (noisy, perfect):
+        assert result.totals["interactive_requests"] == pytest.approx(real, rel=DEMAND_RTOL)
+    # Different plans: the forecasts moved the sites' costs beyond the current hour.
+    assert noisy.totals["objective_aud"] != pytest.approx(perfect.totals["objective_aud"], rel=1e-9)

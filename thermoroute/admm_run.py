@@ -122,9 +122,13 @@ def run_receding(
     seed: int,
     out: Path | None,
     console: Console,
+    site_forecast_noise: bool = True,
 ) -> None:
     """Receding-horizon operation with a closing table against temperature-unaware."""
+    from site_agent.forecast import SiteForecast
     from thermoroute.launch import simulate
+
+    forecast = SiteForecast(seed=seed) if site_forecast_noise else SiteForecast.perfect()
 
     def show(step: Any) -> None:
         console.print(
@@ -137,7 +141,7 @@ def run_receding(
 
     result = simulate(
         directory, days, horizon=horizon, start=start, executor=executor, address=address,
-        sites_per_agent=sites_per_agent, seed=seed, progress=show,
+        sites_per_agent=sites_per_agent, seed=seed, progress=show, site_forecast=forecast,
     )  # fmt: skip
     table = Table(
         title=f"receding horizon: {len(result.steps)} steps applied, horizon {horizon}",

@@ -254,6 +254,14 @@ def simulate(
     address: Annotated[str | None, typer.Option()] = None,
     sites_per_agent: Annotated[int, typer.Option(min=1)] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the forecast noise.")] = 0,
+    site_forecast_noise: Annotated[
+        bool,
+        typer.Option(
+            "--site-forecast-noise/--perfect-site-forecast",
+            help="Sites plan with forecasts of their weather, price and carbon (errors "
+            "growing with lead time, site_agent/forecast.py), or with the real series.",
+        ),
+    ] = True,
     out: Annotated[Path | None, typer.Option(help="Output directory.")] = None,
 ) -> None:
     """Receding-horizon operation: re-solve every step with a forecast, apply the first."""
@@ -273,6 +281,7 @@ def simulate(
             seed=seed,
             out=out,
             console=console,
+            site_forecast_noise=site_forecast_noise,
         )
     except ScenarioError as exc:
         raise _fail(str(exc)) from None

@@ -41,6 +41,7 @@ from coordinator.events import IterationRecord, NullObserver, RunObserver
 from coordinator.fleet import InlineFleet, Tap
 from coordinator.receding import DEMAND_NOISE_SIGMA
 from coordinator.results import RunOutputs
+from site_agent.forecast import SiteForecast
 from site_agent.group import SiteGroup
 from site_agent.subproblem import InnerSettings
 
@@ -170,6 +171,7 @@ def create_group_actors(
     steps: int | None,
     inner: InnerSettings | None,
     threads: int,
+    forecast: SiteForecast | None = None,
 ) -> list[Any]:
     """One ``SiteGroup`` actor per group; pinned to ``site:<id>`` where offered."""
     import ray
@@ -188,7 +190,13 @@ def create_group_actors(
             options["resources"] = {f"site:{group[0]}": PIN_AMOUNT}
         handles.append(
             remote_group.options(**options).remote(
-                str(source), list(group), start=start, steps=steps, settings=inner, threads=threads
+                str(source),
+                list(group),
+                start=start,
+                steps=steps,
+                settings=inner,
+                threads=threads,
+                forecast=forecast,
             )
         )
     return handles
@@ -448,6 +456,7 @@ def simulate(
     sites_per_agent: int = 1,
     settings: AdmmSettings | None = None,
     demand_sigma: float = DEMAND_NOISE_SIGMA,
+    site_forecast: SiteForecast | None = None,
     seed: int = 0,
     baseline: str | None = "temperature-unaware",
     progress: Callable[[SimulationStep], None] | None = None,
@@ -462,8 +471,11 @@ def simulate(
     charged under the true model; charging needs every site's data, so the simulation harness
     (not the coordinator) reads the whole scenario for that.
 
-    Site-side forecasts: each site agent plans with its real series (perfect forecasts of
-    its weather, prices and carbon); only the demand forecast is noisy.
+    Forecasts: the coordinator forecasts demand (:class:`coordinator.receding.DemandForecaster`,
+    ``demand_sigma``); each site agent forecasts its own weather, price and carbon
+    (:class:`site_agent.forecast.SiteForecast`, default errors unless ``site_forecast`` is
+    given; ``SiteForecast.perfect()`` plans with the real series). The baseline plans with
+    the real site series (it has no site agents), which favours it slightly.
     """
     from dataclasses import replace as _replace
 
@@ -474,6 +486,8 @@ def simulate(
     from coordinator.receding import BatchBacklog, DemandForecaster, horizon_view
 
     settings = settings or AdmmSettings()
+    if site_forecast is None:
+        site_forecast = SiteForecast(seed=seed)
     coordinator_dir, site_ids = discover(source)
     data_source = resolve_directory(source)
     first = load_view(coordinator_dir, start=start)
@@ -497,7 +511,12 @@ def simulate(
     coordinator = Coordinator(window(0), settings)
     agents: list[Any] = []
     if executor == "inline":
-        agents = [SiteGroup(data_source, list(g), start=first.start, steps=horizon) for g in groups]
+        agents = [
+            SiteGroup(
+                data_source, list(g), start=first.start, steps=horizon, forecast=site_forecast
+            )
+            for g in groups
+        ]
         coordinator.attach(InlineFleet(agents, groups))
     else:
         ensure_ray(address)
@@ -505,7 +524,7 @@ def simulate(
         groups = plan_groups(site_ids, sites_per_agent, pinned)
         handles = create_group_actors(
             data_source, groups, pinned=pinned, start=first.start, steps=horizon, inner=None,
-            threads=1,
+            threads=1, forecast=site_forecast,
         )  # fmt: skip
         coordinator.attach_actors(handles, groups)
     layout = coordinator.layout
@@ -568,5 +587,12 @@ def simulate(
         baseline=baseline or "",
         backlog_left=float(backlog.backlog.sum()),
         baseline_backlog_left=float(base_backlog.backlog.sum()),
-        settings={"horizon": horizon, "demand_sigma": demand_sigma, "seed": seed},
+        settings={
+            "horizon": horizon,
+            "demand_sigma": demand_sigma,
+            "dry_bulb_sigma_c": site_forecast.dry_bulb_sigma_c,
+            "price_sigma": site_forecast.price_sigma,
+            "carbon_sigma": site_forecast.carbon_sigma,
+            "seed": seed,
+        },
     )
