@@ -1,12 +1,14 @@
 """Benchmark of the distributed exchange-ADMM runtime (issue 3, item 7). Run by hand.
 
     python -m bench.admm_bench [--scenarios australia,australia-20,synth100,synth1000]
+                               [--modes per-row,scalar,per-row+anderson]
                                [--repeats N] [--executor ray] [--json FILE]
 
 For every scenario it prints, from one invocation:
 
-* iterations to ``ε_rel = 1e-4`` of plain and Anderson-accelerated ADMM, and whether the run
-  converged;
+* iterations to ``ε_rel = 1e-4`` of each ADMM mode (:data:`MODES`; by default the product's
+  per-row penalties, plain ADMM with one ρ, and per-row penalties with Anderson
+  acceleration), and whether the run converged;
 * wall time of the iterations (``solve_s``) and of the whole call, and mean seconds per
   iteration (``solve_s`` / fan-outs, polishing included in both);
 * the per-iteration floor measured in the same invocation — the slowest site's median solve
@@ -141,7 +143,7 @@ DEFAULTS: dict[str, tuple[int, int, float | None, int | None]] = {
     "australia": (1, 3, None, None),
     "australia-20": (1, 1, None, None),
     "synth100": (25, 1, 600.0, 300),
-    "synth1000": (250, 1, 5400.0, 10),
+    "synth1000": (250, 1, 4200.0, 3),
 }
 #: Modes per scenario where not every default mode is affordable: a 1000-site run takes
 #: most of an hour on two cores, so only the product's default runs there.

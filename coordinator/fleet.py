@@ -284,7 +284,10 @@ class RayFleet:
         self._last: np.ndarray | None = None
         self._has_answered = [False] * len(self.handles)
         self.late_count = 0
-        self._penalty: tuple[np.ndarray, Any] | None = None
+        # The per-row penalties in force, with a token that changes when they do, and the
+        # token (or scalar) each group was last sent.
+        self._penalty: tuple[np.ndarray, object] | None = None
+        self._penalty_sent: list[Any] = [None] * len(self.handles)
 
     @property
     def site_ids(self) -> tuple[str, ...]:
@@ -295,16 +298,27 @@ class RayFleet:
 
         return ray.get(refs, timeout=timeout)
 
-    def _penalty_arg(self, rho: float | np.ndarray) -> Any:
-        """A scalar ρ as is; per-row penalties put in the object store once per change."""
-        import ray
+    def _penalty_arg(self, g: int, rho: float | np.ndarray) -> Any:
+        """What to send group ``g`` for the penalty: ``None`` when it has it already.
 
-        if np.ndim(rho) == 0:
-            return rho
+        Calls to one actor run in the order they were submitted, so a group that was sent a
+        penalty applies it before any later call; per-row penalties change only every few
+        iterations, and most calls carry nothing but the targets.
+        """
+        key = ("scalar", float(rho)) if np.ndim(rho) == 0 else None
+        sent = self._penalty_sent[g]
+        if key is not None:
+            if sent == key:
+                return None
+            self._penalty_sent[g] = key
+            return float(rho)  # type: ignore[arg-type]
         if self._penalty is None or not np.array_equal(self._penalty[0], rho):
-            # Every group gets the same vector; it changes only every few iterations.
-            self._penalty = (np.array(rho, dtype=float), ray.put(np.asarray(rho, dtype=float)))
-        return self._penalty[1]
+            self._penalty = (np.array(rho, dtype=float), object())
+        token = ("rows", self._penalty[1])
+        if sent == token:
+            return None
+        self._penalty_sent[g] = token
+        return self._penalty[0]
 
     def register(
         self, layout: CouplingLayout, row_scale: np.ndarray, rho: float
@@ -322,6 +336,8 @@ class RayFleet:
             supports.update(answer)
         self._pending = [None] * len(self.handles)
         self._has_answered = [False] * len(self.handles)
+        # Registering set every site's penalty to this ρ.
+        self._penalty_sent = [("scalar", float(rho))] * len(self.handles)
         out = self._slots.set_supports(supports)
         self._last = np.zeros(self._slots.n_entries)
         return out
@@ -338,11 +354,14 @@ class RayFleet:
 
         assert self._last is not None, "register the fleet first"
         t0 = time.perf_counter()
-        penalty = self._penalty_arg(rho)
         for g, handle in enumerate(self.handles):
             if self._pending[g] is None:
                 self._pending[g] = handle.solve.remote(
-                    iteration, penalty, self._slots.pack(g, targets), eps, best_iteration
+                    iteration,
+                    self._penalty_arg(g, rho),
+                    self._slots.pack(g, targets),
+                    eps,
+                    best_iteration,
                 )
         t1 = time.perf_counter()
         outstanding = [(g, ref) for g, ref in enumerate(self._pending) if ref is not None]

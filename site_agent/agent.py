@@ -187,7 +187,7 @@ class SiteAgent:
     def solve(
         self,
         iteration: int,
-        rho: Penalty,
+        rho: Penalty | None,
         target: np.ndarray,
         eps: float | None = None,
         best_iteration: int | None = None,
@@ -200,8 +200,9 @@ class SiteAgent:
         Parameters
         ----------
         iteration : int
-        rho : float or ndarray (n_rows,)
-            Outer ADMM penalty.
+        rho : float or ndarray (n_rows,) or None
+            Outer ADMM penalty; ``None``: unchanged since the last call (the coordinator
+            sends the penalties only when they change).
         target : ndarray (len(support),)
             The coordinator's target for the site's served demand [scaled units].
         eps : float, optional

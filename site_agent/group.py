@@ -135,7 +135,7 @@ class SiteGroup:
     def solve(
         self,
         iteration: int,
-        rho: Penalty,
+        rho: Penalty | None,
         targets: Mapping[str, np.ndarray] | np.ndarray,
         eps: float | None = None,
         best_iteration: int | None = None,
@@ -167,7 +167,7 @@ class SiteGroup:
     def solve_packed(
         self,
         iteration: int,
-        rho: Penalty,
+        rho: Penalty | None,
         targets: np.ndarray,
         eps: float | None = None,
         best_iteration: int | None = None,

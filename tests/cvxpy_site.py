@@ -94,6 +94,7 @@ class CvxSiteGroup:
         self.calls = 0
         self.solves = 0
         self.messages_out: list[Any] = []
+        self.penalty_messages = {"unchanged": 0, "changed": 0, "repeated": 0}
 
     def register(
         self, layout: CouplingLayout, row_scale: np.ndarray, rho: float
@@ -146,7 +147,7 @@ class CvxSiteGroup:
     def solve(
         self,
         iteration: int,
-        rho: float | np.ndarray,
+        rho: float | np.ndarray | None,
         targets: dict[str, np.ndarray],
         eps: float | None,
         best_iteration: int | None,
@@ -158,8 +159,13 @@ class CvxSiteGroup:
             if site.last is not None and site.last[0] == iteration:
                 out[sid] = site.last[1]  # idempotent per iteration id
                 continue
-            if site.rho is None or not np.array_equal(self._entry_rho(site, rho), site.rho):
+            if rho is None:
+                self.penalty_messages["unchanged"] += 1  # keep the penalty in force
+            elif site.rho is None or not np.array_equal(self._entry_rho(site, rho), site.rho):
+                self.penalty_messages["changed"] += 1
                 self._build(site, rho)
+            else:
+                self.penalty_messages["repeated"] += 1
             site.target.value = np.asarray(targets[sid], dtype=float)
             site.problem.solve(solver=cp.CLARABEL)
             self.solves += 1
@@ -174,6 +180,13 @@ class CvxSiteGroup:
         answer = (iteration, out)
         self.messages_out.append(answer)
         return answer
+
+    def penalties(self) -> dict[str, np.ndarray]:
+        """The penalty in force at each site, per support entry."""
+        return {sid: np.array(site.rho) for sid, site in self.sites.items()}
+
+    def penalty_counts(self) -> dict[str, int]:
+        return dict(self.penalty_messages)
 
     def full_x(self, sid: str, iteration: int) -> tuple[np.ndarray, np.ndarray]:
         """(x (R, C, T), n (T,)) of a kept iterate."""

@@ -90,6 +90,21 @@ def test_cvxpy_sites_on_ray_match_central(ray_cluster: Any, tiny_scenario: Scena
     x, n = assemble(tiny_scenario, [r for rs in reports for r in rs])
     central = solve_central(tiny_scenario).objective_aud
     assert evaluate(tiny_scenario, x, n).objective_aud == pytest.approx(central, rel=OBJECTIVE_RTOL)
+    # Per-row penalties travel only when they change, yet every site ends with the
+    # coordinator's final ρ w_r on its rows.
+    rho_rows = outcome.result.state.rho_rows
+    assert outcome.result.state.weights is not None
+    if outcome.result.history[-1].polish:  # the last solves ran at κρ
+        rho_rows = rho_rows * AdmmSettings().polish_factor
+    structure = coordinator.structure
+    for h, group in zip(handles, groups, strict=True):
+        penalties = ray.get(h.penalties.remote())
+        for sid in group:
+            support = structure.support(structure.site_ids.index(sid))
+            np.testing.assert_array_equal(penalties[sid], rho_rows[support])
+        counts = ray.get(h.penalty_counts.remote())
+        assert counts["repeated"] == 0
+        assert counts["unchanged"] > counts["changed"] > 0
     for h in handles:
         ray.kill(h)
 
