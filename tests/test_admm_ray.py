@@ -103,8 +103,10 @@ def test_cvxpy_sites_on_ray_match_central(ray_cluster: Any, tiny_scenario: Scena
             support = structure.support(structure.site_ids.index(sid))
             np.testing.assert_array_equal(penalties[sid], rho_rows[support])
         counts = ray.get(h.penalty_counts.remote())
-        assert counts["repeated"] == 0
-        assert counts["unchanged"] > counts["changed"] > 0
+        # A group gets the whole vector when any row changes, so some of its sites may see
+        # their own rows repeated; most calls carry no penalty at all.
+        assert counts["changed"] > 0
+        assert counts["unchanged"] > counts["changed"] + counts["repeated"]
     for h in handles:
         ray.kill(h)
 
