@@ -420,14 +420,14 @@ class AdmmResult:
         return self.state.rho
 
     @property
-    def polish_iterations(self) -> int:
-        """Polishing solves after the loop (counted in :attr:`iterations`)."""
-        return sum(1 for h in self.history if h.polish)
+    def loop_iterations(self) -> int:
+        """ADMM iterations proper (one history row each), without the polishing solves."""
+        return sum(1 for h in self.history if not h.polish)
 
     @property
-    def loop_iterations(self) -> int:
-        """ADMM iterations proper: :attr:`iterations` without the polishing solves."""
-        return self.iterations - self.polish_iterations
+    def polish_iterations(self) -> int:
+        """Polishing solves after the loop (counted in :attr:`iterations`), kept or not."""
+        return self.iterations - self.loop_iterations
 
 
 def shadow_prices(
