@@ -69,14 +69,19 @@ def _check_schedule(scenario: Scenario, x: np.ndarray, n: np.ndarray) -> None:
 # The update itself
 
 
-def test_exchange_update_keeps_rows_balanced(tiny_scenario: Scenario) -> None:
+def _tiny_admm(tiny_scenario: Scenario, **settings: object) -> ExchangeAdmm:
     view = DemandView.of(tiny_scenario)
     layout = layout_of(view)
     scale = row_scale_of(view, layout)
     allowed = tiny_scenario.allowed()
     supports = [layout.support(allowed[i]) for i in range(len(tiny_scenario.sites))]
     st = build_structure(view, layout, scale, tiny_scenario.sites.site_id, supports)
-    admm = ExchangeAdmm(st, AdmmSettings(rho=3.0, alpha=1.6))
+    return ExchangeAdmm(st, AdmmSettings(**settings))  # type: ignore[arg-type]
+
+
+def test_exchange_update_keeps_rows_balanced(tiny_scenario: Scenario) -> None:
+    admm = _tiny_admm(tiny_scenario, rho=3.0, alpha=1.6)
+    st = admm.structure
     # Initial z splits every row evenly and sums to b.
     np.testing.assert_allclose(st.row_sum(admm.state.z), st.b, atol=1e-12)
     rng = np.random.default_rng(1)
@@ -108,29 +113,14 @@ def test_row_nobody_serves_is_an_error_naming_region_and_class(tiny_scenario: Sc
 
 
 def test_residual_balancing_keeps_the_price(tiny_scenario: Scenario) -> None:
-    view = DemandView.of(tiny_scenario)
-    layout = layout_of(view)
-    scale = row_scale_of(view, layout)
-    allowed = tiny_scenario.allowed()
-    supports = [layout.support(allowed[i]) for i in range(len(tiny_scenario.sites))]
-    st = build_structure(view, layout, scale, tiny_scenario.sites.site_id, supports)
-    admm = ExchangeAdmm(st, AdmmSettings(rho=2.0, rho_update_every=1))
+    admm = _tiny_admm(tiny_scenario, rho=2.0, rho_update_every=1)
+    st = admm.structure
     admm.state.u = np.linspace(-1.0, 1.0, st.n_rows)
     price = admm.state.rho * admm.state.u
     res = admm.residuals(admm.state.z + 1.0, admm.state.z, admm.state.u)  # ‖r‖ ≫ ‖s‖ = 0
     assert admm._balance_rho(res, 1)
     assert admm.state.rho == pytest.approx(4.0)
     np.testing.assert_allclose(admm.state.rho * admm.state.u, price)
-
-
-def _tiny_admm(tiny_scenario: Scenario, **settings: object) -> ExchangeAdmm:
-    view = DemandView.of(tiny_scenario)
-    layout = layout_of(view)
-    scale = row_scale_of(view, layout)
-    allowed = tiny_scenario.allowed()
-    supports = [layout.support(allowed[i]) for i in range(len(tiny_scenario.sites))]
-    st = build_structure(view, layout, scale, tiny_scenario.sites.site_id, supports)
-    return ExchangeAdmm(st, AdmmSettings(**settings))  # type: ignore[arg-type]
 
 
 def test_row_nobody_serves_gets_a_larger_penalty_at_the_same_price(
