@@ -210,12 +210,7 @@ def assemble(
     schedule = stack_reports(structure.site_ids, reports)
     objective = objective_by_iteration(reports)
     res = result.residuals
-    weights = result.state.weights
-    penalty_range = (
-        [result.final_rho * float(weights.min()), result.final_rho * float(weights.max())]
-        if weights is not None
-        else [result.final_rho, result.final_rho]
-    )
+    penalties = np.atleast_1d(result.state.rho_rows)
     stats = SolverStats(
         iterations=result.loop_iterations,
         converged=result.converged,
@@ -230,7 +225,7 @@ def assemble(
             "coupling_max_rel": res.coupling_max,
             "report_iteration": result.report_iteration,
             "polish_iterations": result.polish_iterations,
-            "rho_row_range": penalty_range,
+            "rho_row_range": [float(penalties.min()), float(penalties.max())],
             "rho_changes": result.rho_changes,
             "anderson_steps": result.anderson_accepted,
             "late_site_answers": result.late_total,
