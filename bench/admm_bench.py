@@ -489,6 +489,10 @@ class ScenarioResult:
             self.profile.machine_compute_s(cores) + ping_s,
         )
 
+    def summaries(self, cores: int) -> dict[str, dict[str, Any]]:
+        """:meth:`summary` of every mode that ran, in the spec's order."""
+        return {m: self.summary(m, cores) for m in self.spec.modes if self.mode(m)}
+
     def summary(self, mode: str, cores: int) -> dict[str, Any]:
         """Medians over the repeats of one mode; ratios are per run, then the median."""
         runs = self.mode(mode)
@@ -562,10 +566,7 @@ def convergence_table(results: Sequence[ScenarioResult], cores: int) -> Table:
     for res in results:
         central = _central_text(res)
         agents = len(res.profile.groups) if res.profile else "—"
-        for mode in res.spec.modes:
-            if not res.mode(mode):
-                continue
-            s = res.summary(mode, cores)
+        for mode, s in res.summaries(cores).items():
             table.add_row(
                 res.spec.name,
                 str(res.sites),
@@ -618,10 +619,7 @@ def timing_table(results: Sequence[ScenarioResult], cores: int) -> Table:
     ):
         table.add_column(col, justify="left" if col in ("scenario", "ADMM") else "right")
     for res in results:
-        for mode in res.spec.modes:
-            if not res.mode(mode):
-                continue
-            s = res.summary(mode, cores)
+        for mode, s in res.summaries(cores).items():
             slowest = res.profile.slowest_site[1] if res.profile else math.nan
             inline = (
                 res.profile.seconds_per_iteration
@@ -855,7 +853,7 @@ def write_json(
                 "sites": r.sites,
                 "load_before": r.load_before,
                 "load_after": r.load_after,
-                "summary": {m: r.summary(m, cores) for m in r.spec.modes if r.mode(m)},
+                "summary": r.summaries(cores),
                 "runs": r.runs,
                 "central": r.central,
                 "profile": None
