@@ -114,6 +114,7 @@ class Coordinator:
             handles,
             group_site_ids,
             timeout_s=self.settings.solve_timeout_s if timeout_s is None else timeout_s,
+            restarts=self.settings.agent_restarts,
             tap=tap,
         )
 

@@ -144,6 +144,9 @@ class AdmmSettings:
         Inner tolerance of the polishing solves.
     solve_timeout_s : float
         Deadline of one fan-out/fan-in; a site later than this keeps its last proposal.
+    agent_restarts : int
+        Crashes of one agent actor that a Ray run recovers from (Ray restarts the actor; the
+        coordinator registers it again and reuses its last proposal meanwhile).
     time_limit_s : float or None
         Stop (not converged) after this much wall time.
     """
@@ -181,6 +184,7 @@ class AdmmSettings:
     polish_tol: float = 1e-6
     polish_eps: float = 1e-7
     solve_timeout_s: float = 120.0
+    agent_restarts: int = 3
     time_limit_s: float | None = None
 
     def __post_init__(self) -> None:
@@ -192,6 +196,8 @@ class AdmmSettings:
             raise ValueError("eps_abs and eps_rel must be >= 0")
         if self.max_iter < 1 or self.rho_update_every < 1:
             raise ValueError("max_iter and rho_update_every must be >= 1")
+        if self.agent_restarts < 0:
+            raise ValueError(f"agent_restarts must be >= 0 (got {self.agent_restarts})")
         if self.acceleration not in ("none", "anderson", "nesterov"):
             raise ValueError(f"unknown acceleration {self.acceleration!r}")
 

@@ -20,6 +20,7 @@ This module never imports ``site_agent``; Ray is imported only by :class:`RayFle
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from common.coupling import CouplingLayout
+
+log = logging.getLogger(__name__)
 
 #: What a group returns from ``solve``: the iteration it answered and served demand per site.
 SolveAnswer = tuple[int, Mapping[str, np.ndarray]]
@@ -244,6 +247,10 @@ class FleetTimeout(RuntimeError):
     """A group gave no answer at all within the deadline (there is nothing to reuse)."""
 
 
+class SiteGroupLost(RuntimeError):
+    """A group's actor crashed more often than the fleet may recover it."""
+
+
 class RayFleet:
     """Site-group actors reached through Ray.
 
@@ -262,6 +269,8 @@ class RayFleet:
         Deadline of one iteration's wait.
     setup_timeout_s : float
         Deadline of registration and of the first iteration (sites build their QPs).
+    restarts : int
+        Crashes of one group the fleet recovers from (the actors' ``max_restarts``).
     """
 
     def __init__(
@@ -271,6 +280,7 @@ class RayFleet:
         *,
         timeout_s: float = 120.0,
         setup_timeout_s: float = 600.0,
+        restarts: int = 0,
         tap: Tap | None = None,
     ) -> None:
         if len(handles) != len(group_site_ids):
@@ -288,6 +298,17 @@ class RayFleet:
         # token (or scalar) each group was last sent.
         self._penalty: tuple[np.ndarray, object] | None = None
         self._penalty_sent: list[Any] = [None] * len(self.handles)
+        if restarts < 0:
+            raise ValueError("restarts must be >= 0")
+        self.restarts = int(restarts)
+        #: Crashes seen per group (over the fleet's life, as Ray counts ``max_restarts``).
+        self.crashes = [0] * len(self.handles)
+        self._lost_state = [False] * len(self.handles)
+        self._failing_since: list[float | None] = [None] * len(self.handles)
+        # What a restarted actor must be told again: the registration, and where its
+        # horizon is — ``steps`` after ``anchor`` (None: the start it was created with).
+        self._registration: tuple[Any, Any, float] | None = None
+        self._window: tuple[int, Any] = (0, None)
 
     @property
     def site_ids(self) -> tuple[str, ...]:
@@ -328,6 +349,8 @@ class RayFleet:
         # The same layout and scales go to every group: one object in the store, not N copies.
         layout_ref = ray.put(layout)
         scale_ref = ray.put(np.asarray(row_scale, dtype=float))
+        self._registration = (layout_ref, scale_ref, float(rho))
+        self._lost_state = [False] * len(self.handles)
         refs = [h.register.remote(layout_ref, scale_ref, rho) for h in self.handles]
         supports: dict[str, np.ndarray] = {}
         for g, answer in enumerate(self._get(refs, self.setup_timeout_s)):
@@ -356,6 +379,8 @@ class RayFleet:
         t0 = time.perf_counter()
         for g, handle in enumerate(self.handles):
             if self._pending[g] is None:
+                if self._lost_state[g]:
+                    self._restore(g)
                 self._pending[g] = handle.solve.remote(
                     iteration,
                     self._penalty_arg(g, rho),
@@ -369,6 +394,7 @@ class RayFleet:
         patient = not all(self._has_answered)
         timeout = self.setup_timeout_s if patient else self.timeout_s
         refs = [ref for _, ref in outstanding]
+        crashed: list[tuple[int, Exception]] = []
         try:
             # The usual case, all groups in time: one call that waits and fetches.
             answers = self._get(refs, timeout)
@@ -377,22 +403,32 @@ class RayFleet:
         except ray.exceptions.GetTimeoutError:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0.0)
             ready_set = set(ready)
-            done = [(g, ref) for g, ref in outstanding if ref in ready_set]
-            answers = self._get([ref for _, ref in done], timeout) if done else []
+            done, answers, crashed = self._fetch_each(outstanding, ready_set, timeout)
+        except ray.exceptions.RayActorError:
+            # Some group's actor died: wait for the others, then take the answers one by one.
+            remaining = max(0.0, timeout - (time.perf_counter() - t1))
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=remaining)
+            ready_set = set(ready)
+            done, answers, crashed = self._fetch_each(outstanding, ready_set, timeout)
         t2 = time.perf_counter()
         served = self._last.copy()
         late: list[str] = []
+        for g, error in crashed:
+            self._crashed(g, error)
+            late.extend(self._slots.group_sites[g])
         for (g, _), answer in zip(done, answers, strict=True):
             if self.tap is not None:
                 self.tap("solve", g, answer)
             answered, values = answer
             self._pending[g] = None
             self._has_answered[g] = True
+            self._failing_since[g] = None
             self._slots.unpack(g, values, served)
             if answered != iteration:
                 late.extend(self._slots.group_sites[g])
+        lost = {g for g, _ in crashed}
         for g, ref in outstanding:
-            if ref not in ready_set:
+            if ref not in ready_set and g not in lost:
                 if not self._has_answered[g]:
                     raise FleetTimeout(
                         f"site group {list(self._slots.group_sites[g])} gave no answer "
@@ -402,6 +438,85 @@ class RayFleet:
         self.late_count += len(late)
         self._last = served
         return FleetReply(iteration, served, tuple(late), t1 - t0, t2 - t1)
+
+    def _fetch_each(
+        self, outstanding: list[tuple[int, Any]], ready: set[Any], timeout: float
+    ) -> tuple[list[tuple[int, Any]], list[Any], list[tuple[int, Exception]]]:
+        """The ready answers one by one, separating the groups whose actor died."""
+        import ray
+
+        done: list[tuple[int, Any]] = []
+        answers: list[Any] = []
+        crashed: list[tuple[int, Exception]] = []
+        for g, ref in outstanding:
+            if ref not in ready:
+                continue
+            try:
+                answers.append(self._get([ref], timeout)[0])
+            except ray.exceptions.RayActorError as error:
+                crashed.append((g, error))
+                continue
+            done.append((g, ref))
+        return done, answers, crashed
+
+    def _crashed(self, g: int, error: Exception) -> None:
+        """Book a failed call of group ``g``: recover the group before its next call, or give up.
+
+        A crash shows as ``ActorUnavailableError`` on the call that was running, and calls
+        sent while Ray restarts the actor fail the same way: failures until the group's next
+        answer count as one crash. ``ActorDiedError`` means Ray will not restart the actor
+        (its ``max_restarts`` are used up). A group that is dead, stays unreachable longer
+        than the setup deadline, or crashes more than :attr:`restarts` times, is lost.
+        """
+        import ray
+
+        self._pending[g] = None
+        now = time.perf_counter()
+        if self._failing_since[g] is None:
+            self.crashes[g] += 1
+            self._failing_since[g] = now
+        sites = list(self._slots.group_sites[g])
+        if isinstance(error, ray.exceptions.ActorDiedError):
+            raise SiteGroupLost(
+                f"site group {sites} is lost: its actor died and Ray will not restart it "
+                f"(restarts allowed: {self.restarts}): {error}"
+            ) from error
+        if self.crashes[g] > self.restarts:
+            raise SiteGroupLost(
+                f"site group {sites} crashed {self.crashes[g]} time(s); the fleet recovers "
+                f"from {self.restarts}: {error}"
+            ) from error
+        if now - self._failing_since[g] > self.setup_timeout_s:
+            raise SiteGroupLost(
+                f"site group {sites} has not come back within {self.setup_timeout_s:g} s "
+                f"of crashing: {error}"
+            ) from error
+        log.warning(
+            "site group %s unreachable (crash %d of %d recoverable); reusing its last "
+            "proposal and registering it again: %s",
+            sites,
+            self.crashes[g],
+            self.restarts,
+            error,
+        )
+        self._lost_state[g] = True
+
+    def _restore(self, g: int) -> None:
+        """Bring a restarted group back: its horizon, its registration, the penalties.
+
+        Only submitted; the group's next ``solve`` runs after these calls.
+        """
+        assert self._registration is not None
+        handle = self.handles[g]
+        steps, anchor = self._window
+        if anchor is not None:
+            handle.shift.remote(0, anchor)
+        if steps:
+            handle.shift.remote(steps, None)
+        layout_ref, scale_ref, rho = self._registration
+        handle.register.remote(layout_ref, scale_ref, rho)
+        self._penalty_sent[g] = ("scalar", rho)
+        self._lost_state[g] = False
 
     def drain(self) -> None:
         """Wait (bounded) for calls still running, so later calls find the groups idle."""
@@ -434,6 +549,8 @@ class RayFleet:
 
     def shift(self, steps: int, start: Any = None) -> None:
         self.drain()
+        moved, anchor = self._window
+        self._window = (0, start) if start is not None else (moved + int(steps), anchor)
         refs = [h.shift.remote(steps, start) for h in self.handles]
         self._get(refs, self.setup_timeout_s)
 

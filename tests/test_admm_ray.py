@@ -6,6 +6,7 @@ are few and small because the machine is shared.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,8 @@ from common.evaluate import evaluate
 from common.scenario import DemandView, Scenario
 from coordinator.actor import Coordinator
 from coordinator.admm import AdmmSettings
+from coordinator.fleet import SiteGroupLost
+from site_agent.group import SiteGroup
 from tests.cvxpy_site import CvxSiteGroup, assemble
 from tests.test_admm import OBJECTIVE_RTOL, _check_schedule
 
@@ -72,6 +75,73 @@ def test_late_group_keeps_its_last_proposal(ray_cluster: Any, tiny_scenario: Sce
     assert result.report_iteration not in late
     x = outcome.outputs.schedule.x
     assert x.shape == tiny_scenario.shape
+    for h in handles:
+        ray.kill(h)
+
+
+class CrashingGroup(SiteGroup):
+    """A real site group whose process dies (``os._exit``) when told to solve ``crash_from``
+    or a later iteration — once, or on every call with ``always``."""
+
+    def __init__(self, source: str, site_ids: list[str], crash_from: int, always: bool) -> None:
+        super().__init__(source, site_ids, threads=1)
+        self.crash_from = crash_from
+        self.always = always
+
+    def solve(self, iteration: int, *args: Any) -> tuple[int, dict[str, np.ndarray]]:
+        if self.crash_from >= 0 and (
+            iteration == self.crash_from or (self.always and iteration > self.crash_from)
+        ):
+            os._exit(1)
+        return super().solve(iteration, *args)
+
+
+def _crashing_fleet(ray: Any, source: Path, crash_from: int, always: bool) -> list[Any]:
+    remote = ray.remote(CrashingGroup).options(num_cpus=0, max_restarts=1)
+    groups = [["syd"], ["mel"], ["per"]]
+    crash = {"mel": crash_from}
+    return [remote.remote(str(source), g, crash.get(g[0], -1), always) for g in groups]
+
+
+def test_crashed_agent_is_restarted_and_rejoins(
+    ray_cluster: Any, tiny_scenario: Scenario, tiny_scenario_dir: Path
+) -> None:
+    ray = ray_cluster
+    handles = _crashing_fleet(ray, tiny_scenario_dir, 20, always=False)
+    groups = [["syd"], ["mel"], ["per"]]
+    coordinator = Coordinator(
+        DemandView.of(tiny_scenario), AdmmSettings(max_iter=3000, agent_restarts=1)
+    )
+    coordinator.attach_actors(handles, groups)
+    coordinator.register()
+    outcome = coordinator.run()
+    result = outcome.result
+    assert coordinator.fleet.crashes == [0, 1, 0]
+    late = [h.iteration for h in result.history if h.late_sites]
+    # The crash is the only miss: the restarted agent is registered again without waiting.
+    assert late[0] == 20
+    assert all(set(h.late_sites) == {"mel"} for h in result.history if h.late_sites)
+    assert result.converged and result.report_iteration > 20
+    x, n = outcome.outputs.schedule.x, outcome.outputs.schedule.n
+    central = solve_central(tiny_scenario).objective_aud
+    assert evaluate(tiny_scenario, x, n).objective_aud == pytest.approx(central, rel=OBJECTIVE_RTOL)
+    _check_schedule(tiny_scenario, x, n)
+    for h in handles:
+        ray.kill(h)
+
+
+def test_agent_crashing_past_its_restarts_fails_the_run(
+    ray_cluster: Any, tiny_scenario: Scenario, tiny_scenario_dir: Path
+) -> None:
+    ray = ray_cluster
+    handles = _crashing_fleet(ray, tiny_scenario_dir, 5, always=True)
+    coordinator = Coordinator(
+        DemandView.of(tiny_scenario), AdmmSettings(max_iter=3000, agent_restarts=1)
+    )
+    coordinator.attach_actors(handles, [["syd"], ["mel"], ["per"]])
+    coordinator.register()
+    with pytest.raises(SiteGroupLost, match=r"\['mel'\] crashed"):
+        coordinator.run()
     for h in handles:
         ray.kill(h)
 

@@ -172,8 +172,13 @@ def create_group_actors(
     inner: InnerSettings | None,
     threads: int,
     forecast: SiteForecast | None = None,
+    max_restarts: int = 0,
 ) -> list[Any]:
-    """One ``SiteGroup`` actor per group; pinned to ``site:<id>`` where offered."""
+    """One ``SiteGroup`` actor per group; pinned to ``site:<id>`` where offered.
+
+    ``max_restarts``: how often Ray restarts a crashed agent (its constructor runs again and
+    reloads the sites' data; :class:`~coordinator.fleet.RayFleet` registers it again).
+    """
     import ray
 
     remote_group = ray.remote(SiteGroup)
@@ -183,7 +188,7 @@ def create_group_actors(
             # The agents' solves are short and mostly wait for the coordinator: they need no
             # reserved CPU, so many agents share a small machine.
             "num_cpus": 0,
-            "max_restarts": 0,
+            "max_restarts": max_restarts,
             "max_concurrency": 1,
         }
         if len(group) == 1 and group[0] in pinned:
@@ -346,8 +351,9 @@ def _solve_ray(
         pinned = site_resources() & set(site_ids)
         groups = plan_groups(site_ids, sites_per_agent, pinned)
         handles = create_group_actors(
-            source, groups, pinned=pinned, start=start, steps=steps, inner=inner, threads=threads
-        )
+            source, groups, pinned=pinned, start=start, steps=steps, inner=inner,
+            threads=threads, max_restarts=settings.agent_restarts,
+        )  # fmt: skip
         # The coordinator runs on the driver's node (the head in a deployment), never on a
         # site's host: that host must hold only its own site's data and role.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -524,7 +530,7 @@ def simulate(
         groups = plan_groups(site_ids, sites_per_agent, pinned)
         handles = create_group_actors(
             data_source, groups, pinned=pinned, start=first.start, steps=horizon, inner=None,
-            threads=1, forecast=site_forecast,
+            threads=1, forecast=site_forecast, max_restarts=settings.agent_restarts,
         )  # fmt: skip
         coordinator.attach_actors(handles, groups)
     layout = coordinator.layout
