@@ -67,6 +67,8 @@ class SiteReport:
     inner_approximate, inner_failed : int
         Inner solves that ended inaccurate or at a limit (iterate used), and that failed
         (previous iterate kept).
+    inner_fallbacks : int
+        Inner solves that OSQP did not finish and the interior-point fallback did.
     """
 
     site_id: str
@@ -86,6 +88,7 @@ class SiteReport:
     history_iterations: list[int] = field(default_factory=list)
     inner_approximate: int = 0
     inner_failed: int = 0
+    inner_fallbacks: int = 0
 
 
 @dataclass
@@ -249,7 +252,7 @@ class SiteAgent:
             ``site_id``, ``iteration`` (last solved), ``objective`` (the parts of
             :meth:`SiteSubproblem.local_objective`, AUD), ``solve_s``, ``osqp_iterations``,
             ``status``, ``solved``, ``inner_approximate``, ``inner_failed``,
-            ``setup_count`` and ``refactorizations``.
+            ``inner_fallbacks``, ``setup_count`` and ``refactorizations``.
         """
         if self._sub is None:
             return {"site_id": self.site_id, "iteration": None, "registered": False}
@@ -268,6 +271,7 @@ class SiteAgent:
             "status": info.status,
             "solved": info.ok,
             "inner_approximate": info.approximate,
+            "inner_fallbacks": info.fallbacks,
             "inner_failed": info.failed,
             "setup_count": sub.setup_count,
             "refactorizations": sub.px_updates,
@@ -322,6 +326,7 @@ class SiteAgent:
             history_iterations=list(self._history_iterations),
             inner_approximate=sub.info.approximate,
             inner_failed=sub.info.failed,
+            inner_fallbacks=sub.info.fallbacks,
         )
 
     def shift(

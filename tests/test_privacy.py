@@ -30,7 +30,7 @@ from thermoroute.launch import solve_admm
 REPORT_FIELDS = {
     "site_id", "iteration", "best", "times", "x", "n", "active_gpus", "load_gpus", "it_kw",
     "pue", "cooling_kw", "wue", "totals", "objective_history", "history_iterations",
-    "inner_approximate", "inner_failed",
+    "inner_approximate", "inner_failed", "inner_fallbacks",
 }  # fmt: skip
 #: Deterministic inner solves (OSQP's adaptive step size is timed), so reruns are comparable.
 INNER = InnerSettings(adaptive_rho=False)

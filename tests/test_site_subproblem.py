@@ -30,7 +30,17 @@ WEIGHTS = Objective(carbon_aud_per_kg=0.075, water_aud_per_l=0.00267, latency_au
 #: A penalty at which sites serve most of their targets (their costs are ~0.1–30 AUD per
 #: scaled unit) and the biggest ones reach capacity.
 RHO = 1e3
-TIGHT = InnerSettings(eps_abs=1e-10, eps_rel=1e-10, max_iter=200_000, polishing=True)
+#: OSQP alone, to high accuracy.
+TIGHT = InnerSettings(
+    eps_abs=1e-10, eps_rel=1e-10, max_iter=200_000, polishing=True, fallback=False
+)
+#: Every solve handed to the interior-point fallback (OSQP stops after one iteration).
+EXACT = InnerSettings(max_iter=1, fallback_after=1)
+SOLVERS = pytest.mark.parametrize(
+    ("settings", "status", "x_tol"),
+    [(TIGHT, "OSQP_SOLVED", 1e-5), (EXACT, "CLARABEL_SOLVED", 5e-5)],
+    ids=["osqp", "clarabel-fallback"],
+)
 
 # --------------------------------------------------------------------------------------------
 # Fixtures and helpers
@@ -223,7 +233,8 @@ def test_cvxpy_reference_is_dpp(fleet):
     assert ref.problem.is_dpp()
 
 
-def test_same_x_as_cvxpy_without_deferrable_classes(interactive_fleet):
+@SOLVERS
+def test_same_x_as_cvxpy_without_deferrable_classes(interactive_fleet, settings, status, x_tol):
     """Every variable has a unique optimum here: x must agree entry by entry, across a ρ change.
 
     ρ is large enough that sites serve most pairs, and at the larger ρ the largest site runs
@@ -238,18 +249,18 @@ def test_same_x_as_cvxpy_without_deferrable_classes(interactive_fleet):
     for sid in scenario.sites.site_id:
         site = load_site(directory, sid)
         cap = site.sites.u_max[0] * site.sites.gpus[0]
-        sub = SiteSubproblem(site, lay, scale, rho=RHO / 10, settings=TIGHT)
+        sub = SiteSubproblem(site, lay, scale, rho=RHO / 10, settings=settings)
         ref = CvxSite(site, lay, scale)
         assert ref.problem.is_dpp()
         for rho in (RHO / 10, RHO / 10, RHO):
             target = some_target(sub.support, b, len(scenario.sites), rng)
             served = sub.solve(target, rho)
             x_ref, n_ref = ref.solve(target, rho)
-            assert sub.info.status == "OSQP_SOLVED"
+            assert sub.info.status == status
             assert (x_ref[site.allowed()[0]] > 1e-6).mean() > 0.5  # not a trivial optimum
             at_capacity |= bool(np.any(sub.load >= cap * (1 - 1e-6)))
             # x in the units of its coupling row (a fraction of the row's scale), and in req/s.
-            assert np.max(np.abs(sub.x - x_ref) / scale[rows]) <= 1e-5
+            assert np.max(np.abs(sub.x - x_ref) / scale[rows]) <= x_tol
             np.testing.assert_allclose(sub.x, x_ref, rtol=1e-5, atol=1e-5 * scale.min())
             np.testing.assert_allclose(sub.n, n_ref, rtol=1e-5, atol=1e-5)
             np.testing.assert_allclose(served, ref.served(x_ref), atol=1e-6)
@@ -257,7 +268,8 @@ def test_same_x_as_cvxpy_without_deferrable_classes(interactive_fleet):
     assert at_capacity
 
 
-def test_same_solution_as_cvxpy_with_deferrable_class(fleet):
+@SOLVERS
+def test_same_solution_as_cvxpy_with_deferrable_class(fleet, settings, status, x_tol):
     """With a deferrable class the split of batch work among regions within a step is not
     unique (every region's batch request costs the same at a site). What is unique is
     compared: interactive x, served demand on every row and the optimal value (tightly),
@@ -273,13 +285,13 @@ def test_same_solution_as_cvxpy_with_deferrable_class(fleet):
     for sid in scenario.sites.site_id:
         site = load_site(directory, sid)
         cap = site.sites.u_max[0] * site.sites.gpus[0]
-        sub = SiteSubproblem(site, lay, scale, rho=RHO, settings=TIGHT)
+        sub = SiteSubproblem(site, lay, scale, rho=RHO, settings=settings)
         ref = CvxSite(site, lay, scale)
         target = some_target(sub.support, b, len(scenario.sites), rng)
         served = sub.solve(target, RHO)
         x_ref, n_ref = ref.solve(target, RHO)
-        assert sub.info.status == "OSQP_SOLVED"
-        assert np.max(np.abs(sub.x - x_ref)[:, inter] / scale[rows][:, inter]) <= 1e-5
+        assert sub.info.status == status
+        assert np.max(np.abs(sub.x - x_ref)[:, inter] / scale[rows][:, inter]) <= x_tol
         np.testing.assert_allclose(served, ref.served(x_ref), atol=1e-5)
         ours = penalised(sub.objective_value(), served, target, RHO)
         theirs = penalised(
@@ -291,7 +303,8 @@ def test_same_solution_as_cvxpy_with_deferrable_class(fleet):
         np.testing.assert_allclose(sub.n, n_ref, atol=1e-4 * site.sites.gpus[0])
 
 
-def test_per_row_penalties_match_cvxpy(interactive_fleet):
+@SOLVERS
+def test_per_row_penalties_match_cvxpy(interactive_fleet, settings, status, x_tol):
     """Penalties that differ row by row (ρ w_r): x agrees with cvxpy entry by entry."""
     scenario, directory = interactive_fleet
     lay = layout_of(scenario)
@@ -301,7 +314,7 @@ def test_per_row_penalties_match_cvxpy(interactive_fleet):
     rho_rows = RHO * np.exp(rng.uniform(np.log(0.05), np.log(20.0), lay.n_rows))
     for sid in scenario.sites.site_id:
         site = load_site(directory, sid)
-        sub = SiteSubproblem(site, lay, scale, rho=RHO, settings=TIGHT)
+        sub = SiteSubproblem(site, lay, scale, rho=RHO, settings=settings)
         ref = CvxSite(site, lay, scale)
         target = some_target(sub.support, b, len(scenario.sites), rng)
         served = sub.solve(target, rho_rows)
@@ -315,10 +328,10 @@ def test_per_row_penalties_match_cvxpy(interactive_fleet):
         assert problem.status == cp.OPTIMAL
         x_ref = np.zeros_like(sub.x)
         x_ref[ref.pairs[:, 0], ref.pairs[:, 1], :] = ref.x.value
-        assert sub.info.status == "OSQP_SOLVED"
+        assert sub.info.status == status
         assert sub.px_updates == 1  # from the scalar of the setup to the per-row vector
         np.testing.assert_array_equal(sub.rho, weight)
-        assert np.max(np.abs(sub.x - x_ref) / scale[rows]) <= 1e-5
+        assert np.max(np.abs(sub.x - x_ref) / scale[rows]) <= x_tol
         np.testing.assert_allclose(served, ref.served(x_ref), atol=1e-6)
 
 
@@ -522,7 +535,11 @@ def test_failed_inner_solve_is_flagged_and_returns_a_feasible_iterate(fleet):
     scale, b = scaled_rhs(scenario, lay)
     site = load_site(directory, scenario.sites.site_id[0])
     sub = SiteSubproblem(
-        site, lay, scale, rho=RHO, settings=InnerSettings(max_iter=3, check_termination=1)
+        site,
+        lay,
+        scale,
+        rho=RHO,
+        settings=InnerSettings(max_iter=3, check_termination=1, fallback=False),
     )
     served = sub.solve(some_target(sub.support, b, 4, np.random.default_rng(10)), RHO)
     assert sub.info.status == osqp.SolverStatus.OSQP_MAX_ITER_REACHED.name
@@ -532,6 +549,30 @@ def test_failed_inner_solve_is_flagged_and_returns_a_feasible_iterate(fleet):
     cap = site.sites.u_max[0] * site.sites.gpus[0]
     assert np.all(sub.load <= cap * (1 + 1e-12))
     assert np.all((sub.n >= 0) & (sub.n <= site.sites.gpus[0]))
+
+
+def test_stalled_osqp_is_finished_by_the_interior_point_fallback(fleet):
+    """OSQP stopped after 10 iterations: Clarabel finishes the solve exactly, and OSQP,
+    warm-started from that point, then re-solves the same QP within its 10 iterations."""
+    scenario, directory = fleet
+    lay = layout_of(scenario)
+    scale, b = scaled_rhs(scenario, lay)
+    site = load_site(directory, scenario.sites.site_id[0])
+    settings = InnerSettings(max_iter=10, fallback_after=4, check_termination=1)
+    sub = SiteSubproblem(site, lay, scale, rho=RHO, settings=settings)
+    alone = SiteSubproblem(site, lay, scale, rho=RHO, settings=TIGHT)
+    target = some_target(sub.support, b, 4, np.random.default_rng(10))
+    served = sub.solve(target, RHO)
+    assert sub.info.iterations == 10 and sub.info.status == "CLARABEL_SOLVED"
+    assert sub.info.ok and sub.info.fallbacks == 1 and sub.info.approximate == 0
+    assert 5 <= sub.info.fallback_iterations <= 50
+    np.testing.assert_allclose(served, alone.solve(target, RHO), atol=1e-6)
+    # After a fallback OSQP gets `fallback_after` iterations; from the exact point they do.
+    assert sub.osqp_iteration_limit == 4
+    again = sub.solve(target, RHO)
+    assert sub.info.status == "OSQP_SOLVED" and sub.info.iterations <= 4
+    assert sub.info.fallbacks == 1 and sub.osqp_iteration_limit == 10
+    np.testing.assert_allclose(again, served, atol=1e-6)
 
 
 def test_unusable_inner_solve_keeps_the_previous_iterate_and_recovers(fleet, caplog):
