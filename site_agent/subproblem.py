@@ -128,7 +128,9 @@ class InnerSettings:
         the subproblems of large fleets while prices are discovered: with 1,000 sites
         sharing every row, the QPs of iteration 7 needed 825–15,020 OSQP iterations (no ρ,
         σ, α or scaling helped), against 14 Clarabel iterations (~9 ms). Once prices settle,
-        warm-started OSQP solves in 10–50 iterations and Clarabel is not called.
+        warm-started OSQP solves in 10–50 iterations and Clarabel is not called. Off by
+        default until measured on whole runs (BENCHMARKS.md); on ``australia`` it finishes
+        the polishing solves exactly.
     fallback_after : int
         OSQP's iteration limit on the solve after one that needed the fallback (a site whose
         QPs are hard now is likely to have a hard one next); ``max_iter`` again as soon as
@@ -146,7 +148,7 @@ class InnerSettings:
     osqp_rho: float = 0.1
     time_limit: float | None = None
     verbose: bool = False
-    fallback: bool = True
+    fallback: bool = False
     fallback_after: int = 50
 
     def osqp_kwargs(self) -> dict[str, float | int | bool]:

@@ -31,11 +31,9 @@ WEIGHTS = Objective(carbon_aud_per_kg=0.075, water_aud_per_l=0.00267, latency_au
 #: scaled unit) and the biggest ones reach capacity.
 RHO = 1e3
 #: OSQP alone, to high accuracy.
-TIGHT = InnerSettings(
-    eps_abs=1e-10, eps_rel=1e-10, max_iter=200_000, polishing=True, fallback=False
-)
+TIGHT = InnerSettings(eps_abs=1e-10, eps_rel=1e-10, max_iter=200_000, polishing=True)
 #: Every solve handed to the interior-point fallback (OSQP stops after one iteration).
-EXACT = InnerSettings(max_iter=1, fallback_after=1)
+EXACT = InnerSettings(max_iter=1, fallback=True, fallback_after=1)
 SOLVERS = pytest.mark.parametrize(
     ("settings", "status", "x_tol"),
     [(TIGHT, "OSQP_SOLVED", 1e-5), (EXACT, "CLARABEL_SOLVED", 5e-5)],
@@ -539,7 +537,7 @@ def test_failed_inner_solve_is_flagged_and_returns_a_feasible_iterate(fleet):
         lay,
         scale,
         rho=RHO,
-        settings=InnerSettings(max_iter=3, check_termination=1, fallback=False),
+        settings=InnerSettings(max_iter=3, check_termination=1),
     )
     served = sub.solve(some_target(sub.support, b, 4, np.random.default_rng(10)), RHO)
     assert sub.info.status == osqp.SolverStatus.OSQP_MAX_ITER_REACHED.name
@@ -558,7 +556,7 @@ def test_stalled_osqp_is_finished_by_the_interior_point_fallback(fleet):
     lay = layout_of(scenario)
     scale, b = scaled_rhs(scenario, lay)
     site = load_site(directory, scenario.sites.site_id[0])
-    settings = InnerSettings(max_iter=10, fallback_after=4, check_termination=1)
+    settings = InnerSettings(max_iter=10, fallback=True, fallback_after=4, check_termination=1)
     sub = SiteSubproblem(site, lay, scale, rho=RHO, settings=settings)
     alone = SiteSubproblem(site, lay, scale, rho=RHO, settings=TIGHT)
     target = some_target(sub.support, b, 4, np.random.default_rng(10))
