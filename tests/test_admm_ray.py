@@ -20,7 +20,7 @@ from common.evaluate import evaluate
 from common.scenario import DemandView, Scenario
 from coordinator.actor import Coordinator
 from coordinator.admm import AdmmSettings
-from coordinator.fleet import SiteGroupLost
+from coordinator.fleet import RayFleet, SiteGroupLost
 from site_agent.group import SiteGroup
 from tests.cvxpy_site import CvxSiteGroup, assemble
 from tests.test_admm import OBJECTIVE_RTOL, _check_schedule
@@ -83,8 +83,10 @@ class CrashingGroup(SiteGroup):
     """A real site group whose process dies (``os._exit``) when told to solve ``crash_from``
     or a later iteration — once, or on every call with ``always``."""
 
-    def __init__(self, source: str, site_ids: list[str], crash_from: int, always: bool) -> None:
-        super().__init__(source, site_ids, threads=1)
+    def __init__(
+        self, source: str, site_ids: list[str], crash_from: int, always: bool, **kwargs: Any
+    ) -> None:
+        super().__init__(source, site_ids, threads=1, **kwargs)
         self.crash_from = crash_from
         self.always = always
 
@@ -142,6 +144,42 @@ def test_agent_crashing_past_its_restarts_fails_the_run(
     coordinator.register()
     with pytest.raises(SiteGroupLost, match=r"\['mel'\] crashed"):
         coordinator.run()
+    for h in handles:
+        ray.kill(h)
+
+
+def test_restarted_agent_rejoins_at_the_current_horizon(
+    ray_cluster: Any, tiny_scenario: Scenario, tiny_scenario_dir: Path
+) -> None:
+    """Receding horizon: an agent restarted after the fleet moved one step is moved there
+    too (its constructor loads the first window) before it is registered again."""
+    ray = ray_cluster
+    remote = ray.remote(CrashingGroup).options(num_cpus=0, max_restarts=1)
+    groups = [["syd"], ["mel"], ["per"]]
+    handles = [
+        remote.remote(str(tiny_scenario_dir), g, 0 if g == ["mel"] else -1, False, steps=3)
+        for g in groups
+    ]
+    window = tiny_scenario.window(1, 3)
+    coordinator = Coordinator(DemandView.of(window), AdmmSettings())
+    fleet = RayFleet(handles, groups, restarts=1, timeout_s=60.0)
+    supports = fleet.register(coordinator.layout, coordinator.row_scale, 1.0)
+    fleet.shift(1)
+    targets = np.zeros(sum(s.size for s in supports))
+    first = fleet.solve(0, 1.0, targets, None, None)
+    assert first.late_sites == ("mel",) and fleet.crashes == [0, 1, 0]
+    # Calls fail fast while Ray restarts the actor; the group is late until it is back.
+    k, deadline = 1, time.monotonic() + 60.0
+    while fleet.solve(k, 1.0, targets, None, None).late_sites:
+        assert time.monotonic() < deadline, "the restarted agent never answered"
+        time.sleep(0.2)
+        k += 1
+    assert fleet.crashes == [0, 1, 0]
+    reports = fleet.final_reports(k)
+    assert [r.site_id for r in reports] == ["syd", "mel", "per"]
+    assert all(r.times == window.times for r in reports)
+    assert all(r.iteration == k for r in reports)
+    fleet.close()
     for h in handles:
         ray.kill(h)
 
