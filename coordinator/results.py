@@ -229,6 +229,12 @@ def assemble(
             "rho_changes": result.rho_changes,
             "anderson_steps": result.anderson_accepted,
             "late_site_answers": result.late_total,
+            # The sites' inner solves, summed (counts only; each site's own figures stay
+            # in its telemetry).
+            **{
+                f"inner_{kind}": sum(int(getattr(r, f"inner_{kind}", 0)) for r in reports)
+                for kind in ("approximate", "failed", "fallbacks")
+            },
             **(extra_stats or {}),
         },
     )

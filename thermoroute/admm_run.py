@@ -15,16 +15,23 @@ from rich.table import Table
 
 from common.scenario import Scenario
 from coordinator.admm import AdmmSettings
+from site_agent.subproblem import InnerSettings
 from thermoroute.progress import LiveProgress
 
 
 def admm_settings(
-    *, penalty: str = "per-row", acceleration: str = "none", eps_rel: float, max_iter: int
+    *,
+    penalty: str = "per-row",
+    acceleration: str = "none",
+    eps_rel: float,
+    max_iter: int,
+    agent_restarts: int = AdmmSettings.agent_restarts,
 ) -> AdmmSettings:
     """The run's ADMM settings from the command-line options.
 
     ``penalty`` is ``per-row`` (adaptive penalty per coupling row) or ``scalar`` (one ρ);
-    ``acceleration`` is ``none``, ``anderson`` or ``nesterov``.
+    ``acceleration`` is ``none``, ``anderson`` or ``nesterov``; ``agent_restarts`` how often
+    a crashed agent is restarted (Ray runs).
     """
     if penalty not in ("per-row", "scalar"):
         raise ValueError(f"unknown penalty {penalty!r}")
@@ -34,6 +41,7 @@ def admm_settings(
         acceleration=acceleration,  # type: ignore[arg-type]  # validated by AdmmSettings
         eps_rel=eps_rel,
         max_iter=max_iter,
+        agent_restarts=agent_restarts,
     )
 
 
@@ -62,6 +70,8 @@ def run_admm(
     metrics_linger: float,
     live: bool,
     console: Console | None,
+    agent_restarts: int = AdmmSettings.agent_restarts,
+    inner_fallback: bool = False,
 ) -> tuple[dict[str, Any], bool, dict[str, Any]]:
     """Run distributed ADMM on ``directory`` and write its outputs into ``out``.
 
@@ -76,7 +86,11 @@ def run_admm(
 
     console = console or Console()
     settings = admm_settings(
-        penalty=penalty, acceleration=acceleration, eps_rel=eps_rel, max_iter=max_iter
+        penalty=penalty,
+        acceleration=acceleration,
+        eps_rel=eps_rel,
+        max_iter=max_iter,
+        agent_restarts=agent_restarts,
     )
     observers = _metrics_observers(metrics_port, metrics_addr)
     if metrics_port is not None:
@@ -89,6 +103,7 @@ def run_admm(
         "address": address,
         "sites_per_agent": sites_per_agent,
         "settings": settings,
+        "inner": InnerSettings(fallback=inner_fallback),
         "observers": observers,
         "metrics_linger_s": metrics_linger if metrics_port is not None else 0.0,
     }

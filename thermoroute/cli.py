@@ -150,6 +150,22 @@ def run(
     ] = Acceleration.none,
     eps_rel: Annotated[float, typer.Option(help="ADMM: relative tolerance ε_rel.")] = 1e-4,
     max_iter: Annotated[int, typer.Option(help="ADMM: iteration limit.")] = 2000,
+    agent_restarts: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="ADMM on Ray: how often a crashed agent is restarted and registered again "
+            "before the run fails.",
+        ),
+    ] = 3,
+    inner_fallback: Annotated[
+        bool,
+        typer.Option(
+            "--inner-fallback/--no-inner-fallback",
+            help="ADMM: finish a site QP that OSQP does not solve within its iteration limit "
+            "with the interior-point solver Clarabel (large fleets; see BENCHMARKS.md).",
+        ),
+    ] = False,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics on this port during the run.")
     ] = None,
@@ -206,6 +222,8 @@ def run(
             acceleration=acceleration.value,
             eps_rel=eps_rel,
             max_iter=max_iter,
+            agent_restarts=agent_restarts,
+            inner_fallback=inner_fallback,
             metrics_port=metrics_port,
             metrics_addr=metrics_addr,
             metrics_linger=metrics_linger,

@@ -65,6 +65,8 @@ def run_solver(
     live: bool = True,
     console: Console | None = None,
     compare: bool = True,
+    agent_restarts: int = 3,
+    inner_fallback: bool = False,
 ) -> RunResult:
     """Solve ``scenario`` with ``solver`` and write its outputs into ``out``.
 
@@ -94,6 +96,8 @@ def run_solver(
             metrics_linger=metrics_linger,
             live=live,
             console=console,
+            agent_restarts=agent_restarts,
+            inner_fallback=inner_fallback,
         )
         summary, converged, details = result
     else:
