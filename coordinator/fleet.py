@@ -491,7 +491,9 @@ class RayFleet:
                 f"site group {sites} has not come back within {self.setup_timeout_s:g} s "
                 f"of crashing: {error}"
             ) from error
-        log.warning(
+        # One warning per crash; the calls that fail while Ray restarts the actor are routine.
+        log.log(
+            logging.WARNING if self._failing_since[g] == now else logging.DEBUG,
             "site group %s unreachable (crash %d of %d recoverable); reusing its last "
             "proposal and registering it again: %s",
             sites,
