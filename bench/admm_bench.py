@@ -80,6 +80,7 @@ from coordinator.data import load_view
 from coordinator.events import NullObserver
 from coordinator.fleet import InlineFleet
 from site_agent.group import SiteGroup
+from site_agent.subproblem import InnerSettings
 from thermoroute.launch import AdmmRun, discover, ensure_ray, plan_groups, solve_admm
 
 #: The target relative tolerance of the benchmark (issue 3, item 7).
@@ -90,13 +91,15 @@ SYNTH_SEED = 0
 #: Default budget of one centralised solve [s], and its address-space cap [GB].
 CENTRAL_BUDGET_S = 300.0
 CENTRAL_MEMORY_GB = 10.0
-#: The ADMM variants compared, by name: changes to the default :class:`AdmmSettings`.
+#: The ADMM variants compared, by name: changes to the default :class:`AdmmSettings`, and
+#: under ``"inner"`` to the sites' :class:`InnerSettings`.
 MODES: dict[str, dict[str, Any]] = {
     "per-row": {},
     "scalar": {"per_row": False},
     "per-row+anderson": {"acceleration": "anderson"},
     "per-row+nesterov": {"acceleration": "nesterov"},
     "scalar+anderson": {"per_row": False, "acceleration": "anderson"},
+    "per-row+fallback": {"inner": {"fallback": True}},
 }
 #: Compared by default: the product's default, plain ADMM with one ρ, and Anderson.
 DEFAULT_MODES: tuple[str, ...] = ("per-row", "scalar", "per-row+anderson")
@@ -193,9 +196,13 @@ def settings_for(mode: str, time_limit_s: float | None) -> AdmmSettings:
     """The benchmark's ADMM settings: the defaults, ``ε_rel = 1e-4``, the given mode."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
-    return dataclasses.replace(
-        AdmmSettings(eps_rel=EPS_REL, time_limit_s=time_limit_s), **MODES[mode]
-    )
+    changes = {k: v for k, v in MODES[mode].items() if k != "inner"}
+    return dataclasses.replace(AdmmSettings(eps_rel=EPS_REL, time_limit_s=time_limit_s), **changes)
+
+
+def inner_for(mode: str) -> InnerSettings:
+    """The sites' inner settings of ``mode`` (the defaults unless it names changes)."""
+    return InnerSettings(**MODES[mode].get("inner", {}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,6 +381,7 @@ def run_admm(spec: Spec, executor: str, mode: str, repeat: int) -> dict[str, Any
         executor=executor,
         sites_per_agent=spec.sites_per_agent,
         settings=settings_for(mode, spec.time_limit_s),
+        inner=inner_for(mode),
         measure_ping=executor == "ray",
         num_cpus=os.cpu_count(),
         shutdown=False,
