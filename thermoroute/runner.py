@@ -22,6 +22,7 @@ from common.compare import METRICS, REFERENCE, percent_change
 from common.evaluate import Evaluation
 from common.outputs import write_run
 from common.scenario import Scenario
+from coordinator.fleet import FleetTimeout, SiteGroupLost
 
 
 class SolveError(RuntimeError):
@@ -80,25 +81,30 @@ def run_solver(
     if solver == "admm":
         from thermoroute.admm_run import run_admm
 
-        result = run_admm(
-            directory,
-            scenario,
-            out,
-            executor=executor,
-            address=address,
-            sites_per_agent=sites_per_agent,
-            penalty=penalty,
-            acceleration=acceleration,
-            eps_rel=eps_rel,
-            max_iter=max_iter,
-            metrics_port=metrics_port,
-            metrics_addr=metrics_addr,
-            metrics_linger=metrics_linger,
-            live=live,
-            console=console,
-            agent_restarts=agent_restarts,
-            inner_fallback=inner_fallback,
-        )
+        try:
+            result = run_admm(
+                directory,
+                scenario,
+                out,
+                executor=executor,
+                address=address,
+                sites_per_agent=sites_per_agent,
+                penalty=penalty,
+                acceleration=acceleration,
+                eps_rel=eps_rel,
+                max_iter=max_iter,
+                metrics_port=metrics_port,
+                metrics_addr=metrics_addr,
+                metrics_linger=metrics_linger,
+                live=live,
+                console=console,
+                agent_restarts=agent_restarts,
+                inner_fallback=inner_fallback,
+            )
+        except (FleetTimeout, SiteGroupLost) as exc:
+            # On Ray the coordinator actor's exception arrives wrapped; say what it was.
+            cause = getattr(exc, "cause", None) or exc
+            raise SolveError(str(cause).splitlines()[0]) from None
         summary, converged, details = result
     else:
         assert scenario is not None, "only ADMM solves a split deployment directory"
