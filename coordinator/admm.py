@@ -401,6 +401,7 @@ class IterationLog:
     late_sites: tuple[str, ...]
     eps_inner: float
     polish: bool = False
+    crashed_sites: tuple[str, ...] = ()
 
 
 @dataclass
@@ -766,6 +767,7 @@ class ExchangeAdmm:
             accelerated=accelerated,
             late_sites=tuple(reply.late_sites),
             eps_inner=self.eps_inner,
+            crashed_sites=tuple(reply.crashed_sites),
         )
         return row, converged
 
@@ -816,6 +818,7 @@ class ExchangeAdmm:
                     elapsed_s=row.elapsed_s,
                     accelerated=row.accelerated,
                     late_sites=row.late_sites,
+                    crashed_sites=row.crashed_sites,
                 )
                 if on_iteration is not None:
                     on_iteration(row)

@@ -44,6 +44,8 @@ class IterationRecord:
     objective_parts: dict[str, float] = field(default_factory=dict)
     site_solve_s: dict[str, float] = field(default_factory=dict)
     late_sites: tuple[str, ...] = ()
+    #: Sites whose agent crashed in this iteration (Ray restarts it; the run goes on).
+    crashed_sites: tuple[str, ...] = ()
 
 
 class RunObserver(Protocol):

@@ -77,6 +77,8 @@ class FleetReply:
     late_sites : tuple of str
         Sites whose group missed the deadline (their previous proposal is in ``served``) or
         answered an older iteration.
+    crashed_sites : tuple of str
+        Sites whose group's actor crashed in this fan-in (a new crash; they are late too).
     fan_out_s, wait_s : float
         Time to submit the calls, and from the last submission to the last answer used.
     """
@@ -86,6 +88,7 @@ class FleetReply:
     late_sites: tuple[str, ...] = ()
     fan_out_s: float = 0.0
     wait_s: float = 0.0
+    crashed_sites: tuple[str, ...] = ()
 
 
 class Fleet(Protocol):
@@ -413,8 +416,10 @@ class RayFleet:
         t2 = time.perf_counter()
         served = self._last.copy()
         late: list[str] = []
+        new_crashes: list[str] = []
         for g, error in crashed:
-            self._crashed(g, error)
+            if self._crashed(g, error):
+                new_crashes.extend(self._slots.group_sites[g])
             late.extend(self._slots.group_sites[g])
         for (g, _), answer in zip(done, answers, strict=True):
             if self.tap is not None:
@@ -437,7 +442,7 @@ class RayFleet:
                 late.extend(self._slots.group_sites[g])
         self.late_count += len(late)
         self._last = served
-        return FleetReply(iteration, served, tuple(late), t1 - t0, t2 - t1)
+        return FleetReply(iteration, served, tuple(late), t1 - t0, t2 - t1, tuple(new_crashes))
 
     def _fetch_each(
         self, outstanding: list[tuple[int, Any]], ready: set[Any], timeout: float
@@ -459,8 +464,10 @@ class RayFleet:
             done.append((g, ref))
         return done, answers, crashed
 
-    def _crashed(self, g: int, error: Exception) -> None:
+    def _crashed(self, g: int, error: Exception) -> bool:
         """Book a failed call of group ``g``: recover the group before its next call, or give up.
+
+        Returns whether this is a new crash (not a call refused while the actor restarts).
 
         A crash shows as ``ActorUnavailableError`` on the call that was running, and calls
         sent while Ray restarts the actor fail the same way: failures until the group's next
@@ -472,7 +479,8 @@ class RayFleet:
 
         self._pending[g] = None
         now = time.perf_counter()
-        if self._failing_since[g] is None:
+        new = self._failing_since[g] is None
+        if new:
             self.crashes[g] += 1
             self._failing_since[g] = now
         sites = list(self._slots.group_sites[g])
@@ -493,7 +501,7 @@ class RayFleet:
             ) from error
         # One warning per crash; the calls that fail while Ray restarts the actor are routine.
         log.log(
-            logging.WARNING if self._failing_since[g] == now else logging.DEBUG,
+            logging.WARNING if new else logging.DEBUG,
             "site group %s unreachable (crash %d of %d recoverable); reusing its last "
             "proposal and registering it again: %s",
             sites,
@@ -502,6 +510,7 @@ class RayFleet:
             error,
         )
         self._lost_state[g] = True
+        return new
 
     def _restore(self, g: int) -> None:
         """Bring a restarted group back: its horizon, its registration, the penalties.

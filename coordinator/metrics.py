@@ -30,6 +30,7 @@ name                                             type       labels
 ``thermoroute_admm_late_sites``                  gauge      run
 ``thermoroute_late_sites_total``                 counter    run, site
 ``thermoroute_site_timeouts_total``              counter    run, site
+``thermoroute_site_crashes_total``               counter    run, site
 ``thermoroute_run_state``                        stateset   run
 ===============================================  =========  ==========================
 
@@ -335,6 +336,7 @@ class _Families:
     late_now: Gauge
     late: Counter
     timeouts: Counter
+    crashes: Counter
     state: Enum
 
     def run_only(self) -> tuple[Any, ...]:
@@ -347,7 +349,7 @@ class _Families:
 
     def per_site(self) -> tuple[Any, ...]:
         """Families labelled by ``run`` and ``site``."""
-        return (self.solve, self.last_solve, self.late, self.timeouts)
+        return (self.solve, self.last_solve, self.late, self.timeouts, self.crashes)
 
 
 def _make_families(registry: CollectorRegistry) -> _Families:
@@ -399,6 +401,9 @@ def _make_families(registry: CollectorRegistry) -> _Families:
                      "was reused.", run_site, **kw),
         timeouts=Counter("thermoroute_site_timeouts",
                          "Site timeouts reported by the coordinator.", run_site, **kw),
+        crashes=Counter("thermoroute_site_crashes",
+                        "Crashes of a site's agent process (restarted by Ray and registered "
+                        "again).", run_site, **kw),
         state=Enum("thermoroute_run_state", "Lifecycle state of a run.", run,
                    states=[s.value for s in RunState], **kw),
     )  # fmt: skip
@@ -559,6 +564,9 @@ class CoordinatorMetrics:
             for site in record.late_sites:
                 self._site(run, site)
                 fam.late.labels(run, site).inc()
+            for site in record.crashed_sites:
+                self._site(run, site)
+                fam.crashes.labels(run, site).inc()
 
     def on_site_timeout(self, run_id: str, site_id: str) -> None:
         """Count a site timeout (``thermoroute_site_timeouts_total``)."""

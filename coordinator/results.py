@@ -229,6 +229,7 @@ def assemble(
             "rho_changes": result.rho_changes,
             "anderson_steps": result.anderson_accepted,
             "late_site_answers": result.late_total,
+            "site_crashes": sum(len(h.crashed_sites) for h in result.history),
             # The sites' inner solves, summed (counts only; each site's own figures stay
             # in its telemetry).
             **{

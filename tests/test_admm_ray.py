@@ -123,6 +123,11 @@ def test_crashed_agent_is_restarted_and_rejoins(
     # The crash is the only miss: the restarted agent is registered again without waiting.
     assert late[0] == 20
     assert all(set(h.late_sites) == {"mel"} for h in result.history if h.late_sites)
+    # One crash, booked once, however many calls Ray refused while restarting the agent.
+    assert [(h.iteration, h.crashed_sites) for h in result.history if h.crashed_sites] == [
+        (20, ("mel",))
+    ]
+    assert outcome.outputs.stats.extra["site_crashes"] == 1
     assert result.converged and result.report_iteration > 20
     x, n = outcome.outputs.schedule.x, outcome.outputs.schedule.n
     central = solve_central(tiny_scenario).objective_aud

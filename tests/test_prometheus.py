@@ -308,7 +308,8 @@ def test_coordinator_metrics_keep_recent_runs_and_survive_pickling() -> None:
             metrics.on_state(run, RunState.STARTING)
             metrics.on_iteration(
                 IterationRecord(run, 0, 2.0, 1.0, 0.1, 0.1, 1.0, float("nan"), 0.01,
-                                site_solve_s={"syd": 0.002}, late_sites=("mel",))
+                                site_solve_s={"syd": 0.002}, late_sites=("mel",),
+                                crashed_sites=("mel",))
             )  # fmt: skip
             metrics.on_site_timeout(run, "mel")
         page = _scrape(server.url)
@@ -316,6 +317,7 @@ def test_coordinator_metrics_keep_recent_runs_and_survive_pickling() -> None:
         assert runs == {"b", "c"}, "the oldest run's series must be removed"
         assert page['thermoroute_late_sites_total{run="c",site="mel"}'] == 1
         assert page['thermoroute_site_timeouts_total{run="c",site="mel"}'] == 1
+        assert page['thermoroute_site_crashes_total{run="c",site="mel"}'] == 1
         assert page['thermoroute_site_solve_seconds_count{run="c",site="syd"}'] == 1
         assert not any(k.startswith("thermoroute_objective_aud") for k in page), "NaN objective"
         # No scrape after the call: linger waits for one, then gives up at its deadline.
