@@ -749,11 +749,10 @@ class ExchangeAdmm:
         self.last = res
         converged = res.converged and k + 1 >= cfg.min_iter and not reply.late_sites
         if not converged:
-            if cfg.per_row:
-                if row_res is not None:
-                    self._balance_rows(row_res, k + 1)
-            else:
+            if not cfg.per_row:
                 self._balance_rho(res, k + 1)
+            elif row_res is not None:  # computed only on the iterations that test penalties
+                self._balance_rows(row_res, k + 1)
             self.eps_inner = self._inner_eps(res, step)
         self.timing["fleet_s"] += t1 - t0
         self.timing["fan_out_s"] = self.timing.get("fan_out_s", 0.0) + reply.fan_out_s

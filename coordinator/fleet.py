@@ -403,12 +403,9 @@ class RayFleet:
             answers = self._get(refs, timeout)
             done = outstanding
             ready_set = set(refs)
-        except ray.exceptions.GetTimeoutError:
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0.0)
-            ready_set = set(ready)
-            done, answers, crashed = self._fetch_each(outstanding, ready_set, timeout)
-        except ray.exceptions.RayActorError:
-            # Some group's actor died: wait for the others, then take the answers one by one.
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
+            # A group is late or its actor died: wait for the others until the deadline
+            # (already passed after a timeout), then take the ready answers one by one.
             remaining = max(0.0, timeout - (time.perf_counter() - t1))
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=remaining)
             ready_set = set(ready)
