@@ -55,16 +55,29 @@ class SlowGroup(CvxSiteGroup):
         return super().solve(iteration, *args)
 
 
-def test_late_group_keeps_its_last_proposal(ray_cluster: Any, tiny_scenario: Scenario) -> None:
-    ray = ray_cluster
-    groups = [["syd"], ["mel"], ["per"]]
-    remote = ray.remote(SlowGroup).options(num_cpus=0)
-    handles = [remote.remote(tiny_scenario, g, 3 if g == ["per"] else -1, 3.0) for g in groups]
-    coordinator = Coordinator(
-        DemandView.of(tiny_scenario), AdmmSettings(max_iter=3000, solve_timeout_s=1.0)
-    )
+#: One agent per site of the tiny scenario.
+SINGLE_SITE_GROUPS = [["syd"], ["mel"], ["per"]]
+
+
+def _registered(
+    scenario: Scenario, handles: list[Any], groups: list[list[str]], settings: AdmmSettings
+) -> Coordinator:
+    """An in-process coordinator over ``handles``, registered and ready to run."""
+    coordinator = Coordinator(DemandView.of(scenario), settings)
     coordinator.attach_actors(handles, groups)
     coordinator.register()
+    return coordinator
+
+
+def test_late_group_keeps_its_last_proposal(ray_cluster: Any, tiny_scenario: Scenario) -> None:
+    ray = ray_cluster
+    remote = ray.remote(SlowGroup).options(num_cpus=0)
+    handles = [
+        remote.remote(tiny_scenario, g, 3 if g == ["per"] else -1, 3.0) for g in SINGLE_SITE_GROUPS
+    ]
+    coordinator = _registered(
+        tiny_scenario, handles, SINGLE_SITE_GROUPS, AdmmSettings(max_iter=3000, solve_timeout_s=1.0)
+    )
     outcome = coordinator.run()
     result = outcome.result
     late = [h.iteration for h in result.history if h.late_sites]
@@ -98,11 +111,16 @@ class CrashingGroup(SiteGroup):
         return super().solve(iteration, *args)
 
 
-def _crashing_fleet(ray: Any, source: Path, crash_from: int, always: bool) -> list[Any]:
+def _crashing_fleet(
+    ray: Any, source: Path, crash_from: int, always: bool, **kwargs: Any
+) -> list[Any]:
+    """One agent per site (restartable once); ``mel``'s crashes from ``crash_from``."""
     remote = ray.remote(CrashingGroup).options(num_cpus=0, max_restarts=1)
-    groups = [["syd"], ["mel"], ["per"]]
     crash = {"mel": crash_from}
-    return [remote.remote(str(source), g, crash.get(g[0], -1), always) for g in groups]
+    return [
+        remote.remote(str(source), g, crash.get(g[0], -1), always, **kwargs)
+        for g in SINGLE_SITE_GROUPS
+    ]
 
 
 def test_crashed_agent_is_restarted_and_rejoins(
@@ -110,12 +128,9 @@ def test_crashed_agent_is_restarted_and_rejoins(
 ) -> None:
     ray = ray_cluster
     handles = _crashing_fleet(ray, tiny_scenario_dir, 20, always=False)
-    groups = [["syd"], ["mel"], ["per"]]
-    coordinator = Coordinator(
-        DemandView.of(tiny_scenario), AdmmSettings(max_iter=3000, agent_restarts=1)
+    coordinator = _registered(
+        tiny_scenario, handles, SINGLE_SITE_GROUPS, AdmmSettings(max_iter=3000, agent_restarts=1)
     )
-    coordinator.attach_actors(handles, groups)
-    coordinator.register()
     outcome = coordinator.run()
     result = outcome.result
     assert coordinator.fleet.crashes == [0, 1, 0]
@@ -142,11 +157,9 @@ def test_agent_crashing_past_its_restarts_fails_the_run(
 ) -> None:
     ray = ray_cluster
     handles = _crashing_fleet(ray, tiny_scenario_dir, 5, always=True)
-    coordinator = Coordinator(
-        DemandView.of(tiny_scenario), AdmmSettings(max_iter=3000, agent_restarts=1)
+    coordinator = _registered(
+        tiny_scenario, handles, SINGLE_SITE_GROUPS, AdmmSettings(max_iter=3000, agent_restarts=1)
     )
-    coordinator.attach_actors(handles, [["syd"], ["mel"], ["per"]])
-    coordinator.register()
     with pytest.raises(SiteGroupLost, match=r"\['mel'\] (crashed|is lost)"):
         coordinator.run()
     for h in handles:
@@ -159,15 +172,10 @@ def test_restarted_agent_rejoins_at_the_current_horizon(
     """Receding horizon: an agent restarted after the fleet moved one step is moved there
     too (its constructor loads the first window) before it is registered again."""
     ray = ray_cluster
-    remote = ray.remote(CrashingGroup).options(num_cpus=0, max_restarts=1)
-    groups = [["syd"], ["mel"], ["per"]]
-    handles = [
-        remote.remote(str(tiny_scenario_dir), g, 0 if g == ["mel"] else -1, False, steps=3)
-        for g in groups
-    ]
+    handles = _crashing_fleet(ray, tiny_scenario_dir, 0, always=False, steps=3)
     window = tiny_scenario.window(1, 3)
     coordinator = Coordinator(DemandView.of(window), AdmmSettings())
-    fleet = RayFleet(handles, groups, restarts=1, timeout_s=60.0)
+    fleet = RayFleet(handles, SINGLE_SITE_GROUPS, restarts=1, timeout_s=60.0)
     supports = fleet.register(coordinator.layout, coordinator.row_scale, 1.0)
     fleet.shift(1)
     targets = np.zeros(sum(s.size for s in supports))
@@ -194,9 +202,7 @@ def test_cvxpy_sites_on_ray_match_central(ray_cluster: Any, tiny_scenario: Scena
     groups = [["syd", "mel"], ["per"]]
     remote = ray.remote(CvxSiteGroup).options(num_cpus=0)
     handles = [remote.remote(tiny_scenario, g) for g in groups]
-    coordinator = Coordinator(DemandView.of(tiny_scenario), AdmmSettings(max_iter=3000))
-    coordinator.attach_actors(handles, groups)
-    coordinator.register()
+    coordinator = _registered(tiny_scenario, handles, groups, AdmmSettings(max_iter=3000))
     outcome = coordinator.run()
     assert outcome.converged and outcome.result.late_total == 0
     reports = ray.get([h.final_report.remote(outcome.result.report_iteration) for h in handles])
