@@ -50,7 +50,7 @@ import numpy as np
 from common.coupling import CouplingLayout
 from common.scenario import DemandView
 from coordinator.acceleration import AndersonAccelerator, RestartedNesterov
-from coordinator.events import IterationRecord, RunObserver, RunState
+from coordinator.events import IterationRecord, RunObserver, RunState, notify_all
 
 if TYPE_CHECKING:
     from coordinator.fleet import Fleet
@@ -458,20 +458,6 @@ def shadow_prices(
     return layout.unpack(price)
 
 
-# Observer call that never lets an observer break the run (coordinator/events.py contract).
-def _notify(
-    observers: list[RunObserver], call: Callable[[RunObserver], None], dropped: set[int]
-) -> None:
-    for k, obs in enumerate(observers):
-        if k in dropped:
-            continue
-        try:
-            call(obs)
-        except Exception:  # an observer must never break a run
-            log.exception("observer %r failed and was dropped", obs)
-            dropped.add(k)
-
-
 class ExchangeAdmm:
     """The exchange-ADMM loop over a fleet.
 
@@ -794,7 +780,7 @@ class ExchangeAdmm:
         cfg = self.settings
         observers = list(observers)
         dropped: set[int] = set()
-        _notify(observers, lambda o: o.on_state(self.run_id, RunState.RUNNING), dropped)
+        notify_all(observers, lambda o: o.on_state(self.run_id, RunState.RUNNING), dropped)
         start = time.perf_counter()
         converged = False
         try:
@@ -804,7 +790,9 @@ class ExchangeAdmm:
                 self.history.append(row)
                 res = row.residuals
                 for sid in row.late_sites:
-                    _notify(observers, lambda o, s=sid: o.on_site_timeout(self.run_id, s), dropped)
+                    notify_all(
+                        observers, lambda o, s=sid: o.on_site_timeout(self.run_id, s), dropped
+                    )
                 record = IterationRecord(
                     run_id=self.run_id,
                     iteration=row.iteration,
@@ -821,7 +809,7 @@ class ExchangeAdmm:
                 )
                 if on_iteration is not None:
                     on_iteration(row)
-                _notify(observers, lambda o, r=record: o.on_iteration(r), dropped)
+                notify_all(observers, lambda o, r=record: o.on_iteration(r), dropped)
                 if converged:
                     break
                 if cfg.time_limit_s is not None and row.elapsed_s > cfg.time_limit_s:
@@ -829,10 +817,10 @@ class ExchangeAdmm:
                 if should_stop is not None and should_stop():
                     break
         except Exception:
-            _notify(observers, lambda o: o.on_state(self.run_id, RunState.FAILED), dropped)
+            notify_all(observers, lambda o: o.on_state(self.run_id, RunState.FAILED), dropped)
             raise
         final = RunState.CONVERGED if converged else RunState.STOPPED
-        _notify(observers, lambda o: o.on_state(self.run_id, final), dropped)
+        notify_all(observers, lambda o: o.on_state(self.run_id, final), dropped)
         last_iter = self.state.iteration - 1
         report_iteration = (
             last_iter if converged or self.best_iteration is None else (self.best_iteration)

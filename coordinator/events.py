@@ -7,6 +7,8 @@ not raise (an exception is logged and the observer dropped, never the run).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -24,7 +26,7 @@ class RunState(StrEnum):
 
 @dataclass(frozen=True)
 class IterationRecord:
-    """One ADMM iteration as the coordinator saw it.
+    """One iteration of a distributed method as the coordinator saw it.
 
     Residuals are in the scaled coupling units of the run; ``objective_parts`` holds the
     objective in AUD split into ``energy_cost``, ``carbon``, ``water`` and ``latency`` when
@@ -46,6 +48,13 @@ class IterationRecord:
     late_sites: tuple[str, ...] = ()
     #: Sites whose agent crashed in this iteration (Ray restarts it; the run goes on).
     crashed_sites: tuple[str, ...] = ()
+    #: The distributed method: ``admm``, or ``ipm`` (then ``rho`` is NaN, ``primal_residual``
+    #: is the coupling residual and ``dual_residual`` the count of sites whose dual residual
+    #: is not yet small).
+    method: str = "admm"
+    #: Interior point only: mean complementarity and the step taken from this iterate.
+    mu: float = float("nan")
+    step: float = float("nan")
 
 
 class RunObserver(Protocol):
@@ -79,3 +88,21 @@ class NullObserver:
         self, run_id: str, objective_aud: float, parts: dict[str, float] | None = None
     ) -> None:
         return None
+
+
+log = logging.getLogger(__name__)
+
+
+def notify_all(
+    observers: list[RunObserver], call: Callable[[RunObserver], None], dropped: set[int]
+) -> None:
+    """Call every observer not yet dropped; one that raises is logged and dropped, never
+    the run (the coordinator/events.py contract)."""
+    for k, obs in enumerate(observers):
+        if k in dropped:
+            continue
+        try:
+            call(obs)
+        except Exception:  # an observer must never break a run
+            log.exception("observer %r failed and was dropped", obs)
+            dropped.add(k)

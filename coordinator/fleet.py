@@ -116,6 +116,8 @@ class Fleet(Protocol):
 
     def shift(self, steps: int, start: Any = None) -> None: ...
 
+    def broadcast(self, method: str, message: Any, *, indexed: bool = False) -> list[Any]: ...
+
     def close(self) -> None: ...
 
 
@@ -242,6 +244,19 @@ class InlineFleet:
         for group in self.groups:
             group.shift(steps, start)
 
+    def broadcast(self, method: str, message: Any, *, indexed: bool = False) -> list[Any]:
+        """Call ``method(message)`` (``method(message, g)`` when ``indexed``) on every group.
+
+        The generic round of methods other than ADMM: one message to all, one answer each,
+        in group order; every answer passes the tap as kind ``method``.
+        """
+        answers = []
+        for g, group in enumerate(self.groups):
+            call = getattr(group, method)
+            answer = call(message, g) if indexed else call(message)
+            answers.append(self._seen(method, g, answer))
+        return answers
+
     def close(self) -> None:
         return None
 
@@ -252,6 +267,23 @@ class FleetTimeout(RuntimeError):
 
 class SiteGroupLost(RuntimeError):
     """A group's actor crashed more often than the fleet may recover it."""
+
+
+class RoundFailed(RuntimeError):
+    """A broadcast round in which some groups did not answer (crashed or late).
+
+    Attributes
+    ----------
+    groups : list of int
+        The groups that did not answer.
+    sites : list of str
+        Their sites.
+    """
+
+    def __init__(self, groups: list[int], sites: list[str], reason: str) -> None:
+        super().__init__(f"site group(s) with sites {sites} did not answer: {reason}")
+        self.groups = groups
+        self.sites = sites
 
 
 class RayFleet:
@@ -554,6 +586,40 @@ class RayFleet:
         # `__ray_ready__` is Ray's built-in no-op method of every actor.
         self._get([h.__ray_ready__.remote() for h in self.handles], self.timeout_s)
         return time.perf_counter() - t0
+
+    def broadcast(self, method: str, message: Any, *, indexed: bool = False) -> list[Any]:
+        """Call ``method`` on every group with one shared message; answers in group order.
+
+        The message is put in the object store once. Every group must answer within the
+        deadline: a group that does not, or whose actor died, fails the round
+        (:class:`RoundFailed` names its sites).
+        """
+        import ray
+
+        self.drain()
+        ref = ray.put(message)
+        refs = [
+            getattr(h, method).remote(ref, g) if indexed else getattr(h, method).remote(ref)
+            for g, h in enumerate(self.handles)
+        ]
+        try:
+            answers = self._get(refs, self.timeout_s)
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as error:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            failed = []
+            for g, r in enumerate(refs):
+                try:
+                    if r not in ready:
+                        raise TimeoutError
+                    self._get([r], 0)
+                except Exception:
+                    failed.append(g)
+            sites = [s for g in failed for s in self._slots.group_sites[g]]
+            raise RoundFailed(failed, sites, str(error).splitlines()[0]) from error
+        if self.tap is not None:
+            for g, answer in enumerate(answers):
+                self.tap(method, g, answer)
+        return answers
 
     def shift(self, steps: int, start: Any = None) -> None:
         self.drain()

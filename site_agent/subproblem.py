@@ -170,6 +170,70 @@ class InnerSettings:
         return kwargs
 
 
+@dataclass(frozen=True)
+class SiteQp:
+    """A site's problem in the scaled variables ``ξ``, for methods that do not use OSQP.
+
+    ``f(ξ) = costᵀξ + congestion · Σ_t L_t² + constant`` with the busy GPUs
+    ``L_t = Σ_{k: step_k = t} gpu_load_k ξ_k ≤ capacity`` and ``ξ ≥ 0``; the site's served
+    demand on support row ``support[position_k]`` is ``Σ coefficient_k ξ_k``. The same
+    problem as the ADMM subproblem without the penalty term (module docstring).
+
+    Attributes
+    ----------
+    cost : ndarray (n,)
+        Linear cost [AUD per scaled unit].
+    congestion : float
+        ``β`` [AUD per busy-GPU²].
+    gpu_load : ndarray (n,)
+        Busy GPUs per scaled unit.
+    step : ndarray of int (n,)
+        Step of each variable.
+    steps : int
+    capacity : float
+        ``u_max · G`` busy GPUs.
+    constant : float
+        AUD that no decision changes (GPUs kept powered where idling pays).
+    support : ndarray of int64 (m_i,)
+        Global coupling rows the site can serve, sorted.
+    position : ndarray of int (n,)
+        Support position of each variable's coupling row.
+    coefficient : ndarray (n,)
+        Coefficient of each variable in its scaled row (1, or ``1/T`` for deferrable).
+    """
+
+    cost: np.ndarray
+    congestion: float
+    gpu_load: np.ndarray
+    step: np.ndarray
+    steps: int
+    capacity: float
+    constant: float
+    support: np.ndarray
+    position: np.ndarray
+    coefficient: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.cost.size)
+
+    def load(self, xi: np.ndarray) -> np.ndarray:
+        """Busy GPUs per step, (T,)."""
+        return np.bincount(self.step, weights=self.gpu_load * xi, minlength=self.steps)
+
+    def served(self, xi: np.ndarray) -> np.ndarray:
+        """Served demand on the support rows [scaled units]."""
+        out = np.bincount(self.position, weights=self.coefficient * xi, minlength=self.support.size)
+        return out.astype(float, copy=False)
+
+    def gradient(self, xi: np.ndarray) -> np.ndarray:
+        return self.cost + 2.0 * self.congestion * self.gpu_load * self.load(xi)[self.step]
+
+    def objective(self, xi: np.ndarray) -> float:
+        load = self.load(xi)
+        return float(self.cost @ xi + self.congestion * (load @ load) + self.constant)
+
+
 @dataclass
 class SolveInfo:
     """What the last inner solve did (for the site's own telemetry)."""
@@ -700,6 +764,31 @@ class SiteSubproblem:
         xi = self._xi
         load = self.load
         return float(self._q0[: self._nvar] @ xi + self._beta * (load @ load) + self._const)
+
+    def qp(self) -> SiteQp:
+        """The site's problem without the ADMM penalty, in the scaled variables."""
+        return SiteQp(
+            cost=self._q0[: self._nvar].copy(),
+            congestion=float(self._beta),
+            gpu_load=self._h.copy(),
+            step=self._var_step.copy(),
+            steps=self._layout.steps,
+            capacity=float(self._capacity),
+            constant=float(self._const),
+            support=self._support.copy(),
+            position=self._pos.copy(),
+            coefficient=self._m.copy(),
+        )
+
+    def adopt(self, xi: np.ndarray) -> None:
+        """Make ``ξ`` (scaled variables, as in :meth:`qp`) the current iterate.
+
+        Used by other methods to hand their answer to the report and warm-start paths.
+        """
+        xi = np.asarray(xi, dtype=float)
+        if xi.shape != (self._nvar,):
+            raise ValueError(f"xi has shape {xi.shape}, expected ({self._nvar},)")
+        self._warm(xi, None)
 
     def local_objective(
         self, x: np.ndarray | None = None, n: np.ndarray | None = None

@@ -1,0 +1,407 @@
+"""The distributed primal–dual interior-point method: the coordinator's side.
+
+The fleet solves ``min Σ_i f_i(ξ_i)`` s.t. ``Σ_i A_i ξ_i = b`` (scaled coupling rows), each site
+with ``ξ_i ≥ 0`` and its capacity ``H_i ξ_i ≤ cap_i``. A primal–dual interior point with
+Mehrotra's predictor–corrector eliminates every site's variables at the site
+(:mod:`site_agent.ipm`), so the coordinator works only in the ``m`` coupling rows — ``m`` does
+not grow with the number of sites. Per iteration, three rounds (:mod:`common.ipm_protocol`):
+
+1. ``newton``: the sites take the last step, then send (summed, masked)
+   ``S = Σ A_i K_i⁻¹ A_iᵀ``, ``Σ A_i K_i⁻¹ g_aff``, ``Σ A_i ξ_i``, the complementarity and the
+   count of sites whose dual residual is not small. The coordinator tests for convergence,
+   factorises ``S`` (``m × m``, dense Cholesky) and solves the predictor
+   ``S Δλ_aff = r_c + Σ A K⁻¹ g_aff``.
+2. ``predict``: with ``Δλ_aff``, the sites send the histogram of their feasible steps, the
+   coefficients of the predicted complementarity and the corrector right-hand side as
+   ``rhs0 + σμ·rhs1``; the coordinator sets Mehrotra's ``σ = (μ_aff/μ)³`` and solves
+   ``S Δλ = r_c + rhs0 + σμ·rhs1`` with the same factor.
+3. ``correct``: with ``Δλ`` and ``σμ``, the sites send the histogram of feasible steps of the
+   combined direction; the coordinator takes ``α = η · (the longest step nobody blocks)``
+   and ``λ ← λ + αΔλ``. The sites take the step at the start of the next ``newton`` round.
+
+Stopping test, from what the coordinator may see: ``‖Σ A ξ − b‖ ≤ ε_abs √m + ε_rel ‖b‖``, no
+site with a large dual residual (``‖r_d,i‖∞ ≤ ε_rel max(1, ‖c_i‖∞)``, a yes/no counted by
+the sum), and complementarity ``Σ ξᵀz + sᵀw ≤ ε_rel · max(1, |λᵀb|)``.
+
+After convergence the interior point leaves a tiny flow on every allowed pair. The sites
+drop the flows below ``clean_share`` (1e-4) of their row's demand and report what they
+dropped per row (a sum); the coordinator sends per-row factors ``b_r / (Σ served − dropped)``
+that put that flow — and the last residual — back on the remaining servers of each row.
+
+Shadow prices are ``λ``: ``∇f_i + A_iᵀλ = z_i ≥ 0``, so one more scaled unit of demand on a
+row costs ``−λ_r`` at the optimum.
+
+Nothing here knows of Ray; the loop talks to a :class:`coordinator.fleet.Fleet`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from common.ipm_protocol import (
+    IpmRequest,
+    IpmSiteSettings,
+    IpmStart,
+    Phase,
+    longest_free_step,
+    unpack,
+)
+from common.schur_pattern import SchurPattern, factor, solve
+from common.secure_aggregation import MaskingSetup, neighbour_graph, unmask_sum
+from coordinator.events import IterationRecord, RunObserver, RunState, notify_all
+
+if TYPE_CHECKING:
+    from coordinator.admm import ExchangeStructure
+    from coordinator.fleet import Fleet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IpmSettings:
+    """Parameters of the distributed interior-point method.
+
+    Parameters
+    ----------
+    eps_abs, eps_rel : float
+        Tolerances of the stopping test (module docstring), in scaled coupling units; the
+        same meaning as ADMM's so the two stop at comparable accuracy.
+    max_iter : int
+        Newton iterations at most.
+    step_fraction : float
+        ``η``: the fraction of the longest feasible step taken (keeps the iterate interior).
+    secure_aggregation : bool
+        Mask every group's sums (:mod:`common.secure_aggregation`) so the coordinator reads
+        only fleet sums. Off only to measure what masking costs.
+    clean_share : float
+        Flows below this share of their row's demand are dropped and their volume put back
+        on the row's other servers before the schedule is written.
+    solve_timeout_s : float
+        Deadline of one round.
+    agent_restarts : int
+        Crashes of one agent actor Ray recovers from (the actor comes back; see
+        :class:`coordinator.fleet.RayFleet`).
+    time_limit_s : float or None
+        Stop (not converged) after this much wall time.
+    """
+
+    eps_abs: float = 1e-5
+    eps_rel: float = 1e-4
+    max_iter: int = 100
+    step_fraction: float = 0.99
+    secure_aggregation: bool = True
+    clean_share: float = 1e-4
+    solve_timeout_s: float = 120.0
+    agent_restarts: int = 3
+    time_limit_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.eps_abs < 0 or not self.eps_rel > 0:
+            raise ValueError("eps_abs must be >= 0 and eps_rel > 0")
+        if self.max_iter < 1:
+            raise ValueError(f"max_iter must be >= 1 (got {self.max_iter})")
+        if not 0.0 < self.step_fraction < 1.0:
+            raise ValueError(f"step_fraction must be in (0, 1) (got {self.step_fraction})")
+        if not 0.0 <= self.clean_share < 0.01:
+            raise ValueError(f"clean_share must be in [0, 0.01) (got {self.clean_share})")
+
+    def site_settings(self) -> IpmSiteSettings:
+        return IpmSiteSettings(eps_rel=self.eps_rel, clean_share=self.clean_share)
+
+
+@dataclass
+class IpmLog:
+    """One iteration as the coordinator saw it (a row of ``convergence.csv``).
+
+    Attributes
+    ----------
+    iteration : int
+        Steps taken before this iterate (0: the starting point).
+    coupling : float
+        ``‖Σ A ξ − b‖`` [scaled units].
+    coupling_max : float
+        ``max_r |Σ A ξ − b|_r / max(|b_r|, 1)``.
+    eps_coupling : float
+        The coupling tolerance ``ε_abs √m + ε_rel ‖b‖``.
+    mu : float
+        Mean complementarity.
+    dual_pending : int
+        Sites whose dual residual is not yet small.
+    sigma, step : float
+        Centring parameter and the step taken from this iterate (NaN for the last).
+    elapsed_s : float
+    """
+
+    iteration: int
+    coupling: float
+    coupling_max: float
+    eps_coupling: float
+    mu: float
+    dual_pending: int
+    sigma: float = math.nan
+    step: float = math.nan
+    elapsed_s: float = 0.0
+
+
+@dataclass
+class IpmResult:
+    """The outcome of :meth:`DistributedInteriorPoint.run`."""
+
+    run_id: str
+    converged: bool
+    iterations: int
+    prices: np.ndarray
+    history: list[IpmLog]
+    wall_s: float
+    masked: bool
+    cleaning: dict[str, float] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def last(self) -> IpmLog:
+        return self.history[-1]
+
+
+class DistributedInteriorPoint:
+    """The interior-point loop over a fleet.
+
+    Parameters
+    ----------
+    structure : ExchangeStructure
+        The stacked supports (for ``b``, ``|S_r|`` and the fleet's size).
+    pattern : SchurPattern
+        The layout's Schur pattern.
+    settings : IpmSettings
+    prices : ndarray (m,), optional
+        Initial ``λ`` (scaled); zero by default.
+    run_id : str, optional
+    """
+
+    def __init__(
+        self,
+        structure: ExchangeStructure,
+        pattern: SchurPattern,
+        settings: IpmSettings,
+        prices: np.ndarray | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.structure = structure
+        self.pattern = pattern
+        self.settings = settings
+        m = structure.n_rows
+        self.prices = np.zeros(m) if prices is None else np.asarray(prices, dtype=float).copy()
+        if self.prices.shape != (m,):
+            raise ValueError("initial prices do not match the coupling rows")
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.history: list[IpmLog] = []
+        self.masked = False
+        self.timing = {"fleet_s": 0.0, "update_s": 0.0}
+
+    # ------------------------------------------------------------------------------------
+
+    def _round(self, fleet: Fleet, request: IpmRequest) -> dict[str, np.ndarray]:
+        """Broadcast one request; the fleet sum of the groups' answers, by field."""
+        t0 = time.perf_counter()
+        answers = fleet.broadcast("ipm_round", request)
+        t1 = time.perf_counter()
+        for answer in answers:
+            if answer.iteration != request.iteration or answer.phase != request.phase:
+                raise RuntimeError(
+                    f"a group answered {answer.phase} {answer.iteration}, "
+                    f"not {request.phase} {request.iteration}"
+                )
+        if self.masked:
+            flat = unmask_sum([a.values for a in answers])
+        else:
+            flat = np.sum([a.values for a in answers], axis=0)
+        phase: Phase = request.phase
+        out = unpack(phase, flat, self.structure.n_rows, self.pattern.size)
+        self.timing["fleet_s"] += t1 - t0
+        self.timing["update_s"] += time.perf_counter() - t1
+        return out
+
+    def _begin(self, fleet: Fleet) -> None:
+        """Fresh keys, relayed to each group's neighbours; the starting point."""
+        keys = fleet.broadcast("ipm_begin", None)
+        groups = len(keys)
+        masking = None
+        if self.settings.secure_aggregation and groups > 1:
+            graph = neighbour_graph(groups, secrets.randbits(63))
+            masking = {
+                g: MaskingSetup(self.run_id, g, {j: keys[j] for j in graph[g]})
+                for g in range(groups)
+            }
+        self.masked = masking is not None
+        s = self.structure
+        start = IpmStart(
+            run_id=self.run_id,
+            share=s.b / np.maximum(s.counts, 1),
+            prices=self.prices,
+            settings=self.settings.site_settings(),
+            masking=masking,
+        )
+        fleet.broadcast("ipm_start", start, indexed=True)
+
+    def run(
+        self,
+        fleet: Fleet,
+        observers: Sequence[RunObserver] = (),
+        *,
+        on_iteration: Callable[[IpmLog], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> IpmResult:
+        """Iterate until converged, the iteration or time limit, or ``should_stop``."""
+        cfg, s = self.settings, self.structure
+        observers = list(observers)
+        dropped: set[int] = set()
+        notify_all(observers, lambda o: o.on_state(self.run_id, RunState.RUNNING), dropped)
+        start = time.perf_counter()
+        b = s.b
+        eps_coupling = cfg.eps_abs * math.sqrt(s.n_rows) + cfg.eps_rel * float(np.linalg.norm(b))
+        converged = False
+        step = 0.0
+        try:
+            self._begin(fleet)
+            for k in range(cfg.max_iter + 1):
+                newton = self._round(fleet, IpmRequest(k, "newton", step=step, prices=self.prices))
+                gap = newton["served"] - b
+                pairs = float(newton["pairs"][0])
+                comp = float(newton["complementarity"][0])
+                mu = comp / pairs
+                pending = round(float(newton["dual_pending"][0]))
+                row = IpmLog(
+                    iteration=k,
+                    coupling=float(np.linalg.norm(gap)),
+                    coupling_max=float(
+                        np.max(np.abs(gap) / np.maximum(np.abs(b), 1.0), initial=0.0)
+                    ),
+                    eps_coupling=eps_coupling,
+                    mu=mu,
+                    dual_pending=pending,
+                )
+                self.history.append(row)
+                converged = (
+                    row.coupling <= eps_coupling
+                    and pending == 0
+                    and comp <= cfg.eps_rel * max(1.0, abs(float(self.prices @ b)))
+                )
+                out_of_time = cfg.time_limit_s is not None and (
+                    time.perf_counter() - start > cfg.time_limit_s
+                )
+                stop = converged or k == cfg.max_iter or out_of_time
+                stop = stop or (should_stop is not None and should_stop())
+                if not stop:
+                    step = self._step(fleet, k, newton, gap, mu, pairs, row)
+                row.elapsed_s = time.perf_counter() - start
+                self._notify(observers, row, dropped, on_iteration)
+                if stop:
+                    break
+            cleaning = self._clean(fleet, k + 1, newton["served"])
+        except Exception:
+            notify_all(observers, lambda o: o.on_state(self.run_id, RunState.FAILED), dropped)
+            raise
+        final = RunState.CONVERGED if converged else RunState.STOPPED
+        notify_all(observers, lambda o: o.on_state(self.run_id, final), dropped)
+        return IpmResult(
+            run_id=self.run_id,
+            converged=converged,
+            iterations=self.history[-1].iteration,
+            prices=self.prices.copy(),
+            history=list(self.history),
+            wall_s=time.perf_counter() - start,
+            masked=self.masked,
+            cleaning=cleaning,
+            timing=dict(self.timing),
+        )
+
+    def _step(
+        self,
+        fleet: Fleet,
+        k: int,
+        newton: dict[str, np.ndarray],
+        gap: np.ndarray,
+        mu: float,
+        pairs: float,
+        row: IpmLog,
+    ) -> float:
+        """Predictor, corrector and step length from iterate ``k``; updates the prices."""
+        t0 = time.perf_counter()
+        factored = factor(self.pattern.dense(newton["schur"]))
+        dlam_aff = solve(factored, gap + newton["rhs"])
+        self.timing["update_s"] += time.perf_counter() - t0
+        predict = self._round(fleet, IpmRequest(k, "predict", price_step=dlam_aff))
+        alpha_aff = min(1.0, longest_free_step(predict["blocked"]))
+        c0, c1, c2 = (float(v) for v in predict["poly"])
+        mu_aff = max(c0 + c1 * alpha_aff + c2 * alpha_aff**2, 0.0) / pairs
+        sigma = min(1.0, (mu_aff / mu) ** 3) if mu > 0 else 0.0
+        sigma_mu = sigma * mu
+        t1 = time.perf_counter()
+        dlam = solve(factored, gap + predict["rhs0"] + sigma_mu * predict["rhs1"])
+        self.timing["update_s"] += time.perf_counter() - t1
+        correct = self._round(fleet, IpmRequest(k, "correct", price_step=dlam, sigma_mu=sigma_mu))
+        step = min(1.0, self.settings.step_fraction * longest_free_step(correct["blocked"]))
+        self.prices = self.prices + step * dlam
+        row.sigma, row.step = sigma, step
+        return step
+
+    def _clean(self, fleet: Fleet, iteration: int, served: np.ndarray) -> dict[str, float]:
+        """Drop tiny flows at the sites and put their volume back on each row's servers.
+
+        Row ``r`` lacks ``d_r = b_r − (Σ served − dropped)`` (the dropped flow and the last
+        residual). Its remaining flows can carry ``absorb_r`` more within their sites' spare
+        capacity (:meth:`site_agent.ipm.SiteInteriorPoint.clean`); when ``|d_r| ≤ absorb_r``
+        every flow grows by ``d_r / absorb_r`` of its allowance — the row then meets its
+        demand exactly and no site exceeds its capacity, whatever the other rows do. Else
+        the row keeps its dropped flows and all of them are scaled by ``b_r / Σ served``.
+        """
+        b = self.structure.b
+        answer = self._round(fleet, IpmRequest(iteration, "clean", demand=b))
+        dropped, absorb = answer["dropped"], answer["absorb"]
+        deficit = b - (served - dropped)
+        repairable = np.abs(deficit) <= absorb
+        restore = ~repairable
+        share = deficit / np.where(absorb > 0, absorb, 1.0)
+        whole = np.where(served > 0, b / np.where(served > 0, served, 1.0), 1.0)
+        factors = np.where(repairable, share, whole)
+        fleet.broadcast(
+            "ipm_round", IpmRequest(iteration, "finish", factors=factors, restore=restore)
+        )
+        return {
+            "clean_share": self.settings.clean_share,
+            "dropped_total": float(dropped.sum()),
+            "rows_restored": int((restore & (dropped > 0)).sum()),
+        }
+
+    def _notify(
+        self,
+        observers: list[RunObserver],
+        row: IpmLog,
+        dropped: set[int],
+        on_iteration: Callable[[IpmLog], None] | None,
+    ) -> None:
+        if on_iteration is not None:
+            on_iteration(row)
+        record = IterationRecord(
+            run_id=self.run_id,
+            iteration=row.iteration,
+            primal_residual=row.coupling,
+            dual_residual=float(row.dual_pending),
+            eps_primal=row.eps_coupling,
+            eps_dual=0.0,
+            rho=math.nan,
+            objective_aud=math.nan,
+            elapsed_s=row.elapsed_s,
+            method="ipm",
+            mu=row.mu,
+            step=row.step,
+        )
+        notify_all(observers, lambda o: o.on_iteration(record), dropped)

@@ -1,0 +1,369 @@
+"""A site's share of the distributed primal–dual interior-point method.
+
+Everything here stays on the site: its iterate ``(ξ, z, s, w)`` — flows, their bound duals,
+the capacity slack and its dual — and its data. The coordinator's side and the method's
+outline are in :mod:`coordinator.ipm`; the messages in :mod:`common.ipm_protocol`.
+
+The site's Newton matrix ``K = ∇²f + X⁻¹Z + Hᵀ S⁻¹W H = D + Σ_t γ_t h_t h_tᵀ`` is diagonal
+plus one rank-one term per step, so the site eliminates its own variables in closed form
+(Sherman–Morrison), with no factorisation:
+
+.. math:: K^{-1} v = D^{-1} v − \\sum_t ρ_t (D^{-1} h_t)(h_t^T D^{-1} v),
+          \\quad ρ_t = γ_t / (1 + γ_t h_t^T D^{-1} h_t),
+
+and sends its Schur complement ``A K⁻¹ Aᵀ = diag(A D⁻¹ Aᵀ) − Σ_t ρ_t a_t a_tᵀ`` with
+``a_t = A D⁻¹ h_t`` on the layout's fixed pattern (:class:`common.schur_pattern.SchurPattern`).
+
+References
+----------
+.. [1] S. K. Pakazad, A. Hansson, M. S. Andersen, "Distributed primal–dual interior-point
+   methods for solving tree-structured coupled convex problems using message-passing",
+   Optimization Methods & Software 32(3), 2017.
+.. [2] S. Mehrotra, "On the implementation of a primal–dual interior point method", SIAM J.
+   Optim. 2(4), 1992.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.ipm_protocol import (
+    Aggregate,
+    IpmRequest,
+    IpmSiteSettings,
+    IpmStart,
+    Phase,
+    blocked_steps,
+    pack,
+)
+from common.schur_pattern import SchurPattern
+from common.secure_aggregation import PairwiseMasker
+from site_agent.subproblem import SiteQp
+
+
+def _longest_step(v: np.ndarray, dv: np.ndarray) -> float:
+    """Largest ``α`` with ``v + α dv ≥ 0`` (inf when ``dv ≥ 0``)."""
+    falling = dv < 0
+    return float(np.min(-v[falling] / dv[falling])) if falling.any() else np.inf
+
+
+@dataclass
+class _Direction:
+    xi: np.ndarray
+    z: np.ndarray
+    s: np.ndarray
+    w: np.ndarray
+
+    def bound(self, site: SiteInteriorPoint) -> float:
+        """Longest step keeping ``ξ, z, s, w`` non-negative (one for primal and dual)."""
+        return min(
+            _longest_step(site.xi, self.xi),
+            _longest_step(site.s, self.s),
+            _longest_step(site.z, self.z),
+            _longest_step(site.w, self.w),
+        )
+
+
+class SiteInteriorPoint:
+    """One site's iterate and its part of each round.
+
+    Parameters
+    ----------
+    qp : SiteQp
+        The site's problem in scaled variables (``SiteSubproblem.qp()``).
+    pattern : SchurPattern
+        The layout's Schur pattern.
+    n_rows : int
+        Coupling rows ``m`` of the layout.
+    """
+
+    def __init__(self, qp: SiteQp, pattern: SchurPattern, n_rows: int) -> None:
+        self.qp = qp
+        self.n_rows = n_rows
+        self.pattern_size = pattern.size
+        self.rows = qp.support[qp.position]  # global row of every variable
+        # The pairs (k, l) of variables of the same step with rows[k] ≥ rows[l]: where the
+        # rank-one terms land in the pattern.
+        order = np.argsort(qp.step, kind="stable")
+        bounds = np.searchsorted(qp.step[order], np.arange(qp.steps + 1))
+        first, second = [], []
+        for t in range(qp.steps):
+            idx = order[bounds[t] : bounds[t + 1]]
+            one, other = np.meshgrid(idx, idx, indexing="ij")
+            keep = self.rows[one] >= self.rows[other]
+            first.append(one[keep])
+            second.append(other[keep])
+        self._k = np.concatenate(first) if first else np.zeros(0, dtype=np.int64)
+        self._l = np.concatenate(second) if second else np.zeros(0, dtype=np.int64)
+        self._pair_pos = pattern.positions(self.rows[self._k], self.rows[self._l])
+        self._diag_pos = pattern.positions(qp.support, qp.support)
+        self.c_norm = max(1.0, float(np.abs(qp.cost).max(initial=0.0)))
+        self.xi = np.zeros(qp.n)
+        self.z = np.ones(qp.n)
+        self.s = np.full(qp.steps, qp.capacity)
+        self.w = np.ones(qp.steps)
+        self.prices = np.zeros(qp.support.size)
+        self._direction: _Direction | None = None
+
+    # ------------------------------------------------------------------------------------
+
+    def start(self, share: np.ndarray, prices: np.ndarray, settings: IpmSiteSettings) -> None:
+        """A cold starting point: an equal share of every row, half the capacity at most."""
+        qp = self.qp
+        xi = np.maximum(share[self.rows], 1e-6)
+        load = qp.load(xi)
+        cap = 0.5 * qp.capacity
+        xi = xi * np.where(load > cap, cap / np.maximum(load, 1e-300), 1.0)[qp.step]
+        self.xi = xi
+        self.s = qp.capacity - qp.load(xi)
+        self.z = settings.initial_dual * np.maximum(np.abs(qp.cost), 1.0)
+        self.w = np.full(qp.steps, settings.initial_capacity_dual)
+        self.prices = np.asarray(prices, dtype=float)[qp.support]
+        self.settings = settings
+        self._direction = None
+
+    def _scatter(self, values: np.ndarray) -> np.ndarray:
+        """Support-row values into a global vector of ``m`` rows."""
+        out = np.zeros(self.n_rows)
+        out[self.qp.support] = values
+        return out
+
+    def _a_t(self, v: np.ndarray) -> np.ndarray:
+        """``A v`` on the support rows."""
+        return self.qp.served(v)
+
+    def _h_t(self, v: np.ndarray) -> np.ndarray:
+        """``H v`` per step."""
+        return self.qp.load(v)
+
+    def _kinv_once(self, v: np.ndarray) -> np.ndarray:
+        qp = self.qp
+        dv = self._dinv * v
+        coef = np.bincount(qp.step, weights=qp.gpu_load * dv, minlength=qp.steps) * self._rho_t
+        return dv - self._dh * coef[qp.step]
+
+    def _apply_k(self, y: np.ndarray) -> np.ndarray:
+        """``K y = D y + Σ_t γ_t h_t (h_tᵀ y)``."""
+        qp = self.qp
+        return self._d * y + qp.gpu_load * (self._gamma * qp.load(y))[qp.step]
+
+    def _kinv(self, v: np.ndarray) -> np.ndarray:
+        """``K⁻¹ v`` by Sherman–Morrison, with one step of iterative refinement.
+
+        Near the end ``D`` spans many orders of magnitude and, on a step at capacity,
+        Sherman–Morrison subtracts nearly equal numbers; one refinement step (``K`` is cheap
+        to apply) restores the accuracy the Newton step needs.
+        """
+        y = self._kinv_once(v)
+        return y + self._kinv_once(v - self._apply_k(y))
+
+    # ------------------------------------------------------------------------------------
+    # Rounds
+
+    def take(self, step: float, prices: np.ndarray) -> None:
+        """Move along the last direction by ``step`` and adopt the coordinator's prices."""
+        d = self._direction
+        if d is not None and step > 0:
+            self.xi = self.xi + step * d.xi
+            self.z = self.z + step * d.z
+            self.s = self.s + step * d.s
+            self.w = self.w + step * d.w
+        self._direction = None
+        self.prices = np.asarray(prices, dtype=float)[self.qp.support]
+
+    def newton(self) -> dict[str, np.ndarray]:
+        """The site's Schur contribution, predictor right-hand side and progress figures."""
+        qp = self.qp
+        r_d = qp.gradient(self.xi) + (qp.coefficient * self.prices[qp.position])
+        r_d += qp.gpu_load * self.w[qp.step] - self.z
+        self._r_d = r_d
+        self._r_s = qp.load(self.xi) + self.s - qp.capacity
+        d = self.z / self.xi
+        e = self.w / self.s
+        gamma = 2.0 * qp.congestion + e
+        self._d, self._gamma = d, gamma
+        self._dinv = 1.0 / d
+        self._dh = self._dinv * qp.gpu_load
+        hdh = np.bincount(qp.step, weights=qp.gpu_load * self._dh, minlength=qp.steps)
+        self._rho_t = gamma / (1.0 + gamma * hdh)
+        # a_t entries: m_k D⁻¹_k h_k for every variable (the variable's row, its step).
+        a = qp.coefficient * self._dh
+        schur = np.bincount(
+            self._diag_pos,
+            weights=np.bincount(
+                qp.position, weights=qp.coefficient**2 * self._dinv, minlength=qp.support.size
+            ),
+            minlength=self.pattern_size,
+        )
+        schur -= np.bincount(
+            self._pair_pos,
+            weights=self._rho_t[qp.step[self._k]] * a[self._k] * a[self._l],
+            minlength=self.pattern_size,
+        )
+        self._g_aff = self._rhs_vector(-self.xi * self.z, -self.s * self.w)
+        complementarity = float(self.xi @ self.z + self.s @ self.w)
+        pending = float(np.abs(r_d).max(initial=0.0) > self.settings.eps_rel * self.c_norm)
+        return {
+            "schur": schur,
+            "rhs": self._scatter(self._a_t(self._kinv(self._g_aff))),
+            "served": self._scatter(qp.served(self.xi)),
+            "complementarity": np.array([complementarity]),
+            "pairs": np.array([float(qp.n + qp.steps)]),
+            "dual_pending": np.array([pending]),
+        }
+
+    def _rhs_vector(self, r_xz: np.ndarray, r_sw: np.ndarray) -> np.ndarray:
+        """``g = −r_d + R_xz/ξ − Hᵀ((R_sw + w r_s)/s)`` (the eliminated right-hand side)."""
+        qp = self.qp
+        back = (r_sw + self.w * self._r_s) / self.s
+        return -self._r_d + r_xz / self.xi - qp.gpu_load * back[qp.step]
+
+    def _direction_of(self, g: np.ndarray, price_step: np.ndarray, r_xz, r_sw) -> _Direction:
+        qp = self.qp
+        dxi = self._kinv(g - qp.coefficient * price_step[qp.support][qp.position])
+        dz = (r_xz - self.z * dxi) / self.xi
+        ds = -self._r_s - qp.load(dxi)
+        dw = (r_sw - self.w * ds) / self.s
+        return _Direction(dxi, dz, ds, dw)
+
+    def predict(self, price_step: np.ndarray) -> dict[str, np.ndarray]:
+        """Affine direction: its step bound, predicted complementarity, corrector rhs."""
+        qp = self.qp
+        aff = self._direction_of(self._g_aff, price_step, -self.xi * self.z, -self.s * self.w)
+        bound = aff.bound(self)
+        # Σ (ξ + α dξ)(z + α dz) + (s + α ds)(w + α dw) = c0 + c1 α + c2 α².
+        poly = np.array(
+            [
+                self.xi @ self.z + self.s @ self.w,
+                self.xi @ aff.z + aff.xi @ self.z + self.s @ aff.w + aff.s @ self.w,
+                aff.xi @ aff.z + aff.s @ aff.w,
+            ]
+        )
+        # Mehrotra's corrector: R = σμ − ξz − Δξ_aff Δz_aff, affine in σμ.
+        self._r0 = (-self.xi * self.z - aff.xi * aff.z, -self.s * self.w - aff.s * aff.w)
+        self._g0 = self._rhs_vector(*self._r0)
+        self._g1 = 1.0 / self.xi - qp.gpu_load * (1.0 / self.s)[qp.step]
+        return {
+            "blocked": blocked_steps(bound),
+            "poly": poly,
+            "rhs0": self._scatter(self._a_t(self._kinv(self._g0))),
+            "rhs1": self._scatter(self._a_t(self._kinv(self._g1))),
+        }
+
+    def correct(self, price_step: np.ndarray, sigma_mu: float) -> dict[str, np.ndarray]:
+        """The combined direction for ``σμ``; its step bound."""
+        r_xz = self._r0[0] + sigma_mu
+        r_sw = self._r0[1] + sigma_mu
+        g = self._g0 + sigma_mu * self._g1
+        self._direction = self._direction_of(g, price_step, r_xz, r_sw)
+        return {"blocked": blocked_steps(self._direction.bound(self))}
+
+    def clean(self, demand: np.ndarray) -> dict[str, np.ndarray]:
+        """Drop flows below ``clean_share`` of their row's demand; report per row what was
+        dropped and how much more the remaining flows could carry.
+
+        A flow at step ``t`` may grow by ``a_t = min(spare_t / load_t, 1)`` of itself (the
+        spare capacity shared in proportion); ``absorb_r = Σ_k a_k A_k ξ_k`` over the row.
+        """
+        qp = self.qp
+        self._before_clean = self.xi.copy()
+        # ξ is in row units for both kinds of row (a deferrable row is the mean of its
+        # steps' ξ), so one threshold per row serves every variable.
+        tiny = self.xi < self.settings.clean_share * np.abs(np.asarray(demand)[self.rows])
+        dropped = np.where(tiny, self.xi, 0.0)
+        self.xi = np.where(tiny, 0.0, self.xi)
+        load = qp.load(self.xi)
+        spare = np.maximum(qp.capacity - load, 0.0)
+        self._allowance = np.minimum(spare / np.maximum(load, 1e-300), 1.0)[qp.step]
+        return {
+            "dropped": self._scatter(qp.served(dropped)),
+            "absorb": self._scatter(qp.served(self._allowance * self.xi)),
+        }
+
+    def finish(self, factors: np.ndarray, restore: np.ndarray) -> np.ndarray:
+        """Put the dropped volume back (:mod:`coordinator.ipm`); return the final ξ.
+
+        On a row in ``restore`` the dropped flows come back and every flow is scaled by the
+        row's factor; on the others each flow grows by ``factor · a_k`` of itself.
+        """
+        back = np.asarray(restore, dtype=bool)[self.rows]
+        factor = np.asarray(factors, dtype=float)[self.rows]
+        xi = np.where(back, self._before_clean, self.xi)
+        self.xi = xi * np.where(back, factor, 1.0 + factor * self._allowance)
+        return self.xi
+
+
+class GroupInteriorPoint:
+    """A site group's side of the method: its sites' sums, masked when the run says so.
+
+    Parameters
+    ----------
+    qps : sequence of SiteQp
+        The hosted sites' problems.
+    pattern : SchurPattern
+    n_rows : int
+    """
+
+    def __init__(self, qps: Sequence[SiteQp], pattern: SchurPattern, n_rows: int) -> None:
+        self.sites = [SiteInteriorPoint(qp, pattern, n_rows) for qp in qps]
+        self.n_rows = n_rows
+        self.pattern_size = pattern.size
+        self.masker: PairwiseMasker | None = None
+        self._masked = False
+
+    def new_key(self) -> bytes:
+        """A fresh key pair for a new run; the public half for the coordinator to relay."""
+        self.masker = PairwiseMasker()
+        return self.masker.public_key
+
+    def start(self, message: IpmStart, group_index: int) -> None:
+        setup = None if message.masking is None else message.masking.get(group_index)
+        self._masked = setup is not None
+        if setup is not None:
+            if self.masker is None:
+                raise RuntimeError("the group has no key for this run: call new_key first")
+            self.masker.configure(setup)
+        for site in self.sites:
+            site.start(message.share, message.prices, message.settings)
+
+    def handle(self, request: IpmRequest) -> Aggregate:
+        """Run one round on every hosted site; answer the group's (masked) sum."""
+        phase: Phase = request.phase
+        parts: list[dict[str, np.ndarray]] = []
+        for site in self.sites:
+            if phase == "newton":
+                assert request.prices is not None
+                site.take(request.step, request.prices)
+                parts.append(site.newton())
+            elif phase == "predict":
+                assert request.price_step is not None
+                parts.append(site.predict(request.price_step))
+            elif phase == "correct":
+                assert request.price_step is not None
+                parts.append(site.correct(request.price_step, request.sigma_mu))
+            elif phase == "clean":
+                assert request.demand is not None
+                parts.append(site.clean(request.demand))
+            elif phase == "finish":
+                assert request.factors is not None and request.restore is not None
+                site.finish(request.factors, request.restore)
+            else:
+                raise ValueError(f"unknown phase {phase!r}")
+        if phase == "finish":
+            return Aggregate(request.iteration, phase, np.zeros(0))
+        summed = {name: sum(p[name] for p in parts) for name in parts[0]}
+        flat = pack(phase, summed, self.n_rows, self.pattern_size)
+        if not self._masked:
+            return Aggregate(request.iteration, phase, flat)
+        assert self.masker is not None
+        round_id = ("newton", "predict", "correct", "clean").index(phase)
+        return Aggregate(
+            request.iteration, phase, self.masker.mask(flat, request.iteration, round_id), True
+        )
+
+    def solutions(self) -> list[np.ndarray]:
+        """Each hosted site's ``ξ``."""
+        return [site.xi for site in self.sites]
