@@ -19,7 +19,7 @@ For every scenario it prints, from one invocation:
 
 How the floor is measured
 -------------------------
-The runtime kills its actors when :func:`thermoroute.launch.solve_admm` returns, so the
+The runtime kills its actors when :func:`thermoroute.launch.solve_distributed` returns, so the
 sites' telemetry is not reachable afterwards. The per-site solve seconds are therefore
 timed in this process on the same data and the same ADMM iterates: the same
 :class:`~site_agent.group.SiteGroup` and :class:`~coordinator.actor.Coordinator` code is run
@@ -81,7 +81,7 @@ from coordinator.events import NullObserver
 from coordinator.fleet import InlineFleet
 from site_agent.group import SiteGroup
 from site_agent.subproblem import InnerSettings
-from thermoroute.launch import AdmmRun, discover, ensure_ray, plan_groups, solve_admm
+from thermoroute.launch import DistributedRun, discover, ensure_ray, plan_groups, solve_distributed
 
 #: The target relative tolerance of the benchmark (issue 3, item 7).
 EPS_REL = 1e-4
@@ -335,8 +335,8 @@ def profile_sites(spec: Spec, settings: AdmmSettings) -> SiteProfile:
 # ADMM runs
 
 
-def run_record(run: AdmmRun, mode: str, repeat: int) -> dict[str, Any]:
-    """The figures of one :func:`solve_admm` call."""
+def run_record(run: DistributedRun, mode: str, repeat: int) -> dict[str, Any]:
+    """The figures of one :func:`solve_distributed` call."""
     result = run.outcome.result
     loop = [h for h in result.history if not h.polish]
     last = loop[-1].residuals if loop else None
@@ -376,7 +376,7 @@ def run_record(run: AdmmRun, mode: str, repeat: int) -> dict[str, Any]:
 
 def run_admm(spec: Spec, executor: str, mode: str, repeat: int) -> dict[str, Any]:
     """One ADMM run of ``spec`` (a fresh set of actors on the already started Ray)."""
-    run = solve_admm(
+    run = solve_distributed(
         spec.source,
         executor=executor,
         sites_per_agent=spec.sites_per_agent,

@@ -63,7 +63,7 @@ def capture(sites: int, iteration: int) -> list[CapturedQP]:
     """Run ADMM in process up to ``iteration`` and capture every site's QP there."""
     from common.scenario_io import write_scenario
     from common.synth import synthesize
-    from thermoroute.launch import solve_admm
+    from thermoroute.launch import solve_distributed
 
     captured: list[CapturedQP] = []
     calls = [0]
@@ -99,7 +99,7 @@ def capture(sites: int, iteration: int) -> list[CapturedQP]:
         source = write_scenario(synthesize(sites, 20, 0), f"{tmp}/fleet")
         subproblem_module.SiteSubproblem.solve = solve  # type: ignore[method-assign]
         try:
-            solve_admm(
+            solve_distributed(
                 source,
                 executor="inline",
                 sites_per_agent=max(1, sites // 4),

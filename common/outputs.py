@@ -189,6 +189,7 @@ def write_run(
     stats: SolverStats,
     *,
     convergence: Sequence[Sequence[float]] | None = None,
+    convergence_columns: Sequence[str] = CONVERGENCE_COLUMNS,
     shadow_prices: np.ndarray | None = None,
     extra_summary: dict[str, Any] | None = None,
 ) -> Path:
@@ -216,7 +217,9 @@ def write_run(
         "site_steps.csv": csv_text(SITE_STEP_COLUMNS, site_step_rows(labels, evaluation)),
     }
     if convergence is not None:
-        files["convergence.csv"] = csv_text(CONVERGENCE_COLUMNS, [list(r) for r in convergence])
+        files["convergence.csv"] = csv_text(
+            tuple(convergence_columns), [list(r) for r in convergence]
+        )
     if shadow_prices is not None:
         rows = []
         for t, when in enumerate(labels.times):

@@ -21,18 +21,11 @@ from typing import Any
 import numpy as np
 
 from common.scenario import DemandView
-from coordinator.admm import (
-    AdmmResult,
-    AdmmSettings,
-    AdmmState,
-    ExchangeAdmm,
-    ExchangeStructure,
-    IterationLog,
-    build_structure,
-)
+from coordinator.admm import AdmmSettings, ExchangeStructure, build_structure
 from coordinator.data import layout_of, row_scale_of
 from coordinator.events import RunObserver
 from coordinator.fleet import Fleet, RayFleet, Tap
+from coordinator.methods import MethodRun, MethodSettings, method_for
 from coordinator.metrics import linger as linger_metrics
 from coordinator.metrics import notify_objective, objective_parts_aud
 from coordinator.results import RunOutputs, assemble
@@ -40,20 +33,33 @@ from coordinator.results import RunOutputs, assemble
 
 @dataclass
 class CoordinatorOutcome:
-    """What :meth:`Coordinator.run` returns (small: no site data beyond the reports)."""
+    """What :meth:`Coordinator.run` returns (small: no site data beyond the reports).
 
-    result: AdmmResult
+    ``run`` is the method's outcome under the common contract; ``result`` the method's own
+    result (``AdmmResult``, ``IpmResult``).
+    """
+
+    run: MethodRun
     outputs: RunOutputs
     structure: ExchangeStructure
     timing: dict[str, float] = field(default_factory=dict)
 
     @property
+    def result(self) -> Any:
+        return self.run.result
+
+    @property
+    def method(self) -> str:
+        return self.run.method
+
+    @property
     def converged(self) -> bool:
-        return self.result.converged
+        return self.run.converged
 
     @property
     def iterations(self) -> int:
-        return self.result.iterations
+        """Iterations as the method counts them (ADMM: with its polishing solves)."""
+        return int(getattr(self.run.result, "iterations", self.run.iterations))
 
     @property
     def objective_aud(self) -> float:
@@ -61,13 +67,14 @@ class CoordinatorOutcome:
 
 
 class Coordinator:
-    """The exchange-ADMM coordinator of one fleet.
+    """The coordinator of one fleet, for any registered distributed method.
 
     Parameters
     ----------
     view : DemandView
         Demand, batch volumes, regions and classes: everything the coordinator knows.
-    settings : AdmmSettings
+    settings : AdmmSettings or IpmSettings
+        The method is the one whose settings these are (:func:`coordinator.methods.method_for`).
     observers : sequence of RunObserver
         Called each iteration (coordinator/events.py); on Ray they run inside the actor.
     run_id : str, optional
@@ -76,7 +83,7 @@ class Coordinator:
     def __init__(
         self,
         view: DemandView,
-        settings: AdmmSettings | None = None,
+        settings: MethodSettings | None = None,
         *,
         observers: Sequence[RunObserver] = (),
         run_id: str | None = None,
@@ -89,7 +96,7 @@ class Coordinator:
         self.row_scale = row_scale_of(view, self.layout)
         self.fleet: Fleet | None = None
         self.structure: ExchangeStructure | None = None
-        self.state: AdmmState | None = None  # last run's final state (warm start source)
+        self.state: Any = None  # last run's final method state (warm start source)
         self._lock = threading.Lock()
         self._status: dict[str, Any] = {"state": "idle", "iteration": 0}
         self._stop = threading.Event()
@@ -128,7 +135,10 @@ class Coordinator:
         """
         fleet = self._fleet()
         t0 = time.perf_counter()
-        supports = fleet.register(self.layout, self.row_scale, self.settings.rho)
+        # The sites build their ADMM subproblem at registration whatever the method (an
+        # interior point reads its problem data from it): ADMM's initial ρ, or the default.
+        rho = self.settings.rho if isinstance(self.settings, AdmmSettings) else AdmmSettings.rho
+        supports = fleet.register(self.layout, self.row_scale, rho)
         self.structure = build_structure(
             self.view, self.layout, self.row_scale, fleet.site_ids, supports
         )
@@ -147,22 +157,13 @@ class Coordinator:
     # ----------------------------------------------------------------------------------
     # Running
 
-    def _on_iteration(self, row: IterationLog) -> None:
-        res = row.residuals
+    def _on_status(self, figures: dict[str, Any]) -> None:
         with self._lock:
             self._status = {
                 "state": "running",
                 "run_id": self.run_id,
-                "iteration": row.iteration,
-                "primal_residual": res.primal,
-                "dual_residual": res.dual,
-                "eps_primal": res.eps_primal,
-                "eps_dual": res.eps_dual,
-                "coupling_max_rel": res.coupling_max,
-                "rho": row.rho,
-                "accelerated": row.accelerated,
-                "elapsed_s": row.elapsed_s,
-                "late_sites": list(row.late_sites),
+                "method": method_for(self.settings).name,
+                **figures,
                 "objective_aud": math.nan,
             }
 
@@ -176,18 +177,18 @@ class Coordinator:
         self._stop.set()
 
     def run(
-        self,
-        warm_start: AdmmState | None = None,
-        settings: AdmmSettings | None = None,
+        self, warm_start: Any = None, settings: MethodSettings | None = None
     ) -> CoordinatorOutcome:
-        """Run ADMM to convergence (or a limit), collect the sites' reports, assemble outputs.
+        """Run the method to convergence (or a limit), collect the sites' reports, assemble
+        the outputs.
 
         Parameters
         ----------
-        warm_start : AdmmState, optional
-            Initial ``z``, ``u`` and ``ρ`` (receding horizon); cold start by default.
-        settings : AdmmSettings, optional
-            Override the settings for this run.
+        warm_start : optional
+            A previous run's method state shifted to this horizon (``Method.shift``); cold
+            by default.
+        settings : AdmmSettings or IpmSettings, optional
+            Override the settings (and so possibly the method) for this run.
         """
         if self.structure is None:
             self.register()
@@ -195,20 +196,23 @@ class Coordinator:
         fleet = self._fleet()
         cfg = settings or self.settings
         self._stop.clear()
+        method_cls = method_for(cfg)
         with self._lock:
-            self._status = {"state": "running", "run_id": self.run_id, "iteration": 0}
-        admm = ExchangeAdmm(self.structure, cfg, warm_start, run_id=self.run_id)
-        self.run_id = admm.run_id
-        result = admm.run(
-            fleet,
-            self.observers,
-            on_iteration=self._on_iteration,
-            should_stop=self._stop.is_set,
+            self._status = {
+                "state": "running",
+                "run_id": self.run_id,
+                "method": method_cls.name,
+                "iteration": 0,
+            }
+        method = method_cls(self.structure, self.layout, cfg, warm_start, run_id=self.run_id)
+        run = method.run(
+            fleet, self.observers, on_status=self._on_status, should_stop=self._stop.is_set
         )
+        self.run_id = run.run_id
         t0 = time.perf_counter()
-        reports = fleet.final_reports(result.report_iteration)
+        reports = fleet.final_reports(run.report_iteration)
         t_reports = time.perf_counter() - t0
-        outputs = assemble(self.view, self.layout, self.structure, result, reports)
+        outputs = assemble(self.view, self.layout, self.structure, run, reports)
         # The objective exists only now: sites report their costs once, at the end.
         notify_objective(
             self.observers,
@@ -216,22 +220,22 @@ class Coordinator:
             outputs.objective_aud,
             objective_parts_aud(outputs.schedule.totals(), self.view.objective),
         )
-        self.state = result.state
+        self.state = run.state
         with self._lock:
             self._status = {
                 **self._status,
-                "state": "converged" if result.converged else "stopped",
+                "state": "converged" if run.converged else "stopped",
                 "objective_aud": outputs.objective_aud,
             }
         return CoordinatorOutcome(
-            result=result,
+            run=run,
             outputs=outputs,
             structure=self.structure,
             timing={
-                "iterations_s": result.wall_s,
+                "iterations_s": run.wall_s,
                 "final_reports_s": t_reports,
-                "fleet_s": result.timing.get("fleet_s", 0.0),
-                "update_s": result.timing.get("update_s", 0.0),
+                "fleet_s": run.timing.get("fleet_s", 0.0),
+                "update_s": run.timing.get("update_s", 0.0),
             },
         )
 

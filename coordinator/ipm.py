@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from common.coupling import CouplingLayout
 from common.ipm_protocol import (
     IpmRequest,
     IpmSiteSettings,
@@ -211,7 +212,7 @@ class DistributedInteriorPoint:
     def _round(self, fleet: Fleet, request: IpmRequest) -> dict[str, np.ndarray]:
         """Broadcast one request; the fleet sum of the groups' answers, by field."""
         t0 = time.perf_counter()
-        answers = fleet.broadcast("ipm_round", request)
+        answers = fleet.broadcast("method_round", request)
         t1 = time.perf_counter()
         for answer in answers:
             if answer.iteration != request.iteration or answer.phase != request.phase:
@@ -231,7 +232,7 @@ class DistributedInteriorPoint:
 
     def _begin(self, fleet: Fleet) -> None:
         """Fresh keys, relayed to each group's neighbours; the starting point."""
-        keys = fleet.broadcast("ipm_begin", None)
+        keys = fleet.broadcast("method_begin", "ipm")
         groups = len(keys)
         masking = None
         if self.settings.secure_aggregation and groups > 1:
@@ -249,7 +250,7 @@ class DistributedInteriorPoint:
             settings=self.settings.site_settings(),
             masking=masking,
         )
-        fleet.broadcast("ipm_start", start, indexed=True)
+        fleet.broadcast("method_start", start, indexed=True)
 
     def run(
         self,
@@ -373,7 +374,7 @@ class DistributedInteriorPoint:
         whole = np.where(served > 0, b / np.where(served > 0, served, 1.0), 1.0)
         factors = np.where(repairable, share, whole)
         fleet.broadcast(
-            "ipm_round", IpmRequest(iteration, "finish", factors=factors, restore=restore)
+            "method_round", IpmRequest(iteration, "finish", factors=factors, restore=restore)
         )
         return {
             "clean_share": self.settings.clean_share,
@@ -405,3 +406,25 @@ class DistributedInteriorPoint:
             step=row.step,
         )
         notify_all(observers, lambda o: o.on_iteration(record), dropped)
+
+
+def shift_prices(
+    prices: np.ndarray,
+    old: ExchangeStructure,
+    new: ExchangeStructure,
+    layout: CouplingLayout,
+    steps: int = 1,
+) -> np.ndarray:
+    """``λ`` for the horizon ``steps`` later (receding horizon).
+
+    Interactive row ``(j, c, t)`` takes the old row ``(j, c, t + steps)``, rows past the old
+    horizon repeat its last step, deferrable rows keep theirs; the unscaled price ``−λ/s``
+    is what persists, so ``λ`` is rescaled by the new row scales.
+    """
+    m = layout.n_rows
+    T, n_int = layout.steps, layout.n_interactive
+    source = np.arange(m)
+    if n_int:
+        t = source[:n_int] % T
+        source[:n_int] = source[:n_int] - t + np.minimum(t + steps, T - 1)
+    return prices[source] * new.row_scale / old.row_scale[source]

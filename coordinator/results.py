@@ -24,7 +24,8 @@ from common.evaluate import TOTAL_KEYS, SiteSteps
 from common.outputs import RunLabels, SolverStats, write_run
 from common.physics.latency import mean_ttft_ms
 from common.scenario import DemandView
-from coordinator.admm import AdmmResult, ExchangeStructure, shadow_prices
+from coordinator.admm import ExchangeStructure
+from coordinator.methods import MethodRun
 
 #: The per-step arrays a site report carries, and the SiteSteps field each one fills.
 _STEP_FIELDS = {
@@ -131,33 +132,33 @@ def objective_by_iteration(reports: Sequence[Any]) -> dict[int, float]:
     return {k: v for k, v in total.items() if seen[k] == len(reports)}
 
 
-def convergence_rows(result: AdmmResult, objective: dict[int, float]) -> list[list[float]]:
-    """Rows of ``convergence.csv``: iteration, residuals, ρ, objective, elapsed seconds."""
+def convergence_rows(run: MethodRun, objective: dict[int, float]) -> list[list[float]]:
+    """Rows of ``convergence.csv``: the method's columns, the objective filled in from the
+    sites' histories where they have one."""
+    at = run.convergence_columns.index("objective_aud")
     rows = []
-    for h in result.history:
-        rows.append(
-            [
-                int(h.iteration),
-                float(h.residuals.primal),
-                float(h.residuals.dual),
-                float(h.rho),
-                float(objective.get(h.iteration, math.nan)),
-                float(h.elapsed_s),
-            ]
-        )
+    for row in run.convergence:
+        row = list(row)
+        row[at] = float(objective.get(int(row[0]), math.nan))
+        rows.append(row)
     return rows
 
 
 def shadow_prices_per_request(
-    structure: ExchangeStructure, result: AdmmResult, layout: CouplingLayout, step_seconds: float
+    structure: ExchangeStructure,
+    scaled_prices: np.ndarray,
+    layout: CouplingLayout,
+    step_seconds: float,
 ) -> np.ndarray:
     """(R, C, T) marginal cost of one more request [AUD/request] (``shadow_prices.csv``).
 
-    Interactive rows: the row price per (req/s over one step) divided by ``3600Δ``;
-    deferrable rows: the volume price, repeated at every step. NaN where no site serves the
-    row — the same convention as ``common.central.CentralResult.shadow_prices``.
+    ``scaled_prices`` are the duals of the scaled rows (:attr:`MethodRun.scaled_prices`);
+    one more scaled unit of row ``r`` costs ``−scaled_prices[r]``, one raw unit that divided
+    by ``s_r``. Interactive rows: the row price per (req/s over one step) divided by
+    ``3600Δ``; deferrable rows: the volume price, repeated at every step. NaN where no site
+    serves the row — the same convention as ``common.central.CentralResult.shadow_prices``.
     """
-    per_step, per_volume = shadow_prices(structure, result.state, layout)
+    per_step, per_volume = layout.unpack(-scaled_prices / structure.row_scale)
     served = structure.counts > 0
     inter_served, defer_served = layout.unpack(served.astype(float))
     out = per_step / step_seconds
@@ -175,6 +176,7 @@ class RunOutputs:
     labels: RunLabels
     schedule: ReportedSchedule
     stats: SolverStats
+    convergence_columns: tuple[str, ...]
     convergence: list[list[float]]
     shadow_prices: np.ndarray
     extra_summary: dict[str, Any] = field(default_factory=dict)
@@ -192,6 +194,7 @@ class RunOutputs:
             solver,
             self.stats,
             convergence=self.convergence,
+            convergence_columns=self.convergence_columns,
             shadow_prices=np.nan_to_num(self.shadow_prices, nan=0.0),
             extra_summary=self.extra_summary,
         )
@@ -201,35 +204,24 @@ def assemble(
     view: DemandView,
     layout: CouplingLayout,
     structure: ExchangeStructure,
-    result: AdmmResult,
+    run: MethodRun,
     reports: Sequence[Any],
     *,
     extra_stats: dict[str, Any] | None = None,
 ) -> RunOutputs:
-    """Build the run's outputs from the ADMM result and the sites' final reports."""
+    """Build the run's outputs from a method's run and the sites' final reports."""
     schedule = stack_reports(structure.site_ids, reports)
     objective = objective_by_iteration(reports)
-    res = result.residuals
-    penalties = np.atleast_1d(result.state.rho_rows)
     stats = SolverStats(
-        iterations=result.loop_iterations,
-        converged=result.converged,
-        primal_residual=res.primal,
-        dual_residual=res.dual,
-        rho=result.final_rho,
-        wall_s=result.wall_s,
+        iterations=run.iterations,
+        converged=run.converged,
+        primal_residual=run.primal_residual,
+        dual_residual=run.dual_residual,
+        rho=run.rho,
+        wall_s=run.wall_s,
         extra={
-            "eps_primal": res.eps_primal,
-            "eps_dual": res.eps_dual,
-            "coupling_residual": res.coupling,
-            "coupling_max_rel": res.coupling_max,
-            "report_iteration": result.report_iteration,
-            "polish_iterations": result.polish_iterations,
-            "rho_row_range": [float(penalties.min()), float(penalties.max())],
-            "rho_changes": result.rho_changes,
-            "anderson_steps": result.anderson_accepted,
-            "late_site_answers": result.late_total,
-            "site_crashes": sum(len(h.crashed_sites) for h in result.history),
+            "method": run.method,
+            **run.extra_stats,
             # The sites' inner solves, summed (counts only; each site's own figures stay
             # in its telemetry).
             **{
@@ -243,6 +235,9 @@ def assemble(
         labels=labels_of(view, structure.site_ids),
         schedule=schedule,
         stats=stats,
-        convergence=convergence_rows(result, objective),
-        shadow_prices=shadow_prices_per_request(structure, result, layout, view.step_seconds),
+        convergence_columns=run.convergence_columns,
+        convergence=convergence_rows(run, objective),
+        shadow_prices=shadow_prices_per_request(
+            structure, run.scaled_prices, layout, view.step_seconds
+        ),
     )

@@ -22,17 +22,15 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from common.coupling import CouplingLayout
-from common.ipm_protocol import Aggregate, IpmRequest, IpmStart
-from common.schur_pattern import SchurPattern
 from site_agent.agent import SiteAgent, SiteReport
 from site_agent.data import load_horizons
 from site_agent.forecast import SiteForecast
-from site_agent.ipm import GroupInteriorPoint
+from site_agent.methods import SITE_METHODS
 from site_agent.subproblem import InnerSettings, Penalty
 
 _In = TypeVar("_In")
@@ -87,7 +85,7 @@ class SiteGroup:
         }
         self._offsets: dict[str, slice] = {}
         self._pool: ThreadPoolExecutor | None = None
-        self._ipm: GroupInteriorPoint | None = None
+        self._method: Any = None
 
     # ----------------------------------------------------------------------------------
 
@@ -181,43 +179,44 @@ class SiteGroup:
         return answered, np.concatenate([served[s] for s in self.site_ids])
 
     # ----------------------------------------------------------------------------------
-    # The distributed interior-point method (site_agent/ipm.py, common/ipm_protocol.py)
+    # Methods with rounds of their own (site_agent/methods.py, coordinator.fleet.broadcast)
 
-    def ipm_begin(self, _: None = None) -> bytes:
-        """Set up a new interior-point run on every hosted site; a fresh masking key.
+    def method_begin(self, method: str) -> bytes:
+        """Set up a new run of ``method`` on every hosted site; a fresh masking key.
 
         Returns the group's X25519 public key (the coordinator relays it to the group's
-        neighbours; it reveals nothing of the sites).
+        neighbours for secure aggregation; it reveals nothing of the sites).
         """
-        first = self.agents[self.site_ids[0]].subproblem
-        pattern = SchurPattern(first.layout)
+        if method not in SITE_METHODS:
+            raise ValueError(f"unknown method {method!r}")
+        layout = self.agents[self.site_ids[0]].subproblem.layout
         qps = [self.agents[s].subproblem.qp() for s in self.site_ids]
-        self._ipm = GroupInteriorPoint(qps, pattern, first.layout.n_rows)
+        self._method = SITE_METHODS[method](qps, layout)
         for agent in self.agents.values():
             agent.reset_cache()
-        return self._ipm.new_key()
+        return self._method.new_key()
 
-    def ipm_start(self, message: IpmStart, group_index: int) -> None:
-        """The starting point and the neighbours' keys (:class:`IpmStart`)."""
-        self._require_ipm().start(message, group_index)
+    def method_start(self, message: Any, group_index: int) -> None:
+        """The run's starting point and this group's neighbours' keys."""
+        self._require_method().start(message, group_index)
 
-    def ipm_round(self, request: IpmRequest) -> Aggregate:
+    def method_round(self, request: Any) -> Any:
         """One round on every hosted site; the group's (masked) sum.
 
-        The ``finish`` round also makes each site's final flows its subproblem's iterate,
+        After the ``finish`` round each site's final flows become its subproblem's iterate,
         so :meth:`final_report` and a later warm start see them.
         """
-        ipm = self._require_ipm()
-        answer = ipm.handle(request)
+        handler = self._require_method()
+        answer = handler.handle(request)
         if request.phase == "finish":
-            for sid, xi in zip(self.site_ids, ipm.solutions(), strict=True):
+            for sid, xi in zip(self.site_ids, handler.solutions(), strict=True):
                 self.agents[sid].subproblem.adopt(xi)
         return answer
 
-    def _require_ipm(self) -> GroupInteriorPoint:
-        if self._ipm is None:
-            raise RuntimeError("no interior-point run: call ipm_begin first")
-        return self._ipm
+    def _require_method(self) -> Any:
+        if self._method is None:
+            raise RuntimeError("no run of a method in progress: call method_begin first")
+        return self._method
 
     def final_report(self, iteration: int | None) -> list[SiteReport]:
         """Every hosted site's :class:`SiteReport`, in :attr:`site_ids` order."""

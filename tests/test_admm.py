@@ -2,7 +2,7 @@
 
 Two site implementations are used: :mod:`tests.cvxpy_site` (cvxpy/Clarabel written from the
 model, independent of ``site_agent``) and the product's ``site_agent.group.SiteGroup``
-(OSQP), the latter through the composition root ``thermoroute.launch.solve_admm``.
+(OSQP), the latter through the composition root ``thermoroute.launch.solve_distributed``.
 """
 
 from __future__ import annotations
@@ -339,9 +339,9 @@ def test_observers_called_and_a_failing_one_dropped(tiny_scenario: Scenario) -> 
 
 
 def _launch_inline(directory: Path, **settings) -> tuple:
-    from thermoroute.launch import solve_admm
+    from thermoroute.launch import solve_distributed
 
-    return solve_admm(directory, executor="inline", settings=AdmmSettings(**settings))
+    return solve_distributed(directory, executor="inline", settings=AdmmSettings(**settings))
 
 
 def _check_against_central(scenario: Scenario, run) -> None:
@@ -381,9 +381,9 @@ def test_synthetic_100_sites_inline(tmp_path: Path) -> None:
 
 
 def solve_admm_grouped(directory: Path, per_agent: int):
-    from thermoroute.launch import solve_admm
+    from thermoroute.launch import solve_distributed
 
-    return solve_admm(directory, executor="inline", sites_per_agent=per_agent)
+    return solve_distributed(directory, executor="inline", sites_per_agent=per_agent)
 
 
 @pytest.mark.slow

@@ -232,11 +232,11 @@ def test_cvxpy_sites_on_ray_match_central(ray_cluster: Any, tiny_scenario: Scena
 
 def test_australia_on_ray(ray_cluster: Any, tmp_path: Path) -> None:
     from tests.conftest import embedded_scenario
-    from thermoroute.launch import solve_admm
+    from thermoroute.launch import solve_distributed
 
     scenario = embedded_scenario("australia")
     statuses: list[dict[str, Any]] = []
-    run = solve_admm(
+    run = solve_distributed(
         "australia", executor="ray", settings=AdmmSettings(), progress=statuses.append,
         measure_ping=True,
     )  # fmt: skip

@@ -244,7 +244,7 @@ DRIVER = textwrap.dedent(
     from ray.util.state import list_actors
     from coordinator.events import NullObserver
     from coordinator.metrics import CoordinatorMetrics, MetricsEndpoint
-    from thermoroute.launch import solve_admm
+    from thermoroute.launch import solve_distributed
 
     split, address, out = sys.argv[1], sys.argv[2], sys.argv[3]
     metrics_addr, metrics_port = sys.argv[4], int(sys.argv[5])
@@ -257,7 +257,7 @@ DRIVER = textwrap.dedent(
             time.sleep(0.1)
 
     observers = [CoordinatorMetrics(endpoint=MetricsEndpoint(metrics_port, metrics_addr)), Pace()]
-    run = solve_admm(split, executor="ray", address=address, observers=observers)
+    run = solve_distributed(split, executor="ray", address=address, observers=observers)
     nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
     actors = [
         {"class_name": a.class_name, "node_ip": nodes.get(a.node_id), "node_id": a.node_id,
@@ -310,9 +310,9 @@ def test_every_site_agent_runs_on_its_own_host(cluster: Cluster, distributed: di
 
 
 def test_objective_equals_the_local_run(cluster: Cluster, distributed: dict) -> None:
-    from thermoroute.launch import solve_admm
+    from thermoroute.launch import solve_distributed
 
-    local = solve_admm(cluster.full, executor="inline")
+    local = solve_distributed(cluster.full, executor="inline")
     assert local.converged
     assert distributed["objective_aud"] == pytest.approx(local.objective_aud, rel=REL_TOL)
 

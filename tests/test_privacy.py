@@ -24,7 +24,7 @@ from common.scenario_io import write_scenario
 from coordinator.admm import AdmmSettings
 from site_agent.agent import SiteReport
 from site_agent.subproblem import InnerSettings
-from thermoroute.launch import solve_admm
+from thermoroute.launch import solve_distributed
 
 #: What a final report may carry: the site's schedule and its results, nothing of its data.
 REPORT_FIELDS = {
@@ -117,7 +117,7 @@ def _run_inline(scenario: Scenario, root: Path) -> list[tuple[str, int, bytes]]:
     taps = root / "taps"
     taps.mkdir()
     tap = FileTap(taps)
-    solve_admm(data, executor="inline", settings=SETTINGS, inner=INNER, tap=tap)
+    solve_distributed(data, executor="inline", settings=SETTINGS, inner=INNER, tap=tap)
     return tap.messages()
 
 
@@ -161,6 +161,6 @@ def test_ray_messages_hold_only_served_demand(
     taps = tmp_path / "taps"
     taps.mkdir()
     tap = FileTap(taps)
-    run = solve_admm(data, executor="ray", settings=SETTINGS, inner=INNER, tap=tap)
+    run = solve_distributed(data, executor="ray", settings=SETTINGS, inner=INNER, tap=tap)
     assert run.iterations > 0
     _check_messages(tap.messages(), set(tiny_scenario.sites.site_id))

@@ -3,7 +3,7 @@
 The Prometheus binary (Debian's ``prometheus`` package) is started on a free loopback
 port with a generated configuration (a 0.5 s scrape interval) and a temporary TSDB. An ADMM
 solve of the three-site scenario runs through the product's composition root
-(:func:`thermoroute.launch.solve_admm`) with :class:`coordinator.metrics.CoordinatorMetrics`
+(:func:`thermoroute.launch.solve_distributed`) with :class:`coordinator.metrics.CoordinatorMetrics`
 serving ``/metrics``; the residual, objective, iteration and state series are then read back
 through Prometheus' HTTP API (``/api/v1/query``) and compared with what the run returned.
 
@@ -176,7 +176,7 @@ def _value(result: list[dict]) -> float:
 
 def test_prometheus_reads_back_a_real_admm_run(prometheus_factory, tiny_scenario_dir: Path):
     from coordinator.metrics import CoordinatorMetrics, MetricsEndpoint
-    from thermoroute.launch import solve_admm
+    from thermoroute.launch import solve_distributed
 
     metrics = CoordinatorMetrics(endpoint=MetricsEndpoint(0, "127.0.0.1"))
     server = metrics.ensure_serving()
@@ -185,7 +185,7 @@ def test_prometheus_reads_back_a_real_admm_run(prometheus_factory, tiny_scenario
     prom.wait_for('up{job="thermoroute-coordinator"} == 1', 60.0)
 
     pace = PaceAndRecord(PACE_S)
-    run = solve_admm(tiny_scenario_dir, executor="inline", observers=[metrics, pace])
+    run = solve_distributed(tiny_scenario_dir, executor="inline", observers=[metrics, pace])
     assert run.converged
     # The process stays up until Prometheus has scraped the final values twice.
     assert server.linger(30.0, scrapes=2)

@@ -82,7 +82,7 @@ def run_admm(
     -------
     summary, converged, details
     """
-    from thermoroute.launch import solve_admm
+    from thermoroute.launch import solve_distributed
 
     console = console or Console()
     settings = admm_settings(
@@ -111,9 +111,9 @@ def run_admm(
         kwargs.update(start=scenario.start, steps=scenario.steps)
     if display is not None:
         with display:
-            run = solve_admm(directory, progress=display.update, **kwargs)
+            run = solve_distributed(directory, progress=display.update, **kwargs)
     else:
-        run = solve_admm(directory, **kwargs)
+        run = solve_distributed(directory, **kwargs)
     run.outputs.write(out, solver="admm")
     summary = json.loads((out / "summary.json").read_text())
     details = {

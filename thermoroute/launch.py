@@ -1,6 +1,6 @@
 """The composition root of a distributed run: wires site agents and the coordinator.
 
-:func:`solve_admm` loads the coordinator's demand view, creates the site agents (plain
+:func:`solve_distributed` loads the coordinator's demand view, creates the site agents (plain
 objects, or Ray actors — one per site, or groups of ``sites_per_agent`` sites), creates the
 coordinator (a Ray actor, or a plain object) and runs exchange ADMM to convergence.
 :func:`simulate` runs the same fleet in receding horizon (:mod:`coordinator.receding`).
@@ -39,6 +39,7 @@ from coordinator.admm import AdmmSettings
 from coordinator.data import load_view
 from coordinator.events import IterationRecord, NullObserver, RunObserver
 from coordinator.fleet import InlineFleet, Tap
+from coordinator.methods import MethodSettings
 from coordinator.receding import DEMAND_NOISE_SIGMA
 from coordinator.results import RunOutputs
 from site_agent.forecast import SiteForecast
@@ -52,8 +53,8 @@ STATUS_POLL_S = 0.25
 
 
 @dataclass
-class AdmmRun:
-    """The outcome of :func:`solve_admm`.
+class DistributedRun:
+    """The outcome of :func:`solve_distributed`.
 
     Attributes
     ----------
@@ -210,7 +211,7 @@ def create_group_actors(
 # --------------------------------------------------------------------------------------------
 
 
-def solve_admm(
+def solve_distributed(
     source: str | os.PathLike[str],
     *,
     executor: str = "ray",
@@ -218,7 +219,7 @@ def solve_admm(
     sites_per_agent: int = 1,
     start: datetime | None = None,
     steps: int | None = None,
-    settings: AdmmSettings | None = None,
+    settings: MethodSettings | None = None,
     observers: Sequence[RunObserver] = (),
     inner: InnerSettings | None = None,
     threads: int = 1,
@@ -228,8 +229,8 @@ def solve_admm(
     shutdown: bool = False,
     tap: Tap | None = None,
     metrics_linger_s: float = 0.0,
-) -> AdmmRun:
-    """Solve one horizon of a scenario with distributed exchange ADMM.
+) -> DistributedRun:
+    """Solve one horizon of a scenario with a distributed method (ADMM or interior point).
 
     Parameters
     ----------
@@ -243,7 +244,9 @@ def solve_admm(
         Sites hosted by one agent.
     start, steps : optional
         The horizon; the scenario's by default.
-    settings : AdmmSettings, optional
+    settings : AdmmSettings or IpmSettings, optional
+        Selects the method (:func:`coordinator.methods.method_for`); ADMM's defaults if
+        omitted.
     observers : sequence of RunObserver
         Called each iteration (inside the coordinator actor on Ray: must be picklable).
     inner : InnerSettings, optional
@@ -267,7 +270,7 @@ def solve_admm(
 
     Returns
     -------
-    AdmmRun
+    DistributedRun
     """
     if executor not in ("ray", "inline"):
         raise ValueError(f"unknown executor {executor!r}")
@@ -303,7 +306,7 @@ class _ProgressObserver(NullObserver):
 def _solve_inline(
     source, view, site_ids, sites_per_agent, start, steps, settings, observers, inner, threads,
     progress, tap, t0, t_load, metrics_linger_s=0.0,
-) -> AdmmRun:  # fmt: skip
+) -> DistributedRun:  # fmt: skip
     groups = plan_groups(site_ids, sites_per_agent)
     agents = [
         SiteGroup(source, list(g), start=start, steps=steps, settings=inner, threads=threads)
@@ -324,7 +327,7 @@ def _solve_inline(
         coordinator.linger_metrics(metrics_linger_s)
     for agent in agents:
         agent.close()
-    return AdmmRun(
+    return DistributedRun(
         outcome=outcome,
         executor="inline",
         groups=groups,
@@ -342,7 +345,7 @@ def _solve_inline(
 def _solve_ray(
     source, view, site_ids, sites_per_agent, start, steps, settings, observers, inner, threads,
     address, num_cpus, progress, measure_ping, shutdown, tap, t0, t_load, metrics_linger_s=0.0,
-) -> AdmmRun:  # fmt: skip
+) -> DistributedRun:  # fmt: skip
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -401,7 +404,7 @@ def _solve_ray(
             )
         for handle in [*handles, coordinator]:
             ray.kill(handle)
-        return AdmmRun(outcome=outcome, executor="ray", groups=groups, timings=timings)
+        return DistributedRun(outcome=outcome, executor="ray", groups=groups, timings=timings)
     finally:
         if shutdown and started:
             ray.shutdown()
@@ -460,7 +463,7 @@ def simulate(
     executor: str = "inline",
     address: str | None = None,
     sites_per_agent: int = 1,
-    settings: AdmmSettings | None = None,
+    settings: MethodSettings | None = None,
     demand_sigma: float = DEMAND_NOISE_SIGMA,
     site_forecast: SiteForecast | None = None,
     seed: int = 0,
@@ -488,7 +491,7 @@ def simulate(
     from common import baselines
     from common.evaluate import evaluate
     from common.scenario_io import load_scenario
-    from coordinator.admm import shift_state
+    from coordinator.methods import method_for
     from coordinator.receding import BatchBacklog, DemandForecaster, horizon_view
 
     settings = settings or AdmmSettings()
@@ -548,11 +551,12 @@ def simulate(
         coordinator.register()
         warm = None
         if prev_state is not None:
-            warm = shift_state(prev_state, prev_structure, coordinator.structure, layout, 1)
+            shift = method_for(settings).shift
+            warm = shift(prev_state, prev_structure, coordinator.structure, layout, 1)
         t0 = time.perf_counter()
         outcome = coordinator.run(warm_start=warm)
         solve_s = time.perf_counter() - t0
-        prev_state, prev_structure = outcome.result.state, outcome.structure
+        prev_state, prev_structure = outcome.run.state, outcome.structure
         step_truth = truth.window(h, 1)
         sched = outcome.outputs.schedule
         applied = evaluate(step_truth, sched.x[..., :1], sched.n[:, :1])

@@ -1,0 +1,31 @@
+"""Site-side handlers of the distributed methods that use the fleet's generic rounds.
+
+ADMM's sites solve their subproblem (:meth:`site_agent.group.SiteGroup.solve`); a method
+with rounds of its own (:meth:`coordinator.fleet.Fleet.broadcast`) has a handler here, built
+per run by a :class:`~site_agent.group.SiteGroup` from its sites' problems.
+
+A handler takes ``(qps, layout)`` and offers ``new_key() -> bytes`` (a fresh masking key for
+the run), ``start(message, group_index)``, ``handle(request) -> answer`` and
+``solutions() -> list of ξ`` (the hosted sites' final flows, adopted by their subproblems
+after a request whose ``phase`` is ``"finish"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from common.coupling import CouplingLayout
+from common.schur_pattern import SchurPattern
+from site_agent.ipm import GroupInteriorPoint
+from site_agent.subproblem import SiteQp
+
+
+def _interior_point(qps: Sequence[SiteQp], layout: CouplingLayout) -> GroupInteriorPoint:
+    return GroupInteriorPoint(qps, SchurPattern(layout), layout.n_rows)
+
+
+#: Handler factories by method name (the names of ``coordinator.methods.METHODS``).
+SITE_METHODS: dict[str, Callable[[Sequence[SiteQp], CouplingLayout], Any]] = {
+    "ipm": _interior_point,
+}
