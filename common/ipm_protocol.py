@@ -11,13 +11,20 @@ Rounds of one iteration
     sites take the previous step, then send their Schur contribution ``A K⁻¹ Aᵀ`` (in the
     layout's :class:`~common.schur_pattern.SchurPattern`), the predictor right-hand side
     ``A K⁻¹ g_aff``, served demand ``A ξ``, the complementarity ``ξᵀz + sᵀw`` and its
-    number of pairs, and a count of sites whose dual residual is not yet small.
+    number of pairs, their objective (the fleet's is the sum; the duality gap is measured
+    against it), and a count of sites whose dual residual is not yet small.
 ``predict``
     with the predictor price step: a histogram of the sites' longest feasible steps
     (:data:`STEP_GRID`), the coefficients of the predicted complementarity (a quadratic in
     the step), and the corrector right-hand side as ``rhs0 + σμ · rhs1``.
 ``correct``
     with the final price step and ``σμ``: the histogram of feasible steps again.
+``centre`` and ``recentred`` (Gondzio's centrality correctors, optional)
+    with a trial step longer than the one found, the sites send the right-hand side of a
+    correction that pushes the complementarity products at the trial step back into a box
+    around ``σμ``; with its price step, the histogram of the corrected direction's steps. The
+    coordinator keeps the correction if it lengthens the step enough, and says so in the
+    next request (``accept_correction``).
 ``clean``
     after convergence: per row, the flow each site drops below the cleaning threshold and
     how much more its remaining flows could carry (their share of its spare capacity).
@@ -38,7 +45,17 @@ import numpy as np
 
 from common.secure_aggregation import MaskingSetup
 
-Phase = Literal["newton", "predict", "correct", "clean", "finish"]
+Phase = Literal["newton", "predict", "correct", "centre", "recentred", "clean", "finish"]
+
+#: A number per answered phase, for the masks' nonces: ``(iteration, round)`` never repeats.
+ROUND_IDS: dict[str, int] = {
+    "newton": 0,
+    "predict": 1,
+    "correct": 2,
+    "centre": 3,
+    "recentred": 4,
+    "clean": 5,
+}
 
 
 def _step_grid(ratio: float = 0.98, smallest: float = 1e-10, closest: float = 1e-9) -> np.ndarray:
@@ -79,12 +96,15 @@ def round_fields(phase: Phase, n_rows: int, pattern_size: int) -> tuple[tuple[st
             ("served", n_rows),
             ("complementarity", 1),
             ("pairs", 1),
+            ("objective", 1),
             ("dual_pending", 1),
         )
     if phase == "predict":
         return (("blocked", grid), ("poly", 3), ("rhs0", n_rows), ("rhs1", n_rows))
-    if phase == "correct":
+    if phase in ("correct", "recentred"):
         return (("blocked", grid),)
+    if phase == "centre":
+        return (("rhs", n_rows),)
     if phase == "clean":
         return (("dropped", n_rows), ("absorb", n_rows))
     return ()
@@ -169,13 +189,16 @@ class IpmRequest:
     phase : Phase
     step : float
         ``newton``: the step to take along the last direction before anything else (0 in
-        the first iteration).
+        the first iteration); ``centre``: the trial step.
     prices : ndarray (m,) or None
         ``newton``: ``λ`` after that step.
     price_step : ndarray (m,) or None
         ``predict``: ``Δλ_aff``; ``correct``: ``Δλ``.
     sigma_mu : float
-        ``correct``: the centring target ``σμ``.
+        ``correct``, ``centre``: the centring target ``σμ``.
+    accept_correction : bool
+        The sites replace their direction by the corrected one of the last ``recentred``
+        round before anything else.
     demand : ndarray (m,) or None
         ``clean``: scaled demand ``b`` (to set the threshold of each row).
     factors : ndarray (m,) or None
@@ -191,6 +214,7 @@ class IpmRequest:
     prices: np.ndarray | None = None
     price_step: np.ndarray | None = None
     sigma_mu: float = 0.0
+    accept_correction: bool = False
     demand: np.ndarray | None = None
     factors: np.ndarray | None = None
     restore: np.ndarray | None = None

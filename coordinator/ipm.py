@@ -21,7 +21,8 @@ not grow with the number of sites. Per iteration, three rounds (:mod:`common.ipm
 
 Stopping test, from what the coordinator may see: ``‖Σ A ξ − b‖ ≤ ε_abs √m + ε_rel ‖b‖``, no
 site with a large dual residual (``‖r_d,i‖∞ ≤ ε_rel max(1, ‖c_i‖∞)``, a yes/no counted by
-the sum), and complementarity ``Σ ξᵀz + sᵀw ≤ ε_rel · max(1, |λᵀb|)``.
+the sum), and the duality gap ``Σ ξᵀz + sᵀw ≤ ε_gap · max(1, |Σ f_i|)`` (``ε_gap = ε_rel/10``
+by default; the fleet's objective is a masked sum like the rest).
 
 After convergence the interior point leaves a tiny flow on every allowed pair. The sites
 drop the flows below ``clean_share`` (1e-4) of their row's demand and report what they
@@ -66,6 +67,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Gondzio's correctors aim at a step this much longer than the one found, and are kept when
+#: they gain ``GONDZIO_GAIN`` of that (Gondzio 1996: δ_α = 0.1, γ = 0.1).
+GONDZIO_STEP = 0.1
+GONDZIO_GAIN = 0.1
+
 
 @dataclass(frozen=True)
 class IpmSettings:
@@ -76,6 +82,10 @@ class IpmSettings:
     eps_abs, eps_rel : float
         Tolerances of the stopping test (module docstring), in scaled coupling units; the
         same meaning as ADMM's so the two stop at comparable accuracy.
+    eps_gap : float or None
+        Relative duality gap of the stopping test, ``Σ ξᵀz + sᵀw ≤ eps_gap · max(1, |f|)``
+        with ``f`` the fleet's objective; ``eps_rel / 10`` by default, so that the objective
+        is within ``eps_rel`` of the optimum once the residuals are.
     max_iter : int
         Newton iterations at most.
     step_fraction : float
@@ -83,6 +93,10 @@ class IpmSettings:
     secure_aggregation : bool
         Mask every group's sums (:mod:`common.secure_aggregation`) so the coordinator reads
         only fleet sums. Off only to measure what masking costs.
+    centrality_correctors : int
+        Gondzio's correctors tried per iteration (two rounds each; a correction is kept only
+        when it lengthens the step by ``GONDZIO_GAIN · GONDZIO_STEP``). They cut the
+        iterations of large fleets, whose iterates lose centrality (BENCHMARKS.md).
     clean_share : float
         Flows below this share of their row's demand are dropped and their volume put back
         on the row's other servers before the schedule is written.
@@ -97,10 +111,12 @@ class IpmSettings:
 
     eps_abs: float = 1e-5
     eps_rel: float = 1e-4
+    eps_gap: float | None = None
     max_iter: int = 100
     step_fraction: float = 0.99
     secure_aggregation: bool = True
     clean_share: float = 1e-4
+    centrality_correctors: int = 2
     solve_timeout_s: float = 120.0
     agent_restarts: int = 3
     time_limit_s: float | None = None
@@ -112,8 +128,14 @@ class IpmSettings:
             raise ValueError(f"max_iter must be >= 1 (got {self.max_iter})")
         if not 0.0 < self.step_fraction < 1.0:
             raise ValueError(f"step_fraction must be in (0, 1) (got {self.step_fraction})")
+        if self.centrality_correctors < 0:
+            raise ValueError("centrality_correctors must be >= 0")
         if not 0.0 <= self.clean_share < 0.01:
             raise ValueError(f"clean_share must be in [0, 0.01) (got {self.clean_share})")
+
+    @property
+    def gap_tolerance(self) -> float:
+        return self.eps_rel / 10.0 if self.eps_gap is None else self.eps_gap
 
     def site_settings(self) -> IpmSiteSettings:
         return IpmSiteSettings(eps_rel=self.eps_rel, clean_share=self.clean_share)
@@ -137,6 +159,8 @@ class IpmLog:
         Mean complementarity.
     dual_pending : int
         Sites whose dual residual is not yet small.
+    objective : float
+        The fleet's objective at the iterate [AUD] (a sum of the sites' objectives).
     sigma, step : float
         Centring parameter and the step taken from this iterate (NaN for the last).
     elapsed_s : float
@@ -148,6 +172,7 @@ class IpmLog:
     eps_coupling: float
     mu: float
     dual_pending: int
+    objective: float = math.nan
     sigma: float = math.nan
     step: float = math.nan
     elapsed_s: float = 0.0
@@ -206,6 +231,9 @@ class DistributedInteriorPoint:
         self.history: list[IpmLog] = []
         self.masked = False
         self.timing = {"fleet_s": 0.0, "update_s": 0.0}
+        #: A Gondzio correction accepted and not yet announced to the sites.
+        self._accept_pending = False
+        self.corrections = 0
 
     # ------------------------------------------------------------------------------------
 
@@ -273,7 +301,15 @@ class DistributedInteriorPoint:
         try:
             self._begin(fleet)
             for k in range(cfg.max_iter + 1):
-                newton = self._round(fleet, IpmRequest(k, "newton", step=step, prices=self.prices))
+                request = IpmRequest(
+                    k,
+                    "newton",
+                    step=step,
+                    prices=self.prices,
+                    accept_correction=self._accept_pending,
+                )
+                self._accept_pending = False
+                newton = self._round(fleet, request)
                 gap = newton["served"] - b
                 pairs = float(newton["pairs"][0])
                 comp = float(newton["complementarity"][0])
@@ -288,12 +324,13 @@ class DistributedInteriorPoint:
                     eps_coupling=eps_coupling,
                     mu=mu,
                     dual_pending=pending,
+                    objective=float(newton["objective"][0]),
                 )
                 self.history.append(row)
                 converged = (
                     row.coupling <= eps_coupling
                     and pending == 0
-                    and comp <= cfg.eps_rel * max(1.0, abs(float(self.prices @ b)))
+                    and comp <= cfg.gap_tolerance * max(1.0, abs(row.objective))
                 )
                 out_of_time = cfg.time_limit_s is not None and (
                     time.perf_counter() - start > cfg.time_limit_s
@@ -349,10 +386,51 @@ class DistributedInteriorPoint:
         dlam = solve(factored, gap + predict["rhs0"] + sigma_mu * predict["rhs1"])
         self.timing["update_s"] += time.perf_counter() - t1
         correct = self._round(fleet, IpmRequest(k, "correct", price_step=dlam, sigma_mu=sigma_mu))
-        step = min(1.0, self.settings.step_fraction * longest_free_step(correct["blocked"]))
+        longest = longest_free_step(correct["blocked"])
+        dlam, longest = self._centrality_correctors(fleet, factored, k, dlam, longest, sigma_mu)
+        step = min(1.0, self.settings.step_fraction * longest)
         self.prices = self.prices + step * dlam
         row.sigma, row.step = sigma, step
         return step
+
+    def _centrality_correctors(
+        self,
+        fleet: Fleet,
+        factored: tuple[np.ndarray, bool],
+        k: int,
+        dlam: np.ndarray,
+        longest: float,
+        sigma_mu: float,
+    ) -> tuple[np.ndarray, float]:
+        """Gondzio's correctors: aim at a step ``δ`` longer, keep what lengthens it enough.
+
+        Each costs two rounds; one accepted is announced in the next request. Returns the
+        price step and the longest feasible step of the direction the sites now hold.
+        """
+        for _ in range(self.settings.centrality_correctors):
+            if longest >= 1.0:
+                break
+            trial = min(1.0, longest + GONDZIO_STEP)
+            centre = self._round(
+                fleet,
+                IpmRequest(
+                    k,
+                    "centre",
+                    step=trial,
+                    sigma_mu=sigma_mu,
+                    accept_correction=self._accept_pending,
+                ),
+            )
+            self._accept_pending = False
+            correction = solve(factored, centre["rhs"])
+            answer = self._round(fleet, IpmRequest(k, "recentred", price_step=correction))
+            corrected = longest_free_step(answer["blocked"])
+            if corrected < longest + GONDZIO_GAIN * GONDZIO_STEP:
+                break
+            self._accept_pending = True
+            self.corrections += 1
+            dlam, longest = dlam + correction, corrected
+        return dlam, longest
 
     def _clean(self, fleet: Fleet, iteration: int, served: np.ndarray) -> dict[str, float]:
         """Drop tiny flows at the sites and put their volume back on each row's servers.

@@ -312,7 +312,7 @@ class InteriorPointMethod:
                     float(h.mu),
                     float(h.step),
                     int(h.dual_pending),
-                    math.nan,
+                    float(h.objective),
                     float(h.elapsed_s),
                 ]
                 for h in result.history

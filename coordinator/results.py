@@ -10,7 +10,6 @@ and ``shadow_prices.csv`` (from the coordinator's duals).
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -134,12 +133,12 @@ def objective_by_iteration(reports: Sequence[Any]) -> dict[int, float]:
 
 def convergence_rows(run: MethodRun, objective: dict[int, float]) -> list[list[float]]:
     """Rows of ``convergence.csv``: the method's columns, the objective filled in from the
-    sites' histories where they have one."""
+    sites' histories where they keep one (ADMM; the interior point has the fleet sum)."""
     at = run.convergence_columns.index("objective_aud")
     rows = []
     for row in run.convergence:
         row = list(row)
-        row[at] = float(objective.get(int(row[0]), math.nan))
+        row[at] = float(objective.get(int(row[0]), row[at]))
         rows.append(row)
     return rows
 

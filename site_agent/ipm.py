@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.ipm_protocol import (
+    ROUND_IDS,
     Aggregate,
     IpmRequest,
     IpmSiteSettings,
@@ -42,6 +43,9 @@ from common.ipm_protocol import (
 from common.schur_pattern import SchurPattern
 from common.secure_aggregation import PairwiseMasker
 from site_agent.subproblem import SiteQp
+
+#: Gondzio's target box for the complementarity products, in units of ``σμ``.
+GONDZIO_BOX = (0.1, 10.0)
 
 
 def _longest_step(v: np.ndarray, dv: np.ndarray) -> float:
@@ -107,6 +111,7 @@ class SiteInteriorPoint:
         self.w = np.ones(qp.steps)
         self.prices = np.zeros(qp.support.size)
         self._direction: _Direction | None = None
+        self._candidate: _Direction | None = None
 
     # ------------------------------------------------------------------------------------
 
@@ -212,6 +217,7 @@ class SiteInteriorPoint:
             "served": self._scatter(qp.served(self.xi)),
             "complementarity": np.array([complementarity]),
             "pairs": np.array([float(qp.n + qp.steps)]),
+            "objective": np.array([qp.objective(self.xi)]),
             "dual_pending": np.array([pending]),
         }
 
@@ -260,6 +266,45 @@ class SiteInteriorPoint:
         g = self._g0 + sigma_mu * self._g1
         self._direction = self._direction_of(g, price_step, r_xz, r_sw)
         return {"blocked": blocked_steps(self._direction.bound(self))}
+
+    def centre(self, trial_step: float, sigma_mu: float) -> dict[str, np.ndarray]:
+        """Gondzio's centrality corrector for the current direction: its right-hand side.
+
+        At the trial step the products ``ξz`` and ``sw`` are pushed back into
+        ``[β_min σμ, β_max σμ]`` (large ones only down to ``−β_max σμ``); the correction
+        solves the Newton system with that complementarity target and no other residual.
+        """
+        d = self._direction
+        assert d is not None, "centre after correct"
+        lo, hi = GONDZIO_BOX[0] * sigma_mu, GONDZIO_BOX[1] * sigma_mu
+
+        def target(v: np.ndarray) -> np.ndarray:
+            return np.maximum(np.clip(v, lo, hi) - v, -hi)
+
+        t_xz = target((self.xi + trial_step * d.xi) * (self.z + trial_step * d.z))
+        t_sw = target((self.s + trial_step * d.s) * (self.w + trial_step * d.w))
+        qp = self.qp
+        g = t_xz / self.xi - qp.gpu_load * (t_sw / self.s)[qp.step]
+        self._centring = (g, t_xz, t_sw)
+        return {"rhs": self._scatter(self._a_t(self._kinv(g)))}
+
+    def recentred(self, price_step: np.ndarray) -> dict[str, np.ndarray]:
+        """The corrected direction (kept aside until the coordinator accepts it); its bound."""
+        d = self._direction
+        assert d is not None
+        g, t_xz, t_sw = self._centring
+        qp = self.qp
+        dxi = self._kinv(g - qp.coefficient * price_step[qp.support][qp.position])
+        dz = (t_xz - self.z * dxi) / self.xi
+        ds = -qp.load(dxi)
+        dw = (t_sw - self.w * ds) / self.s
+        self._candidate = _Direction(d.xi + dxi, d.z + dz, d.s + ds, d.w + dw)
+        return {"blocked": blocked_steps(self._candidate.bound(self))}
+
+    def accept(self) -> None:
+        """The coordinator took the corrected direction."""
+        self._direction = self._candidate
+        self._candidate = None
 
     def clean(self, demand: np.ndarray) -> dict[str, np.ndarray]:
         """Drop flows below ``clean_share`` of their row's demand; report per row what was
@@ -334,6 +379,8 @@ class GroupInteriorPoint:
         phase: Phase = request.phase
         parts: list[dict[str, np.ndarray]] = []
         for site in self.sites:
+            if request.accept_correction:
+                site.accept()
             if phase == "newton":
                 assert request.prices is not None
                 site.take(request.step, request.prices)
@@ -344,6 +391,11 @@ class GroupInteriorPoint:
             elif phase == "correct":
                 assert request.price_step is not None
                 parts.append(site.correct(request.price_step, request.sigma_mu))
+            elif phase == "centre":
+                parts.append(site.centre(request.step, request.sigma_mu))
+            elif phase == "recentred":
+                assert request.price_step is not None
+                parts.append(site.recentred(request.price_step))
             elif phase == "clean":
                 assert request.demand is not None
                 parts.append(site.clean(request.demand))
@@ -359,7 +411,7 @@ class GroupInteriorPoint:
         if not self._masked:
             return Aggregate(request.iteration, phase, flat)
         assert self.masker is not None
-        round_id = ("newton", "predict", "correct", "clean").index(phase)
+        round_id = ROUND_IDS[phase]
         return Aggregate(
             request.iteration, phase, self.masker.mask(flat, request.iteration, round_id), True
         )
