@@ -143,15 +143,16 @@ class IpmSiteSettings:
     clean_share : float
         Flows below this share of their row's demand are dropped before the schedule is
         written (:mod:`coordinator.ipm`).
-    initial_dual : float
-        Initial bound duals are ``initial_dual · max(|c_k|, 1)``.
+    dual_floor : float
+        Initial bound duals are at least this share of the site's largest cost (then
+        centred, :meth:`site_agent.ipm.SiteInteriorPoint.start`).
     initial_capacity_dual : float
-        Initial duals of the capacity rows.
+        Initial duals of the capacity rows (before centring).
     """
 
     eps_rel: float = 1e-4
     clean_share: float = 1e-4
-    initial_dual: float = 1.0
+    dual_floor: float = 1e-3
     initial_capacity_dual: float = 1e-2
 
 

@@ -21,8 +21,10 @@ not grow with the number of sites. Per iteration, three rounds (:mod:`common.ipm
 
 Stopping test, from what the coordinator may see: ``‖Σ A ξ − b‖ ≤ ε_abs √m + ε_rel ‖b‖``, no
 site with a large dual residual (``‖r_d,i‖∞ ≤ ε_rel max(1, ‖c_i‖∞)``, a yes/no counted by
-the sum), and the duality gap ``Σ ξᵀz + sᵀw ≤ ε_gap · max(1, |Σ f_i|)`` (``ε_gap = ε_rel/10``
-by default; the fleet's objective is a masked sum like the rest).
+the sum), and the duality gap ``Σ ξᵀz + sᵀw ≤ ε_gap · max(1, |Σ f_i|)`` (``ε_gap = ε_rel``
+by default; the fleet's objective is a masked sum like the rest). A direction along which
+no step of at least :data:`STALL_STEP` is feasible (round-off near the boundary) ends the
+run, not converged, at the current iterate.
 
 After convergence the interior point leaves a tiny flow on every allowed pair. The sites
 drop the flows below ``clean_share`` (1e-4) of their row's demand and report what they
@@ -67,6 +69,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Steps shorter than this mean the direction is lost to round-off: the run stops there.
+STALL_STEP = 1e-8
+
 #: Gondzio's correctors aim at a step this much longer than the one found, and are kept when
 #: they gain ``GONDZIO_GAIN`` of that (Gondzio 1996: δ_α = 0.1, γ = 0.1).
 GONDZIO_STEP = 0.1
@@ -84,8 +89,9 @@ class IpmSettings:
         same meaning as ADMM's so the two stop at comparable accuracy.
     eps_gap : float or None
         Relative duality gap of the stopping test, ``Σ ξᵀz + sᵀw ≤ eps_gap · max(1, |f|)``
-        with ``f`` the fleet's objective; ``eps_rel / 10`` by default, so that the objective
-        is within ``eps_rel`` of the optimum once the residuals are.
+        with ``f`` the fleet's objective; ``eps_rel`` by default: the objective is then
+        within about ``eps_rel`` of the optimum (measured: 0.0004–0.009 %, BENCHMARKS.md).
+        Much tighter gaps run into round-off (``D = z/ξ`` spans 24 orders of magnitude).
     max_iter : int
         Newton iterations at most.
     step_fraction : float
@@ -135,7 +141,7 @@ class IpmSettings:
 
     @property
     def gap_tolerance(self) -> float:
-        return self.eps_rel / 10.0 if self.eps_gap is None else self.eps_gap
+        return self.eps_rel if self.eps_gap is None else self.eps_gap
 
     def site_settings(self) -> IpmSiteSettings:
         return IpmSiteSettings(eps_rel=self.eps_rel, clean_share=self.clean_share)
@@ -163,6 +169,8 @@ class IpmLog:
         The fleet's objective at the iterate [AUD] (a sum of the sites' objectives).
     sigma, step : float
         Centring parameter and the step taken from this iterate (NaN for the last).
+    stalled : bool
+        No usable step from this iterate (the run ended here, not converged).
     elapsed_s : float
     """
 
@@ -176,6 +184,7 @@ class IpmLog:
     sigma: float = math.nan
     step: float = math.nan
     elapsed_s: float = 0.0
+    stalled: bool = False
 
 
 @dataclass
@@ -339,6 +348,15 @@ class DistributedInteriorPoint:
                 stop = stop or (should_stop is not None and should_stop())
                 if not stop:
                     step = self._step(fleet, k, newton, gap, mu, pairs, row)
+                    if step < STALL_STEP:
+                        log.warning(
+                            "interior point stalled at iteration %d (step %.1e): stopping at "
+                            "the current iterate",
+                            k,
+                            step,
+                        )
+                        row.stalled = True
+                        stop = True
                 row.elapsed_s = time.perf_counter() - start
                 self._notify(observers, row, dropped, on_iteration)
                 if stop:

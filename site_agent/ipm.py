@@ -116,7 +116,8 @@ class SiteInteriorPoint:
     # ------------------------------------------------------------------------------------
 
     def start(self, share: np.ndarray, prices: np.ndarray, settings: IpmSiteSettings) -> None:
-        """A cold starting point: an equal share of every row, half the capacity at most."""
+        """A cold starting point: an equal share of every row, half the capacity at most,
+        and centred duals."""
         qp = self.qp
         xi = np.maximum(share[self.rows], 1e-6)
         load = qp.load(xi)
@@ -124,8 +125,16 @@ class SiteInteriorPoint:
         xi = xi * np.where(load > cap, cap / np.maximum(load, 1e-300), 1.0)[qp.step]
         self.xi = xi
         self.s = qp.capacity - qp.load(xi)
-        self.z = settings.initial_dual * np.maximum(np.abs(qp.cost), 1.0)
-        self.w = np.full(qp.steps, settings.initial_capacity_dual)
+        # Duals: the cost of each flow (its reduced cost if the prices were zero), floored
+        # at a thousandth of the site's largest, then raised where needed so that no product
+        # ξz or sw starts below the mean: a centred start. Large fleets, whose equal shares
+        # are tiny, otherwise spend their first iterations on steps of 1e-3.
+        cost = np.abs(qp.cost)
+        z = np.maximum(cost, settings.dual_floor * float(cost.max(initial=1.0)))
+        w = np.full(qp.steps, settings.initial_capacity_dual)
+        mu0 = float(np.mean(xi * z))
+        self.z = np.maximum(z, mu0 / xi)
+        self.w = np.maximum(w, mu0 / self.s)
         self.prices = np.asarray(prices, dtype=float)[qp.support]
         self.settings = settings
         self._direction = None

@@ -230,8 +230,8 @@ def test_prometheus_reads_back_a_real_admm_run(prometheus_factory, tiny_scenario
 
 @pytest.mark.ray
 @pytest.mark.skipif(
-    importlib.util.find_spec("thermoroute.admm_run") is None,
-    reason="thermoroute run's ADMM path (thermoroute/admm_run.py) is not built yet",
+    importlib.util.find_spec("thermoroute.distributed_run") is None,
+    reason="thermoroute run's distributed path (thermoroute/distributed_run.py) is not built yet",
 )
 def test_thermoroute_run_serves_live_metrics(prometheus_factory, tiny_scenario_dir, tmp_path):
     """``thermoroute run --metrics-port P --metrics-linger S``: Prometheus reads it back."""

@@ -44,12 +44,18 @@ EXIT_FAILED = 4
 
 
 class Solver(StrEnum):
-    admm = "admm"
+    distributed = "distributed"
+    admm = "admm"  # the same as --solver distributed --method admm (kept for scripts)
     central = "central"
     nearest = "nearest"
     temperature_unaware = "temperature-unaware"
     price_only = "price-only"
     carbon_only = "carbon-only"
+
+
+class Method(StrEnum):
+    ipm = "ipm"
+    admm = "admm"
 
 
 class Penalty(StrEnum):
@@ -115,9 +121,23 @@ def _load(source: str, start: datetime | None, steps: int | None):
 @app.command()
 def run(
     scenario: ScenarioArg = "australia",
-    solver: Annotated[Solver, typer.Option(help="Solver to run.")] = Solver.admm,
+    solver: Annotated[
+        Solver,
+        typer.Option(
+            help="distributed: the sites' agents solve together (see --method); the others "
+            "solve centrally on the whole scenario; admm = distributed with --method admm."
+        ),
+    ] = Solver.distributed,
+    method: Annotated[
+        Method,
+        typer.Option(
+            help="Distributed method: the interior point (default; tens of iterations) or "
+            "ADMM (the paper's method; hundreds).",
+        ),
+    ] = Method.ipm,
     out: Annotated[
-        Path | None, typer.Option(help="Output directory (default runs/<scenario>-<solver>).")
+        Path | None,
+        typer.Option(help="Output directory (default runs/<scenario>-<method or solver>)."),
     ] = None,
     start: StartOpt = None,
     steps: StepsOpt = None,
@@ -148,8 +168,21 @@ def run(
             "restart); neither cuts iterations on the shipped fleets, see BENCHMARKS.md.",
         ),
     ] = Acceleration.none,
-    eps_rel: Annotated[float, typer.Option(help="ADMM: relative tolerance ε_rel.")] = 1e-4,
-    max_iter: Annotated[int, typer.Option(help="ADMM: iteration limit.")] = 2000,
+    eps_rel: Annotated[
+        float, typer.Option(help="Distributed: relative tolerance ε_rel of the stopping test.")
+    ] = 1e-4,
+    max_iter: Annotated[
+        int | None,
+        typer.Option(help="Distributed: iteration limit (ADMM 2000, interior point 100)."),
+    ] = None,
+    secure_aggregation: Annotated[
+        bool,
+        typer.Option(
+            "--secure-aggregation/--no-secure-aggregation",
+            help="Interior point: mask the sites' sums so the coordinator reads only fleet "
+            "sums (off only to measure what masking costs).",
+        ),
+    ] = True,
     agent_restarts: Annotated[
         int,
         typer.Option(
@@ -193,11 +226,14 @@ def run(
     the coordinator's data here, each site's data on its own host); only ``--solver admm``
     can solve it, since nothing else may read the sites' data.
     """
+    distributed = solver in (Solver.distributed, Solver.admm)
+    if solver is Solver.admm:
+        method = Method.admm
     directory = resolve_scenario(scenario)
     if is_split_root(directory):
-        if solver is not Solver.admm:
+        if not distributed:
             raise _fail(
-                f"{directory} is a split deployment directory: only --solver admm "
+                f"{directory} is a split deployment directory: only --solver distributed "
                 "can solve it (the sites' data stay on their hosts)"
             )
         scen = None
@@ -206,7 +242,8 @@ def run(
     else:
         directory, scen = _load(scenario, start, steps)
         name = scen.name
-    out = out or Path("runs") / f"{name}-{solver.value}"
+    label = method.value if distributed else solver.value
+    out = out or Path("runs") / f"{name}-{label}"
     from thermoroute import runner
 
     try:
@@ -215,6 +252,7 @@ def run(
             scen,
             solver.value,
             out,
+            method=method.value,
             executor=executor.value,
             address=address,
             sites_per_agent=sites_per_agent,
@@ -222,6 +260,7 @@ def run(
             acceleration=acceleration.value,
             eps_rel=eps_rel,
             max_iter=max_iter,
+            secure_aggregation=secure_aggregation,
             agent_restarts=agent_restarts,
             inner_fallback=inner_fallback,
             metrics_port=metrics_port,
@@ -236,7 +275,7 @@ def run(
         raise _fail(str(exc), EXIT_FAILED) from None
     runner.print_run(result, console, compare=compare_baseline)
     if not result.converged:
-        raise _fail(f"{solver.value} did not converge (see {out}/summary.json)", EXIT_NOT_CONVERGED)
+        raise _fail(f"{label} did not converge (see {out}/summary.json)", EXIT_NOT_CONVERGED)
 
 
 @app.command()
@@ -271,6 +310,7 @@ def simulate(
     executor: Annotated[Executor, typer.Option()] = Executor.ray,
     address: Annotated[str | None, typer.Option()] = None,
     sites_per_agent: Annotated[int, typer.Option(min=1)] = 1,
+    method: Annotated[Method, typer.Option(help="Distributed method (as for run).")] = Method.ipm,
     seed: Annotated[int, typer.Option(help="Seed of the forecast noise.")] = 0,
     site_forecast_noise: Annotated[
         bool,
@@ -285,7 +325,7 @@ def simulate(
     """Receding-horizon operation: re-solve every step with a forecast, apply the first."""
     directory = resolve_scenario(scenario)
     from thermoroute import runner
-    from thermoroute.admm_run import run_receding
+    from thermoroute.distributed_run import run_receding
 
     try:
         run_receding(
@@ -300,6 +340,7 @@ def simulate(
             out=out,
             console=console,
             site_forecast_noise=site_forecast_noise,
+            method=method.value,
         )
     except ScenarioError as exc:
         raise _fail(str(exc)) from None

@@ -22,7 +22,10 @@ from common.compare import METRICS, REFERENCE, percent_change
 from common.evaluate import Evaluation
 from common.outputs import write_run
 from common.scenario import Scenario
-from coordinator.fleet import FleetTimeout, SiteGroupLost
+from coordinator.fleet import FleetTimeout, RoundFailed, SiteGroupLost
+
+#: Solvers that run on the fleet's site agents (``admm`` names the distributed ADMM run).
+DISTRIBUTED = ("distributed", "admm")
 
 
 class SolveError(RuntimeError):
@@ -53,13 +56,15 @@ def run_solver(
     solver: str,
     out: Path,
     *,
+    method: str = "ipm",
     executor: str = "ray",
     address: str | None = None,
     sites_per_agent: int = 1,
     penalty: str = "per-row",
     acceleration: str = "none",
     eps_rel: float = 1e-4,
-    max_iter: int = 2000,
+    max_iter: int | None = None,
+    secure_aggregation: bool = True,
     metrics_port: int | None = None,
     metrics_addr: str = "127.0.0.1",
     metrics_linger: float = 0.0,
@@ -71,21 +76,24 @@ def run_solver(
 ) -> RunResult:
     """Solve ``scenario`` with ``solver`` and write its outputs into ``out``.
 
-    For ``admm`` the sites are started from ``directory`` (each agent loads only its own
-    site); the other solvers work on the whole ``scenario`` in this process. With
+    For ``distributed`` (``method`` ``ipm`` or ``admm``; ``admm`` as a solver is the same as
+    ``distributed`` with ``method="admm"``) the sites are started from ``directory`` (each
+    agent loads only its own site); the other solvers work on the whole ``scenario`` in this
+    process. With
     ``compare`` the temperature-unaware plan is also computed, for the closing table.
     ``scenario`` is ``None`` for a split deployment directory (ADMM only, no comparison:
     the driver cannot read the sites' data).
     """
     t0 = time.perf_counter()
-    if solver == "admm":
-        from thermoroute.admm_run import run_admm
+    if solver in DISTRIBUTED:
+        from thermoroute.distributed_run import run_distributed
 
         try:
-            result = run_admm(
+            result = run_distributed(
                 directory,
                 scenario,
                 out,
+                method="admm" if solver == "admm" else method,
                 executor=executor,
                 address=address,
                 sites_per_agent=sites_per_agent,
@@ -93,6 +101,7 @@ def run_solver(
                 acceleration=acceleration,
                 eps_rel=eps_rel,
                 max_iter=max_iter,
+                secure_aggregation=secure_aggregation,
                 metrics_port=metrics_port,
                 metrics_addr=metrics_addr,
                 metrics_linger=metrics_linger,
@@ -101,13 +110,13 @@ def run_solver(
                 agent_restarts=agent_restarts,
                 inner_fallback=inner_fallback,
             )
-        except (FleetTimeout, SiteGroupLost) as exc:
+        except (FleetTimeout, SiteGroupLost, RoundFailed) as exc:
             # On Ray the coordinator actor's exception arrives wrapped; say what it was.
             cause = getattr(exc, "cause", None) or exc
             raise SolveError(str(cause).splitlines()[0]) from None
         summary, converged, details = result
     else:
-        assert scenario is not None, "only ADMM solves a split deployment directory"
+        assert scenario is not None, "only a distributed method solves a split directory"
         try:
             run = run_central_solver(solver, scenario)
         except CentralSolveError as exc:
@@ -129,7 +138,7 @@ def run_solver(
         ref = run_central_solver(REFERENCE, scenario)
         reference = _totals_with_objective(ref.evaluation)
     return RunResult(
-        solver=solver,
+        solver=("admm" if solver == "admm" else method) if solver in DISTRIBUTED else solver,
         out=out,
         scenario=scenario,
         summary=summary,

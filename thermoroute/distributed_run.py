@@ -1,4 +1,4 @@
-"""``thermoroute run --solver admm`` and ``thermoroute simulate``: the distributed runs as the
+"""``thermoroute run`` (distributed) and ``thermoroute simulate``: the distributed runs as the
 command line drives them (live display, metrics endpoint, outputs, closing report)."""
 
 from __future__ import annotations
@@ -15,24 +15,43 @@ from rich.table import Table
 
 from common.scenario import Scenario
 from coordinator.admm import AdmmSettings
+from coordinator.ipm import IpmSettings
 from site_agent.subproblem import InnerSettings
 from thermoroute.progress import LiveProgress
 
+#: The distributed methods ``--method`` offers (coordinator.methods.METHODS).
+METHODS = ("ipm", "admm")
+#: The default method: the one the benchmark shows faster at equal accuracy (BENCHMARKS.md).
+DEFAULT_METHOD = "ipm"
 
-def admm_settings(
+
+def method_settings(
+    method: str,
     *,
     penalty: str = "per-row",
     acceleration: str = "none",
-    eps_rel: float,
-    max_iter: int,
+    eps_rel: float = 1e-4,
+    max_iter: int | None = None,
     agent_restarts: int = AdmmSettings.agent_restarts,
-) -> AdmmSettings:
-    """The run's ADMM settings from the command-line options.
+    secure_aggregation: bool = True,
+) -> AdmmSettings | IpmSettings:
+    """The run's settings from the command-line options; their type selects the method.
 
-    ``penalty`` is ``per-row`` (adaptive penalty per coupling row) or ``scalar`` (one ρ);
-    ``acceleration`` is ``none``, ``anderson`` or ``nesterov``; ``agent_restarts`` how often
-    a crashed agent is restarted (Ray runs).
+    ``penalty`` (``per-row`` or ``scalar``) and ``acceleration`` (``none``, ``anderson``,
+    ``nesterov``) are ADMM's; ``secure_aggregation`` the interior point's; ``max_iter``
+    ``None`` keeps the method's own limit; ``agent_restarts`` how often a crashed agent is
+    restarted (Ray runs).
     """
+    if method == "ipm":
+        return replace(
+            IpmSettings(),
+            eps_rel=eps_rel,
+            max_iter=max_iter or IpmSettings.max_iter,
+            agent_restarts=agent_restarts,
+            secure_aggregation=secure_aggregation,
+        )
+    if method != "admm":
+        raise ValueError(f"unknown method {method!r}")
     if penalty not in ("per-row", "scalar"):
         raise ValueError(f"unknown penalty {penalty!r}")
     return replace(
@@ -40,7 +59,7 @@ def admm_settings(
         per_row=penalty == "per-row",
         acceleration=acceleration,  # type: ignore[arg-type]  # validated by AdmmSettings
         eps_rel=eps_rel,
-        max_iter=max_iter,
+        max_iter=max_iter or AdmmSettings.max_iter,
         agent_restarts=agent_restarts,
     )
 
@@ -53,18 +72,20 @@ def _metrics_observers(port: int | None, addr: str) -> list[Any]:
     return [CoordinatorMetrics(endpoint=MetricsEndpoint(port=port, addr=addr))]
 
 
-def run_admm(
+def run_distributed(
     directory: Path,
     scenario: Scenario | None,
     out: Path,
     *,
+    method: str = DEFAULT_METHOD,
     executor: str,
     address: str | None,
     sites_per_agent: int,
-    penalty: str,
-    acceleration: str,
+    penalty: str = "per-row",
+    acceleration: str = "none",
     eps_rel: float,
-    max_iter: int,
+    max_iter: int | None,
+    secure_aggregation: bool = True,
     metrics_port: int | None,
     metrics_addr: str,
     metrics_linger: float,
@@ -73,7 +94,7 @@ def run_admm(
     agent_restarts: int = AdmmSettings.agent_restarts,
     inner_fallback: bool = False,
 ) -> tuple[dict[str, Any], bool, dict[str, Any]]:
-    """Run distributed ADMM on ``directory`` and write its outputs into ``out``.
+    """Run a distributed method on ``directory`` and write its outputs into ``out``.
 
     ``scenario`` (when the driver can read the whole scenario, i.e. local emulation) only
     fixes the horizon; the sites read their own data, the coordinator only the demand.
@@ -85,18 +106,24 @@ def run_admm(
     from thermoroute.launch import solve_distributed
 
     console = console or Console()
-    settings = admm_settings(
+    settings = method_settings(
+        method,
         penalty=penalty,
         acceleration=acceleration,
         eps_rel=eps_rel,
         max_iter=max_iter,
         agent_restarts=agent_restarts,
+        secure_aggregation=secure_aggregation,
     )
     observers = _metrics_observers(metrics_port, metrics_addr)
     if metrics_port is not None:
         console.print(f"metrics: http://{metrics_addr}:{metrics_port}/metrics", highlight=False)
-    accel = "" if acceleration == "none" else f", {acceleration}"
-    title = f"ADMM ({penalty} penalty{accel}, {executor})"
+    if method == "ipm":
+        masking = "secure aggregation" if secure_aggregation else "sums in the clear"
+        title = f"interior point ({masking}, {executor})"
+    else:
+        accel = "" if acceleration == "none" else f", {acceleration}"
+        title = f"ADMM ({penalty} penalty{accel}, {executor})"
     display = LiveProgress(console, title=title) if live else None
     kwargs: dict[str, Any] = {
         "executor": executor,
@@ -114,7 +141,7 @@ def run_admm(
             run = solve_distributed(directory, progress=display.update, **kwargs)
     else:
         run = solve_distributed(directory, **kwargs)
-    run.outputs.write(out, solver="admm")
+    run.outputs.write(out, solver=method)
     summary = json.loads((out / "summary.json").read_text())
     details = {
         "iterations": run.iterations,
@@ -138,6 +165,7 @@ def run_receding(
     out: Path | None,
     console: Console,
     site_forecast_noise: bool = True,
+    method: str = DEFAULT_METHOD,
 ) -> None:
     """Receding-horizon operation with a closing table against temperature-unaware."""
     from site_agent.forecast import SiteForecast
@@ -157,13 +185,14 @@ def run_receding(
     result = simulate(
         directory, days, horizon=horizon, start=start, executor=executor, address=address,
         sites_per_agent=sites_per_agent, seed=seed, progress=show, site_forecast=forecast,
+        settings=method_settings(method),
     )  # fmt: skip
     table = Table(
         title=f"receding horizon: {len(result.steps)} steps applied, horizon {horizon}",
         title_justify="left",
     )
     table.add_column("quantity")
-    table.add_column("ADMM (temperature-aware)", justify="right")
+    table.add_column(f"{method} (temperature-aware)", justify="right")
     table.add_column(result.baseline, justify="right")
     table.add_column("change", justify="right")
     for key in (
@@ -183,7 +212,7 @@ def run_receding(
     if its:
         ordered = sorted(its)
         console.print(
-            f"ADMM iterations per step: median {ordered[len(its) // 2]}, "
+            f"{method} iterations per step: median {ordered[len(its) // 2]}, "
             f"min {ordered[0]}, max {ordered[-1]} (first step cold, then warm)",
             highlight=False,
         )
