@@ -171,6 +171,9 @@ class IpmStart:
     masking : dict or None
         ``{group index: MaskingSetup}`` with each group's neighbours' public keys; ``None``
         sends sums in the clear (the coordinator then sees every group's sum).
+    resume : bool
+        After a group crashed and rejoined: groups holding an iterate keep it (only the new
+        keys apply); the restarted group starts cold at ``prices``.
     """
 
     run_id: str
@@ -178,6 +181,7 @@ class IpmStart:
     prices: np.ndarray
     settings: IpmSiteSettings
     masking: dict[int, MaskingSetup] | None = None
+    resume: bool = False
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,8 @@ class Fleet(Protocol):
 
     def broadcast(self, method: str, message: Any, *, indexed: bool = False) -> list[Any]: ...
 
+    def recover(self, groups: Sequence[int]) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -256,6 +258,10 @@ class InlineFleet:
             answer = call(message, g) if indexed else call(message)
             answers.append(self._seen(method, g, answer))
         return answers
+
+    def recover(self, groups: Sequence[int]) -> None:
+        """In process a group cannot crash and come back: there is nothing to recover."""
+        raise SiteGroupLost(f"site groups {list(groups)} failed in process")
 
     def close(self) -> None:
         return None
@@ -590,9 +596,10 @@ class RayFleet:
     def broadcast(self, method: str, message: Any, *, indexed: bool = False) -> list[Any]:
         """Call ``method`` on every group with one shared message; answers in group order.
 
-        The message is put in the object store once. Every group must answer within the
-        deadline: a group that does not, or whose actor died, fails the round
-        (:class:`RoundFailed` names its sites).
+        The message is put in the object store once. A method with rounds of its own needs
+        every group in every round: a group later than the deadline is waited for until the
+        setup deadline, then restarted (``ray.kill`` with restart) like a crashed one; the
+        round then fails with :class:`RoundFailed` naming the groups to :meth:`recover`.
         """
         import ray
 
@@ -605,14 +612,21 @@ class RayFleet:
         try:
             answers = self._get(refs, self.timeout_s)
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as error:
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            _, late = ray.wait(refs, num_returns=len(refs), timeout=self.setup_timeout_s)
             failed = []
             for g, r in enumerate(refs):
+                if r in late:
+                    log.warning(
+                        "site group %s missed the deadline of a %s round; restarting it",
+                        list(self._slots.group_sites[g]),
+                        method,
+                    )
+                    ray.kill(self.handles[g], no_restart=False)
+                    failed.append(g)
+                    continue
                 try:
-                    if r not in ready:
-                        raise TimeoutError
-                    self._get([r], 0)
-                except Exception:
+                    self._get([r], self.timeout_s)
+                except ray.exceptions.RayActorError:
                     failed.append(g)
             sites = [s for g in failed for s in self._slots.group_sites[g]]
             raise RoundFailed(failed, sites, str(error).splitlines()[0]) from error
@@ -620,6 +634,51 @@ class RayFleet:
             for g, answer in enumerate(answers):
                 self.tap(method, g, answer)
         return answers
+
+    def recover(self, groups: Sequence[int]) -> None:
+        """Bring back groups whose actor crashed in a broadcast round, before a retry.
+
+        Each counts as a crash (at most :attr:`restarts` per group); the fleet waits until
+        Ray has restarted the actor (within the setup deadline), then moves it to the
+        current horizon and registers it again (:meth:`_restore`).
+
+        Raises
+        ------
+        SiteGroupLost
+            A group crashed more often than allowed, died for good, or did not come back.
+        """
+        import ray
+
+        for g in groups:
+            self.crashes[g] += 1
+            sites = list(self._slots.group_sites[g])
+            if self.crashes[g] > self.restarts:
+                raise SiteGroupLost(
+                    f"site group {sites} crashed {self.crashes[g]} time(s); the fleet "
+                    f"recovers from {self.restarts}"
+                )
+            log.warning(
+                "site group %s crashed (crash %d of %d recoverable); waiting for it to restart",
+                sites,
+                self.crashes[g],
+                self.restarts,
+            )
+            give_up = time.perf_counter() + self.setup_timeout_s
+            while True:
+                try:
+                    self._get([self.handles[g].__ray_ready__.remote()], self.timeout_s)
+                    break
+                except ray.exceptions.ActorDiedError as error:
+                    raise SiteGroupLost(f"site group {sites} is lost: {error}") from error
+                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as error:
+                    if time.perf_counter() > give_up:
+                        raise SiteGroupLost(
+                            f"site group {sites} has not come back within "
+                            f"{self.setup_timeout_s:g} s of crashing"
+                        ) from error
+                    time.sleep(0.2)
+            self._restore(g)
+        self._pending = [None] * len(self.handles)
 
     def shift(self, steps: int, start: Any = None) -> None:
         self.drain()

@@ -62,6 +62,7 @@ from common.ipm_protocol import (
 from common.schur_pattern import SchurPattern, factor, solve
 from common.secure_aggregation import MaskingSetup, neighbour_graph, unmask_sum
 from coordinator.events import IterationRecord, RunObserver, RunState, notify_all
+from coordinator.fleet import RoundFailed
 
 if TYPE_CHECKING:
     from coordinator.admm import ExchangeStructure
@@ -171,6 +172,10 @@ class IpmLog:
         Centring parameter and the step taken from this iterate (NaN for the last).
     stalled : bool
         No usable step from this iterate (the run ended here, not converged).
+    converged : bool
+        The iterate passed the stopping test.
+    crashed_sites : tuple of str
+        Sites whose agent crashed before this iterate (restarted; they began again cold).
     elapsed_s : float
     """
 
@@ -185,6 +190,8 @@ class IpmLog:
     step: float = math.nan
     elapsed_s: float = 0.0
     stalled: bool = False
+    converged: bool = False
+    crashed_sites: tuple[str, ...] = ()
 
 
 @dataclass
@@ -199,6 +206,7 @@ class IpmResult:
     wall_s: float
     masked: bool
     cleaning: dict[str, float] = field(default_factory=dict)
+    rejoins: int = 0
     timing: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -243,6 +251,9 @@ class DistributedInteriorPoint:
         #: A Gondzio correction accepted and not yet announced to the sites.
         self._accept_pending = False
         self.corrections = 0
+        #: Times the fleet recovered crashed groups, and their sites not yet logged.
+        self.rejoins = 0
+        self._crashed: list[str] = []
 
     # ------------------------------------------------------------------------------------
 
@@ -267,9 +278,10 @@ class DistributedInteriorPoint:
         self.timing["update_s"] += time.perf_counter() - t1
         return out
 
-    def _begin(self, fleet: Fleet) -> None:
-        """Fresh keys, relayed to each group's neighbours; the starting point."""
-        keys = fleet.broadcast("method_begin", "ipm")
+    def _begin(self, fleet: Fleet, *, resume: bool = False) -> None:
+        """Fresh keys, relayed to each group's neighbours; the starting point (``resume``:
+        only the groups without an iterate start; the others keep theirs)."""
+        keys = fleet.broadcast("method_rejoin" if resume else "method_begin", "ipm")
         groups = len(keys)
         masking = None
         if self.settings.secure_aggregation and groups > 1:
@@ -286,6 +298,7 @@ class DistributedInteriorPoint:
             prices=self.prices,
             settings=self.settings.site_settings(),
             masking=masking,
+            resume=resume,
         )
         fleet.broadcast("method_start", start, indexed=True)
 
@@ -307,61 +320,32 @@ class DistributedInteriorPoint:
         eps_coupling = cfg.eps_abs * math.sqrt(s.n_rows) + cfg.eps_rel * float(np.linalg.norm(b))
         converged = False
         step = 0.0
+        k = 0
         try:
             self._begin(fleet)
-            for k in range(cfg.max_iter + 1):
-                request = IpmRequest(
-                    k,
-                    "newton",
-                    step=step,
-                    prices=self.prices,
-                    accept_correction=self._accept_pending,
-                )
-                self._accept_pending = False
-                newton = self._round(fleet, request)
-                gap = newton["served"] - b
-                pairs = float(newton["pairs"][0])
-                comp = float(newton["complementarity"][0])
-                mu = comp / pairs
-                pending = round(float(newton["dual_pending"][0]))
-                row = IpmLog(
-                    iteration=k,
-                    coupling=float(np.linalg.norm(gap)),
-                    coupling_max=float(
-                        np.max(np.abs(gap) / np.maximum(np.abs(b), 1.0), initial=0.0)
-                    ),
-                    eps_coupling=eps_coupling,
-                    mu=mu,
-                    dual_pending=pending,
-                    objective=float(newton["objective"][0]),
-                )
-                self.history.append(row)
-                converged = (
-                    row.coupling <= eps_coupling
-                    and pending == 0
-                    and comp <= cfg.gap_tolerance * max(1.0, abs(row.objective))
-                )
-                out_of_time = cfg.time_limit_s is not None and (
-                    time.perf_counter() - start > cfg.time_limit_s
-                )
-                stop = converged or k == cfg.max_iter or out_of_time
-                stop = stop or (should_stop is not None and should_stop())
-                if not stop:
-                    step = self._step(fleet, k, newton, gap, mu, pairs, row)
-                    if step < STALL_STEP:
-                        log.warning(
-                            "interior point stalled at iteration %d (step %.1e): stopping at "
-                            "the current iterate",
-                            k,
-                            step,
-                        )
-                        row.stalled = True
-                        stop = True
-                row.elapsed_s = time.perf_counter() - start
-                self._notify(observers, row, dropped, on_iteration)
-                if stop:
-                    break
-            cleaning = self._clean(fleet, k + 1, newton["served"])
+            while True:
+                try:
+                    row, newton = self._newton(fleet, k, step, eps_coupling)
+                    converged = row.converged
+                    out_of_time = cfg.time_limit_s is not None and (
+                        time.perf_counter() - start > cfg.time_limit_s
+                    )
+                    stop = converged or k >= cfg.max_iter or out_of_time
+                    stop = stop or (should_stop is not None and should_stop())
+                    if not stop:
+                        step = self._step(fleet, k, newton, row)
+                        stop = row.stalled
+                    row.elapsed_s = time.perf_counter() - start
+                    self._notify(observers, row, dropped, on_iteration)
+                    if stop:
+                        cleaning = self._clean(fleet, k + 1, newton["served"])
+                        break
+                    k += 1
+                except RoundFailed as failure:
+                    # Retry the iteration once the groups are back (Ray restarted them);
+                    # their sites start again from the current prices, the others keep
+                    # their iterates. The retried newton round does not repeat a step.
+                    self._rejoin(fleet, failure)
         except Exception:
             notify_all(observers, lambda o: o.on_state(self.run_id, RunState.FAILED), dropped)
             raise
@@ -376,20 +360,57 @@ class DistributedInteriorPoint:
             wall_s=time.perf_counter() - start,
             masked=self.masked,
             cleaning=cleaning,
+            rejoins=self.rejoins,
             timing=dict(self.timing),
         )
 
-    def _step(
-        self,
-        fleet: Fleet,
-        k: int,
-        newton: dict[str, np.ndarray],
-        gap: np.ndarray,
-        mu: float,
-        pairs: float,
-        row: IpmLog,
-    ) -> float:
+    def _newton(
+        self, fleet: Fleet, k: int, step: float, eps_coupling: float
+    ) -> tuple[IpmLog, dict[str, np.ndarray]]:
+        """The ``newton`` round of iteration ``k``: the sites take ``step``; the iterate's log."""
+        request = IpmRequest(
+            k, "newton", step=step, prices=self.prices, accept_correction=self._accept_pending
+        )
+        newton = self._round(fleet, request)
+        self._accept_pending = False
+        b = self.structure.b
+        gap = newton["served"] - b
+        comp = float(newton["complementarity"][0])
+        row = IpmLog(
+            iteration=k,
+            coupling=float(np.linalg.norm(gap)),
+            coupling_max=float(np.max(np.abs(gap) / np.maximum(np.abs(b), 1.0), initial=0.0)),
+            eps_coupling=eps_coupling,
+            mu=comp / float(newton["pairs"][0]),
+            dual_pending=round(float(newton["dual_pending"][0])),
+            objective=float(newton["objective"][0]),
+            crashed_sites=tuple(self._crashed),
+        )
+        self._crashed = []
+        row.converged = (
+            row.coupling <= eps_coupling
+            and row.dual_pending == 0
+            and comp <= self.settings.gap_tolerance * max(1.0, abs(row.objective))
+        )
+        if self.history and self.history[-1].iteration == k:
+            self.history[-1] = row  # a retried iteration replaces its first attempt
+        else:
+            self.history.append(row)
+        return row, newton
+
+    def _rejoin(self, fleet: Fleet, failure: RoundFailed) -> None:
+        """Recover the failed groups, re-key every group, restart the failed groups' sites."""
+        log.warning("interior point: %s; recovering and retrying the iteration", failure)
+        fleet.recover(failure.groups)
+        self._crashed.extend(failure.sites)
+        self.rejoins += 1
+        self._begin(fleet, resume=True)
+
+    def _step(self, fleet: Fleet, k: int, newton: dict[str, np.ndarray], row: IpmLog) -> float:
         """Predictor, corrector and step length from iterate ``k``; updates the prices."""
+        gap = newton["served"] - self.structure.b
+        pairs = float(newton["pairs"][0])
+        mu = row.mu
         t0 = time.perf_counter()
         factored = factor(self.pattern.dense(newton["schur"]))
         dlam_aff = solve(factored, gap + newton["rhs"])
@@ -407,8 +428,17 @@ class DistributedInteriorPoint:
         longest = longest_free_step(correct["blocked"])
         dlam, longest = self._centrality_correctors(fleet, factored, k, dlam, longest, sigma_mu)
         step = min(1.0, self.settings.step_fraction * longest)
-        self.prices = self.prices + step * dlam
         row.sigma, row.step = sigma, step
+        if step < STALL_STEP:
+            log.warning(
+                "interior point stalled at iteration %d (step %.1e): stopping at the current "
+                "iterate",
+                k,
+                step,
+            )
+            row.stalled = True
+            return 0.0
+        self.prices = self.prices + step * dlam
         return step
 
     def _centrality_correctors(

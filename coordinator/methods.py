@@ -294,6 +294,8 @@ class InteriorPointMethod:
                 "mu": last.mu,
                 "sites_dual_pending": last.dual_pending,
                 "secure_aggregation": result.masked,
+                "site_crashes": sum(len(h.crashed_sites) for h in result.history),
+                "rejoins": result.rejoins,
                 **result.cleaning,
             },
             convergence_columns=(

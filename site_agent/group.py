@@ -196,6 +196,13 @@ class SiteGroup:
             agent.reset_cache()
         return self._method.new_key()
 
+    def method_rejoin(self, method: str) -> bytes:
+        """After a group of the fleet crashed: a fresh masking key, keeping this group's
+        iterate if it has one of a run of ``method`` (a restarted group starts anew)."""
+        if self._method is None or not self._method.started:
+            return self.method_begin(method)
+        return self._method.new_key()
+
     def method_start(self, message: Any, group_index: int) -> None:
         """The run's starting point and this group's neighbours' keys."""
         self._require_method().start(message, group_index)

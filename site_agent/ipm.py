@@ -311,9 +311,10 @@ class SiteInteriorPoint:
         return {"blocked": blocked_steps(self._candidate.bound(self))}
 
     def accept(self) -> None:
-        """The coordinator took the corrected direction."""
-        self._direction = self._candidate
-        self._candidate = None
+        """The coordinator took the corrected direction (a repeated notice changes nothing)."""
+        if self._candidate is not None:
+            self._direction = self._candidate
+            self._candidate = None
 
     def clean(self, demand: np.ndarray) -> dict[str, np.ndarray]:
         """Drop flows below ``clean_share`` of their row's demand; report per row what was
@@ -321,20 +322,21 @@ class SiteInteriorPoint:
 
         A flow at step ``t`` may grow by ``a_t = min(spare_t / load_t, 1)`` of itself (the
         spare capacity shared in proportion); ``absorb_r = Σ_k a_k A_k ξ_k`` over the row.
+        The iterate itself changes only in :meth:`finish` (a round repeated after a crash
+        starts from it again).
         """
         qp = self.qp
-        self._before_clean = self.xi.copy()
         # ξ is in row units for both kinds of row (a deferrable row is the mean of its
         # steps' ξ), so one threshold per row serves every variable.
         tiny = self.xi < self.settings.clean_share * np.abs(np.asarray(demand)[self.rows])
         dropped = np.where(tiny, self.xi, 0.0)
-        self.xi = np.where(tiny, 0.0, self.xi)
-        load = qp.load(self.xi)
+        self._cleaned = np.where(tiny, 0.0, self.xi)
+        load = qp.load(self._cleaned)
         spare = np.maximum(qp.capacity - load, 0.0)
         self._allowance = np.minimum(spare / np.maximum(load, 1e-300), 1.0)[qp.step]
         return {
             "dropped": self._scatter(qp.served(dropped)),
-            "absorb": self._scatter(qp.served(self._allowance * self.xi)),
+            "absorb": self._scatter(qp.served(self._allowance * self._cleaned)),
         }
 
     def finish(self, factors: np.ndarray, restore: np.ndarray) -> np.ndarray:
@@ -345,7 +347,7 @@ class SiteInteriorPoint:
         """
         back = np.asarray(restore, dtype=bool)[self.rows]
         factor = np.asarray(factors, dtype=float)[self.rows]
-        xi = np.where(back, self._before_clean, self.xi)
+        xi = np.where(back, self.xi, self._cleaned)
         self.xi = xi * np.where(back, factor, 1.0 + factor * self._allowance)
         return self.xi
 
@@ -367,21 +369,34 @@ class GroupInteriorPoint:
         self.pattern_size = pattern.size
         self.masker: PairwiseMasker | None = None
         self._masked = False
+        #: The last iteration whose ``newton`` round this group ran (None: not started).
+        self._newton_iteration: int | None = None
 
     def new_key(self) -> bytes:
-        """A fresh key pair for a new run; the public half for the coordinator to relay."""
+        """A fresh key pair (a new run, or after a group rejoined); the public half for the
+        coordinator to relay."""
         self.masker = PairwiseMasker()
         return self.masker.public_key
 
+    @property
+    def started(self) -> bool:
+        """Whether the sites hold an iterate of this run."""
+        return self._newton_iteration is not None
+
     def start(self, message: IpmStart, group_index: int) -> None:
+        """Configure the masks; start the sites — unless ``message.resume`` and they hold an
+        iterate already (a group that rejoined after another one crashed keeps its own)."""
         setup = None if message.masking is None else message.masking.get(group_index)
         self._masked = setup is not None
         if setup is not None:
             if self.masker is None:
                 raise RuntimeError("the group has no key for this run: call new_key first")
             self.masker.configure(setup)
+        if message.resume and self.started:
+            return
         for site in self.sites:
             site.start(message.share, message.prices, message.settings)
+        self._newton_iteration = -1
 
     def handle(self, request: IpmRequest) -> Aggregate:
         """Run one round on every hosted site; answer the group's (masked) sum."""
@@ -392,7 +407,9 @@ class GroupInteriorPoint:
                 site.accept()
             if phase == "newton":
                 assert request.prices is not None
-                site.take(request.step, request.prices)
+                # A round repeated after another group crashed: the step is taken once.
+                step = request.step if request.iteration > self._newton_iteration else 0.0
+                site.take(step, request.prices)
                 parts.append(site.newton())
             elif phase == "predict":
                 assert request.price_step is not None
@@ -413,6 +430,8 @@ class GroupInteriorPoint:
                 site.finish(request.factors, request.restore)
             else:
                 raise ValueError(f"unknown phase {phase!r}")
+        if phase == "newton":
+            self._newton_iteration = max(request.iteration, self._newton_iteration or 0)
         if phase == "finish":
             return Aggregate(request.iteration, phase, np.zeros(0))
         summed = {name: sum(p[name] for p in parts) for name in parts[0]}

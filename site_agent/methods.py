@@ -5,9 +5,10 @@ with rounds of its own (:meth:`coordinator.fleet.Fleet.broadcast`) has a handler
 per run by a :class:`~site_agent.group.SiteGroup` from its sites' problems.
 
 A handler takes ``(qps, layout)`` and offers ``new_key() -> bytes`` (a fresh masking key for
-the run), ``start(message, group_index)``, ``handle(request) -> answer`` and
-``solutions() -> list of ξ`` (the hosted sites' final flows, adopted by their subproblems
-after a request whose ``phase`` is ``"finish"``).
+the run, or after a group rejoined), ``started`` (whether its sites hold an iterate),
+``start(message, group_index)``, ``handle(request) -> answer`` and ``solutions() -> list of
+ξ`` (the hosted sites' final flows, adopted by their subproblems after a request whose
+``phase`` is ``"finish"``).
 """
 
 from __future__ import annotations
