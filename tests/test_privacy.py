@@ -164,3 +164,110 @@ def test_ray_messages_hold_only_served_demand(
     run = solve_distributed(data, executor="ray", settings=SETTINGS, inner=INNER, tap=tap)
     assert run.iterations > 0
     _check_messages(tap.messages(), set(tiny_scenario.sites.site_id))
+
+
+# ------------------------------------------------------------------------------------------
+# The interior point: every per-site message is masked; only fleet sums can be read.
+
+
+def _ipm_messages(scenario: Scenario, root: Path, *, secure: bool) -> list[tuple[str, int, bytes]]:
+    from coordinator.ipm import IpmSettings
+
+    data = write_scenario(scenario, root / "scenario")
+    taps = root / "taps"
+    taps.mkdir()
+    tap = FileTap(taps)
+    settings = replace(IpmSettings(), secure_aggregation=secure)
+    solve_distributed(data, executor="inline", settings=settings, tap=tap)
+    return tap.messages()
+
+
+def _check_ipm_messages(messages: list[tuple[str, int, bytes]], site_ids: set[str]) -> list:
+    """Every message's type and shape; returns the round answers as (group, Aggregate)."""
+    from common.ipm_protocol import Aggregate
+
+    kinds = {k for k, _, _ in messages}
+    assert kinds == {"register", "method_begin", "method_start", "method_round", "final_report"}
+    rounds = []
+    for kind, group, raw in messages:
+        msg = pickle.loads(raw)
+        if kind == "method_begin":
+            assert isinstance(msg, bytes) and len(msg) == 32  # an X25519 public key
+        elif kind == "method_start":
+            assert msg is None
+        elif kind == "method_round":
+            assert isinstance(msg, Aggregate)
+            assert {f.name for f in dataclasses.fields(msg)} == {
+                "iteration", "phase", "values", "masked"
+            }  # fmt: skip
+            rounds.append((group, msg))
+        elif kind == "register":
+            assert set(msg) <= site_ids
+    return rounds
+
+
+def test_interior_point_messages_are_masked_and_look_uniform(
+    tiny_scenario: Scenario, tmp_path: Path
+) -> None:
+    import math
+
+    (tmp_path / "masked").mkdir()
+    rounds = _check_ipm_messages(
+        _ipm_messages(tiny_scenario, tmp_path / "masked", secure=True),
+        set(tiny_scenario.sites.site_id),
+    )
+    answered = [(g, m) for g, m in rounds if m.phase != "finish"]
+    assert answered and all(m.masked for _, m in answered)
+    for _, m in answered:
+        assert m.values.dtype == np.uint64 and m.values.ndim == 2 and m.values.shape[0] == 2
+    # Pooled over the run, every bit of every masked 128-bit word is a fair coin, for each
+    # group: nothing of a site's values shows through its masks.
+    for group in {g for g, _ in answered}:
+        words = np.concatenate([m.values for g, m in answered if g == group], axis=1)
+        bits = np.unpackbits(words.T.copy().view(np.uint8), axis=1)
+        sigma = math.sqrt(0.25 / bits.shape[0])
+        assert np.all(np.abs(bits.mean(axis=0) - 0.5) < 5.5 * sigma)
+    # The finish round carries nothing back.
+    assert all(m.values.size == 0 for _, m in rounds if m.phase == "finish")
+
+
+def test_masked_sums_equal_the_plain_sums(tiny_scenario: Scenario, tmp_path: Path) -> None:
+    """The first round of a run starts from the same point whatever the keys: its masked
+    answers sum to exactly the correctly rounded sum of the plain ones."""
+    import math
+
+    from common.secure_aggregation import unmask_sum
+
+    (tmp_path / "masked").mkdir()
+    (tmp_path / "plain").mkdir()
+    site_ids = set(tiny_scenario.sites.site_id)
+    masked = _check_ipm_messages(
+        _ipm_messages(tiny_scenario, tmp_path / "masked", secure=True), site_ids
+    )
+    plain = _check_ipm_messages(
+        _ipm_messages(tiny_scenario, tmp_path / "plain", secure=False), site_ids
+    )
+    first_masked = [m.values for _, m in masked if m.phase == "newton" and m.iteration == 0]
+    first_plain = [m.values for _, m in plain if m.phase == "newton" and m.iteration == 0]
+    assert len(first_masked) == len(first_plain) == len(tiny_scenario.sites)
+    assert not any(m.masked for _, m in plain)
+    exact = np.array([math.fsum(col) for col in zip(*first_plain, strict=True)])
+    got = unmask_sum(first_masked)
+    assert np.allclose(got, exact, rtol=1e-12, atol=1e-15)
+    assert np.max(np.abs(got - exact) / np.maximum(np.abs(exact), 1e-3)) <= 1e-12
+
+
+@pytest.mark.ray
+def test_ray_interior_point_messages_are_masked(
+    ray_cluster: Any, tiny_scenario: Scenario, tmp_path: Path
+) -> None:
+    from coordinator.ipm import IpmSettings
+
+    data = write_scenario(tiny_scenario, tmp_path / "scenario")
+    taps = tmp_path / "taps"
+    taps.mkdir()
+    tap = FileTap(taps)
+    run = solve_distributed(data, executor="ray", settings=IpmSettings(), tap=tap)
+    assert run.converged
+    rounds = _check_ipm_messages(tap.messages(), set(tiny_scenario.sites.site_id))
+    assert all(m.masked for _, m in rounds if m.phase != "finish")

@@ -1,0 +1,129 @@
+"""The distributed interior-point method on a real (local) Ray cluster.
+
+One actor per site and site groups, secure aggregation on, a real agent process killed in the
+middle of a round. One Ray instance for the module (2 CPUs, no dashboard).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.scenario import DemandView, Scenario
+from coordinator.actor import Coordinator
+from coordinator.fleet import SiteGroupLost
+from coordinator.ipm import IpmSettings
+from site_agent.group import SiteGroup
+from tests.test_ipm import _check, _embedded
+from thermoroute.launch import solve_distributed
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    from ray import cloudpickle
+
+    # The crashing group lives in tests/, which Ray's workers cannot import: ship it.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_australia_on_ray_one_actor_per_site(ray_cluster: Any) -> None:
+    statuses: list[dict[str, Any]] = []
+    run = solve_distributed(
+        "australia", executor="ray", settings=IpmSettings(), progress=statuses.append
+    )
+    assert run.executor == "ray" and len(run.groups) == 8
+    _check(_embedded("australia"), run, 15)
+    assert run.outcome.run.extra_stats["secure_aggregation"] is True
+    assert statuses[-1]["state"] == "converged" and statuses[-1]["method"] == "ipm"
+
+
+def test_site_groups_on_ray_give_the_same_answer(ray_cluster: Any) -> None:
+    alone = solve_distributed("australia", executor="inline", settings=IpmSettings())
+    grouped = solve_distributed(
+        "australia", executor="ray", sites_per_agent=3, settings=IpmSettings()
+    )
+    assert len(grouped.groups) == 3
+    assert grouped.iterations == alone.iterations
+    assert grouped.objective_aud == pytest.approx(alone.objective_aud, rel=1e-9)
+
+
+class CrashingGroup(SiteGroup):
+    """A real site group whose process dies (``os._exit``) in the ``predict`` round of
+    iteration ``crash_at`` — once (the restarted actor has a fresh count), or on every
+    iteration from then with ``always``."""
+
+    def __init__(
+        self, source: str, site_ids: list[str], crash_at: int, always: bool, **kwargs: Any
+    ) -> None:
+        super().__init__(source, site_ids, threads=1, **kwargs)
+        self.crash_at = crash_at
+        self.always = always
+
+    def method_round(self, request: Any) -> Any:
+        hit = request.iteration == self.crash_at or (
+            self.always and request.iteration > self.crash_at
+        )
+        if self.crash_at >= 0 and hit and request.phase == "predict" and not self._restarted():
+            os._exit(1)
+        return super().method_round(request)
+
+    def _restarted(self) -> bool:
+        import ray
+
+        return (not self.always) and ray.get_runtime_context().was_current_actor_reconstructed
+
+
+def _fleet(ray: Any, source: Path, crash_at: int, always: bool) -> list[Any]:
+    remote = ray.remote(CrashingGroup).options(num_cpus=0, max_restarts=1)
+    return [
+        remote.remote(str(source), [sid], crash_at if sid == "mel" else -1, always)
+        for sid in ("syd", "mel", "per")
+    ]
+
+
+def _coordinator(scenario: Scenario, handles: list[Any]) -> Coordinator:
+    coordinator = Coordinator(DemandView.of(scenario), IpmSettings(agent_restarts=1))
+    coordinator.attach_actors(handles, [["syd"], ["mel"], ["per"]])
+    coordinator.register()
+    return coordinator
+
+
+def test_agent_crash_mid_round_ends_at_the_optimum(
+    ray_cluster: Any, tiny_scenario: Scenario, tiny_scenario_dir: Path
+) -> None:
+    ray = ray_cluster
+    clean = solve_distributed(tiny_scenario_dir, executor="inline", settings=IpmSettings())
+    handles = _fleet(ray, tiny_scenario_dir, 4, always=False)
+    coordinator = _coordinator(tiny_scenario, handles)
+    outcome = coordinator.run()
+    assert coordinator.fleet.crashes == [0, 1, 0]
+    result = outcome.result
+    crashed = [(h.iteration, h.crashed_sites) for h in result.history if h.crashed_sites]
+    assert crashed == [(4, ("mel",))]
+    assert result.rejoins == 1 and outcome.outputs.stats.extra["site_crashes"] == 1
+    assert outcome.converged
+    assert outcome.objective_aud == pytest.approx(clean.objective_aud, rel=1e-4)
+    for h in handles:
+        ray.kill(h)
+
+
+def test_agent_crashing_past_its_restarts_fails_the_run(
+    ray_cluster: Any, tiny_scenario: Scenario, tiny_scenario_dir: Path
+) -> None:
+    ray = ray_cluster
+    handles = _fleet(ray, tiny_scenario_dir, 2, always=True)
+    coordinator = _coordinator(tiny_scenario, handles)
+    with pytest.raises(SiteGroupLost, match=r"\['mel'\]"):
+        coordinator.run()
+    for h in handles:
+        ray.kill(h)
