@@ -174,6 +174,9 @@ class IpmStart:
     resume : bool
         After a group crashed and rejoined: groups holding an iterate keep it (only the new
         keys apply); the restarted group starts cold at ``prices``.
+    warm : bool
+        Receding horizon: every site starts from the iterate it kept in the previous run
+        (shifted with the horizon), cold where it has none.
     """
 
     run_id: str
@@ -182,6 +185,7 @@ class IpmStart:
     settings: IpmSiteSettings
     masking: dict[int, MaskingSetup] | None = None
     resume: bool = False
+    warm: bool = False
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,9 @@ class IpmRequest:
     accept_correction : bool
         The sites replace their direction by the corrected one of the last ``recentred``
         round before anything else.
+    snapshot : bool
+        ``predict``: every site keeps its current iterate to warm-start the next horizon
+        (the coordinator keeps its prices of the same iterate).
     demand : ndarray (m,) or None
         ``clean``: scaled demand ``b`` (to set the threshold of each row).
     factors : ndarray (m,) or None
@@ -220,6 +227,7 @@ class IpmRequest:
     price_step: np.ndarray | None = None
     sigma_mu: float = 0.0
     accept_correction: bool = False
+    snapshot: bool = False
     demand: np.ndarray | None = None
     factors: np.ndarray | None = None
     restore: np.ndarray | None = None

@@ -70,6 +70,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The iterate kept for a warm start of the next horizon is the first with μ at most this
+#: (scaled units, rows of order one): 5e-3 took 4–6 iterations to 0.1 % on australia.
+WARM_START_MU = 5e-3
+#: A warm run keeps its iterate for the next horizon no earlier than this iteration: before
+#: it holds the shifted start (kept again, the starts drift; measured on a day of australia:
+#: median 10 iterations per step at 0, 7 at 1, 6 at 2, 8 at 3).
+WARM_RECENTRE_ITERATIONS = 2
+
 #: Steps shorter than this mean the direction is lost to round-off: the run stops there.
 STALL_STEP = 1e-8
 
@@ -207,6 +215,7 @@ class IpmResult:
     masked: bool
     cleaning: dict[str, float] = field(default_factory=dict)
     rejoins: int = 0
+    warm_prices: np.ndarray | None = None
     timing: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -227,6 +236,9 @@ class DistributedInteriorPoint:
     prices : ndarray (m,), optional
         Initial ``λ`` (scaled); zero by default.
     run_id : str, optional
+    warm : bool
+        The sites start from the iterates they kept in the previous run (receding horizon;
+        ``prices`` then are that run's kept prices, shifted).
     """
 
     def __init__(
@@ -236,8 +248,13 @@ class DistributedInteriorPoint:
         settings: IpmSettings,
         prices: np.ndarray | None = None,
         run_id: str | None = None,
+        *,
+        warm: bool = False,
     ) -> None:
         self.structure = structure
+        self.warm = warm
+        #: λ of the iterate the sites kept for the next horizon (None: none kept yet).
+        self.warm_prices: np.ndarray | None = None
         self.pattern = pattern
         self.settings = settings
         m = structure.n_rows
@@ -299,6 +316,7 @@ class DistributedInteriorPoint:
             settings=self.settings.site_settings(),
             masking=masking,
             resume=resume,
+            warm=self.warm and not resume,
         )
         fleet.broadcast("method_start", start, indexed=True)
 
@@ -361,6 +379,7 @@ class DistributedInteriorPoint:
             masked=self.masked,
             cleaning=cleaning,
             rejoins=self.rejoins,
+            warm_prices=self.warm_prices if self.warm_prices is not None else self.prices.copy(),
             timing=dict(self.timing),
         )
 
@@ -415,7 +434,17 @@ class DistributedInteriorPoint:
         factored = factor(self.pattern.dense(newton["schur"]))
         dlam_aff = solve(factored, gap + newton["rhs"])
         self.timing["update_s"] += time.perf_counter() - t0
-        predict = self._round(fleet, IpmRequest(k, "predict", price_step=dlam_aff))
+        # The next horizon starts from the first iterate this close to the central path
+        # (closer, it would start next to the boundary and stall); a warm run first re-centres
+        # its shifted start on this horizon's path.
+        keep = (
+            self.warm_prices is None
+            and mu <= WARM_START_MU
+            and k >= (WARM_RECENTRE_ITERATIONS if self.warm else 0)
+        )
+        predict = self._round(fleet, IpmRequest(k, "predict", price_step=dlam_aff, snapshot=keep))
+        if keep:
+            self.warm_prices = self.prices.copy()
         alpha_aff = min(1.0, longest_free_step(predict["blocked"]))
         c0, c1, c2 = (float(v) for v in predict["poly"])
         mu_aff = max(c0 + c1 * alpha_aff + c2 * alpha_aff**2, 0.0) / pairs

@@ -247,7 +247,12 @@ class InteriorPointMethod:
         from common.schur_pattern import SchurPattern
 
         self.loop = DistributedInteriorPoint(
-            structure, SchurPattern(layout), settings, prices=warm_start, run_id=run_id
+            structure,
+            SchurPattern(layout),
+            settings,
+            prices=warm_start,
+            run_id=run_id,
+            warm=warm_start is not None,
         )
 
     @staticmethod
@@ -319,7 +324,7 @@ class InteriorPointMethod:
                 ]
                 for h in result.history
             ],
-            state=result.prices,
+            state=result.warm_prices,
             result=result,
             timing=dict(result.timing),
         )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import numpy as np
@@ -191,7 +191,7 @@ class SiteGroup:
             raise ValueError(f"unknown method {method!r}")
         layout = self.agents[self.site_ids[0]].subproblem.layout
         qps = [self.agents[s].subproblem.qp() for s in self.site_ids]
-        self._method = SITE_METHODS[method](qps, layout)
+        self._method = SITE_METHODS[method](qps, layout, self._method)
         for agent in self.agents.values():
             agent.reset_cache()
         return self._method.new_key()
@@ -251,6 +251,9 @@ class SiteGroup:
         """
         first = self.agents[self.site_ids[0]]
         new_start = first.next_start(steps, start)
+        moved = (new_start - first.site.start) / timedelta(hours=first.site.step_hours)
+        if self._method is not None and hasattr(self._method, "shift"):
+            self._method.shift(round(moved))
         stale = [s for s in self.site_ids if self.agents[s].needs_data(steps, new_start)]
         data = {}
         if stale:

@@ -54,6 +54,46 @@ def _longest_step(v: np.ndarray, dv: np.ndarray) -> float:
     return float(np.min(-v[falling] / dv[falling])) if falling.any() else np.inf
 
 
+@dataclass(frozen=True)
+class WarmPoint:
+    """A site's iterate kept for the next horizon, with the scaling it was taken in.
+
+    Attributes
+    ----------
+    xi, z : ndarray (n,)
+        Flows and their duals, variables in pair-major order (``k = p·T + t``).
+    s, w : ndarray (T,)
+        Capacity slack and its dual.
+    gpu_load : ndarray (n,)
+        ``h`` when it was taken: ``h ∝ D``, the row scaling of ``ξ``, so a new scaling
+        converts ``ξ`` by ``h_old/h_new`` and ``z`` by the inverse (``ξz`` is invariant).
+    """
+
+    xi: np.ndarray
+    z: np.ndarray
+    s: np.ndarray
+    w: np.ndarray
+    gpu_load: np.ndarray
+
+    def shifted(self, steps: int) -> WarmPoint:
+        """The point ``steps`` later: each pair's series and the per-step ones move left,
+        the last step repeated (a persistence forecast)."""
+        T = self.s.size
+        k = min(int(steps), T - 1)
+
+        def roll(a: np.ndarray) -> np.ndarray:
+            a = a.reshape(-1, T)
+            return np.concatenate([a[:, k:], np.repeat(a[:, -1:], k, axis=1)], axis=1)
+
+        return WarmPoint(
+            roll(self.xi).ravel(),
+            roll(self.z).ravel(),
+            roll(self.s).ravel(),
+            roll(self.w).ravel(),
+            roll(self.gpu_load).ravel(),
+        )
+
+
 @dataclass
 class _Direction:
     xi: np.ndarray
@@ -114,6 +154,32 @@ class SiteInteriorPoint:
         self._candidate: _Direction | None = None
 
     # ------------------------------------------------------------------------------------
+
+    def snapshot(self) -> WarmPoint:
+        """The current iterate, to warm-start the next horizon from."""
+        return WarmPoint(self.xi.copy(), self.z.copy(), self.s.copy(), self.w.copy(),
+                         self.qp.gpu_load.copy())  # fmt: skip
+
+    def start_warm(self, point: WarmPoint, prices: np.ndarray, settings: IpmSiteSettings) -> bool:
+        """Start from a kept iterate (already shifted); ``False`` if it does not fit.
+
+        Converted to the new row scaling, then pulled below the capacity where the new
+        window's data need it (the slack from the new capacity, at least 2 % of it).
+        """
+        qp = self.qp
+        if point.xi.shape != (qp.n,) or point.s.shape != (qp.steps,):
+            return False
+        ratio = point.gpu_load / qp.gpu_load
+        xi, z = point.xi * ratio, point.z / ratio
+        load = qp.load(xi)
+        cap = 0.98 * qp.capacity
+        xi = xi * np.where(load > cap, cap / np.maximum(load, 1e-300), 1.0)[qp.step]
+        self.xi, self.z, self.w = xi, z, point.w.copy()
+        self.s = qp.capacity - qp.load(xi)
+        self.prices = np.asarray(prices, dtype=float)[qp.support]
+        self.settings = settings
+        self._direction = None
+        return True
 
     def start(self, share: np.ndarray, prices: np.ndarray, settings: IpmSiteSettings) -> None:
         """A cold starting point: an equal share of every row, half the capacity at most,
@@ -363,8 +429,16 @@ class GroupInteriorPoint:
     n_rows : int
     """
 
-    def __init__(self, qps: Sequence[SiteQp], pattern: SchurPattern, n_rows: int) -> None:
+    def __init__(
+        self,
+        qps: Sequence[SiteQp],
+        pattern: SchurPattern,
+        n_rows: int,
+        warm: Sequence[WarmPoint] | None = None,
+    ) -> None:
         self.sites = [SiteInteriorPoint(qp, pattern, n_rows) for qp in qps]
+        #: Each site's kept iterate (this run's, or the previous run's shifted to now).
+        self.warm: list[WarmPoint] | None = list(warm) if warm is not None else None
         self.n_rows = n_rows
         self.pattern_size = pattern.size
         self.masker: PairwiseMasker | None = None
@@ -394,9 +468,17 @@ class GroupInteriorPoint:
             self.masker.configure(setup)
         if message.resume and self.started:
             return
-        for site in self.sites:
-            site.start(message.share, message.prices, message.settings)
+        warm = self.warm if message.warm and self.warm is not None else [None] * len(self.sites)
+        for site, point in zip(self.sites, warm, strict=True):
+            if point is None or not site.start_warm(point, message.prices, message.settings):
+                site.start(message.share, message.prices, message.settings)
+        self.warm = None
         self._newton_iteration = -1
+
+    def shift(self, steps: int) -> None:
+        """The horizon moved ``steps``: move the kept iterates with it."""
+        if self.warm is not None:
+            self.warm = [point.shifted(steps) for point in self.warm]
 
     def handle(self, request: IpmRequest) -> Aggregate:
         """Run one round on every hosted site; answer the group's (masked) sum."""
@@ -432,6 +514,8 @@ class GroupInteriorPoint:
                 raise ValueError(f"unknown phase {phase!r}")
         if phase == "newton":
             self._newton_iteration = max(request.iteration, self._newton_iteration or 0)
+        if phase == "predict" and request.snapshot:
+            self.warm = [site.snapshot() for site in self.sites]
         if phase == "finish":
             return Aggregate(request.iteration, phase, np.zeros(0))
         summed = {name: sum(p[name] for p in parts) for name in parts[0]}

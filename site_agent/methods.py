@@ -4,11 +4,13 @@ ADMM's sites solve their subproblem (:meth:`site_agent.group.SiteGroup.solve`); 
 with rounds of its own (:meth:`coordinator.fleet.Fleet.broadcast`) has a handler here, built
 per run by a :class:`~site_agent.group.SiteGroup` from its sites' problems.
 
-A handler takes ``(qps, layout)`` and offers ``new_key() -> bytes`` (a fresh masking key for
-the run, or after a group rejoined), ``started`` (whether its sites hold an iterate),
-``start(message, group_index)``, ``handle(request) -> answer`` and ``solutions() -> list of
-ξ`` (the hosted sites' final flows, adopted by their subproblems after a request whose
-``phase`` is ``"finish"``).
+A handler takes ``(qps, layout, previous)``, ``previous`` being the group's handler of the
+last run (a receding-horizon run may start from what it kept), and offers:
+``new_key() -> bytes`` (a fresh masking key for the run, or after a group rejoined),
+``started`` (whether its sites hold an iterate), ``start(message, group_index)``,
+``handle(request) -> answer``, ``solutions() -> list of ξ`` (the hosted sites' final flows,
+adopted by their subproblems after a request whose ``phase`` is ``"finish"``) and,
+optionally, ``shift(steps)`` when the horizon moves.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from site_agent.ipm import GroupInteriorPoint
 from site_agent.subproblem import SiteQp
 
 
-def _interior_point(qps: Sequence[SiteQp], layout: CouplingLayout) -> GroupInteriorPoint:
-    return GroupInteriorPoint(qps, SchurPattern(layout), layout.n_rows)
+def _interior_point(
+    qps: Sequence[SiteQp], layout: CouplingLayout, previous: Any = None
+) -> GroupInteriorPoint:
+    warm = previous.warm if isinstance(previous, GroupInteriorPoint) else None
+    return GroupInteriorPoint(qps, SchurPattern(layout), layout.n_rows, warm=warm)
 
 
 #: Handler factories by method name (the names of ``coordinator.methods.METHODS``).
-SITE_METHODS: dict[str, Callable[[Sequence[SiteQp], CouplingLayout], Any]] = {
+SITE_METHODS: dict[str, Callable[[Sequence[SiteQp], CouplingLayout, Any], Any]] = {
     "ipm": _interior_point,
 }

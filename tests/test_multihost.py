@@ -235,8 +235,9 @@ def tiny_split_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, t
     return full, tuple(scenario.sites.site_id)
 
 
-# The driver, run on the head: ADMM through the product's composition root, then where
-# Ray placed every actor (the GCS keeps dead actors' records, node included).
+# The driver, run on the head: a distributed method (ADMM, or the interior point) through the
+# product's composition root, then where Ray placed every actor (the GCS keeps dead actors'
+# records, node included).
 DRIVER = textwrap.dedent(
     """
     import json, sys, time
@@ -244,10 +245,11 @@ DRIVER = textwrap.dedent(
     from ray.util.state import list_actors
     from coordinator.events import NullObserver
     from coordinator.metrics import CoordinatorMetrics, MetricsEndpoint
+    from thermoroute.distributed_run import method_settings
     from thermoroute.launch import solve_distributed
 
     split, address, out = sys.argv[1], sys.argv[2], sys.argv[3]
-    metrics_addr, metrics_port = sys.argv[4], int(sys.argv[5])
+    metrics_addr, metrics_port, method = sys.argv[4], int(sys.argv[5]), sys.argv[6]
 
     class Pace(NullObserver):
         # 0.1 s per iteration (a fan-out over slow WAN links), so that Prometheus scrapes
@@ -257,7 +259,8 @@ DRIVER = textwrap.dedent(
             time.sleep(0.1)
 
     observers = [CoordinatorMetrics(endpoint=MetricsEndpoint(metrics_port, metrics_addr)), Pace()]
-    run = solve_distributed(split, executor="ray", address=address, observers=observers)
+    run = solve_distributed(split, executor="ray", address=address, observers=observers,
+                            settings=method_settings(method))
     nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
     actors = [
         {"class_name": a.class_name, "node_ip": nodes.get(a.node_id), "node_id": a.node_id,
@@ -268,6 +271,7 @@ DRIVER = textwrap.dedent(
     ]
     result = {"converged": run.converged, "iterations": run.iterations,
               "objective_aud": run.objective_aud, "groups": [list(g) for g in run.groups],
+              "method": run.outcome.method,
               "actors": actors, "driver_node": ray.get_runtime_context().get_node_id()}
     with open(out, "w") as handle:
         json.dump(result, handle)
@@ -275,20 +279,29 @@ DRIVER = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def distributed(cluster: Cluster) -> dict:
-    """The ADMM run on the emulated cluster (driver on the head)."""
-    c = cluster
+def _drive(c: Cluster, method: str, metrics_port: int) -> dict:
     driver = c.root / "out" / "driver.py"
     driver.write_text(DRIVER)
-    result = c.root / "out" / "result.json"
+    result = c.root / "out" / f"result-{method}.json"
     c.sh(
         c.head,
         f"thermoroute_ray_env && python3 {driver} {c.split} {c.head.ip}:{GCS_PORT} {result} "
-        f"{c.head.ip} {COORDINATOR_METRICS_PORT}",
+        f"{c.head.ip} {metrics_port} {method}",
         timeout=600,
     )
     return json.loads(result.read_text())
+
+
+@pytest.fixture(scope="module")
+def distributed(cluster: Cluster) -> dict:
+    """The ADMM run on the emulated cluster (driver on the head)."""
+    return _drive(cluster, "admm", COORDINATOR_METRICS_PORT)
+
+
+@pytest.fixture(scope="module")
+def distributed_ipm(cluster: Cluster, distributed: dict) -> dict:
+    """The interior-point run on the same cluster, after the ADMM run."""
+    return _drive(cluster, "ipm", COORDINATOR_METRICS_PORT + 1)
 
 
 def test_every_site_agent_runs_on_its_own_host(cluster: Cluster, distributed: dict) -> None:
@@ -315,6 +328,26 @@ def test_objective_equals_the_local_run(cluster: Cluster, distributed: dict) -> 
     local = solve_distributed(cluster.full, executor="inline")
     assert local.converged
     assert distributed["objective_aud"] == pytest.approx(local.objective_aud, rel=REL_TOL)
+
+
+def test_interior_point_runs_across_hosts(cluster: Cluster, distributed_ipm: dict) -> None:
+    """The interior point with secure aggregation between the site hosts: every agent on its
+    own host, the same answer as the same method in one process."""
+    from coordinator.ipm import IpmSettings
+    from thermoroute.launch import solve_distributed
+
+    assert distributed_ipm["converged"] and distributed_ipm["method"] == "ipm"
+    placed = {
+        k.split(":", 1)[1]: a["node_ip"]
+        for a in distributed_ipm["actors"]
+        if a["class_name"] == "SiteGroup"
+        for k in a["resources"]
+        if k.startswith("site:")
+    }
+    assert placed == {sid: host.ip for sid, host in cluster.sites.items()}
+    local = solve_distributed(cluster.full, executor="inline", settings=IpmSettings())
+    assert distributed_ipm["iterations"] == local.iterations
+    assert distributed_ipm["objective_aud"] == pytest.approx(local.objective_aud, rel=1e-9)
 
 
 def test_head_holds_no_site_private_file(cluster: Cluster, distributed: dict) -> None:
