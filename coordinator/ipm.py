@@ -71,12 +71,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: The iterate kept for a warm start of the next horizon is the first with μ at most this
-#: (scaled units, rows of order one): 5e-3 took 4–6 iterations to 0.1 % on australia.
-WARM_START_MU = 5e-3
-#: A warm run keeps its iterate for the next horizon no earlier than this iteration: before
-#: it holds the shifted start (kept again, the starts drift; measured on a day of australia:
-#: median 10 iterations per step at 0, 7 at 1, 6 at 2, 8 at 3).
-WARM_RECENTRE_ITERATIONS = 2
+#: (scaled units, rows of order one), and in a warm run not before iteration
+#: WARM_RECENTRE_ITERATIONS (before, it holds the shifted start: kept again, the starts
+#: drift). Measured on a day of australia with the default forecasts (each hour's forecasts
+#: differ): median iterations per step 11 at (5e-3, 2), 8 at (2e-2, 1), 7 at (3e-2, 1),
+#: 8 at (5e-2, 1), 11.5 at (2e-2, 0); cold 10. Closer to the boundary the next horizon's
+#: changed data leave the start badly centred.
+WARM_START_MU = 3e-2
+WARM_RECENTRE_ITERATIONS = 1
 
 #: Steps shorter than this mean the direction is lost to round-off: the run stops there.
 STALL_STEP = 1e-8
@@ -434,9 +436,8 @@ class DistributedInteriorPoint:
         factored = factor(self.pattern.dense(newton["schur"]))
         dlam_aff = solve(factored, gap + newton["rhs"])
         self.timing["update_s"] += time.perf_counter() - t0
-        # The next horizon starts from the first iterate this close to the central path
-        # (closer, it would start next to the boundary and stall); a warm run first re-centres
-        # its shifted start on this horizon's path.
+        # The next horizon starts from the first iterate this close to the central path;
+        # a warm run first re-centres its shifted start on this horizon's path.
         keep = (
             self.warm_prices is None
             and mu <= WARM_START_MU

@@ -469,6 +469,7 @@ def simulate(
     seed: int = 0,
     baseline: str | None = "temperature-unaware",
     progress: Callable[[SimulationStep], None] | None = None,
+    warm: bool = True,
 ) -> SimulationResult:
     """Receding-horizon operation (:mod:`coordinator.receding`): each step re-solve the next
     ``horizon`` steps with a forecast, apply the first, warm-start the next solve.
@@ -485,6 +486,8 @@ def simulate(
     (:class:`site_agent.forecast.SiteForecast`, default errors unless ``site_forecast`` is
     given; ``SiteForecast.perfect()`` plans with the real series). The baseline plans with
     the real site series (it has no site agents), which favours it slightly.
+
+    ``warm=False`` solves every step cold (to measure what the warm starts save).
     """
     from dataclasses import replace as _replace
 
@@ -549,12 +552,12 @@ def simulate(
             coordinator.shift_fleet(1)
         coordinator.set_view(view_h)
         coordinator.register()
-        warm = None
-        if prev_state is not None:
+        start_from = None
+        if warm and prev_state is not None:
             shift = method_for(settings).shift
-            warm = shift(prev_state, prev_structure, coordinator.structure, layout, 1)
+            start_from = shift(prev_state, prev_structure, coordinator.structure, layout, 1)
         t0 = time.perf_counter()
-        outcome = coordinator.run(warm_start=warm)
+        outcome = coordinator.run(warm_start=start_from)
         solve_s = time.perf_counter() - t0
         prev_state, prev_structure = outcome.run.state, outcome.structure
         step_truth = truth.window(h, 1)
