@@ -41,7 +41,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -510,6 +510,8 @@ class ExchangeAdmm:
         self.last: Residuals | None = None
         self._sqrt_n = math.sqrt(max(structure.n_entries, 1))
         self.timing = {"fleet_s": 0.0, "update_s": 0.0}
+        #: Seconds each site's group took to answer the last iteration (coordinator's view).
+        self.answer_s: Mapping[str, float] = {}
 
     # ---------------------------------------------------------------------------------------
     # The pieces of one iteration, separately testable.
@@ -714,6 +716,7 @@ class ExchangeAdmm:
         reply = fleet.solve(k, st.rho_rows, self.targets(), self.eps_inner, self.best_iteration)
         t1 = time.perf_counter()
         p = reply.served
+        self.answer_s = reply.answer_s
         self.late_total += len(reply.late_sites)
         z_new, u_new, _ = self.plain_step(p)
         res = self.residuals(p, z_new, u_new)
@@ -806,6 +809,7 @@ class ExchangeAdmm:
                     accelerated=row.accelerated,
                     late_sites=row.late_sites,
                     crashed_sites=row.crashed_sites,
+                    site_solve_s=dict(self.answer_s),
                 )
                 if on_iteration is not None:
                     on_iteration(row)

@@ -81,6 +81,9 @@ class FleetReply:
         Sites whose group's actor crashed in this fan-in (a new crash; they are late too).
     fan_out_s, wait_s : float
         Time to submit the calls, and from the last submission to the last answer used.
+    answer_s : dict
+        Seconds each answering site's group took, as the coordinator saw it (from the end
+        of the fan-out to its answer; ``thermoroute_site_solve_seconds``).
     """
 
     iteration: int
@@ -89,6 +92,7 @@ class FleetReply:
     fan_out_s: float = 0.0
     wait_s: float = 0.0
     crashed_sites: tuple[str, ...] = ()
+    answer_s: Mapping[str, float] = field(default_factory=dict)
 
 
 class Fleet(Protocol):
@@ -117,6 +121,8 @@ class Fleet(Protocol):
     def shift(self, steps: int, start: Any = None) -> None: ...
 
     def broadcast(self, method: str, message: Any, *, indexed: bool = False) -> list[Any]: ...
+
+    def answer_seconds(self) -> dict[str, float]: ...
 
     def recover(self, groups: Sequence[int]) -> None: ...
 
@@ -230,7 +236,9 @@ class InlineFleet:
             if answered != iteration:
                 raise RuntimeError(f"group {g} answered iteration {answered}, not {iteration}")
             self._slots.unpack(g, values, served)
-        return FleetReply(iteration, served, (), 0.0, time.perf_counter() - t0)
+        return FleetReply(
+            iteration, served, (), 0.0, time.perf_counter() - t0, answer_s=self.answer_seconds()
+        )
 
     def final_reports(self, iteration: int) -> list[Any]:
         return [
@@ -255,9 +263,19 @@ class InlineFleet:
         answers = []
         for g, group in enumerate(self.groups):
             call = getattr(group, method)
+            tg = time.perf_counter()
             answer = call(message, g) if indexed else call(message)
+            self.last_solve_s[g] = time.perf_counter() - tg
             answers.append(self._seen(method, g, answer))
         return answers
+
+    def answer_seconds(self) -> dict[str, float]:
+        """Seconds each site's group took to answer the last call (:class:`FleetReply`)."""
+        return {
+            sid: self.last_solve_s[g]
+            for g, sites in enumerate(self._slots.group_sites)
+            for sid in sites
+        }
 
     def recover(self, groups: Sequence[int]) -> None:
         """In process a group cannot crash and come back: there is nothing to recover."""
@@ -350,6 +368,8 @@ class RayFleet:
         # horizon is — ``steps`` after ``anchor`` (None: the start it was created with).
         self._registration: tuple[Any, Any, float] | None = None
         self._window: tuple[int, Any] = (0, None)
+        #: Seconds each group took to answer the last call it answered in time.
+        self._answer_s: dict[int, float] = {}
 
     @property
     def site_ids(self) -> tuple[str, ...]:
@@ -359,6 +379,35 @@ class RayFleet:
         import ray
 
         return ray.get(refs, timeout=timeout)
+
+    def _timed_get(self, refs: list[Any], timeout: float) -> tuple[list[Any], list[float]]:
+        """``ray.get`` with the time each answer arrived after the call (one ``ray.wait``
+        per answer: the price of per-site solve times, ~0.1 ms each).
+
+        Raises ``GetTimeoutError`` or the actor's error as ``ray.get`` would.
+        """
+        import ray
+
+        t0 = time.perf_counter()
+        arrived: dict[Any, float] = {}
+        pending = list(refs)
+        while pending:
+            left = timeout - (time.perf_counter() - t0)
+            ready, pending = ray.wait(pending, num_returns=1, timeout=max(left, 0.0))
+            if not ready:
+                raise ray.exceptions.GetTimeoutError(f"no answer within {timeout:g} s")
+            now = time.perf_counter() - t0
+            for ref in ready:
+                arrived[ref] = now
+        return self._get(refs, timeout), [arrived[ref] for ref in refs]
+
+    def answer_seconds(self) -> dict[str, float]:
+        """Seconds each site's group took to answer the last call (:class:`FleetReply`)."""
+        return {
+            sid: seconds
+            for g, seconds in self._answer_s.items()
+            for sid in self._slots.group_sites[g]
+        }
 
     def _penalty_arg(self, g: int, rho: float | np.ndarray) -> Any:
         """What to send group ``g`` for the penalty: ``None`` when it has it already.
@@ -436,9 +485,11 @@ class RayFleet:
         timeout = self.setup_timeout_s if patient else self.timeout_s
         refs = [ref for _, ref in outstanding]
         crashed: list[tuple[int, Exception]] = []
+        self._answer_s = {}
         try:
-            # The usual case, all groups in time: one call that waits and fetches.
-            answers = self._get(refs, timeout)
+            # The usual case, all groups in time.
+            answers, seconds = self._timed_get(refs, timeout)
+            self._answer_s = {g: s for (g, _), s in zip(outstanding, seconds, strict=True)}
             done = outstanding
             ready_set = set(refs)
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
@@ -477,7 +528,15 @@ class RayFleet:
                 late.extend(self._slots.group_sites[g])
         self.late_count += len(late)
         self._last = served
-        return FleetReply(iteration, served, tuple(late), t1 - t0, t2 - t1, tuple(new_crashes))
+        return FleetReply(
+            iteration,
+            served,
+            tuple(late),
+            t1 - t0,
+            t2 - t1,
+            tuple(new_crashes),
+            answer_s=self.answer_seconds(),
+        )
 
     def _fetch_each(
         self, outstanding: list[tuple[int, Any]], ready: set[Any], timeout: float
@@ -610,7 +669,8 @@ class RayFleet:
             for g, h in enumerate(self.handles)
         ]
         try:
-            answers = self._get(refs, self.timeout_s)
+            answers, seconds = self._timed_get(refs, self.timeout_s)
+            self._answer_s = dict(enumerate(seconds))
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as error:
             _, late = ray.wait(refs, num_returns=len(refs), timeout=self.setup_timeout_s)
             failed = []

@@ -273,6 +273,8 @@ class DistributedInteriorPoint:
         #: Times the fleet recovered crashed groups, and their sites not yet logged.
         self.rejoins = 0
         self._crashed: list[str] = []
+        #: Seconds each site's group spent answering the current iteration's rounds.
+        self._answer_s: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------------
 
@@ -281,6 +283,8 @@ class DistributedInteriorPoint:
         t0 = time.perf_counter()
         answers = fleet.broadcast("method_round", request)
         t1 = time.perf_counter()
+        for sid, seconds in fleet.answer_seconds().items():
+            self._answer_s[sid] = self._answer_s.get(sid, 0.0) + seconds
         for answer in answers:
             if answer.iteration != request.iteration or answer.phase != request.phase:
                 raise RuntimeError(
@@ -555,12 +559,15 @@ class DistributedInteriorPoint:
             eps_primal=row.eps_coupling,
             eps_dual=0.0,
             rho=math.nan,
-            objective_aud=math.nan,
+            objective_aud=row.objective,
             elapsed_s=row.elapsed_s,
+            site_solve_s=dict(self._answer_s),
+            crashed_sites=row.crashed_sites,
             method="ipm",
             mu=row.mu,
             step=row.step,
         )
+        self._answer_s = {}
         notify_all(observers, lambda o: o.on_iteration(record), dropped)
 
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the coordinator: an observer of the ADMM loop and a ``/metrics`` server.
+"""Prometheus metrics of the coordinator: an observer of a distributed run and a ``/metrics``
+server.
 
 :class:`CoordinatorMetrics` implements :class:`coordinator.events.RunObserver` and keeps the
 product's metric families in a registry of their own (:data:`REGISTRY`, not
@@ -32,7 +33,19 @@ name                                             type       labels
 ``thermoroute_site_timeouts_total``              counter    run, site
 ``thermoroute_site_crashes_total``               counter    run, site
 ``thermoroute_run_state``                        stateset   run
+``thermoroute_ipm_iteration``                    gauge      run
+``thermoroute_ipm_iterations_total``             counter    run
+``thermoroute_ipm_mu``                           gauge      run
+``thermoroute_ipm_coupling_residual``            gauge      run
+``thermoroute_ipm_coupling_tolerance``           gauge      run
+``thermoroute_ipm_step``                         gauge      run
+``thermoroute_ipm_sites_dual_pending``           gauge      run
+``thermoroute_ipm_elapsed_seconds``              gauge      run
+``thermoroute_ipm_last_iteration_timestamp_seconds``  gauge  run
 ===============================================  =========  ==========================
+
+A run exports the families of its method (``thermoroute_admm_*`` or ``thermoroute_ipm_*``)
+and the shared ones (objective, site solve times, late sites, crashes, state).
 
 Residuals, tolerances and ρ are in the run's scaled coupling units (dimensionless), so they
 carry no unit suffix. The objective total and its parts are separate families so that
@@ -338,13 +351,24 @@ class _Families:
     timeouts: Counter
     crashes: Counter
     state: Enum
+    ipm_iteration: Gauge
+    ipm_iterations: Counter
+    ipm_mu: Gauge
+    ipm_coupling: Gauge
+    ipm_eps_coupling: Gauge
+    ipm_step: Gauge
+    ipm_pending: Gauge
+    ipm_elapsed: Gauge
+    ipm_last_ts: Gauge
 
     def run_only(self) -> tuple[Any, ...]:
         """Families labelled by ``run`` alone."""
         return (
             self.iteration, self.iterations, self.accelerated, self.primal, self.dual,
             self.eps_primal, self.eps_dual, self.rho, self.elapsed, self.last_ts,
-            self.objective, self.late_now, self.state,
+            self.objective, self.late_now, self.state, self.ipm_iteration, self.ipm_iterations,
+            self.ipm_mu, self.ipm_coupling, self.ipm_eps_coupling, self.ipm_step,
+            self.ipm_pending, self.ipm_elapsed, self.ipm_last_ts,
         )  # fmt: skip
 
     def per_site(self) -> tuple[Any, ...]:
@@ -406,6 +430,26 @@ def _make_families(registry: CollectorRegistry) -> _Families:
                         "again).", run_site, **kw),
         state=Enum("thermoroute_run_state", "Lifecycle state of a run.", run,
                    states=[s.value for s in RunState], **kw),
+        ipm_iteration=Gauge("thermoroute_ipm_iteration",
+                            "Index of the interior point's last iterate (0: the start).", run,
+                            **kw),
+        ipm_iterations=Counter("thermoroute_ipm_iterations",
+                               "Interior-point iterates evaluated.", run, **kw),
+        ipm_mu=Gauge("thermoroute_ipm_mu",
+                     "Mean complementarity mu of the last iterate (scaled units).", run, **kw),
+        ipm_coupling=Gauge("thermoroute_ipm_coupling_residual",
+                           "Coupling (primal) residual ||sum A x - b|| (scaled units).", run,
+                           **kw),
+        ipm_eps_coupling=Gauge("thermoroute_ipm_coupling_tolerance",
+                               "Stopping tolerance of the coupling residual.", run, **kw),
+        ipm_step=Gauge("thermoroute_ipm_step",
+                       "Step length taken from the last iterate (0-1).", run, **kw),
+        ipm_pending=Gauge("thermoroute_ipm_sites_dual_pending",
+                          "Sites whose dual residual is not yet within tolerance.", run, **kw),
+        ipm_elapsed=Gauge("thermoroute_ipm_elapsed_seconds",
+                          "Wall time since the run's first round started.", run, **kw),
+        ipm_last_ts=Gauge("thermoroute_ipm_last_iteration_timestamp_seconds",
+                          "Unix time of the last iterate (staleness alerts).", run, **kw),
     )  # fmt: skip
 
 
@@ -535,24 +579,42 @@ class CoordinatorMetrics:
                 self._fam.accelerated.labels(run_id)
                 self._fam.late_now.labels(run_id).set(0)
 
+    def _ipm_iteration(self, record: IterationRecord) -> None:
+        fam, run = self._fam, record.run_id
+        fam.ipm_iteration.labels(run).set(record.iteration)
+        fam.ipm_iterations.labels(run).inc()
+        fam.ipm_mu.labels(run).set(record.mu)
+        fam.ipm_coupling.labels(run).set(record.primal_residual)
+        fam.ipm_eps_coupling.labels(run).set(record.eps_primal)
+        if _finite(record.step):  # the last iterate takes no step
+            fam.ipm_step.labels(run).set(record.step)
+        fam.ipm_pending.labels(run).set(record.dual_residual)
+        fam.ipm_elapsed.labels(run).set(record.elapsed_s)
+        fam.ipm_last_ts.labels(run).set(time.time())
+
     def on_iteration(self, record: IterationRecord) -> None:
-        """Export one iteration: residuals, tolerances, ρ, objective, site solve times."""
+        """Export one iteration: its method's figures (residuals, tolerances, ρ; or μ, the
+        coupling residual and the step), objective, site solve times, late and crashed
+        sites."""
         self.ensure_serving()
         fam, run = self._fam, record.run_id
         with self._lock:
             self._touch(run)
-            fam.iteration.labels(run).set(record.iteration)
-            fam.iterations.labels(run).inc()
-            acc = fam.accelerated.labels(run)
-            if record.accelerated:
-                acc.inc()
-            fam.primal.labels(run).set(record.primal_residual)
-            fam.dual.labels(run).set(record.dual_residual)
-            fam.eps_primal.labels(run).set(record.eps_primal)
-            fam.eps_dual.labels(run).set(record.eps_dual)
-            fam.rho.labels(run).set(record.rho)
-            fam.elapsed.labels(run).set(record.elapsed_s)
-            fam.last_ts.labels(run).set(time.time())
+            if record.method == "ipm":
+                self._ipm_iteration(record)
+            else:
+                fam.iteration.labels(run).set(record.iteration)
+                fam.iterations.labels(run).inc()
+                acc = fam.accelerated.labels(run)
+                if record.accelerated:
+                    acc.inc()
+                fam.primal.labels(run).set(record.primal_residual)
+                fam.dual.labels(run).set(record.dual_residual)
+                fam.eps_primal.labels(run).set(record.eps_primal)
+                fam.eps_dual.labels(run).set(record.eps_dual)
+                fam.rho.labels(run).set(record.rho)
+                fam.elapsed.labels(run).set(record.elapsed_s)
+                fam.last_ts.labels(run).set(time.time())
             self._set_objective(run, record.objective_aud, record.objective_parts)
             for site, seconds in record.site_solve_s.items():
                 if not _finite(seconds) or seconds < 0:

@@ -228,6 +228,58 @@ def test_prometheus_reads_back_a_real_admm_run(prometheus_factory, tiny_scenario
     assert sum(by_part.values()) == pytest.approx(run.objective_aud, rel=1e-6)
 
 
+def test_prometheus_reads_back_a_real_interior_point_run(
+    prometheus_factory, tiny_scenario_dir: Path
+):
+    """μ, the coupling residual, the step and the iteration of a ``--method ipm`` run, read
+    back from a real Prometheus under the run's label; per-site answer times too."""
+    from coordinator.ipm import IpmSettings
+    from coordinator.metrics import CoordinatorMetrics, MetricsEndpoint
+    from thermoroute.launch import solve_distributed
+
+    metrics = CoordinatorMetrics(endpoint=MetricsEndpoint(0, "127.0.0.1"))
+    server = metrics.ensure_serving()
+    assert server is not None
+    prom = prometheus_factory({"thermoroute-coordinator": f"127.0.0.1:{server.port}"})
+    prom.wait_for('up{job="thermoroute-coordinator"} == 1', 60.0)
+
+    # An interior point takes ~10 iterations: pace them so that Prometheus scrapes several.
+    pace = PaceAndRecord(0.4)
+    run = solve_distributed(
+        tiny_scenario_dir, executor="inline", settings=IpmSettings(), observers=[metrics, pace]
+    )
+    assert run.converged
+    assert server.linger(30.0, scrapes=2)
+    result = run.outcome.result
+    sel = f'{{run="{result.run_id}"}}'
+    last, history = pace.records[-1], result.history
+    assert [r.iteration for r in pace.records] == [h.iteration for h in history]
+    assert all(r.method == "ipm" for r in pace.records)
+
+    prom.wait_for(f"thermoroute_ipm_iterations_total{sel}", 30.0,
+                  lambda r: bool(r) and _value(r) == len(history))  # fmt: skip
+    assert _value(prom.query(f"thermoroute_ipm_iteration{sel}")) == run.iterations
+    assert _value(prom.query(f"thermoroute_ipm_mu{sel}")) == pytest.approx(history[-1].mu)
+    coupling = _value(prom.query(f"thermoroute_ipm_coupling_residual{sel}"))
+    assert coupling == pytest.approx(history[-1].coupling, rel=1e-12)
+    assert coupling <= _value(prom.query(f"thermoroute_ipm_coupling_tolerance{sel}"))
+    # The last iterate takes no step: the gauge holds the step of the one before.
+    assert _value(prom.query(f"thermoroute_ipm_step{sel}")) == pytest.approx(history[-2].step)
+    assert _value(prom.query(f"thermoroute_ipm_sites_dual_pending{sel}")) == 0
+    # Nothing of ADMM's families for an interior-point run.
+    assert prom.query(f"thermoroute_admm_iteration{sel}") == []
+    # μ fell while Prometheus watched.
+    samples = prom.query(f"thermoroute_ipm_mu{sel}[5m]")
+    values = [float(v) for _, v in samples[0]["values"]]
+    assert len(set(values)) >= 3 and values[0] > values[-1]
+    # Each site's answer time per iteration, as the coordinator measured it.
+    solve = prom.query(f"thermoroute_site_solve_seconds_count{sel}")
+    assert {s["metric"]["site"] for s in solve} == set(last.site_solve_s)
+    assert all(float(s["value"][1]) == len(history) for s in solve)
+    state = prom.query(f"thermoroute_run_state{sel} == 1")
+    assert [s["metric"]["thermoroute_run_state"] for s in state] == ["converged"]
+
+
 @pytest.mark.ray
 @pytest.mark.skipif(
     importlib.util.find_spec("thermoroute.distributed_run") is None,
