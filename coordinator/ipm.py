@@ -217,12 +217,19 @@ class IpmResult:
     masked: bool
     cleaning: dict[str, float] = field(default_factory=dict)
     rejoins: int = 0
+    rounds: int = 0
+    values_per_group: int = 0
     warm_prices: np.ndarray | None = None
     timing: dict[str, float] = field(default_factory=dict)
 
     @property
     def last(self) -> IpmLog:
         return self.history[-1]
+
+    @property
+    def bytes_per_group_iteration(self) -> float:
+        """Bytes one group sent per iteration: 16 per value masked, 8 in the clear."""
+        return self.values_per_group * (16 if self.masked else 8) / max(self.iterations, 1)
 
 
 class DistributedInteriorPoint:
@@ -275,6 +282,9 @@ class DistributedInteriorPoint:
         self._crashed: list[str] = []
         #: Seconds each site's group spent answering the current iteration's rounds.
         self._answer_s: dict[str, float] = {}
+        #: Answered rounds, and the values one group sent in them (its message sizes).
+        self.rounds = 0
+        self.values_per_group = 0
 
     # ------------------------------------------------------------------------------------
 
@@ -291,6 +301,8 @@ class DistributedInteriorPoint:
                     f"a group answered {answer.phase} {answer.iteration}, "
                     f"not {request.phase} {request.iteration}"
                 )
+        self.rounds += 1
+        self.values_per_group += max((a.values.shape[-1] for a in answers), default=0)
         if self.masked:
             flat = unmask_sum([a.values for a in answers])
         else:
@@ -385,6 +397,8 @@ class DistributedInteriorPoint:
             masked=self.masked,
             cleaning=cleaning,
             rejoins=self.rejoins,
+            rounds=self.rounds,
+            values_per_group=self.values_per_group,
             warm_prices=self.warm_prices if self.warm_prices is not None else self.prices.copy(),
             timing=dict(self.timing),
         )

@@ -44,8 +44,10 @@ def test_interior_point_fallback_finishes_the_solves_osqp_leaves_approximate(
     from tests.conftest import embedded_scenario
 
     central = solve_central(embedded_scenario("australia")).objective_aud
-    plain = _run_australia(tmp_path, "plain")
-    exact = _run_australia(tmp_path, "exact", "--inner-fallback", "--agent-restarts", "0")
+    plain = _run_australia(tmp_path, "plain", "--method", "admm")
+    exact = _run_australia(
+        tmp_path, "exact", "--method", "admm", "--inner-fallback", "--agent-restarts", "0"
+    )
     for summary in (plain, exact):
         assert summary["solver_stats"]["converged"] is True
         assert summary["objective_aud"] == pytest.approx(central, rel=OBJECTIVE_RTOL)
@@ -68,3 +70,22 @@ def test_negative_agent_restarts_are_refused(tmp_path: Path, tiny_scenario_dir: 
     assert done.returncode != 0
     assert "agent-restarts" in done.stderr and "Traceback" not in done.stderr
     assert not out.exists()
+
+
+def test_run_defaults_to_the_interior_point_and_admm_stays_selectable(tmp_path: Path) -> None:
+    from tests.conftest import embedded_scenario
+
+    central = solve_central(embedded_scenario("australia")).objective_aud
+    default = _run_australia(tmp_path, "default")
+    admm = _run_australia(tmp_path, "admm", "--method", "admm")
+    alias = _run_australia(tmp_path, "alias", "--solver", "admm")
+    assert default["solver"] == default["solver_stats"]["method"] == "ipm"
+    assert default["solver_stats"]["secure_aggregation"] is True
+    assert admm["solver"] == alias["solver"] == "admm"
+    assert default["solver_stats"]["iterations"] <= 15 < admm["solver_stats"]["iterations"]
+    assert alias["solver_stats"]["iterations"] == admm["solver_stats"]["iterations"]
+    for summary in (default, admm):
+        assert summary["objective_aud"] == pytest.approx(central, rel=OBJECTIVE_RTOL)
+    header = (tmp_path / "default" / "convergence.csv").read_text().splitlines()[0]
+    assert header.startswith("iteration,coupling_residual,mu,step")
+

@@ -1,0 +1,257 @@
+"""Both distributed methods side by side, and the centralised solve (issue 9, item 7).
+
+    python -m bench.methods_bench [--scenarios australia,australia-20,synth100,synth1000]
+                                  [--methods ipm,admm] [--no-central] [--json FILE]
+
+Run by hand; nothing here is asserted. For every scenario, from one invocation, on Ray
+(site groups as in ``bench.admm_bench``: one actor per site on the embedded fleets, four
+actors on the synthetic ones):
+
+* iterations to the ``ε_rel = 1e-4`` test, converged or not, wall time of the iterations and
+  seconds per iteration;
+* the per-iteration floor measured in the same invocation: the rounds of one iteration
+  times one minimal Ray fan-out/fan-in over the same actors (``ping``), plus the sites' own
+  computing per iteration — timed in process on the same method (one core) and divided by
+  the cores, since on this machine the sites share two cores;
+* bytes each site group sends per iteration (the interior point: its masked sums, 16 bytes
+  per value; ADMM: its served demand, 8 bytes per support row);
+* the objective's gap to the centralised optimum (cvxpy + Clarabel in a child process with
+  a time and memory budget) and that solve's wall time;
+* for the interior point with secure aggregation, what masking costs one site per round:
+  the median time to encode and mask the largest message (the ``newton`` round) with the
+  neighbours of a fleet of that size (on real hosts every site masks in parallel; here the
+  emulation pays it once per site), and the whole run's wall time with masking off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from bench.admm_bench import (
+    CENTRAL_MEMORY_GB,
+    DEFAULTS,
+    central_with_budget,
+    machine_info,
+    make_spec,
+    prepare,
+)
+from common.ipm_protocol import round_fields
+from common.schur_pattern import SchurPattern
+from common.secure_aggregation import MaskingSetup, PairwiseMasker, mask_degree, neighbour_graph
+from coordinator.admm import AdmmSettings
+from coordinator.data import layout_of, load_view
+from coordinator.ipm import IpmSettings
+from thermoroute.launch import DistributedRun, discover, ensure_ray, solve_distributed
+
+EPS_REL = 1e-4
+#: Central solves beyond this are reported as not finished (the 1000-site one takes ~12 min).
+CENTRAL_BUDGET_S = 1800.0
+#: ADMM wall-time limit per scenario (the 1000-site fleet needs ~33 min).
+ADMM_LIMIT_S = {"australia": None, "australia-20": None, "synth100": 900.0, "synth1000": 4200.0}
+
+
+#: The in-process run that measures the sites' computing per iteration stops after this long
+#: (ADMM on 1,000 sites would take half an hour; its early iterations are its dearest, so
+#: the floor it gives is on the high side there).
+FLOOR_RUN_LIMIT_S = 120.0
+
+
+def settings_of(
+    method: str, scenario: str, secure: bool = True, limit_s: float | None = None
+) -> AdmmSettings | IpmSettings:
+    if method == "ipm":
+        return IpmSettings(eps_rel=EPS_REL, secure_aggregation=secure, time_limit_s=limit_s)
+    limit = ADMM_LIMIT_S.get(scenario) if limit_s is None else limit_s
+    return AdmmSettings(eps_rel=EPS_REL, time_limit_s=limit)
+
+
+def rounds_per_iteration(method: str, run: DistributedRun) -> float:
+    if method == "admm":
+        return 1.0
+    result = run.outcome.result
+    return result.rounds / max(result.iterations, 1)
+
+
+def bytes_per_group(method: str, run: DistributedRun) -> float:
+    if method == "ipm":
+        return float(run.outcome.result.bytes_per_group_iteration)
+    structure = run.outcome.structure
+    return 8.0 * structure.n_entries / len(run.groups)
+
+
+def masking_cost(source: str, groups: int, repeats: int = 7) -> dict[str, float]:
+    """Median seconds for one party to encode and mask a ``newton`` message."""
+    directory, _ = discover(source)
+    layout = layout_of(load_view(directory))
+    size = sum(n for _, n in round_fields("newton", layout.n_rows, SchurPattern(layout).size))
+    parties = max(groups, 2)
+    maskers = [PairwiseMasker() for _ in range(parties)]
+    keys = [m.public_key for m in maskers]
+    graph = neighbour_graph(parties, seed=1)
+    maskers[0].configure(MaskingSetup("bench", 0, {j: keys[j] for j in graph[0]}))
+    values = np.random.default_rng(0).standard_normal(size)
+    times = []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        maskers[0].mask(values, r, 0)
+        times.append(time.perf_counter() - t0)
+    return {
+        "values": float(size),
+        "neighbours": float(len(graph[0])),
+        "mask_s": float(statistics.median(times)),
+        "degree_at_1000": float(mask_degree(1000)),
+    }
+
+
+def one_run(
+    spec: Any,
+    method: str,
+    executor: str,
+    *,
+    secure: bool = True,
+    ping: bool = True,
+    limit_s: float | None = None,
+) -> dict[str, Any]:
+    settings = settings_of(method, spec.name, secure, limit_s)
+    t0 = time.perf_counter()
+    run = solve_distributed(
+        spec.source,
+        executor=executor,
+        sites_per_agent=spec.sites_per_agent,
+        settings=settings,
+        measure_ping=ping and executor == "ray",
+    )
+    total = time.perf_counter() - t0
+    iterations = run.outcome.run.iterations
+    record = {
+        "method": method,
+        "executor": executor,
+        "secure_aggregation": secure,
+        "converged": run.converged,
+        "iterations": iterations,
+        "solve_s": run.timings["solve_s"],
+        "total_s": total,
+        "s_per_iteration": run.timings["solve_s"] / max(iterations, 1),
+        "objective_aud": run.objective_aud,
+        "groups": len(run.groups),
+        "sites": sum(len(g) for g in run.groups),
+        "rounds_per_iteration": rounds_per_iteration(method, run),
+        "bytes_per_group_per_iteration": bytes_per_group(method, run),
+        "ping_s": run.timings.get("ping_s", math.nan),
+    }
+    return record
+
+
+def bench(spec: Any, methods: Sequence[str], central: bool, console: Console) -> dict[str, Any]:
+    out: dict[str, Any] = {"scenario": spec.name, "sites_per_agent": spec.sites_per_agent}
+    for method in methods:
+        console.print(f"[{spec.name}] {method} on Ray …", highlight=False)
+        ray_run = one_run(spec, method, "ray")
+        console.print(f"[{spec.name}] {method} in process (the sites' computing) …")
+        inline = one_run(spec, method, "inline", ping=False, limit_s=FLOOR_RUN_LIMIT_S)
+        cores = 2
+        compute = inline["s_per_iteration"] / cores
+        floor = ray_run["rounds_per_iteration"] * ray_run["ping_s"] + compute
+        ray_run["inline_s_per_iteration"] = inline["s_per_iteration"]
+        ray_run["floor_s_per_iteration"] = floor
+        ray_run["ratio_to_floor"] = ray_run["s_per_iteration"] / floor
+        out[method] = ray_run
+        if method == "ipm":
+            console.print(f"[{spec.name}] ipm without secure aggregation …")
+            clear = one_run(spec, "ipm", "ray", secure=False, ping=False)
+            out["ipm_clear"] = clear
+            out["masking"] = masking_cost(spec.source, ray_run["groups"])
+            out["masking"]["per_site_round_s"] = out["masking"]["mask_s"]
+    if central:
+        console.print(f"[{spec.name}] centralised solve …")
+        out["central"] = central_with_budget(spec.source, CENTRAL_BUDGET_S, CENTRAL_MEMORY_GB)
+        if out["central"].get("ok"):
+            for method in methods:
+                ref = out["central"]["objective_aud"]
+                out[method]["gap_pct"] = 100.0 * (out[method]["objective_aud"] - ref) / abs(ref)
+    return out
+
+
+def table(results: Sequence[dict[str, Any]], methods: Sequence[str]) -> Table:
+    t = Table(title="distributed methods side by side (Ray, ε_rel = 1e-4)", title_justify="left")
+    for col in ("scenario", "method", "iterations", "wall s", "s/iteration", "floor s/it",
+                "× floor", "rounds/it", "kB/group/it", "gap %", "central s"):  # fmt: skip
+        t.add_column(col, justify="left" if col in ("scenario", "method") else "right")
+    for res in results:
+        central = res.get("central", {})
+        central_s = f"{central['wall_s']:.1f}" if central.get("ok") else "—"
+        for method in methods:
+            r = res[method]
+            conv = "" if r["converged"] else " (not conv.)"
+            t.add_row(
+                res["scenario"], method, f"{r['iterations']}{conv}", f"{r['solve_s']:.1f}",
+                f"{r['s_per_iteration']:.3f}", f"{r['floor_s_per_iteration']:.3f}",
+                f"{r['ratio_to_floor']:.1f}", f"{r['rounds_per_iteration']:.1f}",
+                f"{r['bytes_per_group_per_iteration'] / 1000:.1f}",
+                f"{r.get('gap_pct', math.nan):+.4f}", central_s,
+            )  # fmt: skip
+    return t
+
+
+def masking_table(results: Sequence[dict[str, Any]]) -> Table:
+    t = Table(title="secure aggregation (interior point)", title_justify="left")
+    for col in ("scenario", "groups", "values/msg", "neighbours", "mask ms/site/round",
+                "wall s masked", "wall s clear", "ratio"):  # fmt: skip
+        t.add_column(col, justify="left" if col == "scenario" else "right")
+    for res in results:
+        if "masking" not in res:
+            continue
+        m, on, off = res["masking"], res["ipm"], res["ipm_clear"]
+        t.add_row(
+            res["scenario"], str(on["groups"]), f"{m['values']:.0f}", f"{m['neighbours']:.0f}",
+            f"{1000 * m['mask_s']:.2f}", f"{on['solve_s']:.1f}", f"{off['solve_s']:.1f}",
+            f"{on['solve_s'] / off['solve_s']:.2f}",
+        )  # fmt: skip
+    return t
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenarios", default="australia,australia-20,synth100,synth1000")
+    parser.add_argument("--methods", default="ipm,admm")
+    parser.add_argument("--no-central", action="store_true")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    console = Console(width=150)
+    # ADMM's sites warn of every inexact inner solve; the counts are in the outputs.
+    logging.getLogger("site_agent").setLevel(logging.ERROR)
+    methods = [m for m in args.methods.split(",") if m]
+    info = machine_info()
+    console.print(f"machine: {info['nproc']} cores, {info['cpu']}, load {info['loadavg']}")
+    ensure_ray(num_cpus=info["nproc"])
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.scenarios.split(","):
+            spec = make_spec(name, 1, {}, None)
+            assert name in DEFAULTS or name.startswith("synth")
+            prepare(spec, Path(tmp))
+            results.append(bench(spec, methods, not args.no_central, console))
+            console.print(table(results, methods))
+    console.print(table(results, methods))
+    console.print(masking_table(results))
+    if args.json is not None:
+        doc = {"machine": info, "results": results, "eps_rel": EPS_REL}
+        args.json.write_text(json.dumps(doc, indent=2, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
