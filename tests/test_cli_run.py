@@ -88,4 +88,3 @@ def test_run_defaults_to_the_interior_point_and_admm_stays_selectable(tmp_path: 
         assert summary["objective_aud"] == pytest.approx(central, rel=OBJECTIVE_RTOL)
     header = (tmp_path / "default" / "convergence.csv").read_text().splitlines()[0]
     assert header.startswith("iteration,coupling_residual,mu,step")
-
