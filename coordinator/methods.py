@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from common.coupling import CouplingLayout
+from common.outputs import CONVERGENCE_COLUMNS
 from coordinator.admm import (
     AdmmSettings,
     AdmmState,
@@ -195,14 +196,7 @@ class AdmmMethod:
                 "late_site_answers": result.late_total,
                 "site_crashes": sum(len(h.crashed_sites) for h in result.history),
             },
-            convergence_columns=(
-                "iteration",
-                "primal_residual",
-                "dual_residual",
-                "rho",
-                "objective_aud",
-                "elapsed_s",
-            ),
+            convergence_columns=CONVERGENCE_COLUMNS,
             convergence=[
                 [
                     int(h.iteration),

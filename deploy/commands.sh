@@ -133,20 +133,28 @@ while True:
 PY
 }
 
-# thermoroute_admm HEAD_IP SPLIT_ROOT [extra thermoroute run options...]
-# On the head: run ADMM on the cluster. The head holds SPLIT_ROOT/coordinator (and the
-# site ids); the agent of site <id> reads SPLIT_ROOT/sites/<id> on its own VM. No comparison
-# with the centralised baseline: the head has no site data to compute it. The coordinator
-# serves its metrics on the head's private address (never 0.0.0.0 on a public VM).
-thermoroute_admm() {
+# thermoroute_solve HEAD_IP SPLIT_ROOT [extra thermoroute run options...]
+# On the head: solve one horizon on the cluster with the default distributed method (the
+# interior point with secure aggregation; `--method admm` for ADMM). The head holds
+# SPLIT_ROOT/coordinator (and the site ids); the agent of site <id> reads
+# SPLIT_ROOT/sites/<id> on its own VM. No comparison with the centralised baseline: the head
+# has no site data to compute it. The coordinator serves its metrics on the head's private
+# address (never 0.0.0.0 on a public VM).
+thermoroute_solve() {
     local head_ip="$1" split_root="$2"
     shift 2
     thermoroute_ray_env
     thermoroute run "$split_root" \
-        --solver admm \
+        --solver distributed \
         --address "$head_ip:$THERMOROUTE_GCS_PORT" \
         --no-compare \
         --metrics-port "$THERMOROUTE_COORDINATOR_METRICS_PORT" \
         --metrics-addr "$head_ip" \
         "$@"
+}
+
+# thermoroute_admm HEAD_IP SPLIT_ROOT [extra options...]: thermoroute_solve with ADMM, the
+# paper's method.
+thermoroute_admm() {
+    thermoroute_solve "$@" --method admm
 }

@@ -164,7 +164,7 @@ def test_compose_has_head_prometheus_grafana_and_one_agent_per_site(compose: dic
     ]
     # The head learns the site ids from empty directories on a tmpfs: no site file.
     assert head.get("tmpfs") == [f"{SPLIT_ROOT}/sites"]
-    assert f'thermoroute_admm "$$(hostname -i)" {SPLIT_ROOT}' in " ".join(head["command"])
+    assert f'thermoroute_solve "$$(hostname -i)" {SPLIT_ROOT}' in " ".join(head["command"])
 
 
 def test_compose_ray_nodes_have_shm_and_the_token(compose: dict) -> None:

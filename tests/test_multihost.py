@@ -439,6 +439,7 @@ def test_guide_shows_the_tested_commands() -> None:
         "thermoroute_site_start",
         "thermoroute_wait_for_sites",
         "thermoroute_split",
+        "thermoroute_solve",
         "thermoroute_admm",
     ):
         assert call in text, f"GUIDE.md does not show {call!r}"
@@ -446,7 +447,9 @@ def test_guide_shows_the_tested_commands() -> None:
         ["bash", "-c", f". {COMMANDS} && declare -F"], capture_output=True, text=True,
         check=True, timeout=30,
     ).stdout  # fmt: skip
-    for name in ("thermoroute_head_start", "thermoroute_site_start", "thermoroute_admm"):
+    for name in (
+        "thermoroute_head_start", "thermoroute_site_start", "thermoroute_solve", "thermoroute_admm"
+    ):  # fmt: skip
         assert f"declare -f {name}" in functions
 
 
