@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from common.admm_protocol import AdmmRequest
 from common.coupling import CouplingLayout
 from common.scenario import DemandView
 from coordinator.acceleration import AndersonAccelerator, RestartedNesterov
@@ -681,7 +682,9 @@ class ExchangeAdmm:
         row: IterationLog | None = None
         for _ in range(max(cfg.polish_steps, 1)):
             k = st.iteration
-            reply = fleet.solve(k, st.rho_rows, self.targets(), eps, reported)
+            reply = fleet.solve(
+                AdmmRequest(k, self.targets(), st.rho_rows, eps, best_iteration=reported)
+            )
             if reply.late_sites:
                 break
             p = reply.served
@@ -713,7 +716,9 @@ class ExchangeAdmm:
         st, cfg = self.state, self.settings
         k = st.iteration
         t0 = time.perf_counter()
-        reply = fleet.solve(k, st.rho_rows, self.targets(), self.eps_inner, self.best_iteration)
+        reply = fleet.solve(
+            AdmmRequest(k, self.targets(), st.rho_rows, self.eps_inner, self.best_iteration)
+        )
         t1 = time.perf_counter()
         p = reply.served
         self.answer_s = reply.answer_s

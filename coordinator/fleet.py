@@ -6,7 +6,8 @@ per group per iteration and a deadline on every wait.
 
 Both speak to *groups* (``site_agent.group.SiteGroup`` or anything with the same methods):
 ``register(layout, row_scale, rho) -> {site_id: support_rows}``,
-``solve(iteration, rho, targets, eps, best_iteration) -> (iteration, {site_id: served})``,
+``solve(AdmmRequest) -> AdmmAnswer`` (:mod:`common.admm_protocol`), the generic
+``method_begin`` / ``method_start`` / ``method_round`` of methods with rounds of their own,
 ``final_report(iteration) -> [report, …]``, ``telemetry() -> dict`` and ``shift(steps,
 start)``. The coordinator stacks every site's support entries in one vector, sites in group
 order, so each group's share of the stacked vector is one contiguous slice.
@@ -28,12 +29,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from common.admm_protocol import AdmmAnswer, AdmmRequest
 from common.coupling import CouplingLayout
 
 log = logging.getLogger(__name__)
-
-#: What a group returns from ``solve``: the iteration it answered and served demand per site.
-SolveAnswer = tuple[int, Mapping[str, np.ndarray]]
 
 #: An audit hook: called with ``(kind, group index, message)`` for every message the
 #: coordinator receives from a group — ``kind`` is ``"register"``, ``"solve"`` or
@@ -49,14 +48,7 @@ class SiteGroupLike(Protocol):
         self, layout: CouplingLayout, row_scale: np.ndarray, rho: float
     ) -> Mapping[str, np.ndarray]: ...
 
-    def solve(
-        self,
-        iteration: int,
-        rho: float | np.ndarray,
-        targets: Any,
-        eps: float | None,
-        best_iteration: int | None,
-    ) -> SolveAnswer: ...
+    def solve(self, request: AdmmRequest) -> AdmmAnswer: ...
 
     def final_report(self, iteration: int) -> list[Any]: ...
 
@@ -105,14 +97,7 @@ class Fleet(Protocol):
         self, layout: CouplingLayout, row_scale: np.ndarray, rho: float
     ) -> list[np.ndarray]: ...
 
-    def solve(
-        self,
-        iteration: int,
-        rho: float | np.ndarray,
-        targets: np.ndarray,
-        eps: float | None,
-        best_iteration: int | None,
-    ) -> FleetReply: ...
+    def solve(self, request: AdmmRequest) -> FleetReply: ...
 
     def final_reports(self, iteration: int) -> list[Any]: ...
 
@@ -218,26 +203,28 @@ class InlineFleet:
             supports.update(self._seen("register", g, group.register(layout, row_scale, rho)))
         return self._slots.set_supports(supports)
 
-    def solve(
-        self,
-        iteration: int,
-        rho: float | np.ndarray,
-        targets: np.ndarray,
-        eps: float | None,
-        best_iteration: int | None,
-    ) -> FleetReply:
+    def solve(self, request: AdmmRequest) -> FleetReply:
+        """One ADMM iteration: each group gets its sites' targets (stacked in ``request``)."""
         served = np.empty(self._slots.n_entries)
         t0 = time.perf_counter()
         for g, group in enumerate(self.groups):
             tg = time.perf_counter()
-            answer = group.solve(iteration, rho, self._slots.pack(g, targets), eps, best_iteration)
+            mine = request.with_targets(self._slots.pack(g, request.targets), request.penalty)
+            answer = group.solve(mine)
             self.last_solve_s[g] = time.perf_counter() - tg
-            answered, values = self._seen("solve", g, answer)
-            if answered != iteration:
-                raise RuntimeError(f"group {g} answered iteration {answered}, not {iteration}")
-            self._slots.unpack(g, values, served)
+            self._seen("solve", g, answer)
+            if answer.iteration != request.iteration:
+                raise RuntimeError(
+                    f"group {g} answered iteration {answer.iteration}, not {request.iteration}"
+                )
+            self._slots.unpack(g, answer.served, served)
         return FleetReply(
-            iteration, served, (), 0.0, time.perf_counter() - t0, answer_s=self.answer_seconds()
+            request.iteration,
+            served,
+            (),
+            0.0,
+            time.perf_counter() - t0,
+            answer_s=self.answer_seconds(),
         )
 
     def final_reports(self, iteration: int) -> list[Any]:
@@ -409,7 +396,7 @@ class RayFleet:
             for sid in self._slots.group_sites[g]
         }
 
-    def _penalty_arg(self, g: int, rho: float | np.ndarray) -> Any:
+    def _penalty_arg(self, g: int, rho: Any) -> Any:
         """What to send group ``g`` for the penalty: ``None`` when it has it already.
 
         Calls to one actor run in the order they were submitted, so a group that was sent a
@@ -455,15 +442,10 @@ class RayFleet:
         self._last = np.zeros(self._slots.n_entries)
         return out
 
-    def solve(
-        self,
-        iteration: int,
-        rho: float | np.ndarray,
-        targets: np.ndarray,
-        eps: float | None,
-        best_iteration: int | None,
-    ) -> FleetReply:
+    def solve(self, request: AdmmRequest) -> FleetReply:
         import ray
+
+        iteration = request.iteration
 
         assert self._last is not None, "register the fleet first"
         t0 = time.perf_counter()
@@ -472,11 +454,10 @@ class RayFleet:
                 if self._lost_state[g]:
                     self._restore(g)
                 self._pending[g] = handle.solve.remote(
-                    iteration,
-                    self._penalty_arg(g, rho),
-                    self._slots.pack(g, targets),
-                    eps,
-                    best_iteration,
+                    request.with_targets(
+                        self._slots.pack(g, request.targets),
+                        self._penalty_arg(g, request.penalty),
+                    )
                 )
         t1 = time.perf_counter()
         outstanding = [(g, ref) for g, ref in enumerate(self._pending) if ref is not None]
@@ -510,12 +491,11 @@ class RayFleet:
         for (g, _), answer in zip(done, answers, strict=True):
             if self.tap is not None:
                 self.tap("solve", g, answer)
-            answered, values = answer
             self._pending[g] = None
             self._has_answered[g] = True
             self._failing_since[g] = None
-            self._slots.unpack(g, values, served)
-            if answered != iteration:
+            self._slots.unpack(g, answer.served, served)
+            if answer.iteration != iteration:
                 late.extend(self._slots.group_sites[g])
         lost = {g for g, _ in crashed}
         for g, ref in outstanding:

@@ -25,12 +25,13 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from common.admm_protocol import Penalty
 from common.coupling import CouplingLayout
 from common.evaluate import evaluate
 from common.scenario import Scenario
 from site_agent.data import load_horizons
 from site_agent.forecast import SiteForecast
-from site_agent.subproblem import InnerSettings, Penalty, SiteSubproblem
+from site_agent.subproblem import InnerSettings, SiteSubproblem
 
 log = logging.getLogger(__name__)
 

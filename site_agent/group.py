@@ -9,11 +9,12 @@ Like the agent it is a plain class; the composition root wraps it with ``ray.rem
 
 Targets and answers
 -------------------
-:meth:`SiteGroup.solve` takes the targets as ``{site_id: ndarray}`` (what the coordinator's
-fleet sends) or as one concatenated ndarray in the group's site order, each site's entries
-on its support rows (:attr:`SiteGroup.offsets` gives the slices), and answers
-``(iteration, {site_id: served})``. :meth:`SiteGroup.solve_packed` takes and returns single
-concatenated arrays: one buffer each way, the least serialisation for large groups.
+:meth:`SiteGroup.solve` takes an :class:`~common.admm_protocol.AdmmRequest` whose targets
+are ``{site_id: ndarray}`` (what the coordinator's fleet sends) or one concatenated ndarray
+in the group's site order, each site's entries on its support rows
+(:attr:`SiteGroup.offsets` gives the slices), and answers an
+:class:`~common.admm_protocol.AdmmAnswer`. :meth:`SiteGroup.solve_packed` answers one
+concatenated array: one buffer each way, the least serialisation for large groups.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from common.admm_protocol import AdmmAnswer, AdmmRequest
 from common.coupling import CouplingLayout
 from site_agent.agent import SiteAgent, SiteReport
 from site_agent.data import load_horizons
 from site_agent.forecast import SiteForecast
 from site_agent.methods import SITE_METHODS
-from site_agent.subproblem import InnerSettings, Penalty
+from site_agent.subproblem import InnerSettings
 
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
@@ -134,49 +136,38 @@ class SiteGroup:
             raise ValueError(f"concatenated targets have shape {flat.shape}, expected ({total},)")
         return {s: flat[self._offsets[s]] for s in self.site_ids}
 
-    def solve(
-        self,
-        iteration: int,
-        rho: Penalty | None,
-        targets: Mapping[str, np.ndarray] | np.ndarray,
-        eps: float | None = None,
-        best_iteration: int | None = None,
-    ) -> tuple[int, dict[str, np.ndarray]]:
-        """Solve every hosted site for one iteration (see :meth:`SiteAgent.solve`).
+    def solve(self, request: AdmmRequest) -> AdmmAnswer:
+        """Solve every hosted site for one ADMM iteration (see :meth:`SiteAgent.solve`).
 
         Parameters
         ----------
-        iteration, rho, eps, best_iteration
-            As for :meth:`SiteAgent.solve`, the same for every site.
-        targets : dict or ndarray
-            ``{site_id: target}``, or one array concatenating the sites' targets in
-            :attr:`site_ids` order (:attr:`offsets`).
+        request : AdmmRequest
+            Its ``targets`` are ``{site_id: target}``, or one array concatenating the sites'
+            targets in :attr:`site_ids` order (:attr:`offsets`); the penalty, tolerance and
+            best iteration are the same for every site.
 
         Returns
         -------
-        tuple
-            ``(iteration, {site_id: served})``.
+        AdmmAnswer
+            The iteration and ``{site_id: served}``.
         """
-        per_site = self._targets(targets)
+        per_site = self._targets(request.targets)
         answers = self._map(
-            lambda sid: self.agents[sid].solve(iteration, rho, per_site[sid], eps, best_iteration)[
-                1
-            ],
+            lambda sid: self.agents[sid].solve(
+                request.iteration,
+                request.penalty,
+                per_site[sid],
+                request.eps,
+                request.best_iteration,
+            )[1],
             self.site_ids,
         )
-        return int(iteration), dict(zip(self.site_ids, answers, strict=True))
+        return AdmmAnswer(int(request.iteration), dict(zip(self.site_ids, answers, strict=True)))
 
-    def solve_packed(
-        self,
-        iteration: int,
-        rho: Penalty | None,
-        targets: np.ndarray,
-        eps: float | None = None,
-        best_iteration: int | None = None,
-    ) -> tuple[int, np.ndarray]:
+    def solve_packed(self, request: AdmmRequest) -> tuple[int, np.ndarray]:
         """:meth:`solve` with one concatenated array in and one out (:attr:`offsets`)."""
-        answered, served = self.solve(iteration, rho, targets, eps, best_iteration)
-        return answered, np.concatenate([served[s] for s in self.site_ids])
+        answer = self.solve(request)
+        return answer.iteration, np.concatenate([answer.served[s] for s in self.site_ids])
 
     # ----------------------------------------------------------------------------------
     # Methods with rounds of their own (site_agent/methods.py, coordinator.fleet.broadcast)

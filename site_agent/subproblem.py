@@ -64,15 +64,13 @@ import numpy as np
 import osqp
 import scipy.sparse as sp
 
+from common.admm_protocol import Penalty
 from common.coupling import CouplingLayout
 from common.evaluate import evaluate, true_pue, true_wue
 from common.scenario import Scenario
 from site_agent.interior_point import InteriorPointQP
 
 log = logging.getLogger(__name__)
-
-#: The outer penalty: one value for every coupling row, or one per row (n_rows,).
-Penalty = float | np.ndarray
 
 #: Statuses whose iterate is usable, if not to the requested accuracy.
 _APPROXIMATE = frozenset(

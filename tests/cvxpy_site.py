@@ -20,6 +20,7 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 
+from common.admm_protocol import AdmmAnswer, AdmmRequest
 from common.coupling import CouplingLayout, coefficient_of_entry
 from common.evaluate import evaluate, true_pue, true_wue
 from common.scenario import Scenario
@@ -144,14 +145,9 @@ class CvxSiteGroup:
         site.problem = cp.Problem(cp.Minimize(objective), cons)
         site.x, site.n, site.target, site.cost, site.rho = x, n, target, cost, weight
 
-    def solve(
-        self,
-        iteration: int,
-        rho: float | np.ndarray | None,
-        targets: dict[str, np.ndarray],
-        eps: float | None,
-        best_iteration: int | None,
-    ) -> tuple[int, dict[str, np.ndarray]]:
+    def solve(self, request: AdmmRequest) -> AdmmAnswer:
+        iteration, rho, targets = request.iteration, request.penalty, request.targets
+        best_iteration = request.best_iteration
         self.calls += 1
         out = {}
         for sid in self.site_ids:
@@ -177,7 +173,7 @@ class CvxSiteGroup:
             site.iterates = {k: v for k, v in site.iterates.items() if k in keep}
             site.last = (iteration, served)
             out[sid] = served
-        answer = (iteration, out)
+        answer = AdmmAnswer(iteration, out)
         self.messages_out.append(answer)
         return answer
 

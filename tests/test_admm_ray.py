@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from common.admm_protocol import AdmmAnswer, AdmmRequest
 from common.central import solve_central
 from common.evaluate import evaluate
 from common.scenario import DemandView, Scenario
@@ -49,10 +50,10 @@ class SlowGroup(CvxSiteGroup):
         self.stall_at = stall_at
         self.stall_s = stall_s
 
-    def solve(self, iteration: int, *args: Any) -> tuple[int, dict[str, np.ndarray]]:
-        if iteration == self.stall_at:
+    def solve(self, request: AdmmRequest) -> AdmmAnswer:
+        if request.iteration == self.stall_at:
             time.sleep(self.stall_s)
-        return super().solve(iteration, *args)
+        return super().solve(request)
 
 
 #: One agent per site of the tiny scenario.
@@ -103,12 +104,13 @@ class CrashingGroup(SiteGroup):
         self.crash_from = crash_from
         self.always = always
 
-    def solve(self, iteration: int, *args: Any) -> tuple[int, dict[str, np.ndarray]]:
+    def solve(self, request: AdmmRequest) -> AdmmAnswer:
+        iteration = request.iteration
         if self.crash_from >= 0 and (
             iteration == self.crash_from or (self.always and iteration > self.crash_from)
         ):
             os._exit(1)
-        return super().solve(iteration, *args)
+        return super().solve(request)
 
 
 def _crashing_fleet(
@@ -179,11 +181,11 @@ def test_restarted_agent_rejoins_at_the_current_horizon(
     supports = fleet.register(coordinator.layout, coordinator.row_scale, 1.0)
     fleet.shift(1)
     targets = np.zeros(sum(s.size for s in supports))
-    first = fleet.solve(0, 1.0, targets, None, None)
+    first = fleet.solve(AdmmRequest(0, targets, 1.0))
     assert first.late_sites == ("mel",) and fleet.crashes == [0, 1, 0]
     # Calls fail fast while Ray restarts the actor; the group is late until it is back.
     k, deadline = 1, time.monotonic() + 60.0
-    while fleet.solve(k, 1.0, targets, None, None).late_sites:
+    while fleet.solve(AdmmRequest(k, targets, 1.0)).late_sites:
         assert time.monotonic() < deadline, "the restarted agent never answered"
         time.sleep(0.2)
         k += 1

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from common.admm_protocol import AdmmAnswer
 from common.scenario import Scenario
 from common.scenario_io import write_scenario
 from coordinator.admm import AdmmSettings
@@ -78,15 +79,16 @@ def _check_messages(messages: list[tuple[str, int, bytes]], site_ids: set[str]) 
                 assert np.all(np.diff(rows) > 0)
                 supports[sid] = rows.size
         elif kind == "solve":
-            # Exactly (iteration, {site: served}) and nothing else: rebuilding the message
-            # from the served arrays alone gives the same bytes.
-            iteration, served = msg
+            # Exactly AdmmAnswer(iteration, {site: served}) and nothing else: rebuilding the
+            # message from the served arrays alone gives the same bytes.
+            assert isinstance(msg, AdmmAnswer)
+            iteration, served = msg.iteration, msg.served
             assert isinstance(iteration, int) and isinstance(served, dict)
             assert set(served) <= site_ids
             for sid, values in served.items():
                 assert isinstance(values, np.ndarray) and values.dtype == np.float64
                 assert values.shape == (supports[sid],)
-            rebuilt = (iteration, {sid: _fresh(v) for sid, v in served.items()})
+            rebuilt = AdmmAnswer(iteration, {sid: _fresh(v) for sid, v in served.items()})
             assert pickle.dumps(rebuilt, protocol=5) == raw
         else:
             assert isinstance(msg, list)

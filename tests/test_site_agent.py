@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.admm_protocol import AdmmRequest
 from common.coupling import CouplingLayout, coefficient_of_entry
 from common.errors import ScenarioError
 from common.evaluate import TOTAL_KEYS, evaluate
@@ -290,14 +291,15 @@ def test_group_solve_equals_individual_solves(fleet):
             targets = {s: target_for(supports[s], b, 10 * k + n) for n, s in enumerate(ids)}
             if k % 2:  # the concatenated form
                 packed = np.concatenate([targets[s] for s in ids])
-                answered, served = group.solve(k, rho, packed, 1e-7, None)
+                answer = group.solve(AdmmRequest(k, packed, rho, 1e-7))
             else:
-                answered, served = group.solve(k, rho, targets, 1e-7, None)
+                answer = group.solve(AdmmRequest(k, targets, rho, 1e-7))
+            answered, served = answer.iteration, answer.served
             assert answered == k and list(served) == list(ids)
             for s in ids:
                 _, alone = agents[s].solve(k, rho, targets[s], 1e-7, None)
                 np.testing.assert_array_equal(served[s], alone)
-        answered, flat = group.solve_packed(3, 2 * RHO, packed, 1e-7, None)  # cached
+        answered, flat = group.solve_packed(AdmmRequest(3, packed, 2 * RHO, 1e-7))  # cached
         assert answered == 3
         for s, sl in group.offsets.items():
             np.testing.assert_array_equal(flat[sl], served[s])
@@ -317,7 +319,7 @@ def test_sum_of_site_objectives_equals_the_whole_scenario(fleet):
     group = SiteGroup(directory, scenario.sites.site_id, threads=1)
     supports = group.register(lay, scale, RHO)
     targets = {s: target_for(v, b, n) for n, (s, v) in enumerate(supports.items())}
-    group.solve(0, RHO, targets)
+    group.solve(AdmmRequest(0, targets, RHO))
     x = np.zeros(scenario.shape)
     n = np.zeros((len(scenario.sites), scenario.steps))
     parts: dict[str, float] = {}
@@ -417,9 +419,9 @@ def test_plain_exchange_admm_over_site_groups_reaches_the_central_optimum():
         for k in range(300):
             targets = {s: served[s] - (mean_residual + u)[supports[s]] for s in supports}
             for g in groups:
-                answered, out = g.solve(k, rho, {s: targets[s] for s in g.site_ids}, None, None)
-                assert answered == k
-                served.update(out)
+                answer = g.solve(AdmmRequest(k, {s: targets[s] for s in g.site_ids}, rho))
+                assert answer.iteration == k
+                served.update(answer.served)
             total = np.zeros(lay.n_rows)
             for s, v in served.items():
                 total[supports[s]] += v
