@@ -1,4 +1,4 @@
-"""The site agent: one edge data centre taking part in exchange ADMM.
+"""The site agent: one edge data centre taking part in a distributed method.
 
 A :class:`SiteAgent` holds its site's private data and its subproblem. It is a plain Python
 class; the composition root wraps it (or a :class:`~site_agent.group.SiteGroup` of them)
@@ -8,7 +8,9 @@ What leaves the agent, and when:
 
 * :meth:`SiteAgent.register` — the site's support rows (which coupling rows it can serve:
   structural, not private);
-* :meth:`SiteAgent.solve` — every iteration, ``(iteration, A_i x_i)`` and nothing else;
+* :meth:`SiteAgent.solve` — every ADMM iteration, ``(iteration, A_i x_i)`` and nothing
+  else (the interior point's rounds go through the group: :mod:`site_agent.ipm`, every
+  answer masked);
 * :meth:`SiteAgent.final_report` — once, at the end, the site's schedule and totals
   (results);
 * :meth:`SiteAgent.telemetry` — the site's own solver and objective figures, for its own
