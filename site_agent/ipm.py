@@ -211,13 +211,10 @@ class SiteInteriorPoint:
         out[self.qp.support] = values
         return out
 
-    def _a_t(self, v: np.ndarray) -> np.ndarray:
-        """``A v`` on the support rows."""
-        return self.qp.served(v)
-
-    def _h_t(self, v: np.ndarray) -> np.ndarray:
-        """``H v`` per step."""
-        return self.qp.load(v)
+    def _coupling_rhs(self, g: np.ndarray) -> np.ndarray:
+        """``A K⁻¹ g`` on all ``m`` rows: what a right-hand side ``g`` adds to the
+        coordinator's system."""
+        return self._scatter(self.qp.served(self._kinv(g)))
 
     def _kinv_once(self, v: np.ndarray) -> np.ndarray:
         qp = self.qp
@@ -288,7 +285,7 @@ class SiteInteriorPoint:
         pending = float(np.abs(r_d).max(initial=0.0) > self.settings.eps_rel * self.c_norm)
         return {
             "schur": schur,
-            "rhs": self._scatter(self._a_t(self._kinv(self._g_aff))),
+            "rhs": self._coupling_rhs(self._g_aff),
             "served": self._scatter(qp.served(self.xi)),
             "complementarity": np.array([complementarity]),
             "pairs": np.array([float(qp.n + qp.steps)]),
@@ -302,11 +299,24 @@ class SiteInteriorPoint:
         back = (r_sw + self.w * self._r_s) / self.s
         return -self._r_d + r_xz / self.xi - qp.gpu_load * back[qp.step]
 
-    def _direction_of(self, g: np.ndarray, price_step: np.ndarray, r_xz, r_sw) -> _Direction:
+    def _direction_of(
+        self,
+        g: np.ndarray,
+        price_step: np.ndarray,
+        r_xz: np.ndarray,
+        r_sw: np.ndarray,
+        capacity_residual: np.ndarray | float | None = None,
+    ) -> _Direction:
+        """``Δξ = K⁻¹(g − AᵀΔλ)``, then the eliminated ``Δz, Δs, Δw``.
+
+        ``capacity_residual`` is ``r_s = Hξ + s − cap`` (the current one by default; zero for
+        a correction, which leaves the residuals to the direction it corrects).
+        """
         qp = self.qp
+        r_s = self._r_s if capacity_residual is None else capacity_residual
         dxi = self._kinv(g - qp.coefficient * price_step[qp.support][qp.position])
         dz = (r_xz - self.z * dxi) / self.xi
-        ds = -self._r_s - qp.load(dxi)
+        ds = -r_s - qp.load(dxi)
         dw = (r_sw - self.w * ds) / self.s
         return _Direction(dxi, dz, ds, dw)
 
@@ -330,8 +340,8 @@ class SiteInteriorPoint:
         return {
             "blocked": blocked_steps(bound),
             "poly": poly,
-            "rhs0": self._scatter(self._a_t(self._kinv(self._g0))),
-            "rhs1": self._scatter(self._a_t(self._kinv(self._g1))),
+            "rhs0": self._coupling_rhs(self._g0),
+            "rhs1": self._coupling_rhs(self._g1),
         }
 
     def correct(self, price_step: np.ndarray, sigma_mu: float) -> dict[str, np.ndarray]:
@@ -361,19 +371,15 @@ class SiteInteriorPoint:
         qp = self.qp
         g = t_xz / self.xi - qp.gpu_load * (t_sw / self.s)[qp.step]
         self._centring = (g, t_xz, t_sw)
-        return {"rhs": self._scatter(self._a_t(self._kinv(g)))}
+        return {"rhs": self._coupling_rhs(g)}
 
     def recentred(self, price_step: np.ndarray) -> dict[str, np.ndarray]:
         """The corrected direction (kept aside until the coordinator accepts it); its bound."""
         d = self._direction
         assert d is not None
         g, t_xz, t_sw = self._centring
-        qp = self.qp
-        dxi = self._kinv(g - qp.coefficient * price_step[qp.support][qp.position])
-        dz = (t_xz - self.z * dxi) / self.xi
-        ds = -qp.load(dxi)
-        dw = (t_sw - self.w * ds) / self.s
-        self._candidate = _Direction(d.xi + dxi, d.z + dz, d.s + ds, d.w + dw)
+        c = self._direction_of(g, price_step, t_xz, t_sw, capacity_residual=0.0)
+        self._candidate = _Direction(d.xi + c.xi, d.z + c.z, d.s + c.s, d.w + c.w)
         return {"blocked": blocked_steps(self._candidate.bound(self))}
 
     def accept(self) -> None:
