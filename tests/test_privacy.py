@@ -114,13 +114,20 @@ def _variant(scenario: Scenario) -> Scenario:
     return replace(scenario, wet_bulb_c=wet, sites=sites)
 
 
-def _run_inline(scenario: Scenario, root: Path) -> list[tuple[str, int, bytes]]:
+def _tapped(scenario: Scenario, root: Path, **solve: Any) -> list[tuple[str, int, bytes]]:
+    """Every message the coordinator received in a run of ``scenario`` (``solve`` goes to
+    :func:`solve_distributed`)."""
     data = write_scenario(scenario, root / "scenario")
     taps = root / "taps"
     taps.mkdir()
     tap = FileTap(taps)
-    solve_distributed(data, executor="inline", settings=SETTINGS, inner=INNER, tap=tap)
+    run = solve_distributed(data, tap=tap, **solve)
+    assert run.iterations > 0
     return tap.messages()
+
+
+def _run_inline(scenario: Scenario, root: Path) -> list[tuple[str, int, bytes]]:
+    return _tapped(scenario, root, executor="inline", settings=SETTINGS, inner=INNER)
 
 
 def test_inline_messages_hold_only_served_demand(tiny_scenario: Scenario, tmp_path: Path) -> None:
@@ -159,13 +166,8 @@ def ray_cluster():
 def test_ray_messages_hold_only_served_demand(
     ray_cluster: Any, tiny_scenario: Scenario, tmp_path: Path
 ) -> None:
-    data = write_scenario(tiny_scenario, tmp_path / "scenario")
-    taps = tmp_path / "taps"
-    taps.mkdir()
-    tap = FileTap(taps)
-    run = solve_distributed(data, executor="ray", settings=SETTINGS, inner=INNER, tap=tap)
-    assert run.iterations > 0
-    _check_messages(tap.messages(), set(tiny_scenario.sites.site_id))
+    messages = _tapped(tiny_scenario, tmp_path, executor="ray", settings=SETTINGS, inner=INNER)
+    _check_messages(messages, set(tiny_scenario.sites.site_id))
 
 
 # ------------------------------------------------------------------------------------------
@@ -175,13 +177,8 @@ def test_ray_messages_hold_only_served_demand(
 def _ipm_messages(scenario: Scenario, root: Path, *, secure: bool) -> list[tuple[str, int, bytes]]:
     from coordinator.ipm import IpmSettings
 
-    data = write_scenario(scenario, root / "scenario")
-    taps = root / "taps"
-    taps.mkdir()
-    tap = FileTap(taps)
     settings = replace(IpmSettings(), secure_aggregation=secure)
-    solve_distributed(data, executor="inline", settings=settings, tap=tap)
-    return tap.messages()
+    return _tapped(scenario, root, executor="inline", settings=settings)
 
 
 def _check_ipm_messages(messages: list[tuple[str, int, bytes]], site_ids: set[str]) -> list:
@@ -265,11 +262,6 @@ def test_ray_interior_point_messages_are_masked(
 ) -> None:
     from coordinator.ipm import IpmSettings
 
-    data = write_scenario(tiny_scenario, tmp_path / "scenario")
-    taps = tmp_path / "taps"
-    taps.mkdir()
-    tap = FileTap(taps)
-    run = solve_distributed(data, executor="ray", settings=IpmSettings(), tap=tap)
-    assert run.converged
-    rounds = _check_ipm_messages(tap.messages(), set(tiny_scenario.sites.site_id))
+    messages = _tapped(tiny_scenario, tmp_path, executor="ray", settings=IpmSettings())
+    rounds = _check_ipm_messages(messages, set(tiny_scenario.sites.site_id))
     assert all(m.masked for _, m in rounds if m.phase != "finish")
