@@ -163,8 +163,8 @@ class Coordinator:
                 "state": "running",
                 "run_id": self.run_id,
                 "method": method_for(self.settings).name,
+                "objective_aud": math.nan,  # unless the method knows it (the interior point)
                 **figures,
-                "objective_aud": math.nan,
             }
 
     def status(self) -> dict[str, Any]:

@@ -259,6 +259,7 @@ class InteriorPointMethod:
             "mu": row.mu,
             "dual_pending": row.dual_pending,
             "step": row.step,
+            "objective_aud": row.objective,
             "elapsed_s": row.elapsed_s,
         }
 

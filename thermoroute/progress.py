@@ -1,4 +1,5 @@
-"""Live terminal display of an ADMM run: iteration, residuals against their tolerances, ρ.
+"""Live terminal display of a distributed run: iteration, residuals against their
+tolerances, and ρ (ADMM) or μ and the step (interior point).
 
 Fed by the coordinator's status snapshots (:meth:`coordinator.actor.Coordinator.status`),
 which the driver polls while the run goes; the objective appears when the sites report it
@@ -14,6 +15,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 #: Redraw at most this often [1/s]; a status arrives every iteration (every few ms).
@@ -72,43 +74,43 @@ class LiveProgress:
             # Not a terminal (CI log, pipe): a plain line now and then.
             self.console.print(self._line(), highlight=False)
 
-    def _line(self) -> str:
+    def _fields(self) -> list[tuple[str, str]]:
+        """``(column, value)`` of the status, for its method (interior point or ADMM)."""
         s = self.status
-        return (
-            f"iter {s.get('iteration', 0):>5}  "
-            f"r {_num(s.get('primal_residual'))} (≤ {_num(s.get('eps_primal'))})  "
-            f"s {_num(s.get('dual_residual'))} (≤ {_num(s.get('eps_dual'))})  "
-            f"ρ {_num(s.get('rho'), '.3g')}  "
-            f"objective {_num(s.get('objective_aud'), ',.2f')} AUD  "
-            f"{_num(s.get('elapsed_s'), '.2f')} s"
-        )
+        head = [("iteration", str(s.get("iteration", 0)))]
+        tail = [
+            ("objective [AUD]", _num(s.get("objective_aud"), ",.2f")),
+            ("elapsed [s]", _num(s.get("elapsed_s"), ".2f")),
+        ]
+        if s.get("method") == "ipm":
+            return [
+                *head,
+                ("coupling r", _num(s.get("primal_residual"))),
+                ("ε_pri", _num(s.get("eps_primal"))),
+                ("μ", _num(s.get("mu"))),
+                ("step", _num(s.get("step"), ".3f")),
+                ("dual pending", str(s.get("dual_pending", "—"))),
+                *tail,
+            ]
+        return [
+            *head,
+            ("primal r", _num(s.get("primal_residual"))),
+            ("ε_pri", _num(s.get("eps_primal"))),
+            ("dual s", _num(s.get("dual_residual"))),
+            ("ε_dual", _num(s.get("eps_dual"))),
+            ("ρ", _num(s.get("rho"), ".3g")),
+            ("AA", "yes" if s.get("accelerated") else "no"),
+            ("late", str(len(s.get("late_sites", []) or []))),
+            *tail,
+        ]
+
+    def _line(self) -> str:
+        return "  ".join(f"{escape(name)} {value}" for name, value in self._fields())
 
     def _render(self) -> Table:
-        s = self.status
         table = Table(title=self.title, title_justify="left", show_edge=False)
-        for name in (
-            "iteration",
-            "primal r",
-            "ε_pri",
-            "dual s",
-            "ε_dual",
-            "ρ",
-            "AA",
-            "late",
-            "objective [AUD]",
-            "elapsed [s]",
-        ):
-            table.add_column(name, justify="right")
-        table.add_row(
-            str(s.get("iteration", 0)),
-            _num(s.get("primal_residual")),
-            _num(s.get("eps_primal")),
-            _num(s.get("dual_residual")),
-            _num(s.get("eps_dual")),
-            _num(s.get("rho"), ".3g"),
-            "yes" if s.get("accelerated") else "no",
-            str(len(s.get("late_sites", []) or [])),
-            _num(s.get("objective_aud"), ",.2f"),
-            _num(s.get("elapsed_s"), ".2f"),
-        )
+        fields = self._fields()
+        for name, _ in fields:
+            table.add_column(escape(name), justify="right")
+        table.add_row(*(value for _, value in fields))
         return table
