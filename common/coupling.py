@@ -123,6 +123,19 @@ class CouplingLayout:
         scale[n_int:] = np.maximum(scale[n_int:], 1.0)
         return scale
 
+    def shifted_rows(self, steps: int) -> np.ndarray:
+        """For every row of the horizon ``steps`` later, the row of this horizon it continues.
+
+        Interactive row ``(j, c, t)`` continues ``(j, c, t + steps)``; rows past the end
+        repeat the last step (a persistence forecast); deferrable rows are themselves.
+        """
+        source = np.arange(self.n_rows)
+        n_int, T = self.n_interactive, self.steps
+        if n_int:
+            t = source[:n_int] % T
+            source[:n_int] = source[:n_int] - t + np.minimum(t + steps, T - 1)
+        return source
+
     def unpack(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Split a per-row vector into (R, C, T) interactive and (R, C) deferrable arrays.
 
@@ -140,3 +153,12 @@ class CouplingLayout:
 def coefficient_of_entry(layout: CouplingLayout, step_seconds: float) -> np.ndarray:
     """(C,) unscaled coefficient of ``x`` in its row: 1 (interactive) or ``3600Δ`` (deferrable)."""
     return np.where(np.asarray(layout.deferrable, dtype=bool), step_seconds, 1.0)
+
+
+def shift_steps(values: np.ndarray, steps: int) -> np.ndarray:
+    """``values`` with its last axis (time steps) moved ``steps`` to the left and the last
+    step repeated to fill the end: the receding horizon's persistence forecast."""
+    k = min(int(steps), values.shape[-1] - 1)
+    if k <= 0:
+        return values.copy()
+    return np.concatenate([values[..., k:], np.repeat(values[..., -1:], k, axis=-1)], axis=-1)

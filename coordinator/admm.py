@@ -876,12 +876,7 @@ def shift_state(
     """
     if old_structure.site_ids != new_structure.site_ids:
         raise ValueError("the fleet changed between horizons; start cold instead")
-    m = layout.n_rows
-    T, n_int = layout.steps, layout.n_interactive
-    source = np.arange(m)
-    if n_int:
-        t = source[:n_int] % T
-        source[:n_int] = source[:n_int] - t + np.minimum(t + steps, T - 1)
+    source = layout.shifted_rows(steps)
     # Scaled quantities carry the row scale: z is served/s (rescale by s_old/s_new), the
     # unscaled price −ρu/s is what persists across horizons (rescale u by s_new/s_old).
     ratio = old_structure.row_scale[source] / new_structure.row_scale

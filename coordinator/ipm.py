@@ -55,7 +55,6 @@ from common.ipm_protocol import (
     IpmRequest,
     IpmSiteSettings,
     IpmStart,
-    Phase,
     longest_free_step,
     unpack,
 )
@@ -276,7 +275,6 @@ class DistributedInteriorPoint:
         self.timing = {"fleet_s": 0.0, "update_s": 0.0}
         #: A Gondzio correction accepted and not yet announced to the sites.
         self._accept_pending = False
-        self.corrections = 0
         #: Times the fleet recovered crashed groups, and their sites not yet logged.
         self.rejoins = 0
         self._crashed: list[str] = []
@@ -307,8 +305,7 @@ class DistributedInteriorPoint:
             flat = unmask_sum([a.values for a in answers])
         else:
             flat = np.sum([a.values for a in answers], axis=0)
-        phase: Phase = request.phase
-        out = unpack(phase, flat, self.structure.n_rows, self.pattern.size)
+        out = unpack(request.phase, flat, self.structure.n_rows, self.pattern.size)
         self.timing["fleet_s"] += t1 - t0
         self.timing["update_s"] += time.perf_counter() - t1
         return out
@@ -524,7 +521,6 @@ class DistributedInteriorPoint:
             if corrected < longest + GONDZIO_GAIN * GONDZIO_STEP:
                 break
             self._accept_pending = True
-            self.corrections += 1
             dlam, longest = dlam + correction, corrected
         return dlam, longest
 
@@ -598,10 +594,5 @@ def shift_prices(
     horizon repeat its last step, deferrable rows keep theirs; the unscaled price ``−λ/s``
     is what persists, so ``λ`` is rescaled by the new row scales.
     """
-    m = layout.n_rows
-    T, n_int = layout.steps, layout.n_interactive
-    source = np.arange(m)
-    if n_int:
-        t = source[:n_int] % T
-        source[:n_int] = source[:n_int] - t + np.minimum(t + steps, T - 1)
+    source = layout.shifted_rows(steps)
     return prices[source] * new.row_scale / old.row_scale[source]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.coupling import shift_steps
 from common.ipm_protocol import (
     ROUND_IDS,
     Aggregate,
@@ -79,11 +80,9 @@ class WarmPoint:
         """The point ``steps`` later: each pair's series and the per-step ones move left,
         the last step repeated (a persistence forecast)."""
         T = self.s.size
-        k = min(int(steps), T - 1)
 
         def roll(a: np.ndarray) -> np.ndarray:
-            a = a.reshape(-1, T)
-            return np.concatenate([a[:, k:], np.repeat(a[:, -1:], k, axis=1)], axis=1)
+            return shift_steps(a.reshape(-1, T), steps)
 
         return WarmPoint(
             roll(self.xi).ravel(),

@@ -65,7 +65,7 @@ import osqp
 import scipy.sparse as sp
 
 from common.admm_protocol import Penalty
-from common.coupling import CouplingLayout
+from common.coupling import CouplingLayout, shift_steps
 from common.evaluate import evaluate, true_pue, true_wue
 from common.scenario import Scenario
 from site_agent.interior_point import InteriorPointQP
@@ -859,13 +859,9 @@ class SiteSubproblem:
     def _shift_duals(self, y: np.ndarray, k: int) -> np.ndarray:
         """Shift the constraint duals of every per-step row by ``k`` steps."""
         T, nvar = self._layout.steps, self._nvar
-
-        def roll(a: np.ndarray) -> np.ndarray:
-            return np.concatenate([a[..., k:], np.repeat(a[..., -1:], k, axis=-1)], axis=-1)
-
-        bounds = roll(y[:nvar].reshape(self._npairs, T)).reshape(-1)
-        ell = roll(y[nvar : nvar + T])
-        load = roll(y[nvar + T : nvar + 2 * T])
+        bounds = shift_steps(y[:nvar].reshape(self._npairs, T), k).reshape(-1)
+        ell = shift_steps(y[nvar : nvar + T], k)
+        load = shift_steps(y[nvar + T : nvar + 2 * T], k)
         return np.concatenate([bounds, ell, load, y[nvar + 2 * T :]])
 
     def shift(self, site: Scenario, steps: int, row_scale: np.ndarray | None = None) -> None:
@@ -894,7 +890,7 @@ class SiteSubproblem:
         T = self._layout.steps
         k = min(int(steps), T - 1)
         x_old = self.x
-        x_new = np.concatenate([x_old[:, :, k:], np.repeat(x_old[:, :, -1:], k, axis=2)], axis=2)
+        x_new = shift_steps(x_old, k)
         y_old = self._y_dual
         old_allowed, old_scale = self._allowed, self._row_scale
         old_p, old_a = self._p_values(self._rho), self._a_data.copy()

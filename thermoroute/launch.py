@@ -39,7 +39,7 @@ from coordinator.admm import AdmmSettings
 from coordinator.data import load_view
 from coordinator.events import IterationRecord, NullObserver, RunObserver
 from coordinator.fleet import InlineFleet, Tap
-from coordinator.methods import MethodSettings
+from coordinator.methods import MethodSettings, method_for
 from coordinator.receding import DEMAND_NOISE_SIGMA
 from coordinator.results import RunOutputs
 from site_agent.forecast import SiteForecast
@@ -494,7 +494,6 @@ def simulate(
     from common import baselines
     from common.evaluate import evaluate
     from common.scenario_io import load_scenario
-    from coordinator.methods import method_for
     from coordinator.receding import BatchBacklog, DemandForecaster, horizon_view
 
     settings = settings or AdmmSettings()
