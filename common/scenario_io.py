@@ -13,6 +13,7 @@ import csv
 import io
 import math
 import os
+import re
 import shutil
 import tempfile
 import tomllib
@@ -236,13 +237,30 @@ def _read_csv(
         sink.add(file, f"not valid CSV: {exc}", reader.line_num)
 
 
+#: What an id may look like (docs/model.md §8): it names per-site directories, Ray resources
+#: and metric labels, so nothing that climbs out of a directory, hides as a dot file or needs
+#: quoting.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
+ID_RULE = "letters, digits, '-', '_' and '.', not starting with '.', at most 64 characters"
+
+
+def id_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid id (:data:`ID_PATTERN`), or None if it is."""
+    if ID_PATTERN.fullmatch(value):
+        return None
+    return f"id {value!r} is not allowed: ids are {ID_RULE}"
+
+
 def _unique_ids(rows: list[_Row], column: str, sink: _Collector) -> dict[str, int]:
-    """Map id -> position, reporting empty and duplicate ids."""
+    """Map id -> position, reporting empty, malformed and duplicate ids."""
     index: dict[str, int] = {}
     first_line: dict[str, int] = {}
     for row in rows:
         value = row.text(column)
         if value is None:
+            continue
+        if (reason := id_problem(value)) is not None:
+            sink.add(row.file, reason, row.line, column)
             continue
         if value in index:
             sink.add(
@@ -1029,13 +1047,6 @@ def site_slice_files(directory: str | os.PathLike[str], site_id: str) -> dict[st
     return files
 
 
-def _directory_name_problem(site_id: str) -> str | None:
-    """Why ``site_id`` cannot name a directory of its own, or None if it can."""
-    if site_id in ("", ".", "..") or any(ch in site_id for ch in "/\\\x00"):
-        return f"site_id {site_id!r} cannot name a site directory (no '/', '\\', NUL, '.' or '..')"
-    return None
-
-
 def is_split_root(directory: str | os.PathLike[str]) -> bool:
     """Is ``directory`` the output root of :func:`split_scenario`?"""
     directory = Path(directory)
@@ -1059,22 +1070,11 @@ def split_scenario(
     Raises
     ------
     ScenarioError
-        If the source is invalid, or a site id cannot be used as a directory name (it
-        would write outside ``out/sites``). Nothing is written then.
+        If the source is invalid (ids that could not name a directory are refused by
+        validation, :data:`ID_PATTERN`). Nothing is written then.
     """
     scenario = load_scenario(directory)
     directory, out = Path(directory), Path(out)
-    lines = {
-        row.cells.get("site_id", "").strip(): row.line
-        for row in _read_csv(directory, "sites.csv", SITE_COLUMNS, _Collector())
-    }
-    problems = [
-        Problem("sites.csv", reason, lines.get(site), "site_id")
-        for site in scenario.sites.site_id
-        if (reason := _directory_name_problem(site)) is not None
-    ]
-    if problems:
-        raise ScenarioError(problems, str(directory))
     slices = {site: site_slice_files(directory, site) for site in scenario.sites.site_id}
     paths: dict[str, Path] = {}
     coordinator = {name: (directory / name).read_bytes() for name in COORDINATOR_FILES}

@@ -35,6 +35,7 @@ from common.scenario_io import (
     SCENARIO_FILES,
     SITE_PRIVATE_FILES,
     csv_text,
+    id_problem,
     load_scenario,
     write_directory_atomic,
 )
@@ -245,7 +246,7 @@ def _load_files(
     files: dict[str, str], site_id: str, source: Path, start: datetime | None, steps: int | None
 ) -> Scenario:
     files = {**files, "demand.csv": _zero_demand(files, start, steps)}
-    with tempfile.TemporaryDirectory(prefix=f"thermoroute-{site_id}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="thermoroute-site-") as tmp:
         write_directory_atomic(tmp, files)
         scenario = load_scenario(tmp, start=start, steps=steps)
     return _site_only(scenario, site_id, source)
@@ -260,6 +261,17 @@ def _read_site_directory(directory: Path) -> dict[str, str]:
             raise ScenarioError(Problem(name, "file is missing"), str(directory))
         files[name] = path.read_text(encoding="utf-8")
     return files
+
+
+def _require_ids(site_ids: Iterable[str]) -> None:
+    """Refuse ids outside the safe set before they name any path (docs/model.md §8)."""
+    problems = [
+        Problem("sites.csv", reason, None, "site_id")
+        for sid in site_ids
+        if (reason := id_problem(sid)) is not None
+    ]
+    if problems:
+        raise ScenarioError(problems)
 
 
 def load_site(
@@ -297,6 +309,7 @@ def load_site(
         If the data are invalid, the site is unknown, or the directory belongs to another
         site.
     """
+    _require_ids([site_id])
     directory = resolve_source(source)
     start_dt = _parse_start(start)
     own = site_directory(directory, site_id)
@@ -323,9 +336,10 @@ def load_sites(
     dict
         ``{site_id: Scenario}`` in the order of ``site_ids``.
     """
+    ids = list(dict.fromkeys(site_ids))
+    _require_ids(ids)
     directory = resolve_source(source)
     start_dt = _parse_start(start)
-    ids = list(dict.fromkeys(site_ids))
     out: dict[str, Scenario] = {}
     sliced: list[str] = []
     for sid in ids:

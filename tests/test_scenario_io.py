@@ -301,21 +301,35 @@ def test_split_refuses_an_invalid_source(scen: Path, tmp_path: Path):
     assert not (tmp_path / "split").exists()
 
 
-@pytest.mark.parametrize("bad_id", ["../escape", "a/b", ".", ".."])
-def test_split_refuses_site_ids_that_are_not_directory_names(
-    scen: Path, tmp_path: Path, bad_id: str
+@pytest.mark.parametrize(
+    "bad_id", ["../../../tmp/x", "a/b", ".", "..", ".hidden", "a b", "x" * 65, "né", "a\\b"]
+)
+@pytest.mark.parametrize(
+    ("table", "column", "good"),
+    [("sites.csv", "site_id", "charlie"), ("regions.csv", "region_id", None)],
+)
+def test_ids_outside_the_safe_set_are_refused_with_file_row_and_column(
+    scen: Path, tmp_path: Path, bad_id: str, table: str, column: str, good: str | None
 ):
-    line = find_line(scen, "sites.csv", site_id="charlie")
-    for name in ("sites.csv", "profiles.csv", "network.csv", "site_series.csv"):
-        text = (scen / name).read_text().replace("charlie,", f"{bad_id},")
-        (scen / name).write_text(text)
-    load_scenario(scen)  # a valid scenario as such
+    good = good or next(iter(load_scenario(scen).regions.region_id))
+    line = find_line(scen, table, **{column: good})
+    for path in scen.glob("*.csv"):
+        header, *rows = path.read_text().splitlines(keepends=True)
+        path.write_text(header + "".join(r.replace(f"{good},", f"{bad_id},") for r in rows))
     with pytest.raises(ScenarioError) as info:
-        split_scenario(scen, tmp_path / "out" / "split")
+        load_scenario(scen)
     problem = info.value.problems[0]
-    assert (problem.file, problem.row, problem.column) == ("sites.csv", line, "site_id")
-    assert not (tmp_path / "out" / "escape").exists()
-    assert not (tmp_path / "out" / "split").exists()
+    assert (problem.file, problem.row, problem.column) == (table, line, column)
+    assert "not allowed" in problem.reason and "not starting with '.'" in problem.reason
+    with pytest.raises(ScenarioError):
+        split_scenario(scen, tmp_path / "out" / "split")
+    assert not (tmp_path / "out").exists()
+
+
+def test_ids_in_the_safe_set_are_accepted(scen: Path):
+    for path in scen.glob("*.csv"):
+        path.write_text(path.read_text().replace("charlie,", "Charlie_2.b-x,"))
+    assert "Charlie_2.b-x" in load_scenario(scen).sites.site_id
 
 
 # --------------------------------------------------------------------------------------------
