@@ -47,3 +47,42 @@ class ScenarioError(ValueError):
         if len(self.problems) > len(shown):
             lines.append(f"  ... and {len(self.problems) - len(shown)} more")
         return "\n".join(lines)
+
+
+class SiteDataInvalid(ValueError):
+    """A site's own data failed validation *on the site*.
+
+    What leaves the site is only this: which site(s) and how many problems. The problems
+    themselves quote the site's private cells (prices, temperatures), so they are logged on
+    the site's node (its Ray worker log) and never sent to the coordinator or the driver.
+    """
+
+    def __init__(self, site_ids: tuple[str, ...], problems: int) -> None:
+        self.site_ids = tuple(site_ids)
+        self.problems = int(problems)
+        if len(self.site_ids) == 1:
+            who, whose = f"site {self.site_ids[0]}", "its"
+        else:
+            who, whose = f"sites {', '.join(self.site_ids)}", "their"
+        super().__init__(
+            f"{who}: {whose} data failed validation ({self.problems} problem(s), see the "
+            "site's log)"
+        )
+
+    def __reduce__(self) -> tuple[type, tuple[tuple[str, ...], int]]:
+        # Rebuilt from its fields, not its message (it crosses process boundaries).
+        return (type(self), (self.site_ids, self.problems))
+
+    @classmethod
+    def from_message(cls, message: str) -> SiteDataInvalid | None:
+        """Rebuild the error from its one-line message (as a Ray creation error carries it)."""
+        import re
+
+        match = re.fullmatch(
+            r"sites? (?P<ids>[A-Za-z0-9_.,\- ]+): (?:its|their) data failed validation "
+            r"\((?P<n>\d+) problem\(s\), see the site's log\)",
+            message.strip(),
+        )
+        if match is None:
+            return None
+        return cls(tuple(s.strip() for s in match["ids"].split(",")), int(match["n"]))

@@ -8,6 +8,7 @@ intensities. The same numbers are what the output files hold.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,7 @@ from common.physics.cooling import cooling_energy_kwh, partial_pue
 from common.physics.energy import carbon_kg, energy_cost_aud, facility_energy_kwh, it_power_kw
 from common.physics.latency import congestion_latency_req_s, mean_ttft_ms, path_latency_req_s
 from common.physics.water import offsite_water_l, onsite_wue
-from common.scenario import Scenario
+from common.scenario import Objective, Scenario
 
 TOTAL_KEYS = (
     "energy_cost_aud",
@@ -67,6 +68,11 @@ class Evaluation:
     @property
     def objective_aud(self) -> float:
         return float(self.per_site_step["objective_aud"].sum())
+
+    @property
+    def has_site_detail(self) -> bool:
+        """A charged schedule always knows every site's figures (output writers ask)."""
+        return True
 
 
 def _totals(parts: dict[str, np.ndarray]) -> dict[str, float]:
@@ -238,3 +244,22 @@ def feasibility(scenario: Scenario, x: np.ndarray, n: np.ndarray) -> Feasibility
         forbidden_rps=float(np.abs(x[forbidden]).max(initial=0.0)),
         negative_rps=float((-x).max(initial=0.0)),
     )
+
+
+def objective_parts_aud(totals: Mapping[str, float], objective: Objective) -> dict[str, float]:
+    """The four parts of MODEL.md §6's objective (AUD) from a run's totals.
+
+    Parameters
+    ----------
+    totals : mapping
+        ``energy_cost_aud``, ``carbon_kg``, ``water_l`` and ``latency_req_s`` (as in
+        ``summary.json``'s ``totals``).
+    objective : Objective
+        The scenario's weights (AUD/kg CO2-e, AUD/L, AUD/request-second).
+    """
+    return {
+        "energy_cost": float(totals["energy_cost_aud"]),
+        "carbon": float(objective.carbon_aud_per_kg * totals["carbon_kg"]),
+        "water": float(objective.water_aud_per_l * totals["water_l"]),
+        "latency": float(objective.latency_aud_per_req_s * totals["latency_req_s"]),
+    }

@@ -74,11 +74,17 @@ class RunLabels:
 
 
 class ChargedSchedule(Protocol):
-    """What the writers read of an :class:`Evaluation`; per-site results reported by the
-    sites themselves (a distributed run) provide the same."""
+    """What the writers read of an :class:`Evaluation`; the results reported by the sites
+    themselves (a distributed run) provide the same — without ``steps`` and per-site totals
+    when the sites kept those private (``has_site_detail`` false)."""
 
     x: np.ndarray
-    steps: SiteSteps
+
+    @property
+    def steps(self) -> SiteSteps | None: ...
+
+    @property
+    def has_site_detail(self) -> bool: ...
 
     @property
     def objective_aud(self) -> float: ...
@@ -123,9 +129,9 @@ def summary(
     solver: str,
     stats: SolverStats,
 ) -> dict[str, Any]:
-    """The ``summary.json`` document of a run."""
+    """The ``summary.json`` document of a run (``sites`` only where per-site totals exist)."""
     sc = _labels(scenario)
-    return {
+    doc = {
         "format": "thermoroute-output/1",
         "scenario": sc.name,
         "solver": solver,
@@ -134,9 +140,11 @@ def summary(
         "step_hours": sc.step_hours,
         "objective_aud": evaluation.objective_aud,
         "totals": evaluation.totals(),
-        "sites": {site: evaluation.site_totals(i) for i, site in enumerate(sc.site_ids)},
-        "solver_stats": stats.as_dict(),
     }
+    if evaluation.has_site_detail:
+        doc["sites"] = {site: evaluation.site_totals(i) for i, site in enumerate(sc.site_ids)}
+    doc["solver_stats"] = stats.as_dict()
+    return doc
 
 
 def schedule_rows(scenario: Scenario | RunLabels, x: np.ndarray) -> list[list[Any]]:
@@ -163,6 +171,8 @@ def site_step_rows(
 ) -> list[list[Any]]:
     sc = _labels(scenario)
     st = evaluation.steps
+    if st is None:
+        raise ValueError("the sites kept their per-step detail private")
     rows = []
     for t, when in enumerate(sc.times):
         for i, site in enumerate(sc.site_ids):
@@ -193,8 +203,9 @@ def write_run(
     shadow_prices: np.ndarray | None = None,
     extra_summary: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``summary.json``, ``schedule.csv``, ``site_steps.csv`` and, for ADMM,
-    ``convergence.csv`` and ``shadow_prices.csv`` into ``directory``, all or nothing.
+    """Write ``summary.json``, ``schedule.csv``, ``site_steps.csv`` (where the per-site detail
+    is at hand) and, for distributed runs, ``convergence.csv`` and ``shadow_prices.csv`` into
+    ``directory``, all or nothing.
 
     Parameters
     ----------
@@ -214,8 +225,9 @@ def write_run(
     files: dict[str, str] = {
         "summary.json": json.dumps(doc, indent=2, allow_nan=False) + "\n",
         "schedule.csv": csv_text(SCHEDULE_COLUMNS, schedule_rows(labels, evaluation.x)),
-        "site_steps.csv": csv_text(SITE_STEP_COLUMNS, site_step_rows(labels, evaluation)),
     }
+    if evaluation.has_site_detail:
+        files["site_steps.csv"] = csv_text(SITE_STEP_COLUMNS, site_step_rows(labels, evaluation))
     if convergence is not None:
         files["convergence.csv"] = csv_text(
             tuple(convergence_columns), [list(r) for r in convergence]

@@ -12,6 +12,7 @@ receives from them is served demand per iteration and, at the end, their final r
 from __future__ import annotations
 
 import math
+import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -20,15 +21,18 @@ from typing import Any
 
 import numpy as np
 
+from common.evaluate import objective_parts_aud
+from common.report_protocol import GroupReport, ReportRequest
 from common.scenario import DemandView
+from common.secure_aggregation import MaskingSetup, neighbour_graph
 from coordinator.admm import AdmmSettings, ExchangeStructure, build_structure
 from coordinator.data import layout_of, row_scale_of
 from coordinator.events import RunObserver
 from coordinator.fleet import Fleet, RayFleet, Tap
 from coordinator.methods import MethodRun, MethodSettings, method_for
 from coordinator.metrics import linger as linger_metrics
-from coordinator.metrics import notify_objective, objective_parts_aud
-from coordinator.results import RunOutputs, assemble
+from coordinator.metrics import notify_objective
+from coordinator.results import RunOutputs, assemble, history_of
 
 
 @dataclass
@@ -78,6 +82,12 @@ class Coordinator:
     observers : sequence of RunObserver
         Called each iteration (coordinator/events.py); on Ray they run inside the actor.
     run_id : str, optional
+    share_site_details : bool
+        Ask the sites to send their physics and totals with their decisions (the
+        operator's ``--share-site-details``); by default they keep them.
+    site_output : str, optional
+        Where each site writes its own detail, ``<site_output>/<site_id>/`` (a node that
+        sets ``THERMOROUTE_SITE_OUTPUT`` uses its own directory); ``None``: nowhere.
     """
 
     def __init__(
@@ -87,8 +97,12 @@ class Coordinator:
         *,
         observers: Sequence[RunObserver] = (),
         run_id: str | None = None,
+        share_site_details: bool = False,
+        site_output: str | None = None,
     ) -> None:
         self.view = view
+        self.share_site_details = share_site_details
+        self.site_output = site_output
         self.settings = settings or AdmmSettings()
         self.observers = list(observers)
         self.run_id = run_id
@@ -210,10 +224,11 @@ class Coordinator:
         )
         self.run_id = run.run_id
         t0 = time.perf_counter()
-        reports = fleet.final_reports(run.report_iteration)
+        history = history_of(run)
+        reports = self._final_reports(fleet, run, history)
         t_reports = time.perf_counter() - t0
-        outputs = assemble(self.view, self.layout, self.structure, run, reports)
-        # The objective exists only now: sites report their costs once, at the end.
+        outputs = assemble(self.view, self.layout, self.structure, run, reports, history)
+        # The objective exists only now: the sites' sums arrive once, at the end.
         notify_objective(
             self.observers,
             self.run_id,
@@ -239,6 +254,28 @@ class Coordinator:
             },
         )
 
+    def _final_reports(
+        self, fleet: Fleet, run: MethodRun, history: tuple[int, ...]
+    ) -> list[GroupReport]:
+        """The groups' decisions and masked sums (common/report_protocol.py)."""
+        keys = fleet.broadcast("report_keys", run.run_id)
+        masking = None
+        if len(keys) > 1:
+            graph = neighbour_graph(len(keys), secrets.randbits(63))
+            masking = {
+                g: MaskingSetup(run.run_id, g, {j: keys[j] for j in graph[g]})
+                for g in range(len(keys))
+            }
+        request = ReportRequest(
+            run_id=run.run_id,
+            iteration=run.report_iteration,
+            history_iterations=history,
+            masking=masking,
+            output=self.site_output,
+            share_details=self.share_site_details,
+        )
+        return fleet.broadcast("final_report", request, indexed=True)
+
     # ----------------------------------------------------------------------------------
     # Receding horizon and diagnostics
 
@@ -256,10 +293,6 @@ class Coordinator:
     def shift_fleet(self, steps: int, start: Any = None) -> None:
         """Tell every site to move its horizon by ``steps`` (sites shift their ``x``)."""
         self._fleet().shift(steps, start)
-
-    def telemetry(self) -> dict[str, Any]:
-        """The sites' own telemetry (diagnostics; not part of the ADMM protocol)."""
-        return self._fleet().telemetry()
 
     def linger_metrics(self, seconds: float) -> bool:
         """Keep this process's metrics servers up until scraped once more, or ``seconds``.

@@ -8,9 +8,10 @@ Both speak to *groups* (``site_agent.group.SiteGroup`` or anything with the same
 ``register(layout, row_scale, rho) -> {site_id: support_rows}``,
 ``solve(AdmmRequest) -> AdmmAnswer`` (:mod:`common.admm_protocol`), the generic
 ``method_begin`` / ``method_start`` / ``method_round`` of methods with rounds of their own,
-``final_report(iteration) -> [report, …]``, ``telemetry() -> dict`` and ``shift(steps,
-start)``. The coordinator stacks every site's support entries in one vector, sites in group
-order, so each group's share of the stacked vector is one contiguous slice.
+the end-of-run ``report_keys`` / ``final_report`` (:mod:`common.report_protocol`) and
+``shift(steps, start)``. Nothing else: a site's own telemetry stays on its node. The
+coordinator stacks every site's support entries in one vector, sites in group order, so
+each group's share of the stacked vector is one contiguous slice.
 
 Messages stay small: a group receives only its own sites' targets (one float per support
 row) and answers only its sites' served demand; the layout and row scales, the same for
@@ -35,8 +36,9 @@ from common.coupling import CouplingLayout
 log = logging.getLogger(__name__)
 
 #: An audit hook: called with ``(kind, group index, message)`` for every message the
-#: coordinator receives from a group — ``kind`` is ``"register"``, ``"solve"`` or
-#: ``"final_report"``. Used to prove what crosses the boundary (tests/test_privacy.py).
+#: coordinator receives from a group — ``kind`` is ``"register"``, ``"solve"`` or the name
+#: of a broadcast method (``"method_round"``, ``"final_report"``, …). Used to prove what
+#: crosses the boundary (tests/test_privacy.py).
 Tap = Callable[[str, int, Any], None]
 
 
@@ -49,10 +51,6 @@ class SiteGroupLike(Protocol):
     ) -> Mapping[str, np.ndarray]: ...
 
     def solve(self, request: AdmmRequest) -> AdmmAnswer: ...
-
-    def final_report(self, iteration: int) -> list[Any]: ...
-
-    def telemetry(self) -> dict[str, Any]: ...
 
     def shift(self, steps: int, start: Any = None) -> Any: ...
 
@@ -98,10 +96,6 @@ class Fleet(Protocol):
     ) -> list[np.ndarray]: ...
 
     def solve(self, request: AdmmRequest) -> FleetReply: ...
-
-    def final_reports(self, iteration: int) -> list[Any]: ...
-
-    def telemetry(self) -> dict[str, Any]: ...
 
     def shift(self, steps: int, start: Any = None) -> None: ...
 
@@ -226,16 +220,6 @@ class InlineFleet:
             time.perf_counter() - t0,
             answer_s=self.answer_seconds(),
         )
-
-    def final_reports(self, iteration: int) -> list[Any]:
-        return [
-            r
-            for g, group in enumerate(self.groups)
-            for r in self._seen("final_report", g, group.final_report(iteration))
-        ]
-
-    def telemetry(self) -> dict[str, Any]:
-        return {f"group{g}": group.telemetry() for g, group in enumerate(self.groups)}
 
     def shift(self, steps: int, start: Any = None) -> None:
         for group in self.groups:
@@ -611,19 +595,6 @@ class RayFleet:
         if refs:
             ray.wait(refs, num_returns=len(refs), timeout=self.timeout_s)
         self._pending = [None] * len(self.handles)
-
-    def final_reports(self, iteration: int) -> list[Any]:
-        self.drain()
-        refs = [h.final_report.remote(iteration) for h in self.handles]
-        answers = self._get(refs, self.setup_timeout_s)
-        if self.tap is not None:
-            for g, answer in enumerate(answers):
-                self.tap("final_report", g, answer)
-        return [r for answer in answers for r in answer]
-
-    def telemetry(self) -> dict[str, Any]:
-        refs = [h.telemetry.remote() for h in self.handles]
-        return {f"group{g}": t for g, t in enumerate(self._get(refs, self.timeout_s))}
 
     def ping(self) -> float:
         """Seconds of one minimal fan-out/fan-in over every group (a no-op actor call)."""

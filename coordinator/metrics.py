@@ -72,7 +72,6 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, make_wsgi_app
 
-from common.scenario import Objective
 from coordinator.events import IterationRecord, RunObserver, RunState
 
 log = logging.getLogger(__name__)
@@ -86,7 +85,6 @@ __all__ = [
     "MetricsServer",
     "linger",
     "notify_objective",
-    "objective_parts_aud",
     "start_metrics_server",
 ]
 
@@ -678,25 +676,6 @@ def _rebuild(endpoint: MetricsEndpoint | None, keep_runs: int) -> CoordinatorMet
 def _remove(family: Any, *labels: str) -> None:
     """Remove one label set (a no-op when it was never created)."""
     family.remove(*labels)
-
-
-def objective_parts_aud(totals: Mapping[str, float], objective: Objective) -> dict[str, float]:
-    """The four parts of MODEL.md §6's objective (AUD) from a run's totals.
-
-    Parameters
-    ----------
-    totals : mapping
-        ``energy_cost_aud``, ``carbon_kg``, ``water_l`` and ``latency_req_s`` (as in
-        ``summary.json``'s ``totals``).
-    objective : Objective
-        The scenario's weights (AUD/kg CO2-e, AUD/L, AUD/request-second).
-    """
-    return {
-        "energy_cost": float(totals["energy_cost_aud"]),
-        "carbon": float(objective.carbon_aud_per_kg * totals["carbon_kg"]),
-        "water": float(objective.water_aud_per_l * totals["water_l"]),
-        "latency": float(objective.latency_aud_per_req_s * totals["latency_req_s"]),
-    }
 
 
 def notify_objective(

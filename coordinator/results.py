@@ -1,11 +1,13 @@
-"""Assemble a distributed run's outputs (MODEL.md §9) from what the sites reported.
+"""Assemble a distributed run's outputs (docs/model.md §9) from what the sites reported.
 
 The coordinator never charges a schedule itself — it has no site data. At the end each site
-sends one report (its schedule, per-step physical state, totals and objective history; see
-``site_agent.agent.SiteReport``), and this module stacks those into the output files:
-``summary.json`` (totals summed over sites), ``schedule.csv``, ``site_steps.csv``,
-``convergence.csv`` (residuals from the coordinator, objective from the sites' histories)
-and ``shadow_prices.csv`` (from the coordinator's duals).
+group answers one :class:`~common.report_protocol.GroupReport`: per site its flows (the
+decision) and, masked by secure aggregation, the group's sums of the totals and of the
+objective per iterate. This module stacks the flows into ``schedule.csv``, unmasks the fleet
+sums for ``summary.json`` and ``convergence.csv``, and turns the duals into
+``shadow_prices.csv``. Per-site physics and totals (``site_steps.csv``, ``summary.json``'s
+``sites``) appear only when the operator shared them (``share_details``); otherwise each site
+wrote its own under ``OUT/sites/<site_id>/``.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from common.coupling import CouplingLayout
 from common.evaluate import TOTAL_KEYS, SiteSteps
 from common.outputs import RunLabels, SolverStats, write_run
 from common.physics.latency import mean_ttft_ms
+from common.report_protocol import GroupReport, SiteDecision, unpack_report
 from common.scenario import DemandView
+from common.secure_aggregation import unmask_sum
 from coordinator.admm import ExchangeStructure
 from coordinator.methods import MethodRun
 
-#: The per-step arrays a site report carries, and the SiteSteps field each one fills.
+#: The per-step arrays a shared site report carries, and the SiteSteps field each one fills.
 _STEP_FIELDS = {
     "active_gpus": "active_gpus",
     "load_gpus": "load_gpus",
@@ -38,41 +42,70 @@ _STEP_FIELDS = {
 
 
 @dataclass
-class ReportedSchedule:
-    """The fleet's schedule and results as the sites reported them.
-
-    Provides what :func:`common.outputs.write_run` reads of an ``Evaluation``.
+class SiteDetail:
+    """Per-site physics and totals, present only when the sites shared them.
 
     Attributes
     ----------
-    x : ndarray (S, R, C, T)
     n : ndarray (S, T)
+        Active GPUs.
     steps : SiteSteps
     site_results : list of dict
         Each site's totals (every key of :data:`common.evaluate.TOTAL_KEYS`, plus
         ``interactive_requests`` and ``objective_aud``).
     """
 
-    x: np.ndarray
     n: np.ndarray
     steps: SiteSteps
     site_results: list[dict[str, float]]
 
+
+@dataclass
+class ReportedSchedule:
+    """The fleet's schedule and totals as the sites reported them.
+
+    Provides what :func:`common.outputs.write_run` reads of an ``Evaluation``.
+
+    Attributes
+    ----------
+    x : ndarray (S, R, C, T)
+        The schedule (the decision).
+    fleet : dict
+        The fleet's sums (:data:`common.report_protocol.SUMMED_KEYS`), by secure aggregation.
+    detail : SiteDetail, optional
+        Per-site physics and totals (``share_details`` only).
+    """
+
+    x: np.ndarray
+    fleet: dict[str, float]
+    detail: SiteDetail | None = None
+
+    @property
+    def has_site_detail(self) -> bool:
+        return self.detail is not None
+
+    @property
+    def steps(self) -> SiteSteps | None:
+        return None if self.detail is None else self.detail.steps
+
+    @property
+    def n(self) -> np.ndarray | None:
+        return None if self.detail is None else self.detail.n
+
     @property
     def objective_aud(self) -> float:
-        return float(sum(r["objective_aud"] for r in self.site_results))
+        return float(self.fleet["objective_aud"])
 
     def site_totals(self, i: int) -> dict[str, float]:
-        return {k: float(self.site_results[i][k]) for k in TOTAL_KEYS}
+        if self.detail is None:
+            raise LookupError("the sites kept their totals private (share_details is off)")
+        return {k: float(self.detail.site_results[i][k]) for k in TOTAL_KEYS}
 
     def totals(self) -> dict[str, float]:
-        out = {
-            k: float(sum(r[k] for r in self.site_results))
-            for k in TOTAL_KEYS
-            if k != "ttft_mean_ms"
-        }
-        interactive = float(sum(r["interactive_requests"] for r in self.site_results))
-        out["ttft_mean_ms"] = float(mean_ttft_ms(out["latency_req_s"], interactive))
+        out = {k: float(self.fleet[k]) for k in TOTAL_KEYS if k != "ttft_mean_ms"}
+        out["ttft_mean_ms"] = float(
+            mean_ttft_ms(self.fleet["latency_req_s"], self.fleet["interactive_requests"])
+        )
         return {k: out[k] for k in TOTAL_KEYS}
 
 
@@ -89,51 +122,70 @@ def labels_of(view: DemandView, site_ids: Sequence[str]) -> RunLabels:
     )
 
 
-def stack_reports(site_ids: Sequence[str], reports: Sequence[Any]) -> ReportedSchedule:
-    """Stack per-site reports into fleet arrays, in ``site_ids`` order.
+def _ordered(site_ids: Sequence[str], decisions: Sequence[SiteDecision]) -> list[SiteDecision]:
+    by_site: dict[str, SiteDecision] = {}
+    for d in decisions:
+        if d.site_id in by_site:
+            raise ValueError(f"two reports for site {d.site_id!r}")
+        by_site[d.site_id] = d
+    missing = [s for s in site_ids if s not in by_site]
+    if missing:
+        raise ValueError(f"no final report from sites {missing}")
+    return [by_site[s] for s in site_ids]
+
+
+def fleet_sums(groups: Sequence[GroupReport], history: int) -> dict[str, np.ndarray]:
+    """The fleet's sums from the groups' (masked) answers."""
+    if any(g.masked for g in groups):
+        if not all(g.masked for g in groups):
+            raise ValueError("some groups masked their sums and some did not")
+        flat = unmask_sum([g.sums for g in groups])
+    else:
+        flat = np.sum([np.asarray(g.sums, dtype=float) for g in groups], axis=0)
+    return unpack_report(flat, history)
+
+
+def stack_reports(
+    site_ids: Sequence[str], groups: Sequence[GroupReport], history: tuple[int, ...]
+) -> tuple[ReportedSchedule, dict[int, float]]:
+    """The schedule in ``site_ids`` order, the fleet's totals, and the fleet objective at
+    each of ``history``'s iterations that every site solved.
 
     Raises
     ------
     ValueError
         When a site's report is missing or duplicated.
     """
-    by_site: dict[str, Any] = {}
-    for r in reports:
-        if r.site_id in by_site:
-            raise ValueError(f"two reports for site {r.site_id!r}")
-        by_site[r.site_id] = r
-    missing = [s for s in site_ids if s not in by_site]
-    if missing:
-        raise ValueError(f"no final report from sites {missing}")
-    ordered = [by_site[s] for s in site_ids]
-    x = np.stack([np.asarray(r.x, dtype=float) for r in ordered])
-    n = np.stack([np.asarray(r.n, dtype=float) for r in ordered])
-    steps = SiteSteps(
-        **{
-            name: np.stack([np.asarray(getattr(r, attr), dtype=float) for r in ordered])
-            for name, attr in _STEP_FIELDS.items()
-        }
-    )
-    return ReportedSchedule(x=x, n=n, steps=steps, site_results=[dict(r.totals) for r in ordered])
-
-
-def objective_by_iteration(reports: Sequence[Any]) -> dict[int, float]:
-    """Fleet objective [AUD] per iteration: the sum of the sites' histories.
-
-    Only iterations every site reported are included (a late site has a gap).
-    """
-    total: dict[int, float] = {}
-    seen: dict[int, int] = {}
-    for r in reports:
-        for k, value in zip(r.history_iterations, r.objective_history, strict=True):
-            total[int(k)] = total.get(int(k), 0.0) + float(value)
-            seen[int(k)] = seen.get(int(k), 0) + 1
-    return {k: v for k, v in total.items() if seen[k] == len(reports)}
+    ordered = _ordered(site_ids, [d for g in groups for d in g.decisions])
+    x = np.stack([np.asarray(d.x, dtype=float) for d in ordered])
+    sums = fleet_sums(groups, len(history))
+    fleet = {k: float(v[0]) for k, v in sums.items() if v.size == 1}
+    everyone = len(site_ids)
+    objective = {
+        int(k): float(value)
+        for k, value, count in zip(history, sums["objective_at"], sums["solved_at"], strict=True)
+        if round(float(count)) == everyone
+    }
+    detail = None
+    if all(d.detail is not None for d in ordered):
+        reports = [d.detail for d in ordered]
+        detail = SiteDetail(
+            n=np.stack([np.asarray(r.n, dtype=float) for r in reports]),
+            steps=SiteSteps(
+                **{
+                    name: np.stack([np.asarray(getattr(r, attr), dtype=float) for r in reports])
+                    for name, attr in _STEP_FIELDS.items()
+                }
+            ),
+            site_results=[dict(r.totals) for r in reports],
+        )
+    return ReportedSchedule(x=x, fleet=fleet, detail=detail), objective
 
 
 def convergence_rows(run: MethodRun, objective: dict[int, float]) -> list[list[float]]:
     """Rows of ``convergence.csv``: the method's columns, the objective filled in from the
-    sites' histories where they keep one (ADMM; the interior point has the fleet sum)."""
+    fleet sums of the sites' histories where they keep one (ADMM; the interior point has the
+    fleet sum already)."""
     at = run.convergence_columns.index("objective_aud")
     rows = []
     for row in run.convergence:
@@ -199,18 +251,26 @@ class RunOutputs:
         )
 
 
+def history_of(run: MethodRun) -> tuple[int, ...]:
+    """The iterations whose fleet objective the sites are asked for: those the method has
+    no fleet objective of (ADMM's rows; the interior point sums it every iteration)."""
+    at = run.convergence_columns.index("objective_aud")
+    return tuple(int(row[0]) for row in run.convergence if not np.isfinite(row[at]))
+
+
 def assemble(
     view: DemandView,
     layout: CouplingLayout,
     structure: ExchangeStructure,
     run: MethodRun,
-    reports: Sequence[Any],
+    groups: Sequence[GroupReport],
+    history: tuple[int, ...],
     *,
     extra_stats: dict[str, Any] | None = None,
 ) -> RunOutputs:
-    """Build the run's outputs from a method's run and the sites' final reports."""
-    schedule = stack_reports(structure.site_ids, reports)
-    objective = objective_by_iteration(reports)
+    """Build the run's outputs from a method's run and the groups' final reports."""
+    schedule, objective = stack_reports(structure.site_ids, groups, history)
+    decisions = [d for g in groups for d in g.decisions]
     stats = SolverStats(
         iterations=run.iterations,
         converged=run.converged,
@@ -221,15 +281,15 @@ def assemble(
         extra={
             "method": run.method,
             **run.extra_stats,
-            # The sites' inner solves, summed (counts only; each site's own figures stay
-            # in its telemetry).
+            # The sites' inner solves, summed (counts only).
             **{
-                f"inner_{kind}": sum(int(getattr(r, f"inner_{kind}", 0)) for r in reports)
+                f"inner_{kind}": sum(int(getattr(d, f"inner_{kind}", 0)) for d in decisions)
                 for kind in ("approximate", "failed", "fallbacks")
             },
             **(extra_stats or {}),
         },
     )
+    written = sorted(s for g in groups for s in g.written)
     return RunOutputs(
         labels=labels_of(view, structure.site_ids),
         schedule=schedule,
@@ -239,4 +299,8 @@ def assemble(
         shadow_prices=shadow_prices_per_request(
             structure, run.scaled_prices, layout, view.step_seconds
         ),
+        extra_summary={
+            "site_details": "shared" if schedule.has_site_detail else "private",
+            "site_outputs": written,
+        },
     )

@@ -19,6 +19,7 @@ concatenated array: one buffer each way, the least serialisation for large group
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,11 +30,24 @@ import numpy as np
 
 from common.admm_protocol import AdmmAnswer, AdmmRequest
 from common.coupling import CouplingLayout
+from common.errors import ScenarioError, SiteDataInvalid
+from common.report_protocol import (
+    REPORT_ROUND,
+    GroupReport,
+    ReportRequest,
+    SiteDecision,
+    pack_report,
+    report_fields,
+)
+from common.secure_aggregation import PairwiseMasker
 from site_agent.agent import SiteAgent, SiteReport
 from site_agent.data import load_horizons
 from site_agent.forecast import SiteForecast
 from site_agent.methods import SITE_METHODS
+from site_agent.outputs import output_root, site_files, write_site_files
 from site_agent.subproblem import InnerSettings
+
+log = logging.getLogger(__name__)
 
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
@@ -78,7 +92,12 @@ class SiteGroup:
         self.source = source
         self.site_ids = ids
         self.threads = max(1, int(threads))
-        data, horizon = load_horizons(source, ids, start=start, steps=steps)
+        try:
+            data, horizon = load_horizons(source, ids, start=start, steps=steps)
+        except ScenarioError as error:
+            # The problems quote the sites' private cells: they stay in this node's log.
+            log.error("site data of %s failed validation:\n%s", ", ".join(ids), error)
+            raise SiteDataInvalid(ids, len(error.problems)) from None
         self.agents: dict[str, SiteAgent] = {
             sid: SiteAgent(
                 source, sid, steps=horizon, settings=settings, data=data[sid], forecast=forecast
@@ -88,6 +107,7 @@ class SiteGroup:
         self._offsets: dict[str, slice] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._method: Any = None
+        self._reporter: PairwiseMasker | None = None
 
     # ----------------------------------------------------------------------------------
 
@@ -216,16 +236,70 @@ class SiteGroup:
             raise RuntimeError("no run of a method in progress: call method_begin first")
         return self._method
 
-    def final_report(self, iteration: int | None) -> list[SiteReport]:
-        """Every hosted site's :class:`SiteReport`, in :attr:`site_ids` order."""
+    # ----------------------------------------------------------------------------------
+    # The end of a run (common/report_protocol.py)
+
+    def report_keys(self, run_id: str) -> bytes:
+        """A fresh masking key pair for this run's report; the public half to relay."""
+        self._reporter = PairwiseMasker()
+        return self._reporter.public_key
+
+    def site_reports(self, iteration: int | None) -> list[SiteReport]:
+        """Every hosted site's full :class:`SiteReport` (for this node; never sent)."""
         return [self.agents[s].final_report(iteration) for s in self.site_ids]
+
+    def final_report(self, request: ReportRequest, group_index: int) -> GroupReport:
+        """The sites' decisions and the group's masked sums; each site's detail written on
+        this node (or, with ``request.share_details``, carried in its decision)."""
+        reports = self.site_reports(request.iteration)
+        history = request.history_iterations
+        sums = sum(
+            (pack_report(_summed(r, history), len(history)) for r in reports),
+            start=np.zeros(sum(size for _, size in report_fields(len(history)))),
+        )
+        setup = None if request.masking is None else request.masking.get(group_index)
+        if setup is not None:
+            if self._reporter is None:
+                raise RuntimeError("no report key: call report_keys first")
+            self._reporter.configure(setup)
+            sums = self._reporter.mask(sums, request.iteration or 0, REPORT_ROUND)
+        self._reporter = None
+        written = self._write_details(request, reports)
+        decisions = [
+            SiteDecision(
+                site_id=r.site_id,
+                iteration=r.iteration,
+                best=r.best,
+                x=r.x,
+                inner_approximate=r.inner_approximate,
+                inner_failed=r.inner_failed,
+                inner_fallbacks=r.inner_fallbacks,
+                detail=r if request.share_details else None,
+            )
+            for r in reports
+        ]
+        return GroupReport(decisions, sums, masked=setup is not None, written=written)
+
+    def _write_details(self, request: ReportRequest, reports: list[SiteReport]) -> tuple[str, ...]:
+        root = output_root(request.output)
+        if root is None:
+            return ()
+        for report in reports:
+            site = self.agents[report.site_id].site
+            files = site_files(
+                report, site.regions.region_id, site.classes.class_id, site.objective,
+                request.run_id,
+            )  # fmt: skip
+            write_site_files(root, report.site_id, files)
+        return tuple(r.site_id for r in reports)
 
     def ping(self) -> int:
         """Do nothing and answer the number of hosted sites: the cheapest round trip."""
         return len(self.site_ids)
 
     def telemetry(self) -> dict[str, dict[str, object]]:
-        """``{site_id: SiteAgent.telemetry()}`` — the sites' own figures."""
+        """``{site_id: SiteAgent.telemetry()}`` — the sites' own figures, for this node's
+        metrics and operator (never sent to the coordinator)."""
         return {s: self.agents[s].telemetry() for s in self.site_ids}
 
     def shift(
@@ -266,3 +340,13 @@ class SiteGroup:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+def _summed(report: SiteReport, history: tuple[int, ...]) -> dict[str, Any]:
+    """One site's contribution to the group's sums (:func:`report_fields`)."""
+    own = dict(zip(report.history_iterations, report.objective_history, strict=True))
+    return {
+        **report.totals,
+        "objective_at": [own.get(k, 0.0) for k in history],
+        "solved_at": [1.0 if k in own else 0.0 for k in history],
+    }

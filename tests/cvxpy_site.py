@@ -193,7 +193,7 @@ class CvxSiteGroup:
         x[site.var_rc[:, 0], site.var_rc[:, 1], :] = xv
         return x, nv
 
-    def final_report(self, iteration: int) -> list[SiteReport]:
+    def site_reports(self, iteration: int) -> list[SiteReport]:
         """Each site's result in the product's report format (charged by ``evaluate``)."""
         sc = self.scenario
         reports = []

@@ -51,7 +51,7 @@ def _cvx_run(scenario: Scenario, settings: AdmmSettings, groups: list[list[str]]
     structure = build_structure(view, layout, scale, fleet.site_ids, supports)
     admm = ExchangeAdmm(structure, settings)
     result = admm.run(fleet)
-    x, n = assemble(scenario, fleet.final_reports(result.report_iteration))
+    x, n = assemble(scenario, [r for g in sites for r in g.site_reports(result.report_iteration)])
     return result, structure, layout, x, n, sites
 
 
@@ -341,7 +341,9 @@ def test_observers_called_and_a_failing_one_dropped(tiny_scenario: Scenario) -> 
 def _launch_inline(directory: Path, **settings) -> tuple:
     from thermoroute.launch import solve_distributed
 
-    return solve_distributed(directory, executor="inline", settings=AdmmSettings(**settings))
+    return solve_distributed(
+        directory, executor="inline", settings=AdmmSettings(**settings), share_site_details=True
+    )
 
 
 def _check_against_central(scenario: Scenario, run) -> None:
@@ -383,7 +385,9 @@ def test_synthetic_100_sites_inline(tmp_path: Path) -> None:
 def solve_admm_grouped(directory: Path, per_agent: int):
     from thermoroute.launch import solve_distributed
 
-    return solve_distributed(directory, executor="inline", sites_per_agent=per_agent)
+    return solve_distributed(
+        directory, executor="inline", sites_per_agent=per_agent, share_site_details=True
+    )
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ import pytest
 from common.admm_protocol import AdmmAnswer, AdmmRequest
 from common.central import solve_central
 from common.evaluate import evaluate
+from common.report_protocol import ReportRequest
 from common.scenario import DemandView, Scenario
 from coordinator.actor import Coordinator
 from coordinator.admm import AdmmSettings
@@ -64,7 +65,7 @@ def _registered(
     scenario: Scenario, handles: list[Any], groups: list[list[str]], settings: AdmmSettings
 ) -> Coordinator:
     """An in-process coordinator over ``handles``, registered and ready to run."""
-    coordinator = Coordinator(DemandView.of(scenario), settings)
+    coordinator = Coordinator(DemandView.of(scenario), settings, share_site_details=True)
     coordinator.attach_actors(handles, groups)
     coordinator.register()
     return coordinator
@@ -190,9 +191,12 @@ def test_restarted_agent_rejoins_at_the_current_horizon(
         time.sleep(0.2)
         k += 1
     assert fleet.crashes == [0, 1, 0]
-    reports = fleet.final_reports(k)
+    request = ReportRequest(run_id="crash", iteration=k, share_details=True)
+    reports = [
+        d for g in fleet.broadcast("final_report", request, indexed=True) for d in g.decisions
+    ]
     assert [r.site_id for r in reports] == ["syd", "mel", "per"]
-    assert all(r.times == window.times for r in reports)
+    assert all(r.detail.times == window.times for r in reports)
     assert all(r.iteration == k for r in reports)
     fleet.close()
     for h in handles:
@@ -240,7 +244,7 @@ def test_australia_on_ray(ray_cluster: Any, tmp_path: Path) -> None:
     statuses: list[dict[str, Any]] = []
     run = solve_distributed(
         "australia", executor="ray", settings=AdmmSettings(), progress=statuses.append,
-        measure_ping=True,
+        measure_ping=True, share_site_details=True,
     )  # fmt: skip
     assert run.executor == "ray" and len(run.groups) == len(scenario.sites)
     assert run.converged

@@ -3,8 +3,11 @@
 Every message that reaches the coordinator from a site group is intercepted at the fleet
 boundary (:data:`coordinator.fleet.Tap`) on the real paths — site agents in process, and
 site-group actors on Ray — and checked: at registration only support rows, per iteration
-only ``(iteration, served demand)``, at the end only results. Changing a site's private
-data in a way that leaves its served demand unchanged leaves every message byte-identical.
+only ``(iteration, served demand)`` (ADMM) or masked sums (interior point), at the end only
+the decisions and masked sums. Changing a site's private data in a way that leaves its
+served demand unchanged leaves every per-iteration message byte-identical. A local Ray run
+is then checked on every channel that reaches the coordinator's side — messages, output
+files, metrics and errors — for the sites' hourly physics, totals and cells.
 """
 
 from __future__ import annotations
@@ -20,18 +23,18 @@ import numpy as np
 import pytest
 
 from common.admm_protocol import AdmmAnswer
+from common.report_protocol import GroupReport, SiteDecision
 from common.scenario import Scenario
 from common.scenario_io import write_scenario
 from coordinator.admm import AdmmSettings
-from site_agent.agent import SiteReport
 from site_agent.subproblem import InnerSettings
 from thermoroute.launch import solve_distributed
 
-#: What a final report may carry: the site's schedule and its results, nothing of its data.
-REPORT_FIELDS = {
-    "site_id", "iteration", "best", "times", "x", "n", "active_gpus", "load_gpus", "it_kw",
-    "pue", "cooling_kw", "wue", "totals", "objective_history", "history_iterations",
-    "inner_approximate", "inner_failed", "inner_fallbacks",
+#: What a site's part of the final report may carry: its flows (the decision), which iterate
+#: they are, counts of inner-solve trouble — and ``detail`` only when shared.
+DECISION_FIELDS = {
+    "site_id", "iteration", "best", "x", "inner_approximate", "inner_failed", "inner_fallbacks",
+    "detail",
 }  # fmt: skip
 #: Deterministic inner solves (OSQP's adaptive step size is timed), so reruns are comparable.
 INNER = InnerSettings(adaptive_rho=False)
@@ -66,9 +69,27 @@ def _fresh(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _check_report(kind: str, msg: Any, site_ids: set[str]) -> bool:
+    """Check an end-of-run message; False if ``kind`` is not one."""
+    if kind == "report_keys":
+        assert isinstance(msg, bytes) and len(msg) == 32  # an X25519 public key
+    elif kind == "final_report":
+        assert isinstance(msg, GroupReport)
+        for decision in msg.decisions:
+            assert isinstance(decision, SiteDecision)
+            assert {f.name for f in dataclasses.fields(decision)} == DECISION_FIELDS
+            assert decision.site_id in site_ids and decision.detail is None
+            assert isinstance(decision.x, np.ndarray) and decision.x.ndim == 3
+        # More than one group: the sums are masked 128-bit words, readable only summed.
+        assert msg.masked and msg.sums.dtype == np.uint64 and msg.sums.shape[0] == 2
+    else:
+        return False
+    return True
+
+
 def _check_messages(messages: list[tuple[str, int, bytes]], site_ids: set[str]) -> None:
     kinds = {k for k, _, _ in messages}
-    assert kinds == {"register", "solve", "final_report"}
+    assert kinds == {"register", "solve", "report_keys", "final_report"}
     supports: dict[str, int] = {}
     for kind, _, raw in messages:
         msg = pickle.loads(raw)
@@ -91,11 +112,7 @@ def _check_messages(messages: list[tuple[str, int, bytes]], site_ids: set[str]) 
             rebuilt = AdmmAnswer(iteration, {sid: _fresh(v) for sid, v in served.items()})
             assert pickle.dumps(rebuilt, protocol=5) == raw
         else:
-            assert isinstance(msg, list)
-            for report in msg:
-                assert isinstance(report, SiteReport)
-                assert {f.name for f in dataclasses.fields(report)} == REPORT_FIELDS
-                assert report.site_id in site_ids
+            assert _check_report(kind, msg, site_ids), kind
 
 
 def _variant(scenario: Scenario) -> Scenario:
@@ -142,10 +159,10 @@ def test_private_changes_leave_messages_byte_identical(
     (tmp_path / "b").mkdir()
     first = _run_inline(tiny_scenario, tmp_path / "a")
     second = _run_inline(_variant(tiny_scenario), tmp_path / "b")
-    iterative = [(k, g, raw) for k, g, raw in first if k != "final_report"]
-    assert iterative == [(k, g, raw) for k, g, raw in second if k != "final_report"]
-    # The final reports are the sites' results, sent once; they may legitimately differ
-    # (a report carries no temperatures, but its totals are computed from them).
+    ending = ("report_keys", "final_report")
+    iterative = [(k, g, raw) for k, g, raw in first if k not in ending]
+    assert iterative == [(k, g, raw) for k, g, raw in second if k not in ending]
+    # The end-of-run messages carry fresh keys and masked sums: different every run.
 
 
 @pytest.fixture(scope="module")
@@ -186,10 +203,14 @@ def _check_ipm_messages(messages: list[tuple[str, int, bytes]], site_ids: set[st
     from common.ipm_protocol import Aggregate
 
     kinds = {k for k, _, _ in messages}
-    assert kinds == {"register", "method_begin", "method_start", "method_round", "final_report"}
+    assert kinds == {
+        "register", "method_begin", "method_start", "method_round", "report_keys", "final_report"
+    }  # fmt: skip
     rounds = []
     for kind, group, raw in messages:
         msg = pickle.loads(raw)
+        if _check_report(kind, msg, site_ids):
+            continue
         if kind == "method_begin":
             assert isinstance(msg, bytes) and len(msg) == 32  # an X25519 public key
         elif kind == "method_start":
@@ -265,3 +286,222 @@ def test_ray_interior_point_messages_are_masked(
     messages = _tapped(tiny_scenario, tmp_path, executor="ray", settings=IpmSettings())
     rounds = _check_ipm_messages(messages, set(tiny_scenario.sites.site_id))
     assert all(m.masked for _, m in rounds if m.phase != "finish")
+
+
+# ------------------------------------------------------------------------------------------
+# A local Ray run, every channel: messages, the coordinator's files, metrics, errors.
+
+
+def _private_numbers(scenario: Scenario, x: np.ndarray, n: np.ndarray) -> dict[str, set[str]]:
+    """What must not appear on the coordinator's side, as text at 7 significant digits: the
+    sites' hourly physics and totals for this schedule, and their private cells."""
+    from common.evaluate import evaluate
+
+    ev = evaluate(scenario, x, n)
+    text = {
+        "hourly physics": {
+            f"{v:.7g}"
+            for arr in (ev.steps.pue, ev.steps.it_kw, ev.steps.cooling_kw, ev.steps.active_gpus)
+            for v in np.ravel(arr)
+            if abs(v) > 1e-3 and v != 1.0
+        },
+        "site totals": {
+            f"{v:.7g}"
+            for i in range(len(scenario.sites))
+            for k, v in ev.site_totals(i).items()
+            if abs(v) > 1e-3
+        },
+        "cells": {
+            f"{v:.7g}"
+            for arr in (scenario.dry_bulb_c, scenario.price_aud_per_mwh)
+            for v in np.ravel(arr)
+        },
+    }
+    return text
+
+
+def _leaks(text: str, private: dict[str, set[str]]) -> dict[str, list[str]]:
+    import re
+
+    # Every number in the text, re-printed at 7 significant digits.
+    numbers = {f"{float(m):.7g}" for m in re.findall(r"-?\d+\.\d+(?:[eE][-+]?\d+)?", text)}
+    return {
+        kind: sorted(values & numbers)[:5] for kind, values in private.items() if values & numbers
+    }
+
+
+@pytest.mark.ray
+def test_ray_run_keeps_each_sites_detail_on_the_site(
+    ray_cluster: Any, tiny_scenario: Scenario, tmp_path: Path
+) -> None:
+    import threading
+
+    # Cells with digits of their own, so that finding one anywhere is no coincidence.
+    rng = np.random.default_rng(7)
+    tiny_scenario = replace(
+        tiny_scenario,
+        dry_bulb_c=tiny_scenario.dry_bulb_c
+        + rng.uniform(0.01, 0.99, tiny_scenario.dry_bulb_c.shape),
+        price_aud_per_mwh=tiny_scenario.price_aud_per_mwh
+        + rng.uniform(0.01, 0.99, tiny_scenario.price_aud_per_mwh.shape),
+    )
+    import urllib.request
+
+    from coordinator.ipm import IpmSettings
+    from coordinator.metrics import CoordinatorMetrics, MetricsEndpoint
+    from tests.test_prometheus import free_port
+
+    port = free_port()
+    scraped: list[str] = []
+    done = threading.Event()
+
+    def scrape() -> None:
+        while not done.is_set():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    scraped.append(r.read().decode())
+            except OSError:
+                pass
+            done.wait(0.2)
+
+    scraper = threading.Thread(target=scrape, daemon=True)
+    scraper.start()
+    out = tmp_path / "out"
+    try:
+        data = write_scenario(tiny_scenario, tmp_path / "scenario")
+        (tmp_path / "taps").mkdir()
+        tap = FileTap(tmp_path / "taps")
+        run = solve_distributed(
+            data, executor="ray", settings=IpmSettings(), tap=tap, site_output=out / "sites",
+            observers=[CoordinatorMetrics(endpoint=MetricsEndpoint(port=port))],
+            metrics_linger_s=10.0,
+        )  # fmt: skip
+    finally:
+        done.set()
+        scraper.join()
+    run.outputs.write(out, solver="ipm")
+    site_ids = set(tiny_scenario.sites.site_id)
+    # Messages: structure (masked sums, decisions without detail).
+    for kind, _, raw in tap.messages():
+        msg = pickle.loads(raw)
+        if kind in ("report_keys", "final_report"):
+            _check_report(kind, msg, site_ids)
+    # The sites' own directories hold their detail, and it is what the model charges.
+    from common.evaluate import evaluate
+
+    x = run.outputs.schedule.x
+    n = np.zeros((len(site_ids), tiny_scenario.steps))
+    for i, sid in enumerate(tiny_scenario.sites.site_id):
+        own = out / "sites" / sid
+        rows = (own / "site_steps.csv").read_text().splitlines()[1:]
+        n[i] = [float(r.split(",")[2]) for r in rows]
+    ev = evaluate(tiny_scenario, x, n)
+    import json
+
+    for i, sid in enumerate(tiny_scenario.sites.site_id):
+        doc = json.loads((out / "sites" / sid / "summary.json").read_text())
+        assert doc["site_id"] == sid
+        assert doc["totals"]["energy_cost_aud"] == pytest.approx(
+            ev.site_totals(i)["energy_cost_aud"], rel=1e-9
+        )
+        pue = [float(r.split(",")[5]) for r in (out / "sites" / sid / "site_steps.csv")
+               .read_text().splitlines()[1:]]  # fmt: skip
+        np.testing.assert_allclose(pue, ev.steps.pue[i], rtol=1e-12)
+    # The fleet totals are right (unmasked sums of the sites' totals).
+    assert run.objective_aud == pytest.approx(ev.objective_aud, rel=1e-9)
+    # The coordinator's side: files, metrics, messages hold none of the private numbers.
+    private = _private_numbers(tiny_scenario, x, n)
+    assert all(private.values())
+    summary = json.loads((out / "summary.json").read_text())
+    assert "sites" not in summary and summary["site_details"] == "private"
+    assert not (out / "site_steps.csv").exists()
+    for name in ("summary.json", "schedule.csv", "convergence.csv", "shadow_prices.csv"):
+        assert _leaks((out / name).read_text(), private) == {}, name
+    assert scraped and "thermoroute_objective_aud" in scraped[-1]
+    assert _leaks(scraped[-1], private) == {}
+    for kind, _, raw in tap.messages():
+        msg = pickle.loads(raw)
+        floats = [
+            f"{v:.7g}"
+            for value in _arrays_of(msg)
+            if value.dtype == np.float64
+            for v in value.ravel()
+        ]
+        found = {k: sorted(set(floats) & v)[:5] for k, v in private.items() if set(floats) & v}
+        # A decision's flows are the schedule, which is public; nothing else may match.
+        if kind != "final_report":
+            assert found == {}, kind
+        else:
+            assert "site totals" not in found and "hourly physics" not in found, found
+
+
+def _arrays_of(message: Any) -> list[np.ndarray]:
+    """Every float array inside a message (dataclasses, dicts, lists), the flows excepted
+    for decisions (they are the published schedule)."""
+    if isinstance(message, np.ndarray):
+        return [message]
+    if isinstance(message, SiteDecision):
+        return []
+    if dataclasses.is_dataclass(message) and not isinstance(message, type):
+        return [
+            a for f in dataclasses.fields(message) for a in _arrays_of(getattr(message, f.name))
+        ]
+    if isinstance(message, dict):
+        return [a for v in message.values() for a in _arrays_of(v)]
+    if isinstance(message, list | tuple):
+        return [a for v in message for a in _arrays_of(v)]
+    return []
+
+
+@pytest.mark.ray
+def test_shared_detail_is_the_operators_choice_and_named(
+    ray_cluster: Any, tiny_scenario: Scenario, tmp_path: Path
+) -> None:
+    import json
+
+    from coordinator.ipm import IpmSettings
+
+    data = write_scenario(tiny_scenario, tmp_path / "scenario")
+    run = solve_distributed(
+        data, executor="ray", settings=IpmSettings(), share_site_details=True,
+        site_output=tmp_path / "out" / "sites",
+    )  # fmt: skip
+    out = run.outputs.write(tmp_path / "out", solver="ipm")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["site_details"] == "shared" and set(summary["sites"]) == set(
+        tiny_scenario.sites.site_id
+    )
+    assert (out / "site_steps.csv").is_file()
+
+
+@pytest.mark.ray
+def test_a_sites_bad_data_reach_the_driver_as_a_count_only(
+    ray_cluster: Any, tiny_scenario: Scenario, tmp_path: Path
+) -> None:
+    from common.errors import SiteDataInvalid
+    from common.scenario_io import split_scenario
+
+    data = write_scenario(tiny_scenario, tmp_path / "scenario")
+    split = tmp_path / "split"
+    split_scenario(data, split)
+    series = split / "sites" / "mel" / "site_series.csv"
+    secret = "123.456789"
+    lines = series.read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[2].split(",")
+    cells[header.index("price_aud_per_mwh")] = f"{secret}x"
+    lines[2] = ",".join(cells)
+    series.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SiteDataInvalid) as info:
+        solve_distributed(split, executor="ray")
+    message = str(info.value)
+    assert message == "site mel: its data failed validation (1 problem(s), see the site's log)"
+    assert secret not in message and "price" not in message
+    # The detail is in the site's own log (its Ray worker's, on its node).
+    import time
+
+    logs = Path(ray_cluster._private.worker._global_node.get_logs_dir_path())
+    deadline = time.monotonic() + 10.0
+    while not any(secret in p.read_text(errors="replace") for p in logs.glob("worker-*.err")):
+        assert time.monotonic() < deadline, "the site did not log its validation problems"
+        time.sleep(0.2)

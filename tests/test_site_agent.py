@@ -303,7 +303,7 @@ def test_group_solve_equals_individual_solves(fleet):
         assert answered == 3
         for s, sl in group.offsets.items():
             np.testing.assert_array_equal(flat[sl], served[s])
-        reports = group.final_report(3)
+        reports = group.site_reports(3)
         assert [r.site_id for r in reports] == list(ids)
         for r in reports:
             np.testing.assert_array_equal(r.x, agents[r.site_id].final_report(3).x)
@@ -427,7 +427,7 @@ def test_plain_exchange_admm_over_site_groups_reaches_the_central_optimum():
                 total[supports[s]] += v
             mean_residual = (total - b) / counts
             u += mean_residual
-        reports = [r for g in groups for r in g.final_report(k)]
+        reports = [r for g in groups for r in g.site_reports(k)]
     finally:
         for g in groups:
             g.close()

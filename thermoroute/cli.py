@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from common.errors import ScenarioError
+from common.errors import ScenarioError, SiteDataInvalid
 from common.scenario_io import is_split_root
 
 app = typer.Typer(
@@ -183,6 +183,15 @@ def run(
             "sums (off only to measure what masking costs).",
         ),
     ] = True,
+    share_site_details: Annotated[
+        bool,
+        typer.Option(
+            "--share-site-details",
+            help="Distributed: the sites send their hourly physics and totals to the "
+            "coordinator, which writes them like a central run (site_steps.csv, per-site "
+            "totals; named in summary.json). Off: each site writes its own in OUT/sites/<id>/.",
+        ),
+    ] = False,
     agent_restarts: Annotated[
         int,
         typer.Option(
@@ -261,6 +270,7 @@ def run(
             eps_rel=eps_rel,
             max_iter=max_iter,
             secure_aggregation=secure_aggregation,
+            share_site_details=share_site_details,
             agent_restarts=agent_restarts,
             inner_fallback=inner_fallback,
             metrics_port=metrics_port,
@@ -269,7 +279,7 @@ def run(
             live=not quiet,
             console=console,
         )
-    except ScenarioError as exc:
+    except (ScenarioError, SiteDataInvalid) as exc:
         raise _fail(str(exc)) from None
     except runner.SolveError as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
@@ -342,7 +352,7 @@ def simulate(
             site_forecast_noise=site_forecast_noise,
             method=method.value,
         )
-    except ScenarioError as exc:
+    except (ScenarioError, SiteDataInvalid) as exc:
         raise _fail(str(exc)) from None
     except runner.SolveError as exc:
         raise _fail(str(exc), EXIT_FAILED) from None

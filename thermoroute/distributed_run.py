@@ -86,6 +86,7 @@ def run_distributed(
     eps_rel: float,
     max_iter: int | None,
     secure_aggregation: bool = True,
+    share_site_details: bool = False,
     metrics_port: int | None,
     metrics_addr: str,
     metrics_linger: float,
@@ -94,7 +95,9 @@ def run_distributed(
     agent_restarts: int = AdmmSettings.agent_restarts,
     inner_fallback: bool = False,
 ) -> tuple[dict[str, Any], bool, dict[str, Any]]:
-    """Run a distributed method on ``directory`` and write its outputs into ``out``.
+    """Run a distributed method on ``directory`` and write its outputs into ``out``; each
+    site writes its own detail into ``out/sites/<site_id>/`` (or shares it, with
+    ``share_site_details``).
 
     ``scenario`` (when the driver can read the whole scenario, i.e. local emulation) only
     fixes the horizon; the sites read their own data, the coordinator only the demand.
@@ -133,6 +136,9 @@ def run_distributed(
         "inner": InnerSettings(fallback=inner_fallback),
         "observers": observers,
         "metrics_linger_s": metrics_linger if metrics_port is not None else 0.0,
+        "share_site_details": share_site_details,
+        # Each site writes its own detail here, on its node (its directory under the run's).
+        "site_output": out / "sites",
     }
     if scenario is not None:
         kwargs.update(start=scenario.start, steps=scenario.steps)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import Problem, ScenarioError
+from common.errors import Problem, ScenarioError, SiteDataInvalid
 from common.evaluate import TOTAL_KEYS
 from common.physics.latency import mean_ttft_ms
 from common.scenario_io import is_split_root
@@ -38,7 +38,7 @@ from coordinator.actor import Coordinator, CoordinatorOutcome
 from coordinator.admm import AdmmSettings
 from coordinator.data import load_view
 from coordinator.events import IterationRecord, NullObserver, RunObserver
-from coordinator.fleet import InlineFleet, Tap
+from coordinator.fleet import InlineFleet, SiteGroupLost, Tap
 from coordinator.methods import MethodSettings, method_for
 from coordinator.receding import DEMAND_NOISE_SIGMA
 from coordinator.results import RunOutputs
@@ -208,6 +208,32 @@ def create_group_actors(
     return handles
 
 
+def wait_ready(handles: Sequence[Any], groups: Sequence[tuple[str, ...]]) -> None:
+    """Wait until every group actor has loaded its sites' data (in its constructor).
+
+    Raises
+    ------
+    SiteDataInvalid
+        A site's data failed validation on the site (only the count of problems arrives).
+    SiteGroupLost
+        A group failed to start for another reason (its first line).
+    """
+    import ray
+
+    for handle, group in zip(handles, groups, strict=True):
+        try:
+            ray.get(handle.__ray_ready__.remote(), timeout=600.0)
+        except ray.exceptions.ActorDiedError as error:
+            # Ray carries a failed constructor's exception as text; its last line is ours.
+            last = str(error).strip().splitlines()[-1]
+            kind, _, message = last.partition(": ")
+            if kind.endswith("SiteDataInvalid") and (
+                invalid := SiteDataInvalid.from_message(message)
+            ):
+                raise invalid from None
+            raise SiteGroupLost(f"site group {list(group)} failed to start: {last}") from None
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -229,6 +255,8 @@ def solve_distributed(
     shutdown: bool = False,
     tap: Tap | None = None,
     metrics_linger_s: float = 0.0,
+    share_site_details: bool = False,
+    site_output: str | os.PathLike[str] | None = None,
 ) -> DistributedRun:
     """Solve one horizon of a scenario with a distributed method (ADMM or interior point).
 
@@ -267,6 +295,12 @@ def solve_distributed(
     metrics_linger_s : float
         After the run, keep the observers' metrics servers up until scraped once more or
         this many seconds, so Prometheus sees the final state and objective.
+    share_site_details : bool
+        The sites send their physics and totals with their decisions (the outputs then
+        hold ``site_steps.csv`` and per-site totals); by default they keep them.
+    site_output : path, optional
+        Each site writes its own detail into ``<site_output>/<site_id>/`` on its node (a
+        node setting ``THERMOROUTE_SITE_OUTPUT`` writes there instead).
 
     Returns
     -------
@@ -280,15 +314,19 @@ def solve_distributed(
     view = load_view(coordinator_dir, start=start, steps=steps)
     t_load = time.perf_counter()
     data_source = resolve_directory(source)
+    reporting = {
+        "share_site_details": share_site_details,
+        "site_output": None if site_output is None else str(Path(site_output).resolve()),
+    }
     if executor == "inline":
         return _solve_inline(
             data_source, view, site_ids, sites_per_agent, start, steps, settings, observers,
-            inner, threads, progress, tap, t0, t_load, metrics_linger_s,
+            inner, threads, progress, tap, t0, t_load, metrics_linger_s, reporting,
         )  # fmt: skip
     return _solve_ray(
         data_source, view, site_ids, sites_per_agent, start, steps, settings, observers, inner,
         threads, address, num_cpus, progress, measure_ping, shutdown, tap, t0, t_load,
-        metrics_linger_s,
+        metrics_linger_s, reporting,
     )  # fmt: skip
 
 
@@ -305,7 +343,7 @@ class _ProgressObserver(NullObserver):
 
 def _solve_inline(
     source, view, site_ids, sites_per_agent, start, steps, settings, observers, inner, threads,
-    progress, tap, t0, t_load, metrics_linger_s=0.0,
+    progress, tap, t0, t_load, metrics_linger_s, reporting,
 ) -> DistributedRun:  # fmt: skip
     groups = plan_groups(site_ids, sites_per_agent)
     agents = [
@@ -313,7 +351,7 @@ def _solve_inline(
         for g in groups
     ]
     watchers = list(observers)
-    coordinator = Coordinator(view, settings, observers=watchers)
+    coordinator = Coordinator(view, settings, observers=watchers, **reporting)
     if progress is not None:
         watchers.append(_ProgressObserver(coordinator, progress))
         coordinator.observers = watchers
@@ -344,7 +382,8 @@ def _solve_inline(
 
 def _solve_ray(
     source, view, site_ids, sites_per_agent, start, steps, settings, observers, inner, threads,
-    address, num_cpus, progress, measure_ping, shutdown, tap, t0, t_load, metrics_linger_s=0.0,
+    address, num_cpus, progress, measure_ping, shutdown, tap, t0, t_load, metrics_linger_s,
+    reporting,
 ) -> DistributedRun:  # fmt: skip
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -363,11 +402,12 @@ def _solve_ray(
         remote_coordinator = ray.remote(Coordinator).options(
             num_cpus=0, max_concurrency=4, scheduling_strategy=here
         )
-        coordinator = remote_coordinator.remote(view, settings, observers=list(observers))
+        coordinator = remote_coordinator.remote(
+            view, settings, observers=list(observers), **reporting
+        )
         deadline = settings.solve_timeout_s
         ray.get(coordinator.attach_actors.remote(handles, groups, tap=tap), timeout=deadline)
-        # Agents load their data in their constructors: wait for all of them to be up.
-        ray.get([h.__ray_ready__.remote() for h in handles], timeout=600.0)
+        wait_ready(handles, groups)
         t_start = time.perf_counter()
         ray.get(coordinator.register.remote(), timeout=600.0)
         t_reg = time.perf_counter()
@@ -519,7 +559,9 @@ def simulate(
         )
 
     groups = plan_groups(site_ids, sites_per_agent)
-    coordinator = Coordinator(window(0), settings)
+    # The harness charges the applied steps itself (it reads every site's data anyway): the
+    # sites share their active GPUs with it.
+    coordinator = Coordinator(window(0), settings, share_site_details=True)
     agents: list[Any] = []
     if executor == "inline":
         agents = [
@@ -537,6 +579,7 @@ def simulate(
             data_source, groups, pinned=pinned, start=first.start, steps=horizon, inner=None,
             threads=1, forecast=site_forecast, max_restarts=settings.agent_restarts,
         )  # fmt: skip
+        wait_ready(handles, groups)
         coordinator.attach_actors(handles, groups)
     layout = coordinator.layout
     totals: dict[str, float] = {}
