@@ -252,33 +252,10 @@ class SiteGroup:
         """The sites' decisions and the group's masked sums; each site's detail written on
         this node (or, with ``request.share_details``, carried in its decision)."""
         reports = self.site_reports(request.iteration)
-        history = request.history_iterations
-        sums = sum(
-            (pack_report(_summed(r, history), len(history)) for r in reports),
-            start=np.zeros(sum(size for _, size in report_fields(len(history)))),
-        )
-        setup = None if request.masking is None else request.masking.get(group_index)
-        if setup is not None:
-            if self._reporter is None:
-                raise RuntimeError("no report key: call report_keys first")
-            self._reporter.configure(setup)
-            sums = self._reporter.mask(sums, request.iteration or 0, REPORT_ROUND)
-        self._reporter = None
-        written = self._write_details(request, reports)
-        decisions = [
-            SiteDecision(
-                site_id=r.site_id,
-                iteration=r.iteration,
-                best=r.best,
-                x=r.x,
-                inner_approximate=r.inner_approximate,
-                inner_failed=r.inner_failed,
-                inner_fallbacks=r.inner_fallbacks,
-                detail=r if request.share_details else None,
-            )
-            for r in reports
-        ]
-        return GroupReport(decisions, sums, masked=setup is not None, written=written)
+        masker, self._reporter = self._reporter, None
+        answer = answer_report(reports, request, group_index, masker)
+        answer.written = self._write_details(request, reports)
+        return answer
 
     def _write_details(self, request: ReportRequest, reports: list[SiteReport]) -> tuple[str, ...]:
         root = output_root(request.output)
@@ -340,6 +317,41 @@ class SiteGroup:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+def answer_report(
+    reports: Sequence[SiteReport],
+    request: ReportRequest,
+    group_index: int,
+    masker: PairwiseMasker | None,
+) -> GroupReport:
+    """A group's answer to ``request`` from its sites' full reports: the decisions, and the
+    sums masked with ``masker`` (its key from ``report_keys``) when the request masks."""
+    history = request.history_iterations
+    sums = sum(
+        (pack_report(_summed(r, history), len(history)) for r in reports),
+        start=np.zeros(sum(size for _, size in report_fields(len(history)))),
+    )
+    setup = None if request.masking is None else request.masking.get(group_index)
+    if setup is not None:
+        if masker is None:
+            raise RuntimeError("no report key: call report_keys first")
+        masker.configure(setup)
+        sums = masker.mask(sums, request.iteration or 0, REPORT_ROUND)
+    decisions = [
+        SiteDecision(
+            site_id=r.site_id,
+            iteration=r.iteration,
+            best=r.best,
+            x=r.x,
+            inner_approximate=r.inner_approximate,
+            inner_failed=r.inner_failed,
+            inner_fallbacks=r.inner_fallbacks,
+            detail=r if request.share_details else None,
+        )
+        for r in reports
+    ]
+    return GroupReport(decisions, sums, masked=setup is not None)
 
 
 def _summed(report: SiteReport, history: tuple[int, ...]) -> dict[str, Any]:

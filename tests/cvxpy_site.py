@@ -23,8 +23,11 @@ import scipy.sparse as sp
 from common.admm_protocol import AdmmAnswer, AdmmRequest
 from common.coupling import CouplingLayout, coefficient_of_entry
 from common.evaluate import evaluate, true_pue, true_wue
+from common.report_protocol import GroupReport, ReportRequest
 from common.scenario import Scenario
+from common.secure_aggregation import PairwiseMasker
 from site_agent.agent import SiteReport
+from site_agent.group import answer_report
 
 
 def _site_cost(scenario: Scenario, i: int, x: cp.Expression, n: cp.Expression, var_rc, T):
@@ -96,6 +99,7 @@ class CvxSiteGroup:
         self.solves = 0
         self.messages_out: list[Any] = []
         self.penalty_messages = {"unchanged": 0, "changed": 0, "repeated": 0}
+        self._reporter: PairwiseMasker | None = None
 
     def register(
         self, layout: CouplingLayout, row_scale: np.ndarray, rho: float
@@ -192,6 +196,15 @@ class CvxSiteGroup:
         x = np.zeros((len(sc.regions), len(sc.classes), sc.steps))
         x[site.var_rc[:, 0], site.var_rc[:, 1], :] = xv
         return x, nv
+
+    def report_keys(self, run_id: str) -> bytes:
+        self._reporter = PairwiseMasker()
+        return self._reporter.public_key
+
+    def final_report(self, request: ReportRequest, group_index: int) -> GroupReport:
+        """The product's end-of-run answer (site_agent.group.answer_report)."""
+        masker, self._reporter = self._reporter, None
+        return answer_report(self.site_reports(request.iteration), request, group_index, masker)
 
     def site_reports(self, iteration: int) -> list[SiteReport]:
         """Each site's result in the product's report format (charged by ``evaluate``)."""

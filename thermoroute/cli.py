@@ -19,6 +19,7 @@ from rich.console import Console
 
 from common.errors import ScenarioError, SiteDataInvalid
 from common.scenario_io import is_split_root
+from thermoroute.ray_auth import ClusterAccessError
 
 app = typer.Typer(
     name="thermoroute",
@@ -32,6 +33,8 @@ scenario_app = typer.Typer(
     help="Export, validate, synthesise and split scenarios.", no_args_is_help=True
 )
 app.add_typer(scenario_app, name="scenario")
+token_app = typer.Typer(help="The Ray cluster's shared token.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 
 # Not a terminal (a pipe, CI log): print full-width tables rather than 80-column ones.
 _WIDTH = None if sys.stdout.isatty() else 160
@@ -89,6 +92,45 @@ StartOpt = Annotated[
     ),
 ]
 StepsOpt = Annotated[int | None, typer.Option("--steps", min=1, help="Horizon length in steps.")]
+IsolateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--isolate/--no-isolate",
+        help="A local Ray run (no --address) runs in a private network namespace, so that "
+        "nothing it starts listens beyond loopback (Ray binds all interfaces otherwise); "
+        "--metrics-port is forwarded from the host.",
+    ),
+]
+
+
+def _isolated(
+    wanted: bool, distributed: bool, executor: str, address: str | None,
+    metrics: tuple[str, int] | None,
+) -> None:  # fmt: skip
+    """Re-run this command in a private network namespace when it starts a local Ray; the
+    exit status is the inner command's. Returns (does nothing) where that does not apply."""
+    from thermoroute import isolation
+
+    if isolation.in_private_network():
+        if metrics is not None:
+            isolation.start_inner_relay(metrics[1])
+        return
+    if not (wanted and distributed and executor == "ray" and address is None):
+        return
+    try:
+        status = isolation.run_isolated(sys.argv[1:], forward=metrics)
+    except isolation.Unisolated as exc:
+        err_console.print(
+            f"[yellow]warning:[/] {exc}: the local Ray listens on all interfaces (token "
+            "authentication still guards it); --no-isolate silences this",
+            highlight=False,
+        )
+        return
+    except OSError as exc:
+        host, port = metrics or ("", 0)
+        reason = exc.strerror or exc
+        raise _fail(f"--metrics-port {port}: cannot listen on {host}:{port}: {reason}") from None
+    raise typer.Exit(status)
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
@@ -228,6 +270,7 @@ def run(
         ),
     ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display.")] = False,
+    isolate: IsolateOpt = True,
 ) -> None:
     """Solve one horizon of a scenario and write MODEL.md §9 outputs.
 
@@ -238,6 +281,8 @@ def run(
     distributed = solver in (Solver.distributed, Solver.admm)
     if solver is Solver.admm:
         method = Method.admm
+    metrics = None if metrics_port is None else (metrics_addr, metrics_port)
+    _isolated(isolate, distributed, executor.value, address, metrics)
     directory = resolve_scenario(scenario)
     if is_split_root(directory):
         if not distributed:
@@ -281,7 +326,7 @@ def run(
         )
     except (ScenarioError, SiteDataInvalid) as exc:
         raise _fail(str(exc)) from None
-    except runner.SolveError as exc:
+    except (runner.SolveError, ClusterAccessError) as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
     runner.print_run(result, console, compare=compare_baseline)
     if not result.converged:
@@ -331,8 +376,10 @@ def simulate(
         ),
     ] = True,
     out: Annotated[Path | None, typer.Option(help="Output directory.")] = None,
+    isolate: IsolateOpt = True,
 ) -> None:
     """Receding-horizon operation: re-solve every step with a forecast, apply the first."""
+    _isolated(isolate, True, executor.value, address, None)
     directory = resolve_scenario(scenario)
     from thermoroute import runner
     from thermoroute.distributed_run import run_receding
@@ -354,7 +401,7 @@ def simulate(
         )
     except (ScenarioError, SiteDataInvalid) as exc:
         raise _fail(str(exc)) from None
-    except runner.SolveError as exc:
+    except (runner.SolveError, ClusterAccessError) as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
 
 
@@ -445,6 +492,24 @@ def scenario_split(
     console.print(f"coordinator: {paths.pop('coordinator')}")
     for site, path in paths.items():
         console.print(f"site {site}: {path}")
+
+
+@token_app.command("generate")
+def token_generate(
+    path: Annotated[Path, typer.Argument(help="Token file to write (replaced if it exists).")],
+) -> None:
+    """Write a new random cluster token, readable by its owner only (mode 0600).
+
+    Every call makes a new token: to rotate, generate one, copy it to every node, and
+    restart the cluster (deploy/GUIDE.md, "Security"); the old token is then refused.
+    """
+    from thermoroute.ray_auth import generate_token
+
+    try:
+        written = generate_token(path)
+    except OSError as exc:
+        raise _fail(f"cannot write {path}: {exc.strerror or exc}") from None
+    console.print(f"wrote a new cluster token to {written} (mode 0600)", highlight=False)
 
 
 def main() -> None:

@@ -45,6 +45,13 @@ from coordinator.results import RunOutputs
 from site_agent.forecast import SiteForecast
 from site_agent.group import SiteGroup
 from site_agent.subproblem import InnerSettings
+from thermoroute.ray_auth import (
+    ClusterAccessError,
+    check_access,
+    enable_token_mode,
+    ensure_local_token,
+    token_source,
+)
 
 #: Fraction of a ``site:<id>`` resource an agent asks for (any positive amount pins it).
 PIN_AMOUNT = 0.01
@@ -140,14 +147,35 @@ def plan_groups(
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Join ``address`` or start a local Ray; returns whether this call started it."""
+    """Join ``address`` or start a local Ray; returns whether this call started it.
+
+    Joining, the cluster is first asked whether it accepts this process's token
+    (:func:`thermoroute.ray_auth.check_access`); a local Ray gets token authentication with
+    an owner-only token file.
+
+    Raises
+    ------
+    ClusterAccessError
+        The cluster refused this driver or did not answer.
+    """
     import ray
 
     if ray.is_initialized():
         return False
     if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        if token_source()[0] is not None and "RAY_AUTH_MODE" not in os.environ:
+            # A joining driver sends its token only in token mode, which Ray never turns
+            # on by itself for a driver.
+            enable_token_mode()
+        if address != "auto":
+            check_access(address)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except ConnectionError as error:
+            first = str(error).strip().splitlines()[0]
+            raise ClusterAccessError(f"cannot join the Ray cluster at {address}: {first}") from None
     else:
+        ensure_local_token()
         ray.init(
             num_cpus=num_cpus or os.cpu_count() or 2,
             include_dashboard=False,
