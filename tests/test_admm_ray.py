@@ -211,7 +211,7 @@ def test_cvxpy_sites_on_ray_match_central(ray_cluster: Any, tiny_scenario: Scena
     coordinator = _registered(tiny_scenario, handles, groups, AdmmSettings(max_iter=3000))
     outcome = coordinator.run()
     assert outcome.converged and outcome.result.late_total == 0
-    reports = ray.get([h.final_report.remote(outcome.result.report_iteration) for h in handles])
+    reports = ray.get([h.site_reports.remote(outcome.result.report_iteration) for h in handles])
     x, n = assemble(tiny_scenario, [r for rs in reports for r in rs])
     central = solve_central(tiny_scenario).objective_aud
     assert evaluate(tiny_scenario, x, n).objective_aud == pytest.approx(central, rel=OBJECTIVE_RTOL)
