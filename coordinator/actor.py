@@ -12,11 +12,14 @@ receives from them is served demand per iteration and, at the end, their final r
 from __future__ import annotations
 
 import math
+import pickle
 import secrets
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,7 @@ import numpy as np
 from common.evaluate import objective_parts_aud
 from common.report_protocol import GroupReport, ReportRequest
 from common.scenario import DemandView
+from common.scenario_io import write_directory_atomic
 from common.secure_aggregation import MaskingSetup, neighbour_graph
 from coordinator.admm import AdmmSettings, ExchangeStructure, build_structure
 from coordinator.data import layout_of, row_scale_of
@@ -33,6 +37,13 @@ from coordinator.methods import MethodRun, MethodSettings, method_for
 from coordinator.metrics import linger as linger_metrics
 from coordinator.metrics import notify_objective
 from coordinator.results import RunOutputs, assemble, history_of
+
+#: The coordinator's checkpoint file in its checkpoint directory.
+CHECKPOINT_FILE = "coordinator.ckpt"
+
+
+class CheckpointMissing(RuntimeError):
+    """A coordinator asked to resume has no (usable) checkpoint."""
 
 
 @dataclass
@@ -88,6 +99,11 @@ class Coordinator:
     site_output : str, optional
         Where each site writes its own detail, ``<site_output>/<site_id>/`` (a node that
         sets ``THERMOROUTE_SITE_OUTPUT`` uses its own directory); ``None``: nowhere.
+    checkpoint : str, optional
+        A directory on the coordinator's node: every ``checkpoint_every`` iterations the
+        run's state (iteration, run id, the method's :meth:`checkpoint`) is written there,
+        so a coordinator restarted by Ray can :meth:`run` on with ``resume=True``.
+    checkpoint_every : int
     """
 
     def __init__(
@@ -99,8 +115,14 @@ class Coordinator:
         run_id: str | None = None,
         share_site_details: bool = False,
         site_output: str | None = None,
+        checkpoint: str | None = None,
+        checkpoint_every: int = 5,
     ) -> None:
+        if checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1 (got {checkpoint_every})")
         self.view = view
+        self.checkpoint = None if checkpoint is None else Path(checkpoint) / CHECKPOINT_FILE
+        self.checkpoint_every = checkpoint_every
         self.share_site_details = share_site_details
         self.site_output = site_output
         self.settings = settings or AdmmSettings()
@@ -191,7 +213,11 @@ class Coordinator:
         self._stop.set()
 
     def run(
-        self, warm_start: Any = None, settings: MethodSettings | None = None
+        self,
+        warm_start: Any = None,
+        settings: MethodSettings | None = None,
+        *,
+        resume: bool = False,
     ) -> CoordinatorOutcome:
         """Run the method to convergence (or a limit), collect the sites' reports, assemble
         the outputs.
@@ -203,6 +229,14 @@ class Coordinator:
             by default.
         settings : AdmmSettings or IpmSettings, optional
             Override the settings (and so possibly the method) for this run.
+        resume : bool
+            Go on from this coordinator's checkpoint (after Ray restarted it; the fleet was
+            attached and registered again).
+
+        Raises
+        ------
+        CheckpointMissing
+            ``resume`` without a checkpoint to resume from.
         """
         if self.structure is None:
             self.register()
@@ -218,10 +252,26 @@ class Coordinator:
                 "method": method_cls.name,
                 "iteration": 0,
             }
-        method = method_cls(self.structure, self.layout, cfg, warm_start, run_id=self.run_id)
-        run = method.run(
-            fleet, self.observers, on_status=self._on_status, should_stop=self._stop.is_set
+        saved = self._read_checkpoint(method_cls.name) if resume else None
+        # The id is fixed here so that a checkpoint carries it and a resumed run keeps it.
+        self.run_id = saved["run_id"] if saved else (self.run_id or uuid.uuid4().hex[:12])
+        method = method_cls(
+            self.structure,
+            self.layout,
+            cfg,
+            warm_start,
+            run_id=self.run_id,
+            resume=saved["state"] if saved else None,
         )
+
+        def on_status(figures: dict[str, Any]) -> None:
+            self._on_status(figures)
+            self._write_checkpoint(method, int(figures.get("iteration", 0)), saved)
+
+        run = method.run(fleet, self.observers, on_status=on_status, should_stop=self._stop.is_set)
+        if saved:
+            run.extra_stats["coordinator_restarts"] = saved["restarts"] + 1
+            run.extra_stats["resumed_from_iteration"] = saved["iteration"]
         self.run_id = run.run_id
         t0 = time.perf_counter()
         history = history_of(run)
@@ -253,6 +303,26 @@ class Coordinator:
                 "update_s": run.timing.get("update_s", 0.0),
             },
         )
+
+    def _write_checkpoint(self, method: Any, iteration: int, saved: dict | None) -> None:
+        if self.checkpoint is None or iteration % self.checkpoint_every:
+            return
+        state = {
+            "method": method.name,
+            "run_id": self.run_id,
+            "iteration": iteration + (saved["iteration"] if saved else 0),
+            "restarts": saved["restarts"] + 1 if saved else 0,
+            "state": method.checkpoint(),
+        }
+        write_directory_atomic(self.checkpoint.parent, {self.checkpoint.name: pickle.dumps(state)})
+
+    def _read_checkpoint(self, method: str) -> dict[str, Any]:
+        if self.checkpoint is None or not self.checkpoint.is_file():
+            raise CheckpointMissing("the coordinator was lost before its first checkpoint")
+        saved = pickle.loads(self.checkpoint.read_bytes())
+        if saved["method"] != method:
+            raise CheckpointMissing(f"the checkpoint is of {saved['method']}, not {method}")
+        return saved
 
     def _final_reports(
         self, fleet: Fleet, run: MethodRun, history: tuple[int, ...]

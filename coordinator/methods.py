@@ -100,10 +100,17 @@ class DistributedMethod(Protocol):
     warm_start : optional
         A previous :attr:`MethodRun.state`, already shifted (:meth:`shift`).
     run_id : str, optional
+    resume : optional
+        A :meth:`checkpoint` of this run, taken before its coordinator was lost: the run
+        goes on from there (the sites were registered again, so they start afresh).
     """
 
     name: ClassVar[str]
     settings_type: ClassVar[type]
+
+    def checkpoint(self) -> Any:
+        """The coordinator's state now, small and picklable, to :attr:`resume` from."""
+        ...
 
     def run(
         self,
@@ -140,9 +147,14 @@ class AdmmMethod:
         settings: AdmmSettings,
         warm_start: AdmmState | None = None,
         run_id: str | None = None,
+        resume: AdmmState | None = None,
     ) -> None:
         del layout
-        self.loop = ExchangeAdmm(structure, settings, warm_start, run_id=run_id)
+        # ADMM's state is the coordinator's (z, u, ρ): resuming is starting from it.
+        self.loop = ExchangeAdmm(structure, settings, resume or warm_start, run_id=run_id)
+
+    def checkpoint(self) -> AdmmState:
+        return self.loop.state.copy()
 
     @staticmethod
     def _status(row: IterationLog) -> dict[str, Any]:
@@ -237,17 +249,23 @@ class InteriorPointMethod:
         settings: IpmSettings,
         warm_start: np.ndarray | None = None,
         run_id: str | None = None,
+        resume: np.ndarray | None = None,
     ) -> None:
         from common.schur_pattern import SchurPattern
 
+        # Resuming, the prices are the checkpoint's and the sites (registered again) start
+        # from their default point: only a warm start has kept site iterates to use.
         self.loop = DistributedInteriorPoint(
             structure,
             SchurPattern(layout),
             settings,
-            prices=warm_start,
+            prices=resume if resume is not None else warm_start,
             run_id=run_id,
-            warm=warm_start is not None,
+            warm=warm_start is not None and resume is None,
         )
+
+    def checkpoint(self) -> np.ndarray:
+        return self.loop.prices.copy()
 
     @staticmethod
     def _status(row: IpmLog) -> dict[str, Any]:

@@ -923,10 +923,12 @@ class SiteSubproblem:
             New outer penalty; unchanged by default.
         """
         scale = np.asarray(row_scale, dtype=float)
-        new_rho = self._rho if rho is None else self._entry_rho(rho)
         if np.array_equal(scale, self._row_scale):
-            self.set_rho(new_rho)
+            # Same scales (registered again for the same horizon): at most a new ρ.
+            if rho is not None:
+                self.set_rho(rho)
             return
+        new_rho = self._rho if rho is None else self._entry_rho(rho)
         x = self.x
         old_p, old_a = self._p_values(self._rho), self._a_data.copy()
         self._rho = new_rho

@@ -207,6 +207,25 @@ def test_solve_answers_served_demand_and_nothing_else(fleet):
     assert len(pickle.dumps(answer)) < served.nbytes + 400
 
 
+def test_registering_again_for_the_same_horizon_after_per_row_penalties(fleet):
+    """A restarted coordinator registers the fleet again, same scales, scalar ρ, after the
+    sites held per-row penalties: the subproblem is kept and takes the scalar ρ."""
+    scenario, directory = fleet
+    lay, scale, b = scaled(scenario)
+    agent = SiteAgent(directory, scenario.sites.site_id[0])
+    support = agent.register(lay, scale, RHO)
+    per_row = np.linspace(0.5, 2.0, lay.n_rows) * RHO
+    agent.solve(0, per_row, target_for(support, b, 0), None, None)
+    sub = agent.subproblem
+    assert np.array_equal(agent.register(lay, scale, RHO), support)
+    assert agent.subproblem is sub
+    again = agent.solve(0, RHO, target_for(support, b, 0), None, None)[1]
+    fresh = SiteAgent(directory, scenario.sites.site_id[0])
+    fresh.register(lay, scale, RHO)
+    alone = fresh.solve(0, RHO, target_for(support, b, 0), None, None)[1]
+    np.testing.assert_allclose(again, alone, rtol=1e-3, atol=1e-6)
+
+
 def test_best_snapshot_and_final_report(fleet):
     scenario, directory = fleet
     lay, scale, b = scaled(scenario)

@@ -18,8 +18,10 @@ sites without such a resource are grouped ``sites_per_agent`` to an actor and pl
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +36,7 @@ from common.evaluate import TOTAL_KEYS
 from common.physics.latency import mean_ttft_ms
 from common.scenario_io import is_split_root
 from common.scenarios import scenario_directory
-from coordinator.actor import Coordinator, CoordinatorOutcome
+from coordinator.actor import CheckpointMissing, Coordinator, CoordinatorOutcome
 from coordinator.admm import AdmmSettings
 from coordinator.data import load_view
 from coordinator.events import IterationRecord, NullObserver, RunObserver
@@ -52,6 +54,8 @@ from thermoroute.ray_auth import (
     ensure_local_token,
     token_source,
 )
+
+log = logging.getLogger(__name__)
 
 #: Fraction of a ``site:<id>`` resource an agent asks for (any positive amount pins it).
 PIN_AMOUNT = 0.01
@@ -285,6 +289,7 @@ def solve_distributed(
     metrics_linger_s: float = 0.0,
     share_site_details: bool = False,
     site_output: str | os.PathLike[str] | None = None,
+    coordinator_restarts: int = 2,
 ) -> DistributedRun:
     """Solve one horizon of a scenario with a distributed method (ADMM or interior point).
 
@@ -329,6 +334,9 @@ def solve_distributed(
     site_output : path, optional
         Each site writes its own detail into ``<site_output>/<site_id>/`` on its node (a
         node setting ``THERMOROUTE_SITE_OUTPUT`` writes there instead).
+    coordinator_restarts : int
+        Ray: how often a lost coordinator actor is restarted and resumes from its
+        checkpoint before the run fails (:class:`CoordinatorLost`).
 
     Returns
     -------
@@ -354,7 +362,7 @@ def solve_distributed(
     return _solve_ray(
         data_source, view, site_ids, sites_per_agent, start, steps, settings, observers, inner,
         threads, address, num_cpus, progress, measure_ping, shutdown, tap, t0, t_load,
-        metrics_linger_s, reporting,
+        metrics_linger_s, reporting, coordinator_restarts,
     )  # fmt: skip
 
 
@@ -411,7 +419,7 @@ def _solve_inline(
 def _solve_ray(
     source, view, site_ids, sites_per_agent, start, steps, settings, observers, inner, threads,
     address, num_cpus, progress, measure_ping, shutdown, tap, t0, t_load, metrics_linger_s,
-    reporting,
+    reporting, coordinator_restarts,
 ) -> DistributedRun:  # fmt: skip
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -427,31 +435,47 @@ def _solve_ray(
         # The coordinator runs on the driver's node (the head in a deployment), never on a
         # site's host: that host must hold only its own site's data and role.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        # Ray restarts a lost coordinator (its constructor runs again, in a new process on
+        # this node); it then resumes from the checkpoint it keeps in this directory.
+        checkpoints = tempfile.TemporaryDirectory(prefix="thermoroute-coordinator-")
         remote_coordinator = ray.remote(Coordinator).options(
-            num_cpus=0, max_concurrency=4, scheduling_strategy=here
+            num_cpus=0,
+            max_concurrency=4,
+            scheduling_strategy=here,
+            max_restarts=coordinator_restarts,
         )
         coordinator = remote_coordinator.remote(
-            view, settings, observers=list(observers), **reporting
+            view, settings, observers=list(observers), checkpoint=checkpoints.name, **reporting
         )
         deadline = settings.solve_timeout_s
-        ray.get(coordinator.attach_actors.remote(handles, groups, tap=tap), timeout=deadline)
         wait_ready(handles, groups)
         t_start = time.perf_counter()
-        ray.get(coordinator.register.remote(), timeout=600.0)
+        _connect(coordinator, handles, groups, tap, deadline)
         t_reg = time.perf_counter()
-        run_ref = coordinator.run.remote()
-        limit = settings.time_limit_s
-        give_up = None if limit is None else time.perf_counter() + limit + 600.0
-        while True:
-            ready, _ = ray.wait([run_ref], timeout=STATUS_POLL_S)
-            if ready:
+        outcome: CoordinatorOutcome | None = None
+        resume = False
+        for attempt in range(coordinator_restarts + 1):
+            try:
+                outcome = _drive(coordinator, settings, progress, resume=resume)
                 break
-            if progress is not None:
-                progress(ray.get(coordinator.status.remote(), timeout=deadline))
-            if give_up is not None and time.perf_counter() > give_up:
-                ray.get(coordinator.stop.remote(), timeout=deadline)
-                give_up = None
-        outcome: CoordinatorOutcome = ray.get(run_ref, timeout=deadline)
+            except CheckpointMissing as error:
+                raise CoordinatorLost(
+                    f"the coordinator was lost and cannot resume: {error.args[0]}; no outputs "
+                    "written"
+                ) from None
+            except ray.exceptions.RayActorError as error:
+                if attempt == coordinator_restarts:
+                    raise CoordinatorLost(
+                        f"the coordinator was lost {attempt + 1} time(s) and may restart "
+                        f"{coordinator_restarts}; no outputs written"
+                    ) from None
+                log.warning("the coordinator was lost (%s); resuming from its checkpoint",
+                            str(error).splitlines()[0])  # fmt: skip
+                _wait_restarted(coordinator, deadline)
+                _connect(coordinator, handles, groups, tap, deadline)
+                resume = True
+        assert outcome is not None
+        checkpoints.cleanup()
         if progress is not None:
             progress(ray.get(coordinator.status.remote(), timeout=deadline))
         t_end = time.perf_counter()
@@ -476,6 +500,67 @@ def _solve_ray(
     finally:
         if shutdown and started:
             ray.shutdown()
+
+
+class CoordinatorLost(RuntimeError):
+    """The coordinator actor died more often than it may restart, or could not resume."""
+
+
+def _connect(
+    coordinator: Any, handles: list[Any], groups: list[tuple[str, ...]], tap: Any, deadline: float
+) -> None:
+    """Give the coordinator actor its fleet and register the sites."""
+    import ray
+
+    ray.get(coordinator.attach_actors.remote(handles, groups, tap=tap), timeout=deadline)
+    ray.get(coordinator.register.remote(), timeout=600.0)
+
+
+def _wait_restarted(coordinator: Any, deadline: float) -> None:
+    """Wait (bounded) until Ray has restarted the coordinator actor."""
+    import ray
+
+    give_up = time.perf_counter() + deadline
+    while True:
+        try:
+            ray.get(coordinator.__ray_ready__.remote(), timeout=deadline)
+            return
+        except ray.exceptions.ActorDiedError as error:
+            raise CoordinatorLost(
+                f"the coordinator died for good ({str(error).splitlines()[0]}); no outputs written"
+            ) from None
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            if time.perf_counter() > give_up:
+                raise CoordinatorLost(
+                    f"the coordinator did not come back within {deadline:g} s; no outputs written"
+                ) from None
+            time.sleep(0.2)
+
+
+def _drive(
+    coordinator: Any,
+    settings: MethodSettings,
+    progress: Callable[[dict[str, Any]], None] | None,
+    *,
+    resume: bool,
+) -> CoordinatorOutcome:
+    """Run the coordinator actor to the end, relaying its status to ``progress``."""
+    import ray
+
+    deadline = settings.solve_timeout_s
+    run_ref = coordinator.run.remote(resume=resume)
+    limit = settings.time_limit_s
+    give_up = None if limit is None else time.perf_counter() + limit + 600.0
+    while True:
+        ready, _ = ray.wait([run_ref], timeout=STATUS_POLL_S)
+        if ready:
+            break
+        if progress is not None:
+            progress(ray.get(coordinator.status.remote(), timeout=deadline))
+        if give_up is not None and time.perf_counter() > give_up:
+            ray.get(coordinator.stop.remote(), timeout=deadline)
+            give_up = None
+    return ray.get(run_ref, timeout=deadline)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from common.evaluate import Evaluation
 from common.outputs import write_run
 from common.scenario import Scenario
 from coordinator.fleet import FleetTimeout, RoundFailed, SiteGroupLost
+from thermoroute.launch import CoordinatorLost
 from thermoroute.ray_auth import ClusterAccessError
 
 #: Solvers that run on the fleet's site agents (``admm`` names the distributed ADMM run).
@@ -113,7 +114,9 @@ def run_solver(
                 agent_restarts=agent_restarts,
                 inner_fallback=inner_fallback,
             )
-        except (FleetTimeout, SiteGroupLost, RoundFailed, ClusterAccessError) as exc:
+        except (
+            FleetTimeout, SiteGroupLost, RoundFailed, ClusterAccessError, CoordinatorLost
+        ) as exc:  # fmt: skip
             # On Ray the coordinator actor's exception arrives wrapped; say what it was.
             cause = getattr(exc, "cause", None) or exc
             raise SolveError(str(cause).splitlines()[0]) from None
