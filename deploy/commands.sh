@@ -28,26 +28,62 @@
 : "${THERMOROUTE_HEALTH_CHECK_TIMEOUT_MS:=1000}"
 : "${THERMOROUTE_HEALTH_CHECK_FAILURES:=3}"
 
-# Token authentication on, with the token read from THERMOROUTE_TOKEN_FILE. Ray 2.60 turns
-# token auth on by itself only for a local head that finds a token; a worker joining with
-# --address (and a driver with an explicit address) never turns it on by itself, so the
-# mode is set explicitly everywhere.
+# Mutual TLS (off unless set): a directory on each VM holding ca.crt (the cluster's CA) and
+# that VM's own node.crt / node.key (thermoroute_tls_ca, thermoroute_tls_node).
+: "${THERMOROUTE_TLS_DIR:=}"
+
+# Token authentication on, with the token read from THERMOROUTE_TOKEN_FILE; with
+# THERMOROUTE_TLS_DIR, Ray's mutual TLS too. Ray 2.60 turns token auth on by itself only for
+# a local head that finds a token; a worker joining with --address (and a driver with an
+# explicit address) never turns it on by itself, so the mode is set explicitly everywhere.
 thermoroute_ray_env() {
     export RAY_AUTH_MODE=token
     export RAY_AUTH_TOKEN_PATH="$THERMOROUTE_TOKEN_FILE"
     unset RAY_AUTH_TOKEN  # it would take precedence over the file
+    if [ -n "$THERMOROUTE_TLS_DIR" ]; then
+        export RAY_USE_TLS=1
+        export RAY_TLS_SERVER_CERT="$THERMOROUTE_TLS_DIR/node.crt"
+        export RAY_TLS_SERVER_KEY="$THERMOROUTE_TLS_DIR/node.key"
+        export RAY_TLS_CA_CERT="$THERMOROUTE_TLS_DIR/ca.crt"
+    else
+        unset RAY_USE_TLS RAY_TLS_SERVER_CERT RAY_TLS_SERVER_KEY RAY_TLS_CA_CERT
+    fi
 }
 
-# thermoroute_token_generate FILE — a new cluster token (Ray's own generator), owner-only.
-# Run once, on the head; then copy FILE to THERMOROUTE_TOKEN_FILE on every VM (mode 0600).
-# `ray get-auth-token --generate` prints ~/.ray/auth_token, creating it if it is missing.
+# thermoroute_token_generate FILE — a NEW random cluster token, owner-only (mode 0600),
+# replacing FILE if it exists. Run on a trusted machine; copy FILE to THERMOROUTE_TOKEN_FILE
+# on every VM. To rotate: generate, copy everywhere, restart every node (`ray stop`, then the
+# start commands below); the old token is refused from then on.
 thermoroute_token_generate() {
-    local file="$1"
-    mkdir -p "$(dirname "$file")"
-    (umask 077 && env -u RAY_AUTH_TOKEN -u RAY_AUTH_TOKEN_PATH \
-        ray get-auth-token --generate > "$file.tmp" && mv "$file.tmp" "$file")
-    chmod 600 "$file"
-    test -s "$file"
+    thermoroute token generate "$1" > /dev/null
+    test -s "$1"
+}
+
+# thermoroute_tls_ca DIR — the cluster's certificate authority: DIR/ca.key (keep it off the
+# VMs) and DIR/ca.crt (copied to every VM). ECDSA P-256, ten years.
+thermoroute_tls_ca() {
+    local dir="$1"
+    mkdir -p "$dir"
+    (umask 077 && openssl ecparam -name prime256v1 -genkey -noout -out "$dir/ca.key")
+    openssl req -x509 -new -key "$dir/ca.key" -sha256 -days 3650 \
+        -subj "/CN=thermoroute cluster CA" -out "$dir/ca.crt" 2> /dev/null
+}
+
+# thermoroute_tls_node CA_DIR OUT_DIR NODE_IP — one VM's key and certificate, signed by the
+# CA, valid for NODE_IP (and loopback): OUT_DIR/{node.key,node.crt,ca.crt}, to copy to the VM
+# as its THERMOROUTE_TLS_DIR. One year.
+thermoroute_tls_node() {
+    local ca="$1" out="$2" ip="$3"
+    mkdir -p "$out"
+    (umask 077 && openssl ecparam -name prime256v1 -genkey -noout -out "$out/node.key")
+    openssl req -new -key "$out/node.key" -subj "/CN=$ip" -out "$out/node.csr" 2> /dev/null
+    printf 'subjectAltName=IP:%s,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' "$ip" \
+        > "$out/node.ext"
+    openssl x509 -req -in "$out/node.csr" -CA "$ca/ca.crt" -CAkey "$ca/ca.key" \
+        -CAcreateserial -days 365 -sha256 -extfile "$out/node.ext" -out "$out/node.crt" \
+        2> /dev/null
+    cp "$ca/ca.crt" "$out/ca.crt"
+    rm -f "$out/node.csr" "$out/node.ext"
 }
 
 # The ray start options every node uses: fixed ports, no usage reporting.

@@ -246,29 +246,37 @@ class SiteAgent:
         """Do nothing and answer 1: the cheapest round trip, to measure call overhead."""
         return 1
 
-    def telemetry(self) -> dict[str, object]:
+    def telemetry(self, economics: bool = True) -> dict[str, object]:
         """The site's own figures (for its metrics and operator; never for the coordinator).
+
+        Parameters
+        ----------
+        economics : bool
+            Include ``objective`` (the site's costs); off, only solver figures.
 
         Returns
         -------
         dict
             ``site_id``, ``iteration`` (last solved), ``objective`` (the parts of
-            :meth:`SiteSubproblem.local_objective`, AUD), ``solve_s``, ``osqp_iterations``,
-            ``status``, ``solved``, ``inner_approximate``, ``inner_failed``,
-            ``inner_fallbacks``, ``setup_count`` and ``refactorizations``.
+            :meth:`SiteSubproblem.local_objective`, AUD; with ``economics``), ``solve_s``,
+            ``osqp_iterations``, ``status``, ``solved``, ``inner_approximate``,
+            ``inner_failed``, ``inner_fallbacks``, ``setup_count`` and ``refactorizations``.
         """
         if self._sub is None:
             return {"site_id": self.site_id, "iteration": None, "registered": False}
         sub, info = self._sub, self._sub.info
-        # Charging the iterate under the true model costs ~0.1 ms: once per new iterate.
-        key = (info.solves, sub.setup_count, sub.px_updates, self.site.start)
-        if self._objective_cache is None or self._objective_cache[0] != key:
-            self._objective_cache = (key, sub.local_objective())
+        costs: dict[str, object] = {}
+        if economics:
+            # Charging the iterate under the true model costs ~0.1 ms: once per new iterate.
+            key = (info.solves, sub.setup_count, sub.px_updates, self.site.start)
+            if self._objective_cache is None or self._objective_cache[0] != key:
+                self._objective_cache = (key, sub.local_objective())
+            costs["objective"] = dict(self._objective_cache[1])
         return {
             "site_id": self.site_id,
             "registered": True,
             "iteration": self._last_iteration,
-            "objective": dict(self._objective_cache[1]),
+            **costs,
             "solve_s": info.solve_s,
             "osqp_iterations": info.iterations,
             "status": info.status,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -44,6 +45,7 @@ from site_agent.agent import SiteAgent, SiteReport
 from site_agent.data import load_horizons
 from site_agent.forecast import SiteForecast
 from site_agent.methods import SITE_METHODS
+from site_agent.metrics import SiteAgentMetrics
 from site_agent.outputs import output_root, site_files, write_site_files
 from site_agent.subproblem import InnerSettings
 
@@ -108,6 +110,9 @@ class SiteGroup:
         self._pool: ThreadPoolExecutor | None = None
         self._method: Any = None
         self._reporter: PairwiseMasker | None = None
+        # The sites' own metrics, on this node, only where its operator asked for them.
+        self._metrics = SiteAgentMetrics.from_env()
+        self._run_label = uuid.uuid4().hex[:12]
 
     # ----------------------------------------------------------------------------------
 
@@ -135,6 +140,7 @@ class SiteGroup:
                 strict=True,
             )
         )
+        self._run_label = uuid.uuid4().hex[:12]  # a registration starts a run
         offset = 0
         self._offsets = {}
         for sid in self.site_ids:
@@ -182,6 +188,10 @@ class SiteGroup:
             )[1],
             self.site_ids,
         )
+        if self._metrics is not None:
+            for sid in self.site_ids:
+                telemetry = self.agents[sid].telemetry(economics=self._metrics.economics)
+                self._metrics.record_telemetry(self._run_label, telemetry)
         return AdmmAnswer(int(request.iteration), dict(zip(self.site_ids, answers, strict=True)))
 
     def solve_packed(self, request: AdmmRequest) -> tuple[int, np.ndarray]:
@@ -274,10 +284,10 @@ class SiteGroup:
         """Do nothing and answer the number of hosted sites: the cheapest round trip."""
         return len(self.site_ids)
 
-    def telemetry(self) -> dict[str, dict[str, object]]:
+    def telemetry(self, economics: bool = True) -> dict[str, dict[str, object]]:
         """``{site_id: SiteAgent.telemetry()}`` — the sites' own figures, for this node's
         metrics and operator (never sent to the coordinator)."""
-        return {s: self.agents[s].telemetry() for s in self.site_ids}
+        return {s: self.agents[s].telemetry(economics=economics) for s in self.site_ids}
 
     def shift(
         self,

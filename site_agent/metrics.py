@@ -2,10 +2,12 @@
 
 What a site knows about its own subproblem — how long its QP solves take, how many OSQP
 iterations they need, its local objective and the parts of it — is exported here, from the
-node that holds the site's private data, never through the coordinator. The default bind
-address is loopback: the parts of the local objective are the site's private figures, so
-exposing them to another host's Prometheus is the site operator's explicit choice
-(``addr="0.0.0.0"`` or the node's private address).
+node that holds the site's private data, never through the coordinator. A site group
+serves them only where its node sets ``THERMOROUTE_AGENT_METRICS_PORT``, bound to loopback
+unless ``THERMOROUTE_AGENT_METRICS_ADDR`` says otherwise (the site's own Prometheus scrapes
+them there), and exports the local objective and its parts — the site's costs, private
+figures — only with ``THERMOROUTE_AGENT_METRICS_ECONOMICS=1``: each an explicit choice of
+the site's operator.
 
 Usage inside a site agent (one process may host a group of sites; the ``site`` label
 tells them apart)::
@@ -62,6 +64,7 @@ __all__ = [
     "ADDR_ENV",
     "AGENT_REGISTRY",
     "DEFAULT_AGENT_METRICS_PORT",
+    "ECONOMICS_ENV",
     "PORT_ENV",
     "AgentMetricsServer",
     "SiteAgentMetrics",
@@ -78,6 +81,8 @@ DEFAULT_AGENT_METRICS_PORT = 9465
 #: metrics server on: the port, and the bind address (default loopback).
 PORT_ENV = "THERMOROUTE_AGENT_METRICS_PORT"
 ADDR_ENV = "THERMOROUTE_AGENT_METRICS_ADDR"
+#: ``1`` exports the sites' objective and its parts too (their costs: private figures).
+ECONOMICS_ENV = "THERMOROUTE_AGENT_METRICS_ECONOMICS"
 
 #: Buckets (s) of a site QP solve: 0.05–0.3 ms warm, tens of ms after a refactorisation.
 SOLVE_SECONDS_BUCKETS: tuple[float, ...] = (
@@ -222,9 +227,17 @@ class SiteAgentMetrics:
     or negative timings and non-finite objective values are ignored rather than exported.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, keep_runs: int = 2) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        keep_runs: int = 2,
+        economics: bool = False,
+    ) -> None:
         if keep_runs < 1:
             raise ValueError("keep_runs must be >= 1")
+        #: Whether the sites' costs are exported (the operator's opt-in).
+        self.economics = economics
         self.registry = AGENT_REGISTRY if registry is None else registry
         self.keep_runs = keep_runs
         self._fam = _families(self.registry)
@@ -266,6 +279,14 @@ class SiteAgentMetrics:
         if not 0 <= port <= 65535:
             raise ValueError(f"{PORT_ENV}={port} is outside 0-65535")
         return self.serve(port, env.get(ADDR_ENV, "").strip() or "127.0.0.1")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SiteAgentMetrics | None:
+        """The node's metrics if its operator asked for them (:meth:`serve_from_env`), with
+        the sites' costs only if ``THERMOROUTE_AGENT_METRICS_ECONOMICS=1``; else None."""
+        env = os.environ if environ is None else environ
+        metrics = cls(economics=env.get(ECONOMICS_ENV, "").strip() == "1")
+        return metrics if metrics.serve_from_env(env) is not None else None
 
     def _touch(self, run_id: str, site_id: str) -> None:
         if run_id not in self._sites:
@@ -387,7 +408,7 @@ class SiteAgentMetrics:
             with self._lock:
                 self._fam.refactor.labels(run_id, site).inc(refactor_now - refactor_before)
         parts = telemetry.get("objective")
-        if isinstance(parts, Mapping) and parts:
+        if self.economics and isinstance(parts, Mapping) and parts:
             values = {str(k): float(v) for k, v in parts.items()}
             total = values.pop("total", None)  # local_objective() adds the sum as "total"
             self.set_objective(run_id, site, values, total)

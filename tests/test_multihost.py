@@ -11,10 +11,14 @@ private bridge and its own filesystem view:
 - nobody sees the full scenario or the other hosts' directories.
 
 The hosts are brought up with the functions of ``deploy/commands.sh`` — the commands
-``deploy/GUIDE.md`` gives — with token authentication on. The test then runs ADMM from the
-head and checks that every site agent ran on its own host, that the objective equals the
-local (in-process) run's, that the head holds no site's private file, and that a driver
-without the cluster token is refused.
+``deploy/GUIDE.md`` gives — with token authentication and Ray's mutual TLS on (a CA and one
+certificate per host, made with the guide's ``openssl`` commands; each host holds only its
+own key). The test then runs both methods from the head and checks that every site agent ran
+on its own host, that the objective equals the local (in-process) run's, that each site
+wrote its detail in its own output directory and the head holds no site's private file, that
+a driver without the token, with a wrong token or without a certificate is refused in one
+line, that a node with a certificate of another CA cannot join, and that a rotated token
+locks the old one out.
 
 Cleanup is by process id and namespace only (never ``ray stop``).
 """
@@ -63,9 +67,26 @@ class Cluster:
     env: dict[str, str]
     prometheus: str = ""  # URL of the Prometheus running on the head (head's loopback)
 
-    def sh(self, host: Host, script: str, timeout: float = 180.0) -> str:
+    def host_env(self, host: Host, **extra: str) -> dict[str, str]:
+        """The environment on ``host``: the common one, its own TLS directory and, on a
+        site's host, its own output directory (``THERMOROUTE_SITE_OUTPUT``)."""
+        env = {**self.env, "THERMOROUTE_TLS_DIR": str(tls_dir(self.root, host))}
+        if host is not self.head:
+            env["THERMOROUTE_SITE_OUTPUT"] = str(site_output(self.root, host))
+        return {**env, **extra}
+
+    def sh(self, host: Host, script: str, timeout: float = 180.0, **extra: str) -> str:
         """Run ``script`` after sourcing deploy/commands.sh, on ``host``; return stdout."""
-        return host_sh(self.net, host, script, self.env, timeout)
+        return host_sh(self.net, host, script, self.host_env(host, **extra), timeout)
+
+    def sh_status(
+        self, host: Host, script: str, timeout: float = 180.0, **extra: str
+    ) -> subprocess.CompletedProcess[str]:
+        """Like :meth:`sh`, but return the finished process whatever its exit status."""
+        return self.net.run(
+            host, ["bash", "-c", f". {COMMANDS} && {script}"], env=self.host_env(host, **extra),
+            timeout=timeout, cwd=REPO, check=False,
+        )  # fmt: skip
 
 
 def host_sh(
@@ -107,6 +128,26 @@ def _ray_temp(root: Path, host: Host) -> Path:
     return root / "r" / host.name
 
 
+def tls_dir(root: Path, host: Host) -> Path:
+    """``host``'s THERMOROUTE_TLS_DIR: the CA's certificate, its own key and certificate."""
+    return root / "tls" / host.name
+
+
+def site_output(root: Path, host: Host) -> Path:
+    """A site host's own output directory (THERMOROUTE_SITE_OUTPUT)."""
+    return root / "siteout" / host.name
+
+
+def make_certificates(root: Path, env: dict[str, str], hosts: list[Host]) -> None:
+    """The guide's CA and one certificate per host, made on the "workstation" (this
+    process): root/ca holds the CA key and is hidden from every host."""
+    script = f"thermoroute_tls_ca {root / 'ca'}" + "".join(
+        f" && thermoroute_tls_node {root / 'ca'} {tls_dir(root, h)} {h.ip}" for h in hosts
+    )
+    subprocess.run(["bash", "-c", f". {COMMANDS} && {script}"], env=env, check=True,
+                   timeout=60, cwd=REPO)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def cluster(tiny_split_source: tuple[Path, tuple[str, ...]]) -> Iterator[Cluster]:
     """Head + one host per site, started with the guide's commands; torn down by pid."""
@@ -118,7 +159,7 @@ def cluster(tiny_split_source: tuple[Path, tuple[str, ...]]) -> Iterator[Cluster
     root = Path(tempfile.mkdtemp(prefix="trmh", dir="/tmp"))
     net: VirtualNetwork | None = None
     try:
-        for sub in ("home", "secrets", "split", "store", "out"):
+        for sub in ("home", "secrets", "split", "store", "out", "tls", "siteout"):
             (root / sub).mkdir()
         store = root / "store"
         split_scenario(full, store)
@@ -127,16 +168,21 @@ def cluster(tiny_split_source: tuple[Path, tuple[str, ...]]) -> Iterator[Cluster
         head = net.add_host("head")
         sites = {sid: net.add_host(sid) for sid in site_ids}
         hosts = [head, *sites.values()]
+        env = _base_env(root)
+        make_certificates(root, env, hosts)
         for host in hosts:
             _ray_temp(root, host).mkdir(parents=True)
-            others = [_ray_temp(root, h) for h in hosts if h is not host]
+            site_output(root, host).mkdir(parents=True)
+            others = [
+                path(root, h) for h in hosts if h is not host
+                for path in (_ray_temp, tls_dir, site_output)
+            ]  # fmt: skip
             host.fresh = [split]
-            host.hidden = [store, full.parent, *others]
+            host.hidden = [store, full.parent, root / "ca", *others]
         head.binds = {split / "coordinator": store / "coordinator"}
         head.dirs = [split / "sites" / sid for sid in site_ids]
         for sid, host in sites.items():
             host.binds = {split / "sites" / sid: store / "sites" / sid}
-        env = _base_env(root)
         c = Cluster(net, root, head, sites, split, full, env)
 
         token = root / "secrets" / "ray_token"
@@ -250,6 +296,7 @@ DRIVER = textwrap.dedent(
 
     split, address, out = sys.argv[1], sys.argv[2], sys.argv[3]
     metrics_addr, metrics_port, method = sys.argv[4], int(sys.argv[5]), sys.argv[6]
+    outputs = sys.argv[7]
 
     class Pace(NullObserver):
         # 0.1 s per iteration (a fan-out over slow WAN links), so that Prometheus scrapes
@@ -261,6 +308,7 @@ DRIVER = textwrap.dedent(
     observers = [CoordinatorMetrics(endpoint=MetricsEndpoint(metrics_port, metrics_addr)), Pace()]
     run = solve_distributed(split, executor="ray", address=address, observers=observers,
                             settings=method_settings(method))
+    run.outputs.write(outputs, solver=method)
     nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
     actors = [
         {"class_name": a.class_name, "node_ip": nodes.get(a.node_id), "node_id": a.node_id,
@@ -283,10 +331,11 @@ def _drive(c: Cluster, method: str, metrics_port: int) -> dict:
     driver = c.root / "out" / "driver.py"
     driver.write_text(DRIVER)
     result = c.root / "out" / f"result-{method}.json"
+    outputs = c.root / "out" / f"run-{method}"
     c.sh(
         c.head,
         f"thermoroute_ray_env && python3 {driver} {c.split} {c.head.ip}:{GCS_PORT} {result} "
-        f"{c.head.ip} {metrics_port} {method}",
+        f"{c.head.ip} {metrics_port} {method} {outputs}",
         timeout=600,
     )
     return json.loads(result.read_text())
@@ -408,25 +457,105 @@ def test_prometheus_scrapes_ray_nodes_and_the_coordinator(
     assert float(found["iteration"][0]["value"][1]) > 0
 
 
-def test_driver_without_the_token_is_refused(cluster: Cluster) -> None:
-    script = (
-        "import ray; "
-        f"ray.init(address='{cluster.head.ip}:{GCS_PORT}', log_to_driver=False); "
-        "print('CONNECTED')"
+def test_each_site_writes_its_detail_on_its_own_host(cluster: Cluster, distributed: dict) -> None:
+    """The coordinator's outputs hold the decision and fleet sums; each site's own output
+    directory (on its host, THERMOROUTE_SITE_OUTPUT) holds its physics and totals."""
+    del distributed
+    run = cluster.root / "out" / "run-admm"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["site_details"] == "private" and "sites" not in summary
+    assert not (run / "site_steps.csv").exists()
+    for sid, host in cluster.sites.items():
+        own = site_output(cluster.root, host) / sid
+        doc = json.loads((own / "summary.json").read_text())
+        assert doc["site_id"] == sid and doc["run_id"]
+        assert (own / "site_steps.csv").read_text().count(f",{sid},") == 4  # four steps
+        # Nobody else sees it: not the head, not another site.
+        for other in [cluster.head, *(h for h in cluster.sites.values() if h is not host)]:
+            seen = cluster.sh(other, f"ls -A {site_output(cluster.root, host)} || true")
+            assert seen.split() == [], f"{other.name} sees {sid}'s output: {seen!r}"
+
+
+def _refused(cluster: Cluster, **env: str) -> str:
+    """Run the guide's solve from the head with ``env``; the one line it ends with."""
+    import time
+
+    t0 = time.monotonic()
+    proc = cluster.sh_status(
+        cluster.head,
+        f"thermoroute_solve {cluster.head.ip} {cluster.split} --quiet "
+        f"--out {cluster.root / 'out' / 'refused'}",
+        timeout=120, **env,
+    )  # fmt: skip
+    assert proc.returncode == 4, (proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert time.monotonic() - t0 < 60
+    assert not (cluster.root / "out" / "refused").exists()
+    return lines[0]
+
+
+def test_a_driver_without_the_token_or_certificate_is_refused_in_one_line(
+    cluster: Cluster, distributed: dict
+) -> None:
+    del distributed  # the cluster is up and serves runs
+    missing = str(cluster.root / "secrets" / "no_such_token")
+    assert "requires a token and this driver has none" in _refused(
+        cluster, THERMOROUTE_TOKEN_FILE=missing
     )
-    env = {**cluster.env, "RAY_AUTH_MODE": "disabled"}
-    proc = cluster.net.run(
-        cluster.head, [sys.executable, "-c", script], env=env, timeout=120, check=False
-    )
-    assert proc.returncode != 0 and "CONNECTED" not in proc.stdout
     wrong = cluster.root / "secrets" / "wrong_token"
-    wrong.write_text("0" * 64)
-    wrong.chmod(0o600)
-    env = {**cluster.env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(wrong)}
-    proc = cluster.net.run(
-        cluster.head, [sys.executable, "-c", script], env=env, timeout=120, check=False
-    )
-    assert proc.returncode != 0 and "CONNECTED" not in proc.stdout
+    subprocess.run(["thermoroute", "token", "generate", str(wrong)], check=True,
+                   capture_output=True, env=cluster.env, timeout=60)  # fmt: skip
+    assert "refused the token" in _refused(cluster, THERMOROUTE_TOKEN_FILE=str(wrong))
+    assert "requires TLS" in _refused(cluster, THERMOROUTE_TLS_DIR="")
+
+
+def test_a_node_with_another_cas_certificate_cannot_join(cluster: Cluster) -> None:
+    rogue = cluster.net.add_host("rogue")
+    rogue_ca, rogue_tls = cluster.root / "rogueca", cluster.root / "tls" / "rogue"
+    subprocess.run(
+        ["bash", "-c", f". {COMMANDS} && thermoroute_tls_ca {rogue_ca} && "
+         f"thermoroute_tls_node {rogue_ca} {rogue_tls} {rogue.ip}"],
+        env=cluster.env, check=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    _ray_temp(cluster.root, rogue).mkdir(parents=True)
+    rogue.hidden = [cluster.root / "store", cluster.root / "ca"]
+    proc = cluster.sh_status(
+        rogue,
+        f"thermoroute_ray_env && timeout 20 ray start --address {cluster.head.ip}:{GCS_PORT} "
+        "--num-cpus 1 "
+        f"--temp-dir {_ray_temp(cluster.root, rogue)} --disable-usage-stats "
+        "--resources '{\"site:rogue\": 1}'",
+        timeout=60, THERMOROUTE_TLS_DIR=str(rogue_tls),
+    )  # fmt: skip
+    assert proc.returncode != 0
+    joined = cluster.sh(cluster.head, f"thermoroute_wait_for_sites {cluster.head.ip} 3 30")
+    assert "site:rogue" not in joined
+
+
+def test_a_rotated_token_locks_the_old_one_out(cluster: Cluster, distributed: dict) -> None:
+    """The guide's rotation: a new token, copied to every node, every node restarted; a
+    driver with the old token is then refused, the new one admitted. (Last: it restarts
+    the cluster.)"""
+    del distributed
+    token = Path(cluster.env["THERMOROUTE_TOKEN_FILE"])
+    old = cluster.root / "secrets" / "old_token"
+    shutil.copy(token, old)
+    cluster.sh(cluster.head, f"thermoroute_token_generate {token}")
+    assert token.read_text() != old.read_text() and token.stat().st_mode & 0o077 == 0
+    from netns import kill_netns_processes
+
+    for host in [*cluster.sites.values(), cluster.head]:
+        kill_netns_processes(host.netns)  # `ray stop` on each VM
+    extra = f"--object-store-memory {OBJECT_STORE_BYTES}"
+    cluster.sh(cluster.head, f"thermoroute_head_start {cluster.head.ip} "
+               f"--temp-dir {_ray_temp(cluster.root, cluster.head)} {extra}")  # fmt: skip
+    for sid, host in cluster.sites.items():
+        cluster.sh(host, f"thermoroute_site_start {cluster.head.ip} {host.ip} {sid} "
+                   f"--temp-dir {_ray_temp(cluster.root, host)} {extra}")  # fmt: skip
+    joined = cluster.sh(cluster.head, f"thermoroute_wait_for_sites {cluster.head.ip} 3 120")
+    assert sorted(joined.split()) == sorted(f"site:{s}" for s in cluster.sites)
+    assert "refused the token" in _refused(cluster, THERMOROUTE_TOKEN_FILE=str(old))
 
 
 def test_guide_shows_the_tested_commands() -> None:
@@ -435,6 +564,9 @@ def test_guide_shows_the_tested_commands() -> None:
     for call in (
         ". deploy/commands.sh",
         "thermoroute_token_generate",
+        "thermoroute_tls_ca",
+        "thermoroute_tls_node",
+        "THERMOROUTE_TLS_DIR",
         "thermoroute_head_start",
         "thermoroute_site_start",
         "thermoroute_wait_for_sites",

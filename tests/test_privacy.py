@@ -505,3 +505,47 @@ def test_a_sites_bad_data_reach_the_driver_as_a_count_only(
     while not any(secret in p.read_text(errors="replace") for p in logs.glob("worker-*.err")):
         assert time.monotonic() < deadline, "the site did not log its validation problems"
         time.sleep(0.2)
+
+
+def test_site_metrics_stay_on_the_node_and_hold_costs_only_on_opt_in(
+    tiny_scenario: Scenario, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    import urllib.request
+
+    from site_agent.metrics import ADDR_ENV, ECONOMICS_ENV, PORT_ENV
+    from tests.test_prometheus import free_port
+
+    data = write_scenario(tiny_scenario, tmp_path / "scenario")
+
+    def scrape(port: int) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def samples(text: str, family: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith(family)]
+
+    # By default the node serves nothing at all.
+    monkeypatch.delenv(PORT_ENV, raising=False)
+    monkeypatch.delenv(ADDR_ENV, raising=False)
+    port = free_port()
+    solve_distributed(data, executor="inline", settings=SETTINGS, inner=INNER)
+    with pytest.raises(OSError):
+        scrape(port)
+    # The operator turns metrics on: solver figures on loopback, no costs.
+    monkeypatch.setenv(PORT_ENV, str(port))
+    monkeypatch.delenv(ECONOMICS_ENV, raising=False)
+    solve_distributed(data, executor="inline", settings=SETTINGS, inner=INNER)
+    text = scrape(port)
+    assert samples(text, "thermoroute_agent_solve_seconds_count")
+    assert samples(text, "thermoroute_agent_objective") == []
+    outward = socket.gethostbyname(socket.gethostname())
+    if not outward.startswith("127."):
+        with pytest.raises(OSError), socket.create_connection((outward, port), timeout=2):
+            pass
+    # And, explicitly, the costs.
+    other = free_port()
+    monkeypatch.setenv(PORT_ENV, str(other))
+    monkeypatch.setenv(ECONOMICS_ENV, "1")
+    solve_distributed(data, executor="inline", settings=SETTINGS, inner=INNER)
+    assert samples(scrape(other), "thermoroute_agent_objective_part_aud")

@@ -8,6 +8,7 @@ atomically, so a failed run leaves earlier outputs untouched.
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import datetime
 from enum import StrEnum
@@ -514,6 +515,9 @@ def token_generate(
 
 def main() -> None:
     """Entry point of the ``thermoroute`` console script."""
+    # gRPC's own informational lines (a refused TLS handshake) would follow our one-line
+    # errors on stderr; its errors still show.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     try:
         app()
     except KeyboardInterrupt:
