@@ -209,8 +209,8 @@ def start_prometheus_on_head(c: Cluster) -> str:
     """Run Prometheus on the head with deploy/prometheus.yml's jobs, pointed at this cluster.
 
     The job names, the discovery-file name and the alert rules are the deployment's; only
-    the addresses change (the coordinator on the head's address, the site agents on theirs,
-    the head's Ray temp dir instead of /tmp/ray) and the interval (0.5 s).
+    the addresses change (the coordinator on the head's address, the head's Ray temp dir
+    instead of /tmp/ray) and the interval (0.5 s).
     """
     exe = shutil.which("prometheus")
     if exe is None:
@@ -225,9 +225,6 @@ def start_prometheus_on_head(c: Cluster) -> str:
     jobs["thermoroute-coordinator"]["static_configs"] = [
         {"targets": [f"{c.head.ip}:{COORDINATOR_METRICS_PORT}"]}
     ]
-    agents = workdir / "site-agents.json"
-    agents.write_text(json.dumps([{"targets": [f"{h.ip}:9465" for h in c.sites.values()]}]))
-    jobs["thermoroute-site-agents"]["file_sd_configs"] = [{"files": [str(agents)]}]
     sd_name = Path(jobs["ray"]["file_sd_configs"][0]["files"][0]).name
     jobs["ray"]["file_sd_configs"] = [{"files": [str(_ray_temp(c.root, c.head) / sd_name)],
                                        "refresh_interval": "1s"}]  # fmt: skip
