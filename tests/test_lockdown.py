@@ -1,4 +1,5 @@
-"""A local run is locked down: nothing it starts listens beyond loopback.
+"""A local run is locked down: nothing it starts listens beyond loopback, its token is the
+owner's only, and a generated token is always a new one.
 
 Real runs of the command line (a local Ray cluster, the coordinator's metrics endpoint) with
 the host's listening sockets listed by ``ss`` while they run.
@@ -22,10 +23,19 @@ from thermoroute.isolation import isolation_available
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from thermoroute.cli import main; main()"]
 
-pytestmark = [
-    pytest.mark.ray,
-    pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)"),
-]
+
+def test_token_generate_writes_a_new_owner_only_token_every_time(tmp_path: Path) -> None:
+    path = tmp_path / "secrets" / "ray_token"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    tokens = []
+    for _ in range(2):
+        done = subprocess.run([*CLI, "token", "generate", str(path)], env=env,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert path.stat().st_mode & 0o777 == 0o600
+        tokens.append(path.read_text().strip())
+    assert tokens[0] != tokens[1] and all(len(t) == 64 for t in tokens)
+    assert [p.name for p in path.parent.iterdir()] == ["ray_token"]  # no temporary left
 
 
 def _listening() -> set[tuple[str, int]]:
@@ -43,11 +53,19 @@ def _loopback(address: str) -> bool:
     return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1")
 
 
+@pytest.mark.ray
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
 @pytest.mark.skipif(not isolation_available(), reason="no network namespaces here")
 def test_a_local_run_listens_on_loopback_only(tmp_path: Path) -> None:
     port = free_port()
     before = _listening()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # A home of its own, with a token file as Ray itself leaves it: readable by everyone.
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("a" * 64)
+    (home / ".ray" / "auth_token").chmod(0o644)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(home)}
+    env = {k: v for k, v in env.items() if not k.startswith("RAY_")}
     run = subprocess.Popen(
         [*CLI, "run", "australia", "--quiet", "--no-compare", "--out", str(tmp_path / "out"),
          "--metrics-port", str(port), "--metrics-linger", "30"],
@@ -74,3 +92,4 @@ def test_a_local_run_listens_on_loopback_only(tmp_path: Path) -> None:
     assert {p for _, p in seen} == {port}
     assert "thermoroute_objective_aud" in scraped
     assert "warning" not in stderr.lower()
+    assert (home / ".ray" / "auth_token").stat().st_mode & 0o777 == 0o600
