@@ -218,6 +218,10 @@ class IpmRequest:
         row, the factor of every flow.
     restore : ndarray of bool (m,) or None
         ``finish``: rows whose dropped flows come back (the others could not carry them).
+    sequence : int
+        The run's number of this round (set by the coordinator, strictly increasing): with
+        the phase it is the nonce of the answer's masks, which must never repeat under one
+        key — an iteration may hold several rounds of one phase (Gondzio's correctors).
     """
 
     iteration: int
@@ -231,6 +235,7 @@ class IpmRequest:
     demand: np.ndarray | None = None
     factors: np.ndarray | None = None
     restore: np.ndarray | None = None
+    sequence: int = 0
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ Masks
 Each pair of neighbouring parties agrees on a key by X25519 (public keys relayed by the
 coordinator, which cannot derive the key) and HKDF-SHA256 bound to the run id. The mask of
 a message is the ChaCha20 keystream of that key under a nonce made of the message's
-``(iteration, round)``: fresh for every message, reproducible by both ends. The party with
+``(message number, round)``, which the protocol makes unique for every message under a key
+(reproducible by both ends); a masker refuses to mask twice under one nonce, since two
+messages under one keystream would give away their difference. The party with
 the lower index adds the mask, the other subtracts it, so the masks cancel in the sum. Every
 masked vector a party sends is uniformly distributed over ``Z_{2^128}^n`` to anyone without
 one of its pairwise keys.
@@ -62,6 +64,10 @@ FRACTION_BITS = 64
 #: Largest magnitude a value or a sum may have (63 integer bits, one for the sign, one spare).
 LIMIT = 2.0**62
 _TWO_64 = 2.0**64
+
+
+class NonceReuse(RuntimeError):
+    """A second message masked under one nonce and key (it would reveal the difference)."""
 
 
 class EncodingError(ValueError):
@@ -228,6 +234,7 @@ class PairwiseMasker:
         self._private = X25519PrivateKey.generate()
         self._keys: dict[int, bytes] = {}
         self._index: int | None = None
+        self._used: set[tuple[int, int]] = set()
 
     @property
     def public_key(self) -> bytes:
@@ -253,14 +260,25 @@ class PairwiseMasker:
             ).derive(shared)
         self._keys = keys
         self._index = int(setup.index)
+        self._used = set()  # new keys, new keystreams
 
-    def mask(self, values: np.ndarray, iteration: int, round_id: int) -> np.ndarray:
-        """``encode(values)`` plus this party's pairwise masks for ``(iteration, round_id)``."""
+    def mask(self, values: np.ndarray, message: int, round_id: int) -> np.ndarray:
+        """``encode(values)`` plus this party's pairwise masks for ``(message, round_id)``.
+
+        Raises
+        ------
+        NonceReuse
+            This masker masked under ``(message, round_id)`` before.
+        """
         if self._index is None:
             raise RuntimeError("configure the masker with its neighbours' keys first")
+        used = (int(message), int(round_id))
+        if used in self._used:
+            raise NonceReuse(f"masks for message {message}, round {round_id} were used already")
+        self._used.add(used)
         words = encode(values)
         n = words.shape[1]
-        nonce = struct.pack("<IQI", 0, int(iteration), int(round_id))  # counter, then nonce
+        nonce = struct.pack("<IQI", 0, *used)  # block counter, then the 12-byte nonce
         for peer, key in self._keys.items():
             stream = Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor()
             raw = stream.update(bytes(16 * n))

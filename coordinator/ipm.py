@@ -45,7 +45,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -283,12 +283,16 @@ class DistributedInteriorPoint:
         #: Answered rounds, and the values one group sent in them (its message sizes).
         self.rounds = 0
         self.values_per_group = 0
+        #: Rounds sent in this run, answered or not: each request's mask nonce.
+        self._sequence = 0
 
     # ------------------------------------------------------------------------------------
 
     def _round(self, fleet: Fleet, request: IpmRequest) -> dict[str, np.ndarray]:
         """Broadcast one request; the fleet sum of the groups' answers, by field."""
         t0 = time.perf_counter()
+        request = replace(request, sequence=self._sequence)
+        self._sequence += 1
         answers = fleet.broadcast("method_round", request)
         t1 = time.perf_counter()
         for sid, seconds in fleet.answer_seconds().items():

@@ -530,7 +530,7 @@ class GroupInteriorPoint:
         assert self.masker is not None
         round_id = ROUND_IDS[phase]
         return Aggregate(
-            request.iteration, phase, self.masker.mask(flat, request.iteration, round_id), True
+            request.iteration, phase, self.masker.mask(flat, request.sequence, round_id), True
         )
 
     def solutions(self) -> list[np.ndarray]:

@@ -387,7 +387,7 @@ def test_site_agent_metrics_from_telemetry_and_environment() -> None:
 
     from site_agent.metrics import PORT_ENV, SiteAgentMetrics
 
-    metrics = SiteAgentMetrics(CollectorRegistry())
+    metrics = SiteAgentMetrics(CollectorRegistry(), economics=True)  # the operator opted in
     assert metrics.serve_from_env({}) is None
     with pytest.raises(ValueError, match=PORT_ENV):
         metrics.serve_from_env({PORT_ENV: "http"})

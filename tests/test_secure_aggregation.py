@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,7 +70,7 @@ def test_masked_sums_equal_plain_sums_to_1e_12() -> None:
     rng = np.random.default_rng(3)
     maskers = _fleet(12)
     values = [rng.standard_normal(500) * 10.0 ** rng.uniform(-8, 8, 500) for _ in maskers]
-    masked = [m.mask(v, iteration=4, round_id=1) for m, v in zip(maskers, values, strict=True)]
+    masked = [m.mask(v, message=4, round_id=1) for m, v in zip(maskers, values, strict=True)]
     exact = np.array([math.fsum(col) for col in zip(*values, strict=True)])
     assert np.allclose(unmask_sum(masked), exact, rtol=1e-12, atol=12 * 2.0**-64)
 
@@ -100,6 +101,44 @@ def test_masks_differ_per_round_and_iteration() -> None:
     m = _fleet(2)[0]
     a, b, c = m.mask(np.zeros(64), 1, 0), m.mask(np.zeros(64), 1, 1), m.mask(np.zeros(64), 2, 0)
     assert not np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_a_masker_never_masks_twice_under_one_nonce() -> None:
+    """Two messages under one keystream would give away their difference to the coordinator."""
+    from common.secure_aggregation import NonceReuse
+
+    m = _fleet(2)[0]
+    first = m.mask(np.arange(8.0), 3, 3)
+    with pytest.raises(NonceReuse):
+        m.mask(np.arange(8.0) + 1.0, 3, 3)
+    assert first.shape == (2, 8)
+
+
+def test_interior_point_rounds_mask_under_distinct_nonces(tiny_scenario_dir: Path) -> None:
+    """Every round of a run (Gondzio's two correctors give two ``centre`` rounds in one
+    iteration) carries its own sequence number, so no group ever reuses a nonce."""
+    from dataclasses import replace
+
+    from coordinator.ipm import IpmSettings
+    from thermoroute.launch import solve_distributed
+
+    seen: list[tuple[int, str, int]] = []
+    original = PairwiseMasker.mask
+
+    def recording(self, values, message, round_id):  # the product's masker, watched
+        seen.append((id(self), message, round_id))
+        return original(self, values, message, round_id)
+
+    PairwiseMasker.mask = recording  # type: ignore[method-assign]
+    try:
+        run = solve_distributed(
+            tiny_scenario_dir, executor="inline",
+            settings=replace(IpmSettings(), centrality_correctors=2),
+        )  # fmt: skip
+    finally:
+        PairwiseMasker.mask = original  # type: ignore[method-assign]
+    assert run.converged and seen
+    assert len(set(seen)) == len(seen)
 
 
 def test_a_masker_needs_its_neighbours_keys_first() -> None:
