@@ -47,7 +47,7 @@ from common.secure_aggregation import MaskingSetup
 
 Phase = Literal["newton", "predict", "correct", "centre", "recentred", "clean", "finish"]
 
-#: A number per answered phase, for the masks' nonces: ``(iteration, round)`` never repeats.
+#: A number per answered phase, for the masks' nonces ``(IpmRequest.sequence, round id)``.
 ROUND_IDS: dict[str, int] = {
     "newton": 0,
     "predict": 1,

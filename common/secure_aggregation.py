@@ -227,7 +227,7 @@ class PairwiseMasker:
 
     Created with a fresh X25519 key pair; :attr:`public_key` goes to the coordinator, which
     relays the neighbours' keys in a :class:`MaskingSetup`; :meth:`mask` then encodes and
-    masks any vector of floats for one ``(iteration, round)``.
+    masks any vector of floats for one ``(message, round)``, once.
     """
 
     def __init__(self) -> None:
