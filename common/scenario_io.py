@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from common.bounds import bound_of
 from common.errors import Problem, ScenarioError
 from common.scenario import (
     WUE_MODELS,
@@ -112,6 +113,13 @@ class _Collector:
         self.problems.append(Problem(file, reason, row, column))
 
 
+#: Strict number syntax: digits, one point, an exponent — not "1_000", "0x1F", "nan" or
+#: "infinity", which Python's float() would take.
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d{1,3})?", re.ASCII)
+_INFINITY = re.compile(r"\+?inf", re.IGNORECASE)
+_NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+
+
 @dataclass
 class _Row:
     file: str
@@ -138,13 +146,32 @@ class _Row:
         raw = self.text(column)
         if raw is None:
             return None
-        try:
-            value = float(raw)
-        except ValueError:
-            self.sink.add(self.file, f"not a number: {raw!r}", self.line, column)
+        infinite = allow_inf and _INFINITY.fullmatch(raw) is not None
+        if not infinite and _NON_FINITE.fullmatch(raw):
+            reason = f"must be a finite number (got {raw!r})"
+            self.sink.add(self.file, reason, self.line, column)
             return None
-        if math.isnan(value) or (math.isinf(value) and not allow_inf):
-            self.sink.add(self.file, f"must be a finite number (got {raw!r})", self.line, column)
+        if not (infinite or _DECIMAL.fullmatch(raw)):
+            self.sink.add(
+                self.file,
+                f"not a number: {raw[:40]!r} (a decimal like 12, -0.5 or 1.5e3)",
+                self.line,
+                column,
+            )
+            return None
+        value = float(raw)
+        if math.isinf(value) and not infinite:
+            reason = f"must be a finite number (got {raw[:40]!r})"
+            self.sink.add(self.file, reason, self.line, column)
+            return None
+        bound = bound_of(self.file, column)
+        if bound is not None and not infinite and not bound.admits(value):
+            self.sink.add(
+                self.file,
+                f"{raw[:40]} is outside the allowed range {bound.describe()} ({bound.source})",
+                self.line,
+                column,
+            )
             return None
         if strictly_positive and not value > 0:
             self.sink.add(self.file, f"must be > 0 (got {raw})", self.line, column)
@@ -331,7 +358,10 @@ def load_scenario(
     if meta is not None and sites_ok:
         series = _load_series(directory, site_index, step_of, sink)
     if meta is not None and regions_ok and classes_ok:
-        demand = _load_demand(directory, region_index, class_index, classes, step_of, sink)
+        demand = _load_demand(
+            directory, region_index, class_index, classes, step_of, sink,
+            populated=bool(np.any(regions.population > 0)),
+        )  # fmt: skip
     if regions_ok and classes_ok:
         batch = _load_batch(directory, region_index, class_index, classes, sink)
     if sink.problems or meta is None:
@@ -389,8 +419,14 @@ def _apply_overrides(
     if start is not None and start.tzinfo is None:
         sink.add("scenario.toml", f"start {start.isoformat()} has no UTC offset", None, "start")
         return None
-    if steps is not None and steps <= 0:
-        sink.add("scenario.toml", f"steps must be > 0 (got {steps})", None, "steps")
+    steps_bound = bound_of("scenario.toml", "steps")
+    if steps is not None and steps_bound is not None and not steps_bound.admits(steps):
+        sink.add(
+            "scenario.toml",
+            f"steps {steps} is outside the allowed range {steps_bound.describe()}",
+            None,
+            "steps",
+        )
         return None
     if meta is not None:
         if start is not None:
@@ -444,21 +480,32 @@ def _load_toml(directory: Path, sink: _Collector) -> dict[str, Any] | None:
             start = None
     if isinstance(start, datetime) and start.tzinfo is None:
         sink.add(file, "[scenario] 'start' has no UTC offset (e.g. +10:00)", None, "start")
-    step_hours = need(
-        scen, "scenario", "step_hours", lambda v: is_number(v) and v > 0, "a number > 0"
-    )
+    # Types here; ranges from the bounds table below.
+    step_hours = need(scen, "scenario", "step_hours", is_number, "a number")
     steps = need(
         scen,
         "scenario",
         "steps",
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
-        "an integer > 0",
+        lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "an integer",
     )
     weights = {}
     for key in ("carbon_aud_per_kg", "water_aud_per_l", "latency_aud_per_req_s"):
-        weights[key] = need(
-            obj, "objective", key, lambda v: is_number(v) and v >= 0, "a number >= 0"
-        )
+        weights[key] = need(obj, "objective", key, is_number, "a number")
+    for table_name, key, value in (
+        ("scenario", "step_hours", step_hours),
+        ("scenario", "steps", steps),
+        *(("objective", k, v) for k, v in weights.items()),
+    ):
+        bound = bound_of(file, key)
+        if value is not None and bound is not None and not bound.admits(value):
+            sink.add(
+                file,
+                f"[{table_name}] '{key}' = {value!r} is outside the allowed range "
+                f"{bound.describe()} ({bound.source})",
+                None,
+                key,
+            )
     if len(sink.problems) > before:
         return None
     return {
@@ -480,15 +527,15 @@ def _load_sites(directory: Path, sink: _Collector) -> tuple[Sites, dict[str, int
     for row in rows:
         cols["site_id"].append(row.text("site_id") or "")
         cols["name"].append(row.text("name", allow_empty=True) or "")
-        cols["lat"].append(row.number("lat", minimum=-90, maximum=90))
-        cols["lon"].append(row.number("lon", minimum=-180, maximum=180))
+        cols["lat"].append(row.number("lat"))
+        cols["lon"].append(row.number("lon"))
         cols["grid_region"].append(row.text("grid_region", allow_empty=True) or "")
-        cols["gpus"].append(row.number("gpus", strictly_positive=True))
-        cols["idle_w"].append(row.number("idle_w", minimum=0))
-        u_max = row.number("u_max", strictly_positive=True, maximum=1)
+        cols["gpus"].append(row.number("gpus"))
+        cols["idle_w"].append(row.number("idle_w"))
+        u_max = row.number("u_max")
         cols["u_max"].append(u_max)
-        cols["max_wait_ms"].append(row.number("max_wait_ms", minimum=0))
-        cols["ref_gpu_s"].append(row.number("ref_gpu_s", strictly_positive=True))
+        cols["max_wait_ms"].append(row.number("max_wait_ms"))
+        cols["ref_gpu_s"].append(row.number("ref_gpu_s"))
         for c in ("ppue_a", "ppue_b", "ppue_c"):
             cols[c].append(row.number(c))
         model = row.text("wue_model")
@@ -503,7 +550,7 @@ def _load_sites(directory: Path, sink: _Collector) -> tuple[Sites, dict[str, int
         # p1 is the cycles of concentration of a tower (checked below) but the wet-bulb
         # threshold of an economizer, in °C, which may well be below zero.
         p1 = row.number("wue_p1", minimum=None if model == "economizer" else 0)
-        p2 = row.number("wue_p2", minimum=0)
+        p2 = row.number("wue_p2")
         if model == "tower" and p1 is not None and p1 <= 1:
             sink.add(
                 file,
@@ -526,9 +573,9 @@ def _load_regions(directory: Path, sink: _Collector) -> tuple[Regions, dict[str,
     for row in rows:
         cols["region_id"].append(row.text("region_id") or "")
         cols["name"].append(row.text("name", allow_empty=True) or "")
-        cols["lat"].append(row.number("lat", minimum=-90, maximum=90))
-        cols["lon"].append(row.number("lon", minimum=-180, maximum=180))
-        cols["population"].append(row.number("population", minimum=0))
+        cols["lat"].append(row.number("lat"))
+        cols["lon"].append(row.number("lon"))
+        cols["population"].append(row.number("population"))
     return _make_table(Regions, cols, ("region_id", "name")), index
 
 
@@ -543,19 +590,17 @@ def _load_classes(directory: Path, sink: _Collector) -> tuple[Classes, dict[str,
         cols["class_id"].append(row.text("class_id") or "")
         sink.lines.setdefault((file, len(cols["class_id"]) - 1), row.line)
         cols["model"].append(row.text("model", allow_empty=True) or "")
-        cols["prompt_tokens"].append(row.number("prompt_tokens", minimum=0))
-        cols["output_tokens"].append(row.number("output_tokens", minimum=0))
+        cols["prompt_tokens"].append(row.number("prompt_tokens"))
+        cols["output_tokens"].append(row.number("output_tokens"))
         deferrable = row.boolean("deferrable")
         cols["deferrable"].append(deferrable)
         raw_slo = (row.cells.get("ttft_slo_ms") or "").strip()
         if deferrable and raw_slo == "":
             cols["ttft_slo_ms"].append(math.inf)
         elif deferrable:
-            cols["ttft_slo_ms"].append(
-                row.number("ttft_slo_ms", strictly_positive=True, allow_inf=True)
-            )
+            cols["ttft_slo_ms"].append(row.number("ttft_slo_ms", allow_inf=True))
         else:
-            cols["ttft_slo_ms"].append(row.number("ttft_slo_ms", strictly_positive=True))
+            cols["ttft_slo_ms"].append(row.number("ttft_slo_ms"))
     table = _make_table(Classes, cols, ("class_id", "model"))
     return table, index
 
@@ -630,11 +675,7 @@ def _load_profiles(directory, site_index, class_index, sink):
         PROFILE_COLUMNS,
         ("site_id", site_index),
         ("class_id", class_index),
-        {
-            "gpu_s": {"strictly_positive": True},
-            "energy_j": {"minimum": 0},
-            "prefill_ms": {"minimum": 0},
-        },
+        {"gpu_s": {}, "energy_j": {}, "prefill_ms": {}},
         sink,
     )
 
@@ -646,7 +687,7 @@ def _load_network(directory, site_index, region_index, sink):
         NETWORK_COLUMNS,
         ("site_id", site_index),
         ("region_id", region_index),
-        {"rtt_ms": {"minimum": 0}},
+        {"rtt_ms": {}},
         sink,
     )
     return rtt
@@ -664,11 +705,11 @@ def _load_series(
         when = row.time("time")
         site = row.text("site_id")
         values = [
-            row.number("dry_bulb_c", minimum=-90, maximum=70),
-            row.number("wet_bulb_c", minimum=-90, maximum=70),
+            row.number("dry_bulb_c"),
+            row.number("wet_bulb_c"),
             row.number("price_aud_per_mwh"),
-            row.number("carbon_kg_per_kwh", minimum=0),
-            row.number("ewif_l_per_kwh", minimum=0),
+            row.number("carbon_kg_per_kwh"),
+            row.number("ewif_l_per_kwh"),
         ]
         if (
             values[0] is not None
@@ -739,7 +780,9 @@ def _steps_covered(available, first, step_of) -> int:
     return count
 
 
-def _load_demand(directory, region_index, class_index, classes: Classes, step_of, sink):
+def _load_demand(
+    directory, region_index, class_index, classes: Classes, step_of, sink, *, populated: bool
+):
     file = "demand.csv"
     R, C, T = len(region_index), len(class_index), len(step_of)
     demand = np.zeros((R, C, T))
@@ -750,7 +793,7 @@ def _load_demand(directory, region_index, class_index, classes: Classes, step_of
         rows += 1
         when = row.time("time")
         region, klass = row.text("region_id"), row.text("class_id")
-        value = row.number("requests_per_s", minimum=0)
+        value = row.number("requests_per_s")
         bad = False
         if region is not None and region not in region_index:
             sink.add(file, f"unknown region_id {region!r}", row.line, "region_id")
@@ -787,10 +830,18 @@ def _load_demand(directory, region_index, class_index, classes: Classes, step_of
         sink.lines[(file, key[0], key[1], t)] = row.line
         if value is not None:
             demand[key[0], key[1], t] = value
-    # A demand.csv with a header and no rows states that there is no interactive demand
-    # (a site's own directory, see site_slice_files); once it has rows, every interactive
-    # region/class needs one at every step.
+    # A demand.csv with a header and no rows states that there is no interactive demand —
+    # which only a site's own directory may say (its regions have population 0, see
+    # site_slice_files). Otherwise every interactive region/class needs a row at every step.
     header_only = rows == 0 and not any(p.file == file for p in sink.problems)
+    if header_only and populated:
+        sink.add(
+            file,
+            "has no rows: every region needs the demand of every interactive class at every "
+            "step (only a site's own directory, whose regions have population 0, may omit it)",
+            None,
+        )
+        return demand
     if (
         (directory / file).is_file()
         and not header_only
@@ -823,7 +874,7 @@ def _load_batch(directory, region_index, class_index, classes: Classes, sink):
     seen: dict[tuple[int, int], int] = {}
     for row in _read_csv(directory, file, BATCH_COLUMNS, sink):
         region, klass = row.text("region_id"), row.text("class_id")
-        value = row.number("requests", minimum=0)
+        value = row.number("requests")
         bad = False
         if region is not None and region not in region_index:
             sink.add(file, f"unknown region_id {region!r}", row.line, "region_id")
@@ -975,7 +1026,10 @@ def load_demand_view(
     times = step_times(meta["start"], meta["step_hours"], meta["steps"]) if meta else ()
     step_of = {t: k for k, t in enumerate(times)}
     if meta is not None and keys_ok:
-        demand = _load_demand(directory, region_index, class_index, classes, step_of, sink)
+        demand = _load_demand(
+            directory, region_index, class_index, classes, step_of, sink,
+            populated=bool(np.any(regions.population > 0)),
+        )  # fmt: skip
     if keys_ok:
         batch = _load_batch(directory, region_index, class_index, classes, sink)
     if sink.problems or meta is None:

@@ -32,6 +32,7 @@ from scenario_factory import (
     write_rows,
 )
 
+from common.bounds import BOUNDS, markdown_table
 from common.errors import Problem, ScenarioError
 from common.scenario_io import SCENARIO_FILES, check_servable, load_scenario
 
@@ -160,7 +161,7 @@ def test_blank_lines_keep_line_numbers(scen: Path):
     line = find_line(scen, "sites.csv", site_id="charlie")
     assert line == 5  # header, blank, alpha, bravo, charlie
     set_cell(scen, "sites.csv", line, "gpus", "-1")
-    check(the_problem(scen), "sites.csv", 5, "gpus", "> 0")
+    check(the_problem(scen), "sites.csv", 5, "gpus", "outside the allowed range")
 
 
 def test_quoted_newline_keeps_line_numbers(scen: Path):
@@ -172,7 +173,7 @@ def test_quoted_newline_keeps_line_numbers(scen: Path):
     text = (scen / "sites.csv").read_text().splitlines()
     bravo_line = next(k for k, t in enumerate(text, start=1) if t.startswith("bravo,"))
     assert bravo_line == 4
-    check(the_problem(scen), "sites.csv", bravo_line, "gpus", "> 0")
+    check(the_problem(scen), "sites.csv", bravo_line, "gpus", "outside the allowed range")
 
 
 def test_not_utf8_is_reported_not_raised(scen: Path):
@@ -202,18 +203,18 @@ def test_utf8_bom_header_is_accepted(scen: Path):
         ("idle_w", "inf", ("finite",)),
         ("max_wait_ms", "-inf", ("finite",)),
         ("ppue_a", "1e999", ("finite",)),
-        ("gpus", "-8", ("> 0", "-8")),
-        ("gpus", "0", ("> 0",)),
-        ("u_max", "1.2", ("<= 1", "1.2")),
-        ("u_max", "0", ("> 0",)),
-        ("u_max", "-0.5", ("> 0",)),
-        ("idle_w", "-75", (">= 0", "-75")),
-        ("max_wait_ms", "-1", (">= 0",)),
-        ("ref_gpu_s", "0", ("> 0",)),
-        ("ref_gpu_s", "-0.5", ("> 0",)),
-        ("lat", "-91", (">= -90",)),
-        ("lat", "95.5", ("<= 90",)),
-        ("lon", "181", ("<= 180",)),
+        ("gpus", "-8", ("outside the allowed range", "-8")),
+        ("gpus", "0", ("outside the allowed range",)),
+        ("u_max", "1.2", ("outside the allowed range", "1.2")),
+        ("u_max", "0", ("outside the allowed range",)),
+        ("u_max", "-0.5", ("outside the allowed range",)),
+        ("idle_w", "-75", ("outside the allowed range", "-75")),
+        ("max_wait_ms", "-1", ("outside the allowed range",)),
+        ("ref_gpu_s", "0", ("outside the allowed range",)),
+        ("ref_gpu_s", "-0.5", ("outside the allowed range",)),
+        ("lat", "-91", ("outside the allowed range",)),
+        ("lat", "95.5", ("outside the allowed range",)),
+        ("lon", "181", ("outside the allowed range",)),
         ("gpus", "", ("empty",)),
         ("wue_model", "swamp", ("unknown wue_model", "swamp", "tower")),
     ],
@@ -247,19 +248,43 @@ def test_economizer_threshold_may_be_below_zero(scen: Path):
 @pytest.mark.parametrize(
     ("file", "match", "column", "value", "words"),
     [
-        ("regions.csv", {"region_id": "west"}, "lat", "-120", (">= -90",)),
-        ("regions.csv", {"region_id": "west"}, "population", "-3", (">= 0",)),
+        ("regions.csv", {"region_id": "west"}, "lat", "-120", ("outside the allowed range",)),
+        ("regions.csv", {"region_id": "west"}, "population", "-3", ("outside the allowed range",)),
         ("regions.csv", {"region_id": "east"}, "population", "many", ("not a number",)),
-        ("classes.csv", {"class_id": "code"}, "ttft_slo_ms", "0", ("> 0",)),
+        ("classes.csv", {"class_id": "code"}, "ttft_slo_ms", "0", ("outside the allowed range",)),
         ("classes.csv", {"class_id": "code"}, "ttft_slo_ms", "inf", ("finite",)),
         ("classes.csv", {"class_id": "code"}, "deferrable", "maybe", ("boolean",)),
-        ("classes.csv", {"class_id": "chat"}, "prompt_tokens", "-1", (">= 0",)),
-        ("profiles.csv", {"site_id": "bravo", "class_id": "code"}, "gpu_s", "0", ("> 0",)),
+        (
+            "classes.csv",
+            {"class_id": "chat"},
+            "prompt_tokens",
+            "-1",
+            ("outside the allowed range",),
+        ),
+        (
+            "profiles.csv",
+            {"site_id": "bravo", "class_id": "code"},
+            "gpu_s",
+            "0",
+            ("outside the allowed range",),
+        ),
         ("profiles.csv", {"site_id": "bravo", "class_id": "code"}, "energy_j", "nan", ("finite",)),
-        ("profiles.csv", {"site_id": "alpha", "class_id": "chat"}, "prefill_ms", "-5", (">= 0",)),
-        ("network.csv", {"site_id": "alpha", "region_id": "west"}, "rtt_ms", "-1", (">= 0",)),
+        (
+            "profiles.csv",
+            {"site_id": "alpha", "class_id": "chat"},
+            "prefill_ms",
+            "-5",
+            ("outside the allowed range",),
+        ),
+        (
+            "network.csv",
+            {"site_id": "alpha", "region_id": "west"},
+            "rtt_ms",
+            "-1",
+            ("outside the allowed range",),
+        ),
         ("network.csv", {"site_id": "alpha", "region_id": "west"}, "rtt_ms", "x", ("number",)),
-        ("batch.csv", {"region_id": "east"}, "requests", "-10", (">= 0",)),
+        ("batch.csv", {"region_id": "east"}, "requests", "-10", ("outside the allowed range",)),
         ("batch.csv", {"region_id": "east"}, "requests", "inf", ("finite",)),
     ],
 )
@@ -276,9 +301,9 @@ def test_bad_cell_in_other_tables(scen, file, match, column, value, words):
         ("dry_bulb_c", "hot", ("not a number",)),
         ("wet_bulb_c", "inf", ("finite",)),
         ("price_aud_per_mwh", "-inf", ("finite",)),
-        ("carbon_kg_per_kwh", "-0.1", (">= 0",)),
+        ("carbon_kg_per_kwh", "-0.1", ("outside the allowed range",)),
         ("ewif_l_per_kwh", "", ("empty",)),
-        ("dry_bulb_c", "95", ("<= 70",)),
+        ("dry_bulb_c", "95", ("outside the allowed range",)),
     ],
 )
 def test_bad_series_cell(scen: Path, column: str, value: str, words: tuple[str, ...]):
@@ -505,9 +530,18 @@ def test_batch_for_an_interactive_class(scen: Path):
     check(the_problem(scen), "batch.csv", line, "class_id", "interactive", "demand.csv")
 
 
-def test_header_only_demand_file_means_no_interactive_demand(scen: Path):
-    # As in a site's own directory (split_scenario): no rows, no demand, nothing missing.
+def test_header_only_demand_file_is_refused_where_regions_have_people(scen: Path):
+    """A header-only demand.csv would silently drop all interactive demand: refused, unless
+    every region has population 0 (a site's own directory, as split_scenario writes it)."""
     (scen / "demand.csv").write_text("time,region_id,class_id,requests_per_s\n")
+    check(the_problem(scen), "demand.csv", None, None, "no rows")
+    regions = (scen / "regions.csv").read_text().splitlines()
+    header = regions[0].split(",")
+    at = header.index("population")
+    rows = [r.split(",") for r in regions[1:]]
+    for r in rows:
+        r[at] = "0"
+    (scen / "regions.csv").write_text("\n".join([regions[0], *(",".join(r) for r in rows)]) + "\n")
     sc = load_scenario(scen)
     assert sc.demand_rps.shape == (len(REGION_IDS), len(CLASS_IDS), 4)
     assert not sc.demand_rps.any()
@@ -562,13 +596,13 @@ def test_missing_toml_key(scen: Path, table: str, key: str):
 @pytest.mark.parametrize(
     ("key", "value", "words"),
     [
-        ("carbon_aud_per_kg", "-0.07", (">= 0",)),
-        ("water_aud_per_l", "nan", (">= 0",)),
+        ("carbon_aud_per_kg", "-0.07", ("outside the allowed range",)),
+        ("water_aud_per_l", "nan", ("a number",)),
         ("latency_aud_per_req_s", '"cheap"', ("number",)),
-        ("steps", "0", ("integer > 0",)),
-        ("steps", "-3", ("integer > 0",)),
+        ("steps", "0", ("outside the allowed range",)),
+        ("steps", "-3", ("outside the allowed range",)),
         ("steps", "2.5", ("integer",)),
-        ("step_hours", "0", ("> 0",)),
+        ("step_hours", "0", ("outside the allowed range",)),
         ("start", '"tomorrow"', ("iso-8601",)),
         ("start", '"2023-01-16T00:00:00"', ("utc offset",)),
         ("name", '""', ("name",)),
@@ -581,9 +615,9 @@ def test_bad_toml_value(scen: Path, key: str, value: str, words: tuple[str, ...]
     check(the_problem(scen), "scenario.toml", None, key, *words)
 
 
-@pytest.mark.parametrize("steps", [0, -1])
-def test_steps_override_must_be_positive(scen: Path, steps: int):
-    check(the_problem(scen, steps=steps), "scenario.toml", None, "steps", "> 0")
+@pytest.mark.parametrize("steps", [0, -1, 8785, 100_000_000])
+def test_steps_override_must_be_within_bounds(scen: Path, steps: int):
+    check(the_problem(scen, steps=steps), "scenario.toml", None, "steps", "[1, 8,784]")
 
 
 def test_toml_datetime_start_is_accepted(scen: Path):
@@ -868,3 +902,77 @@ def test_cli_validate_refuses_a_bad_directory(scen: Path, tmp_path: Path):
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     shutil.rmtree(good)
+
+
+# --------------------------------------------------------------------------------------------
+# Physical bounds (common/bounds.py, docs/model.md §8)
+
+
+def _outside(bound) -> list[float]:
+    """Values just outside ``bound``, on each side that is finite."""
+    span = max(abs(bound.high), abs(bound.low), 1.0)
+    out = [bound.high + 0.01 * span]
+    if bound.low_open:
+        out.append(bound.low)
+    elif bound.low > -1e300:
+        out.append(bound.low - 0.01 * span)
+    return out
+
+
+_CSV_BOUNDS = [(f, c) for (f, c) in BOUNDS if f != "scenario.toml"]
+
+
+@pytest.mark.parametrize(("file", "column"), _CSV_BOUNDS, ids=[f"{f}:{c}" for f, c in _CSV_BOUNDS])
+def test_every_csv_bound_is_enforced_with_file_row_column_and_range(
+    scen: Path, file: str, column: str
+) -> None:
+    bound = BOUNDS[(file, column)]
+    original = scen / file
+    kept = original.read_text()
+    for value in _outside(bound):
+        original.write_text(kept)
+        set_cell(scen, file, 2, column, f"{value:.12g}")
+        problems = [p for p in problems_of(scen) if p.row == 2 and p.column == column]
+        assert problems, f"{file}:{column} = {value} accepted"
+        assert "outside the allowed range" in problems[0].reason
+        assert bound.describe() in problems[0].reason
+
+
+_TOML_BOUNDS = [c for (f, c) in BOUNDS if f == "scenario.toml"]
+
+
+@pytest.mark.parametrize("key", _TOML_BOUNDS)
+def test_every_toml_bound_is_enforced(scen: Path, key: str) -> None:
+    bound = BOUNDS[("scenario.toml", key)]
+    text = (scen / "scenario.toml").read_text()
+    for value in _outside(bound):
+        literal = str(int(value)) if key == "steps" else repr(float(value))
+        lines = [f"{key} = {literal}" if ln.startswith(f"{key} =") else ln
+                 for ln in text.splitlines()]  # fmt: skip
+        (scen / "scenario.toml").write_text("\n".join(lines) + "\n")
+        problems = [p for p in problems_of(scen) if p.column == key]
+        assert problems and "outside the allowed range" in problems[0].reason, (key, value)
+
+
+@pytest.mark.parametrize("raw", ["1_000", "0x10", "1e999", "infinity", "1,5", "--1", "1e", "١٢"])
+def test_numbers_are_parsed_strictly(scen: Path, raw: str) -> None:
+    set_cell(scen, "sites.csv", 2, "idle_w", raw)
+    problem = the_problem(scen)
+    assert (problem.file, problem.row, problem.column) == ("sites.csv", 2, "idle_w")
+
+
+def test_a_huge_horizon_is_refused_before_any_memory_is_spent(scen: Path) -> None:
+    import resource
+
+    text = (scen / "scenario.toml").read_text()
+    lines = ["steps = 100000000" if ln.startswith("steps =") else ln for ln in text.splitlines()]
+    (scen / "scenario.toml").write_text("\n".join(lines) + "\n")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    check(the_problem(scen), "scenario.toml", None, "steps", "outside the allowed range")
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 50_000  # not the 1.8 GB of a 10⁸-step time axis
+
+
+def test_the_model_documents_every_bound() -> None:
+    text = (REPO / "docs" / "model.md").read_text(encoding="utf-8")
+    assert markdown_table() in text
