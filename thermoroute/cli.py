@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from common.errors import ScenarioError, SiteDataInvalid
+from common.run_directory import OutputDirectoryError
 from common.scenario_io import is_split_root
 from thermoroute.ray_auth import ClusterAccessError
 
@@ -139,6 +140,16 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
         f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True
     )
     return typer.Exit(code)
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an output directory no run may write, before any work (exit status 2)."""
+    from common.run_directory import OutputDirectoryError, check_output_directory
+
+    try:
+        check_output_directory(out)
+    except OutputDirectoryError as exc:
+        raise _fail(f"--out {out}: {exc}") from None
 
 
 def resolve_scenario(source: str) -> Path:
@@ -299,6 +310,7 @@ def run(
         name = scen.name
     label = method.value if distributed else solver.value
     out = out or Path("runs") / f"{name}-{label}"
+    _check_out(out)
     from thermoroute import runner
 
     try:
@@ -327,6 +339,8 @@ def run(
         )
     except (ScenarioError, SiteDataInvalid) as exc:
         raise _fail(str(exc)) from None
+    except OutputDirectoryError as exc:
+        raise _fail(f"--out {out}: {exc}") from None
     except (runner.SolveError, ClusterAccessError) as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
     runner.print_run(result, console, compare=compare_baseline)
@@ -380,6 +394,8 @@ def simulate(
     isolate: IsolateOpt = True,
 ) -> None:
     """Receding-horizon operation: re-solve every step with a forecast, apply the first."""
+    if out is not None:
+        _check_out(out)
     _isolated(isolate, True, executor.value, address, None)
     directory = resolve_scenario(scenario)
     from thermoroute import runner
@@ -402,6 +418,8 @@ def simulate(
         )
     except (ScenarioError, SiteDataInvalid) as exc:
         raise _fail(str(exc)) from None
+    except OutputDirectoryError as exc:
+        raise _fail(f"--out {out}: {exc}") from None
     except (runner.SolveError, ClusterAccessError) as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
 

@@ -3,6 +3,7 @@ command line drives them (live display, metrics endpoint, outputs, closing repor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import replace
@@ -13,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from common.run_directory import RunDirectory
 from common.scenario import Scenario
 from coordinator.admm import AdmmSettings
 from coordinator.ipm import IpmSettings
@@ -75,7 +77,7 @@ def _metrics_observers(port: int | None, addr: str) -> list[Any]:
 def run_distributed(
     directory: Path,
     scenario: Scenario | None,
-    out: Path,
+    staging: Path,
     *,
     method: str = DEFAULT_METHOD,
     executor: str,
@@ -94,17 +96,17 @@ def run_distributed(
     console: Console | None,
     agent_restarts: int = AdmmSettings.agent_restarts,
     inner_fallback: bool = False,
-) -> tuple[dict[str, Any], bool, dict[str, Any]]:
-    """Run a distributed method on ``directory`` and write its outputs into ``out``; each
-    site writes its own detail into ``out/sites/<site_id>/`` (or shares it, with
-    ``share_site_details``).
+) -> tuple[bool, dict[str, Any]]:
+    """Run a distributed method on ``directory`` and write its outputs into ``staging`` (a
+    :class:`~common.run_directory.RunDirectory`'s); each site writes its own detail into
+    ``staging/sites/<site_id>/`` (or shares it, with ``share_site_details``).
 
     ``scenario`` (when the driver can read the whole scenario, i.e. local emulation) only
     fixes the horizon; the sites read their own data, the coordinator only the demand.
 
     Returns
     -------
-    summary, converged, details
+    converged, details
     """
     from thermoroute.launch import solve_distributed
 
@@ -138,7 +140,7 @@ def run_distributed(
         "metrics_linger_s": metrics_linger if metrics_port is not None else 0.0,
         "share_site_details": share_site_details,
         # Each site writes its own detail here, on its node (its directory under the run's).
-        "site_output": out / "sites",
+        "site_output": staging / "sites",
     }
     if scenario is not None:
         kwargs.update(start=scenario.start, steps=scenario.steps)
@@ -147,15 +149,14 @@ def run_distributed(
             run = solve_distributed(directory, progress=display.update, **kwargs)
     else:
         run = solve_distributed(directory, **kwargs)
-    run.outputs.write(out, solver=method)
-    summary = json.loads((out / "summary.json").read_text())
+    run.outputs.write(staging, solver=method)
     details = {
         "iterations": run.iterations,
         "timings": run.timings,
         "groups": len(run.groups),
         "seconds_per_iteration": run.seconds_per_iteration,
     }
-    return summary, run.converged, details
+    return run.converged, details
 
 
 def run_receding(
@@ -188,77 +189,81 @@ def run_receding(
             highlight=False,
         )
 
-    result = simulate(
-        directory, days, horizon=horizon, start=start, executor=executor, address=address,
-        sites_per_agent=sites_per_agent, seed=seed, progress=show, site_forecast=forecast,
-        settings=method_settings(method),
-    )  # fmt: skip
-    table = Table(
-        title=f"receding horizon: {len(result.steps)} steps applied, horizon {horizon}",
-        title_justify="left",
-    )
-    table.add_column("quantity")
-    table.add_column(f"{method} (temperature-aware)", justify="right")
-    table.add_column(result.baseline, justify="right")
-    table.add_column("change", justify="right")
-    for key in (
-        "cooling_kwh",
-        "facility_kwh",
-        "energy_cost_aud",
-        "carbon_kg",
-        "water_l",
-        "ttft_mean_ms",
-        "objective_aud",
-    ):
-        a, b = result.totals.get(key, math.nan), result.baseline_totals.get(key, math.nan)
-        pct = math.nan if not b else 100.0 * (a - b) / abs(b)
-        table.add_row(key, f"{a:,.2f}", f"{b:,.2f}", "n/a" if math.isnan(pct) else f"{pct:+.2f} %")
-    console.print(table)
-    its = result.iterations
-    if its:
-        ordered = sorted(its)
-        console.print(
-            f"{method} iterations per step: median {ordered[len(its) // 2]}, "
-            f"min {ordered[0]}, max {ordered[-1]} (first step cold, then warm)",
-            highlight=False,
+    # The output directory is checked (and locked) before the simulation, not after it.
+    run_dir = None if out is None else RunDirectory(out, command="simulate")
+    with run_dir if run_dir is not None else contextlib.nullcontext():
+        result = simulate(
+            directory, days, horizon=horizon, start=start, executor=executor, address=address,
+            sites_per_agent=sites_per_agent, seed=seed, progress=show, site_forecast=forecast,
+            settings=method_settings(method),
+        )  # fmt: skip
+        table = Table(
+            title=f"receding horizon: {len(result.steps)} steps applied, horizon {horizon}",
+            title_justify="left",
         )
-    if out is not None:
-        from common.scenario_io import csv_text, replace_directory_atomic
+        table.add_column("quantity")
+        table.add_column(f"{method} (temperature-aware)", justify="right")
+        table.add_column(result.baseline, justify="right")
+        table.add_column("change", justify="right")
+        for key in (
+            "cooling_kwh",
+            "facility_kwh",
+            "energy_cost_aud",
+            "carbon_kg",
+            "water_l",
+            "ttft_mean_ms",
+            "objective_aud",
+        ):
+            a, b = result.totals.get(key, math.nan), result.baseline_totals.get(key, math.nan)
+            pct = math.nan if not b else 100.0 * (a - b) / abs(b)
+            change = "n/a" if math.isnan(pct) else f"{pct:+.2f} %"
+            table.add_row(key, f"{a:,.2f}", f"{b:,.2f}", change)
+        console.print(table)
+        its = result.iterations
+        if its:
+            ordered = sorted(its)
+            console.print(
+                f"{method} iterations per step: median {ordered[len(its) // 2]}, "
+                f"min {ordered[0]}, max {ordered[-1]} (first step cold, then warm)",
+                highlight=False,
+            )
+        if run_dir is not None:
+            from common.scenario_io import csv_text
 
-        rows = [
-            [
-                s.step,
-                s.time.isoformat(),
-                s.iterations,
-                s.converged,
-                s.objective_aud,
-                s.baseline_objective_aud,
-                s.solve_s,
+            rows = [
+                [
+                    s.step,
+                    s.time.isoformat(),
+                    s.iterations,
+                    s.converged,
+                    s.objective_aud,
+                    s.baseline_objective_aud,
+                    s.solve_s,
+                ]
+                for s in result.steps
             ]
-            for s in result.steps
-        ]
-        doc = {
-            "totals": result.totals,
-            "baseline": result.baseline,
-            "baseline_totals": result.baseline_totals,
-            "settings": result.settings,
-        }
-        replace_directory_atomic(
-            out,
-            {
-                "simulation.csv": csv_text(
-                    (
-                        "step",
-                        "time",
-                        "iterations",
-                        "converged",
-                        "objective_aud",
-                        "baseline_objective_aud",
-                        "solve_s",
+            doc = {
+                "totals": result.totals,
+                "baseline": result.baseline,
+                "baseline_totals": result.baseline_totals,
+                "settings": result.settings,
+            }
+            run_dir.write(
+                {
+                    "simulation.csv": csv_text(
+                        (
+                            "step",
+                            "time",
+                            "iterations",
+                            "converged",
+                            "objective_aud",
+                            "baseline_objective_aud",
+                            "solve_s",
+                        ),
+                        rows,
                     ),
-                    rows,
-                ),
-                "simulation.json": json.dumps(doc, indent=2, default=str) + "\n",
-            },
-        )
-        console.print(f"wrote {out}/simulation.csv and simulation.json")
+                    "simulation.json": json.dumps(doc, indent=2, default=str) + "\n",
+                },
+            )
+            written = run_dir.commit()
+            console.print(f"wrote {written}/simulation.csv and simulation.json", highlight=False)

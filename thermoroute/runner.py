@@ -21,6 +21,7 @@ from common.central import CentralSolveError
 from common.compare import METRICS, REFERENCE, percent_change
 from common.evaluate import Evaluation
 from common.outputs import write_run
+from common.run_directory import RunDirectory
 from common.scenario import Scenario
 from coordinator.fleet import FleetTimeout, RoundFailed, SiteGroupLost
 from thermoroute.launch import CoordinatorLost
@@ -88,57 +89,60 @@ def run_solver(
     the driver cannot read the sites' data).
     """
     t0 = time.perf_counter()
-    if solver in DISTRIBUTED:
-        from thermoroute.distributed_run import run_distributed
+    with RunDirectory(out, command=f"run --solver {solver}") as run_dir:
+        staging = run_dir.staging
+        assert staging is not None
+        if solver in DISTRIBUTED:
+            from thermoroute.distributed_run import run_distributed
 
-        try:
-            result = run_distributed(
-                directory,
+            try:
+                converged, details = run_distributed(
+                    directory,
+                    scenario,
+                    staging,
+                    method="admm" if solver == "admm" else method,
+                    executor=executor,
+                    address=address,
+                    sites_per_agent=sites_per_agent,
+                    penalty=penalty,
+                    acceleration=acceleration,
+                    eps_rel=eps_rel,
+                    max_iter=max_iter,
+                    secure_aggregation=secure_aggregation,
+                    share_site_details=share_site_details,
+                    metrics_port=metrics_port,
+                    metrics_addr=metrics_addr,
+                    metrics_linger=metrics_linger,
+                    live=live,
+                    console=console,
+                    agent_restarts=agent_restarts,
+                    inner_fallback=inner_fallback,
+                )
+            except (
+                FleetTimeout, SiteGroupLost, RoundFailed, ClusterAccessError, CoordinatorLost
+            ) as exc:  # fmt: skip
+                # On Ray the coordinator actor's exception arrives wrapped; say what it was.
+                cause = getattr(exc, "cause", None) or exc
+                raise SolveError(str(cause).splitlines()[0]) from None
+        else:
+            assert scenario is not None, "only a distributed method solves a split directory"
+            try:
+                run = run_central_solver(solver, scenario)
+            except CentralSolveError as exc:
+                raise SolveError(str(exc)) from None
+            write_run(
+                staging,
                 scenario,
-                out,
-                method="admm" if solver == "admm" else method,
-                executor=executor,
-                address=address,
-                sites_per_agent=sites_per_agent,
-                penalty=penalty,
-                acceleration=acceleration,
-                eps_rel=eps_rel,
-                max_iter=max_iter,
-                secure_aggregation=secure_aggregation,
-                share_site_details=share_site_details,
-                metrics_port=metrics_port,
-                metrics_addr=metrics_addr,
-                metrics_linger=metrics_linger,
-                live=live,
-                console=console,
-                agent_restarts=agent_restarts,
-                inner_fallback=inner_fallback,
+                run.evaluation,
+                solver,
+                run.stats,
+                shadow_prices=run.shadow_prices,
             )
-        except (
-            FleetTimeout, SiteGroupLost, RoundFailed, ClusterAccessError, CoordinatorLost
-        ) as exc:  # fmt: skip
-            # On Ray the coordinator actor's exception arrives wrapped; say what it was.
-            cause = getattr(exc, "cause", None) or exc
-            raise SolveError(str(cause).splitlines()[0]) from None
-        summary, converged, details = result
-    else:
-        assert scenario is not None, "only a distributed method solves a split directory"
-        try:
-            run = run_central_solver(solver, scenario)
-        except CentralSolveError as exc:
-            raise SolveError(str(exc)) from None
-        write_run(
-            out,
-            scenario,
-            run.evaluation,
-            solver,
-            run.stats,
-            shadow_prices=run.shadow_prices,
-        )
-        # Read back what was written, so the closing table shows exactly the file's figures.
-        summary = json.loads((out / "summary.json").read_text())
-        converged = bool(run.stats.converged)
-        details = {}
+            converged = bool(run.stats.converged)
+            details = {}
+        out = run_dir.commit()
+    # Read back what was written, so the closing table shows exactly the file's figures.
+    summary = json.loads((out / "summary.json").read_text())
     reference = None
     if compare and solver != REFERENCE and scenario is not None:
         ref = run_central_solver(REFERENCE, scenario)

@@ -1,0 +1,137 @@
+"""Output directories are whole and owned (common/run_directory.py, docs/model.md §9).
+
+The command line (``--executor inline`` and the centralised solver: real solves, no Ray) and
+:class:`RunDirectory` itself: a foreign directory is refused before any work, an earlier
+run's output is replaced whole, two runs on one target are serialised, modes follow the
+umask, and a failed run leaves the target as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from common.run_directory import MARKER, OutputDirectoryError, RunDirectory
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-c", "from thermoroute.cli import main; main()"]
+
+
+def _cli(*args: str, cwd: Path, umask: int | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    command = [*CLI, *args]
+    if umask is not None:
+        code = f"import os; os.umask({umask}); from thermoroute.cli import main; main()"
+        command = [sys.executable, "-c", code, *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+def _one_line_exit_2(done: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_a_foreign_directory_is_refused_before_any_work(tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's own file\n")
+    t0 = time.monotonic()
+    done = _cli("run", "australia", "--solver", "central", "--out", str(out), cwd=tmp_path)
+    _one_line_exit_2(done, "--out", "no thermoroute run wrote")
+    assert time.monotonic() - t0 < 30  # refused up front, not after a solve
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("kind", ["file", "under a file"])
+def test_an_output_path_that_cannot_be_a_directory_is_refused(tmp_path: Path, kind: str) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    out = blocker if kind == "file" else blocker / "run"
+    done = _cli("run", "australia", "--solver", "central", "--out", str(out), cwd=tmp_path)
+    _one_line_exit_2(done, "--out")
+    assert blocker.read_text() == "x"
+
+
+def test_simulate_checks_its_output_before_simulating(tmp_path: Path) -> None:
+    out = tmp_path / "sim"
+    out.mkdir()
+    (out / "keep.csv").write_text("1\n")
+    t0 = time.monotonic()
+    done = _cli("simulate", "australia", "--executor", "inline", "--days", "1", "--out",
+                str(out), cwd=tmp_path)  # fmt: skip
+    _one_line_exit_2(done, "--out")
+    assert time.monotonic() - t0 < 30
+
+
+def test_an_earlier_run_is_replaced_whole_with_the_umask_modes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = _cli("run", "australia", "--executor", "inline", "--no-compare", "--quiet",
+                 "--out", str(out), cwd=tmp_path)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert (out / "convergence.csv").is_file() and (out / "sites").is_dir()
+    assert (out / MARKER).is_file()
+    second = _cli("run", "australia", "--solver", "central", "--no-compare", "--quiet",
+                  "--out", str(out), cwd=tmp_path, umask=0o027)  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        [MARKER, "schedule.csv", "shadow_prices.csv", "site_steps.csv", "summary.json"]
+    )  # no stale convergence.csv or sites/ of the distributed run
+    assert all((p.stat().st_mode & 0o777) == 0o640 for p in out.iterdir())
+    assert out.stat().st_mode & 0o777 == 0o750
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".run.")]
+    assert leftovers == [".run.lock"]
+
+
+def test_a_failed_run_leaves_the_target_as_it_was(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    with RunDirectory(target) as run_dir:
+        run_dir.write({"a.txt": "first\n"})
+        run_dir.commit()
+    with pytest.raises(RuntimeError), RunDirectory(target) as run_dir:
+        run_dir.write({"b.txt": "half\n"})
+        raise RuntimeError("the solve failed")
+    assert sorted(p.name for p in target.iterdir()) == [MARKER, "a.txt"]
+    assert not [p for p in tmp_path.iterdir() if ".new-" in p.name]
+
+
+def test_two_runs_on_one_target_are_serialised(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    events: list[tuple[str, str]] = []
+
+    def run(name: str, hold_s: float) -> None:
+        with RunDirectory(target) as run_dir:
+            events.append((name, "enter"))
+            run_dir.write({f"{name}.txt": name})
+            time.sleep(hold_s)
+            run_dir.commit()
+            events.append((name, "commit"))
+
+    first = threading.Thread(target=run, args=("first", 0.5))
+    first.start()
+    time.sleep(0.1)
+    second = threading.Thread(target=run, args=("second", 0.0))
+    second.start()
+    first.join()
+    second.join()
+    assert events == [("first", "enter"), ("first", "commit"), ("second", "enter"),
+                      ("second", "commit")]  # fmt: skip
+    assert sorted(p.name for p in target.iterdir()) == [MARKER, "second.txt"]
+
+
+def test_a_directory_check_refuses_without_touching_anything(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "x").write_text("x")
+    with pytest.raises(OutputDirectoryError):
+        RunDirectory(foreign)
+    assert [p.name for p in tmp_path.iterdir()] == ["foreign"]
