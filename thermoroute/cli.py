@@ -290,9 +290,36 @@ def run(
     the coordinator's data here, each site's data on its own host); only ``--solver admm``
     can solve it, since nothing else may read the sites' data.
     """
-    distributed = solver in (Solver.distributed, Solver.admm)
-    if solver is Solver.admm:
-        method = Method.admm
+    from thermoroute import isolation
+    from thermoroute.options import OptionError, RunOptions
+
+    options = RunOptions(
+        solver=solver.value,
+        method=method.value,
+        executor=executor.value,
+        address=address,
+        sites_per_agent=sites_per_agent,
+        penalty=penalty.value,
+        acceleration=acceleration.value,
+        eps_rel=eps_rel,
+        max_iter=max_iter,
+        secure_aggregation=secure_aggregation,
+        share_site_details=share_site_details,
+        agent_restarts=agent_restarts,
+        inner_fallback=inner_fallback,
+        metrics_port=metrics_port,
+        metrics_addr=metrics_addr,
+        metrics_linger=metrics_linger,
+        steps=steps,
+        live=not quiet,
+    )
+    try:
+        # In a run's private network the outer process has checked the flags already (and
+        # holds the metrics port for its relay).
+        options.check(probe=not isolation.in_private_network())
+    except OptionError as exc:
+        raise _fail(str(exc)) from None
+    distributed = options.distributed
     metrics = None if metrics_port is None else (metrics_addr, metrics_port)
     _isolated(isolate, distributed, executor.value, address, metrics)
     directory = resolve_scenario(scenario)
@@ -308,34 +335,14 @@ def run(
     else:
         directory, scen = _load(scenario, start, steps)
         name = scen.name
-    label = method.value if distributed else solver.value
+    label = options.effective_method if distributed else solver.value
     out = out or Path("runs") / f"{name}-{label}"
     _check_out(out)
     from thermoroute import runner
 
     try:
         result = runner.run_solver(
-            directory,
-            scen,
-            solver.value,
-            out,
-            method=method.value,
-            executor=executor.value,
-            address=address,
-            sites_per_agent=sites_per_agent,
-            penalty=penalty.value,
-            acceleration=acceleration.value,
-            eps_rel=eps_rel,
-            max_iter=max_iter,
-            secure_aggregation=secure_aggregation,
-            share_site_details=share_site_details,
-            agent_restarts=agent_restarts,
-            inner_fallback=inner_fallback,
-            metrics_port=metrics_port,
-            metrics_addr=metrics_addr,
-            metrics_linger=metrics_linger,
-            live=not quiet,
-            console=console,
+            directory, scen, out, options, console=console, compare=compare_baseline
         )
     except (ScenarioError, SiteDataInvalid) as exc:
         raise _fail(str(exc)) from None
@@ -394,6 +401,16 @@ def simulate(
     isolate: IsolateOpt = True,
 ) -> None:
     """Receding-horizon operation: re-solve every step with a forecast, apply the first."""
+    from thermoroute import isolation
+    from thermoroute.options import OptionError, RunOptions
+
+    try:
+        RunOptions(
+            method=method.value, executor=executor.value, address=address,
+            sites_per_agent=sites_per_agent,
+        ).check(probe=not isolation.in_private_network())  # fmt: skip
+    except OptionError as exc:
+        raise _fail(str(exc)) from None
     if out is not None:
         _check_out(out)
     _isolated(isolate, True, executor.value, address, None)

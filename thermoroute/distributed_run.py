@@ -18,7 +18,7 @@ from common.run_directory import RunDirectory
 from common.scenario import Scenario
 from coordinator.admm import AdmmSettings
 from coordinator.ipm import IpmSettings
-from site_agent.subproblem import InnerSettings
+from thermoroute.options import RunOptions
 from thermoroute.progress import LiveProgress
 
 #: The distributed methods ``--method`` offers (coordinator.methods.METHODS).
@@ -78,28 +78,12 @@ def run_distributed(
     directory: Path,
     scenario: Scenario | None,
     staging: Path,
-    *,
-    method: str = DEFAULT_METHOD,
-    executor: str,
-    address: str | None,
-    sites_per_agent: int,
-    penalty: str = "per-row",
-    acceleration: str = "none",
-    eps_rel: float,
-    max_iter: int | None,
-    secure_aggregation: bool = True,
-    share_site_details: bool = False,
-    metrics_port: int | None,
-    metrics_addr: str,
-    metrics_linger: float,
-    live: bool,
-    console: Console | None,
-    agent_restarts: int = AdmmSettings.agent_restarts,
-    inner_fallback: bool = False,
+    options: RunOptions,
+    console: Console | None = None,
 ) -> tuple[bool, dict[str, Any]]:
     """Run a distributed method on ``directory`` and write its outputs into ``staging`` (a
     :class:`~common.run_directory.RunDirectory`'s); each site writes its own detail into
-    ``staging/sites/<site_id>/`` (or shares it, with ``share_site_details``).
+    ``staging/sites/<site_id>/`` (or shares it, with ``options.share_site_details``).
 
     ``scenario`` (when the driver can read the whole scenario, i.e. local emulation) only
     fixes the horizon; the sites read their own data, the coordinator only the demand.
@@ -111,34 +95,21 @@ def run_distributed(
     from thermoroute.launch import solve_distributed
 
     console = console or Console()
-    settings = method_settings(
-        method,
-        penalty=penalty,
-        acceleration=acceleration,
-        eps_rel=eps_rel,
-        max_iter=max_iter,
-        agent_restarts=agent_restarts,
-        secure_aggregation=secure_aggregation,
-    )
-    observers = _metrics_observers(metrics_port, metrics_addr)
-    if metrics_port is not None:
-        console.print(f"metrics: http://{metrics_addr}:{metrics_port}/metrics", highlight=False)
+    method = options.effective_method
+    if options.metrics_port is not None:
+        url = f"http://{options.metrics_addr}:{options.metrics_port}/metrics"
+        console.print(f"metrics: {url}", highlight=False)
     if method == "ipm":
-        masking = "secure aggregation" if secure_aggregation else "sums in the clear"
-        title = f"interior point ({masking}, {executor})"
+        masking = "secure aggregation" if options.secure_aggregation else "sums in the clear"
+        title = f"interior point ({masking}, {options.executor})"
     else:
-        accel = "" if acceleration == "none" else f", {acceleration}"
-        title = f"ADMM ({penalty} penalty{accel}, {executor})"
-    display = LiveProgress(console, title=title) if live else None
+        accel = "" if options.acceleration == "none" else f", {options.acceleration}"
+        title = f"ADMM ({options.penalty} penalty{accel}, {options.executor})"
+    display = LiveProgress(console, title=title) if options.live else None
     kwargs: dict[str, Any] = {
-        "executor": executor,
-        "address": address,
-        "sites_per_agent": sites_per_agent,
-        "settings": settings,
-        "inner": InnerSettings(fallback=inner_fallback),
-        "observers": observers,
-        "metrics_linger_s": metrics_linger if metrics_port is not None else 0.0,
-        "share_site_details": share_site_details,
+        **options.launch_arguments(),
+        "observers": _metrics_observers(options.metrics_port, options.metrics_addr),
+        "metrics_linger_s": options.metrics_linger if options.metrics_port is not None else 0.0,
         # Each site writes its own detail here, on its node (its directory under the run's).
         "site_output": staging / "sites",
     }

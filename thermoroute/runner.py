@@ -25,6 +25,7 @@ from common.run_directory import RunDirectory
 from common.scenario import Scenario
 from coordinator.fleet import FleetTimeout, RoundFailed, SiteGroupLost
 from thermoroute.launch import CoordinatorLost
+from thermoroute.options import RunOptions
 from thermoroute.ray_auth import ClusterAccessError
 
 #: Solvers that run on the fleet's site agents (``admm`` names the distributed ADMM run).
@@ -56,38 +57,22 @@ def _totals_with_objective(evaluation: Evaluation) -> dict[str, float]:
 def run_solver(
     directory: Path,
     scenario: Scenario | None,
-    solver: str,
     out: Path,
+    options: RunOptions,
     *,
-    method: str = "ipm",
-    executor: str = "ray",
-    address: str | None = None,
-    sites_per_agent: int = 1,
-    penalty: str = "per-row",
-    acceleration: str = "none",
-    eps_rel: float = 1e-4,
-    max_iter: int | None = None,
-    secure_aggregation: bool = True,
-    share_site_details: bool = False,
-    metrics_port: int | None = None,
-    metrics_addr: str = "127.0.0.1",
-    metrics_linger: float = 0.0,
-    live: bool = True,
     console: Console | None = None,
     compare: bool = True,
-    agent_restarts: int = 3,
-    inner_fallback: bool = False,
 ) -> RunResult:
-    """Solve ``scenario`` with ``solver`` and write its outputs into ``out``.
+    """Solve ``scenario`` with ``options.solver`` and write its outputs into ``out``.
 
-    For ``distributed`` (``method`` ``ipm`` or ``admm``; ``admm`` as a solver is the same as
-    ``distributed`` with ``method="admm"``) the sites are started from ``directory`` (each
-    agent loads only its own site); the other solvers work on the whole ``scenario`` in this
-    process. With
-    ``compare`` the temperature-unaware plan is also computed, for the closing table.
-    ``scenario`` is ``None`` for a split deployment directory (ADMM only, no comparison:
-    the driver cannot read the sites' data).
+    For ``distributed`` (``options.method`` ``ipm`` or ``admm``; ``admm`` as a solver is the
+    same as ``distributed`` with ``method="admm"``) the sites are started from ``directory``
+    (each agent loads only its own site); the other solvers work on the whole ``scenario``
+    in this process. With ``compare`` the temperature-unaware plan is also computed, for the
+    closing table. ``scenario`` is ``None`` for a split deployment directory (distributed
+    only, no comparison: the driver cannot read the sites' data).
     """
+    solver = options.solver
     t0 = time.perf_counter()
     with RunDirectory(out, command=f"run --solver {solver}") as run_dir:
         staging = run_dir.staging
@@ -96,28 +81,7 @@ def run_solver(
             from thermoroute.distributed_run import run_distributed
 
             try:
-                converged, details = run_distributed(
-                    directory,
-                    scenario,
-                    staging,
-                    method="admm" if solver == "admm" else method,
-                    executor=executor,
-                    address=address,
-                    sites_per_agent=sites_per_agent,
-                    penalty=penalty,
-                    acceleration=acceleration,
-                    eps_rel=eps_rel,
-                    max_iter=max_iter,
-                    secure_aggregation=secure_aggregation,
-                    share_site_details=share_site_details,
-                    metrics_port=metrics_port,
-                    metrics_addr=metrics_addr,
-                    metrics_linger=metrics_linger,
-                    live=live,
-                    console=console,
-                    agent_restarts=agent_restarts,
-                    inner_fallback=inner_fallback,
-                )
+                converged, details = run_distributed(directory, scenario, staging, options, console)
             except (
                 FleetTimeout, SiteGroupLost, RoundFailed, ClusterAccessError, CoordinatorLost
             ) as exc:  # fmt: skip
@@ -148,7 +112,7 @@ def run_solver(
         ref = run_central_solver(REFERENCE, scenario)
         reference = _totals_with_objective(ref.evaluation)
     return RunResult(
-        solver=("admm" if solver == "admm" else method) if solver in DISTRIBUTED else solver,
+        solver=options.effective_method if solver in DISTRIBUTED else solver,
         out=out,
         scenario=scenario,
         summary=summary,

@@ -1,0 +1,164 @@
+"""The settings of one run, as one typed object from the command line to the launcher.
+
+:class:`RunOptions` is built once from the flags, checked by :meth:`RunOptions.check` before
+any work starts (every range, the metrics port, the Ray address), and carried whole through
+:mod:`thermoroute.runner` and :mod:`thermoroute.distributed_run`; only
+:meth:`RunOptions.launch_arguments` translates it for :func:`thermoroute.launch.solve_distributed`.
+A bad value is one :class:`OptionError` naming the flag, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from common.bounds import bound_of
+
+#: What a distributed method accepts as ε_rel: above this the answer is not worth having.
+EPS_REL_MAX = 0.1
+#: A run needs at least one iteration; beyond this it is a mistake, not a setting.
+MAX_ITER_LIMIT = 100_000
+AGENT_RESTARTS_LIMIT = 100
+METRICS_LINGER_MAX_S = 3_600.0
+_ADDRESS = re.compile(r"(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})")
+
+
+class OptionError(ValueError):
+    """A flag's value is not allowed: ``--flag VALUE: what is allowed``."""
+
+    def __init__(self, flag: str, value: object, allowed: str) -> None:
+        self.flag = flag
+        super().__init__(f"{flag} {value}: {allowed}")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything ``thermoroute run`` (and ``simulate``) was asked for, beyond the scenario.
+
+    Attributes mirror the flags (``docs`` in ``thermoroute run --help``); ``method`` and the
+    ADMM-only ones matter for distributed runs only.
+    """
+
+    solver: str = "distributed"
+    method: str = "ipm"
+    executor: str = "ray"
+    address: str | None = None
+    sites_per_agent: int = 1
+    penalty: str = "per-row"
+    acceleration: str = "none"
+    eps_rel: float = 1e-4
+    max_iter: int | None = None
+    secure_aggregation: bool = True
+    share_site_details: bool = False
+    agent_restarts: int = 3
+    inner_fallback: bool = False
+    metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
+    metrics_linger: float = 0.0
+    steps: int | None = None
+    live: bool = True
+
+    @property
+    def distributed(self) -> bool:
+        return self.solver in ("distributed", "admm")
+
+    @property
+    def effective_method(self) -> str:
+        """The distributed method (``--solver admm`` means ADMM whatever ``--method``)."""
+        return "admm" if self.solver == "admm" else self.method
+
+    def check(self, *, probe: bool = True) -> RunOptions:
+        """Raise :class:`OptionError` for the first flag whose value is not allowed.
+
+        ``probe`` also tries what can be tried before the run: the metrics port free on its
+        address, and a Ray ``--address`` answering (refusal by token or certificate is the
+        run's failure, not a bad flag: :class:`~thermoroute.ray_auth.ClusterAccessError`).
+        """
+        if not (math.isfinite(self.eps_rel) and 0 < self.eps_rel <= EPS_REL_MAX):
+            raise OptionError("--eps-rel", self.eps_rel, f"a number in (0, {EPS_REL_MAX:g}]")
+        if self.max_iter is not None and not 1 <= self.max_iter <= MAX_ITER_LIMIT:
+            raise OptionError("--max-iter", self.max_iter, f"an integer in [1, {MAX_ITER_LIMIT:,}]")
+        if self.sites_per_agent < 1:
+            raise OptionError("--sites-per-agent", self.sites_per_agent, "an integer >= 1")
+        if not 0 <= self.agent_restarts <= AGENT_RESTARTS_LIMIT:
+            raise OptionError(
+                "--agent-restarts",
+                self.agent_restarts,
+                f"an integer in [0, {AGENT_RESTARTS_LIMIT}]",
+            )
+        if not (
+            math.isfinite(self.metrics_linger) and 0 <= self.metrics_linger <= METRICS_LINGER_MAX_S
+        ):
+            raise OptionError(
+                "--metrics-linger", self.metrics_linger, f"seconds in [0, {METRICS_LINGER_MAX_S:g}]"
+            )
+        steps = bound_of("scenario.toml", "steps")
+        if self.steps is not None and steps is not None and not steps.admits(self.steps):
+            raise OptionError("--steps", self.steps, f"an integer in {steps.describe()}")
+        if self.metrics_port is not None:
+            self._check_metrics_port(probe)
+        if self.address is not None:
+            self._check_address(probe)
+        return self
+
+    def _check_metrics_port(self, probe: bool) -> None:
+        if not 1 <= self.metrics_port <= 65535:  # type: ignore[operator]
+            raise OptionError("--metrics-port", self.metrics_port, "a port in [1, 65535]")
+        if not probe:
+            return
+        try:
+            with socket.create_server((self.metrics_addr, self.metrics_port)):
+                pass
+        except OSError as error:
+            reason = os.strerror(error.errno) if error.errno else str(error)
+            raise OptionError(
+                "--metrics-port",
+                self.metrics_port,
+                f"cannot listen on {self.metrics_addr}:{self.metrics_port} ({reason}); choose a "
+                "free port",
+            ) from None
+
+    def _check_address(self, probe: bool) -> None:
+        address = self.address or ""
+        if address == "auto":
+            return
+        match = _ADDRESS.fullmatch(address)
+        if match is None or not 1 <= int(match["port"]) <= 65535:
+            raise OptionError("--address", address, "host:port (e.g. 10.0.0.10:6379) or auto")
+        if not probe:
+            return
+        host = match["host"].strip("[]")
+        try:
+            with socket.create_connection((host, int(match["port"])), timeout=3.0):
+                pass
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise OptionError(
+                "--address", address, f"no Ray cluster answers there within 3 s ({reason})"
+            ) from None
+
+    def launch_arguments(self) -> dict[str, Any]:
+        """The keywords of :func:`thermoroute.launch.solve_distributed` these options set."""
+        from site_agent.subproblem import InnerSettings
+        from thermoroute.distributed_run import method_settings
+
+        return {
+            "executor": self.executor,
+            "address": self.address,
+            "sites_per_agent": self.sites_per_agent,
+            "settings": method_settings(
+                self.effective_method,
+                penalty=self.penalty,
+                acceleration=self.acceleration,
+                eps_rel=self.eps_rel,
+                max_iter=self.max_iter,
+                agent_restarts=self.agent_restarts,
+                secure_aggregation=self.secure_aggregation,
+            ),
+            "inner": InnerSettings(fallback=self.inner_fallback),
+            "share_site_details": self.share_site_details,
+        }
