@@ -123,6 +123,12 @@ class SolverStats:
         return out
 
 
+def json_numbers(values: dict[str, float]) -> dict[str, float | None]:
+    """``values`` with NaN as ``None`` (JSON null): a quantity that does not exist, such as
+    the mean TTFT of a site that served no interactive request."""
+    return {k: (None if math.isnan(v) else v) for k, v in values.items()}
+
+
 def summary(
     scenario: Scenario | RunLabels,
     evaluation: Evaluation | ChargedSchedule,
@@ -139,10 +145,12 @@ def summary(
         "steps": sc.steps,
         "step_hours": sc.step_hours,
         "objective_aud": evaluation.objective_aud,
-        "totals": evaluation.totals(),
+        "totals": json_numbers(evaluation.totals()),
     }
     if evaluation.has_site_detail:
-        doc["sites"] = {site: evaluation.site_totals(i) for i, site in enumerate(sc.site_ids)}
+        doc["sites"] = {
+            site: json_numbers(evaluation.site_totals(i)) for i, site in enumerate(sc.site_ids)
+        }
     doc["solver_stats"] = stats.as_dict()
     return doc
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from common.evaluate import objective_parts_aud
-from common.outputs import SCHEDULE_COLUMNS, SITE_STEP_COLUMNS
+from common.outputs import SCHEDULE_COLUMNS, SITE_STEP_COLUMNS, json_numbers
 from common.scenario import Objective
 from common.scenario_io import csv_text, write_directory_atomic
 
@@ -67,7 +67,9 @@ def site_files(
         "best_iterate": report.best,
         "objective_aud": float(report.totals["objective_aud"]),
         "objective_parts_aud": objective_parts_aud(report.totals, objective),
-        "totals": {k: float(v) for k, v in report.totals.items() if k != "objective_aud"},
+        "totals": json_numbers(
+            {k: float(v) for k, v in report.totals.items() if k != "objective_aud"}
+        ),
         "objective_history": [
             [int(k), float(v)]
             for k, v in zip(report.history_iterations, report.objective_history, strict=True)

@@ -277,10 +277,11 @@ def test_congestion_vectorised_per_site():
 
 
 def test_mean_ttft():
-    # 7200 request-seconds over 36000 requests = 0.2 s = 200 ms; no requests -> 0
-    got = mean_ttft_ms([7200.0, 5.0], [36000.0, 0.0])
-    assert got == pytest.approx([200.0, 0.0])
-    assert np.all(np.isfinite(got))
+    # 7200 request-seconds over 36000 requests = 0.2 s = 200 ms; no requests (or a residue
+    # of 1e-6 of one) -> no mean at all, not 0 and not 5e9 ms
+    got = mean_ttft_ms([7200.0, 5.0, 4.5], [36000.0, 0.0, 1e-6])
+    assert got[0] == pytest.approx(200.0)
+    assert np.isnan(got[1]) and np.isnan(got[2])
     assert mean_ttft_ms(7200.0, 36000.0) == pytest.approx(200.0)
 
 

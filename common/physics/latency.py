@@ -123,8 +123,17 @@ def congestion_latency_req_s(
     )
 
 
+#: Fewer interactive requests than this over a horizon have no meaningful mean TTFT: a site
+#: that serves only batch carries interior-point residues of ~1e-6 requests, whose "mean"
+#: would be billions of milliseconds.
+MIN_REQUESTS_FOR_MEAN = 1.0
+
+
 def mean_ttft_ms(total_latency_req_s: ArrayLike, interactive_requests: ArrayLike) -> np.ndarray:
-    """Mean time to first token: ``1000 · ΣΛ / interactive requests`` [ms] (0 if none).
+    """Mean time to first token: ``1000 · ΣΛ / interactive requests`` [ms].
+
+    NaN where fewer than :data:`MIN_REQUESTS_FOR_MEAN` interactive requests were served (a
+    mean of nothing; the outputs write it as null).
 
     References
     ----------
@@ -132,4 +141,6 @@ def mean_ttft_ms(total_latency_req_s: ArrayLike, interactive_requests: ArrayLike
     """
     lat = np.asarray(total_latency_req_s, dtype=float)
     n = np.asarray(interactive_requests, dtype=float)
-    return np.divide(1000.0 * lat, n, out=np.zeros_like(lat * n), where=n > 0)
+    return np.divide(
+        1000.0 * lat, n, out=np.full_like(lat * n, np.nan), where=n >= MIN_REQUESTS_FOR_MEAN
+    )
