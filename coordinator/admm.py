@@ -415,6 +415,9 @@ class AdmmResult:
     iterations: int
     best_iteration: int
     report_iteration: int
+    #: The iterate before polishing (the loop's last, or its best when not converged): the
+    #: one ``converged`` and its residuals describe.
+    decided_iteration: int
     residuals: Residuals
     history: list[IterationLog]
     wall_s: float
@@ -834,6 +837,7 @@ class ExchangeAdmm:
         report_iteration = (
             last_iter if converged or self.best_iteration is None else (self.best_iteration)
         )
+        decided = report_iteration  # the iterate the stopping test speaks of
         if cfg.polish_factor and self.history:
             polished = self.polish(fleet, report_iteration)
             if polished is not None:
@@ -848,6 +852,7 @@ class ExchangeAdmm:
             iterations=self.state.iteration,
             best_iteration=self.best_iteration if self.best_iteration is not None else last_iter,
             report_iteration=report_iteration,
+            decided_iteration=decided,
             residuals=next(h.residuals for h in self.history if h.iteration == report_iteration)
             if self.history
             else Residuals(math.inf, math.inf, 0.0, 0.0, math.inf, math.inf),

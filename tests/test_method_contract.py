@@ -39,3 +39,11 @@ def test_admm_iterations_are_unchanged(name: str, caplog: pytest.LogCaptureFixtu
     assert run.outcome.method == "admm"
     assert run.outcome.run.iterations == iterations
     assert run.objective_aud == pytest.approx(objective, rel=1e-9)
+    # The summary tells one story: converged, and the residuals of that same iterate within
+    # their tolerances; the loop's iterations, the polishing steps counted apart.
+    stats = run.outputs.stats
+    assert stats.converged
+    assert stats.primal_residual <= stats.extra["eps_primal"]
+    assert stats.dual_residual <= stats.extra["eps_dual"]
+    assert stats.iterations == iterations and stats.extra["polish_iterations"] >= 0
+    assert stats.extra["reported_coupling_max_rel"] <= stats.extra["coupling_max_rel"]
