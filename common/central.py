@@ -44,17 +44,27 @@ from common.scenario import Scenario
 #: Clarabel tolerances: duality gap (absolute and relative) and primal/dual feasibility.
 #: Ten times tighter than Clarabel's defaults; 1e-10 stalls on large fleets (the relative
 #: residuals then sit at the rounding level of objectives of order 1e6 AUD).
+#: Wall-clock bound of one solve [s]: no input may keep a solver busy without end (the
+#: 1,000-site fleet solves in ~6 minutes, BENCHMARKS.md).
+SOLVE_TIME_LIMIT_S = 1_800.0
 CLARABEL_SETTINGS: dict[str, Any] = {
     "tol_gap_abs": 1e-9,
     "tol_gap_rel": 1e-9,
     "tol_feas": 1e-9,
     "max_iter": 300,
+    "time_limit": SOLVE_TIME_LIMIT_S,
 }
 #: Settings of the fallback solvers, used only when Clarabel is missing or fails.
 FALLBACK_SETTINGS: dict[str, dict[str, Any]] = {
-    "OSQP": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iter": 200_000, "polishing": True},
-    "SCS": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000},
-}
+    "OSQP": {
+        "eps_abs": 1e-9, "eps_rel": 1e-9, "max_iter": 200_000, "polishing": True,
+        "time_limit": SOLVE_TIME_LIMIT_S,
+    },
+    "SCS": {
+        "eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000,
+        "time_limit_secs": SOLVE_TIME_LIMIT_S,
+    },
+}  # fmt: skip
 #: Relative slack on the primary objective allowed by the lexicographic tie-break stage.
 TIE_BREAK_SLACK = 1e-7
 
