@@ -93,3 +93,74 @@ def test_a_local_run_listens_on_loopback_only(tmp_path: Path) -> None:
     assert "thermoroute_objective_aud" in scraped
     assert "warning" not in stderr.lower()
     assert (home / ".ray" / "auth_token").stat().st_mode & 0o777 == 0o600
+
+
+def _process_table() -> dict[int, tuple[int, str, str]]:
+    """``{pid: (parent pid, state, command line)}`` of every process, from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        table[int(entry.name)] = (int(ppid), state, cmdline)
+    return table
+
+
+def _descendants(root: int) -> dict[int, str]:
+    table = _process_table()
+    found, frontier = {}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, _, cmdline) in table.items():
+            if ppid == parent and pid not in found:
+                found[pid] = cmdline
+                frontier.append(pid)
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    table = _process_table()
+    return {pid for pid in pids if pid in table and table[pid][1] not in ("Z", "X")}
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(not isolation_available(), reason="no network namespaces here")
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_killing_the_driver_leaves_no_process_of_the_run(tmp_path: Path, how: str) -> None:
+    """A killed driver (SIGKILL) or a Ctrl-C (SIGINT): no process of the run survives it
+    and nothing is written; Ctrl-C says "interrupted" in one line, exit status 130."""
+    import signal
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {k: v for k, v in env.items() if not k.startswith("RAY_")}
+    run = subprocess.Popen(
+        [*CLI, "run", "australia", "--method", "admm", "--quiet", "--no-compare",
+         "--out", str(tmp_path / "out")],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    started: dict[int, str] = {}
+    while not any("raylet" in c for c in started.values()):
+        assert run.poll() is None, "the run ended before Ray was up"
+        assert time.monotonic() < deadline, "Ray never started"
+        started = _descendants(run.pid)
+        time.sleep(0.2)
+    time.sleep(2.0)  # agents and workers up too
+    started = _descendants(run.pid)
+    run.send_signal(getattr(signal, how))
+    _, stderr = run.communicate(timeout=60)
+    if how == "SIGINT":
+        assert run.returncode == 130
+        assert [line for line in stderr.splitlines() if "interrupted" in line] == ["interrupted"]
+        assert "Traceback" not in stderr
+    deadline = time.monotonic() + 20
+    while _alive(set(started)):
+        assert time.monotonic() < deadline, {pid: started[pid][:80] for pid in _alive(set(started))}
+        time.sleep(0.2)
+    assert not (tmp_path / "out").exists()

@@ -21,6 +21,7 @@ from rich.console import Console
 from common.errors import ScenarioError, SiteDataInvalid
 from common.run_directory import OutputDirectoryError
 from common.scenario_io import is_split_root
+from thermoroute.isolation import in_private_network
 from thermoroute.ray_auth import ClusterAccessError
 
 app = typer.Typer(
@@ -46,6 +47,9 @@ err_console = Console(stderr=True, soft_wrap=True, width=_WIDTH)
 EXIT_BAD_INPUT = 2
 EXIT_NOT_CONVERGED = 3
 EXIT_FAILED = 4
+EXIT_INTERRUPTED = 130
+#: Set when this process only relayed a run in its private network (which speaks for itself).
+_RELAYED = False
 
 
 class Solver(StrEnum):
@@ -132,6 +136,8 @@ def _isolated(
         host, port = metrics or ("", 0)
         reason = exc.strerror or exc
         raise _fail(f"--metrics-port {port}: cannot listen on {host}:{port}: {reason}") from None
+    global _RELAYED
+    _RELAYED = True
     raise typer.Exit(status)
 
 
@@ -555,9 +561,12 @@ def main() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     try:
         app()
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        raise SystemExit(130) from None
+    except SystemExit as exit_:
+        # Typer turns Ctrl-C into a silent exit 130; say it once — here, not inside a run's
+        # private network (the process that started it speaks for it).
+        if exit_.code == EXIT_INTERRUPTED and not _RELAYED and not in_private_network():
+            err_console.print("interrupted")
+        raise
 
 
 if __name__ == "__main__":

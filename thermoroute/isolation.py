@@ -11,13 +11,14 @@ coordinator's ``/metrics``, for a local Prometheus — is forwarded: the outer p
 on the requested host address and relays each connection through a Unix socket (a file, so
 shared by both namespaces) to the same port on the namespace's loopback.
 
-Killing the outer process kills the namespace's processes with it (``--kill-child``), so a
-killed run leaves no Ray process holding a port.
+Killing the outer process, even with SIGKILL, kills the namespace's processes with it (the
+parent-death signal, then ``--kill-child``), so a killed run leaves no Ray process behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
 import shutil
@@ -39,6 +40,8 @@ _RELAY_SOCKET = "metrics.sock"
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
+# <linux/prctl.h>
+_PR_SET_PDEATHSIG = 1
 
 
 def in_private_network() -> bool:
@@ -52,12 +55,15 @@ def _unshare_command() -> list[str] | None:
     binary = shutil.which("unshare")
     if binary is None:
         return None
-    candidates = [[binary, "--net"]] if os.geteuid() == 0 else []
-    candidates.append([binary, "--user", "--map-root-user", "--net"])
+    # A process namespace too: when its first process dies the kernel kills every other
+    # one in it, so none of Ray's agents outlives a killed run.
+    own = ["--net", "--pid", "--fork", "--mount-proc", "--kill-child"]
+    candidates = [[binary, *own]] if os.geteuid() == 0 else []
+    candidates.append([binary, "--user", "--map-root-user", *own])
     for command in candidates:
         probe = subprocess.run([*command, "true"], capture_output=True, timeout=10)
         if probe.returncode == 0:
-            return [*command, "--kill-child"]
+            return command
     return None
 
 
@@ -122,8 +128,34 @@ def start_inner_relay(port: int) -> None:
     ).start()
 
 
+class Interrupted(KeyboardInterrupt):
+    """The run in the private network was interrupted and ended without saying so."""
+
+
 class Unisolated(RuntimeError):
     """No private network can be made here (see :func:`isolation_available`)."""
+
+
+def _die_with_parent() -> None:
+    """In the forked child: be killed when this (outer) process dies, even by SIGKILL.
+
+    ``unshare --kill-child`` passes the same to the run inside, and Ray's processes share
+    the fate of the driver that started them: killing the command kills the whole run.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _first_child(pid: int) -> int | None:
+    """The process ``unshare`` started (the run's driver), from /proc."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = (entry / "stat").read_text()
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                return int(entry.name)
+    return None
 
 
 def run_isolated(argv: Sequence[str], forward: tuple[str, int] | None = None) -> int:
@@ -157,18 +189,35 @@ def run_isolated(argv: Sequence[str], forward: tuple[str, int] | None = None) ->
                 daemon=True,
             ).start()
         env = {**os.environ, PRIVATE_NETWORK_ENV: str(directory)}
+        # Its own process group: a Ctrl-C at the terminal reaches only this process, which
+        # hands it to the run's driver alone (unshare forwards no signal, and Ray's daemons
+        # must not die before the driver has shut them down).
         child = subprocess.Popen(
-            [*command, sys.executable, "-m", "thermoroute.isolation", *argv], env=env
+            [*command, sys.executable, "-m", "thermoroute.isolation", *argv],
+            env=env,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
         )
-        previous = {
-            sig: signal.signal(sig, lambda s, _f: child.send_signal(s))
-            for sig in (signal.SIGINT, signal.SIGTERM)
-        }
+
+        interrupted = False
+
+        def forward(sig: int, _frame: object) -> None:
+            nonlocal interrupted
+            interrupted = interrupted or sig == signal.SIGINT
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(_first_child(child.pid) or child.pid, sig)
+
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            return child.wait()
+            status = child.wait()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        # The outer process speaks for an interrupted run (a driver interrupted while Ray
+        # is still starting may even crash under Ray's core worker on its way out).
+        if interrupted:
+            raise Interrupted
+        return status
     finally:
         if listener is not None:
             listener.close()
@@ -176,7 +225,14 @@ def run_isolated(argv: Sequence[str], forward: tuple[str, int] | None = None) ->
 
 
 def _main() -> None:
-    """Inside the namespace: loopback up, then the command line as usual."""
+    """Inside the namespace: loopback up, then the command line as usual.
+
+    This process is the namespace's first (PID 1), for which the kernel ignores signals
+    without a handler: SIGTERM gets one, so the outer command can stop it. ``unshare``
+    starts it with SIGINT ignored, which Python then keeps: Ctrl-C is made to interrupt.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bring_loopback_up()
     sys.argv = ["thermoroute", *sys.argv[1:]]
     from thermoroute.cli import main

@@ -47,6 +47,7 @@ from coordinator.results import RunOutputs
 from site_agent.forecast import SiteForecast
 from site_agent.group import SiteGroup
 from site_agent.subproblem import InnerSettings
+from thermoroute.isolation import in_private_network
 from thermoroute.ray_auth import (
     ClusterAccessError,
     check_access,
@@ -184,6 +185,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
             num_cpus=num_cpus or os.cpu_count() or 2,
             include_dashboard=False,
             log_to_driver=False,
+            logging_level=logging.WARNING,  # not Ray's "Started a local Ray instance"
+            # In a run's private network only loopback exists: say so rather than let Ray
+            # probe for a route out and warn that there is none.
+            **({"_node_ip_address": "127.0.0.1"} if in_private_network() else {}),
         )
     return True
 
