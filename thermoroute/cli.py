@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from common.errors import ScenarioError, SiteDataInvalid
 from common.run_directory import OutputDirectoryError
@@ -559,14 +560,22 @@ def main() -> None:
     # gRPC's own informational lines (a refused TLS handshake) would follow our one-line
     # errors on stderr; its errors still show.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    # Typer's own exceptions (a private module: Typer re-exports no base class for them).
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
     try:
-        app()
-    except SystemExit as exit_:
-        # Typer turns Ctrl-C into a silent exit 130; say it once — here, not inside a run's
-        # private network (the process that started it speaks for it).
-        if exit_.code == EXIT_INTERRUPTED and not _RELAYED and not in_private_network():
-            err_console.print("interrupted")
-        raise
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `thermoroute` alone: the help, as usual
+        exc.show()
+        code = exc.exit_code
+    except ClickException as exc:  # a flag's value Typer could not take: one line
+        err_console.print(f"[bold red]error:[/] {escape(exc.format_message())}", highlight=False)
+        code = exc.exit_code
+    # Typer turns Ctrl-C into a silent 130; say it once — here, not inside a run's private
+    # network (the process that started it speaks for it).
+    if code == EXIT_INTERRUPTED and not _RELAYED and not in_private_network():
+        err_console.print("interrupted")
+    raise SystemExit(code or 0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,69 @@
+"""Every bad flag is one line naming the flag, the value and what is allowed; exit status 2;
+no traceback; no work started (nothing written, no Ray started, answered in seconds)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-c", "from thermoroute.cli import main; main()"]
+
+
+def _refused(tmp_path: Path, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "300"}
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    done = subprocess.run(
+        [*CLI, *args, "--out", str(out)], capture_output=True, text=True, env=env,
+        cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert time.monotonic() - t0 < 15, "refused only after work"
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert not out.exists()
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--eps-rel", "-1"], ["--eps-rel", "-1", "(0, 0.1]"]),
+        (["--eps-rel", "0.5"], ["--eps-rel", "0.5"]),
+        (["--eps-rel", "nan"], ["--eps-rel", "nan"]),
+        (["--max-iter", "0"], ["--max-iter", "0", "[1, 100,000]"]),
+        (["--max-iter", "abc"], ["--max-iter", "integer"]),
+        (["--metrics-linger", "-5"], ["--metrics-linger", "-5"]),
+        (["--metrics-port", "70000"], ["--metrics-port", "70000", "[1, 65535]"]),
+        (["--address", "not-an-address"], ["--address", "host:port"]),
+        (["--address", "127.0.0.1:1"], ["--address", "127.0.0.1:1", "no Ray cluster answers"]),
+        (["--steps", "0"], ["--steps"]),
+        (["--steps", "9000"], ["--steps", "9000"]),
+        (["--method", "simplex"], ["--method", "simplex"]),
+        (["--no-such-flag"], ["--no-such-flag"]),
+    ],
+)
+def test_a_bad_run_flag_is_one_line_and_exit_2(tmp_path: Path, args: list[str], words) -> None:
+    line = _refused(tmp_path, "run", "australia", *args)
+    for word in words:
+        assert word in line, line
+
+
+def test_a_busy_metrics_port_is_refused(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        line = _refused(tmp_path, "run", "australia", "--metrics-port", str(port))
+    assert f"--metrics-port {port}" in line and "cannot listen" in line
+
+
+def test_simulate_flags_are_checked_before_simulating(tmp_path: Path) -> None:
+    line = _refused(tmp_path, "simulate", "australia", "--address", "127.0.0.1:1")
+    assert "--address" in line
