@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ from common.evaluate import (
     minimal_active_gpus,
     true_pue,
     true_wue,
+    without_residues,
 )
 from common.outputs import SolverStats
 from common.scenario import Scenario
@@ -266,6 +267,9 @@ def run_solver(name: str, scenario: Scenario) -> SolverRun:
     t0 = time.perf_counter()
     schedule = SOLVERS[name](scenario)
     wall = time.perf_counter() - t0
+    # What is written and charged is the decision, without the solver's residues.
+    x, n = without_residues(scenario, schedule.x, schedule.n)
+    schedule = replace(schedule, x=x, n=n)
     check = feasibility(scenario, schedule.x, schedule.n)
     extra = {
         k: v

@@ -95,6 +95,44 @@ def true_wue(scenario: Scenario) -> np.ndarray:
     return onsite_wue(s.wue_model, scenario.wet_bulb_c, s.wue_p1, s.wue_p2)
 
 
+#: Flows below this rate [requests/s] (0.0036 requests an hour) are residues of a solver's
+#: arithmetic (an interior point leaves ~1e-10 on every allowed pair), not decisions.
+RESIDUE_RPS = 1e-6
+
+
+def without_residues(
+    scenario: Scenario, x: np.ndarray, n: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, n)`` with flows below :data:`RESIDUE_RPS` folded into the largest flow of their
+    (region, class, step) at a site with room for them, and ``n`` raised where that needs a
+    sliver more GPUs.
+
+    Every row's total — demand, and so a deferrable class's volume — is unchanged up to
+    rounding; the schedule moves by at most 1e-6 requests/s per pair. A row whose sites are
+    all full keeps its residues.
+    """
+    x = np.where(x > 0, x, 0.0)
+    tiny = x < RESIDUE_RPS
+    dropped = np.where(tiny, x, 0.0).sum(axis=0)  # (R, C, T)
+    kept = np.where(tiny, 0.0, x)
+    s = scenario.sites
+    room = s.u_max[:, None] * s.gpus[:, None] - load_gpus(scenario, kept)  # (S, T) GPUs
+    # A thousandth of a GPU of room is ample: a fold adds ~1e-6 requests/s · gpu_s.
+    candidates = np.where((kept > 0) & (room[:, None, None, :] > 1e-3), kept, -1.0)
+    target = candidates.argmax(axis=0)  # (R, C, T)
+    r, c, t = np.nonzero(dropped)
+    ok = candidates[target[r, c, t], r, c, t] > 0
+    r, c, t = r[ok], c[ok], t[ok]
+    np.add.at(kept, (target[r, c, t], r, c, t), dropped[r, c, t])
+    # Rows with nowhere to go keep their residues as they were.
+    stay = np.zeros_like(dropped, dtype=bool)
+    stay[np.nonzero(dropped)] = True
+    stay[r, c, t] = False
+    kept = np.where(tiny & stay[None], x, kept)
+    n = np.maximum(n, minimal_active_gpus(scenario, load_gpus(scenario, kept)))
+    return kept, n
+
+
 def minimal_active_gpus(scenario: Scenario, load_gpus: np.ndarray) -> np.ndarray:
     """The fewest powered GPUs that carry ``load_gpus`` within ``u_max`` (S, T)."""
     return load_gpus / scenario.sites.u_max[:, None]
