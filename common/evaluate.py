@@ -95,6 +95,8 @@ def true_wue(scenario: Scenario) -> np.ndarray:
     return onsite_wue(s.wue_model, scenario.wet_bulb_c, s.wue_p1, s.wue_p2)
 
 
+#: Load a fold may add past a full site's capacity, over a step [GPUs].
+OVERLOAD_BUDGET_GPUS = 1e-7
 #: Flows below this rate [requests/s] (0.0036 requests an hour) are residues of a solver's
 #: arithmetic (an interior point leaves ~1e-10 on every allowed pair), not decisions.
 RESIDUE_RPS = 1e-6
@@ -107,9 +109,9 @@ def without_residues(
     (region, class, step) at a site with room for them, and ``n`` raised where that needs a
     sliver more GPUs.
 
-    Every row's total — demand, and so a deferrable class's volume — is unchanged up to
-    rounding; the schedule moves by at most 1e-6 requests/s per pair. A row whose sites are
-    all full keeps its residues.
+    Every row's total — a step's interactive demand, a deferrable class's volume over the
+    horizon — is unchanged up to rounding; the schedule moves by at most 1e-6 requests/s
+    per pair. A row with nowhere to put them keeps its residues.
     """
     x = np.where(x > 0, x, 0.0)
     tiny = x < RESIDUE_RPS
@@ -122,14 +124,28 @@ def without_residues(
     target = candidates.argmax(axis=0)  # (R, C, T)
     r, c, t = np.nonzero(dropped)
     ok = candidates[target[r, c, t], r, c, t] > 0
-    r, c, t = r[ok], c[ok], t[ok]
-    np.add.at(kept, (target[r, c, t], r, c, t), dropped[r, c, t])
-    # Rows with nowhere to go keep their residues as they were.
+    np.add.at(kept, (target[r[ok], c[ok], t[ok]], r[ok], c[ok], t[ok]), dropped[r, c, t][ok])
     stay = np.zeros_like(dropped, dtype=bool)
-    stay[np.nonzero(dropped)] = True
-    stay[r, c, t] = False
+    deferrable = np.asarray(scenario.classes.deferrable, dtype=bool)
+    # Past a full site's capacity by at most this many GPUs in all (a tenth of the
+    # feasibility tolerance, common.evaluate.Feasibility).
+    overload = np.full(room.shape, OVERLOAD_BUDGET_GPUS)
+    for j, k, step in zip(r[~ok], c[~ok], t[~ok], strict=True):
+        pool = candidates[:, j, k, :]
+        extra = dropped[j, k, step] * scenario.gpu_s[:, k]  # (S,) GPUs, per site
+        largest = int(kept[:, j, k, step].argmax())
+        if deferrable[k] and pool.max() > 0:
+            # A deferrable class's volume counts over the whole horizon: another step will do.
+            i, later = np.unravel_index(pool.argmax(), pool.shape)
+            kept[i, j, k, later] += dropped[j, k, step]
+        elif kept[largest, j, k, step] > 0 and extra[largest] <= overload[largest, step]:
+            overload[largest, step] -= extra[largest]
+            kept[largest, j, k, step] += dropped[j, k, step]
+        else:
+            stay[j, k, step] = True  # nowhere to go: the residues stay as they were
     kept = np.where(tiny & stay[None], x, kept)
-    n = np.maximum(n, minimal_active_gpus(scenario, load_gpus(scenario, kept)))
+    needed = minimal_active_gpus(scenario, load_gpus(scenario, kept))
+    n = np.minimum(np.maximum(n, needed), np.maximum(n, scenario.sites.gpus[:, None]))
     return kept, n
 
 
