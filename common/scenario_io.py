@@ -14,7 +14,6 @@ import io
 import math
 import os
 import re
-import shutil
 import tempfile
 import tomllib
 from collections.abc import Callable, Iterable, Iterator
@@ -139,10 +138,10 @@ class _Row:
         column: str,
         *,
         minimum: float | None = None,
-        strictly_positive: bool = False,
-        maximum: float | None = None,
         allow_inf: bool = False,
     ) -> float | None:
+        """The cell as a number within its bound (common/bounds.py) and above ``minimum``
+        (a limit that depends on another cell), or None with the problem recorded."""
         raw = self.text(column)
         if raw is None:
             return None
@@ -173,14 +172,8 @@ class _Row:
                 column,
             )
             return None
-        if strictly_positive and not value > 0:
-            self.sink.add(self.file, f"must be > 0 (got {raw})", self.line, column)
-            return None
         if minimum is not None and value < minimum:
             self.sink.add(self.file, f"must be >= {minimum:g} (got {raw})", self.line, column)
-            return None
-        if maximum is not None and value > maximum:
-            self.sink.add(self.file, f"must be <= {maximum:g} (got {raw})", self.line, column)
             return None
         return value
 
@@ -1380,75 +1373,6 @@ def write_directory_atomic(
                 path.rmdir()
         raise
     return directory
-
-
-def replace_directory_atomic(
-    directory: str | os.PathLike[str],
-    files: dict[str, str | bytes],
-    *,
-    owned: Iterable[str] | None = None,
-) -> Path:
-    """Replace ``directory`` as a whole by one holding exactly ``files``.
-
-    All files are written and fsynced into a fresh sibling directory, which is then renamed
-    onto ``directory`` (the previous one is first moved aside and removed only after the new
-    one is in place). A reader therefore sees either the complete old set or the complete
-    new set, never a mix; a failure before the swap leaves the old directory untouched.
-
-    Parameters
-    ----------
-    directory : path
-        The directory to replace (created if missing).
-    files : dict
-        Relative file name -> content.
-    owned : iterable of str, optional
-        The file names this writer may discard from an existing ``directory``. If the
-        directory holds anything else, nothing is written and ``FileExistsError`` is raised,
-        so a mistaken ``--out`` never deletes a user's files. Default: the names in ``files``.
-    """
-    directory = Path(directory)
-    allowed = set(files) | set(owned or ())
-    if directory.exists():
-        if not directory.is_dir():
-            raise FileExistsError(f"{directory} exists and is not a directory")
-        foreign = sorted(p.name for p in directory.iterdir() if p.name not in allowed)
-        if foreign:
-            raise FileExistsError(
-                f"{directory} holds files this run did not write ({', '.join(foreign[:5])}"
-                f"{', ...' if len(foreign) > 5 else ''}); choose an empty or earlier output "
-                "directory"
-            )
-    parent = directory.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.new-", dir=parent))
-    try:
-        write_directory_atomic(staging, files)
-        _fsync_directory(staging)
-        if directory.exists():
-            aside = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=parent))
-            os.rename(directory, aside / directory.name)
-            try:
-                os.rename(staging, directory)
-            except BaseException:
-                os.rename(aside / directory.name, directory)
-                raise
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.rename(staging, directory)
-        _fsync_directory(parent)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return directory
-
-
-def _fsync_directory(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def copy_scenario_dir(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
