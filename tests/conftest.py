@@ -8,7 +8,9 @@ embedded scenarios skip cleanly while those parts of the code base do not exist 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -226,3 +228,22 @@ def embedded_scenario(name: str) -> Scenario:
 def australia() -> Scenario:
     """The embedded ``australia`` scenario (8 sites, 24 steps); skipped until it exists."""
     return embedded_scenario("australia")
+
+
+@contextmanager
+def local_ray(*modules: str) -> Iterator[Any]:
+    """A local Ray cluster (2 CPUs) for one test module, shut down after it.
+
+    ``modules`` (test modules and helpers in tests/, which Ray's workers cannot import) are
+    pickled by value, so the test-only classes they define reach the actors.
+    """
+    ray = pytest.importorskip("ray")
+    from ray import cloudpickle
+
+    for name in modules:
+        cloudpickle.register_pickle_by_value(sys.modules[name])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

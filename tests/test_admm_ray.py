@@ -7,7 +7,6 @@ are few and small because the machine is shared.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from coordinator.actor import Coordinator
 from coordinator.admm import AdmmSettings
 from coordinator.fleet import RayFleet, SiteGroupLost
 from site_agent.group import SiteGroup
+from tests.conftest import local_ray
 from tests.cvxpy_site import CvxSiteGroup, assemble
 from tests.test_admm import OBJECTIVE_RTOL, _check_schedule
 
@@ -32,15 +32,8 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray = pytest.importorskip("ray")
-    from ray import cloudpickle
-
-    # Test-only site classes live in tests/, which Ray's workers cannot import: ship them.
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    cloudpickle.register_pickle_by_value(sys.modules["tests.cvxpy_site"])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    with local_ray(__name__, "tests.cvxpy_site") as ray:
+        yield ray
 
 
 class SlowGroup(CvxSiteGroup):

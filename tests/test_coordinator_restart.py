@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from common.central import solve_central
 from coordinator.admm import AdmmSettings
 from coordinator.events import IterationRecord, NullObserver
 from coordinator.ipm import IpmSettings
-from tests.conftest import embedded_scenario
+from tests.conftest import embedded_scenario, local_ray
 from thermoroute.launch import CoordinatorLost, solve_distributed
 
 pytestmark = pytest.mark.ray
@@ -27,14 +26,8 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray = pytest.importorskip("ray")
-    from ray import cloudpickle
-
-    # The killer observer lives in tests/, which Ray's workers cannot import: ship it.
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    with local_ray(__name__) as ray:
+        yield ray
 
 
 class KillOnce(NullObserver):

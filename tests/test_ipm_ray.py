@@ -7,7 +7,6 @@ middle of a round. One Ray instance for the module (2 CPUs, no dashboard).
 from __future__ import annotations
 
 import os
-import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from coordinator.actor import Coordinator
 from coordinator.fleet import SiteGroupLost
 from coordinator.ipm import IpmSettings
 from site_agent.group import SiteGroup
+from tests.conftest import local_ray
 from tests.test_ipm import _check, _embedded
 from thermoroute import launch
 
@@ -31,14 +31,8 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray = pytest.importorskip("ray")
-    from ray import cloudpickle
-
-    # The crashing group lives in tests/, which Ray's workers cannot import: ship it.
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    with local_ray(__name__) as ray:
+        yield ray
 
 
 def test_australia_on_ray_one_actor_per_site(ray_cluster: Any) -> None:

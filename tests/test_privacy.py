@@ -28,6 +28,7 @@ from common.scenario import Scenario
 from common.scenario_io import write_scenario
 from coordinator.admm import AdmmSettings
 from site_agent.subproblem import InnerSettings
+from tests.conftest import local_ray
 from thermoroute.launch import solve_distributed
 
 #: What a site's part of the final report may carry: its flows (the decision), which iterate
@@ -167,16 +168,8 @@ def test_private_changes_leave_messages_byte_identical(
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray = pytest.importorskip("ray")
-    import sys
-
-    from ray import cloudpickle
-
-    # The tap is defined in this test module, which Ray's workers cannot import: ship it.
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    with local_ray(__name__) as ray:
+        yield ray
 
 
 @pytest.mark.ray
