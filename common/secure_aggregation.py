@@ -48,6 +48,7 @@ References
 from __future__ import annotations
 
 import math
+import secrets
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -220,6 +221,16 @@ class MaskingSetup:
     run_id: str
     index: int
     peer_keys: Mapping[int, bytes]
+
+
+def masking_setups(run_id: str, keys: Sequence[bytes]) -> dict[int, MaskingSetup] | None:
+    """What the coordinator relays to each party, given every party's public key: the keys
+    of its neighbours in a graph drawn fresh (:func:`neighbour_graph`). ``None`` for a single
+    party — its "sum" is its own value, which no mask can hide."""
+    if len(keys) < 2:
+        return None
+    graph = neighbour_graph(len(keys), secrets.randbits(63))
+    return {g: MaskingSetup(run_id, g, {j: keys[j] for j in graph[g]}) for g in range(len(keys))}
 
 
 class PairwiseMasker:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import pickle
-import secrets
 import threading
 import time
 import uuid
@@ -28,7 +27,7 @@ from common.evaluate import objective_parts_aud
 from common.report_protocol import GroupReport, ReportRequest
 from common.scenario import DemandView
 from common.scenario_io import write_directory_atomic
-from common.secure_aggregation import MaskingSetup, neighbour_graph
+from common.secure_aggregation import masking_setups
 from coordinator.admm import AdmmSettings, ExchangeStructure, build_structure
 from coordinator.data import layout_of, row_scale_of
 from coordinator.events import RunObserver
@@ -329,18 +328,11 @@ class Coordinator:
     ) -> list[GroupReport]:
         """The groups' decisions and masked sums (common/report_protocol.py)."""
         keys = fleet.broadcast("report_keys", run.run_id)
-        masking = None
-        if len(keys) > 1:
-            graph = neighbour_graph(len(keys), secrets.randbits(63))
-            masking = {
-                g: MaskingSetup(run.run_id, g, {j: keys[j] for j in graph[g]})
-                for g in range(len(keys))
-            }
         request = ReportRequest(
             run_id=run.run_id,
             iteration=run.report_iteration,
             history_iterations=history,
-            masking=masking,
+            masking=masking_setups(run.run_id, keys),
             output=self.site_output,
             share_details=self.share_site_details,
         )

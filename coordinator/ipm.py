@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import logging
 import math
-import secrets
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -59,7 +58,7 @@ from common.ipm_protocol import (
     unpack,
 )
 from common.schur_pattern import SchurPattern, factor, solve
-from common.secure_aggregation import MaskingSetup, neighbour_graph, unmask_sum
+from common.secure_aggregation import masking_setups, unmask_sum
 from coordinator.events import IterationRecord, RunObserver, RunState, notify_all
 from coordinator.fleet import RoundFailed
 
@@ -318,14 +317,7 @@ class DistributedInteriorPoint:
         """Fresh keys, relayed to each group's neighbours; the starting point (``resume``:
         only the groups without an iterate start; the others keep theirs)."""
         keys = fleet.broadcast("method_rejoin" if resume else "method_begin", "ipm")
-        groups = len(keys)
-        masking = None
-        if self.settings.secure_aggregation and groups > 1:
-            graph = neighbour_graph(groups, secrets.randbits(63))
-            masking = {
-                g: MaskingSetup(self.run_id, g, {j: keys[j] for j in graph[g]})
-                for g in range(groups)
-            }
+        masking = masking_setups(self.run_id, keys) if self.settings.secure_aggregation else None
         self.masked = masking is not None
         s = self.structure
         start = IpmStart(
