@@ -313,7 +313,11 @@ class Coordinator:
             "restarts": saved["restarts"] + 1 if saved else 0,
             "state": method.checkpoint(),
         }
-        write_directory_atomic(self.checkpoint.parent, {self.checkpoint.name: pickle.dumps(state)})
+        # Atomic but not flushed to disk: it must outlive the coordinator's process, and it
+        # is rewritten every few iterations of the method's loop.
+        write_directory_atomic(
+            self.checkpoint.parent, {self.checkpoint.name: pickle.dumps(state)}, durable=False
+        )
 
     def _read_checkpoint(self, method: str) -> dict[str, Any]:
         if self.checkpoint is None or not self.checkpoint.is_file():
