@@ -256,6 +256,30 @@ class InlineFleet:
         return None
 
 
+def restart_failure(handle: Any, call_timeout_s: float, give_up_s: float) -> str | None:
+    """Wait (bounded) until Ray has restarted the actor behind ``handle``.
+
+    Returns
+    -------
+    str or None
+        ``None`` once it answers again; else why not, to follow the actor's name: "is lost:
+        …" (Ray will not restart it) or "has not come back within … s".
+    """
+    import ray
+
+    give_up = time.perf_counter() + give_up_s
+    while True:
+        try:
+            ray.get(handle.__ray_ready__.remote(), timeout=call_timeout_s)
+            return None
+        except ray.exceptions.ActorDiedError as error:
+            return f"is lost: {str(error).strip().splitlines()[0]}"
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            if time.perf_counter() > give_up:
+                return f"has not come back within {give_up_s:g} s"
+            time.sleep(0.2)
+
+
 class FleetTimeout(RuntimeError):
     """A group gave no answer at all within the deadline (there is nothing to reuse)."""
 
@@ -658,7 +682,6 @@ class RayFleet:
         SiteGroupLost
             A group crashed more often than allowed, died for good, or did not come back.
         """
-        import ray
 
         for g in groups:
             self.crashes[g] += 1
@@ -674,20 +697,9 @@ class RayFleet:
                 self.crashes[g],
                 self.restarts,
             )
-            give_up = time.perf_counter() + self.setup_timeout_s
-            while True:
-                try:
-                    self._get([self.handles[g].__ray_ready__.remote()], self.timeout_s)
-                    break
-                except ray.exceptions.ActorDiedError as error:
-                    raise SiteGroupLost(f"site group {sites} is lost: {error}") from error
-                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as error:
-                    if time.perf_counter() > give_up:
-                        raise SiteGroupLost(
-                            f"site group {sites} has not come back within "
-                            f"{self.setup_timeout_s:g} s of crashing"
-                        ) from error
-                    time.sleep(0.2)
+            failure = restart_failure(self.handles[g], self.timeout_s, self.setup_timeout_s)
+            if failure is not None:
+                raise SiteGroupLost(f"site group {sites} {failure}")
             self._restore(g)
         self._pending = [None] * len(self.handles)
 

@@ -40,7 +40,7 @@ from coordinator.actor import CheckpointMissing, Coordinator, CoordinatorOutcome
 from coordinator.admm import AdmmSettings
 from coordinator.data import load_view
 from coordinator.events import IterationRecord, NullObserver, RunObserver
-from coordinator.fleet import InlineFleet, SiteGroupLost, Tap
+from coordinator.fleet import InlineFleet, SiteGroupLost, Tap, restart_failure
 from coordinator.methods import MethodSettings, method_for
 from coordinator.receding import DEMAND_NOISE_SIGMA
 from coordinator.results import RunOutputs
@@ -476,7 +476,10 @@ def _solve_ray(
                     ) from None
                 log.warning("the coordinator was lost (%s); resuming from its checkpoint",
                             str(error).splitlines()[0])  # fmt: skip
-                _wait_restarted(coordinator, deadline)
+                failure = restart_failure(coordinator, deadline, deadline)
+                if failure is not None:
+                    lost = f"the coordinator {failure}; no outputs written"
+                    raise CoordinatorLost(lost) from None
                 _connect(coordinator, handles, groups, tap, deadline)
                 resume = True
         assert outcome is not None
@@ -519,27 +522,6 @@ def _connect(
 
     ray.get(coordinator.attach_actors.remote(handles, groups, tap=tap), timeout=deadline)
     ray.get(coordinator.register.remote(), timeout=600.0)
-
-
-def _wait_restarted(coordinator: Any, deadline: float) -> None:
-    """Wait (bounded) until Ray has restarted the coordinator actor."""
-    import ray
-
-    give_up = time.perf_counter() + deadline
-    while True:
-        try:
-            ray.get(coordinator.__ray_ready__.remote(), timeout=deadline)
-            return
-        except ray.exceptions.ActorDiedError as error:
-            raise CoordinatorLost(
-                f"the coordinator died for good ({str(error).splitlines()[0]}); no outputs written"
-            ) from None
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-            if time.perf_counter() > give_up:
-                raise CoordinatorLost(
-                    f"the coordinator did not come back within {deadline:g} s; no outputs written"
-                ) from None
-            time.sleep(0.2)
 
 
 def _drive(
