@@ -174,13 +174,8 @@ def schedule_rows(scenario: Scenario | RunLabels, x: np.ndarray) -> list[list[An
     return rows
 
 
-def site_step_rows(
-    scenario: Scenario | RunLabels, evaluation: Evaluation | ChargedSchedule
-) -> list[list[Any]]:
+def site_step_rows(scenario: Scenario | RunLabels, st: SiteSteps) -> list[list[Any]]:
     sc = _labels(scenario)
-    st = evaluation.steps
-    if st is None:
-        raise ValueError("the sites kept their per-step detail private")
     rows = []
     for t, when in enumerate(sc.times):
         for i, site in enumerate(sc.site_ids):
@@ -235,7 +230,9 @@ def write_run(
         "schedule.csv": csv_text(SCHEDULE_COLUMNS, schedule_rows(labels, evaluation.x)),
     }
     if evaluation.has_site_detail:
-        files["site_steps.csv"] = csv_text(SITE_STEP_COLUMNS, site_step_rows(labels, evaluation))
+        files["site_steps.csv"] = csv_text(
+            SITE_STEP_COLUMNS, site_step_rows(labels, evaluation.steps)
+        )
     if convergence is not None:
         files["convergence.csv"] = csv_text(
             tuple(convergence_columns), [list(r) for r in convergence]

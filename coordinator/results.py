@@ -30,16 +30,6 @@ from common.secure_aggregation import unmask_sum
 from coordinator.admm import ExchangeStructure
 from coordinator.methods import MethodRun
 
-#: The per-step arrays a shared site report carries, and the SiteSteps field each one fills.
-_STEP_FIELDS = {
-    "active_gpus": "active_gpus",
-    "load_gpus": "load_gpus",
-    "it_kw": "it_kw",
-    "pue": "pue",
-    "cooling_kw": "cooling_kw",
-    "wue_l_per_kwh": "wue",
-}
-
 
 @dataclass
 class SiteDetail:
@@ -169,12 +159,13 @@ def stack_reports(
     detail = None
     if all(d.detail is not None for d in ordered):
         reports = [d.detail for d in ordered]
+        per_site = [r.steps() for r in reports]  # SiteReport.steps(): (1, T) each
         detail = SiteDetail(
             n=np.stack([np.asarray(r.n, dtype=float) for r in reports]),
             steps=SiteSteps(
                 **{
-                    name: np.stack([np.asarray(getattr(r, attr), dtype=float) for r in reports])
-                    for name, attr in _STEP_FIELDS.items()
+                    name: np.concatenate([getattr(st, name) for st in per_site])
+                    for name in SiteSteps.__dataclass_fields__
                 }
             ),
             site_results=[dict(r.totals) for r in reports],

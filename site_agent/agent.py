@@ -29,7 +29,7 @@ import numpy as np
 
 from common.admm_protocol import Penalty
 from common.coupling import CouplingLayout
-from common.evaluate import evaluate
+from common.evaluate import SiteSteps, evaluate
 from common.scenario import Scenario
 from site_agent.data import load_horizons
 from site_agent.forecast import SiteForecast
@@ -92,6 +92,17 @@ class SiteReport:
     inner_approximate: int = 0
     inner_failed: int = 0
     inner_fallbacks: int = 0
+
+    def steps(self) -> SiteSteps:
+        """The per-step arrays as the one-site :class:`~common.evaluate.SiteSteps` (1, T)."""
+        return SiteSteps(
+            active_gpus=self.active_gpus[None],
+            load_gpus=self.load_gpus[None],
+            it_kw=self.it_kw[None],
+            pue=self.pue[None],
+            cooling_kw=self.cooling_kw[None],
+            wue_l_per_kwh=self.wue[None],
+        )
 
 
 @dataclass

@@ -272,11 +272,7 @@ class SiteGroup:
         if root is None:
             return ()
         for report in reports:
-            site = self.agents[report.site_id].site
-            files = site_files(
-                report, site.regions.region_id, site.classes.class_id, site.objective,
-                request.run_id,
-            )  # fmt: skip
+            files = site_files(report, self.agents[report.site_id].site, request.run_id)
             write_site_files(root, report.site_id, files)
         return tuple(r.site_id for r in reports)
 

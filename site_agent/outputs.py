@@ -24,11 +24,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from common.evaluate import objective_parts_aud
-from common.outputs import SCHEDULE_COLUMNS, SITE_STEP_COLUMNS, json_numbers
-from common.scenario import Objective
+from common.outputs import (
+    SCHEDULE_COLUMNS,
+    SITE_STEP_COLUMNS,
+    RunLabels,
+    json_numbers,
+    schedule_rows,
+    site_step_rows,
+)
+from common.scenario import Scenario
 from common.scenario_io import csv_text, write_directory_atomic
 
 #: The node's own output root for its sites (overrides the coordinator's request).
@@ -44,21 +49,10 @@ def output_root(requested: str | None) -> Path | None:
     return None if requested is None else Path(requested)
 
 
-def site_files(
-    report: Any, region_ids: tuple[str, ...], class_ids: tuple[str, ...], objective: Objective,
-    run_id: str,
-) -> dict[str, str]:  # fmt: skip
-    """The files of one site's directory, from its :class:`~site_agent.agent.SiteReport`."""
-    times = [t.isoformat() for t in report.times]
-    steps = [
-        [when, report.site_id, *(float(getattr(report, a)[t]) for a in _STEP_ATTRIBUTES)]
-        for t, when in enumerate(times)
-    ]
-    x = np.asarray(report.x)
-    flows = [
-        [times[t], report.site_id, region_ids[j], class_ids[c], float(x[j, c, t])]
-        for j, c, t in sorted(map(tuple, np.argwhere(x > 0)), key=lambda k: (k[2], k[0], k[1]))
-    ]
+def site_files(report: Any, site: Scenario, run_id: str) -> dict[str, str]:
+    """The files of one site's directory, from its :class:`~site_agent.agent.SiteReport` and
+    its own (one-site) scenario, which names its steps, regions and classes."""
+    labels = RunLabels.of(site)
     doc = {
         "format": SITE_FORMAT,
         "site_id": report.site_id,
@@ -66,7 +60,7 @@ def site_files(
         "iteration": report.iteration,
         "best_iterate": report.best,
         "objective_aud": float(report.totals["objective_aud"]),
-        "objective_parts_aud": objective_parts_aud(report.totals, objective),
+        "objective_parts_aud": objective_parts_aud(report.totals, site.objective),
         "totals": json_numbers(
             {k: float(v) for k, v in report.totals.items() if k != "objective_aud"}
         ),
@@ -77,13 +71,9 @@ def site_files(
     }
     return {
         "summary.json": json.dumps(doc, indent=2, allow_nan=False) + "\n",
-        "site_steps.csv": csv_text(SITE_STEP_COLUMNS, steps),
-        "schedule.csv": csv_text(SCHEDULE_COLUMNS, flows),
+        "site_steps.csv": csv_text(SITE_STEP_COLUMNS, site_step_rows(labels, report.steps())),
+        "schedule.csv": csv_text(SCHEDULE_COLUMNS, schedule_rows(labels, report.x[None])),
     }
-
-
-#: The SiteReport arrays behind SITE_STEP_COLUMNS[2:], in order.
-_STEP_ATTRIBUTES = ("active_gpus", "load_gpus", "it_kw", "pue", "cooling_kw", "wue")
 
 
 def write_site_files(root: Path, site_id: str, files: dict[str, str]) -> Path:
