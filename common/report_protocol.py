@@ -6,7 +6,13 @@ each iterate. None of that needs a site's own physics or costs, so (docs/model.m
 
 1. ``report_keys(run_id)`` — each group draws a fresh X25519 key pair for this report and
    answers its public half (as the interior point's ``method_begin`` does);
-2. ``final_report(ReportRequest, group_index)`` — each group answers a :class:`GroupReport`:
+2. ADMM only — its iterate carries residues, flows far below any decision — two cleaning
+   rounds on the reported iterate: ``clean_report(CleanRequest, group_index)``, each group
+   answering its sites' served demand, dropped flows and spare room per row, summed and
+   masked like the report; the coordinator's :func:`repair_factors`; and
+   ``finish_report(CleanFinish)``, after which each site's reported iterate is the cleaned
+   one (the interior point cleans in its own rounds, :mod:`common.ipm_protocol`);
+3. ``final_report(ReportRequest, group_index)`` — each group answers a :class:`GroupReport`:
    per site a :class:`SiteDecision` (its flows ``x``, which iterate they are, and counts of
    inner-solve trouble), plus one vector of *sums over its sites* laid out by
    :func:`report_fields` and masked by pairwise secure aggregation, so the coordinator can
@@ -35,8 +41,10 @@ SUMMED_KEYS: tuple[str, ...] = (
     "interactive_requests",
     "objective_aud",
 )
-#: The masks' round id of the report (beside the interior point's rounds 0–5).
+#: The masks' round ids of the report and of ADMM's cleaning (beside the interior point's
+#: rounds 0–5).
 REPORT_ROUND = 7
+CLEAN_ROUND = 8
 
 
 def report_fields(history: int) -> tuple[tuple[str, int], ...]:
@@ -87,6 +95,68 @@ class ReportRequest:
     masking: Mapping[int, MaskingSetup] | None = None
     output: str | None = None
     share_details: bool = False
+
+
+@dataclass(frozen=True)
+class CleanRequest:
+    """The coordinator's request to drop the reported iterate's residues (ADMM).
+
+    Attributes
+    ----------
+    iteration : int or None
+        The reported iterate (as in :class:`ReportRequest`).
+    demand : ndarray (m,)
+        The scaled demand ``b`` of every coupling row (sets each row's threshold).
+    share : float
+        Flows below ``share · |b_r|`` are dropped.
+    masking : dict, optional
+        As in :class:`ReportRequest` (the keys of ``report_keys``).
+    """
+
+    iteration: int | None
+    demand: np.ndarray
+    share: float
+    masking: Mapping[int, MaskingSetup] | None = None
+
+
+#: A group's answer to :class:`CleanRequest`: ``served``, ``dropped`` and ``absorb`` per
+#: coupling row, concatenated, summed over its sites and masked when the request masks.
+CLEAN_FIELDS = ("served", "dropped", "absorb")
+
+
+@dataclass(frozen=True)
+class CleanFinish:
+    """The coordinator's factors (:func:`repair_factors`): each site finishes its cleaning."""
+
+    factors: np.ndarray
+    restore: np.ndarray
+
+
+def repair_factors(
+    demand: np.ndarray, served: np.ndarray, dropped: np.ndarray, absorb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row factors that put dropped flows back on each row's remaining servers.
+
+    Row ``r`` lacks ``d_r = b_r − (Σ served − dropped)`` (the dropped flow and the last
+    residual). Its remaining flows can carry ``absorb_r`` more within their sites' spare
+    capacity; when ``|d_r| ≤ absorb_r`` every flow grows by ``d_r / absorb_r`` of its
+    allowance — the row then meets its demand exactly and no site exceeds its capacity,
+    whatever the other rows do. Else, when the dropped flow alone fits (``dropped_r ≤
+    absorb_r``), the flows grow by ``dropped_r / absorb_r`` of their allowance: the row
+    serves what it served before, without its residues. Else the row keeps its dropped
+    flows (``restore``) and all of them are scaled by ``b_r / Σ served``.
+
+    Returns
+    -------
+    factors : ndarray (m,)
+    restore : ndarray of bool (m,)
+    """
+    deficit = demand - (served - dropped)
+    exact = np.abs(deficit) <= absorb
+    moved = ~exact & (dropped <= absorb)
+    per_allowance = np.where(exact, deficit, dropped) / np.where(absorb > 0, absorb, 1.0)
+    whole = np.where(served > 0, demand / np.where(served > 0, served, 1.0), 1.0)
+    return np.where(exact | moved, per_allowance, whole), ~(exact | moved)
 
 
 @dataclass

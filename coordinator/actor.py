@@ -16,7 +16,7 @@ import pickle
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,17 @@ from typing import Any
 import numpy as np
 
 from common.evaluate import objective_parts_aud
-from common.report_protocol import GroupReport, ReportRequest
+from common.report_protocol import (
+    CLEAN_FIELDS,
+    CleanFinish,
+    CleanRequest,
+    GroupReport,
+    ReportRequest,
+    repair_factors,
+)
 from common.scenario import DemandView
 from common.scenario_io import write_directory_atomic
-from common.secure_aggregation import masking_setups
+from common.secure_aggregation import MaskingSetup, masking_setups, unmask_sum
 from coordinator.admm import AdmmSettings, ExchangeStructure, build_structure
 from coordinator.data import layout_of, row_scale_of
 from coordinator.events import RunObserver
@@ -332,15 +339,40 @@ class Coordinator:
     ) -> list[GroupReport]:
         """The groups' decisions and masked sums (common/report_protocol.py)."""
         keys = fleet.broadcast("report_keys", run.run_id)
+        masking = masking_setups(run.run_id, keys)
+        if run.clean_share is not None:
+            run.extra_stats.update(self._clean_report(fleet, run, masking))
         request = ReportRequest(
             run_id=run.run_id,
             iteration=run.report_iteration,
             history_iterations=history,
-            masking=masking_setups(run.run_id, keys),
+            masking=masking,
             output=self.site_output,
             share_details=self.share_site_details,
         )
         return fleet.broadcast("final_report", request, indexed=True)
+
+    def _clean_report(
+        self, fleet: Fleet, run: MethodRun, masking: Mapping[int, MaskingSetup] | None
+    ) -> dict[str, float | int]:
+        """Clean the reported iterate of its residues at the sites (ADMM; the interior point
+        cleans in its own rounds) and say what moved, for ``solver_stats``."""
+        assert self.structure is not None and run.clean_share is not None
+        b = self.structure.b
+        request = CleanRequest(run.report_iteration, b, run.clean_share, masking)
+        answers = fleet.broadcast("clean_report", request, indexed=True)
+        flat = (
+            unmask_sum(answers)
+            if masking is not None
+            else np.sum([np.asarray(a, dtype=float) for a in answers], axis=0)
+        )
+        served, dropped, absorb = flat.reshape(len(CLEAN_FIELDS), b.size)
+        factors, restore = repair_factors(b, served, dropped, absorb)
+        fleet.broadcast("finish_report", CleanFinish(factors, restore))
+        return {
+            "clean_share": run.clean_share,
+            "rows_restored": int((restore & (dropped > 0)).sum()),
+        }
 
     # ----------------------------------------------------------------------------------
     # Receding horizon and diagnostics

@@ -143,6 +143,10 @@ class AdmmSettings:
         Stop polishing when the worst relative row violation is below this.
     polish_eps : float
         Inner tolerance of the polishing solves.
+    clean_share : float
+        At the end of the run the sites drop the reported iterate's flows below this share
+        of their row's demand and put their volume back on the row's other servers
+        (:mod:`common.report_protocol`); 0 keeps every flow.
     solve_timeout_s : float
         Deadline of one fan-out/fan-in; a site later than this keeps its last proposal.
     agent_restarts : int
@@ -184,6 +188,7 @@ class AdmmSettings:
     polish_steps: int = 10
     polish_tol: float = 1e-6
     polish_eps: float = 1e-7
+    clean_share: float = 1e-4
     solve_timeout_s: float = 120.0
     agent_restarts: int = 3
     time_limit_s: float | None = None
@@ -201,6 +206,8 @@ class AdmmSettings:
             raise ValueError(f"agent_restarts must be >= 0 (got {self.agent_restarts})")
         if self.acceleration not in ("none", "anderson", "nesterov"):
             raise ValueError(f"unknown acceleration {self.acceleration!r}")
+        if not 0.0 <= self.clean_share < 0.01:
+            raise ValueError(f"clean_share must be in [0, 0.01) (got {self.clean_share})")
 
 
 @dataclass(frozen=True)

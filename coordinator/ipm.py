@@ -57,6 +57,7 @@ from common.ipm_protocol import (
     longest_free_step,
     unpack,
 )
+from common.report_protocol import repair_factors
 from common.schur_pattern import SchurPattern, factor, solve
 from common.secure_aggregation import masking_setups, unmask_sum
 from coordinator.events import IterationRecord, RunObserver, RunState, notify_all
@@ -521,24 +522,12 @@ class DistributedInteriorPoint:
         return dlam, longest
 
     def _clean(self, fleet: Fleet, iteration: int, served: np.ndarray) -> dict[str, float]:
-        """Drop tiny flows at the sites and put their volume back on each row's servers.
-
-        Row ``r`` lacks ``d_r = b_r − (Σ served − dropped)`` (the dropped flow and the last
-        residual). Its remaining flows can carry ``absorb_r`` more within their sites' spare
-        capacity (:meth:`site_agent.ipm.SiteInteriorPoint.clean`); when ``|d_r| ≤ absorb_r``
-        every flow grows by ``d_r / absorb_r`` of its allowance — the row then meets its
-        demand exactly and no site exceeds its capacity, whatever the other rows do. Else
-        the row keeps its dropped flows and all of them are scaled by ``b_r / Σ served``.
-        """
+        """Drop tiny flows at the sites and put their volume back on each row's servers
+        (:func:`common.report_protocol.repair_factors`)."""
         b = self.structure.b
         answer = self._round(fleet, IpmRequest(iteration, "clean", demand=b))
-        dropped, absorb = answer["dropped"], answer["absorb"]
-        deficit = b - (served - dropped)
-        repairable = np.abs(deficit) <= absorb
-        restore = ~repairable
-        share = deficit / np.where(absorb > 0, absorb, 1.0)
-        whole = np.where(served > 0, b / np.where(served > 0, served, 1.0), 1.0)
-        factors = np.where(repairable, share, whole)
+        dropped = answer["dropped"]
+        factors, restore = repair_factors(b, served, dropped, answer["absorb"])
         fleet.broadcast(
             "method_round", IpmRequest(iteration, "finish", factors=factors, restore=restore)
         )

@@ -65,6 +65,10 @@ class MethodRun:
     convergence : list of list of float
     state : object
         The method's state for a warm start of the next horizon (:meth:`shift`).
+    clean_share : float or None
+        The end of the run cleans the reported iterate of flows below this share of their
+        row's demand (:class:`common.report_protocol.CleanRequest`); ``None``: the method
+        cleaned it already, or keeps every flow.
     result : object
         The method's own result (``AdmmResult``, ``IpmResult``) for diagnostics.
     timing : dict
@@ -86,6 +90,7 @@ class MethodRun:
     state: Any
     result: Any
     timing: dict[str, float] = field(default_factory=dict)
+    clean_share: float | None = None
 
 
 class DistributedMethod(Protocol):
@@ -197,6 +202,7 @@ class AdmmMethod:
             converged=result.converged,
             iterations=result.loop_iterations,
             report_iteration=result.report_iteration,
+            clean_share=self.loop.settings.clean_share or None,
             wall_s=result.wall_s,
             scaled_prices=result.state.prices(),
             primal_residual=res.primal,

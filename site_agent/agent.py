@@ -31,6 +31,7 @@ from common.admm_protocol import Penalty
 from common.coupling import CouplingLayout
 from common.evaluate import SiteSteps, evaluate
 from common.scenario import Scenario
+from site_agent.cleaning import CleanedFlows, drop_small_flows
 from site_agent.data import load_horizons
 from site_agent.forecast import SiteForecast
 from site_agent.subproblem import InnerSettings, SiteSubproblem
@@ -170,6 +171,8 @@ class SiteAgent:
         self._history: list[float] = []
         self._history_iterations: list[int] = []
         self._objective_cache: tuple[tuple[object, ...], dict[str, float]] | None = None
+        #: The pending cleaning of the reported iterate: (iteration, best, CleanedFlows).
+        self._cleaning: tuple[int | None, bool, CleanedFlows] | None = None
 
     # ----------------------------------------------------------------------------------
     # Protocol
@@ -312,19 +315,7 @@ class SiteAgent:
         SiteReport
         """
         sub = self._require()
-        if self._best is not None and iteration is not None and iteration == self._best.iteration:
-            chosen, x, n, best = self._best.iteration, self._best.x, self._best.n, True
-        else:
-            if iteration is not None and iteration != self._last_iteration:
-                log.warning(
-                    "site %s: report for iteration %s requested, have only %s (last) and %s "
-                    "(best); reporting the last",
-                    self.site_id,
-                    iteration,
-                    self._last_iteration,
-                    None if self._best is None else self._best.iteration,
-                )
-            chosen, x, n, best = self._last_iteration, sub.x, sub.n, False
+        chosen, x, n, best = self._reported(iteration)
         ev = evaluate(self.site, x[None], n[None])
         totals = ev.site_totals(0)
         for key in ("interactive_requests", "objective_aud"):
@@ -350,6 +341,59 @@ class SiteAgent:
             inner_failed=sub.info.failed,
             inner_fallbacks=sub.info.fallbacks,
         )
+
+    def _reported(self, iteration: int | None) -> tuple[int | None, np.ndarray, np.ndarray, bool]:
+        """``(iteration, x, n, best)`` of the iterate reported for ``iteration``: the best
+        snapshot if that is its iteration, else the last."""
+        sub = self._require()
+        if self._best is not None and iteration is not None and iteration == self._best.iteration:
+            return self._best.iteration, self._best.x, self._best.n, True
+        if iteration is not None and iteration != self._last_iteration:
+            log.warning(
+                "site %s: report for iteration %s requested, have only %s (last) and %s "
+                "(best); reporting the last",
+                self.site_id,
+                iteration,
+                self._last_iteration,
+                None if self._best is None else self._best.iteration,
+            )
+        return self._last_iteration, sub.x, sub.n, False
+
+    def clean_reported(
+        self, iteration: int | None, demand: np.ndarray, share: float
+    ) -> dict[str, np.ndarray]:
+        """Drop the residues of the iterate reported for ``iteration``
+        (:func:`site_agent.cleaning.drop_small_flows`), pending :meth:`finish_reported`.
+
+        Returns ``served``, ``dropped`` and ``absorb`` on the site's support rows [scaled
+        units] — for the group's masked sum, never sent alone.
+        """
+        sub = self._require()
+        chosen, x, _, best = self._reported(iteration)
+        qp = sub.qp()
+        xi = sub.xi_of(x)
+        threshold = share * np.abs(np.asarray(demand, dtype=float)[qp.support[qp.position]])
+        cleaning = drop_small_flows(qp, xi, threshold)
+        self._cleaning = (chosen, best, cleaning)
+        return {"served": qp.served(xi), "dropped": cleaning.dropped, "absorb": cleaning.absorb}
+
+    def finish_reported(self, factors: np.ndarray, restore: np.ndarray) -> None:
+        """Apply the coordinator's row factors: the cleaned iterate becomes the reported one
+        (and the subproblem's, for a warm start). A repeated call changes nothing."""
+        if self._cleaning is None:
+            raise RuntimeError(f"site {self.site_id!r}: finish_reported before clean_reported")
+        sub = self._require()
+        chosen, best, cleaning = self._cleaning
+        qp = sub.qp()
+        rows = qp.support[qp.position]
+        sub.adopt(
+            cleaning.finished(
+                np.asarray(factors, dtype=float)[rows], np.asarray(restore, dtype=bool)[rows]
+            )
+        )
+        self._last_iteration = chosen
+        if best:
+            self._best = _Snapshot(chosen, sub.x, sub.n)
 
     def shift(
         self,
@@ -413,6 +457,7 @@ class SiteAgent:
         self._answers.clear()
         self._last_iteration = None
         self._best = None
+        self._cleaning = None
         self._history.clear()
         self._history_iterations.clear()
 

@@ -33,7 +33,11 @@ from common.admm_protocol import AdmmAnswer, AdmmRequest
 from common.coupling import CouplingLayout
 from common.errors import ScenarioError, SiteDataInvalid
 from common.report_protocol import (
+    CLEAN_FIELDS,
+    CLEAN_ROUND,
     REPORT_ROUND,
+    CleanFinish,
+    CleanRequest,
     GroupReport,
     ReportRequest,
     SiteDecision,
@@ -257,6 +261,31 @@ class SiteGroup:
     def site_reports(self, iteration: int | None) -> list[SiteReport]:
         """Every hosted site's full :class:`SiteReport` (for this node; never sent)."""
         return [self.agents[s].final_report(iteration) for s in self.site_ids]
+
+    def clean_report(self, request: CleanRequest, group_index: int) -> np.ndarray:
+        """Drop the residues of every hosted site's reported iterate; answer the sums over
+        the sites of :data:`~common.report_protocol.CLEAN_FIELDS` per coupling row, masked
+        with the report's key when the request masks."""
+        m = int(np.asarray(request.demand).size)
+        sums = np.zeros(len(CLEAN_FIELDS) * m)
+        for sid in self.site_ids:
+            agent = self.agents[sid]
+            parts = agent.clean_reported(request.iteration, request.demand, request.share)
+            support = agent.subproblem.support
+            for k, name in enumerate(CLEAN_FIELDS):
+                sums[k * m + support] += parts[name]
+        setup = None if request.masking is None else request.masking.get(group_index)
+        if setup is None:
+            return sums
+        if self._reporter is None:
+            raise RuntimeError("no report key: call report_keys first")
+        self._reporter.configure(setup)
+        return self._reporter.mask(sums, request.iteration or 0, CLEAN_ROUND)
+
+    def finish_report(self, request: CleanFinish) -> None:
+        """Every hosted site applies the coordinator's row factors to its reported iterate."""
+        for agent in self.agents.values():
+            agent.finish_reported(request.factors, request.restore)
 
     def final_report(self, request: ReportRequest, group_index: int) -> GroupReport:
         """The sites' decisions and the group's masked sums; each site's detail written on

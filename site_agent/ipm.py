@@ -43,6 +43,7 @@ from common.ipm_protocol import (
 )
 from common.schur_pattern import SchurPattern
 from common.secure_aggregation import PairwiseMasker
+from site_agent.cleaning import CleanedFlows, drop_small_flows
 from site_agent.subproblem import SiteQp
 
 #: Gondzio's target box for the complementarity products, in units of ``σμ``.
@@ -145,6 +146,7 @@ class SiteInteriorPoint:
         self._diag_pos = pattern.positions(qp.support, qp.support)
         self.c_norm = max(1.0, float(np.abs(qp.cost).max(initial=0.0)))
         self.xi = np.zeros(qp.n)
+        self._cleaning: CleanedFlows | None = None
         self.z = np.ones(qp.n)
         self.s = np.full(qp.steps, qp.capacity)
         self.w = np.ones(qp.steps)
@@ -389,37 +391,31 @@ class SiteInteriorPoint:
 
     def clean(self, demand: np.ndarray) -> dict[str, np.ndarray]:
         """Drop flows below ``clean_share`` of their row's demand; report per row what was
-        dropped and how much more the remaining flows could carry.
+        dropped and how much more the remaining flows could carry
+        (:func:`site_agent.cleaning.drop_small_flows`).
 
-        A flow at step ``t`` may grow by ``a_t = min(spare_t / load_t, 1)`` of itself (the
-        spare capacity shared in proportion); ``absorb_r = Σ_k a_k A_k ξ_k`` over the row.
         The iterate itself changes only in :meth:`finish` (a round repeated after a crash
         starts from it again).
         """
-        qp = self.qp
-        # ξ is in row units for both kinds of row (a deferrable row is the mean of its
-        # steps' ξ), so one threshold per row serves every variable.
-        tiny = self.xi < self.settings.clean_share * np.abs(np.asarray(demand)[self.rows])
-        dropped = np.where(tiny, self.xi, 0.0)
-        self._cleaned = np.where(tiny, 0.0, self.xi)
-        load = qp.load(self._cleaned)
-        spare = np.maximum(qp.capacity - load, 0.0)
-        self._allowance = np.minimum(spare / np.maximum(load, 1e-300), 1.0)[qp.step]
+        threshold = self.settings.clean_share * np.abs(np.asarray(demand)[self.rows])
+        self._cleaning = drop_small_flows(self.qp, self.xi, threshold)
         return {
-            "dropped": self._scatter(qp.served(dropped)),
-            "absorb": self._scatter(qp.served(self._allowance * self._cleaned)),
+            "dropped": self._scatter(self._cleaning.dropped),
+            "absorb": self._scatter(self._cleaning.absorb),
         }
 
     def finish(self, factors: np.ndarray, restore: np.ndarray) -> np.ndarray:
         """Put the dropped volume back (:mod:`coordinator.ipm`); return the final ξ.
 
-        On a row in ``restore`` the dropped flows come back and every flow is scaled by the
-        row's factor; on the others each flow grows by ``factor · a_k`` of itself.
+        Computed from the iterate :meth:`clean` kept, so a repeated ``finish`` (a round
+        sent again after a crash) gives the same ξ.
         """
-        back = np.asarray(restore, dtype=bool)[self.rows]
-        factor = np.asarray(factors, dtype=float)[self.rows]
-        xi = np.where(back, self.xi, self._cleaned)
-        self.xi = xi * np.where(back, factor, 1.0 + factor * self._allowance)
+        if self._cleaning is None:
+            raise RuntimeError("finish before clean")
+        rows = self.rows
+        self.xi = self._cleaning.finished(
+            np.asarray(factors, dtype=float)[rows], np.asarray(restore, dtype=bool)[rows]
+        )
         return self.xi
 
 

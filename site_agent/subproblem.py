@@ -835,9 +835,10 @@ class SiteSubproblem:
             follows from ``x``.
         """
         del n
-        self._warm(self._xi_of(x), None)
+        self._warm(self.xi_of(x), None)
 
-    def _xi_of(self, x: np.ndarray) -> np.ndarray:
+    def xi_of(self, x: np.ndarray) -> np.ndarray:
+        """The scaled variables ``ξ`` (as in :meth:`qp`) of requests per second ``x``."""
         x = np.asarray(x, dtype=float)
         lay = self._layout
         shape = (lay.regions, lay.classes, lay.steps)
@@ -902,12 +903,12 @@ class SiteSubproblem:
             self._set_row_scale(scale)
             self._xi = np.zeros(self._nvar)
             self._setup()
-            self._warm(self._xi_of(x_new), None)
+            self._warm(self.xi_of(x_new), None)
             return
         self._set_row_scale(scale)
         self._refresh_matrices(old_p, old_a)
         y_new = None if y_old is None else self._shift_duals(y_old, k)
-        self._warm(self._xi_of(x_new), y_new)
+        self._warm(self.xi_of(x_new), y_new)
 
     def set_row_scale(self, row_scale: np.ndarray, rho: Penalty | None = None) -> None:
         """Adopt new coupling-row scales (and ρ), keeping the current schedule ``x``.
@@ -934,7 +935,7 @@ class SiteSubproblem:
         self._rho = new_rho
         self._set_row_scale(scale)
         self._refresh_matrices(old_p, old_a)
-        self._warm(self._xi_of(x), None)
+        self._warm(self.xi_of(x), None)
 
     def _refresh_matrices(self, old_p: np.ndarray, old_a: np.ndarray) -> None:
         new_p = self._p_values(self._rho)

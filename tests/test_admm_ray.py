@@ -71,7 +71,10 @@ def test_late_group_keeps_its_last_proposal(ray_cluster: Any, tiny_scenario: Sce
         remote.remote(tiny_scenario, g, 3 if g == ["per"] else -1, 3.0) for g in SINGLE_SITE_GROUPS
     ]
     coordinator = _registered(
-        tiny_scenario, handles, SINGLE_SITE_GROUPS, AdmmSettings(max_iter=3000, solve_timeout_s=1.0)
+        tiny_scenario,
+        handles,
+        SINGLE_SITE_GROUPS,
+        AdmmSettings(max_iter=3000, solve_timeout_s=1.0, clean_share=0.0),
     )
     outcome = coordinator.run()
     result = outcome.result
@@ -201,7 +204,9 @@ def test_cvxpy_sites_on_ray_match_central(ray_cluster: Any, tiny_scenario: Scena
     groups = [["syd", "mel"], ["per"]]
     remote = ray.remote(CvxSiteGroup).options(num_cpus=0)
     handles = [remote.remote(tiny_scenario, g) for g in groups]
-    coordinator = _registered(tiny_scenario, handles, groups, AdmmSettings(max_iter=3000))
+    # The cvxpy reference sites implement the iteration, not the end-of-run cleaning.
+    settings = AdmmSettings(max_iter=3000, clean_share=0.0)
+    coordinator = _registered(tiny_scenario, handles, groups, settings)
     outcome = coordinator.run()
     assert outcome.converged and outcome.result.late_total == 0
     reports = ray.get([h.site_reports.remote(outcome.result.report_iteration) for h in handles])

@@ -6,6 +6,9 @@ import logging
 
 import pytest
 
+from common.evaluate import RESIDUE_RPS, feasibility
+from common.scenario_io import load_scenario
+from common.scenarios import embedded_path
 from coordinator.admm import AdmmSettings
 from coordinator.ipm import IpmSettings
 from coordinator.methods import METHODS, AdmmMethod, InteriorPointMethod, method_for
@@ -13,7 +16,8 @@ from site_agent.methods import SITE_METHODS
 from thermoroute.launch import solve_distributed
 
 #: ADMM's loop iterations (without polishing) and objective before the contract existed
-#: (commit c5a22da, in process, default settings): the refactor must not move them.
+#: (commit c5a22da, in process, default settings): the refactor must not move them. The
+#: end-of-run cleaning (later) moves the objective by its residues only (< 1e-5).
 ADMM_PINNED = {
     "australia": (567, 2255.658890106518),
     "australia-20": (674, 4267.546687291261),
@@ -34,14 +38,25 @@ def test_settings_select_the_method() -> None:
 @pytest.mark.parametrize("name", sorted(ADMM_PINNED))
 def test_admm_iterations_are_unchanged(name: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR)  # OSQP's inaccurate inner solves warn; expected here
-    run = solve_distributed(name, executor="inline", settings=AdmmSettings())
+    run = solve_distributed(
+        name, executor="inline", settings=AdmmSettings(), share_site_details=True
+    )
     iterations, objective = ADMM_PINNED[name]
     assert run.outcome.method == "admm"
     assert run.outcome.run.iterations == iterations
-    assert run.objective_aud == pytest.approx(objective, rel=1e-9)
+    assert run.objective_aud == pytest.approx(objective, rel=1e-5)
+    stats = run.outputs.stats
+    # The cleaning left at most the residues of rows served only at full sites, met demand
+    # no worse than the polished iterate did, and kept every site within its capacity.
+    scenario = load_scenario(embedded_path(name))
+    x = run.outputs.schedule.x
+    residues = int(((x > 0) & (x < RESIDUE_RPS)).sum())
+    assert residues <= 0.1 * int((x > 0).sum())
+    feasible = feasibility(scenario, x, run.outputs.schedule.n)
+    assert feasible.demand_rel <= stats.extra["reported_coupling_max_rel"] + 1e-12
+    assert feasible.capacity_gpus <= 1e-6 and feasible.forbidden_rps == 0.0
     # The summary tells one story: converged, and the residuals of that same iterate within
     # their tolerances; the loop's iterations, the polishing steps counted apart.
-    stats = run.outputs.stats
     assert stats.converged
     assert stats.primal_residual <= stats.extra["eps_primal"]
     assert stats.dual_residual <= stats.extra["eps_dual"]

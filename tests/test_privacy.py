@@ -74,6 +74,12 @@ def _check_report(kind: str, msg: Any, site_ids: set[str]) -> bool:
     """Check an end-of-run message; False if ``kind`` is not one."""
     if kind == "report_keys":
         assert isinstance(msg, bytes) and len(msg) == 32  # an X25519 public key
+    elif kind == "clean_report":
+        # ADMM's cleaning of the reported iterate: served, dropped and spare room per row,
+        # summed over the group and masked like the report's sums.
+        assert isinstance(msg, np.ndarray) and msg.dtype == np.uint64 and msg.shape[0] == 2
+    elif kind == "finish_report":
+        assert msg is None
     elif kind == "final_report":
         assert isinstance(msg, GroupReport)
         for decision in msg.decisions:
@@ -90,7 +96,14 @@ def _check_report(kind: str, msg: Any, site_ids: set[str]) -> bool:
 
 def _check_messages(messages: list[tuple[str, int, bytes]], site_ids: set[str]) -> None:
     kinds = {k for k, _, _ in messages}
-    assert kinds == {"register", "solve", "report_keys", "final_report"}
+    assert kinds == {
+        "register",
+        "solve",
+        "report_keys",
+        "clean_report",
+        "finish_report",
+        "final_report",
+    }
     supports: dict[str, int] = {}
     for kind, _, raw in messages:
         msg = pickle.loads(raw)
@@ -160,7 +173,7 @@ def test_private_changes_leave_messages_byte_identical(
     (tmp_path / "b").mkdir()
     first = _run_inline(tiny_scenario, tmp_path / "a")
     second = _run_inline(_variant(tiny_scenario), tmp_path / "b")
-    ending = ("report_keys", "final_report")
+    ending = ("report_keys", "clean_report", "finish_report", "final_report")
     iterative = [(k, g, raw) for k, g, raw in first if k not in ending]
     assert iterative == [(k, g, raw) for k, g, raw in second if k not in ending]
     # The end-of-run messages carry fresh keys and masked sums: different every run.
