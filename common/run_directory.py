@@ -41,6 +41,25 @@ def _umask() -> int:
     return mask
 
 
+def write_file_whole(target: str | os.PathLike[str], content: str | bytes) -> Path:
+    """Replace one output file (a report, a plot) whole, with the umask's mode.
+
+    Raises
+    ------
+    OutputDirectoryError
+        ``target`` is a directory, or its directory cannot be written.
+    """
+    path = Path(target).expanduser()
+    if path.is_dir():
+        raise OutputDirectoryError(f"{path} is a directory; name a file")
+    try:
+        write_directory_atomic(path.parent, {path.name: content})
+        os.chmod(path, 0o666 & ~_umask())
+    except OSError as exc:
+        raise OutputDirectoryError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def check_output_directory(target: str | os.PathLike[str]) -> Path:
     """Refuse a target no run may write (see the module docstring); return it resolved.
 

@@ -1,5 +1,15 @@
-"""The thermoroute application: command line and composition of coordinator and sites."""
+"""The thermoroute application: command line, Python API and composition of coordinator and
+sites.
+
+The Python API (:mod:`thermoroute.api`)::
+
+    import thermoroute
+    solution = thermoroute.solve("australia", solver="central")
+    solution.shares()                     # who serves whom
+"""
 
 from common import __version__
+from thermoroute.api import compare, load_scenario, solve
+from thermoroute.results import Solution
 
-__all__ = ["__version__"]
+__all__ = ["Solution", "__version__", "compare", "load_scenario", "solve"]

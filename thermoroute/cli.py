@@ -8,6 +8,7 @@ atomically, so a failed run leaves earlier outputs untouched.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from datetime import datetime
@@ -289,6 +290,14 @@ def run(
         ),
     ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print summary.json on stdout instead of the tables (for scripts; implies "
+            "--quiet and --no-compare).",
+        ),
+    ] = False,
     isolate: IsolateOpt = True,
 ) -> None:
     """Solve one horizon of a scenario and write MODEL.md §9 outputs.
@@ -318,7 +327,7 @@ def run(
         metrics_addr=metrics_addr,
         metrics_linger=metrics_linger,
         steps=steps,
-        live=not quiet,
+        live=not (quiet or as_json),
     )
     try:
         # In a run's private network the outer process has checked the flags already (and
@@ -345,11 +354,16 @@ def run(
     label = options.effective_method if distributed else solver.value
     out = out or Path("runs") / f"{name}-{label}"
     _check_out(out)
-    from thermoroute import runner
+    from thermoroute import api, runner
 
     try:
-        result = runner.run_solver(
-            directory, scen, out, options, console=console, compare=compare_baseline
+        solution = api.solve(
+            directory,
+            out=out,
+            start=start,
+            compare=compare_baseline and not as_json,
+            options=options,
+            console=err_console if as_json else console,
         )
     except (ScenarioError, SiteDataInvalid) as exc:
         raise _fail(str(exc)) from None
@@ -357,8 +371,12 @@ def run(
         raise _fail(f"--out {out}: {exc}") from None
     except (runner.SolveError, ClusterAccessError) as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
-    runner.print_run(result, console, compare=compare_baseline)
-    if not result.converged:
+    if as_json:
+        sys.stdout.write(json.dumps(solution.summary, indent=2) + "\n")
+    else:
+        runner.print_run(solution, console, compare=compare_baseline)
+        runner.print_decision(solution, console, scen)
+    if not solution.converged:
         raise _fail(f"{label} did not converge (see {out}/summary.json)", EXIT_NOT_CONVERGED)
 
 
@@ -383,6 +401,62 @@ def compare(
                 rows, title=f"{scen.name}: {scen.steps} steps from {scen.start.isoformat()}"
             )
         )
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run's output directory (run --out).")],
+    out: Annotated[
+        Path | None, typer.Option(help="The HTML file to write (default RUN_DIR/report.html).")
+    ] = None,
+    scenario: Annotated[
+        str | None,
+        typer.Option(
+            help="The run's scenario (embedded name or directory) for the map, temperatures, "
+            "baselines and explanation; default: the embedded scenario the run names, if any.",
+        ),
+    ] = None,
+) -> None:
+    """Write one self-contained HTML report of a run: who serves whom, a map, the sites
+    hour by hour, the baselines, shadow prices, convergence and what temperature-awareness
+    changed. Works on whatever detail the run directory holds and says what is missing."""
+    from thermoroute.report import build_report
+    from thermoroute.results import RunDirectoryInvalid, Solution
+
+    target = out or run_dir / "report.html"
+    try:
+        solution = Solution.read(run_dir)
+    except RunDirectoryInvalid as exc:
+        raise _fail(str(exc)) from None
+    scen = _report_scenario(solution, scenario)
+    from common.run_directory import write_file_whole
+
+    try:
+        write_file_whole(target, build_report(solution, scen))
+    except OutputDirectoryError as exc:
+        raise _fail(f"--out {target}: {exc}") from None
+    console.print(f"wrote {target}", highlight=False)
+
+
+def _report_scenario(solution, source: str | None):
+    """The run's scenario over the run's horizon, checked against its schedule; ``None``
+    when not named and not embedded."""
+    from common.scenarios import embedded_scenarios
+
+    if source is None:
+        if solution.scenario_name not in embedded_scenarios():
+            return None
+        source = solution.scenario_name
+    start = solution.summary.get("start")
+    start = datetime.fromisoformat(start) if start is not None else None
+    _, scen = _load(source, start, solution.summary.get("steps"))
+    unknown = sorted(set(solution.site_ids) - set(scen.sites.site_id))
+    if unknown:
+        raise _fail(
+            f"--scenario {source}: has no site(s) {', '.join(unknown)} of the run "
+            f"{solution.directory}; name the run's scenario"
+        )
+    return scen
 
 
 @app.command()

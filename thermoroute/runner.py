@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -27,6 +28,7 @@ from coordinator.fleet import FleetTimeout, RoundFailed, SiteGroupLost
 from thermoroute.launch import CoordinatorLost
 from thermoroute.options import RunOptions
 from thermoroute.ray_auth import ClusterAccessError
+from thermoroute.results import Solution
 
 #: Solvers that run on the fleet's site agents (``admm`` names the distributed ADMM run).
 DISTRIBUTED = ("distributed", "admm")
@@ -123,32 +125,97 @@ def run_solver(
     )
 
 
-def print_run(result: RunResult, console: Console, *, compare: bool = True) -> None:
+def print_run(solution: Solution, console: Console, *, compare: bool = True) -> None:
     """The closing table of a run: its totals and, if computed, the change against
     the temperature-unaware plan."""
-    s = result.summary
-    stats = s.get("solver_stats", {})
+    s = solution.summary
+    stats = solution.stats
     totals = {**s["totals"], "objective_aud": s["objective_aud"]}
+    reference = solution.reference if compare else None
     table = Table(
-        title=f"{s['scenario']} · {result.solver} · {s.get('steps', '?')} steps "
+        title=f"{s['scenario']} · {solution.solver} · {s.get('steps', '?')} steps "
         f"from {s.get('start', '?')}",
         title_justify="left",
     )
     table.add_column("quantity")
-    table.add_column(result.solver, justify="right")
-    if result.reference is not None and compare:
+    table.add_column(solution.solver, justify="right")
+    if reference is not None:
         table.add_column(REFERENCE, justify="right")
         table.add_column("change", justify="right")
     for key, name, unit, fmt in METRICS:
-        row = [escape(f"{name} [{unit}]"), format(totals[key], fmt)]
-        if result.reference is not None and compare:
-            ref = result.reference[key]
-            pct = percent_change(totals[key], ref)
+        value = totals[key]
+        row = [escape(f"{name} [{unit}]"), "—" if value is None else format(value, fmt)]
+        if reference is not None:
+            ref = reference[key]
+            pct = math.nan if value is None else percent_change(value, ref)
             row += [format(ref, fmt), "n/a" if math.isnan(pct) else f"{pct:+.2f} %"]
         table.add_row(*row)
     console.print(table)
+    wall = stats.get("wall_s", 0.0)
+    where = solution.directory if solution.directory is not None else "(not kept)"
     line = (
         f"iterations {stats.get('iterations')}, converged {stats.get('converged')}, "
-        f"wall {stats.get('wall_s', 0.0):.2f} s; outputs in {result.out}"
+        f"wall {wall:.2f} s; outputs in {where}"
     )
     console.print(line, highlight=False)
+
+
+#: Sites named in a row of the "who serves what" table; the rest are summed as "others".
+SHOWN_SITES = 3
+
+
+def print_decision(solution: Solution, console: Console, scenario: Scenario | None) -> None:
+    """The decision in two compact tables (80 columns): per region and class the share
+    served by each site, largest first; per site its requests, utilisation of its GPUs and
+    mean pPUE (where the site's detail is at hand)."""
+    shares = solution.shares()
+    who = Table(
+        title="who serves what (share of each region's requests over the horizon)",
+        title_justify="left",
+    )
+    for column in ("region", "class", "served by"):
+        who.add_column(column)
+    regions = list(dict.fromkeys(shares["region_id"]))
+    classes = list(dict.fromkeys(shares["class_id"]))
+    if scenario is not None:  # the scenario's own order, not the schedule's
+        regions, classes = list(scenario.regions.region_id), list(scenario.classes.class_id)
+    shares = shares.assign(
+        region_id=pd.Categorical(shares["region_id"], categories=regions, ordered=True),
+        class_id=pd.Categorical(shares["class_id"], categories=classes, ordered=True),
+    )
+    for (region_id, class_id), rows in shares.groupby(
+        ["region_id", "class_id"], sort=True, observed=True
+    ):
+        ranked = rows.sort_values("share", ascending=False)
+        shown = ranked[ranked["share"] >= 0.005].head(SHOWN_SITES)
+        parts = [f"{r.site_id} {r.share:.0%}" for r in shown.itertuples()]
+        rest = 1.0 - float(shown["share"].sum())
+        if rest >= 0.005:
+            parts.append(f"others {rest:.0%}")
+        who.add_row(escape(str(region_id)), escape(str(class_id)), escape(", ".join(parts)))
+    console.print(who)
+    load = solution.site_load(scenario)
+    sites = Table(title="sites", title_justify="left")
+    sites.add_column("site")
+    sites.add_column("requests [M]", justify="right")
+    sites.add_column("of fleet", justify="right")
+    for name in ("utilisation", "mean pPUE"):
+        sites.add_column(name, justify="right")
+    fleet = float(load["requests"].sum()) or 1.0
+    for site_id, row in load.iterrows():
+        utilisation = row.get("utilisation", math.nan)
+        pue = row.get("pue_mean", math.nan)
+        sites.add_row(
+            escape(str(site_id)),
+            f"{row['requests'] / 1e6:,.2f}",
+            f"{row['requests'] / fleet:.1%}",
+            "—" if math.isnan(utilisation) else f"{utilisation:.1%}",
+            "—" if math.isnan(pue) else f"{pue:.3f}",
+        )
+    console.print(sites)
+    if solution.site_detail == "missing":
+        console.print(
+            "mean pPUE: the sites keep their detail in their own sites/<id>/ on their nodes "
+            "(--share-site-details sends it)",
+            highlight=False,
+        )

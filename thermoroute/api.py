@@ -1,0 +1,158 @@
+"""The Python API: the command line's runs, for notebooks and scripts.
+
+>>> import thermoroute
+>>> scenario = thermoroute.load_scenario("australia")
+>>> solution = thermoroute.solve(scenario, solver="central")
+>>> solution.totals["carbon_kg"]                       # fleet totals (docs/model.md §9)
+>>> solution.shares()                                  # who serves whom (a DataFrame)
+>>> rows = thermoroute.compare(scenario)               # every baseline, as `compare`
+
+``thermoroute run`` is :func:`solve` plus the terminal's tables; both check every option
+before any work (:class:`~thermoroute.options.OptionError`, one line naming the option) and
+both write a run directory whole. A distributed run from here starts a local Ray cluster in
+this process's network (the command line's ``--no-isolate``) unless ``address`` joins one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from common.compare import CompareRow
+from common.scenario import Scenario
+from thermoroute.options import RunOptions
+from thermoroute.results import Solution
+
+#: A scenario as the API takes it: an embedded name, a scenario directory, or a loaded one.
+ScenarioSource = str | os.PathLike[str] | Scenario
+
+
+def load_scenario(
+    source: str | os.PathLike[str] = "australia",
+    *,
+    start: datetime | None = None,
+    steps: int | None = None,
+) -> Scenario:
+    """Read and validate a scenario: an embedded name (``australia``, ``australia-20``) or a
+    scenario directory; ``start`` and ``steps`` choose the horizon (default: the file's).
+
+    Raises :class:`common.errors.ScenarioError` listing every problem (file, row, column).
+    """
+    from common.scenario_io import load_scenario as read_directory
+    from common.scenarios import scenario_directory
+
+    return read_directory(scenario_directory(source), start=start, steps=steps)
+
+
+def solve(
+    scenario: ScenarioSource = "australia",
+    *,
+    solver: str = "distributed",
+    method: str = "ipm",
+    out: str | os.PathLike[str] | None = None,
+    start: datetime | None = None,
+    steps: int | None = None,
+    compare: bool = False,
+    options: RunOptions | None = None,
+    console: Console | None = None,
+    **settings: Any,
+) -> Solution:
+    """Solve one horizon and return its outputs as a :class:`~thermoroute.results.Solution`.
+
+    Parameters
+    ----------
+    scenario : str, path or Scenario
+        An embedded name, a scenario directory (or the root of ``scenario split``, for a
+        distributed run), or a loaded :class:`~common.scenario.Scenario`.
+    solver : str
+        ``distributed`` (the sites' agents solve together with ``method``), ``central``,
+        or a baseline: ``nearest``, ``temperature-unaware``, ``price-only``, ``carbon-only``.
+    method : str
+        ``ipm`` (default) or ``admm``.
+    out : path, optional
+        Where to write the run directory (replaced whole; refused if it holds anything but
+        an earlier run). ``None``: a temporary directory, read back and removed — the
+        solution's :attr:`~thermoroute.results.Solution.directory` is then ``None``.
+    start, steps : optional
+        The horizon (default: the scenario's).
+    compare : bool
+        Also solve temperature-unaware and keep its totals in ``solution.reference``.
+    options : RunOptions, optional
+        Every setting at once (what the command line builds); overrides ``solver``,
+        ``method``, ``steps`` and ``settings``.
+    console : rich Console, optional
+        Where a distributed run shows its progress (nothing by default).
+    **settings
+        Any other field of :class:`~thermoroute.options.RunOptions` (``eps_rel``,
+        ``max_iter``, ``executor``, ``address``, ``share_site_details``, …).
+
+    Raises
+    ------
+    thermoroute.options.OptionError
+        A setting's value is not allowed (before any work).
+    common.errors.ScenarioError, common.errors.SiteDataInvalid
+        Bad scenario data.
+    thermoroute.runner.SolveError
+        The solver failed.
+    """
+    from common.run_directory import check_output_directory
+    from common.scenario_io import is_split_root, write_scenario
+    from common.scenarios import scenario_directory
+    from thermoroute import runner
+
+    if options is None:
+        settings.setdefault("live", console is not None)
+        options = RunOptions(solver=solver, method=method, steps=steps, **settings)
+    options.check()
+    if out is not None:
+        check_output_directory(Path(out))
+    with tempfile.TemporaryDirectory(prefix="thermoroute-") as scratch:
+        if isinstance(scenario, Scenario):
+            loaded: Scenario | None = scenario
+            directory = write_scenario(scenario, Path(scratch) / "scenario")
+        else:
+            directory = scenario_directory(scenario)
+            if is_split_root(directory):
+                if not options.distributed:
+                    raise runner.SolveError(
+                        f"{directory} is a split deployment directory: only the distributed "
+                        "solver can solve it (the sites' data stay on their hosts)"
+                    )
+                loaded = None
+            else:
+                loaded = load_scenario(directory, start=start, steps=options.steps)
+        target = Path(out) if out is not None else Path(scratch) / "run"
+        result = runner.run_solver(
+            directory,
+            loaded,
+            target,
+            options,
+            console=console or Console(quiet=True),
+            compare=compare and loaded is not None,
+        )
+        solution = Solution.read(result.out)
+        solution = replace(solution, reference=result.reference, wall_s=result.wall_s)
+        if out is None:
+            solution = replace(solution, directory=None)
+            shutil.rmtree(target, ignore_errors=True)
+    return solution
+
+
+def compare(
+    scenario: ScenarioSource = "australia", solvers: Sequence[str] | None = None
+) -> list[CompareRow]:
+    """The temperature-aware optimum and every baseline (or ``solvers``), each charged under
+    the true model, with percent changes against temperature-unaware (``thermoroute
+    compare``)."""
+    from common.compare import compare as compare_solvers
+
+    loaded = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    return compare_solvers(loaded, solvers)

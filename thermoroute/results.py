@@ -1,0 +1,249 @@
+"""A run's outputs read back as one typed object: what the Python API returns, what the
+terminal summary and ``thermoroute report`` are built from.
+
+A run directory (docs/model.md §9) always holds ``summary.json`` and ``schedule.csv``; the
+rest depends on the run: ``site_steps.csv`` beside them (central runs, or distributed runs
+whose sites shared their detail), or each site's own ``sites/<id>/`` (distributed runs whose
+sites kept their detail, when this machine holds those directories — a local run), or
+neither (the sites' directories are on their own VMs). :class:`Solution` says which
+(:attr:`Solution.site_detail`) and never invents what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from common.scenario import Scenario
+
+#: Where the per-site detail of a run came from.
+SITE_DETAIL_SOURCES = ("run", "site directories", "missing")
+
+
+class RunDirectoryInvalid(ValueError):
+    """A directory is not a readable thermoroute run (one line: the file and the problem)."""
+
+
+@dataclass(frozen=True)
+class Solution:
+    """One run's outputs.
+
+    Attributes
+    ----------
+    directory : Path or None
+        Where they were read from (``None``: a run the API wrote to a temporary directory).
+    summary : dict
+        ``summary.json`` as written.
+    schedule : DataFrame
+        ``time, site_id, region_id, class_id, requests_per_s`` — the decision.
+    site_steps : DataFrame or None
+        ``time, site_id, active_gpus, load_gpus, it_kw, pue, cooling_kw, wue_l_per_kwh``
+        for every site whose detail is at hand.
+    site_totals : dict or None
+        ``{site_id: totals}`` (the keys of :attr:`totals`) where at hand.
+    shadow_prices : DataFrame or None
+        ``time, region_id, class_id, aud_per_request``.
+    convergence : DataFrame or None
+        The distributed method's iterates (``convergence.csv``).
+    site_detail : str
+        ``"run"`` (the run wrote it), ``"site directories"`` (gathered from
+        ``sites/<id>/``), or ``"missing"`` (the sites kept it on their own nodes).
+    reference : dict or None
+        The temperature-unaware plan's totals and objective, when the run compared.
+    wall_s : float or None
+        The run's wall time, when this process ran it.
+    """
+
+    directory: Path | None
+    summary: dict[str, Any]
+    schedule: pd.DataFrame
+    site_steps: pd.DataFrame | None
+    site_totals: dict[str, dict[str, float]] | None
+    shadow_prices: pd.DataFrame | None
+    convergence: pd.DataFrame | None
+    site_detail: str
+    reference: dict[str, float] | None = None
+    wall_s: float | None = None
+
+    @classmethod
+    def read(cls, directory: str | Path) -> Solution:
+        """Read a run directory; :class:`RunDirectoryInvalid` if it is not one."""
+        root = Path(directory)
+        summary = _json(root / "summary.json")
+        if not isinstance(summary, dict) or "totals" not in summary:
+            raise RunDirectoryInvalid(f"{root / 'summary.json'}: not a thermoroute run summary")
+        schedule = _csv(root / "schedule.csv", SCHEDULE_COLUMNS)
+        steps, totals, source = _site_detail(root, summary)
+        return cls(
+            directory=root,
+            summary=summary,
+            schedule=schedule,
+            site_steps=steps,
+            site_totals=totals,
+            shadow_prices=_optional_csv(root / "shadow_prices.csv"),
+            convergence=_optional_csv(root / "convergence.csv"),
+            site_detail=source,
+        )
+
+    # ----------------------------------------------------------------------------------
+    # The summary's figures
+
+    @property
+    def scenario_name(self) -> str:
+        return str(self.summary.get("scenario", "?"))
+
+    @property
+    def solver(self) -> str:
+        return str(self.summary.get("solver", "?"))
+
+    @property
+    def objective_aud(self) -> float:
+        return float(self.summary["objective_aud"])
+
+    @property
+    def totals(self) -> dict[str, float | None]:
+        """The fleet's totals (``summary.json``); ``ttft_mean_ms`` may be ``None``."""
+        return dict(self.summary["totals"])
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return dict(self.summary.get("solver_stats", {}))
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.stats.get("converged", False))
+
+    @property
+    def iterations(self) -> int | None:
+        value = self.stats.get("iterations")
+        return None if value is None else int(value)
+
+    @property
+    def step_hours(self) -> float:
+        return float(self.summary.get("step_hours", 1.0))
+
+    @property
+    def site_ids(self) -> list[str]:
+        """Every site of the run, in the order of its files (the schedule's, then the detail's)."""
+        seen = dict.fromkeys(self.schedule["site_id"])
+        if self.site_steps is not None:
+            seen.update(dict.fromkeys(self.site_steps["site_id"]))
+        seen.update(dict.fromkeys(self.summary.get("site_outputs", ())))
+        return list(seen)
+
+    # ----------------------------------------------------------------------------------
+    # Who serves whom
+
+    def served_requests(self) -> pd.DataFrame:
+        """Requests served over the horizon per ``class_id, region_id, site_id``
+        (``requests``), from the schedule: ``Σ_t requests_per_s · step_hours · 3600``."""
+        seconds = self.step_hours * 3600.0
+        frame = self.schedule.assign(requests=self.schedule["requests_per_s"] * seconds)
+        return (
+            frame.groupby(["class_id", "region_id", "site_id"], sort=False)["requests"]
+            .sum()
+            .reset_index()
+        )
+
+    def served_matrix(self, class_id: str) -> pd.DataFrame:
+        """Requests of ``class_id`` served over the horizon: regions × sites (zeros where
+        a site serves none of a region's)."""
+        served = self.served_requests()
+        one = served[served["class_id"] == class_id]
+        matrix = one.pivot_table(
+            index="region_id", columns="site_id", values="requests", aggfunc="sum", sort=False
+        )
+        return matrix.reindex(columns=[s for s in self.site_ids if s in matrix.columns]).fillna(0.0)
+
+    def shares(self) -> pd.DataFrame:
+        """Per region and class, each site's share of the requests served (0–1)."""
+        served = self.served_requests()
+        total = served.groupby(["class_id", "region_id"], sort=False)["requests"].transform("sum")
+        return served.assign(share=served["requests"] / total.where(total > 0, math.nan))
+
+    def site_load(self, scenario: Scenario | None = None) -> pd.DataFrame:
+        """Per site: ``requests`` served over the horizon; with the run's ``scenario`` its
+        mean ``utilisation`` (busy GPUs over ``u_max`` × installed GPUs); where the sites'
+        detail is at hand their mean ``pue_mean``."""
+        served = self.served_requests().groupby("site_id", sort=False)["requests"].sum()
+        order = list(scenario.sites.site_id) if scenario is not None else self.site_ids
+        out = pd.DataFrame({"requests": served}).reindex(order).fillna(0.0)
+        if scenario is not None:
+            out["utilisation"] = _utilisation(self.schedule, scenario).reindex(out.index)
+        if self.site_steps is not None:
+            out["pue_mean"] = self.site_steps.groupby("site_id", sort=False)["pue"].mean()
+        return out
+
+
+def _utilisation(schedule: pd.DataFrame, scenario: Scenario) -> pd.Series:
+    """Mean over the horizon of each site's busy GPUs over its usable GPUs ``u_max·G``."""
+    sites = {s: i for i, s in enumerate(scenario.sites.site_id)}
+    classes = {c: k for k, c in enumerate(scenario.classes.class_id)}
+    i = schedule["site_id"].map(sites).to_numpy()
+    k = schedule["class_id"].map(classes).to_numpy()
+    busy = schedule["requests_per_s"].to_numpy() * scenario.gpu_s[i, k]
+    capacity = scenario.sites.u_max * scenario.sites.gpus
+    load = pd.Series(busy).groupby(schedule["site_id"].to_numpy()).sum() / scenario.steps
+    usable = pd.Series(capacity, index=list(scenario.sites.site_id))
+    return (load / usable).reindex(usable.index).fillna(0.0)
+
+
+SCHEDULE_COLUMNS = ("time", "site_id", "region_id", "class_id", "requests_per_s")
+SITE_STEP_COLUMNS = (
+    "time",
+    "site_id",
+    "active_gpus",
+    "load_gpus",
+    "it_kw",
+    "pue",
+    "cooling_kw",
+    "wue_l_per_kwh",
+)
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunDirectoryInvalid(f"{path}: missing (not a thermoroute run directory)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirectoryInvalid(f"{path}: unreadable ({exc})") from None
+
+
+def _csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype={"time": str, "site_id": str, "region_id": str})
+    except FileNotFoundError:
+        raise RunDirectoryInvalid(f"{path}: missing (not a thermoroute run directory)") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise RunDirectoryInvalid(f"{path}: unreadable ({exc})") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise RunDirectoryInvalid(f"{path}: missing column(s) {', '.join(missing)}")
+    return frame
+
+
+def _optional_csv(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def _site_detail(
+    root: Path, summary: dict[str, Any]
+) -> tuple[pd.DataFrame | None, dict[str, dict[str, float]] | None, str]:
+    """The per-site steps and totals, from the run's own files or the sites' directories."""
+    if (root / "site_steps.csv").is_file():
+        return _csv(root / "site_steps.csv", SITE_STEP_COLUMNS), summary.get("sites"), "run"
+    frames, totals = [], {}
+    for site_id in summary.get("site_outputs", ()):
+        own = root / "sites" / site_id
+        if (own / "site_steps.csv").is_file() and (own / "summary.json").is_file():
+            frames.append(_csv(own / "site_steps.csv", SITE_STEP_COLUMNS))
+            totals[site_id] = _json(own / "summary.json")["totals"]
+    if frames:
+        return pd.concat(frames, ignore_index=True), totals, "site directories"
+    return None, None, "missing"
