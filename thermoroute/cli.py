@@ -459,6 +459,80 @@ def _report_scenario(solution, source: str | None):
     return scen
 
 
+class Vary(StrEnum):
+    carbon = "carbon"
+    water = "water"
+    latency = "latency"
+
+
+@app.command()
+def pareto(
+    scenario: ScenarioArg = "australia",
+    vary: Annotated[
+        Vary, typer.Option(help="The objective weight to sweep (carbon, water or latency price).")
+    ] = Vary.carbon,
+    points: Annotated[
+        int, typer.Option(help="Weights, log-spaced from default/10 to default·10 (2–50).")
+    ] = 7,
+    start: StartOpt = None,
+    steps: StepsOpt = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default runs/<scenario>-pareto-<vary>).")
+    ] = None,
+) -> None:
+    """Trade-off front: solve over a sweep of one weight (the centralised optimum and
+    temperature-unaware at each), write pareto.csv and pareto.png."""
+    from common.run_directory import RunDirectory
+    from thermoroute.pareto import WEIGHTS, SweepError, sweep, weights_for
+    from thermoroute.report import figure_png
+    from thermoroute.report.figures import pareto_front
+
+    _, scen = _load(scenario, start, steps)
+    try:
+        weights_for(scen, vary.value, points)
+    except SweepError as exc:
+        raise _fail(str(exc)) from None
+    out = out or Path("runs") / f"{scen.name}-pareto-{vary.value}"
+    _check_out(out)
+    from rich.progress import Progress
+
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task(f"{scen.name}: sweeping {vary.value}", total=None)
+        frame = sweep(
+            scen,
+            vary.value,
+            points,
+            on_point=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    field, unit, y, y_label = WEIGHTS[vary.value]
+    figure = pareto_front(frame, y, y_label, f"{field} [{unit}]")
+    try:
+        with RunDirectory(out, command=f"pareto --vary {vary.value}") as run_dir:
+            assert run_dir.staging is not None
+            frame.to_csv(run_dir.staging / "pareto.csv", index=False)
+            (run_dir.staging / "pareto.png").write_bytes(figure_png(figure))
+            out = run_dir.commit()
+    except OutputDirectoryError as exc:
+        raise _fail(f"--out {out}: {exc}") from None
+    _print_front(frame, y, y_label, field)
+    console.print(f"wrote {out}/pareto.csv and pareto.png", highlight=False)
+
+
+def _print_front(frame, y: str, y_label: str, field: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"front: {field}", title_justify="left")
+    for column in (field, "plan", "energy cost [AUD]", y_label, "objective [AUD]"):
+        table.add_column(escape(column), justify="right")
+    for row in frame.itertuples():
+        mark = " *" if row.default else ""
+        table.add_row(
+            f"{row.weight:.4g}{mark}", row.solver, f"{row.energy_cost_aud:,.2f}",
+            f"{getattr(row, y):,.1f}", f"{row.objective_aud:,.2f}",
+        )  # fmt: skip
+    console.print(table)
+
+
 @app.command()
 def simulate(
     scenario: ScenarioArg = "australia",

@@ -337,10 +337,15 @@ def _e(value: object) -> str:
     return html.escape(str(value))
 
 
-def _figure(fig: Figure, alt: str) -> str:
+def figure_png(fig: Figure) -> bytes:
+    """A figure as PNG bytes (100 dpi)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def _figure(fig: Figure, alt: str) -> str:
+    data = base64.b64encode(figure_png(fig)).decode("ascii")
     return f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{data}"></figure>'
 
 

@@ -235,3 +235,40 @@ def _missing(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def pareto_front(points: pd.DataFrame, y: str, y_label: str, weight_label: str) -> Figure:
+    """Energy cost against one quantity as a weight sweeps: the optimum's front, the
+    temperature-unaware plan's beside it, the scenario's default weight starred.
+
+    Parameters
+    ----------
+    points : DataFrame
+        :func:`thermoroute.pareto.sweep`'s rows.
+    y, y_label : str
+        The column drawn upwards and its label.
+    weight_label : str
+        The swept weight with its unit, to annotate the points.
+    """
+    fig, ax = _subplots(figsize=(8.0, 5.2))
+    for solver, colour, marker in (
+        ("central", RUN_COLOUR, "o"),
+        ("temperature-unaware", BASELINE_COLOUR, "s"),
+    ):
+        one = points[points["solver"] == solver].sort_values("weight")
+        ax.plot(one["energy_cost_aud"], one[y], color=colour, marker=marker, label=solver)
+        default = one[one["default"]]
+        ax.scatter(default["energy_cost_aud"], default[y], s=260, marker="*", color=colour,
+                   edgecolor="black", zorder=4)  # fmt: skip
+        if solver == "central":
+            for row in one.itertuples():
+                ax.annotate(f"{row.weight:.3g}", (row.energy_cost_aud, getattr(row, y)),
+                            xytext=(6, 6), textcoords="offset points", fontsize=7)  # fmt: skip
+    ax.scatter([], [], s=160, marker="*", color="white", edgecolor="black",
+               label="the scenario's default")  # fmt: skip
+    ax.set_xlabel("energy cost [AUD]")
+    ax.set_ylabel(y_label)
+    ax.set_title(f"front as {weight_label} varies (labels: the weight)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,136 @@
+"""``thermoroute report`` opened in a real headless Chromium.
+
+Three runs of ``australia``: central (the run writes every site's detail), ADMM in process
+(each site writes its own detail under ``sites/<id>/``), and the interior point with those
+directories removed (the sites kept their detail on their nodes). For each the report must
+load every figure, show who serves whom with the numbers ``schedule.csv`` gives, and say
+what it could not show instead of failing.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+import thermoroute
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    thermoroute.solve("australia", solver="central", out=root / "central")
+    thermoroute.solve("australia", method="admm", executor="inline", out=root / "admm")
+    thermoroute.solve("australia", method="ipm", executor="inline", out=root / "private")
+    shutil.rmtree(root / "private" / "sites")  # as on a fleet: each site's detail is on its VM
+    return {name: root / name for name in ("central", "admm", "private")}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        pytest.fail("Debian's chromium and chromium-driver are needed (the README installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--window-size=1280,1000",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    yield driver
+    driver.quit()
+
+
+def _served_from_schedule(run: Path) -> dict[tuple[str, str, str], float]:
+    """Requests per (class, region, site) over the horizon, straight from the CSV."""
+    step_hours = 1.0  # australia's step (scenario.toml)
+    out: dict[tuple[str, str, str], float] = defaultdict(float)
+    with (run / "schedule.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            key = (row["class_id"], row["region_id"], row["site_id"])
+            out[key] += float(row["requests_per_s"]) * step_hours * 3600.0
+    return out
+
+
+def _report(run: Path) -> Path:
+    done = subprocess.run(
+        [sys.executable, "-m", "thermoroute.cli", "report", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    page = run / "report.html"
+    assert done.stdout.strip() == f"wrote {page}"
+    return page
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["central", "admm", "private"])
+def test_report_opens_whole_in_a_browser(kind: str, runs: dict[str, Path], browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    page = _report(runs[kind])
+    text = page.read_text(encoding="utf-8")
+    # Self-contained: nothing to fetch (figures are data: URIs).
+    assert "http://" not in text and "https://" not in text
+    browser.get(page.as_uri())
+    images = browser.find_elements(By.TAG_NAME, "img")
+    # 3 classes' matrices, the map, 8 sites, the baselines, the prices (+ convergence).
+    assert len(images) >= 14 + (kind != "central")
+    for image in images:
+        loaded = browser.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth > 0", image
+        )
+        assert loaded, image.get_attribute("alt")
+    # Who serves whom: every cell equals the schedule's sum; every flow has its cell.
+    expected = _served_from_schedule(runs[kind])
+    cells = browser.find_elements(By.CSS_SELECTOR, "td[data-requests]")
+    seen = {}
+    for cell in cells:
+        key = tuple(cell.get_attribute(f"data-{k}") for k in ("class", "region", "site"))
+        seen[key] = float(cell.get_attribute("data-requests"))
+    for key, value in expected.items():
+        assert seen[key] == pytest.approx(value, rel=1e-12, abs=1e-9), key
+    assert all(v == 0.0 for k, v in seen.items() if k not in expected)
+    # What is missing is said, and only then.
+    missing = [p.text for p in browser.find_elements(By.CSS_SELECTOR, "p.missing")]
+    if kind == "private":
+        assert any("kept their detail on their own nodes" in m for m in missing), missing
+    else:
+        assert missing == [], missing
+    sections = {s.get_attribute("id") for s in browser.find_elements(By.TAG_NAME, "section")}
+    assert sections == {
+        "overview", "who-serves-whom", "sites", "baselines", "prices", "convergence",
+        "explanation",
+    }  # fmt: skip
+    story = browser.find_element(By.ID, "explanation").text
+    assert "Against temperature-unaware" in story and "pPUE" in story
+
+
+def test_report_refuses_a_directory_that_is_no_run(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a run\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "thermoroute.cli", "report", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "summary.json" in lines[0] and "Traceback" not in done.stderr
+    assert not (tmp_path / "report.html").exists()
