@@ -647,6 +647,28 @@ def scenario_validate(
     )
 
 
+@scenario_app.command("init")
+def scenario_init(
+    directory: Annotated[Path, typer.Argument(help="New (or empty) scenario directory.")],
+    sites: Annotated[int, typer.Option(min=1, max=1000, help="Number of sites.")] = 3,
+    regions: Annotated[int, typer.Option(min=1, max=1000, help="Number of regions.")] = 3,
+    steps: Annotated[int, typer.Option(min=1, max=8784, help="Steps of the horizon.")] = 24,
+) -> None:
+    """Write a scenario directory to start from: a small synthetic fleet that validates
+    and solves, with every key of scenario.toml commented and every file and column
+    explained in its README.md (units, allowed ranges, owners, data sources)."""
+    from thermoroute.scenario_template import write_template
+
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise _fail(f"{directory}: exists and is not an empty directory; name a new one")
+    scen = write_template(directory, sites, regions, steps)
+    console.print(
+        f"wrote a scenario template ({len(scen.sites)} sites, {len(scen.regions)} regions, "
+        f"{scen.steps} steps) to {directory}; see {directory / 'README.md'}",
+        highlight=False,
+    )
+
+
 @scenario_app.command("synth")
 def scenario_synth(
     directory: Annotated[Path, typer.Argument(help="Target directory.")],
