@@ -389,10 +389,10 @@ def compare(
 ) -> None:
     """Compare the temperature-aware optimum with every baseline on one horizon."""
     _, scen = _load(scenario, start, steps)
-    from common.compare import compare as run_compare
     from common.compare import render_table, to_json
+    from thermoroute import api
 
-    rows = run_compare(scen)
+    rows = api.compare(scen)
     if as_json:
         sys.stdout.write(to_json(rows, scen))
     else:
