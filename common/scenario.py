@@ -193,6 +193,30 @@ class Scenario:
             demand_rps=self.demand_rps[:, :, sl],
         )
 
+    def persisted(self, steps: int) -> Scenario:
+        """The scenario extended to ``steps`` steps by repeating its last step (a
+        persistence forecast), for a site that must plan past the data it holds."""
+        extra = steps - self.steps
+        if extra <= 0:
+            return self
+        step = timedelta(hours=self.step_hours)
+        times = self.times + tuple(self.times[-1] + step * (k + 1) for k in range(extra))
+
+        def longer(values: np.ndarray) -> np.ndarray:
+            last = values[..., -1:]
+            return np.concatenate([values, np.repeat(last, extra, axis=-1)], axis=-1)
+
+        return replace(
+            self,
+            times=times,
+            dry_bulb_c=longer(self.dry_bulb_c),
+            wet_bulb_c=longer(self.wet_bulb_c),
+            price_aud_per_mwh=longer(self.price_aud_per_mwh),
+            carbon_kg_per_kwh=longer(self.carbon_kg_per_kwh),
+            ewif_l_per_kwh=longer(self.ewif_l_per_kwh),
+            demand_rps=longer(self.demand_rps),
+        )
+
 
 def allowed_pairs(
     rtt_ms: np.ndarray,

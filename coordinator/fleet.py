@@ -32,6 +32,7 @@ import numpy as np
 
 from common.admm_protocol import AdmmAnswer, AdmmRequest
 from common.coupling import CouplingLayout
+from common.service_protocol import RefreshAnswer
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class Fleet(Protocol):
     def answer_seconds(self) -> dict[str, float]: ...
 
     def recover(self, groups: Sequence[int]) -> None: ...
+
+    def refresh(self, start: Any) -> list[RefreshAnswer]: ...
 
     def close(self) -> None: ...
 
@@ -224,6 +227,10 @@ class InlineFleet:
     def shift(self, steps: int, start: Any = None) -> None:
         for group in self.groups:
             group.shift(steps, start)
+
+    def refresh(self, start: Any) -> list[RefreshAnswer]:
+        """Move every group to the horizon from ``start``, re-reading the sites' data."""
+        return self.broadcast("refresh", start)
 
     def broadcast(self, method: str, message: Any, *, indexed: bool = False) -> list[Any]:
         """Call ``method(message)`` (``method(message, g)`` when ``indexed``) on every group.
@@ -702,6 +709,15 @@ class RayFleet:
                 raise SiteGroupLost(f"site group {sites} {failure}")
             self._restore(g)
         self._pending = [None] * len(self.handles)
+
+    def refresh(self, start: Any) -> list[RefreshAnswer]:
+        """Move every group to the horizon from ``start``, each site re-reading its data
+        (``thermoroute serve``); a restarted group is later moved there too (:meth:`_restore`).
+
+        Raises :class:`RoundFailed` naming the groups that did not answer (:meth:`recover`).
+        """
+        self._window = (0, start)
+        return self.broadcast("refresh", start)
 
     def shift(self, steps: int, start: Any = None) -> None:
         self.drain()

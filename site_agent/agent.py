@@ -402,6 +402,7 @@ class SiteAgent:
         *,
         row_scale: np.ndarray | None = None,
         data: Scenario | None = None,
+        persist: bool = False,
     ) -> None:
         """Move to the next receding horizon.
 
@@ -419,6 +420,9 @@ class SiteAgent:
             New coupling-row scales (also accepted later by :meth:`register`).
         data : Scenario, optional
             The site's data starting at the new horizon (a group loads them in one pass).
+        persist : bool
+            Plan with the data held, without reading the files: steps past their end repeat
+            the last one (a persistence forecast; a site whose new data were refused).
         """
         if steps < 0:
             raise ValueError("steps must be >= 0")
@@ -427,6 +431,10 @@ class SiteAgent:
             if data.sites.site_id != (self.site_id,) or data.times[0] != new_start:
                 raise ValueError("data must be this site's, starting at the new horizon")
             self._series, self._offset = data, 0
+        elif persist:
+            step = timedelta(hours=self._series.step_hours)
+            self._offset = round((new_start - self._series.times[0]) / step)
+            self._series = self._series.persisted(self._offset + self._horizon)
         else:
             offset = self._offset_of(new_start)
             if offset is None:

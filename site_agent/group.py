@@ -45,6 +45,7 @@ from common.report_protocol import (
     report_fields,
 )
 from common.secure_aggregation import PairwiseMasker
+from common.service_protocol import RefreshAnswer
 from site_agent.agent import SiteAgent, SiteReport
 from site_agent.data import load_horizons
 from site_agent.forecast import SiteForecast
@@ -117,6 +118,8 @@ class SiteGroup:
         # The sites' own metrics, on this node, only where its operator asked for them.
         self._metrics = SiteAgentMetrics.from_env()
         self._run_label = uuid.uuid4().hex[:12]
+        #: Drawn once per process: a restarted group answers a new one (serve's cycles).
+        self.incarnation = uuid.uuid4().hex
 
     # ----------------------------------------------------------------------------------
 
@@ -341,6 +344,39 @@ class SiteGroup:
             ),
             self.site_ids,
         )
+
+    def refresh(self, start: datetime | str) -> RefreshAnswer:
+        """Move every site to the horizon from ``start``, each re-reading its own data (the
+        operator's pipeline appends forecasts there; ``thermoroute serve``).
+
+        A site whose new data fail validation keeps planning with what it held (steps past
+        its end repeat the last one); the problems go to this node's log, since they quote
+        the site's cells. Answers which sites planned with data read now, and this
+        group's incarnation (:class:`~common.service_protocol.RefreshAnswer`).
+        """
+        first = self.agents[self.site_ids[0]]
+        new_start = first.next_start(0, start)
+        moved = round((new_start - first.site.start) / timedelta(hours=first.site.step_hours))
+        if self._method is not None and hasattr(self._method, "shift"):
+            self._method.shift(moved)
+
+        def one(sid: str) -> bool:
+            agent = self.agents[sid]
+            try:
+                data, _ = load_horizons(self.source, [sid], start=new_start, steps=agent.horizon)
+            except (ScenarioError, ValueError) as error:
+                log.error(
+                    "site %s: its new data failed validation; it keeps its previous forecast:\n%s",
+                    sid,
+                    error,
+                )
+                agent.shift(moved, new_start, persist=True)
+                return False
+            agent.shift(moved, new_start, data=data[sid])
+            return True
+
+        fresh = dict(zip(self.site_ids, self._map(one, self.site_ids), strict=True))
+        return RefreshAnswer(self.incarnation, fresh)
 
     def reset_cache(self) -> None:
         """:meth:`SiteAgent.reset_cache` on every site."""

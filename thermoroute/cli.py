@@ -596,6 +596,238 @@ def simulate(
         raise _fail(str(exc), EXIT_FAILED) from None
 
 
+@app.command()
+def serve(
+    scenario: ScenarioArg = "australia",
+    method: Annotated[Method, typer.Option(help="Distributed method (as for run).")] = Method.ipm,
+    executor: Annotated[Executor, typer.Option(help="Site agents as Ray actors or in process.")] = (
+        Executor.ray
+    ),
+    address: Annotated[
+        str | None, typer.Option(help="Join this Ray cluster instead of starting a local one.")
+    ] = None,
+    sites_per_agent: Annotated[int, typer.Option(min=1)] = 1,
+    host: Annotated[
+        str, typer.Option(help="Address of the plan API (beyond loopback: needs --token-file).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the plan API (/plan, /status, /metrics).")] = (
+        8808
+    ),
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="A file holding the bearer token the API asks for (all but /healthz)."),
+    ] = None,
+    step_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="Wall seconds per step of the clock (default: the step's real length); "
+            "replays the scenario's data faster for demos and tests."
+        ),
+    ] = None,
+    cycles: Annotated[
+        int | None, typer.Option(help="Stop after this many cycles (default: run until stopped).")
+    ] = None,
+    horizon: Annotated[int | None, typer.Option(help="Steps planned per cycle.")] = None,
+    max_plan_age: Annotated[
+        float | None,
+        typer.Option(help="Seconds after which the API marks a plan stale (default: 2 steps)."),
+    ] = None,
+    cycle_budget: Annotated[
+        float | None,
+        typer.Option(help="Seconds a cycle's method may take (default: 0.8 of a step)."),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint after every cycle here, and resume from it on start."),
+    ] = None,
+    isolate: IsolateOpt = True,
+) -> None:
+    """Keep the site agents up and re-plan every step: each cycle the sites re-read their
+    own data (appended forecasts), the coordinator its demand forecast, the method runs
+    warm-started, and the plan is published over HTTP (GET /plan, /status, /metrics)."""
+    from thermoroute import isolation
+    from thermoroute.options import OptionError, RunOptions
+
+    try:
+        RunOptions(
+            method=method.value, executor=executor.value, address=address,
+            sites_per_agent=sites_per_agent, metrics_port=port, metrics_addr=host,
+        ).check(probe=not isolation.in_private_network())  # fmt: skip
+    except OptionError as exc:
+        raise _fail(str(exc).replace("--metrics-port", "--port")) from None
+    token = _serve_token(host, token_file)
+    for flag, value in (("--step-seconds", step_seconds), ("--max-plan-age", max_plan_age),
+                        ("--cycle-budget", cycle_budget)):  # fmt: skip
+        if value is not None and not (0 < value <= 86_400 * 7):
+            raise _fail(f"{flag} {value}: seconds in (0, 604,800]")
+    if cycles is not None and cycles < 1:
+        raise _fail(f"--cycles {cycles}: an integer >= 1")
+    _isolated(isolate, True, executor.value, address, (host, port))
+    directory = resolve_scenario(scenario)
+    from thermoroute.distributed_run import method_settings
+    from thermoroute.http_api import ApiServer, create_app
+    from thermoroute.launch import cluster_summary, discover, serve_fleet
+    from thermoroute.service import PlanningService, ServeSettings
+    from thermoroute.service_metrics import ServiceMetrics
+
+    coordinator_dir, site_ids = discover(directory)
+    metrics = ServiceMetrics()
+    try:
+        service = PlanningService(
+            coordinator_dir,
+            site_ids,
+            method_settings(method.value, agent_restarts=0),
+            ServeSettings(
+                horizon=horizon, step_seconds=step_seconds, cycles=cycles,
+                max_plan_age_s=max_plan_age, cycle_budget_s=cycle_budget, state_dir=state_dir,
+            ),
+            serve_fleet(directory, site_ids, executor=executor.value, address=address,
+                        sites_per_agent=sites_per_agent),
+            metrics=metrics,
+            cluster=cluster_summary,
+        )  # fmt: skip
+    except (ScenarioError, SiteDataInvalid) as exc:
+        raise _fail(str(exc)) from None
+    except ClusterAccessError as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+    # In a run's private network the API listens on its loopback; the host's --host:--port
+    # is relayed to it (thermoroute.isolation).
+    bind = "127.0.0.1" if isolation.in_private_network() else host
+    server = ApiServer(create_app(service, metrics.registry, token), bind, port)
+    try:
+        server.start()
+    except OSError as exc:
+        service.stop()
+        service.run()  # closes the fleet
+        raise _fail(f"--port {port}: {exc}") from None
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: service.stop())
+    err_console.print(
+        f"serving the plan of {len(site_ids)} sites at http://{host}:{port}/plan — a cycle "
+        f"every {service.step_seconds:g} s over {service.horizon} steps (status: /status)",
+        highlight=False,
+    )
+    try:
+        service.run()
+    except KeyboardInterrupt:
+        service.stop()
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        server.stop()
+
+
+def _serve_token(host: str, token_file: Path | None) -> str | None:
+    """The API's bearer token; refuse to serve beyond loopback without one."""
+    import ipaddress
+
+    if token_file is None:
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise _fail(
+                f"--host {host}: serving the plan beyond loopback needs --token-file (a "
+                "bearer token; thermoroute token generate FILE writes one)"
+            )
+        return None
+    try:
+        token = token_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise _fail(f"--token-file {token_file}: {exc.strerror or exc}") from None
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise _fail(f"--token-file {token_file}: a token of at least 16 characters, no spaces")
+    return token
+
+
+@app.command()
+def status(
+    address: Annotated[
+        str, typer.Option(help="The plan API of a running serve (host:port).")
+    ] = "127.0.0.1:8808",
+    token_file: Annotated[
+        Path | None, typer.Option(help="The bearer token file, if the service asks for one.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print /status as JSON.")] = False,
+) -> None:
+    """One screen: the cluster, the agents and the service's last cycles (from /status)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{address}/status")
+    if token_file is not None:
+        try:
+            request.add_header("Authorization", f"Bearer {token_file.read_text().strip()}")
+        except OSError as exc:
+            raise _fail(f"--token-file {token_file}: {exc.strerror or exc}") from None
+    try:
+        with urllib.request.urlopen(request, timeout=5.0) as answer:
+            body = json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        raise _fail(f"--address {address}: the service answered {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise _fail(f"--address {address}: no thermoroute serve answers there ({reason})") from None
+    if as_json:
+        sys.stdout.write(json.dumps(body, indent=2) + "\n")
+        return
+    _print_status(body)
+
+
+def _print_status(body: dict) -> None:
+    from rich.table import Table
+
+    cluster = body.get("cluster") or {}
+    plan = body.get("plan")
+    console.print(
+        f"thermoroute serve · {body['method']} · cycle {body['current_cycle']} at "
+        f"{body['clock_time']} · {body['cycles']} cycles run "
+        f"({', '.join(f'{k} {v}' for k, v in body['cycles_by_outcome'].items())})",
+        highlight=False,
+    )
+    if cluster:
+        console.print(
+            f"cluster: {cluster.get('nodes')} node(s), {cluster.get('cpus'):g} CPUs, "
+            f"site resources: {', '.join(cluster.get('site_resources') or []) or 'none'}",
+            highlight=False,
+        )
+    if plan:
+        console.print(
+            f"plan: cycle {plan['cycle']} from {plan['start']}, {plan['age_s']:.1f} s old"
+            f"{' — STALE' if plan['stale'] else ''}{' — degraded' if plan['degraded'] else ''}",
+            highlight=False,
+        )
+    else:
+        console.print("plan: none yet", highlight=False)
+    sites = Table(title="agents", title_justify="left")
+    sites.add_column("site")
+    sites.add_column("state")
+    for site in body["sites"]:
+        sites.add_row(escape(site["site_id"]), escape(site["state"]))
+    console.print(sites)
+    cycles_table = Table(title="last cycles", title_justify="left")
+    for column in ("cycle", "time", "outcome", "iterations", "seconds", "note"):
+        cycles_table.add_column(
+            column, justify="right" if column in ("cycle", "iterations", "seconds") else "left"
+        )
+    for row in body["last_cycles"]:
+        note = "; ".join(
+            part
+            for part in (
+                f"stale: {', '.join(row['stale_sites'])}" if row["stale_sites"] else "",
+                f"rejoined: {', '.join(row['rejoining_sites'])}" if row["rejoining_sites"] else "",
+                row["error"] or "",
+            )
+            if part
+        )
+        cycles_table.add_row(
+            str(row["cycle"]), row["time"], row["outcome"], str(row["iterations"]),
+            f"{row['duration_s']:.2f}", escape(note),
+        )  # fmt: skip
+    console.print(cycles_table)
+
+
 @scenario_app.command("list")
 def scenario_list() -> None:
     """List the embedded scenarios."""

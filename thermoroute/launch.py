@@ -751,3 +751,78 @@ def simulate(
             "seed": seed,
         },
     )
+
+
+# --------------------------------------------------------------------------------------------
+# thermoroute serve: long-lived agents
+
+
+#: A service's agents are restarted as often as they crash (over days, not one run).
+SERVE_RESTARTS = 1_000_000
+
+
+def serve_fleet(
+    source: str | os.PathLike[str],
+    site_ids: Sequence[str],
+    *,
+    executor: str = "ray",
+    address: str | None = None,
+    sites_per_agent: int = 1,
+    timeout_s: float = 120.0,
+) -> Callable[[datetime, int], tuple[Any, Callable[[], None]]]:
+    """A ``fleet_factory`` for :class:`thermoroute.service.PlanningService`: the site agents
+    as Ray actors placed as ``run`` places them (``site:<id>`` resources pin a site to its
+    VM), restarted by Ray whenever they crash, or in this process (``executor="inline"``).
+    """
+
+    def build(start: datetime, horizon: int) -> tuple[Any, Callable[[], None]]:
+        if executor == "inline":
+            groups = plan_groups(site_ids, sites_per_agent)
+            agents = [
+                SiteGroup(source, list(g), start=start, steps=horizon, threads=1) for g in groups
+            ]
+
+            def close_inline() -> None:
+                for agent in agents:
+                    agent.close()
+
+            return InlineFleet(agents, groups), close_inline
+        import ray
+
+        from coordinator.fleet import RayFleet
+
+        started = ensure_ray(address)
+        pinned = site_resources() & set(site_ids)
+        groups = plan_groups(site_ids, sites_per_agent, pinned)
+        handles = create_group_actors(
+            source, groups, pinned=pinned, start=start, steps=horizon, inner=None,
+            threads=1, max_restarts=-1,
+        )  # fmt: skip
+        wait_ready(handles, groups)
+        fleet = RayFleet(handles, groups, timeout_s=timeout_s, restarts=SERVE_RESTARTS)
+
+        def close_ray() -> None:
+            fleet.close()
+            for handle in handles:
+                ray.kill(handle)
+            if started:
+                ray.shutdown()
+
+        return fleet, close_ray
+
+    return build
+
+
+def cluster_summary() -> dict[str, Any] | None:
+    """The Ray cluster as ``thermoroute status`` shows it (``None`` without Ray)."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    total = ray.cluster_resources()
+    return {
+        "nodes": len(nodes),
+        "cpus": float(total.get("CPU", 0.0)),
+        "site_resources": sorted(k.split(":", 1)[1] for k in total if k.startswith("site:")),
+    }

@@ -1,0 +1,180 @@
+"""The plan's HTTP API (``thermoroute serve``): what a load balancer fetches.
+
+FastAPI on uvicorn, in the service's process on the coordinator's node. Chosen over Ray
+Serve because the API must outlive what it reports on: a plain ASGI server in the serving
+process keeps answering — with the last plan, marked stale or degraded — while site agents
+crash and Ray restarts them, where a Ray Serve deployment would be one more actor to lose;
+FastAPI derives the OpenAPI description and the JSON schemas from the typed models below,
+and both are well kept.
+
+Endpoints: ``GET /plan`` (``?time=`` for a later step of the horizon), ``GET /status``,
+``GET /healthz``, ``GET /metrics`` (Prometheus), ``GET /openapi.json``. Bound to loopback
+by default; with a bearer token every endpoint but ``/healthz`` asks for it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+
+class SiteShare(BaseModel):
+    site_id: str
+    share: float = Field(description="Share of the region's requests of this class, 0–1")
+    requests_per_s: float = Field(description="Requests per second routed to the site")
+
+
+class Route(BaseModel):
+    region_id: str
+    class_id: str
+    requests_per_s: float = Field(description="The region's planned demand of the class")
+    sites: list[SiteShare] = Field(description="Serving sites, largest share first")
+
+
+class PlanResponse(BaseModel):
+    time: datetime = Field(description="The step this answer is for")
+    current_time: datetime = Field(description="The service clock's current step")
+    step_hours: float
+    plan_cycle: int = Field(description="The cycle that produced the plan")
+    plan_start: datetime = Field(description="The first step of the plan's horizon")
+    plan_made_at: datetime
+    age_s: float = Field(description="Seconds since the plan was published")
+    stale: bool = Field(description="Older than the service's maximum plan age")
+    kept_previous: bool = Field(
+        description="The last cycle did not produce a plan; this is the one before, shifted"
+    )
+    degraded: bool = Field(description="Some site planned with a stale forecast or rejoined")
+    routes: list[Route]
+
+
+class SiteStatus(BaseModel):
+    site_id: str
+    state: str = Field(description="up, stale forecast, or rejoining")
+
+
+class CycleStatus(BaseModel):
+    cycle: int
+    time: datetime
+    outcome: str = Field(description="planned, or kept_previous")
+    converged: bool
+    iterations: int
+    duration_s: float
+    stale_sites: list[str]
+    rejoining_sites: list[str]
+    error: str | None
+
+
+class PlanSummary(BaseModel):
+    cycle: int
+    start: datetime
+    age_s: float
+    stale: bool
+    degraded: bool
+
+
+class StatusResponse(BaseModel):
+    method: str
+    cycles: int = Field(description="Cycles run since the service started (or resumed)")
+    cycles_by_outcome: dict[str, int]
+    current_cycle: int
+    clock_time: datetime
+    step_seconds: float
+    horizon_steps: int
+    max_plan_age_s: float
+    plan: PlanSummary | None
+    sites: list[SiteStatus]
+    last_cycles: list[CycleStatus]
+    cluster: dict[str, Any] | None
+    uptime_s: float
+
+
+def create_app(service: Any, registry: Any, token: str | None = None) -> FastAPI:
+    """The API over ``service`` (:class:`thermoroute.service.PlanningService`) and the
+    metrics ``registry``; ``token``: the bearer token every endpoint but ``/healthz`` asks."""
+    app = FastAPI(
+        title="thermoroute plan",
+        version="1",
+        description="The fleet's current routing plan, re-planned every step.",
+        docs_url=None,  # the interactive docs load scripts from a CDN; the schema is enough
+        redoc_url=None,
+    )
+
+    def authorised(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+            raise HTTPException(
+                401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    guard = [Depends(authorised)]
+
+    @app.get("/healthz", response_class=PlainTextResponse)
+    def healthz() -> str:
+        """200 while the service runs (says nothing of the plan: see /status)."""
+        return "ok\n"
+
+    @app.get("/plan", response_model=PlanResponse, dependencies=guard)
+    def plan(
+        time: Annotated[
+            datetime | None,
+            Query(description="A step of the plan's horizon (ISO-8601 with offset)"),
+        ] = None,
+    ) -> Any:
+        """Per region and class, each site's share of requests at the clock's current step
+        (or at ``time``), with the plan's cycle, age and state."""
+        if time is not None and time.tzinfo is None:
+            raise HTTPException(422, "time needs its UTC offset (e.g. 2023-01-18T05:00+10:00)")
+        answer = service.plan_at(time)
+        if answer is None:
+            raise HTTPException(503, "no published plan covers that time yet")
+        return answer
+
+    @app.get("/status", response_model=StatusResponse, dependencies=guard)
+    def status() -> Any:
+        """The cycle, the last cycles' iterations and convergence, each site's state."""
+        return service.status()
+
+    @app.get("/metrics", dependencies=guard)
+    def metrics() -> Any:
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(ValueError)
+    def bad_value(_: Request, error: ValueError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=422)
+
+    return app
+
+
+class ApiServer:
+    """uvicorn serving ``app`` on ``host:port`` in a thread of this process."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="plan-api", daemon=True)
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        self.thread.start()
+        deadline = threading.Event()
+        for _ in range(int(timeout_s / 0.05)):
+            if self.server.started or not self.thread.is_alive():
+                break
+            deadline.wait(0.05)
+        if not self.server.started:
+            raise OSError("the plan API did not start (is the port free?)")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5.0)

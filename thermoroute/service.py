@@ -1,0 +1,496 @@
+"""``thermoroute serve``: long-lived site agents, a planning cycle every step, a published plan.
+
+The service keeps one site agent per site up (Ray actors placed as ``run`` places them, or
+in process) and a coordinator in this process. Every step of its clock it runs one cycle:
+
+1. the coordinator reads the latest demand forecast from its own directory;
+2. every site moves to the new horizon re-reading its own data directory — the operator's
+   pipeline appends weather, price and carbon forecasts there, and they never leave the
+   site; a site whose new data fail validation keeps planning with what it held and is
+   flagged (:meth:`site_agent.group.SiteGroup.refresh`);
+3. the method runs warm-started from the previous cycle, within a time budget;
+4. a converged answer becomes the published :class:`Plan`; otherwise the previous plan
+   stays published — it covers the new step too, one step further into its horizon — and
+   the cycle says so (status, metric, alert).
+
+A crashed agent is restarted by Ray and rejoins at the next cycle (its sites show as
+``rejoining`` meanwhile, and the plan as degraded). The service checkpoints its state after
+every cycle (``state_dir``) and a restarted service resumes from it. Nothing here knows of
+HTTP: :mod:`thermoroute.http_api` publishes what :meth:`PlanningService.plan_at` and
+:meth:`PlanningService.status` answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.errors import ScenarioError
+from common.scenario import DemandView
+from common.scenario_io import write_directory_atomic
+from coordinator.actor import Coordinator
+from coordinator.data import load_view
+from coordinator.fleet import RoundFailed, SiteGroupLost
+from coordinator.methods import MethodSettings, method_for
+from coordinator.receding import BatchBacklog
+
+log = logging.getLogger(__name__)
+
+#: Outcomes of a cycle.
+PLANNED, KEPT_PREVIOUS = "planned", "kept_previous"
+#: Site states in :meth:`PlanningService.status`.
+SITE_UP, SITE_STALE, SITE_REJOINING = "up", "stale forecast", "rejoining"
+#: Cycles kept for the status.
+HISTORY = 50
+CHECKPOINT = "service-state.pkl"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How the service runs.
+
+    Attributes
+    ----------
+    horizon : int or None
+        Steps planned each cycle (default: the scenario's).
+    step_seconds : float or None
+        Wall seconds per step of the clock (default: the step's real length).
+    cycles : int or None
+        Stop after this many cycles (``None``: until stopped).
+    max_plan_age_s : float or None
+        A plan older than this is served marked stale (default: two steps of wall time).
+    cycle_budget_s : float or None
+        A cycle's method stops after this long, not converged (default: 0.8 of a step).
+    state_dir : Path or None
+        Where the service checkpoints after every cycle and resumes from.
+    """
+
+    horizon: int | None = None
+    step_seconds: float | None = None
+    cycles: int | None = None
+    max_plan_age_s: float | None = None
+    cycle_budget_s: float | None = None
+    state_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One cycle's decision over its horizon.
+
+    Attributes
+    ----------
+    cycle : int
+    start : datetime
+        The first step's time (the clock's time of the cycle).
+    times : tuple of datetime
+    step_hours : float
+    made_at : float
+        Wall time (``time.time()``) when it was published.
+    x : ndarray (S, R, C, T)
+        Requests per second from region ``r``, class ``c`` to site ``s`` at step ``t``.
+    site_ids, region_ids, class_ids : tuple of str
+    degraded : bool
+        Some site planned with a stale forecast or was rejoining.
+    """
+
+    cycle: int
+    start: datetime
+    times: tuple[datetime, ...]
+    step_hours: float
+    made_at: float
+    x: np.ndarray
+    site_ids: tuple[str, ...]
+    region_ids: tuple[str, ...]
+    class_ids: tuple[str, ...]
+    degraded: bool
+
+    def step_of(self, when: datetime) -> int | None:
+        """The index of the step containing ``when``, or ``None`` outside the horizon."""
+        offset = (when - self.start) / timedelta(hours=self.step_hours)
+        k = math.floor(offset + 1e-9)
+        return k if 0 <= k < len(self.times) else None
+
+    def routes(self, step: int) -> list[dict[str, Any]]:
+        """Per region and class at ``step``: the demand and each serving site's share."""
+        out = []
+        flows = self.x[:, :, :, step]
+        for j, region in enumerate(self.region_ids):
+            for c, class_id in enumerate(self.class_ids):
+                rates = flows[:, j, c]
+                total = float(rates.sum())
+                if total <= 0:
+                    continue
+                sites = [
+                    {
+                        "site_id": self.site_ids[i],
+                        "share": float(rates[i] / total),
+                        "requests_per_s": float(rates[i]),
+                    }
+                    for i in np.argsort(-rates)
+                    if rates[i] > 0
+                ]
+                out.append(
+                    {"region_id": region, "class_id": class_id, "requests_per_s": total,
+                     "sites": sites}
+                )  # fmt: skip
+        return out
+
+
+@dataclass(frozen=True)
+class CycleRecord:
+    """What one cycle did."""
+
+    cycle: int
+    time: datetime
+    started_at: float
+    outcome: str
+    converged: bool
+    iterations: int
+    duration_s: float
+    stale_sites: tuple[str, ...] = ()
+    rejoining_sites: tuple[str, ...] = ()
+    error: str | None = None
+
+
+@dataclass
+class _State:
+    """What a restarted service resumes from (pickled after every cycle)."""
+
+    next_cycle: int = 0
+    plan: Plan | None = None
+    backlog: np.ndarray | None = None
+    method_state: Any = None
+    structure: Any = None
+    history: deque[CycleRecord] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    cycles_by_outcome: dict[str, int] = field(default_factory=dict)
+
+
+class PlanningService:
+    """The planning loop over an attached fleet.
+
+    Parameters
+    ----------
+    coordinator_dir : Path
+        The coordinator's data (demand, regions, classes; its forecasts appended there).
+    site_ids : tuple of str
+    settings : MethodSettings
+        The method (its ``time_limit_s`` is set to the cycle budget).
+    serve : ServeSettings
+    fleet_factory : callable
+        ``fleet_factory(start, horizon) -> (fleet, closer)`` builds the site agents with
+        their horizon at ``start``.
+    metrics : ServiceMetrics, optional
+    """
+
+    def __init__(
+        self,
+        coordinator_dir: Path,
+        site_ids: tuple[str, ...],
+        settings: MethodSettings,
+        serve: ServeSettings,
+        fleet_factory: Any,
+        metrics: Any = None,
+        cluster: Any = None,
+    ) -> None:
+        first = load_view(coordinator_dir, steps=serve.horizon)
+        self.coordinator_dir = coordinator_dir
+        self.site_ids = site_ids
+        self.first: DemandView = first
+        self.horizon = first.steps
+        self.step = timedelta(hours=first.step_hours)
+        self.step_seconds = serve.step_seconds or first.step_hours * 3600.0
+        self.max_plan_age_s = serve.max_plan_age_s or 2.0 * self.step_seconds
+        budget = serve.cycle_budget_s or 0.8 * self.step_seconds
+        self.settings = replace(settings, time_limit_s=budget)
+        self.serve = serve
+        self.metrics = metrics
+        self.cluster = cluster
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._state = self._resume()
+        self.per_day = max(1, round(24.0 / first.step_hours))
+        self.backlog = BatchBacklog(first.batch_requests, self.per_day)
+        if self._state.backlog is not None:
+            self.backlog.backlog = self._state.backlog
+        self.coordinator = Coordinator(first, self.settings)
+        self.fleet, self._close_fleet = fleet_factory(self.time_of(self._state.next_cycle),
+                                                      self.horizon)  # fmt: skip
+        self.coordinator.attach(self.fleet)
+        self._site_state = dict.fromkeys(site_ids, SITE_UP)
+        #: Each group's incarnation at the last cycle (a new one: the group restarted).
+        self._incarnations: dict[int, str] = {}
+        self._clock_origin = time.time() - self._state.next_cycle * self.step_seconds
+        self.started_at = time.time()
+        if self.metrics is not None:
+            self.metrics.bind(self)
+
+    # ----------------------------------------------------------------------------------
+    # The clock
+
+    def time_of(self, cycle: int) -> datetime:
+        """The clock's time at ``cycle`` (the scenario's start plus that many steps)."""
+        return self.first.start + cycle * self.step
+
+    def clock_step(self, now: float | None = None) -> int:
+        """The clock's current step (cycles advance one per ``step_seconds``)."""
+        elapsed = (time.time() if now is None else now) - self._clock_origin
+        return max(0, math.floor(elapsed / self.step_seconds))
+
+    # ----------------------------------------------------------------------------------
+    # The loop
+
+    def run(self) -> None:
+        """Run cycles until :meth:`stop` or ``serve.cycles`` cycles."""
+        try:
+            while not self._stop.is_set():
+                k = self._state.next_cycle
+                if self.serve.cycles is not None and k >= self.serve.cycles:
+                    break
+                due = self._clock_origin + k * self.step_seconds
+                if self._stop.wait(max(0.0, due - time.time())):
+                    break
+                # A cycle that overran: plan for the clock's step now, skipping the missed.
+                k = max(k, self.clock_step())
+                self.cycle(k)
+        finally:
+            self._close_fleet()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def cycle(self, k: int) -> CycleRecord:
+        """Plan for the clock's step ``k`` (see the module docstring)."""
+        t0, wall0 = time.perf_counter(), time.time()
+        when = self.time_of(k)
+        state = self._state
+        rejoining: list[str] = []
+        try:
+            view = load_view(self.coordinator_dir, start=when, steps=self.horizon)
+            if self.backlog.daily.shape == view.batch_requests.shape:
+                self.backlog.daily = view.batch_requests
+            self.backlog.arrive(k)
+            deferrable = np.asarray(view.classes.deferrable, dtype=bool)
+            view = replace(
+                view, batch_requests=np.where(deferrable[None, :], self.backlog.backlog, 0.0)
+            )
+            self.coordinator.set_view(view)
+            fresh, rejoining = self._refresh(when)
+            self.coordinator.register()
+            outcome = self.coordinator.run(warm_start=self._warm_start(k))
+        except (ScenarioError, RoundFailed, SiteGroupLost, RuntimeError) as error:
+            first = (
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
+            log.error("cycle %d (%s) failed: %s; the previous plan stays", k, when, first)
+            record = CycleRecord(k, when, wall0, KEPT_PREVIOUS, False, 0,
+                                 time.perf_counter() - t0, error=first)  # fmt: skip
+            self._finish(record, None)
+            return record
+        stale = tuple(s for s, ok in fresh.items() if not ok)
+        converged = bool(outcome.converged)
+        record = CycleRecord(
+            cycle=k,
+            time=when,
+            started_at=wall0,
+            outcome=PLANNED if converged else KEPT_PREVIOUS,
+            converged=converged,
+            iterations=int(outcome.iterations),
+            duration_s=time.perf_counter() - t0,
+            stale_sites=stale,
+            rejoining_sites=tuple(rejoining),
+        )
+        plan = None
+        if converged:
+            x = outcome.outputs.schedule.x
+            plan = Plan(
+                cycle=k, start=when, times=tuple(view.times), step_hours=view.step_hours,
+                made_at=time.time(), x=x, site_ids=tuple(self.coordinator.structure.site_ids),
+                region_ids=tuple(view.regions.region_id), class_ids=tuple(view.classes.class_id),
+                degraded=bool(stale or rejoining),
+            )  # fmt: skip
+            served = x[:, :, :, 0].sum(axis=0) * view.step_seconds
+            self.backlog.serve(served * deferrable[None, :])
+            state.method_state, state.structure = outcome.run.state, outcome.structure
+        self._finish(record, plan)
+        return record
+
+    def _refresh(self, when: datetime) -> tuple[dict[str, bool], list[str]]:
+        """Move the sites to ``when``; bring back a group that crashed. Returns each site's
+        freshness and the sites whose group restarted since the last cycle (they rejoin:
+        registered again, planning from a cold start)."""
+        rejoining: list[str] = []
+        for _ in range(3):
+            try:
+                answers = self.fleet.refresh(when)
+                break
+            except RoundFailed as failed:
+                rejoining.extend(failed.sites)
+                with self._lock:
+                    for sid in failed.sites:
+                        self._site_state[sid] = SITE_REJOINING
+                self.fleet.recover(failed.groups)
+        else:
+            raise RoundFailed([], rejoining, "site groups kept failing to move to the horizon")
+        fresh: dict[str, bool] = {}
+        for g, answer in enumerate(answers):
+            fresh.update(answer.fresh)
+            known = self._incarnations.get(g)
+            if known is not None and known != answer.incarnation:
+                rejoining.extend(s for s in answer.fresh if s not in rejoining)
+            self._incarnations[g] = answer.incarnation
+        with self._lock:
+            for sid in self.site_ids:
+                self._site_state[sid] = SITE_UP if fresh.get(sid, True) else SITE_STALE
+        return fresh, rejoining
+
+    def _warm_start(self, k: int) -> Any:
+        state = self._state
+        if state.method_state is None or state.plan is None:
+            return None
+        steps = k - state.plan.cycle
+        if not 0 < steps < self.horizon:
+            return None
+        shift = method_for(self.settings).shift
+        try:
+            return shift(state.method_state, state.structure, self.coordinator.structure,
+                         self.coordinator.layout, steps)  # fmt: skip
+        except (ValueError, IndexError):  # a changed fleet or layout: start cold
+            return None
+
+    def _finish(self, record: CycleRecord, plan: Plan | None) -> None:
+        with self._lock:
+            state = self._state
+            state.history.append(record)
+            state.cycles_by_outcome[record.outcome] = (
+                state.cycles_by_outcome.get(record.outcome, 0) + 1
+            )
+            if plan is not None:
+                state.plan = plan
+            state.next_cycle = record.cycle + 1
+            state.backlog = self.backlog.backlog.copy()
+        if self.metrics is not None:
+            self.metrics.on_cycle(record)
+        self._checkpoint()
+
+    # ----------------------------------------------------------------------------------
+    # Checkpoint
+
+    def _checkpoint(self) -> None:
+        if self.serve.state_dir is None:
+            return
+        with self._lock:
+            blob = pickle.dumps(self._state)
+        write_directory_atomic(self.serve.state_dir, {CHECKPOINT: blob}, durable=False)
+
+    def _resume(self) -> _State:
+        directory = self.serve.state_dir
+        if directory is None or not (directory / CHECKPOINT).is_file():
+            return _State()
+        state = pickle.loads((directory / CHECKPOINT).read_bytes())
+        log.warning("resuming from the checkpoint of cycle %d", state.next_cycle - 1)
+        return state
+
+    # ----------------------------------------------------------------------------------
+    # What the API publishes
+
+    def plan_at(self, when: datetime | None = None) -> dict[str, Any] | None:
+        """The published plan for ``when`` (default: the clock's current step), or ``None``
+        when no plan covers it."""
+        with self._lock:
+            plan = self._state.plan
+            history = list(self._state.history)
+        if plan is None:
+            return None
+        now = time.time()
+        current = self.time_of(self.clock_step(now))
+        when = current if when is None else when
+        step = plan.step_of(when)
+        if step is None:
+            return None
+        age = now - plan.made_at
+        last = history[-1] if history else None
+        return {
+            "time": plan.times[step].isoformat(),
+            "current_time": current.isoformat(),
+            "step_hours": plan.step_hours,
+            "plan_cycle": plan.cycle,
+            "plan_start": plan.start.isoformat(),
+            "plan_made_at": datetime.fromtimestamp(plan.made_at).astimezone().isoformat(),
+            "age_s": age,
+            "stale": age > self.max_plan_age_s,
+            "kept_previous": last is not None and last.outcome != PLANNED,
+            "degraded": plan.degraded,
+            "routes": plan.routes(step),
+        }
+
+    def status(self) -> dict[str, Any]:
+        """The service at a glance: clock, last cycles, sites, plan and cluster."""
+        with self._lock:
+            state = self._state
+            history = list(state.history)
+            sites = dict(self._site_state)
+            plan = state.plan
+            counts = dict(state.cycles_by_outcome)
+        now = time.time()
+        age = None if plan is None else now - plan.made_at
+        return {
+            "method": method_for(self.settings).name,
+            "cycles": sum(counts.values()),
+            "cycles_by_outcome": counts,
+            "current_cycle": self.clock_step(now),
+            "clock_time": self.time_of(self.clock_step(now)).isoformat(),
+            "step_seconds": self.step_seconds,
+            "horizon_steps": self.horizon,
+            "max_plan_age_s": self.max_plan_age_s,
+            "plan": None
+            if plan is None
+            else {
+                "cycle": plan.cycle,
+                "start": plan.start.isoformat(),
+                "age_s": age,
+                "stale": bool(age is not None and age > self.max_plan_age_s),
+                "degraded": plan.degraded,
+            },
+            "sites": [{"site_id": s, "state": sites[s]} for s in self.site_ids],
+            "last_cycles": [
+                {
+                    "cycle": r.cycle,
+                    "time": r.time.isoformat(),
+                    "outcome": r.outcome,
+                    "converged": r.converged,
+                    "iterations": r.iterations,
+                    "duration_s": r.duration_s,
+                    "stale_sites": list(r.stale_sites),
+                    "rejoining_sites": list(r.rejoining_sites),
+                    "error": r.error,
+                }
+                for r in history[-10:]
+            ],
+            "cluster": self.cluster() if callable(self.cluster) else None,
+            "uptime_s": now - self.started_at,
+        }
+
+    def site_counts(self) -> tuple[int, int, int]:
+        """``(up, stale, rejoining)`` sites now."""
+        with self._lock:
+            states = list(self._site_state.values())
+        return (
+            states.count(SITE_UP),
+            states.count(SITE_STALE),
+            states.count(SITE_REJOINING),
+        )
+
+    def plan_age_s(self) -> float:
+        with self._lock:
+            plan = self._state.plan
+        return math.nan if plan is None else time.time() - plan.made_at
