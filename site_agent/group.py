@@ -360,19 +360,32 @@ class SiteGroup:
         if self._method is not None and hasattr(self._method, "shift"):
             self._method.shift(moved)
 
+        horizon = first.horizon
+        try:  # one pass over the files for the whole group: the usual case
+            data, _ = load_horizons(
+                self.source, self.site_ids, start=new_start, steps=horizon, preload=0
+            )
+        except (ScenarioError, ValueError):
+            data = {}
+
         def one(sid: str) -> bool:
             agent = self.agents[sid]
-            try:
-                data, _ = load_horizons(self.source, [sid], start=new_start, steps=agent.horizon)
-            except (ScenarioError, ValueError) as error:
-                log.error(
-                    "site %s: its new data failed validation; it keeps its previous forecast:\n%s",
-                    sid,
-                    error,
-                )
-                agent.shift(moved, new_start, persist=True)
-                return False
-            agent.shift(moved, new_start, data=data[sid])
+            own = data.get(sid)
+            if own is None:  # the group's pass failed: find out which site's data did
+                try:
+                    own = load_horizons(
+                        self.source, [sid], start=new_start, steps=horizon, preload=0
+                    )[0][sid]
+                except (ScenarioError, ValueError) as error:
+                    log.error(
+                        "site %s: its new data failed validation; it keeps its previous "
+                        "forecast:\n%s",
+                        sid,
+                        error,
+                    )
+                    agent.shift(moved, new_start, persist=True)
+                    return False
+            agent.shift(moved, new_start, data=own)
             return True
 
         fresh = dict(zip(self.site_ids, self._map(one, self.site_ids), strict=True))

@@ -53,6 +53,8 @@ SITE_UP, SITE_STALE, SITE_REJOINING = "up", "stale forecast", "rejoining"
 #: Cycles kept for the status.
 HISTORY = 50
 CHECKPOINT = "service-state.pkl"
+#: The least time the first cycle's method gets (cold, and no plan to fall back on).
+FIRST_CYCLE_BUDGET_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,7 @@ class _State:
     backlog: np.ndarray | None = None
     method_state: Any = None
     structure: Any = None
+    method_cycle: int = -1
     history: deque[CycleRecord] = field(default_factory=lambda: deque(maxlen=HISTORY))
     cycles_by_outcome: dict[str, int] = field(default_factory=dict)
 
@@ -212,6 +215,7 @@ class PlanningService:
         self.max_plan_age_s = serve.max_plan_age_s or 2.0 * self.step_seconds
         budget = serve.cycle_budget_s or 0.8 * self.step_seconds
         self.settings = replace(settings, time_limit_s=budget)
+        self._first_settings = replace(settings, time_limit_s=max(budget, FIRST_CYCLE_BUDGET_S))
         self.serve = serve
         self.metrics = metrics
         self.cluster = cluster
@@ -286,7 +290,10 @@ class PlanningService:
             self.coordinator.set_view(view)
             fresh, rejoining = self._refresh(when)
             self.coordinator.register()
-            outcome = self.coordinator.run(warm_start=self._warm_start(k))
+            # Until a first plan exists, a late plan beats none: the cold first cycle may
+            # take longer than the budget.
+            settings = self.settings if state.plan is not None else self._first_settings
+            outcome = self.coordinator.run(warm_start=self._warm_start(k), settings=settings)
         except (ScenarioError, RoundFailed, SiteGroupLost, RuntimeError) as error:
             first = (
                 str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -320,7 +327,10 @@ class PlanningService:
             )  # fmt: skip
             served = x[:, :, :, 0].sum(axis=0) * view.step_seconds
             self.backlog.serve(served * deferrable[None, :])
-            state.method_state, state.structure = outcome.run.state, outcome.structure
+        # Even an iterate that missed the budget is a better start than a cold one.
+        state.method_state, state.structure, state.method_cycle = (
+            outcome.run.state, outcome.structure, k,
+        )  # fmt: skip
         self._finish(record, plan)
         return record
 
@@ -355,9 +365,9 @@ class PlanningService:
 
     def _warm_start(self, k: int) -> Any:
         state = self._state
-        if state.method_state is None or state.plan is None:
+        if state.method_state is None:
             return None
-        steps = k - state.plan.cycle
+        steps = k - state.method_cycle
         if not 0 < steps < self.horizon:
             return None
         shift = method_for(self.settings).shift
@@ -419,6 +429,15 @@ class PlanningService:
             return None
         age = now - plan.made_at
         last = history[-1] if history else None
+        with self._lock:
+            sites_ok = all(v == SITE_UP for v in self._site_state.values())
+        # Degraded: planned with a stale forecast or a rejoining site, or the fleet is not
+        # whole now (the plan served meanwhile is older than the fleet's state).
+        degraded = (
+            plan.degraded
+            or not sites_ok
+            or (last is not None and bool(last.stale_sites or last.rejoining_sites))
+        )
         return {
             "time": plan.times[step].isoformat(),
             "current_time": current.isoformat(),
@@ -429,7 +448,7 @@ class PlanningService:
             "age_s": age,
             "stale": age > self.max_plan_age_s,
             "kept_previous": last is not None and last.outcome != PLANNED,
-            "degraded": plan.degraded,
+            "degraded": degraded,
             "routes": plan.routes(step),
         }
 
