@@ -20,8 +20,12 @@
 : "${THERMOROUTE_DASHBOARD_PORT:=8265}"         # head only, bound to 127.0.0.1 (SSH tunnel)
 : "${THERMOROUTE_COORDINATOR_METRICS_PORT:=9464}"  # head: the coordinator's /metrics
 : "${THERMOROUTE_AGENT_METRICS_PORT:=9465}"        # site VMs: the agent's /metrics, if exported
+: "${THERMOROUTE_PLAN_PORT:=8808}"                 # head: thermoroute serve's plan API and /metrics
 # The cluster token: a shared secret, identical on every node and for every driver.
 : "${THERMOROUTE_TOKEN_FILE:=/etc/thermoroute/ray_token}"
+# The plan API's bearer token (thermoroute serve): for the load balancers and Prometheus,
+# not the Ray cluster's token.
+: "${THERMOROUTE_PLAN_TOKEN_FILE:=/etc/thermoroute/plan_token}"
 # Fast failure detection (GCS health checks of every raylet; read by the head only):
 # a dead node is declared after about period x threshold = 3 s instead of Ray's ~15 s.
 : "${THERMOROUTE_HEALTH_CHECK_PERIOD_MS:=1000}"
@@ -193,4 +197,22 @@ thermoroute_solve() {
 # paper's method.
 thermoroute_admm() {
     thermoroute_solve "$@" --method admm
+}
+
+# thermoroute_serve HEAD_IP SPLIT_ROOT [extra thermoroute serve options...]
+# On the head: keep the site agents up and re-plan every step, publishing the plan on the
+# head's private address (GET /plan, /status, /metrics on THERMOROUTE_PLAN_PORT) behind the
+# bearer token in THERMOROUTE_PLAN_TOKEN_FILE (thermoroute_token_generate writes one). Each
+# site VM's pipeline appends forecasts to its own SPLIT_ROOT/sites/<id>; the head's to
+# SPLIT_ROOT/coordinator/demand.csv.
+thermoroute_serve() {
+    local head_ip="$1" split_root="$2"
+    shift 2
+    thermoroute_ray_env
+    thermoroute serve "$split_root" \
+        --address "$head_ip:$THERMOROUTE_GCS_PORT" \
+        --host "$head_ip" \
+        --port "$THERMOROUTE_PLAN_PORT" \
+        --token-file "$THERMOROUTE_PLAN_TOKEN_FILE" \
+        "$@"
 }

@@ -101,10 +101,16 @@ def exported() -> Iterator[set[str]]:
     each started in-process on a free loopback port and scraped over HTTP."""
     from coordinator.metrics import CoordinatorMetrics, start_metrics_server
     from site_agent.metrics import SiteAgentMetrics
+    from thermoroute.service_metrics import ServiceMetrics
 
     coordinator = CoordinatorMetrics()
     agent = SiteAgentMetrics()
-    servers = [start_metrics_server(0, "127.0.0.1", coordinator.registry), agent.serve(0)]
+    service = ServiceMetrics()
+    servers = [
+        start_metrics_server(0, "127.0.0.1", coordinator.registry),
+        agent.serve(0),
+        start_metrics_server(0, "127.0.0.1", service.registry),
+    ]
     try:
         names: set[str] = set()
         for server in servers:
@@ -164,17 +170,24 @@ def test_compose_has_head_prometheus_grafana_and_one_agent_per_site(compose: dic
     ]
     # The head learns the site ids from empty directories on a tmpfs: no site file.
     assert head.get("tmpfs") == [f"{SPLIT_ROOT}/sites"]
-    assert f'thermoroute_solve "$$(hostname -i)" {SPLIT_ROOT}' in " ".join(head["command"])
+    # The head serves: a cycle every hour, the plan on :8808 for this host's load balancer.
+    assert f'thermoroute_serve "$$(hostname -i)" {SPLIT_ROOT}' in " ".join(head["command"])
+    assert any(str(p).startswith("127.0.0.1:8808:8808") for p in head["ports"]), head["ports"]
+
+
+def _secrets(service: dict) -> list[str]:
+    return [s["source"] if isinstance(s, dict) else s for s in service.get("secrets", [])]
 
 
 def test_compose_ray_nodes_have_shm_and_the_token(compose: dict) -> None:
     for name, service in compose["services"].items():
         if name == "ray-head" or name.startswith("site-"):
             assert service.get("shm_size"), f"{name}: Ray's object store needs shm_size"
-            assert [s["source"] if isinstance(s, dict) else s for s in service["secrets"]] == [
-                "ray_token"
-            ]
-    assert "ray_token" in compose["secrets"]
+            # The plan API's token only where the plan is served and scraped.
+            expected = ["ray_token", "plan_token"] if name == "ray-head" else ["ray_token"]
+            assert _secrets(service) == expected, name
+    assert _secrets(compose["services"]["prometheus"]) == ["plan_token"]
+    assert {"ray_token", "plan_token"} <= set(compose["secrets"])
 
 
 def test_compose_prometheus_and_grafana_mount_the_deploy_files(compose: dict) -> None:
@@ -192,12 +205,23 @@ def test_compose_prometheus_and_grafana_mount_the_deploy_files(compose: dict) ->
 # Prometheus
 
 
-def test_prometheus_config_passes_promtool() -> None:
+def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed (apt-get install prometheus)")
+    # promtool reads the credentials file: check a copy that names a token file that exists.
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    workdir = tmp_path / "prom"
+    workdir.mkdir()
+    for rule_file in config["rule_files"]:
+        shutil.copy(DEPLOY / rule_file, workdir / rule_file)
+    for job in config["scrape_configs"]:
+        if "authorization" in job:
+            (workdir / "plan_token").write_text("x" * 64)
+            job["authorization"]["credentials_file"] = str(workdir / "plan_token")
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     proc = subprocess.run(
-        [promtool, "check", "config", str(PROMETHEUS)],
+        [promtool, "check", "config", str(workdir / "prometheus.yml")],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -209,8 +233,11 @@ def test_prometheus_scrapes_the_coordinator_and_ray_not_the_sites() -> None:
 
     config = yaml.safe_load(PROMETHEUS.read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"thermoroute-coordinator", "ray"}
+    assert set(jobs) == {"thermoroute-coordinator", "thermoroute-service", "ray"}
     assert jobs["thermoroute-coordinator"]["static_configs"][0]["targets"] == ["ray-head:9464"]
+    service = jobs["thermoroute-service"]
+    assert service["static_configs"][0]["targets"] == ["ray-head:8808"]
+    assert service["authorization"]["credentials_file"] == "/run/secrets/plan_token"
     ray_files = jobs["ray"]["file_sd_configs"][0]["files"]
     assert ray_files == [f"/tmp/ray/{PROMETHEUS_SERVICE_DISCOVERY_FILE}"]
 
@@ -266,6 +293,12 @@ def test_dashboard_shows_what_the_issue_asks(exported: set[str]) -> None:
         "thermoroute_objective_part_aud",
         "thermoroute_site_last_solve_seconds",
         "thermoroute_late_sites_total",
+        # thermoroute serve's cycles over hours
+        "thermoroute_service_cycles_total",
+        "thermoroute_service_last_cycle_iterations",
+        "thermoroute_service_plan_age_seconds",
+        "thermoroute_service_stale_forecasts",
+        "thermoroute_service_sites_up",
     ):
         assert needed in used and needed in exported
 

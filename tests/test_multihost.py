@@ -52,6 +52,7 @@ GCS_PORT = 6379
 OBJECT_STORE_BYTES = 80_000_000
 REL_TOL = 1e-3
 COORDINATOR_METRICS_PORT = 9464  # as in deploy/commands.sh (each namespace has its own ports)
+PLAN_PORT = 8808  # thermoroute_serve's plan API, as in deploy/commands.sh
 
 
 @dataclass
@@ -188,6 +189,8 @@ def cluster(tiny_split_source: tuple[Path, tuple[str, ...]]) -> Iterator[Cluster
         token = root / "secrets" / "ray_token"
         c.sh(head, f"thermoroute_token_generate {token}")
         assert token.stat().st_mode & 0o077 == 0, "the token file must be private"
+        # The plan API's bearer token (thermoroute_serve), also Prometheus' for its /metrics.
+        c.sh(head, f"thermoroute_token_generate {plan_token_file(root)}")
 
         def extra(host: Host) -> str:
             return f"--temp-dir {_ray_temp(root, host)} --object-store-memory {OBJECT_STORE_BYTES}"
@@ -203,6 +206,10 @@ def cluster(tiny_split_source: tuple[Path, tuple[str, ...]]) -> Iterator[Cluster
         if net is not None:
             net.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def plan_token_file(root: Path) -> Path:
+    return root / "secrets" / "plan_token"
 
 
 def start_prometheus_on_head(c: Cluster) -> str:
@@ -225,6 +232,8 @@ def start_prometheus_on_head(c: Cluster) -> str:
     jobs["thermoroute-coordinator"]["static_configs"] = [
         {"targets": [f"{c.head.ip}:{COORDINATOR_METRICS_PORT}"]}
     ]
+    jobs["thermoroute-service"]["static_configs"] = [{"targets": [f"{c.head.ip}:{PLAN_PORT}"]}]
+    jobs["thermoroute-service"]["authorization"]["credentials_file"] = str(plan_token_file(c.root))
     sd_name = Path(jobs["ray"]["file_sd_configs"][0]["files"][0]).name
     jobs["ray"]["file_sd_configs"] = [{"files": [str(_ray_temp(c.root, c.head) / sd_name)],
                                        "refresh_interval": "1s"}]  # fmt: skip
@@ -530,6 +539,77 @@ def test_a_node_with_another_cas_certificate_cannot_join(cluster: Cluster) -> No
     assert "site:rogue" not in joined
 
 
+# Fetches URL from argv[1] with the bearer token argv[2] ("-" for none) until a plan of
+# cycle >= argv[3] arrives or 120 s pass; prints {"code", "body"} of the last answer.
+FETCH_PLAN = textwrap.dedent(
+    """
+    import json, sys, time, urllib.error, urllib.request
+    url, token, cycle = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    deadline = time.monotonic() + 120
+    while True:
+        request = urllib.request.Request(url)
+        if token != "-":
+            request.add_header("Authorization", "Bearer " + token)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                code, body = answer.status, answer.read().decode()
+        except urllib.error.HTTPError as error:
+            code, body = error.code, error.read().decode()
+        except OSError as error:
+            code, body = 0, str(error)
+        done = code == 200 and json.loads(body).get("plan_cycle", -1) >= cycle
+        if done or code == 401 or time.monotonic() > deadline:
+            print(json.dumps({"code": code, "body": body}))
+            break
+        time.sleep(0.5)
+    """
+)
+
+
+def test_serve_publishes_the_plan_to_other_hosts(cluster: Cluster, distributed: dict) -> None:
+    """The guide's thermoroute_serve on the head: a load balancer on another host fetches
+    the plan with the bearer token (and is refused without it), while the service re-plans
+    with the agents on their own hosts."""
+    c = cluster
+    token_file = plan_token_file(c.root)
+    log = (c.root / "out" / "serve.log").open("w")
+    serve = subprocess.Popen(
+        c.net.argv(c.head, ["bash", "-c", f". {COMMANDS} && thermoroute_serve {c.head.ip} "
+                                          f"{c.split} --step-seconds 3 --cycles 3 --horizon 2"]),
+        env=c.host_env(c.head, THERMOROUTE_PLAN_TOKEN_FILE=str(token_file)),
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        script = c.root / "out" / "fetch_plan.py"
+        script.write_text(FETCH_PLAN)
+        balancer = next(iter(c.sites.values()))  # another host of the network
+        url = f"http://{c.head.ip}:{PLAN_PORT}/plan"
+
+        def fetch(token: str, cycle: int) -> dict:
+            proc = c.net.run(
+                balancer, [sys.executable, str(script), url, token, str(cycle)], timeout=180,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )  # fmt: skip
+            return json.loads(proc.stdout)
+
+        token = token_file.read_text().strip()
+        answer = fetch(token, 1)  # the tiny fleet's 4 hours: 3 cycles of 2-hour horizons
+        assert answer["code"] == 200, (answer, (c.root / "out" / "serve.log").read_text()[-3000:])
+        plan = json.loads(answer["body"])
+        assert plan["plan_cycle"] >= 1 and not plan["stale"]
+        assert {r["region_id"] for r in plan["routes"]} == {"syd", "mel"}
+        for route in plan["routes"]:
+            assert sum(s["share"] for s in route["sites"]) == pytest.approx(1.0, abs=1e-9)
+        assert fetch("-", 0)["code"] == 401
+        assert fetch("x" * 64, 0)["code"] == 401
+        assert serve.wait(timeout=180) == 0, (c.root / "out" / "serve.log").read_text()[-3000:]
+    finally:
+        if serve.poll() is None:
+            serve.terminate()
+            serve.wait(timeout=60)
+        log.close()
+
+
 def test_a_rotated_token_locks_the_old_one_out(cluster: Cluster, distributed: dict) -> None:
     """The guide's rotation: a new token, copied to every node, every node restarted; a
     driver with the old token is then refused, the new one admitted. (Last: it restarts
@@ -570,6 +650,7 @@ def test_guide_shows_the_tested_commands() -> None:
         "thermoroute_split",
         "thermoroute_solve",
         "thermoroute_admm",
+        "thermoroute_serve",
     ):
         assert call in text, f"GUIDE.md does not show {call!r}"
     functions = subprocess.run(
@@ -577,7 +658,8 @@ def test_guide_shows_the_tested_commands() -> None:
         check=True, timeout=30,
     ).stdout  # fmt: skip
     for name in (
-        "thermoroute_head_start", "thermoroute_site_start", "thermoroute_solve", "thermoroute_admm"
+        "thermoroute_head_start", "thermoroute_site_start", "thermoroute_solve", "thermoroute_admm",
+        "thermoroute_serve",
     ):  # fmt: skip
         assert f"declare -f {name}" in functions
 

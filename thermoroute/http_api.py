@@ -21,8 +21,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+
+#: Reads ``Authorization: Bearer …`` (and names the scheme in the OpenAPI description).
+BEARER = HTTPBearer(auto_error=False, description="The service's --token-file, when it has one")
 
 
 class SiteShare(BaseModel):
@@ -106,14 +110,15 @@ def create_app(service: Any, registry: Any, token: str | None = None) -> FastAPI
         redoc_url=None,
     )
 
-    def authorised(request: Request) -> None:
+    def authorised(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> None:
         if token is None:
             return
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+        given = "" if credentials is None else credentials.credentials
+        if not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(
-                401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+                401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
             )
 
     guard = [Depends(authorised)]

@@ -58,6 +58,8 @@ class ServiceMetrics:
             f"{PREFIX}_sites_rejoining", "Sites whose agent restarted and is rejoining",
             registry=r,
         )  # fmt: skip
+        for outcome in ("planned", "kept_previous"):
+            self.cycles.labels(outcome)  # present from the start, at 0
 
     def bind(self, service: Any) -> None:
         """Read the live figures from ``service`` at every scrape."""
@@ -67,8 +69,6 @@ class ServiceMetrics:
         self.sites_up.set_function(lambda: float(service.site_counts()[0]))
         self.stale.set_function(lambda: float(service.site_counts()[1]))
         self.rejoining.set_function(lambda: float(service.site_counts()[2]))
-        for outcome in ("planned", "kept_previous"):
-            self.cycles.labels(outcome)  # present from the start, at 0
 
     def on_cycle(self, record: Any) -> None:
         self.cycles.labels(record.outcome).inc()

@@ -1,0 +1,77 @@
+"""The plan API's description: what docs/openapi.json says is what the service serves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from thermoroute.http_api import create_app
+
+OPENAPI = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
+
+
+def test_documented_openapi_is_the_served_one() -> None:
+    served = create_app(None, CollectorRegistry(), "t" * 32).openapi()
+    assert json.loads(OPENAPI.read_text()) == json.loads(json.dumps(served)), (
+        "docs/openapi.json is out of date: regenerate it from thermoroute.http_api.create_app"
+    )
+    assert set(served["paths"]) == {"/plan", "/status", "/healthz", "/metrics"}
+    plan = served["components"]["schemas"]["PlanResponse"]["properties"]
+    assert {"plan_cycle", "age_s", "stale", "kept_previous", "degraded", "routes"} <= set(plan)
+    assert served["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_a_live_service_answers_with_and_without_its_token(tiny_scenario_dir: Path) -> None:
+    """An in-process service (site agents inline) behind a real uvicorn server."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from thermoroute.distributed_run import method_settings
+    from thermoroute.http_api import ApiServer
+    from thermoroute.launch import discover, serve_fleet
+    from thermoroute.service import PlanningService, ServeSettings
+    from thermoroute.service_metrics import ServiceMetrics
+
+    coordinator_dir, site_ids = discover(tiny_scenario_dir)
+    metrics = ServiceMetrics()
+    service = PlanningService(
+        coordinator_dir, site_ids, method_settings("ipm"),
+        ServeSettings(horizon=2, step_seconds=3600.0, cycles=1),
+        serve_fleet(tiny_scenario_dir, site_ids, executor="inline"), metrics=metrics,
+    )  # fmt: skip
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = "k" * 40
+    server = ApiServer(create_app(service, metrics.registry, token), "127.0.0.1", port)
+    server.start()
+    try:
+
+        def get(path: str, bearer: str | None = token) -> tuple[int, bytes]:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+            if bearer is not None:
+                request.add_header("Authorization", f"Bearer {bearer}")
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return answer.status, answer.read()
+            except urllib.error.HTTPError as error:
+                return error.code, error.read()
+
+        assert get("/healthz", None) == (200, b"ok\n")
+        assert get("/plan")[0] == 503  # no cycle yet: no plan, said so
+        service.run()  # one cycle (the clock's first step is due at once)
+        code, body = get("/plan")
+        plan = json.loads(body)
+        assert code == 200 and plan["plan_cycle"] == 0 and not plan["stale"]
+        assert get("/plan", None)[0] == 401 and get("/plan", "x" * 40)[0] == 401
+        assert get("/status", None)[0] == 401 and get("/metrics", None)[0] == 401
+        assert get("/plan?time=2023-01-18T01:00:00")[0] == 422  # no UTC offset
+        assert get("/plan?time=2030-01-01T00:00:00%2B10:00")[0] == 503  # beyond the horizon
+        status = json.loads(get("/status")[1])
+        assert status["cycles"] == 1 and status["cycles_by_outcome"] == {"planned": 1}
+        assert b'thermoroute_service_cycles_total{outcome="planned"} 1.0' in get("/metrics")[1]
+    finally:
+        server.stop()
