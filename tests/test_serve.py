@@ -207,6 +207,15 @@ def test_serve_replans_follows_data_and_survives_faults(tmp_path: Path) -> None:
                 s["site_id"] for s in status["sites"] if s["state"] == "stale forecast"
             }:
                 events["flagged"] = done
+            if done >= 6 and "status screen" not in events:
+                screen = subprocess.run(
+                    [sys.executable, "-m", "thermoroute.cli", "status", "--address",
+                     f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60,
+                )  # fmt: skip
+                assert screen.returncode == 0, screen.stderr
+                assert "agents" in screen.stdout and "last cycles" in screen.stdout
+                assert all(site in screen.stdout for site in ("syd", "per", "hba"))
+                events["status screen"] = done
             if done >= 11 and "counted" not in events:
                 metrics = _metrics_quiet(port)
                 again = _json_quiet(port, "/status")
@@ -233,7 +242,7 @@ def test_serve_replans_follows_data_and_survives_faults(tmp_path: Path) -> None:
     assert set(states.values()) == {"up"}, states
     # Hobart's bad hour was refused at Hobart and flagged; the plans stayed valid (checked
     # against the demand above) and degraded.
-    assert "flagged" in events and "counted" in events, events
+    assert {"flagged", "counted", "status screen"} <= set(events), events
     assert any(c["stale_sites"] == ["hba"] for c in last["last_cycles"])
 
 
