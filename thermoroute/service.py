@@ -293,7 +293,19 @@ class PlanningService:
             # Until a first plan exists, a late plan beats none: the cold first cycle may
             # take longer than the budget.
             settings = self.settings if state.plan is not None else self._first_settings
-            outcome = self.coordinator.run(warm_start=self._warm_start(k), settings=settings)
+            warm = self._warm_start(k)
+            outcome = self.coordinator.run(warm_start=warm, settings=settings)
+            iterations = int(outcome.iterations)
+            left = (settings.time_limit_s or math.inf) - (time.perf_counter() - t0)
+            if not outcome.converged and warm is not None and left > 0:
+                # A warm start can leave the interior point too close to the boundary to
+                # finish (it stalls); a cold start from the centre usually does.
+                log.warning("cycle %d: the warm-started method stopped unconverged; "
+                            "solving again from a cold start", k)  # fmt: skip
+                outcome = self.coordinator.run(
+                    warm_start=None, settings=replace(settings, time_limit_s=left)
+                )
+                iterations += int(outcome.iterations)
         except (ScenarioError, RoundFailed, SiteGroupLost, RuntimeError) as error:
             first = (
                 str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -311,7 +323,7 @@ class PlanningService:
             started_at=wall0,
             outcome=PLANNED if converged else KEPT_PREVIOUS,
             converged=converged,
-            iterations=int(outcome.iterations),
+            iterations=iterations,
             duration_s=time.perf_counter() - t0,
             stale_sites=stale,
             rejoining_sites=tuple(rejoining),
