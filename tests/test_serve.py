@@ -32,7 +32,7 @@ from common.scenarios import embedded_path
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 PER_HOURS = 30  # Perth's data at the start
-CYCLES = 18
+CYCLES = 20
 STEP_SECONDS = 2.0
 
 
@@ -172,13 +172,13 @@ def test_serve_replans_follows_data_and_survives_faults(tmp_path: Path) -> None:
                 horizon = times[plan["plan_cycle"] : plan["plan_cycle"] + 24]
                 # Every step of the horizon for two plans; Perth's hours for the late ones.
                 checks = horizon if len(plans) in (3, 9) else []
-                if plan["plan_cycle"] >= 12:
-                    checks = [*checks, times[16], times[35]]
+                if plan["plan_cycle"] >= 11:  # its horizon holds both hours below
+                    checks = [*checks, times[17], times[34]]
                 for step_time in checks:
                     later = _json_quiet(port, f"/plan?time={step_time.replace('+', '%2B')}")
                     if later is not None and later["plan_cycle"] == plan["plan_cycle"]:
                         _check_plan_meets_demand(later, demand)
-                        if step_time in (times[16], times[35]):
+                        if step_time in (times[17], times[34]):
                             events[f"per at {step_time}"] = _site_rate(later, "per")
             if "killed" in events and "corrupted" not in events and plan["degraded"]:
                 events["degraded while rejoining"] = plan["plan_cycle"]
@@ -235,10 +235,11 @@ def test_serve_replans_follows_data_and_survives_faults(tmp_path: Path) -> None:
                 c["rejoining_sites"], c["error"]) for c in last["last_cycles"]]  # fmt: skip
     assert last["cycles"] >= 10, (sorted(plans), events, history)
     assert len(plans) >= 6 and max(plans) >= CYCLES - 6, (sorted(plans), events, history)
-    # The plan follows Perth's appended hours: it serves at noon of the first day, at the
-    # normal price, and nothing at noon of the second, at the price cap.
-    assert events[f"per at {times[16]}"] > 1.0, events
-    assert events[f"per at {times[35]}"] < 1e-3, events
+    # The plan follows Perth's appended hours: it serves at 17:00 on the first day, at the
+    # normal price, and nothing at 10:00 on the second, at the price cap (a time it serves
+    # at the normal price: 10:00 on the first day).
+    assert events[f"per at {times[17]}"] > 1.0, events
+    assert events[f"per at {times[34]}"] < 1e-3, events
     # The killed agent was restarted and its sites rejoined; meanwhile the API kept serving
     # a plan, marked degraded; all sites but Hobart are up at the end.
     assert "rejoined" in events and "degraded while rejoining" in events, events
