@@ -105,9 +105,8 @@ def compare(scenario: Scenario, solvers: Sequence[str] | None = None) -> list[Co
     walls: dict[str, float] = {}
     for name in run_names:
         run = run_solver(name, scenario)
-        totals = run.evaluation.totals()
-        values[name] = {k: totals[k] for k in METRIC_KEYS if k != "objective_aud"}
-        values[name]["objective_aud"] = run.evaluation.objective_aud
+        totals = run.evaluation.totals_with_objective()
+        values[name] = {k: totals[k] for k in METRIC_KEYS}
         walls[name] = run.stats.wall_s
     ref = values[REFERENCE]
     return [

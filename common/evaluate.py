@@ -65,6 +65,10 @@ class Evaluation:
     def totals(self) -> dict[str, float]:
         return _totals(self.per_site_step)
 
+    def totals_with_objective(self) -> dict[str, float]:
+        """:meth:`totals` and ``objective_aud``: the figures a comparison lists."""
+        return {**self.totals(), "objective_aud": self.objective_aud}
+
     @property
     def objective_aud(self) -> float:
         return float(self.per_site_step["objective_aud"].sum())

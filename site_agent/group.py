@@ -330,10 +330,7 @@ class SiteGroup:
         one pass.
         """
         first = self.agents[self.site_ids[0]]
-        new_start = first.next_start(steps, start)
-        moved = (new_start - first.site.start) / timedelta(hours=first.site.step_hours)
-        if self._method is not None and hasattr(self._method, "shift"):
-            self._method.shift(round(moved))
+        new_start, _ = self._move_method(steps, start)
         stale = [s for s in self.site_ids if self.agents[s].needs_data(steps, new_start)]
         data = {}
         if stale:
@@ -345,6 +342,16 @@ class SiteGroup:
             self.site_ids,
         )
 
+    def _move_method(self, steps: int, start: datetime | str | None) -> tuple[datetime, int]:
+        """The new horizon's start and the steps it lies ahead; the method's kept iterates
+        (the interior point's warm points) move with it."""
+        first = self.agents[self.site_ids[0]]
+        new_start = first.next_start(steps, start)
+        moved = round((new_start - first.site.start) / timedelta(hours=first.site.step_hours))
+        if self._method is not None and hasattr(self._method, "shift"):
+            self._method.shift(moved)
+        return new_start, moved
+
     def refresh(self, start: datetime | str) -> RefreshAnswer:
         """Move every site to the horizon from ``start``, each re-reading its own data (the
         operator's pipeline appends forecasts there; ``thermoroute serve``).
@@ -354,13 +361,8 @@ class SiteGroup:
         the site's cells. Answers which sites planned with data read now, and this
         group's incarnation (:class:`~common.service_protocol.RefreshAnswer`).
         """
-        first = self.agents[self.site_ids[0]]
-        new_start = first.next_start(0, start)
-        moved = round((new_start - first.site.start) / timedelta(hours=first.site.step_hours))
-        if self._method is not None and hasattr(self._method, "shift"):
-            self._method.shift(moved)
-
-        horizon = first.horizon
+        new_start, moved = self._move_method(0, start)
+        horizon = self.agents[self.site_ids[0]].horizon
         try:  # one pass over the files for the whole group: the usual case
             data, _ = load_horizons(
                 self.source, self.site_ids, start=new_start, steps=horizon, preload=0

@@ -16,7 +16,6 @@ this process's network (the command line's ``--no-isolate``) unless ``address`` 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
@@ -104,9 +103,7 @@ def solve(
         The solver failed.
     """
     from common.run_directory import check_output_directory
-    from common.scenario_io import is_split_root, write_scenario
-    from common.scenarios import scenario_directory
-    from thermoroute import runner
+    from common.scenario_io import write_scenario
 
     if options is None:
         settings.setdefault("live", console is not None)
@@ -119,16 +116,54 @@ def solve(
             loaded: Scenario | None = scenario
             directory = write_scenario(scenario, Path(scratch) / "scenario")
         else:
-            directory = scenario_directory(scenario)
-            if is_split_root(directory):
-                if not options.distributed:
-                    raise runner.SolveError(
-                        f"{directory} is a split deployment directory: only the distributed "
-                        "solver can solve it (the sites' data stay on their hosts)"
-                    )
-                loaded = None
-            else:
-                loaded = load_scenario(directory, start=start, steps=options.steps)
+            directory, loaded = resolve_source(scenario, options, start=start)
+        return solve_resolved(directory, loaded, options, out=out, compare=compare, console=console)
+
+
+class SplitRootNeedsDistributed(ValueError):
+    """A split deployment directory given to a solver other than the distributed one."""
+
+
+def resolve_source(
+    source: str | os.PathLike[str], options: RunOptions, *, start: datetime | None = None
+) -> tuple[Path, Scenario | None]:
+    """The scenario directory behind ``source`` and the scenario loaded over the run's
+    horizon — ``None`` for the root of ``scenario split``, which only the distributed solver
+    may take (the sites' data stay on their hosts).
+
+    Raises
+    ------
+    common.errors.ScenarioError
+    SplitRootNeedsDistributed
+    """
+    from common.scenario_io import is_split_root
+    from common.scenarios import scenario_directory
+
+    directory = scenario_directory(source)
+    if not is_split_root(directory):
+        return directory, load_scenario(directory, start=start, steps=options.steps)
+    if not options.distributed:
+        raise SplitRootNeedsDistributed(
+            f"{directory} is a split deployment directory: only the distributed solver "
+            "(--solver distributed) can solve it (the sites' data stay on their hosts)"
+        )
+    return directory, None
+
+
+def solve_resolved(
+    directory: Path,
+    loaded: Scenario | None,
+    options: RunOptions,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    compare: bool = False,
+    console: Console | None = None,
+) -> Solution:
+    """:func:`solve` for a scenario already resolved (:func:`resolve_source`) with options
+    already checked — what the command line calls after its own checks."""
+    from thermoroute import runner
+
+    with tempfile.TemporaryDirectory(prefix="thermoroute-") as scratch:
         target = Path(out) if out is not None else Path(scratch) / "run"
         result = runner.run_solver(
             directory,
@@ -142,7 +177,6 @@ def solve(
         solution = replace(solution, reference=result.reference, wall_s=result.wall_s)
         if out is None:
             solution = replace(solution, directory=None)
-            shutil.rmtree(target, ignore_errors=True)
     return solution
 
 

@@ -22,7 +22,6 @@ from rich.markup import escape
 
 from common.errors import ScenarioError, SiteDataInvalid
 from common.run_directory import OutputDirectoryError
-from common.scenario_io import is_split_root
 from thermoroute.isolation import in_private_network
 from thermoroute.ray_auth import ClusterAccessError
 
@@ -338,31 +337,25 @@ def run(
     distributed = options.distributed
     metrics = None if metrics_port is None else (metrics_addr, metrics_port)
     _isolated(isolate, distributed, executor.value, address, metrics)
-    directory = resolve_scenario(scenario)
-    if is_split_root(directory):
-        if not distributed:
-            raise _fail(
-                f"{directory} is a split deployment directory: only --solver distributed "
-                "can solve it (the sites' data stay on their hosts)"
-            )
-        scen = None
-        compare_baseline = False
-        name = directory.resolve().name
-    else:
-        directory, scen = _load(scenario, start, steps)
-        name = scen.name
-    label = options.effective_method if distributed else solver.value
-    out = out or Path("runs") / f"{name}-{label}"
-    _check_out(out)
     from thermoroute import api, runner
 
     try:
-        solution = api.solve(
+        directory, scen = api.resolve_source(resolve_scenario(scenario), options, start=start)
+    except (ScenarioError, api.SplitRootNeedsDistributed) as exc:
+        raise _fail(str(exc)) from None
+    if scen is None:  # a split deployment: the driver cannot read the sites' data
+        compare_baseline = False
+    name = directory.resolve().name if scen is None else scen.name
+    label = options.effective_method if distributed else solver.value
+    out = out or Path("runs") / f"{name}-{label}"
+    _check_out(out)
+    try:
+        solution = api.solve_resolved(
             directory,
+            scen,
+            options,
             out=out,
-            start=start,
             compare=compare_baseline and not as_json,
-            options=options,
             console=err_console if as_json else console,
         )
     except (ScenarioError, SiteDataInvalid) as exc:

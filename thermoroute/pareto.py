@@ -90,8 +90,7 @@ def sweep(
         varied = replace(scenario, objective=replace(scenario.objective, **{field: float(weight)}))
         for m, solver in enumerate(SOLVERS):
             run = run_solver(solver, varied)
-            totals = run.evaluation.totals()
-            totals["objective_aud"] = run.evaluation.objective_aud
+            totals = run.evaluation.totals_with_objective()
             rows.append(
                 {
                     "vary": vary,

@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from common.evaluate import load_gpus
+from common.outputs import SCHEDULE_COLUMNS, SITE_STEP_COLUMNS
 from common.scenario import Scenario
 
 #: Where the per-site detail of a run came from.
@@ -111,6 +114,11 @@ class Solution:
         return dict(self.summary["totals"])
 
     @property
+    def totals_with_objective(self) -> dict[str, float | None]:
+        """:attr:`totals` and ``objective_aud``: the figures a comparison lists."""
+        return {**self.totals, "objective_aud": self.objective_aud}
+
+    @property
     def stats(self) -> dict[str, Any]:
         return dict(self.summary.get("solver_stats", {}))
 
@@ -166,6 +174,23 @@ class Solution:
         total = served.groupby(["class_id", "region_id"], sort=False)["requests"].transform("sum")
         return served.assign(share=served["requests"] / total.where(total > 0, math.nan))
 
+    def x(self, scenario: Scenario) -> np.ndarray:
+        """The schedule as ``x[i, j, c, t]`` [requests/s] in ``scenario``'s order (rows of
+        ids or times the scenario does not have are left out)."""
+        x = np.zeros(scenario.shape)
+        index = {
+            "site_id": {v: k for k, v in enumerate(scenario.sites.site_id)},
+            "region_id": {v: k for k, v in enumerate(scenario.regions.region_id)},
+            "class_id": {v: k for k, v in enumerate(scenario.classes.class_id)},
+            "time": {t.isoformat(): k for k, t in enumerate(scenario.times)},
+        }
+        frame = self.schedule
+        coords = [frame[col].astype(str).map(index[col]) for col in index]
+        known = np.logical_and.reduce([c.notna().to_numpy() for c in coords])
+        at = tuple(c[known].astype(int).to_numpy() for c in coords)
+        np.add.at(x, at, frame["requests_per_s"].to_numpy(dtype=float)[known])
+        return x
+
     def site_load(self, scenario: Scenario | None = None) -> pd.DataFrame:
         """Per site: ``requests`` served over the horizon; with the run's ``scenario`` its
         mean ``utilisation`` (busy GPUs over ``u_max`` × installed GPUs); where the sites'
@@ -174,36 +199,13 @@ class Solution:
         order = list(scenario.sites.site_id) if scenario is not None else self.site_ids
         out = pd.DataFrame({"requests": served}).reindex(order).fillna(0.0)
         if scenario is not None:
-            out["utilisation"] = _utilisation(self.schedule, scenario).reindex(out.index)
+            # Mean over the horizon of busy GPUs over usable GPUs u_max·G, per site.
+            busy = load_gpus(scenario, self.x(scenario)).mean(axis=1)
+            usable = scenario.sites.u_max * scenario.sites.gpus
+            out["utilisation"] = pd.Series(busy / usable, index=scenario.sites.site_id)
         if self.site_steps is not None:
             out["pue_mean"] = self.site_steps.groupby("site_id", sort=False)["pue"].mean()
         return out
-
-
-def _utilisation(schedule: pd.DataFrame, scenario: Scenario) -> pd.Series:
-    """Mean over the horizon of each site's busy GPUs over its usable GPUs ``u_max·G``."""
-    sites = {s: i for i, s in enumerate(scenario.sites.site_id)}
-    classes = {c: k for k, c in enumerate(scenario.classes.class_id)}
-    i = schedule["site_id"].map(sites).to_numpy()
-    k = schedule["class_id"].map(classes).to_numpy()
-    busy = schedule["requests_per_s"].to_numpy() * scenario.gpu_s[i, k]
-    capacity = scenario.sites.u_max * scenario.sites.gpus
-    load = pd.Series(busy).groupby(schedule["site_id"].to_numpy()).sum() / scenario.steps
-    usable = pd.Series(capacity, index=list(scenario.sites.site_id))
-    return (load / usable).reindex(usable.index).fillna(0.0)
-
-
-SCHEDULE_COLUMNS = ("time", "site_id", "region_id", "class_id", "requests_per_s")
-SITE_STEP_COLUMNS = (
-    "time",
-    "site_id",
-    "active_gpus",
-    "load_gpus",
-    "it_kw",
-    "pue",
-    "cooling_kw",
-    "wue_l_per_kwh",
-)
 
 
 def _json(path: Path) -> Any:

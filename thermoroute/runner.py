@@ -20,7 +20,6 @@ from rich.table import Table
 from common.baselines import run_solver as run_central_solver
 from common.central import CentralSolveError
 from common.compare import METRICS, REFERENCE, percent_change
-from common.evaluate import Evaluation
 from common.outputs import write_run
 from common.run_directory import RunDirectory
 from common.scenario import Scenario
@@ -50,10 +49,6 @@ class RunResult:
     wall_s: float
     reference: dict[str, float] | None = None
     details: dict[str, Any] = field(default_factory=dict)
-
-
-def _totals_with_objective(evaluation: Evaluation) -> dict[str, float]:
-    return {**evaluation.totals(), "objective_aud": evaluation.objective_aud}
 
 
 def run_solver(
@@ -112,7 +107,7 @@ def run_solver(
     reference = None
     if compare and solver != REFERENCE and scenario is not None:
         ref = run_central_solver(REFERENCE, scenario)
-        reference = _totals_with_objective(ref.evaluation)
+        reference = ref.evaluation.totals_with_objective()
     return RunResult(
         solver=options.effective_method if solver in DISTRIBUTED else solver,
         out=out,
@@ -130,7 +125,7 @@ def print_run(solution: Solution, console: Console, *, compare: bool = True) -> 
     the temperature-unaware plan."""
     s = solution.summary
     stats = solution.stats
-    totals = {**s["totals"], "objective_aud": s["objective_aud"]}
+    totals = solution.totals_with_objective
     reference = solution.reference if compare else None
     table = Table(
         title=f"{s['scenario']} · {solution.solver} · {s.get('steps', '?')} steps "

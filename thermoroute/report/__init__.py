@@ -16,12 +16,12 @@ import io
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from common.baselines import SOLVERS, run_solver
 from common.compare import METRICS, REFERENCE
+from common.evaluate import load_gpus
 from common.scenario import Scenario
 from thermoroute.report import figures
 from thermoroute.report.narrative import explain
@@ -82,7 +82,7 @@ def _overview(solution: Solution, scenario: Scenario | None) -> Section:
         f"{_e(s.get('start', '?'))}; converged {_e(solution.converged)} after "
         f"{_e(solution.iterations)} iterations; {_e(detail)}."
     )
-    totals = {**solution.totals, "objective_aud": solution.objective_aud}
+    totals = solution.totals_with_objective
     rows = [
         (f"{name} [{unit}]", "—" if totals.get(key) is None else format(totals[key], fmt))
         for key, name, unit, fmt in METRICS
@@ -148,7 +148,7 @@ def _sites_by_hour(solution: Solution, scenario: Scenario | None) -> Section:
         return section
     times = list(dict.fromkeys(solution.schedule["time"]))
     site_ids = list(scenario.sites.site_id) if scenario is not None else solution.site_ids
-    load_from_schedule = _load_gpus(solution, scenario) if scenario is not None else None
+    load_from_schedule = load_gpus(scenario, solution.x(scenario)) if scenario is not None else None
     for i, site_id in enumerate(site_ids):
         own = None if steps is None else steps[steps["site_id"] == site_id]
         if own is not None and len(own) == 0:
@@ -266,7 +266,7 @@ def _what_moved(
     if scenario is None or baselines is None:
         section.missing.append("the comparison with temperature-unaware needs the scenario")
         return section
-    run_x = _schedule_array(solution, scenario)
+    run_x = solution.x(scenario)
     story = explain(scenario, run_x, baselines[REFERENCE]["x"])
     section.paragraphs.extend(_e(p) for p in story.paragraphs)
     rows = [
@@ -301,32 +301,8 @@ def _baselines(scenario: Scenario) -> dict[str, dict]:
     out = {}
     for name in SOLVERS:
         run = run_solver(name, scenario)
-        totals = run.evaluation.totals()
-        totals["objective_aud"] = run.evaluation.objective_aud
-        out[name] = {"totals": totals, "x": run.schedule.x}
+        out[name] = {"totals": run.evaluation.totals_with_objective(), "x": run.schedule.x}
     return out
-
-
-def _schedule_array(solution: Solution, scenario: Scenario) -> np.ndarray:
-    """The run's schedule as ``x[i, j, c, t]`` in the scenario's order [requests/s]."""
-    x = np.zeros(scenario.shape)
-    index = {
-        "site_id": {v: k for k, v in enumerate(scenario.sites.site_id)},
-        "region_id": {v: k for k, v in enumerate(scenario.regions.region_id)},
-        "class_id": {v: k for k, v in enumerate(scenario.classes.class_id)},
-        "time": {t.isoformat(): k for k, t in enumerate(scenario.times)},
-    }
-    frame = solution.schedule
-    coords = [frame[col].astype(str).map(index[col]) for col in index]
-    known = np.logical_and.reduce([c.notna().to_numpy() for c in coords])
-    at = tuple(c[known].astype(int).to_numpy() for c in coords)
-    np.add.at(x, at, frame["requests_per_s"].to_numpy(dtype=float)[known])
-    return x
-
-
-def _load_gpus(solution: Solution, scenario: Scenario) -> np.ndarray:
-    """Busy GPUs per site and step from the schedule (S, T)."""
-    return np.einsum("ijct,ic->it", _schedule_array(solution, scenario), scenario.gpu_s)
 
 
 # --------------------------------------------------------------------------------------
