@@ -1,4 +1,4 @@
-"""Build the embedded scenarios ``australia`` and ``australia-20`` from ``data_build/raw/``.
+"""Build the embedded scenarios from ``data_build/raw/``.
 
 ``python -m data_build.build_scenarios [--out DIR] [--only NAME]`` writes one v1 scenario
 directory per scenario (``scenario.toml``, the eight CSV files and a ``PROVENANCE.md``) into
@@ -6,10 +6,14 @@ directory per scenario (``scenario.toml``, the eight CSV files and a ``PROVENANC
 nothing but ``data_build/raw/`` and is deterministic: a re-run reproduces every file byte for
 byte. Methods and sources are documented in docs/data.md; this module's comments say why.
 
-Time base: every time is NEM market time (AEST, UTC+10:00, no daylight saving). The series
-cover the 168 hourly steps 2023-01-17T12:00+10:00 … 2023-01-24T11:00+10:00 (the span of the
-real NEM 5-minute data); ``scenario.toml`` selects a 24-step default horizon starting
-2023-01-18T00:00+10:00, and ``load_scenario(start=..., steps=...)`` can pick any other.
+- ``australia`` (8 capitals) and ``australia-20`` (20 sites): the January 2023 week of the
+  real NEM 5-minute data;
+- ``australia-heatwave-2020`` and ``australia-winter-2020``: the same 8 sites, ids and regions
+  as ``australia`` over 28 Jan – 2 Feb 2020 and 6–12 July 2020, with AEMO's 30-minute prices.
+
+Time base: every time is NEM market time (AEST, UTC+10:00, no daylight saving); the spans are
+the :data:`data_build.periods.PERIODS`. ``scenario.toml`` selects a 24-step default horizon and
+``load_scenario(start=..., steps=...)`` can pick any other window of the series.
 """
 
 from __future__ import annotations
@@ -20,16 +24,16 @@ import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
 from common.physics.cooling import DEFAULT_PPUE_A, DEFAULT_PPUE_B, DEFAULT_PPUE_C
 from common.physics.latency import great_circle_km, modelled_rtt_ms
-from common.physics.psychrometrics import wet_bulb_stull
+from common.physics.psychrometrics import wet_bulb_psychrometric
 from common.physics.serving import idle_w, reference_gpu_s, serving_profile
-from common.physics.water import DEFAULT_CYCLES, ewif_from_generation, wue_economizer
+from common.physics.water import DEFAULT_CYCLES, ewif_from_generation
 from common.scenario import (
     Classes,
     Objective,
@@ -47,20 +51,13 @@ from common.scenario_io import (
     scenario_toml,
     write_directory_atomic,
 )
+from data_build.periods import NEM_TZ, PERIODS, UTC, Period
 
 HERE = Path(__file__).resolve().parent
 RAW = HERE / "raw"
 PACKAGE_DIR = HERE.parent / "common" / "scenarios"
 
-NEM_TZ = timezone(timedelta(hours=10))
-WEEK_START = datetime(2023, 1, 17, 12, 0, tzinfo=NEM_TZ)
-WEEK_STEPS = 168
-DEFAULT_START = datetime(2023, 1, 18, 0, 0, tzinfo=NEM_TZ)
 DEFAULT_STEPS = 24
-#: The BOM daily observations end in 2017: the same calendar dates of 2017 stand in for 2023.
-BOM_YEAR = 2017
-BOM_FIRST_DAY = date(2017, 1, 14)  # first day in raw/weatherAUS_2017-01-14_to_2017-01-27.csv
-BOM_LAST_DAY = date(2017, 1, 27)
 
 # --------------------------------------------------------------------------------------------
 # Objective weights (docs/data.md "Objective weights"). Real-world prices, not tuned.
@@ -210,17 +207,25 @@ ESTIMATED_GRIDS = {
 # --------------------------------------------------------------------------------------------
 # Places
 
-#: January (daylight-saving) UTC offset of local clocks, by state.
-JANUARY_UTC_OFFSET_H = {
-    "NSW": 11.0,
-    "ACT": 11.0,
-    "VIC": 11.0,
-    "TAS": 11.0,
+#: UTC offset of local clocks by state: standard time, and the states that keep daylight
+#: saving (one hour ahead) from October to April.
+STANDARD_UTC_OFFSET_H = {
+    "NSW": 10.0,
+    "ACT": 10.0,
+    "VIC": 10.0,
+    "TAS": 10.0,
     "QLD": 10.0,
-    "SA": 10.5,
+    "SA": 9.5,
     "NT": 9.5,
     "WA": 8.0,
 }
+DAYLIGHT_SAVING_STATES = frozenset({"NSW", "ACT", "VIC", "TAS", "SA"})
+
+
+def utc_offset_h(state: str, period: Period) -> float:
+    """The local clock's UTC offset [h] in ``state`` during ``period``."""
+    summer = period.daylight_saving and state in DAYLIGHT_SAVING_STATES
+    return STANDARD_UTC_OFFSET_H[state] + (1.0 if summer else 0.0)
 
 
 @dataclass(frozen=True)
@@ -236,7 +241,7 @@ class SiteSpec:
     gpu: str
     gpus: int
     cooling: str  # tower | economizer | dry
-    weather: str  # "openmeteo:<zone>" or "bom:<weatherAUS location>"
+    weather: str  # "openmeteo:<capital>" or "climatology:<location>" (nearest capital, shifted)
     note: str = ""
 
 
@@ -258,14 +263,14 @@ def _capital_sites(cities: dict[str, dict[str, str]]) -> list[SiteSpec]:
         )
 
     return [
-        c("Sydney", "syd", "H100", 512, "economizer", "openmeteo:AU-NSW"),
-        c("Melbourne", "mel", "H100", 384, "economizer", "openmeteo:AU-VIC"),
-        c("Brisbane", "bne", "A100", 384, "tower", "bom:Brisbane"),
-        c("Perth", "per", "A100", 256, "economizer", "bom:Perth"),
-        c("Adelaide", "adl", "H100", 256, "tower", "bom:Adelaide"),
-        c("Canberra", "cbr", "H100", 256, "economizer", "bom:Canberra"),
-        c("Hobart", "hba", "A100", 128, "dry", "bom:Hobart"),
-        c("Darwin", "drw", "A100", 128, "tower", "bom:Darwin"),
+        c("Sydney", "syd", "H100", 512, "economizer", "openmeteo:Sydney"),
+        c("Melbourne", "mel", "H100", 384, "economizer", "openmeteo:Melbourne"),
+        c("Brisbane", "bne", "A100", 384, "tower", "openmeteo:Brisbane"),
+        c("Perth", "per", "A100", 256, "economizer", "openmeteo:Perth"),
+        c("Adelaide", "adl", "H100", 256, "tower", "openmeteo:Adelaide"),
+        c("Canberra", "cbr", "H100", 256, "economizer", "openmeteo:Canberra"),
+        c("Hobart", "hba", "A100", 128, "dry", "openmeteo:Hobart"),
+        c("Darwin", "drw", "A100", 128, "tower", "openmeteo:Darwin"),
     ]
 
 
@@ -276,14 +281,37 @@ def _regional_sites(cities: dict[str, dict[str, str]]) -> list[SiteSpec]:
     gc, nc, gl = city("Gold Coast"), city("Newcastle"), city("Geelong")
     tv, asp = city("Townsville"), city("Alice Springs")
     return [
-        SiteSpec("ool", "Gold Coast", *gc, "QLD", "QLD1", "H100", 128, "tower", "bom:GoldCoast"),
-        SiteSpec("ntl", "Newcastle", *nc, "NSW", "NSW1", "A100", 128, "tower", "bom:Newcastle"),
-        SiteSpec("tsv", "Townsville", *tv, "QLD", "QLD1", "A100", 64, "tower", "bom:Townsville"),
         SiteSpec(
-            "asp", "Alice Springs", *asp, "NT", "NT-other", "H100", 64, "dry", "bom:AliceSprings"
+            "ool", "Gold Coast", *gc, "QLD", "QLD1", "H100", 128, "tower", "climatology:GoldCoast"
         ),
         SiteSpec(
-            "cns", "Cairns", -16.9186, 145.7781, "QLD", "QLD1", "A100", 64, "tower", "bom:Cairns"
+            "ntl", "Newcastle", *nc, "NSW", "NSW1", "A100", 128, "tower", "climatology:Newcastle"
+        ),
+        SiteSpec(
+            "tsv", "Townsville", *tv, "QLD", "QLD1", "A100", 64, "tower", "climatology:Townsville"
+        ),
+        SiteSpec(
+            "asp",
+            "Alice Springs",
+            *asp,
+            "NT",
+            "NT-other",
+            "H100",
+            64,
+            "dry",
+            "climatology:AliceSprings",
+        ),
+        SiteSpec(
+            "cns",
+            "Cairns",
+            -16.9186,
+            145.7781,
+            "QLD",
+            "QLD1",
+            "A100",
+            64,
+            "tower",
+            "climatology:Cairns",
         ),
         SiteSpec(
             "lst",
@@ -295,7 +323,7 @@ def _regional_sites(cities: dict[str, dict[str, str]]) -> list[SiteSpec]:
             "H100",
             128,
             "dry",
-            "bom:Launceston",
+            "climatology:Launceston",
         ),
         SiteSpec(
             "wol",
@@ -307,7 +335,7 @@ def _regional_sites(cities: dict[str, dict[str, str]]) -> list[SiteSpec]:
             "A100",
             128,
             "economizer",
-            "bom:Wollongong",
+            "climatology:Wollongong",
         ),
         SiteSpec(
             "wlm",
@@ -319,7 +347,7 @@ def _regional_sites(cities: dict[str, dict[str, str]]) -> list[SiteSpec]:
             "H100",
             128,
             "economizer",
-            "bom:Williamtown",
+            "climatology:Williamtown",
         ),
         SiteSpec(
             "gee",
@@ -330,8 +358,8 @@ def _regional_sites(cities: dict[str, dict[str, str]]) -> list[SiteSpec]:
             "A100",
             128,
             "economizer",
-            "bom:Melbourne",
-            "weather proxy: BOM Melbourne (Olympic Park); no Geelong/Avalon station in the data",
+            "climatology:Melbourne",
+            "no Geelong/Avalon climatology in the data: Melbourne's own, unshifted",
         ),
         SiteSpec(
             "syd-apt",
@@ -343,7 +371,7 @@ def _regional_sites(cities: dict[str, dict[str, str]]) -> list[SiteSpec]:
             "H100",
             384,
             "tower",
-            "bom:SydneyAirport",
+            "climatology:SydneyAirport",
         ),
         SiteSpec(
             "mel-apt",
@@ -355,7 +383,7 @@ def _regional_sites(cities: dict[str, dict[str, str]]) -> list[SiteSpec]:
             "A100",
             256,
             "economizer",
-            "bom:MelbourneAirport",
+            "climatology:MelbourneAirport",
         ),
         SiteSpec(
             "per-apt",
@@ -367,7 +395,7 @@ def _regional_sites(cities: dict[str, dict[str, str]]) -> list[SiteSpec]:
             "H100",
             256,
             "tower",
-            "bom:PerthAirport",
+            "climatology:PerthAirport",
         ),
     ]
 
@@ -386,39 +414,6 @@ EXTRA_REGIONS = (
     ("Launceston", "TAS", -41.4332, 147.1441, 90000.0, "approx. SUA Launceston ~2023 (UNVERIFIED)"),
 )
 
-#: Station whose same-day observations fill a variable a location lacks for the whole window.
-BOM_DONORS = {"Newcastle": "Williamtown"}
-#: Coordinates of the weatherAUS locations that are not a city of raw/cities.csv.
-BOM_COORDS = {
-    "SydneyAirport": (-33.9461, 151.1772),
-    "MelbourneAirport": (-37.6690, 144.8410),
-    "PerthAirport": (-31.9403, 115.9669),
-    "Williamtown": (-32.7950, 151.8344),
-    "Cairns": (-16.9186, 145.7781),
-    "Launceston": (-41.4332, 147.1441),
-    "Wollongong": (-34.4278, 150.8931),
-}
-BOM_STATE = {
-    "Sydney": "NSW",
-    "SydneyAirport": "NSW",
-    "Newcastle": "NSW",
-    "Williamtown": "NSW",
-    "Wollongong": "NSW",
-    "Canberra": "ACT",
-    "Melbourne": "VIC",
-    "MelbourneAirport": "VIC",
-    "Brisbane": "QLD",
-    "GoldCoast": "QLD",
-    "Townsville": "QLD",
-    "Cairns": "QLD",
-    "Adelaide": "SA",
-    "Perth": "WA",
-    "PerthAirport": "WA",
-    "Hobart": "TAS",
-    "Launceston": "TAS",
-    "Darwin": "NT",
-    "AliceSprings": "NT",
-}
 
 # --------------------------------------------------------------------------------------------
 # Fleet and workload choices
@@ -488,22 +483,23 @@ def nga_factor(key: str, raw: Path = RAW, edition: str = "NGA2024") -> float:
     raise KeyError(key)
 
 
-def week_times() -> tuple[datetime, ...]:
-    return step_times(WEEK_START, 1.0, WEEK_STEPS)
+def period_times(period: Period) -> tuple[datetime, ...]:
+    """The hourly step times of ``period``."""
+    return step_times(period.first, 1.0, period.steps)
 
 
 @dataclass(frozen=True)
 class GridSeries:
-    """Hourly grid signals over the week, each shape (168,)."""
+    """Hourly grid signals over a period, each shape (steps,)."""
 
     price: np.ndarray
     carbon: np.ndarray
     ewif: np.ndarray
-    intervals: np.ndarray  # 5-min intervals averaged per hour (NEM) or 0 (estimated)
+    intervals: np.ndarray  # market intervals averaged per hour (NEM) or 0 (estimated)
 
 
-def nem_hourly(raw: Path = RAW) -> dict[str, GridSeries]:
-    """Hourly NEM signals from the 5-minute data.
+def nem_hourly(period: Period, raw: Path = RAW) -> dict[str, GridSeries]:
+    """Hourly NEM signals of the January 2023 week from the 5-minute data.
 
     Each step ``[h, h+1)`` averages the 5-minute rows whose timestamp falls in it (12, or 7 in
     the last step where the file ends at 11:30). This is the hour bucketing of the green-dcc
@@ -516,7 +512,8 @@ def nem_hourly(raw: Path = RAW) -> dict[str, GridSeries]:
     """
     water = water_factors(raw)
     factors = np.array([water[f] for f in FUELS])
-    index = {t: k for k, t in enumerate(week_times())}
+    index = {t: k for k, t in enumerate(period_times(period))}
+    steps = period.steps
     sums: dict[str, dict[str, np.ndarray]] = {}
     for row in read_csv(raw / "nem_5min_2023-01-17T1200_to_2023-01-24T1130.csv"):
         region = row["region"]
@@ -526,11 +523,11 @@ def nem_hourly(raw: Path = RAW) -> dict[str, GridSeries]:
         acc = sums.setdefault(
             region,
             {
-                "price": np.zeros(WEEK_STEPS),
-                "emissions": np.zeros(WEEK_STEPS),
-                "generation": np.zeros(WEEK_STEPS),
-                "count": np.zeros(WEEK_STEPS),
-                "fuels": np.zeros((WEEK_STEPS, len(FUELS))),
+                "price": np.zeros(steps),
+                "emissions": np.zeros(steps),
+                "generation": np.zeros(steps),
+                "count": np.zeros(steps),
+                "fuels": np.zeros((steps, len(FUELS))),
             },
         )
         acc["price"][k] += float(row["price_aud_per_mwh"])
@@ -554,19 +551,75 @@ def nem_hourly(raw: Path = RAW) -> dict[str, GridSeries]:
     return out
 
 
-def nem_price_shape(nem: dict[str, GridSeries]) -> np.ndarray:
-    """Median diurnal shape of the NEM-average price over the week, by AEST hour, mean 1."""
+def aemo_hourly(period: Period, raw: Path = RAW) -> dict[str, GridSeries]:
+    """Hourly NEM signals of a 2020 season from AEMO's 30-minute data and daily intensity.
+
+    - price: mean of the 30-minute regional reference prices of the intervals that *start* in
+      the step (AEMO labels an interval by its end; ``interval_start_nem`` = end − 30 min);
+    - carbon: AEMO's daily CDEII intensity of the region (sent-out, production-based, local
+      generation only) for the step's NEM calendar day — constant within a day, because no
+      hourly fuel mix of these days is in the data;
+    - ewif: :func:`ewif_from_generation` of the region's generation by fuel tech in the step's
+      calendar month (OpenNEM monthly energy), constant within a month for the same reason.
+    """
+    times = period_times(period)
+    index = {t: k for k, t in enumerate(times)}
+    prices: dict[str, np.ndarray] = {r: np.zeros(period.steps) for r in NEM_REGIONS}
+    counts: dict[str, np.ndarray] = {r: np.zeros(period.steps) for r in NEM_REGIONS}
+    for row in read_csv(raw / "aemo_price_demand_30min_5regions_2020_seasons.csv"):
+        start = datetime.fromisoformat(row["interval_start_nem"]).replace(tzinfo=NEM_TZ)
+        k = index.get(start.replace(minute=0))
+        if k is None:
+            continue
+        prices[row["region"]][k] += float(row["rrp_aud_per_mwh"])
+        counts[row["region"]][k] += 1
+    intensity = {
+        (row["date_nem"], row["regionid"]): float(row["total_emissions_tco2e"])
+        / float(row["total_sent_out_energy_mwh"])
+        for row in read_csv(raw / "aemo_cdeii_daily_2020_seasons.csv")
+    }
+    water = water_factors(raw)
+    factors = np.array([water[f] for f in FUELS])
+    monthly = {
+        (row["month"], row["region"]): ewif_from_generation(
+            np.array([_gwh(row[f.removesuffix("_mw") + "_gwh"]) for f in FUELS]), factors
+        )
+        for row in read_csv(raw / "nem_monthly_fuel_mix_2020_seasons.csv")
+    }
+    out = {}
+    for region in NEM_REGIONS:
+        n = counts[region]
+        if np.any(n != 2):
+            raise ValueError(f"{region}: an hour of {period.key} lacks its two 30-minute prices")
+        out[region] = GridSeries(
+            price=prices[region] / n,
+            carbon=np.array([intensity[(t.date().isoformat(), region)] for t in times]),
+            ewif=np.array([float(monthly[(t.strftime("%Y-%m"), region)]) for t in times]),
+            intervals=n,
+        )
+    return out
+
+
+def _gwh(text: str) -> float:
+    """A fuel's monthly energy; empty = the region has no such plant."""
+    return float(text) if text else 0.0
+
+
+def nem_price_shape(nem: dict[str, GridSeries], period: Period) -> np.ndarray:
+    """Median diurnal shape of the NEM-average price over the period, by AEST hour, mean 1."""
     mean = np.mean([nem[r].price for r in NEM_REGIONS], axis=0)
-    hours = np.array([t.hour for t in week_times()])
+    hours = np.array([t.hour for t in period_times(period)])
     by_hour = np.array([np.median(mean[hours == h]) for h in range(24)])
     return by_hour / by_hour.mean()
 
 
-def estimated_grid(name: str, nem: dict[str, GridSeries], raw: Path = RAW) -> GridSeries:
+def estimated_grid(
+    name: str, nem: dict[str, GridSeries], period: Period, raw: Path = RAW
+) -> GridSeries:
     """Grid signals of WEM / NT systems from documented facts (flat carbon and ewif)."""
     spec = ESTIMATED_GRIDS[name]
-    shape = nem_price_shape(nem)
-    aest_hour = np.array([t.hour + 0.5 for t in week_times()])  # mid-step
+    shape = nem_price_shape(nem, period)
+    aest_hour = np.array([t.hour + 0.5 for t in period_times(period)])  # mid-step
     # The NEM shape is by AEST (= local standard time in the east); evaluate it at the same
     # local standard time of the estimated system.
     local = (aest_hour + spec.utc_offset_h - 10.0 - 0.5) % 24.0
@@ -577,18 +630,39 @@ def estimated_grid(name: str, nem: dict[str, GridSeries], raw: Path = RAW) -> Gr
     ewif = float(ewif_from_generation(mix, np.array([water[f] for f in FUELS])))
     return GridSeries(
         price=price,
-        carbon=np.full(WEEK_STEPS, nga_factor(spec.nga_key, raw)),
-        ewif=np.full(WEEK_STEPS, ewif),
-        intervals=np.zeros(WEEK_STEPS),
+        carbon=np.full(period.steps, nga_factor(spec.nga_key, raw)),
+        ewif=np.full(period.steps, ewif),
+        intervals=np.zeros(period.steps),
     )
 
 
-def check_against_aemo_hourly(nem: dict[str, GridSeries], raw: Path = RAW) -> float:
+def grid_signals(period: Period, raw: Path = RAW) -> tuple[dict[str, GridSeries], float]:
+    """Every grid's hourly signals over ``period`` and the largest gap [AUD/MWh] between our
+    hourly NEM prices and an independent hourly aggregation of AEMO's prices."""
+    if period.grid == "opennem-5min":
+        nem = nem_hourly(period, raw)
+        gap = check_against_aemo_hourly(nem, period, raw)
+        # OpenNEM rounds 5-minute prices to 4 significant figures: hourly means agree within a
+        # few hundredths of a dollar.
+        limit = 0.05
+    else:
+        nem = aemo_hourly(period, raw)
+        gap = check_against_aemo_hourly_means(nem, period, raw)
+        limit = 0.005  # both are means of the same two 2-decimal prices
+    if gap > limit:
+        raise ValueError(f"NEM hourly prices differ from AEMO hourly by {gap} AUD/MWh")
+    grids = dict(nem)
+    for g in ESTIMATED_GRIDS:
+        grids[g] = estimated_grid(g, nem, period, raw)
+    return grids, gap
+
+
+def check_against_aemo_hourly(nem: dict[str, GridSeries], period: Period, raw: Path = RAW) -> float:
     """Largest |difference| [AUD/MWh] between our NSW/VIC hourly prices and green-dcc's."""
     worst = 0.0
+    times = period_times(period)
     for zone, region in (("NSW", "NSW1"), ("VIC", "VIC1")):
         rows = read_csv(raw / f"aemo_hourly_price_AU-{zone}_2023-01-17_to_2023-01-24.csv")
-        times = week_times()
         for k, row in enumerate(rows):
             when = datetime.fromisoformat(row["Datetime"]).replace(tzinfo=NEM_TZ)
             if when != times[k]:
@@ -598,269 +672,139 @@ def check_against_aemo_hourly(nem: dict[str, GridSeries], raw: Path = RAW) -> fl
     return worst
 
 
+def check_against_aemo_hourly_means(
+    nem: dict[str, GridSeries], period: Period, raw: Path = RAW
+) -> float:
+    """Largest |difference| [AUD/MWh] between our hourly prices and the hourly means the
+    seasons' data set was published with (aggregated independently of this build)."""
+    index = {t: k for k, t in enumerate(period_times(period))}
+    worst, seen = 0.0, 0
+    for row in read_csv(raw / "aemo_hourly_rrp_5regions_2020_seasons.csv"):
+        k = index.get(datetime.fromisoformat(row["hour_start_nem"]).replace(tzinfo=NEM_TZ))
+        if k is None:
+            continue
+        seen += 1
+        worst = max(worst, abs(float(row["rrp_aud_per_mwh_mean"]) - nem[row["region"]].price[k]))
+    if seen != period.steps * len(NEM_REGIONS):
+        raise ValueError(f"{period.key}: {seen} hourly AEMO means for {period.steps} steps")
+    return worst
+
+
 # --------------------------------------------------------------------------------------------
 # Weather
 
-
-def _magnus_dew_point(t_c: np.ndarray, rh_pct: np.ndarray) -> np.ndarray:
-    """Dew point [°C] from temperature and RH (Magnus form, Alduchov & Eskridge 1996)."""
-    a, b = 17.625, 243.04
-    gamma = np.log(np.clip(rh_pct, 1.0, 100.0) / 100.0) + a * t_c / (b + t_c)
-    return b * gamma / (a - gamma)
+#: The eight capitals of the Open-Meteo file (its ``city`` column), which are also the sites
+#: and regions of ``australia``.
+CAPITALS = ("Sydney", "Melbourne", "Brisbane", "Perth", "Adelaide", "Canberra", "Hobart", "Darwin")
 
 
-def _magnus_rh(t_c: np.ndarray, dew_c: np.ndarray) -> np.ndarray:
-    a, b = 17.625, 243.04
-    return 100.0 * np.exp(a * dew_c / (b + dew_c) - a * t_c / (b + t_c))
+@dataclass(frozen=True)
+class HourlyWeather:
+    """One city's hourly reanalysis weather, keyed by the UTC hour it is valid at."""
+
+    dry_bulb_c: dict[datetime, float]
+    wet_bulb_c: dict[datetime, float]  # from T, RH and surface pressure
 
 
-def sunrise_local_h(lat: float, lon: float, utc_offset_h: float, day: date) -> float:
-    """Local clock hour of sunrise (NOAA general solar position equations)."""
-    n = day.timetuple().tm_yday
-    g = 2.0 * math.pi / 365.0 * (n - 1)
-    eqtime = 229.18 * (
-        0.000075
-        + 0.001868 * math.cos(g)
-        - 0.032077 * math.sin(g)
-        - 0.014615 * math.cos(2 * g)
-        - 0.040849 * math.sin(2 * g)
-    )
-    decl = (
-        0.006918
-        - 0.399912 * math.cos(g)
-        + 0.070257 * math.sin(g)
-        - 0.006758 * math.cos(2 * g)
-        + 0.000907 * math.sin(2 * g)
-        - 0.002697 * math.cos(3 * g)
-        + 0.00148 * math.sin(3 * g)
-    )
-    phi = math.radians(lat)
-    cos_ha = math.cos(math.radians(90.833)) / (math.cos(phi) * math.cos(decl)) - math.tan(
-        phi
-    ) * math.tan(decl)
-    ha = math.degrees(math.acos(max(-1.0, min(1.0, cos_ha))))
-    utc_minutes = 720.0 - 4.0 * (lon + ha) - eqtime
-    return utc_minutes / 60.0 + utc_offset_h
+def read_openmeteo(path: Path) -> dict[str, HourlyWeather]:
+    """Every city's hourly dry bulb and wet bulb from a trimmed Open-Meteo file.
 
-
-def pchip(x: np.ndarray, y: np.ndarray, xi: np.ndarray) -> np.ndarray:
-    """Monotone piecewise-cubic Hermite interpolation (Fritsch & Carlson 1980).
-
-    Shape-preserving: no overshoot, extrema only at the data points — the property wanted
-    for temperatures between a minimum, observations and a maximum.
+    Wet bulb: :func:`common.physics.psychrometrics.wet_bulb_psychrometric` of each hour's
+    temperature, relative humidity and surface pressure (the WMO psychrometer equation).
     """
-    x, y, xi = (np.asarray(v, dtype=float) for v in (x, y, xi))
-    h = np.diff(x)
-    delta = np.diff(y) / h
-    d = np.zeros_like(y)
-    for k in range(1, len(x) - 1):
-        if delta[k - 1] * delta[k] > 0:
-            w1, w2 = 2 * h[k] + h[k - 1], h[k] + 2 * h[k - 1]
-            d[k] = (w1 + w2) / (w1 / delta[k - 1] + w2 / delta[k])
-    d[0], d[-1] = 0.0, 0.0
-    k = np.clip(np.searchsorted(x, xi, side="right") - 1, 0, len(x) - 2)
-    t = (xi - x[k]) / h[k]
-    h00 = (1 + 2 * t) * (1 - t) ** 2
-    h10 = t * (1 - t) ** 2
-    h01 = t * t * (3 - 2 * t)
-    h11 = t * t * (t - 1)
-    return h00 * y[k] + h10 * h[k] * d[k] + h01 * y[k + 1] + h11 * h[k] * d[k + 1]
-
-
-BOM_VARS = ("MinTemp", "MaxTemp", "Temp9am", "Temp3pm", "Humidity9am", "Humidity3pm")
-
-
-def bom_daily(raw: Path = RAW) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
-    """Daily observations per location over :data:`BOM_FIRST_DAY` … :data:`BOM_LAST_DAY`, gaps
-    filled.
-
-    Filling: a variable missing on every day of the window is taken from the donor station
-    (:data:`BOM_DONORS`): the 3 pm temperature as the location's own maximum minus the donor's
-    (max − 3 pm) difference of that day, the 3 pm humidity from the donor's 3 pm dew point at
-    the location's 3 pm temperature. Any other gap is interpolated linearly between the
-    neighbouring days of the same variable (nearest day at the ends).
-
-    Returns
-    -------
-    (dict, list of str)
-        Location → variable → values per day, and a description of every fill made.
-    """
-    days = (BOM_LAST_DAY - BOM_FIRST_DAY).days + 1
-    table: dict[str, dict[str, np.ndarray]] = defaultdict(
-        lambda: {v: np.full(days, np.nan) for v in BOM_VARS}
-    )
-    for row in read_csv(raw / "weatherAUS_2017-01-14_to_2017-01-27.csv"):
-        k = (date.fromisoformat(row["Date"]) - BOM_FIRST_DAY).days
-        for v in BOM_VARS:
-            if row[v] not in ("", "NA"):
-                table[row["Location"]][v][k] = float(row[v])
-    notes = []
-    for loc, donor in BOM_DONORS.items():
-        own, don = table[loc], table[donor]
-        if np.all(np.isnan(own["Temp3pm"])):
-            own["Temp3pm"] = own["MaxTemp"] - (don["MaxTemp"] - don["Temp3pm"])
-            notes.append(
-                f"{loc}: Temp3pm missing on all days; MaxTemp − ({donor} MaxTemp − Temp3pm)"
-            )
-        if np.all(np.isnan(own["Humidity3pm"])):
-            dew = _magnus_dew_point(don["Temp3pm"], don["Humidity3pm"])
-            own["Humidity3pm"] = np.minimum(_magnus_rh(own["Temp3pm"], dew), 100.0)
-            notes.append(f"{loc}: Humidity3pm missing on all days; {donor}'s 3 pm dew point")
-    x = np.arange(days)
-    for loc in sorted(table):
-        for v in BOM_VARS:
-            values = table[loc][v]
-            bad = np.isnan(values)
-            if bad.all():
-                raise ValueError(f"{loc}: no {v} in the window and no donor station")
-            if bad.any():
-                dates = ", ".join(str(BOM_FIRST_DAY + timedelta(days=int(k))) for k in x[bad])
-                notes.append(f"{loc}: {v} interpolated on {dates}")
-                values[bad] = np.interp(x[bad], x[~bad], values[~bad])
-    return dict(table), notes
-
-
-def reconstruct_hourly(
-    daily: dict[str, np.ndarray],
-    lat: float,
-    lon: float,
-    utc_offset_h: float,
-    hours: np.ndarray,
-    first_day: date = BOM_FIRST_DAY,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Dry bulb [°C] and RH [%] at ``hours`` (local clock, since 00:00 of the first day).
-
-    Temperature: a monotone cubic through, for each day, the minimum at sunrise, the 9 am
-    observation, the maximum (at 15:00 when the 3 pm observation is within 0.5 °C of it,
-    otherwise at 13:00 followed by the 3 pm observation — a sea breeze or cool change), and
-    three night points (18, 21, 24 h) on the cosine from the 3 pm value down to the next
-    day's minimum at sunrise (the "WAVE" night segment of Reicosky et al. 1989). Dew point is
-    interpolated linearly between the 9 am and 3 pm observations (from T and RH by Magnus), and
-    RH follows from the hourly temperature and dew point.
-    """
-    n = len(daily["MinTemp"])
-    tmin = np.minimum(daily["MinTemp"], np.minimum(daily["Temp9am"], daily["Temp3pm"]))
-    tmax = np.maximum(daily["MaxTemp"], np.maximum(daily["Temp9am"], daily["Temp3pm"]))
-    t9, t15 = daily["Temp9am"], daily["Temp3pm"]
-    sunrise = [
-        sunrise_local_h(lat, lon, utc_offset_h, first_day + timedelta(days=k)) for k in range(n)
-    ]
-    xs: list[float] = []
-    ys: list[float] = []
-    for k in range(n):
-        base = 24.0 * k
-        xs += [base + sunrise[k], base + 9.0]
-        ys += [tmin[k], t9[k]]
-        if tmax[k] - t15[k] > 0.5:
-            xs += [base + 13.0, base + 15.0]
-            ys += [tmax[k], t15[k]]
-            end = t15[k]
-        else:
-            xs.append(base + 15.0)
-            ys.append(tmax[k])
-            end = tmax[k]
-        if k + 1 < n:
-            rise = 24.0 * (k + 1) + sunrise[k + 1]
-            for h in (18.0, 21.0, 24.0):
-                frac = (h - 15.0) / (rise - base - 15.0)
-                ys.append(tmin[k + 1] + (end - tmin[k + 1]) * (1 + math.cos(math.pi * frac)) / 2)
-                xs.append(base + h)
-    dry = pchip(np.array(xs), np.array(ys), hours)
-    dew_x = np.ravel([[24.0 * k + 9.0, 24.0 * k + 15.0] for k in range(n)])
-    dew_y = np.ravel(
-        np.column_stack(
-            [
-                _magnus_dew_point(t9, daily["Humidity9am"]),
-                _magnus_dew_point(t15, daily["Humidity3pm"]),
-            ]
+    columns: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for row in read_csv(path):
+        city = columns[row["city"]]
+        city["time"].append(datetime.fromisoformat(row["time_utc"].replace("Z", "+00:00")))
+        for key in ("temperature_2m_c", "relative_humidity_2m_pct", "surface_pressure_hpa"):
+            city[key].append(float(row[key]))
+    out = {}
+    for name, city in columns.items():
+        wet = wet_bulb_psychrometric(
+            city["temperature_2m_c"], city["relative_humidity_2m_pct"], city["surface_pressure_hpa"]
         )
-    )
-    dew = np.minimum(np.interp(hours, dew_x, dew_y), dry)
-    rh = np.clip(_magnus_rh(dry, dew), 5.0, 100.0)
-    return dry, rh
-
-
-def bom_weather(
-    location: str,
-    daily: dict[str, dict[str, np.ndarray]],
-    cities_by_bom: dict[str, tuple[float, float]],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Hourly dry bulb and RH at the middle of every week step, from 2017 daily observations."""
-    lat, lon = cities_by_bom.get(location) or BOM_COORDS[location]
-    offset = JANUARY_UTC_OFFSET_H[BOM_STATE[location]]
-    # Hours since local midnight of BOM_FIRST_DAY, at the step middles, for the same calendar
-    # dates and clock times in 2017 as in the 2023 week.
-    first = datetime(BOM_YEAR, WEEK_START.month, WEEK_START.day, WEEK_START.hour, tzinfo=NEM_TZ)
-    origin = datetime(BOM_FIRST_DAY.year, BOM_FIRST_DAY.month, BOM_FIRST_DAY.day, tzinfo=NEM_TZ)
-    start_h = (first - origin).total_seconds() / 3600.0 + (offset - 10.0)
-    hours = start_h + np.arange(WEEK_STEPS) + 0.5
-    return reconstruct_hourly(daily[location], lat, lon, offset, hours)
-
-
-def openmeteo_hourly(raw: Path = RAW) -> dict[str, dict[datetime, tuple[float, float]]]:
-    """Open-Meteo hourly (T, RH) per zone keyed by aware time.
-
-    The file's times are regular hours (no repeated or missing hour at the DST changes) with
-    a constant +11:00 offset in its header; in January that is AEDT under either reading.
-    """
-    tz = timezone(timedelta(hours=11))
-    out: dict[str, dict[datetime, tuple[float, float]]] = defaultdict(dict)
-    for row in read_csv(raw / "openmeteo_hourly_AU-NSW_AU-VIC_2023.csv"):
-        when = datetime.fromisoformat(row["time_local"]).replace(tzinfo=tz)
-        out[row["zone"]][when] = (
-            float(row["temperature_2m_c"]),
-            float(row["relative_humidity_2m_pct"]),
+        out[name] = HourlyWeather(
+            dry_bulb_c=dict(zip(city["time"], city["temperature_2m_c"], strict=True)),
+            wet_bulb_c=dict(zip(city["time"], wet.tolist(), strict=True)),
         )
-    return dict(out)
+    return out
 
 
-def openmeteo_weather(zone: str, om) -> tuple[np.ndarray, np.ndarray]:
-    """Dry bulb and RH at the middle of every week step: mean of the two bounding hours."""
-    series = om[zone]
-    dry, rh = np.empty(WEEK_STEPS), np.empty(WEEK_STEPS)
-    for k, t in enumerate(week_times()):
-        a, b = series[t], series[t + timedelta(hours=1)]
-        dry[k], rh[k] = (a[0] + b[0]) / 2.0, (a[1] + b[1]) / 2.0
-    return dry, rh
+def step_weather(hourly: HourlyWeather, period: Period) -> tuple[np.ndarray, np.ndarray]:
+    """Dry and wet bulb [°C] of every step of ``period``, unrounded.
 
-
-def reconstruction_error(zone: str, om, first_day: date = date(2023, 1, 14)) -> dict[str, float]:
-    """Test the daily-to-hourly reconstruction on a real hourly series.
-
-    Daily statistics are taken from Open-Meteo's hourly Sydney or Melbourne series the way BOM
-    defines them (minimum over the 24 h to 9 am, maximum over the 24 h from 9 am, 9 am and 3 pm
-    values, local clock = +11:00 in January); the hourly series is then rebuilt with
-    :func:`reconstruct_hourly` and compared with the real one over the 168 week steps.
-
-    Returns
-    -------
-    dict
-        RMSE and largest error of dry bulb and of wet bulb [°C].
+    ERA5 values are instantaneous at the hour: a step ``[t, t+1h)`` is represented by the mean
+    of the values at its two ends (``t`` and ``t+1h``, in UTC), i.e. by its middle.
     """
-    tz = timezone(timedelta(hours=11))
-    series = om[zone]
-    days = (BOM_LAST_DAY - BOM_FIRST_DAY).days + 1
-    daily = {v: np.empty(days) for v in BOM_VARS}
-    for k in range(days):
-        day = datetime(first_day.year, first_day.month, first_day.day, tzinfo=tz) + timedelta(k)
-        before = [series[day + timedelta(hours=h)][0] for h in range(-15, 10)]
-        after = [series[day + timedelta(hours=h)][0] for h in range(9, 34)]
-        daily["MinTemp"][k], daily["MaxTemp"][k] = min(before), max(after)
-        (daily["Temp9am"][k], daily["Humidity9am"][k]) = series[day + timedelta(hours=9)]
-        (daily["Temp3pm"][k], daily["Humidity3pm"][k]) = series[day + timedelta(hours=15)]
-    lat, lon = {"AU-NSW": (-33.848858, 151.19551), "AU-VIC": (-37.785587, 144.93976)}[zone]
-    origin = datetime(first_day.year, first_day.month, first_day.day, tzinfo=tz)
-    start_h = (WEEK_START - origin).total_seconds() / 3600.0
-    hours = start_h + np.arange(WEEK_STEPS) + 0.5
-    dry, rh = reconstruct_hourly(daily, lat, lon, 11.0, hours, first_day)
-    true_dry, true_rh = openmeteo_weather(zone, om)
-    wet, true_wet = wet_bulb_stull(dry, rh), wet_bulb_stull(true_dry, true_rh)
-    return {
-        "dry_rmse": float(np.sqrt(np.mean((dry - true_dry) ** 2))),
-        "dry_max": float(np.abs(dry - true_dry).max()),
-        "wet_rmse": float(np.sqrt(np.mean((wet - true_wet) ** 2))),
-        "wet_max": float(np.abs(wet - true_wet).max()),
+    dry, wet = np.empty(period.steps), np.empty(period.steps)
+    for k, t in enumerate(period_times(period)):
+        a = t.astimezone(UTC)
+        b = a + timedelta(hours=1)
+        dry[k] = (hourly.dry_bulb_c[a] + hourly.dry_bulb_c[b]) / 2.0
+        wet[k] = (hourly.wet_bulb_c[a] + hourly.wet_bulb_c[b]) / 2.0
+    return dry, wet
+
+
+@dataclass(frozen=True)
+class ClimateShift:
+    """How a place away from the capitals differs from its nearest capital, by month.
+
+    From the BOM daily observations 2008–2017 (``climatology_monthly_by_city_from_weatherAUS``):
+    the dry-bulb shift is the difference of the mean daily mean temperature
+    (``(mean max + mean min) / 2``), the wet-bulb shift the difference of the mean of the 9 am
+    and 3 pm mean wet bulbs.
+    """
+
+    location: str  # the place's row in the climatology
+    capital: str
+    dry_c: dict[int, float]  # calendar month -> shift [°C]
+    wet_c: dict[int, float]
+
+
+def climatology(raw: Path = RAW) -> dict[tuple[str, int], dict[str, str]]:
+    """The monthly climatology rows keyed by (location, month)."""
+    rows = read_csv(raw / "climatology_monthly_by_city_from_weatherAUS.csv")
+    return {(r["location"], int(r["month"])): r for r in rows}
+
+
+def climate_shift(
+    location: str, capital: str, months: set[int], table: dict[tuple[str, int], dict[str, str]]
+) -> ClimateShift:
+    """The :class:`ClimateShift` of ``location`` against ``capital`` for ``months``."""
+
+    def daily_mean(row: dict[str, str]) -> float:
+        return (float(row["mean_max_c"]) + float(row["mean_min_c"])) / 2.0
+
+    def wet_mean(row: dict[str, str]) -> float:
+        return (float(row["mean_wetbulb_9am_c_stull"]) + float(row["mean_wetbulb_3pm_c_stull"])) / 2
+
+    dry, wet = {}, {}
+    for m in sorted(months):
+        here, there = table[(location, m)], table[(capital, m)]
+        dry[m] = round(daily_mean(here) - daily_mean(there), 2)
+        wet[m] = round(wet_mean(here) - wet_mean(there), 2)
+    return ClimateShift(location, capital, dry, wet)
+
+
+def nearest_capital(lat: float, lon: float, cities: dict[str, dict[str, str]]) -> str:
+    """The capital closest to (lat, lon) by great-circle distance."""
+    distance = {
+        c: float(great_circle_km(lat, lon, float(cities[c]["lat"]), float(cities[c]["lon"])))
+        for c in CAPITALS
     }
+    return min(distance, key=distance.__getitem__)
+
+
+def shifted_weather(
+    dry: np.ndarray, wet: np.ndarray, shift: ClimateShift, period: Period
+) -> tuple[np.ndarray, np.ndarray]:
+    """The capital's step weather moved by the climatological difference of each step's
+    month; the wet bulb is capped at the shifted dry bulb."""
+    months = [t.month for t in period_times(period)]
+    dry_shift = np.array([shift.dry_c[m] for m in months])
+    wet_shift = np.array([shift.wet_c[m] for m in months])
+    new_dry = dry + dry_shift
+    return new_dry, np.minimum(wet + wet_shift, new_dry)
 
 
 @dataclass(frozen=True)
@@ -868,25 +812,20 @@ class EconomizerCalibration:
     threshold_c: float
     slope: float
     sydney_hours_active: float
-    melbourne_annual_wue: float
     sydney_max_wet_bulb: float
 
 
-def calibrate_economizer(om) -> EconomizerCalibration:
+def calibrate_economizer(raw: Path = RAW) -> EconomizerCalibration:
     """Economizer parameters from AWS's Sydney WUE and the evaporation bound.
 
-    Two conditions on Sydney's 2023 hourly wet bulb fix ``(Tw0, k)``: the annual mean of
-    ``k·max(0, Tw − Tw0)`` equals AWS's 0.10 L/kWh, and the WUE at the year's highest wet bulb
-    equals the latent-heat bound 1.59 L/kWh (all heat rejected by evaporation). Solved by
-    bisection on ``Tw0`` (the ratio mean excess / peak excess falls monotonically in ``Tw0``).
+    Two conditions on Sydney's hourly wet bulb of 2023 (Open-Meteo, UTC year; wet bulb by the
+    WMO psychrometer equation) fix ``(Tw0, k)``: the annual mean of ``k·max(0, Tw − Tw0)``
+    equals AWS's 0.10 L/kWh, and the WUE at the year's highest wet bulb equals the latent-heat
+    bound 1.59 L/kWh (all heat rejected by evaporation). Solved by bisection on ``Tw0`` (the
+    ratio mean excess / peak excess falls monotonically in ``Tw0``).
     """
-
-    def wet(zone: str) -> np.ndarray:
-        values = [v for t, v in om[zone].items() if t.year == 2023]
-        arr = np.array(values)
-        return wet_bulb_stull(arr[:, 0], arr[:, 1])
-
-    syd, mel = wet("AU-NSW"), wet("AU-VIC")
+    hourly = read_openmeteo(raw / "openmeteo_sydney_hourly_2023.csv")["Sydney"]
+    syd = np.array(list(hourly.wet_bulb_c.values()))
     top = float(syd.max())
     target = AWS_WUE_SYDNEY / EVAPORATION_BOUND_L_PER_KWH
     lo, hi = float(syd.min()), top - 1e-6
@@ -900,7 +839,6 @@ def calibrate_economizer(om) -> EconomizerCalibration:
         threshold_c=threshold,
         slope=slope,
         sydney_hours_active=float((syd > threshold).mean()),
-        melbourne_annual_wue=float(wue_economizer(mel, threshold, slope).mean()),
         sydney_max_wet_bulb=top,
     )
 
@@ -930,15 +868,15 @@ def burstgpt_shape(raw: Path = RAW) -> np.ndarray:
     return counts / counts.mean()
 
 
-def local_shape(shape: np.ndarray, utc_offset_h: float) -> np.ndarray:
-    """Mean of the hour-of-day ``shape`` over each week step in a local clock, shape (168,).
+def local_shape(shape: np.ndarray, utc_offset_h: float, period: Period) -> np.ndarray:
+    """Mean of the hour-of-day ``shape`` over each step of ``period`` in a local clock.
 
     Step ``[t, t+1)`` (AEST) is ``[t + o − 10, t + o − 9)`` on a clock at UTC+``o``; the
     piecewise-constant hourly shape is averaged over that interval (two bins for half-hour
     offsets such as South Australia's +10:30).
     """
-    out = np.empty(WEEK_STEPS)
-    for k, t in enumerate(week_times()):
+    out = np.empty(period.steps)
+    for k, t in enumerate(period_times(period)):
         start = t.hour + (utc_offset_h - 10.0)
         first = math.floor(start)
         frac = start - first
@@ -1000,50 +938,91 @@ class BuildResult:
     stats: dict
 
 
-def build_scenario(name: str, raw: Path = RAW) -> BuildResult:
-    """Assemble the full-week scenario ``name`` (``australia`` or ``australia-20``)."""
-    cities = {r["city"]: r for r in read_csv(raw / "cities.csv")}
-    if name == "australia":
-        specs = _capital_sites(cities)
-        regions = regions_for("capitals", raw)
-    elif name == "australia-20":
-        specs = _capital_sites(cities) + _regional_sites(cities)
-        regions = regions_for("all", raw)
-    else:
-        raise KeyError(f"unknown scenario {name!r} (australia, australia-20)")
-    S, R, C, T = len(specs), len(regions), len(CLASS_SPECS), WEEK_STEPS
+@dataclass(frozen=True)
+class ScenarioSpec:
+    """What an embedded scenario is made of."""
 
-    # --- grid signals per site
-    nem = nem_hourly(raw)
-    grids = dict(nem)
-    for g in ESTIMATED_GRIDS:
-        grids[g] = estimated_grid(g, nem, raw)
-    aemo_gap = check_against_aemo_hourly(nem, raw)
-    # OpenNEM rounds 5-minute prices to 4 significant figures: hourly means agree within a few
-    # hundredths of a dollar.
-    if aemo_gap > 0.05:
-        raise ValueError(f"NEM hourly prices differ from AEMO hourly by {aemo_gap} AUD/MWh")
+    places: str  # "capitals" (8 sites and regions) or "all" (20 sites, 16 regions)
+    period: str  # key of :data:`data_build.periods.PERIODS`
+    summary: str
 
-    # --- weather per site
-    om = openmeteo_hourly(raw)
-    daily, fills = bom_daily(raw)
-    cities_by_bom = {
-        r["weatherAUS_location"]: (float(r["lat"]), float(r["lon"]))
-        for r in cities.values()
-        if r["weatherAUS_location"]
-    }
-    dry = np.empty((S, T))
-    rh = np.empty((S, T))
-    for i, s in enumerate(specs):
+
+SCENARIO_SPECS = {
+    "australia": ScenarioSpec("capitals", "2023-01", "the 8 capitals, January 2023"),
+    "australia-20": ScenarioSpec("all", "2023-01", "20 sites and 16 regions, January 2023"),
+    "australia-heatwave-2020": ScenarioSpec(
+        "capitals", "2020-01", "the 8 capitals in the heatwave of 28 Jan – 2 Feb 2020"
+    ),
+    "australia-winter-2020": ScenarioSpec(
+        "capitals", "2020-07", "the 8 capitals in the winter week of 6–12 July 2020"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SiteWeather:
+    """The hourly weather of every site and where each series comes from."""
+
+    dry_bulb_c: np.ndarray  # (S, T), rounded to 0.01 °C
+    wet_bulb_c: np.ndarray
+    sources: tuple[str, ...]  # one line per site, for the provenance
+
+
+def site_weather(specs: list[SiteSpec], period: Period, cities, raw: Path = RAW) -> SiteWeather:
+    """Dry and wet bulb of every site over ``period``, rounded to 0.01 °C.
+
+    A capital gets its own Open-Meteo series (:func:`step_weather`); any other place gets its
+    nearest capital's, shifted by their climatological difference (:func:`shifted_weather`).
+    """
+    hourly = read_openmeteo(raw / "openmeteo_8capitals_hourly_scenario_weeks.csv")
+    table = climatology(raw)
+    months = {t.month for t in period_times(period)}
+    dry, wet, sources = [], [], []
+    for s in specs:
         source, key = s.weather.split(":")
         if source == "openmeteo":
-            dry[i], rh[i] = openmeteo_weather(key, om)
+            d, w = step_weather(hourly[key], period)
+            sources.append(f"Open-Meteo {key}")
         else:
-            dry[i], rh[i] = bom_weather(key, daily, cities_by_bom)
-    dry = np.round(dry, 2)
-    wet = np.round(wet_bulb_stull(dry, rh), 2)
-    econ = calibrate_economizer(om)
-    recon = {z: reconstruction_error(z, om) for z in ("AU-NSW", "AU-VIC")}
+            capital = nearest_capital(s.lat, s.lon, cities)
+            shift = climate_shift(key, capital, months, table)
+            d, w = shifted_weather(*step_weather(hourly[capital], period), shift, period)
+            moves = "; ".join(
+                f"month {m}: dry {shift.dry_c[m]:+.2f}, wet {shift.wet_c[m]:+.2f} °C"
+                for m in sorted(months)
+            )
+            sources.append(
+                f"SHIFTED: Open-Meteo {capital} (nearest capital) + climatology {key} − "
+                f"{capital} ({moves})"
+            )
+        dry.append(d)
+        wet.append(w)
+    dry_c = np.round(np.array(dry), 2)
+    # Rounding keeps wet ≤ dry (both are rounded the same way, and wet ≤ dry before it).
+    wet_c = np.round(np.array(wet), 2)
+    return SiteWeather(dry_c, wet_c, tuple(sources))
+
+
+def build_scenario(name: str, raw: Path = RAW) -> BuildResult:
+    """Assemble the whole-period scenario ``name`` (one of :data:`SCENARIO_SPECS`)."""
+    if name not in SCENARIO_SPECS:
+        raise KeyError(f"unknown scenario {name!r} ({', '.join(SCENARIO_SPECS)})")
+    spec = SCENARIO_SPECS[name]
+    period = PERIODS[spec.period]
+    cities = {r["city"]: r for r in read_csv(raw / "cities.csv")}
+    specs = _capital_sites(cities)
+    if spec.places == "all":
+        specs += _regional_sites(cities)
+    regions = regions_for(spec.places, raw)
+    S, R, C, T = len(specs), len(regions), len(CLASS_SPECS), period.steps
+
+    # --- grid signals per site
+    grids, aemo_gap = grid_signals(period, raw)
+
+    # --- weather per site
+    weather = site_weather(specs, period, cities, raw)
+    dry, wet = weather.dry_bulb_c, weather.wet_bulb_c
+    econ = calibrate_economizer(raw)
 
     # --- serving profiles: the mean over the Azure trace requests of each class
     tokens = trace_tokens(raw)
@@ -1088,7 +1067,7 @@ def build_scenario(name: str, raw: Path = RAW) -> BuildResult:
     shape = burstgpt_shape(raw)
     pop = np.array([r.population for r in regions])
     weight = pop / pop.sum()
-    diurnal = np.array([local_shape(shape, JANUARY_UTC_OFFSET_H[r.state]) for r in regions])
+    diurnal = np.array([local_shape(shape, utc_offset_h(r.state, period), period) for r in regions])
     conv_n, code_n = len(tokens["conv"][0]), len(tokens["code"][0])
     split = {"chat": conv_n / (conv_n + code_n), "code": code_n / (conv_n + code_n)}
     inter = ~deferrable
@@ -1114,7 +1093,7 @@ def build_scenario(name: str, raw: Path = RAW) -> BuildResult:
     p1 = {"tower": DEFAULT_CYCLES, "economizer": econ.threshold_c, "dry": 0.0}
     request_share = np.array(
         [
-            demand[:, c].sum() * 3600.0 * DEFAULT_STEPS / WEEK_STEPS
+            demand[:, c].sum() * 3600.0 * DEFAULT_STEPS / period.steps
             if not deferrable[c]
             else batch[:, c].sum()
             for c in range(C)
@@ -1148,7 +1127,7 @@ def build_scenario(name: str, raw: Path = RAW) -> BuildResult:
     price = np.round(np.array([grids[s.grid_region].price for s in specs]), 4)
     carbon = np.round(np.array([grids[s.grid_region].carbon for s in specs]), 5)
     ewif = np.round(np.array([grids[s.grid_region].ewif for s in specs]), 4)
-    times = week_times()
+    times = period_times(period)
     scenario = Scenario(
         name=name,
         start=times[0],
@@ -1178,8 +1157,9 @@ def build_scenario(name: str, raw: Path = RAW) -> BuildResult:
         batch_requests=batch,
     )
     stats = _statistics(scenario, econ, aemo_gap, rtt_gap, national_rps, split)
-    stats["reconstruction"] = recon
-    return BuildResult(scenario, _provenance(scenario, specs, regions, stats, fills, econ), stats)
+    stats["period"] = period
+    stats["weather_sources"] = weather.sources
+    return BuildResult(scenario, _provenance(scenario, specs, regions, stats, econ), stats)
 
 
 def _check_rtt(specs, regions, rtt, cities, raw: Path) -> float:
@@ -1247,14 +1227,43 @@ def _statistics(sc: Scenario, econ, aemo_gap, rtt_gap, national_rps, split) -> d
     }
 
 
+def _clock_text(period: Period) -> str:
+    """The local clocks of the demand shapes, for the provenance."""
+    clocks = [("NSW/ACT/VIC/TAS", "NSW"), ("QLD", "QLD"), ("SA", "SA"), ("NT", "NT"), ("WA", "WA")]
+    return ", ".join(f"UTC{utc_offset_h(state, period):+g} {names}" for names, state in clocks)
+
+
+def _grid_method(period: Period, gap: float) -> str:
+    """How the NEM rows of the grid table were made, for the provenance."""
+    if period.grid == "opennem-5min":
+        return f"""NEM: hourly means of the 5-minute regional reference price; carbon = Σ emissions
+/ Σ generation in the hour (production-based, no imports, no rooftop PV; the 2023 per-fuel
+emissions are OpenNEM-derived estimates, see raw PROVENANCE); ewif from the hour's mean MW per
+fuel tech × operational water consumption (coal black 1.925, brown 2.3, CCGT 0.78, OCGT /
+reciprocating / distillate 0.125, gas steam 3.13, biomass 2.09, solar 0.004, wind, hydro and
+battery 0 L/kWh). The last step (11:00 on 2023-01-24) averages the 7 intervals to 11:30 where
+the data ends. Cross-check: the NSW1 and VIC1 hourly prices equal green-dcc's independent
+AEMO hourly aggregation within {gap:.4f} AUD/MWh (all complete hours)."""
+    return f"""NEM: price = mean of the two 30-minute regional reference prices (AEMO "price and
+demand" files) of the intervals that start in the hour (AEMO labels an interval by its end).
+Carbon = AEMO's daily CDEII emissions intensity of the region (emissions / sent-out energy of
+the region's own generation: production-based, no imports) for the step's NEM calendar day —
+**constant within each day**: no hourly fuel mix of these days is in the data. ewif = the
+region's generation by fuel tech in the step's month (OpenNEM monthly energy) × the same
+operational water factors as `australia` — **constant within each month**. Cross-check: every
+hourly price equals the hourly means published with the data within {gap:.4f} AUD/MWh. Hourly
+means at the market price cap (14,700 AUD/MWh in FY2019-20) are real."""
+
+
 def _fmt_table(header: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
 
 
-def _provenance(sc: Scenario, specs, regions, stats, fills, econ) -> str:
+def _provenance(sc: Scenario, specs, regions, stats, econ) -> str:
     """The scenario's PROVENANCE.md (generated, deterministic)."""
+    period: Period = stats["period"]
     site_rows = [
         [
             s.site_id,
@@ -1263,17 +1272,17 @@ def _provenance(sc: Scenario, specs, regions, stats, fills, econ) -> str:
             s.gpu,
             str(s.gpus),
             s.cooling,
-            s.weather.replace("openmeteo:", "Open-Meteo 2023 ").replace("bom:", "BOM 2017 ")
-            + (f" ({s.note})" if s.note else ""),
+            source + (f" ({s.note})" if s.note else ""),
         ]
-        for s in specs
+        for s, source in zip(specs, stats["weather_sources"], strict=True)
     ]
     region_rows = [[r.region_id, r.name, f"{r.population:.0f}", r.basis] for r in regions]
     grid_rows = []
     for g in sorted({s.grid_region for s in specs}):
         i = [s.grid_region for s in specs].index(g)
         p, ci, w = sc.price_aud_per_mwh[i], sc.carbon_kg_per_kwh[i], sc.ewif_l_per_kwh[i]
-        src = "NEM 5-min, real" if g in NEM_REGIONS else "ESTIMATE (see below)"
+        real = "NEM 5-min, real" if period.grid == "opennem-5min" else "AEMO 30-min, real"
+        src = real if g in NEM_REGIONS else "ESTIMATE (see below)"
         grid_rows.append(
             [g, src, f"{p.mean():.1f}", f"{p.min():.1f} … {p.max():.1f}", f"{ci.mean():.3f}",
              f"{w.mean():.3f}"]
@@ -1302,7 +1311,6 @@ def _provenance(sc: Scenario, specs, regions, stats, fills, econ) -> str:
         ]
         for c in range(len(sc.classes))
     ]
-    fills_text = "\n".join(f"- {f}" for f in fills) or "- none"
     o = sc.objective
     return f"""# Scenario `{sc.name}` — provenance
 
@@ -1310,9 +1318,10 @@ Generated by `python -m data_build.build_scenarios` from `data_build/raw/` (see
 `data_build/raw/PROVENANCE.md` for the upstream sources, commits and licences, and
 `docs/data.md` for the methods). Do not edit by hand: re-run the build.
 
-- Series: 168 hourly steps 2023-01-17T12:00+10:00 … 2023-01-24T11:00+10:00 (NEM time, AEST).
-  Default horizon (`scenario.toml`): 24 steps from 2023-01-18T00:00+10:00; any other window
-  via `load_scenario(start=..., steps=...)`.
+- Series: {period.steps} hourly steps {period.first.isoformat()} … {period.last.isoformat()}
+  (NEM time, AEST): {period.label}.
+  Default horizon (`scenario.toml`): 24 steps from {period.default_start.isoformat()}; any
+  other window via `load_scenario(start=..., steps=...)`.
 - {stats["sites"]} sites, {stats["regions"]} regions, 3 classes; {stats["gpus"]} GPUs
   ({stats["h100"]} H100-80GB, {stats["gpus"] - stats["h100"]} A100-80GB); Σ u_max·G =
   {stats["capacity"]:.1f} busy GPUs.
@@ -1328,8 +1337,7 @@ request-weighted mean `gpu_s` of the three classes at the site. Cooling paramete
 {econ.threshold_c:g} °C wet bulb and slope {econ.slope:g} L/kWh/°C, calibrated so that the same
 plant in Sydney's 2023 hourly weather (Open-Meteo) uses AWS's reported 0.10 L/kWh on average and
 at most the evaporation bound 1.59 L/kWh (evaporative assist on {econ.sydney_hours_active:.1%} of
-hours); the same plant in Melbourne's 2023 weather gives {econ.melbourne_annual_wue:.3f} L/kWh
-(AWS reports 0.06); `dry` uses no water.
+hours); `dry` uses no water.
 
 ## Regions
 
@@ -1367,32 +1375,23 @@ sites for every interactive class.
         )
     }
 
-NEM: hourly means of the 5-minute regional reference price; carbon = Σ emissions / Σ
-generation in the hour (production-based, no imports, no rooftop PV; the 2023 per-fuel
-emissions are OpenNEM-derived estimates, see raw PROVENANCE); ewif from the hour's mean MW per
-fuel tech × operational water consumption (coal black 1.925, brown 2.3, CCGT 0.78, OCGT /
-reciprocating / distillate 0.125, gas steam 3.13, biomass 2.09, solar 0.004, wind, hydro and
-battery 0 L/kWh). The last step (11:00 on 2023-01-24) averages the 7 intervals to 11:30 where
-the data ends. Cross-check: the NSW1 and VIC1 hourly prices equal green-dcc's independent
-AEMO hourly aggregation within {stats["aemo_gap"]:.4f} AUD/MWh (all complete hours).
+{_grid_method(period, stats["aemo_gap"])}
 
 {est}
 
 ## Weather
 
-Sydney and Melbourne (`openmeteo`): real 2023 hourly temperature and RH (Open-Meteo, ERA5),
-times +11:00 → +10:00, each step the mean of its two bounding hours. All others (`bom`):
-hourly values reconstructed from the BOM daily observations of the same calendar days of
-2017 (min/max, 9 am / 3 pm temperature and humidity), evaluated at the middle of each step.
-Wet bulb: Stull (2011). Check of the reconstruction on the real 2023 hourly series (daily
-statistics taken from it the BOM way, then rebuilt): RMSE dry bulb
-{stats["reconstruction"]["AU-NSW"]["dry_rmse"]:.2f} °C (Sydney) /
-{stats["reconstruction"]["AU-VIC"]["dry_rmse"]:.2f} °C (Melbourne), wet bulb
-{stats["reconstruction"]["AU-NSW"]["wet_rmse"]:.2f} / {
-        stats["reconstruction"]["AU-VIC"]["wet_rmse"]:.2f} °C.
-Gaps filled:
-
-{fills_text}
+Every site's dry and wet bulb are real hourly weather of the same hours as the prices:
+Open-Meteo's historical API (ERA5 reanalysis, the grid cell at each capital's coordinates,
+values instantaneous at each UTC hour). A step `[t, t+1h)` is the mean of the values at its
+two ends (its middle), rounded to 0.01 °C. Wet bulb of each hour from its temperature,
+relative humidity and surface pressure by the WMO psychrometer equation (WMO-No. 8, Annex
+4.B; `common.physics.psychrometrics.wet_bulb_psychrometric`), averaged the same way. A site
+away from the eight capitals (marked SHIFTED) takes its nearest capital's series, moved by
+the difference of the two places' BOM climatology (2008–2017) in the step's month: daily
+mean temperature for the dry bulb, mean 9 am / 3 pm wet bulb for the wet bulb (capped at the
+dry bulb). Reanalysis cells smooth extremes: station maxima run higher (Melbourne 31 Jan
+2020: ERA5 42.4 °C, Olympic Park 42.9 °C).
 
 {
         _fmt_table(
@@ -1404,8 +1403,8 @@ Gaps filled:
 ## Demand
 
 Interactive requests per region ∝ ABS population, shaped by the BurstGPT hour-of-day profile
-in each region's local January clock (AEDT +11 NSW/ACT/VIC/TAS, AEST +10 QLD, ACDT +10:30 SA,
-ACST +9:30 NT, AWST +8 WA); chat:code = {stats["split"]["chat"]:.4f}:{stats["split"]["code"]:.4f}
+in each region's local clock of the period ({_clock_text(period)}); chat:code = {
+        stats["split"]["chat"]:.4f}:{stats["split"]["code"]:.4f}
 (request counts of the Azure conversation and code traces). National mean interactive rate
 {stats["national_mean_rps"]:.1f} req/s. Batch: per region ∝ population, per 24-step horizon.
 
@@ -1431,13 +1430,13 @@ batch spread over 24 h {stats["batch"]:.1%}; peak + batch {stats["peak_total"]:.
 # Writing
 
 
-SCENARIOS = ("australia", "australia-20")
+SCENARIOS = tuple(SCENARIO_SPECS)
 
 
 def scenario_files(result: BuildResult) -> dict[str, str]:
     """Every file of the scenario directory: v1 files (default horizon in the TOML) + PROVENANCE."""
     full = result.scenario
-    first = full.times.index(DEFAULT_START)
+    first = full.times.index(result.stats["period"].default_start)
     files = {"scenario.toml": scenario_toml(full.window(first, DEFAULT_STEPS))}
     for file, (header, rows) in scenario_tables(full).items():
         files[file] = csv_text(header, rows)
@@ -1446,9 +1445,9 @@ def scenario_files(result: BuildResult) -> dict[str, str]:
 
 
 def validate(directory: Path, full: Scenario) -> None:
-    """Load the written directory and check servability of every 24-step window of the week."""
+    """Load the written directory and check servability of every 24-step window of the series."""
     load_scenario(directory)
-    for first in range(WEEK_STEPS - DEFAULT_STEPS + 1):
+    for first in range(full.steps - DEFAULT_STEPS + 1):
         problems = check_servable(full.window(first, DEFAULT_STEPS))
         if problems:
             raise ValueError(f"window starting {full.times[first]}: {problems[0]}")

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import shutil
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
+
+from data_build.periods import PERIODS
 
 RAW = Path(__file__).resolve().parent / "raw"
 
-#: NEM week used by the scenarios: the 168 hourly steps 2023-01-17T12:00 … 2023-01-24T11:00
-#: (+10:00) need the 5-min rows from 12:00 on the 17th to the end of the file (11:30 on the 24th).
+#: NEM week used by the January 2023 scenarios: the 168 hourly steps 2023-01-17T12:00 …
+#: 2023-01-24T11:00 (+10:00) need the 5-min rows from 12:00 on the 17th to the end of the file
+#: (11:30 on the 24th).
 NEM_FIRST = "2023-01-17T12:00:00+10:00"
 NEM_COLUMNS = (
     "timestamp",
@@ -38,20 +44,52 @@ NEM_COLUMNS = (
     "solar_utility_mw",
     "wind_mw",
 )
-OPENMETEO_COLUMNS = ("zone", "time_local", "temperature_2m_c", "relative_humidity_2m_pct")
-BOM_COLUMNS = (
-    "Date",
-    "Location",
-    "MinTemp",
-    "MaxTemp",
-    "Temp9am",
-    "Temp3pm",
-    "Humidity9am",
-    "Humidity3pm",
-)
-#: Padded by three days each side of Jan 17–24 for the interpolation at the ends.
-BOM_FIRST, BOM_LAST = "2017-01-14", "2017-01-27"
 PRICE_FIRST, PRICE_LAST = "2023-01-17 12:00:00", "2023-01-24 11:00:00"
+OPENMETEO_FILE = "weather/openmeteo_8capitals_hourly_2020-01_2026-08.csv.gz"
+OPENMETEO_COLUMNS = (
+    "time_utc",
+    "city",
+    "temperature_2m_c",
+    "relative_humidity_2m_pct",
+    "surface_pressure_hpa",
+)
+#: The economizer is calibrated on a whole year of Sydney's weather (UTC calendar year 2023).
+CALIBRATION_CITY, CALIBRATION_YEAR = "Sydney", "2023"
+SEASONS = "grid_nem/seasons"
+AEMO_30MIN_FILE = (
+    f"{SEASONS}/nem_price_demand_30min_5regions_fullmonths"
+    "_2017-02_2019-01_2020-01_2020-02_2020-07.csv"
+)
+AEMO_30MIN_COLUMNS = (
+    "region",
+    "interval_start_nem",
+    "interval_end_nem",
+    "rrp_aud_per_mwh",
+    "total_demand_mw",
+)
+AEMO_HOURLY_COLUMNS = ("period", "hour_start_nem", "region", "rrp_aud_per_mwh_mean")
+CDEII_COLUMNS = (
+    "date_nem",
+    "regionid",
+    "total_sent_out_energy_mwh",
+    "total_emissions_tco2e",
+    "co2e_intensity_index_tco2e_per_mwh",
+)
+MONTHLY_FUELS = (
+    "battery_discharging_gwh",
+    "bioenergy_biomass_gwh",
+    "coal_black_gwh",
+    "coal_brown_gwh",
+    "distillate_gwh",
+    "gas_ccgt_gwh",
+    "gas_ocgt_gwh",
+    "gas_recip_gwh",
+    "gas_steam_gwh",
+    "gas_wcmg_gwh",
+    "hydro_gwh",
+    "solar_utility_gwh",
+    "wind_gwh",
+)
 
 COPIED = (
     "geo/cities.csv",
@@ -62,11 +100,18 @@ COPIED = (
     "llm_traces/AzureLLMInferenceTrace_conv_2023.csv",
     "llm_traces/AzureLLMInferenceTrace_code_2023.csv",
     "llm_traces/burstgpt1_derived_sessions_by_hour_of_day.csv",
+    "weather/climatology_monthly_by_city_from_weatherAUS.csv",
 )
 
 
-def _filter(source: Path, target: Path, columns, keep) -> int:
-    with source.open(newline="", encoding="utf-8") as fin:
+def _filter(
+    source: Path,
+    target: Path,
+    columns: Sequence[str],
+    keep: Callable[[dict[str, str]], bool],
+) -> int:
+    opener = gzip.open if source.suffix == ".gz" else open
+    with opener(source, "rt", newline="", encoding="utf-8") as fin:
         reader = csv.DictReader(fin)
         rows = [[row[c] for c in columns] for row in reader if keep(row)]
     with target.open("w", newline="", encoding="utf-8") as fout:
@@ -74,6 +119,35 @@ def _filter(source: Path, target: Path, columns, keep) -> int:
         writer.writerow(columns)
         writer.writerows(rows)
     return len(rows)
+
+
+def _utc_label(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _nem_dates(key: str) -> tuple[str, str]:
+    """First and last NEM calendar date of a period, ``YYYY-MM-DD``."""
+    period = PERIODS[key]
+    return period.first.date().isoformat(), period.last.date().isoformat()
+
+
+def _in_weather_window(row: dict[str, str]) -> bool:
+    for period in PERIODS.values():
+        first, last = period.weather_hours_utc()
+        if _utc_label(first) <= row["time_utc"] <= _utc_label(last):
+            return True
+    return False
+
+
+def _in_season(date_text: str) -> bool:
+    """Whether a NEM date (``YYYY-MM-DD…``) falls in one of the AEMO 30-minute periods."""
+    for key, period in PERIODS.items():
+        if period.grid != "aemo-30min":
+            continue
+        first, last = _nem_dates(key)
+        if first <= date_text[:10] <= last:
+            return True
+    return False
 
 
 def trim(source: Path, target: Path = RAW) -> dict[str, int]:
@@ -92,17 +166,17 @@ def trim(source: Path, target: Path = RAW) -> dict[str, int]:
         NEM_COLUMNS,
         lambda r: r["timestamp"] >= NEM_FIRST,
     )
-    counts["openmeteo_hourly_AU-NSW_AU-VIC_2023.csv"] = _filter(
-        source / "green_dcc_au/weather_hourly_openmeteo_AU-NSW_AU-VIC_2020-2024.csv",
-        target / "openmeteo_hourly_AU-NSW_AU-VIC_2023.csv",
+    counts["openmeteo_8capitals_hourly_scenario_weeks.csv"] = _filter(
+        source / OPENMETEO_FILE,
+        target / "openmeteo_8capitals_hourly_scenario_weeks.csv",
         OPENMETEO_COLUMNS,
-        lambda r: r["time_local"].startswith("2023-") or r["time_local"].startswith("2024-01-01"),
+        _in_weather_window,
     )
-    counts["weatherAUS_2017-01-14_to_2017-01-27.csv"] = _filter(
-        source / "weather/weatherAUS_selected_cities_daily_2007-2017.csv",
-        target / "weatherAUS_2017-01-14_to_2017-01-27.csv",
-        BOM_COLUMNS,
-        lambda r: BOM_FIRST <= r["Date"] <= BOM_LAST,
+    counts["openmeteo_sydney_hourly_2023.csv"] = _filter(
+        source / OPENMETEO_FILE,
+        target / "openmeteo_sydney_hourly_2023.csv",
+        OPENMETEO_COLUMNS,
+        lambda r: r["city"] == CALIBRATION_CITY and r["time_utc"].startswith(CALIBRATION_YEAR),
     )
     for zone in ("NSW", "VIC"):
         name = f"aemo_hourly_price_AU-{zone}_2023-01-17_to_2023-01-24.csv"
@@ -112,6 +186,38 @@ def trim(source: Path, target: Path = RAW) -> dict[str, int]:
             ("Datetime", "Price (USD/MWh)"),
             lambda r: PRICE_FIRST <= r["Datetime"] <= PRICE_LAST,
         )
+    counts["aemo_price_demand_30min_5regions_2020_seasons.csv"] = _filter(
+        source / AEMO_30MIN_FILE,
+        target / "aemo_price_demand_30min_5regions_2020_seasons.csv",
+        AEMO_30MIN_COLUMNS,
+        lambda r: _in_season(r["interval_start_nem"]),
+    )
+    counts["aemo_hourly_rrp_5regions_2020_seasons.csv"] = _filter(
+        source / f"{SEASONS}/nem_hourly_rrp_5regions_all_periods_long.csv",
+        target / "aemo_hourly_rrp_5regions_2020_seasons.csv",
+        AEMO_HOURLY_COLUMNS,
+        lambda r: _in_season(r["hour_start_nem"]),
+    )
+    counts["aemo_cdeii_daily_2020_seasons.csv"] = _filter(
+        source / f"{SEASONS}/aemo_cdeii_daily_emissions_intensity_priority_periods.csv",
+        target / "aemo_cdeii_daily_2020_seasons.csv",
+        CDEII_COLUMNS,
+        lambda r: _in_season(r["date_nem"]) and r["regionid"] != "NEM",
+    )
+    months = sorted(
+        {
+            (p.first + timedelta(days=d)).strftime("%Y-%m")
+            for p in PERIODS.values()
+            if p.grid == "aemo-30min"
+            for d in range((p.last - p.first).days + 1)
+        }
+    )
+    counts["nem_monthly_fuel_mix_2020_seasons.csv"] = _filter(
+        source / "grid_nem/nem_monthly_1998-12_to_2022-12.csv",
+        target / "nem_monthly_fuel_mix_2020_seasons.csv",
+        ("month", "region", *MONTHLY_FUELS),
+        lambda r: r["month"] in months,
+    )
     for rel in COPIED:
         shutil.copyfile(source / rel, target / Path(rel).name)
         counts[Path(rel).name] = -1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from scipy.optimize import linprog
 
 from common.errors import ScenarioError
-from common.physics.psychrometrics import wet_bulb_stull
+from common.physics.psychrometrics import wet_bulb_psychrometric
 from common.physics.water import wue_economizer
 from common.scenario import Scenario
 from common.scenario_io import load_scenario
@@ -22,13 +22,138 @@ from data_build import build_scenarios
 RAW = Path(build_scenarios.__file__).parent / "raw"
 AEST = timezone(timedelta(hours=10))
 WEEK_START = datetime(2023, 1, 17, 12, 0, tzinfo=AEST)
-NAMES = ("australia", "australia-20")
-SHAPES = {"australia": (8, 8, 3), "australia-20": (20, 16, 3)}
+NAMES = ("australia", "australia-20", "australia-heatwave-2020", "australia-winter-2020")
+SEASONS = ("australia-heatwave-2020", "australia-winter-2020")
+SHAPES = {name: (8, 8, 3) for name in NAMES} | {"australia-20": (20, 16, 3)}
+#: (first step, steps, first step of the default horizon) of each scenario's series.
+SPANS = {
+    "australia": (WEEK_START, 168, datetime(2023, 1, 18, tzinfo=AEST)),
+    "australia-20": (WEEK_START, 168, datetime(2023, 1, 18, tzinfo=AEST)),
+    "australia-heatwave-2020": (
+        datetime(2020, 1, 28, tzinfo=AEST),
+        144,
+        datetime(2020, 1, 31, tzinfo=AEST),
+    ),
+    "australia-winter-2020": (
+        datetime(2020, 7, 6, tzinfo=AEST),
+        168,
+        datetime(2020, 7, 6, tzinfo=AEST),
+    ),
+}
+CAPITALS = {
+    "syd": "Sydney",
+    "mel": "Melbourne",
+    "bne": "Brisbane",
+    "per": "Perth",
+    "adl": "Adelaide",
+    "cbr": "Canberra",
+    "hba": "Hobart",
+    "drw": "Darwin",
+}
 
 
 @pytest.fixture(scope="module")
 def weeks() -> dict[str, Scenario]:
-    return {n: load_scenario(embedded_path(n), start=WEEK_START, steps=168) for n in NAMES}
+    """Every embedded scenario over its whole series."""
+    return {n: load_scenario(embedded_path(n), start=SPANS[n][0], steps=SPANS[n][1]) for n in NAMES}
+
+
+@pytest.fixture(scope="module")
+def openmeteo() -> dict[tuple[str, datetime], tuple[float, float, float]]:
+    """(city, UTC hour) -> (temperature, RH, surface pressure) of the Open-Meteo rows."""
+    out = {}
+    with (RAW / "openmeteo_8capitals_hourly_scenario_weeks.csv").open() as handle:
+        for r in csv.DictReader(handle):
+            when = datetime.strptime(r["time_utc"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            out[(r["city"], when)] = (
+                float(r["temperature_2m_c"]),
+                float(r["relative_humidity_2m_pct"]),
+                float(r["surface_pressure_hpa"]),
+            )
+    return out
+
+
+def _expected_weather(openmeteo, city: str, times) -> tuple[np.ndarray, np.ndarray]:
+    """docs/data.md §3: a step is the mean of the hourly values at its two ends, each wet bulb
+    from (T, RH, p) by the WMO psychrometer equation; rounded to 0.01 °C."""
+    dry, wet = [], []
+    for t in times:
+        ends = [openmeteo[(city, t.astimezone(UTC) + timedelta(hours=h))] for h in (0, 1)]
+        temps, rhs, pressures = (np.array(v) for v in zip(*ends, strict=True))
+        dry.append(temps.mean())
+        wet.append(wet_bulb_psychrometric(temps, rhs, pressures).mean())
+    return np.round(dry, 2), np.round(wet, 2)
+
+
+@pytest.mark.parametrize("name", ("australia", *SEASONS))
+def test_every_site_hour_is_the_real_hourly_weather(weeks, openmeteo, name):
+    sc = weeks[name]
+    for i, site in enumerate(sc.sites.site_id):
+        dry, wet = _expected_weather(openmeteo, CAPITALS[site], sc.times)
+        assert np.array_equal(sc.dry_bulb_c[i], dry), site
+        assert np.array_equal(sc.wet_bulb_c[i], wet), site
+
+
+def test_sites_away_from_capitals_are_their_nearest_capital_shifted(weeks):
+    # docs/data.md §3: nearest capital's series + the monthly climatological difference.
+    sc, capitals = weeks["australia-20"], weeks["australia"]
+    with (RAW / "climatology_monthly_by_city_from_weatherAUS.csv").open() as handle:
+        clim = {(r["location"], int(r["month"])): r for r in csv.DictReader(handle)}
+
+    def daily(loc: str) -> float:
+        return (float(clim[(loc, 1)]["mean_max_c"]) + float(clim[(loc, 1)]["mean_min_c"])) / 2
+
+    cases = {
+        "ool": ("bne", "GoldCoast", "Brisbane"),
+        "lst": ("hba", "Launceston", "Hobart"),
+        "asp": ("drw", "AliceSprings", "Darwin"),
+        "per-apt": ("per", "PerthAirport", "Perth"),
+    }
+    for site, (capital, place, capital_place) in cases.items():
+        i, k = sc.sites.site_id.index(site), capitals.sites.site_id.index(capital)
+        shift = round(daily(place) - daily(capital_place), 2)
+        expected = np.round(capitals.dry_bulb_c[k] + shift, 2)
+        assert np.max(np.abs(sc.dry_bulb_c[i] - expected)) <= 0.011, site
+        text = (embedded_path("australia-20") / "PROVENANCE.md").read_text(encoding="utf-8")
+        row = next(line for line in text.splitlines() if line.startswith(f"| {site} |"))
+        assert "SHIFTED" in row and capital_place in row
+
+
+@pytest.mark.parametrize("name", SEASONS)
+def test_season_prices_are_aemo_hourly_means_and_carbon_is_daily_cdeii(weeks, name):
+    sc = weeks[name]
+    means = {}
+    with (RAW / "aemo_hourly_rrp_5regions_2020_seasons.csv").open() as handle:
+        for r in csv.DictReader(handle):
+            hour = datetime.strptime(r["hour_start_nem"], "%Y-%m-%d %H:%M").replace(tzinfo=AEST)
+            means[(r["region"], hour)] = float(r["rrp_aud_per_mwh_mean"])
+    with (RAW / "aemo_cdeii_daily_2020_seasons.csv").open() as handle:
+        cdeii = {
+            (r["regionid"], r["date_nem"]): float(r["co2e_intensity_index_tco2e_per_mwh"])
+            for r in csv.DictReader(handle)
+        }
+    checked = 0
+    for i, region in enumerate(sc.sites.grid_region):
+        if region in ("WEM", "NT-DKIS"):
+            continue
+        for t, time in enumerate(sc.times):
+            assert sc.price_aud_per_mwh[i, t] == pytest.approx(means[(region, time)], abs=1e-4)
+            # the published index is rounded to 4 decimals; the scenario keeps 5
+            daily = cdeii[(region, time.date().isoformat())]
+            assert sc.carbon_kg_per_kwh[i, t] == pytest.approx(daily, abs=6e-5)
+            checked += 1
+    assert checked == 6 * sc.steps
+
+
+def test_heatwave_holds_the_real_heat_and_prices(weeks):
+    sc = weeks["australia-heatwave-2020"]
+    day = [k for k, t in enumerate(sc.times) if t.date().isoformat() == "2020-01-31"]
+    mel, adl = sc.sites.site_id.index("mel"), sc.sites.site_id.index("adl")
+    assert sc.dry_bulb_c[mel, day].max() > 41.5  # ERA5 cell; the station read 42.9 °C
+    assert sc.dry_bulb_c[adl].max() > 39.0  # 30 Jan
+    assert sc.price_aud_per_mwh[mel, day].max() > 10_000  # VIC1 near the 14,700 cap
+    winter = weeks["australia-winter-2020"]
+    assert winter.dry_bulb_c[:, :].mean() < weeks["australia"].dry_bulb_c.mean() - 8
 
 
 def test_listed_and_unknown_name_is_explained():
@@ -41,7 +166,7 @@ def test_listed_and_unknown_name_is_explained():
 def test_loads_with_default_horizon(name):
     sc = load_scenario(embedded_path(name))
     assert sc.shape == (*SHAPES[name], 24)
-    assert sc.start == datetime(2023, 1, 18, 0, 0, tzinfo=AEST)
+    assert sc.start == SPANS[name][2]
     assert sc.step_hours == 1.0
     assert sc.classes.class_id == ("chat", "code", "batch")
     assert list(sc.classes.deferrable) == [False, False, True]
@@ -49,15 +174,16 @@ def test_loads_with_default_horizon(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_series_cover_the_week_and_no_more(name, weeks):
+def test_series_cover_the_period_and_no_more(name, weeks):
     sc = weeks[name]
-    assert sc.steps == 168
-    assert sc.times[-1] == datetime(2023, 1, 24, 11, 0, tzinfo=AEST)
+    first, steps, _ = SPANS[name]
+    assert sc.steps == steps
+    assert sc.times[-1] == first + timedelta(hours=steps - 1)
     assert all(t.utcoffset() == timedelta(hours=10) for t in sc.times)
     with pytest.raises(ScenarioError, match="missing step"):
-        load_scenario(embedded_path(name), start=WEEK_START, steps=169)
-    # any day of the week can be the horizon
-    later = load_scenario(embedded_path(name), start=datetime(2023, 1, 23, 11, tzinfo=AEST))
+        load_scenario(embedded_path(name), start=first, steps=steps + 1)
+    # any day of the period can be the horizon
+    later = load_scenario(embedded_path(name), start=first + timedelta(hours=steps - 24))
     assert later.steps == 24
 
 
@@ -138,7 +264,7 @@ def test_weather_and_grid_sanity(weeks):
 def test_estimates_are_marked_in_provenance():
     text = (embedded_path("australia") / "PROVENANCE.md").read_text(encoding="utf-8")
     assert "**WEM** (ESTIMATE)" in text and "**NT-DKIS** (ESTIMATE)" in text
-    for needle in ("Safeguard", "Sydney Water", "Bedrock", "Stull", "BurstGPT", "Azure"):
+    for needle in ("Safeguard", "Sydney Water", "Bedrock", "WMO", "BurstGPT", "Azure"):
         assert needle.lower() in text.lower(), needle
 
 
@@ -162,14 +288,15 @@ def test_economizer_reproduces_aws_sydney_wue():
     sc = load_scenario(embedded_path("australia"))
     i = sc.sites.site_id.index("syd")
     assert sc.sites.wue_model[i] == "economizer"
-    t, rh = [], []
-    with (RAW / "openmeteo_hourly_AU-NSW_AU-VIC_2023.csv").open() as handle:
+    t, rh, p = [], [], []
+    with (RAW / "openmeteo_sydney_hourly_2023.csv").open() as handle:
         for row in csv.DictReader(handle):
-            if row["zone"] == "AU-NSW" and row["time_local"].startswith("2023"):
-                t.append(float(row["temperature_2m_c"]))
-                rh.append(float(row["relative_humidity_2m_pct"]))
+            t.append(float(row["temperature_2m_c"]))
+            rh.append(float(row["relative_humidity_2m_pct"]))
+            p.append(float(row["surface_pressure_hpa"]))
     assert len(t) == 8760
-    wue = wue_economizer(wet_bulb_stull(t, rh), sc.sites.wue_p1[i], sc.sites.wue_p2[i])
+    wet = wet_bulb_psychrometric(t, rh, p)
+    wue = wue_economizer(wet, sc.sites.wue_p1[i], sc.sites.wue_p2[i])
     assert wue.mean() == pytest.approx(0.10, abs=0.003)
     assert wue.max() == pytest.approx(3.6 / 2.26, abs=0.01)
 

@@ -18,7 +18,13 @@ from common.physics.latency import (
     modelled_rtt_ms,
     path_latency_req_s,
 )
-from common.physics.psychrometrics import wet_bulb_stull
+from common.physics.psychrometrics import (
+    PSYCHROMETER_A,
+    PSYCHROMETER_A_SLOPE,
+    saturation_vapour_pressure_hpa,
+    wet_bulb_psychrometric,
+    wet_bulb_stull,
+)
 from common.physics.water import (
     ewif_from_generation,
     offsite_water_l,
@@ -165,6 +171,32 @@ def test_stull_wet_bulb_paper_example():
     # = 13.699343
     assert wet_bulb_stull(20.0, 50.0) == pytest.approx(13.699, abs=2e-3)
     assert round(float(wet_bulb_stull(20.0, 50.0)), 1) == 13.7
+
+
+def test_psychrometric_wet_bulb_solves_the_wmo_equation():
+    # The root satisfies the psychrometer equation it solves, on a grid of real conditions.
+    t = np.linspace(-5.0, 47.0, 27)[:, None, None]
+    rh = np.array([3.0, 15.0, 40.0, 70.0, 99.0])[None, :, None]
+    p = np.array([900.0, 1013.25])[None, None, :]
+    tw = wet_bulb_psychrometric(t, rh, p)
+    vapour = rh / 100.0 * saturation_vapour_pressure_hpa(t, p)
+    coefficient = PSYCHROMETER_A * (1.0 + PSYCHROMETER_A_SLOPE * tw)
+    residual = saturation_vapour_pressure_hpa(tw, p) - coefficient * p * (t - tw) - vapour
+    assert np.max(np.abs(residual)) < 1e-9
+    assert np.all(tw <= t) and np.all(np.diff(tw, axis=1) > 0)  # wetter air, warmer wet bulb
+
+
+def test_psychrometric_wet_bulb_matches_psychrometric_tables():
+    # Sea level: 20 °C / 50 % -> 13.8 °C and 30 °C / 60 % -> 23.9 °C (ASHRAE chart readings);
+    # saturated air's wet bulb is its temperature; Stull's sea-level fit agrees within 0.2 °C.
+    assert wet_bulb_psychrometric(20.0, 50.0, 1013.25) == pytest.approx(13.8, abs=0.1)
+    assert wet_bulb_psychrometric(30.0, 60.0, 1013.25) == pytest.approx(23.9, abs=0.1)
+    assert wet_bulb_psychrometric(25.0, 100.0, 1013.25) == pytest.approx(25.0, abs=1e-9)
+    assert wet_bulb_psychrometric(30.0, 60.0, 1013.25) == pytest.approx(
+        wet_bulb_stull(30.0, 60.0), abs=0.2
+    )
+    # Lower pressure evaporates more readily: the wet bulb falls (Canberra ~940 hPa).
+    assert wet_bulb_psychrometric(30.0, 30.0, 940.0) < wet_bulb_psychrometric(30.0, 30.0, 1013.25)
 
 
 def test_stull_wet_bulb_never_above_dry_bulb():
