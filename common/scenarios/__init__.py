@@ -1,8 +1,11 @@
 """Scenarios shipped with the package (package data), built by ``data_build/build_scenarios.py``.
 
 - ``australia`` — the 8 capital cities as sites and regions, real NEM prices and emissions of
-  the week 2023-01-17 … 2023-01-24, real or reconstructed hourly weather.
+  the week 2023-01-17 … 2023-01-24 and the real hourly weather of the same hours.
 - ``australia-20`` — 20 sites (capitals, regional cities, airport campuses) and 16 regions.
+- ``australia-heatwave-2020`` — the sites of ``australia`` over 28 Jan – 2 Feb 2020 (default
+  horizon 31 Jan: Melbourne 42 °C, VIC1 at the price cap), real AEMO prices and weather.
+- ``australia-winter-2020`` — the sites of ``australia`` over 6–12 July 2020.
 
 See docs/data.md and each scenario's ``PROVENANCE.md`` for sources and methods.
 
