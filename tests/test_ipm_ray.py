@@ -46,6 +46,13 @@ def test_australia_on_ray_one_actor_per_site(ray_cluster: Any) -> None:
     assert statuses[-1]["state"] == "converged" and statuses[-1]["method"] == "ipm"
 
 
+def test_heatwave_on_ray_reaches_the_optimum(ray_cluster: Any) -> None:
+    # The heatwave's default day (VIC1 at the price cap) across Ray actors, as in process.
+    name = "australia-heatwave-2020"
+    run = solve_distributed(name, executor="ray", settings=IpmSettings())
+    _check(_embedded(name), run, 30)
+
+
 def test_site_groups_on_ray_give_the_same_answer(ray_cluster: Any) -> None:
     alone = solve_distributed("australia", executor="inline", settings=IpmSettings())
     grouped = solve_distributed(
