@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import EngFormatter
 
 from thermoroute.report.australia import MAINLAND, TASMANIA
 
@@ -148,7 +149,7 @@ def against_baselines(
     run_label: str,
     metrics: Sequence[tuple[str, str, str]],
 ) -> Figure:
-    """One bar chart per quantity: the run and every baseline.
+    """One bar chart per quantity, four to a row: the run and every baseline.
 
     Parameters
     ----------
@@ -159,9 +160,14 @@ def against_baselines(
     metrics : sequence
         ``(key, title, unit)``.
     """
-    fig, axes = _subplots(1, len(metrics), figsize=(3.0 * len(metrics), 3.4))
+    columns = min(len(metrics), 4)
+    lines = -(-len(metrics) // columns)
+    fig, grid = _subplots(lines, columns, figsize=(3.0 * columns, 3.4 * lines), squeeze=False)
+    axes = grid.ravel()
+    for spare in axes[len(metrics) :]:
+        spare.remove()
     labels = list(rows)
-    for ax, (key, title, unit) in zip(np.atleast_1d(axes), metrics, strict=True):
+    for ax, (key, title, unit) in zip(axes, metrics, strict=False):
         values = [np.nan if rows[lab].get(key) is None else float(rows[lab][key]) for lab in labels]
         colours = [RUN_COLOUR if lab == run_label else BASELINE_COLOUR for lab in labels]
         ax.bar(range(len(labels)), values, color=colours)
@@ -169,6 +175,8 @@ def against_baselines(
         if finite:  # start near the smallest bar: the differences are a few percent
             low, high = min(finite), max(finite)
             ax.set_ylim(max(0.0, low - 0.6 * (high - low + 1e-9 * high)), high * 1.01 + 1e-12)
+            if high >= 1e5:  # "14 M" on the ticks, not an offset "1e7" over the title
+                ax.yaxis.set_major_formatter(EngFormatter())
         ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
         ax.set_title(f"{title} [{unit}]", fontsize=9)
     fig.tight_layout()
