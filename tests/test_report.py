@@ -22,6 +22,7 @@ import pytest
 import thermoroute
 from common.baselines import SOLVERS
 from thermoroute.report import BAR_METRICS
+from thermoroute.results import PUE_COLUMNS
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -123,6 +124,21 @@ def test_report_opens_whole_in_a_browser(kind: str, runs: dict[str, Path], brows
     }  # fmt: skip
     story = browser.find_element(By.ID, "explanation").text
     assert "Against temperature-unaware" in story and "pPUE" in story
+    # Sites: the pPUE each plan paid beside the climate's, where the sites' detail is at
+    # hand; a private run's page shows neither (nothing of the sites' detail leaks).
+    sites = browser.find_element(By.CSS_SELECTOR, "section#sites table")
+    header = [th.text for th in sites.find_elements(By.TAG_NAME, "th")]
+    assert header[-2:] == list(PUE_COLUMNS.values())
+    pue = [
+        [td.text for td in row.find_elements(By.TAG_NAME, "td")][-2:]
+        for row in sites.find_elements(By.CSS_SELECTOR, "tbody tr")
+    ]
+    assert len(pue) == 8
+    if kind == "private":
+        assert all(cell == "—" for row in pue for cell in row), pue
+    else:
+        assert all(1.0 <= float(cell) < 2.0 for row in pue for cell in row), pue
+        assert any(paid != climate for paid, climate in pue)
     # Against the baselines: the objective and the latency term beside the other terms, in
     # the bars and in the table, for the run and every registered solver.
     section = browser.find_element(By.ID, "baselines")
