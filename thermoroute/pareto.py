@@ -151,9 +151,10 @@ def sweep(
 
 
 def weight_free(frame: pd.DataFrame) -> list[str]:
-    """The solvers of a :func:`sweep` whose plan does not move with the weight (every term
-    but the objective the same at every point, to 1e-9): greedy or single-purpose planners
-    that never see it. Their objective still moves — it is charged with each point's weight.
+    """The solvers of a :func:`sweep` whose plan does not move with the weight: every term
+    but the objective the same at every point, to 1e-9 relative (on ``australia``:
+    ``nearest``, ``price-only`` and ``carbon-only``, which plan without the swept weight).
+    Their objective still moves — it is charged with each point's weight.
     """
     terms = [t for t in TERMS if t != "objective_aud"]
     out = []
@@ -175,7 +176,7 @@ def front_figure(frame: pd.DataFrame, scenario_name: str) -> Figure:
     flat = weight_free(frame)
     if flat:
         title += (
-            f"\n{', '.join(flat)}: plans made without this weight — flat terms, the objective "
-            "charged with it all the same"
+            f"\n{', '.join(flat)}: plans that do not move with this weight — flat terms, the "
+            "objective charged with it all the same"
         )
     return pareto_panels(frame, PANELS, f"{field} [{unit}] (log scale)", title, optimum=OPTIMUM)
