@@ -1,4 +1,5 @@
-"""``thermoroute pareto``: the fronts are what the model implies, written whole."""
+"""``thermoroute pareto``: the fronts are what the model implies, every term drawn, written
+whole."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from common.baselines import BASELINES
+from common.baselines import SOLVERS as REGISTERED
+from common.evaluate import objective_parts_aud
 from common.scenario_io import load_scenario
 from common.scenarios import embedded_path
-from thermoroute.pareto import weights_for
+from thermoroute.pareto import PANELS, SOLVERS, TERMS, front_figure, weights_for
 
 
 def _pareto(*args: str) -> subprocess.CompletedProcess[str]:
@@ -25,12 +29,26 @@ def _pareto(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_carbon_front_trades_energy_cost_for_carbon(tmp_path: Path) -> None:
+def test_carbon_front_draws_the_objective_and_every_term_of_every_plan(tmp_path: Path) -> None:
     out = tmp_path / "front"
     done = _pareto("australia", "--vary", "carbon", "--points", "7", "--out", str(out))
     assert done.returncode == 0, done.stderr
     frame = pd.read_csv(out / "pareto.csv")
-    assert sorted(frame["solver"].unique()) == ["central", "temperature-unaware"]
+    # The optimum and every registered baseline, at every weight, with every term.
+    assert list(dict.fromkeys(frame["solver"])) == list(REGISTERED) == list(SOLVERS)
+    assert set(BASELINES) < set(frame["solver"])
+    assert len(frame) == 7 * len(SOLVERS)
+    assert frame.groupby("weight")["solver"].nunique().eq(len(SOLVERS)).all()
+    assert not frame[[c for c, _, _ in PANELS] + list(TERMS)].isna().any().any()
+    # The terms are all the objective charges: energy cost + carbon + water + latency at
+    # each row's weights give its objective.
+    scenario = load_scenario(embedded_path("australia"))
+    o = scenario.objective
+    rebuilt = (
+        frame["energy_cost_aud"] + frame["weight"] * frame["carbon_kg"]
+        + o.water_aud_per_l * frame["water_l"] + o.latency_aud_per_req_s * frame["latency_req_s"]
+    )  # fmt: skip
+    assert np.allclose(rebuilt, frame["objective_aud"], rtol=1e-9)
     optimum = frame[frame["solver"] == "central"].sort_values("weight")
     assert len(optimum) == 7
     # The scenario's own price is one of the points, in the middle of the sweep.
@@ -43,11 +61,33 @@ def test_carbon_front_trades_energy_cost_for_carbon(tmp_path: Path) -> None:
     assert np.all(np.diff(carbon) <= 1e-6 * carbon[:-1])
     assert np.all(np.diff(cost) >= -1e-6 * cost[:-1])
     assert carbon[-1] < carbon[0] and cost[-1] > cost[0]
-    # At every price temperature-awareness is no worse in the objective it optimises.
-    unaware = frame[frame["solver"] == "temperature-unaware"].sort_values("weight")
-    assert np.all(optimum["objective_aud"].to_numpy() <= unaware["objective_aud"].to_numpy())
+    # At every price the optimum wins the objective against every plan, to the interior
+    # point's tolerance (1e-6 of the objective) — even where a baseline is cheaper in
+    # energy (price-only) or lower in carbon (carbon-only).
+    best = optimum.set_index("weight")["objective_aud"]
+    for solver, rows in frame.groupby("solver"):
+        theirs = rows.set_index("weight")["objective_aud"]
+        assert np.all(best <= theirs * (1 + 1e-6)), solver
+        assert np.all(rows["objective_above_optimum_pct"] >= -1e-4), solver
+    # The picture: one panel per quantity, each drawing every plan with the CSV's values on
+    # a log axis of the weight.
+    figure = front_figure(frame, scenario.name)
+    axes = figure.get_axes()
+    assert len(axes) == len(PANELS)
+    for ax, (column, name, unit) in zip(axes, PANELS, strict=True):
+        assert ax.get_title() == f"{name} [{unit}]" and ax.get_xscale() == "log"
+        lines = {line.get_label(): line for line in ax.get_lines() if line.get_label()[0] != "_"}
+        assert set(lines) == set(SOLVERS), column
+        for solver, line in lines.items():
+            rows = frame[frame["solver"] == solver].sort_values("weight")
+            assert np.array_equal(line.get_xdata(), rows["weight"].to_numpy())
+            assert np.array_equal(line.get_ydata(), rows[column].to_numpy()), (column, solver)
+    covered = {"energy_cost": "energy_cost_aud", "carbon": "carbon_kg", "water": "water_l",
+               "latency": "ttft_mean_ms"}  # fmt: skip
+    assert set(covered) == set(objective_parts_aud(frame.iloc[0], o))
+    assert set(covered.values()) | {"objective_aud"} <= {c for c, _, _ in PANELS}
     image = matplotlib.image.imread(out / "pareto.png")
-    assert image.shape[0] > 300 and image.shape[1] > 500
+    assert image.shape[0] > 500 and image.shape[1] > 1200
     assert (out / ".thermoroute-run").is_file()
 
 

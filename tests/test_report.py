@@ -10,6 +10,7 @@ what it could not show instead of failing.
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,9 @@ from pathlib import Path
 import pytest
 
 import thermoroute
+from common.baselines import SOLVERS
+from thermoroute.report import BAR_METRICS
+from thermoroute.results import PUE_COLUMNS
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -120,6 +124,42 @@ def test_report_opens_whole_in_a_browser(kind: str, runs: dict[str, Path], brows
     }  # fmt: skip
     story = browser.find_element(By.ID, "explanation").text
     assert "Against temperature-unaware" in story and "pPUE" in story
+    # Sites: the pPUE each plan paid beside the climate's, where the sites' detail is at
+    # hand; a private run's page shows neither (nothing of the sites' detail leaks).
+    sites = browser.find_element(By.CSS_SELECTOR, "section#sites table")
+    header = [th.text for th in sites.find_elements(By.TAG_NAME, "th")]
+    assert header[-2:] == list(PUE_COLUMNS.values())
+    pue = [
+        [td.text for td in row.find_elements(By.TAG_NAME, "td")][-2:]
+        for row in sites.find_elements(By.CSS_SELECTOR, "tbody tr")
+    ]
+    assert len(pue) == 8
+    if kind == "private":
+        assert all(cell == "—" for row in pue for cell in row), pue
+    else:
+        assert all(1.0 <= float(cell) < 2.0 for row in pue for cell in row), pue
+        assert any(paid != climate for paid, climate in pue)
+    # Against the baselines: the objective and the latency term beside the other terms, in
+    # the bars and in the table, for the run and every registered solver.
+    section = browser.find_element(By.ID, "baselines")
+    assert section.find_elements(By.CSS_SELECTOR, 'img[alt="bars"]')
+    header = [th.text for th in section.find_elements(By.TAG_NAME, "th")]
+    assert header == ["plan", *(f"{title} [{unit}]" for _, title, unit in BAR_METRICS)]
+    assert {"objective_aud", "latency_req_s"} <= {key for key, _, _ in BAR_METRICS}
+    table = {
+        cells[0]: cells[1:]
+        for row in section.find_elements(By.CSS_SELECTOR, "tbody tr")
+        for cells in [[td.text for td in row.find_elements(By.TAG_NAME, "td")]]
+    }
+    summary = json.loads((runs[kind] / "summary.json").read_text())
+    label = f"this run ({summary['solver']})"
+    assert set(table) == {label, *SOLVERS}
+    run = table[label]
+    assert float(run[0].replace(",", "")) == pytest.approx(summary["objective_aud"], abs=0.006)
+    latency = summary["totals"]["latency_req_s"]
+    assert float(run[4].replace(",", "")) == pytest.approx(latency, abs=0.006)
+    for name in SOLVERS:  # the optimum's objective is the least of the registered plans
+        assert float(table["central"][0].replace(",", "")) <= float(table[name][0].replace(",", ""))
 
 
 def test_report_refuses_a_directory_that_is_no_run(tmp_path: Path) -> None:

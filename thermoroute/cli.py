@@ -473,12 +473,12 @@ def pareto(
         Path | None, typer.Option(help="Output directory (default runs/<scenario>-pareto-<vary>).")
     ] = None,
 ) -> None:
-    """Trade-off front: solve over a sweep of one weight (the centralised optimum and
-    temperature-unaware at each), write pareto.csv and pareto.png."""
+    """Trade-off front: solve over a sweep of one weight (the centralised optimum and every
+    baseline at each), write pareto.csv and pareto.png (the objective and every term
+    against the weight)."""
     from common.run_directory import RunDirectory
-    from thermoroute.pareto import WEIGHTS, SweepError, sweep, weights_for
+    from thermoroute.pareto import WEIGHTS, SweepError, front_figure, sweep, weights_for
     from thermoroute.report import figure_png
-    from thermoroute.report.figures import pareto_front
 
     _, scen = _load(scenario, start, steps)
     try:
@@ -497,8 +497,8 @@ def pareto(
             points,
             on_point=lambda done, total: progress.update(task, completed=done, total=total),
         )
-    field, unit, y, y_label = WEIGHTS[vary.value]
-    figure = pareto_front(frame, y, y_label, f"{field} [{unit}]")
+    field, _ = WEIGHTS[vary.value]
+    figure = front_figure(frame, scen.name)
     try:
         with RunDirectory(out, command=f"pareto --vary {vary.value}") as run_dir:
             assert run_dir.staging is not None
@@ -507,23 +507,42 @@ def pareto(
             out = run_dir.commit()
     except OutputDirectoryError as exc:
         raise _fail(f"--out {out}: {exc}") from None
-    _print_front(frame, y, y_label, field)
+    _print_front(frame, field)
     console.print(f"wrote {out}/pareto.csv and pareto.png", highlight=False)
 
 
-def _print_front(frame, y: str, y_label: str, field: str) -> None:
+def _print_front(frame, field: str) -> None:
     from rich.table import Table
 
-    table = Table(title=f"front: {field}", title_justify="left")
-    for column in (field, "plan", "energy cost [AUD]", y_label, "objective [AUD]"):
-        table.add_column(escape(column), justify="right")
-    for row in frame.itertuples():
-        mark = " *" if row.default else ""
-        table.add_row(
-            f"{row.weight:.4g}{mark}", row.solver, f"{row.energy_cost_aud:,.2f}",
-            f"{getattr(row, y):,.1f}", f"{row.objective_aud:,.2f}",
-        )  # fmt: skip
+    table = Table(
+        title=f"front: {field}", title_justify="left", caption="* the scenario's own weight"
+    )
+    table.add_column(escape(field), justify="right")
+    table.add_column("plan")
+    for _, name, unit, _ in FRONT_COLUMNS:
+        table.add_column(escape(f"{name} [{unit}]"), justify="right")
+    for weight, rows in frame.groupby("weight", sort=True):
+        for k, row in enumerate(rows.itertuples()):
+            mark = " *" if row.default else ""
+            table.add_row(
+                f"{weight:.4g}{mark}" if k == 0 else "",
+                escape(row.solver),
+                *(format(getattr(row, key), fmt) for key, _, _, fmt in FRONT_COLUMNS),
+                end_section=k == len(rows) - 1,
+            )
     console.print(table)
+
+
+#: The front's columns in the terminal, short names: (key, name, unit, format).
+FRONT_COLUMNS = (
+    ("objective_aud", "objective", "AUD", ",.2f"),
+    ("objective_above_optimum_pct", "vs optimum", "%", "+.3f"),
+    ("energy_cost_aud", "energy", "AUD", ",.2f"),
+    ("carbon_kg", "carbon", "kg", ",.1f"),
+    ("water_l", "water", "L", ",.0f"),
+    ("ttft_mean_ms", "TTFT", "ms", ",.1f"),
+    ("cooling_kwh", "cooling", "kWh", ",.1f"),
+)
 
 
 @app.command()

@@ -26,6 +26,13 @@ from common.scenario import Scenario
 
 #: Where the per-site detail of a run came from.
 SITE_DETAIL_SOURCES = ("run", "site directories", "missing")
+#: The sites tables' pPUE columns (terminal and report): :func:`site_pue`'s key → header.
+PUE_COLUMNS = {"pue_plan": "pPUE paid", "pue_climate": "pPUE climate"}
+#: What the two differ by, under the tables.
+PUE_NOTE = (
+    "pPUE paid: the plan's mean, weighted by the IT energy it put in each step (facility ÷ "
+    "IT energy); pPUE climate: the mean of every step alike, the same under every plan"
+)
 
 
 class RunDirectoryInvalid(ValueError):
@@ -194,7 +201,7 @@ class Solution:
     def site_load(self, scenario: Scenario | None = None) -> pd.DataFrame:
         """Per site: ``requests`` served over the horizon; with the run's ``scenario`` its
         mean ``utilisation`` (busy GPUs over ``u_max`` × installed GPUs); where the sites'
-        detail is at hand their mean ``pue_mean``."""
+        detail is at hand :func:`site_pue`'s ``pue_plan`` and ``pue_climate``."""
         served = self.served_requests().groupby("site_id", sort=False)["requests"].sum()
         order = list(scenario.sites.site_id) if scenario is not None else self.site_ids
         out = pd.DataFrame({"requests": served}).reindex(order).fillna(0.0)
@@ -204,8 +211,39 @@ class Solution:
             usable = scenario.sites.u_max * scenario.sites.gpus
             out["utilisation"] = pd.Series(busy / usable, index=scenario.sites.site_id)
         if self.site_steps is not None:
-            out["pue_mean"] = self.site_steps.groupby("site_id", sort=False)["pue"].mean()
+            out = out.join(site_pue(self.site_steps))
         return out
+
+
+def site_pue(site_steps: pd.DataFrame) -> pd.DataFrame:
+    """Two means of each site's partial PUE over the horizon, from its ``site_steps.csv``.
+
+    Parameters
+    ----------
+    site_steps : DataFrame
+        ``site_id, it_kw, pue`` per site and step (steps of equal length).
+
+    Returns
+    -------
+    DataFrame
+        Indexed by ``site_id``:
+
+        - ``pue_plan`` [–]: weighted by the IT energy the plan put in each step,
+          ``Σ_t pPUE·E_IT / Σ_t E_IT`` = facility ÷ IT energy — what the plan paid; it
+          moves with where and when the plan places load. NaN for a site the plan left
+          without IT energy.
+        - ``pue_climate`` [–]: the unweighted mean over every step — the site's climate,
+          the same under every plan.
+    """
+    frame = site_steps.assign(weighted=site_steps["pue"] * site_steps["it_kw"])
+    by_site = frame.groupby("site_id", sort=False)
+    it_kw = by_site["it_kw"].sum()
+    return pd.DataFrame(
+        {
+            "pue_plan": by_site["weighted"].sum() / it_kw.where(it_kw > 0.0),
+            "pue_climate": by_site["pue"].mean(),
+        }
+    )
 
 
 def _json(path: Path) -> Any:

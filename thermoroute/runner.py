@@ -27,7 +27,7 @@ from coordinator.fleet import FleetTimeout, RoundFailed, SiteGroupLost
 from thermoroute.launch import CoordinatorLost
 from thermoroute.options import RunOptions
 from thermoroute.ray_auth import ClusterAccessError
-from thermoroute.results import Solution
+from thermoroute.results import PUE_COLUMNS, PUE_NOTE, Solution
 
 #: Solvers that run on the fleet's site agents (``admm`` names the distributed ADMM run).
 DISTRIBUTED = ("distributed", "admm")
@@ -161,8 +161,9 @@ SHOWN_SITES = 3
 
 def print_decision(solution: Solution, console: Console, scenario: Scenario | None) -> None:
     """The decision in two compact tables (80 columns): per region and class the share
-    served by each site, largest first; per site its requests, utilisation of its GPUs and
-    mean pPUE (where the site's detail is at hand)."""
+    served by each site, largest first; per site its requests, utilisation of its GPUs and,
+    where the site's detail is at hand, the pPUE the plan paid (weighted by the IT energy
+    it placed there) beside the climate's (every hour alike)."""
     shares = solution.shares()
     who = Table(
         title="who serves what (share of each region's requests over the horizon)",
@@ -194,23 +195,28 @@ def print_decision(solution: Solution, console: Console, scenario: Scenario | No
     sites.add_column("site")
     sites.add_column("requests [M]", justify="right")
     sites.add_column("of fleet", justify="right")
-    for name in ("utilisation", "mean pPUE"):
+    for name in ("utilisation", *PUE_COLUMNS.values()):
         sites.add_column(name, justify="right")
     fleet = float(load["requests"].sum()) or 1.0
     for site_id, row in load.iterrows():
         utilisation = row.get("utilisation", math.nan)
-        pue = row.get("pue_mean", math.nan)
         sites.add_row(
             escape(str(site_id)),
             f"{row['requests'] / 1e6:,.2f}",
             f"{row['requests'] / fleet:.1%}",
             "—" if math.isnan(utilisation) else f"{utilisation:.1%}",
-            "—" if math.isnan(pue) else f"{pue:.3f}",
+            *(_pue_cell(row.get(key, math.nan)) for key in PUE_COLUMNS),
         )
     console.print(sites)
     if solution.site_detail == "missing":
         console.print(
-            "mean pPUE: the sites keep their detail in their own sites/<id>/ on their nodes "
+            "pPUE: the sites keep their detail in their own sites/<id>/ on their nodes "
             "(--share-site-details sends it)",
             highlight=False,
         )
+    else:
+        console.print(PUE_NOTE, highlight=False)
+
+
+def _pue_cell(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:.3f}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -25,15 +26,19 @@ from common.evaluate import load_gpus
 from common.scenario import Scenario
 from thermoroute.report import figures
 from thermoroute.report.narrative import explain
-from thermoroute.results import Solution
+from thermoroute.results import PUE_COLUMNS, PUE_NOTE, Solution
 
-#: The quantities drawn against the baselines: (key, title, unit).
+#: The quantities drawn against the baselines: (key, title, unit). The objective, then
+#: every term it charges in the unit it charges it (energy cost, carbon, water, latency as
+#: summed time to first token), then the mean TTFT and the cooling energy inside them.
 BAR_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("objective_aud", "objective", "AUD"),
     ("energy_cost_aud", "energy cost", "AUD"),
     ("carbon_kg", "carbon", "kg CO2-e"),
     ("water_l", "water", "L"),
-    ("cooling_kwh", "cooling energy", "kWh"),
+    ("latency_req_s", "latency (summed TTFT)", "request·s"),
     ("ttft_mean_ms", "mean TTFT", "ms"),
+    ("cooling_kwh", "cooling energy", "kWh"),
 )
 
 
@@ -146,6 +151,8 @@ def _sites_by_hour(solution: Solution, scenario: Scenario | None) -> Section:
     if scenario is None and steps is None:
         section.missing.append("load and temperature need the scenario (--scenario)")
         return section
+    section.blocks.append(_sites_table(solution, scenario))
+    section.paragraphs.append(_e(PUE_NOTE) + ".")
     times = list(dict.fromkeys(solution.schedule["time"]))
     site_ids = list(scenario.sites.site_id) if scenario is not None else solution.site_ids
     load_from_schedule = load_gpus(scenario, solution.x(scenario)) if scenario is not None else None
@@ -176,6 +183,29 @@ def _sites_by_hour(solution: Solution, scenario: Scenario | None) -> Section:
     return section
 
 
+def _sites_table(solution: Solution, scenario: Scenario | None) -> str:
+    """Per site: requests, utilisation (with the scenario) and the two pPUE means (where
+    the site's detail is at hand; "—" otherwise, as in the terminal's sites table)."""
+    load = solution.site_load(scenario)
+    fleet = float(load["requests"].sum()) or 1.0
+    rows = [
+        (
+            str(site_id),
+            f"{row['requests'] / 1e6:,.2f}",
+            f"{row['requests'] / fleet:.1%}",
+            _cell(row.get("utilisation", math.nan), ".1%"),
+            *(_cell(row.get(key, math.nan), ".3f") for key in PUE_COLUMNS),
+        )
+        for site_id, row in load.iterrows()
+    ]
+    header = ("site", "requests [M]", "of fleet", "utilisation", *PUE_COLUMNS.values())
+    return _table(header, rows, numeric=tuple(range(1, len(header))))
+
+
+def _cell(value: float, fmt: str) -> str:
+    return "—" if math.isnan(value) else format(value, fmt)
+
+
 def _against_baselines(solution: Solution, baselines: dict[str, dict] | None) -> Section:
     section = Section("Against the baselines", "baselines")
     if baselines is None:
@@ -183,11 +213,13 @@ def _against_baselines(solution: Solution, baselines: dict[str, dict] | None) ->
         return section
     section.paragraphs.append(
         "The run beside the centralised optimum and every baseline, each charged under the "
-        "true model (as <code>thermoroute compare</code>). Bars start near the smallest "
-        "value: the differences are a few percent."
+        "true model (as <code>thermoroute compare</code>): the objective and every term it "
+        "charges — energy cost, carbon, water and latency — with the mean TTFT and the "
+        "cooling energy inside them. A plan can be lower in one term and still lose the "
+        "objective. Bars start near the smallest value: the differences are a few percent."
     )
     label = f"this run ({solution.solver})"
-    rows = {label: solution.totals}
+    rows = {label: solution.totals_with_objective}
     rows.update({name: run["totals"] for name, run in baselines.items()})
     section.blocks.append(_figure(figures.against_baselines(rows, label, BAR_METRICS), "bars"))
     header = ("plan", *(f"{t} [{u}]" for _, t, u in BAR_METRICS))
@@ -269,25 +301,27 @@ def _what_moved(
     run_x = solution.x(scenario)
     story = explain(scenario, run_x, baselines[REFERENCE]["x"])
     section.paragraphs.extend(_e(p) for p in story.paragraphs)
+    paid = solution.site_load(scenario).get("pue_plan")  # None: the sites kept their detail
     rows = [
         (
             f"{sh.name} ({sh.site_id})",
             f"{sh.run_requests / 1e6:,.2f}",
             f"{sh.change / 1e6:+,.2f}",
             f"{sh.dry_bulb_c:.1f}",
+            "—" if paid is None else _cell(paid[sh.site_id], ".3f"),
             f"{sh.pue:.3f}",
             *(f"{sh.drivers[k]:+,.1f}" for k in ("cooling", "price", "carbon", "water")),
         )
         for sh in sorted(story.shifts, key=lambda sh: -sh.change)
     ]
     header = (
-        "site", "requests [M]", "vs unaware [M]", "mean °C", "mean pPUE",
+        "site", "requests [M]", "vs unaware [M]", "mean °C", *PUE_COLUMNS.values(),
         "cooling", "price", "carbon", "water",
     )  # fmt: skip
     section.blocks.append(_table(header, rows, numeric=tuple(range(1, len(header)))))
     section.paragraphs.append(
-        "Last four columns: how the site's conditions differ from the fleet's, valued in AUD "
-        "per MWh of IT energy (positive favours the site)."
+        f"{_e(PUE_NOTE)}. Last four columns: how the site's conditions differ from the "
+        "fleet's, valued in AUD per MWh of IT energy (positive favours the site)."
     )
     return section
 

@@ -14,12 +14,18 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import EngFormatter
 
 from thermoroute.report.australia import MAINLAND, TASMANIA
 
 #: The run's colour beside the baselines' grey.
 RUN_COLOUR = "#c0392b"
 BASELINE_COLOUR = "#95a5a6"
+#: Baselines told apart by colour where each has its own line (matplotlib's tab10 without
+#: its red, which is the run's).
+PLAN_COLOURS = ("#1f77b4", "#7f7f7f", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b",
+                "#e377c2", "#bcbd22", "#17becf")  # fmt: skip
 
 
 def served_heatmap(matrix: pd.DataFrame, class_id: str) -> Figure:
@@ -143,7 +149,7 @@ def against_baselines(
     run_label: str,
     metrics: Sequence[tuple[str, str, str]],
 ) -> Figure:
-    """One bar chart per quantity: the run and every baseline.
+    """One bar chart per quantity, four to a row: the run and every baseline.
 
     Parameters
     ----------
@@ -154,9 +160,14 @@ def against_baselines(
     metrics : sequence
         ``(key, title, unit)``.
     """
-    fig, axes = _subplots(1, len(metrics), figsize=(3.0 * len(metrics), 3.4))
+    columns = min(len(metrics), 4)
+    lines = -(-len(metrics) // columns)
+    fig, grid = _subplots(lines, columns, figsize=(3.0 * columns, 3.4 * lines), squeeze=False)
+    axes = grid.ravel()
+    for spare in axes[len(metrics) :]:
+        spare.remove()
     labels = list(rows)
-    for ax, (key, title, unit) in zip(np.atleast_1d(axes), metrics, strict=True):
+    for ax, (key, title, unit) in zip(axes, metrics, strict=False):
         values = [np.nan if rows[lab].get(key) is None else float(rows[lab][key]) for lab in labels]
         colours = [RUN_COLOUR if lab == run_label else BASELINE_COLOUR for lab in labels]
         ax.bar(range(len(labels)), values, color=colours)
@@ -164,6 +175,8 @@ def against_baselines(
         if finite:  # start near the smallest bar: the differences are a few percent
             low, high = min(finite), max(finite)
             ax.set_ylim(max(0.0, low - 0.6 * (high - low + 1e-9 * high)), high * 1.01 + 1e-12)
+            if high >= 1e5:  # "14 M" on the ticks, not an offset "1e7" over the title
+                ax.yaxis.set_major_formatter(EngFormatter())
         ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
         ax.set_title(f"{title} [{unit}]", fontsize=9)
     fig.tight_layout()
@@ -226,9 +239,11 @@ def convergence(
     return fig
 
 
-def _subplots(*grid: int, figsize: tuple[float, float], squeeze: bool = True) -> tuple:
+def _subplots(
+    *grid: int, figsize: tuple[float, float], squeeze: bool = True, sharex: bool = False
+) -> tuple:
     fig = Figure(figsize=figsize)
-    return fig, fig.subplots(*grid, squeeze=squeeze)
+    return fig, fig.subplots(*grid, squeeze=squeeze, sharex=sharex)
 
 
 def _missing(ax: Axes, text: str) -> None:
@@ -237,38 +252,73 @@ def _missing(ax: Axes, text: str) -> None:
     ax.set_yticks([])
 
 
-def pareto_front(points: pd.DataFrame, y: str, y_label: str, weight_label: str) -> Figure:
-    """Energy cost against one quantity as a weight sweeps: the optimum's front, the
-    temperature-unaware plan's beside it, the scenario's default weight starred.
+def pareto_panels(
+    points: pd.DataFrame,
+    panels: Sequence[tuple[str, str, str]],
+    weight_label: str,
+    title: str,
+    optimum: str = "central",
+) -> Figure:
+    """Every quantity against the swept weight, one panel each (small multiples): the
+    optimum and every baseline on the same axes, the scenario's default weight dashed.
 
     Parameters
     ----------
     points : DataFrame
-        :func:`thermoroute.pareto.sweep`'s rows.
-    y, y_label : str
-        The column drawn upwards and its label.
+        :func:`thermoroute.pareto.sweep`'s rows (``weight, default, solver`` and the
+        columns of ``panels``).
+    panels : sequence
+        ``(column, title, unit)`` per panel, in reading order.
     weight_label : str
-        The swept weight with its unit, to annotate the points.
+        The swept weight with its unit (the shared log x axis).
+    title : str
+        Above the panels.
+    optimum : str
+        The solver drawn in the run's colour, on top.
     """
-    fig, ax = _subplots(figsize=(8.0, 5.2))
-    for solver, colour, marker in (
-        ("central", RUN_COLOUR, "o"),
-        ("temperature-unaware", BASELINE_COLOUR, "s"),
-    ):
-        one = points[points["solver"] == solver].sort_values("weight")
-        ax.plot(one["energy_cost_aud"], one[y], color=colour, marker=marker, label=solver)
-        default = one[one["default"]]
-        ax.scatter(default["energy_cost_aud"], default[y], s=260, marker="*", color=colour,
-                   edgecolor="black", zorder=4)  # fmt: skip
-        if solver == "central":
-            for row in one.itertuples():
-                ax.annotate(f"{row.weight:.3g}", (row.energy_cost_aud, getattr(row, y)),
-                            xytext=(6, 6), textcoords="offset points", fontsize=7)  # fmt: skip
-    ax.scatter([], [], s=160, marker="*", color="white", edgecolor="black",
-               label="the scenario's default")  # fmt: skip
-    ax.set_xlabel("energy cost [AUD]")
-    ax.set_ylabel(y_label)
-    ax.set_title(f"front as {weight_label} varies (labels: the weight)")
-    ax.legend(fontsize=8)
+    columns = 4
+    rows = len(panels) // columns + 1  # at least one free slot, for the legend
+    fig, grid = _subplots(rows, columns, figsize=(4.0 * columns, 3.0 * rows + 0.6),
+                          squeeze=False, sharex=True)  # fmt: skip
+    axes = grid.ravel()
+    for spare in axes[len(panels) :]:
+        spare.remove()
+    solvers = list(dict.fromkeys(points["solver"]))
+    style = {optimum: (RUN_COLOUR, "o", 3)}  # colour, marker, drawn on top
+    others = [s for s in solvers if s != optimum]
+    for k, solver in enumerate(others):
+        style[solver] = (PLAN_COLOURS[k % len(PLAN_COLOURS)], "s^vDPX<>"[k % 8], 2)
+    default = points.loc[points["default"].astype(bool), "weight"]
+    for ax, (column, name, unit) in zip(axes, panels, strict=False):
+        for solver in solvers:
+            one = points[points["solver"] == solver].sort_values("weight")
+            colour, marker, order = style[solver]
+            # Unclipped on the percent panel, whose floor is the optimum's own zero line.
+            ax.plot(one["weight"], one[column], color=colour, marker=marker, markersize=4,
+                    linewidth=1.4, label=solver, zorder=order,
+                    clip_on=column != "objective_above_optimum_pct")  # fmt: skip
+        for weight in default.unique():
+            ax.axvline(weight, color="black", linestyle="--", linewidth=0.8, zorder=1)
+        ax.set_xscale("log")
+        if column == "objective_above_optimum_pct":
+            # A decade per gridline: temperature-unaware is a tenth of a percent above the
+            # optimum where the greedy plans are tens; the optimum is the zero line.
+            ax.set_yscale("symlog", linthresh=1e-3)
+            # Nothing is below the optimum beyond its solver's tolerance: no negative half.
+            ax.set_ylim(bottom=0.0)
+        ax.set_title(f"{name} [{unit}]", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, which="major", color="#e5e5e5", linewidth=0.6)
+        ax.tick_params(axis="x", labelbottom=True)  # sharex hid them: each panel reads alone
+    for ax in axes[len(panels) - columns : len(panels)]:
+        ax.set_xlabel(weight_label, fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles.append(Line2D([], [], color="black", linestyle="--", linewidth=0.8))
+    labels.append("the scenario's default weight")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    box = axes[len(panels)].get_subplotspec().get_position(fig)  # the first free slot
+    centre = (box.x0 + box.width / 2, box.y0 + box.height / 2)
+    fig.legend(handles, labels, loc="center", bbox_to_anchor=centre, fontsize=8,
+               title="plan", title_fontsize=8)  # fmt: skip
     return fig
