@@ -73,7 +73,8 @@ def solve(
         distributed run), or a loaded :class:`~common.scenario.Scenario`.
     solver : str
         ``distributed`` (the sites' agents solve together with ``method``), ``central``,
-        or a baseline: ``nearest``, ``temperature-unaware``, ``price-only``, ``carbon-only``.
+        or a baseline: ``nearest``, ``temperature-unaware``, ``mean-efficiency``,
+        ``price-only``, ``carbon-only``.
     method : str
         ``ipm`` (default) or ``admm``.
     out : path, optional

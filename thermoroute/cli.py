@@ -59,6 +59,7 @@ class Solver(StrEnum):
     central = "central"
     nearest = "nearest"
     temperature_unaware = "temperature-unaware"
+    mean_efficiency = "mean-efficiency"
     price_only = "price-only"
     carbon_only = "carbon-only"
 
