@@ -200,8 +200,9 @@ def test_compare_rows_and_renderings(tiny_scenario):
         )
     central = by_name["central"]["objective_aud"]
     assert all(r["objective_aud"] >= central * (1 - 1e-9) for r in rows)
-    doc = json.loads(to_json(rows, tiny_scenario))
+    doc = json.loads(to_json(rows))
     assert [r["solver"] for r in doc["rows"]] == list(SOLVERS)
+    assert doc["scenario"] == "tiny" and "decomposition" in doc
     text = to_text(rows)
     assert all(name in text for name in SOLVERS) and "%" in text
     console = Console(record=True, width=200, file=io.StringIO())

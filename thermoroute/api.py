@@ -25,7 +25,7 @@ from typing import Any
 
 from rich.console import Console
 
-from common.compare import CompareRow
+from common.compare import Comparison
 from common.scenario import Scenario
 from thermoroute.options import RunOptions
 from thermoroute.results import Solution
@@ -183,10 +183,12 @@ def solve_resolved(
 
 def compare(
     scenario: ScenarioSource = "australia", solvers: Sequence[str] | None = None
-) -> list[CompareRow]:
+) -> Comparison:
     """The temperature-aware optimum and every baseline (or ``solvers``), each charged under
-    the true model, with percent changes against temperature-unaware (``thermoroute
-    compare``)."""
+    the true model, with percent changes against temperature-unaware, and the optimum's gain
+    split into site differences and hourly weather (``comparison.decomposition``,
+    :class:`~common.compare.GainDecomposition`) — ``thermoroute compare``. Iterating the
+    comparison gives its rows (:class:`~common.compare.CompareRow`)."""
     from common.compare import compare as compare_solvers
 
     loaded = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
