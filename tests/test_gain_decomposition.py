@@ -210,3 +210,25 @@ def test_a_bad_scenario_is_one_line_and_exit_2(args: list[str], words: list[str]
     assert done.stdout == ""  # refused before any solve: nothing half printed
     for word in words:
         assert word in lines[0]
+
+
+def test_bench_writes_decisions_whole(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import decisions
+
+    out = tmp_path / "DECISIONS.md"
+    decisions.main(["--scenarios", "australia", "--out", str(out)])
+    text = out.read_text(encoding="utf-8")
+    assert f"python -m bench.decisions --scenarios australia --out {out}" in text
+    assert "[docs/data.md](docs/data.md)" in text
+    assert "(common/scenarios/australia/PROVENANCE.md)" in text
+    assert str(REPO) not in text  # data pointed to by repository paths only
+    assert text.count("| australia | from hourly weather |") == 1
+    assert "Machine: " in text and "commit " in text
+    # A bad name: one line, exit 2, the previous document untouched.
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        decisions.main(["--scenarios", "australia,winter-1901", "--out", str(out)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "winter-1901" in err[0]
+    assert out.read_text(encoding="utf-8") == text
