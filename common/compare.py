@@ -360,18 +360,17 @@ def _share(value: float) -> str:
     return "–" if math.isnan(value) else f"{100.0 * value:+.1f}%"
 
 
-def _decomposition_cells(d: GainDecomposition) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (one per term, then the objective) of the decomposition."""
+def decomposition_cells(d: GainDecomposition) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (one per term, then the objective) of the decomposition, as text:
+    what every rendering (terminal, plain text, the HTML report) shows."""
     header = [
         "term",
         f"{REFERENCE} [AUD]",
         f"{MEAN_EFFICIENCY} [AUD]",
         f"{d.aware} [AUD]",
         "gain [AUD]",
-        "site differences [AUD]",
-        "hourly weather [AUD]",
-        "site differences [% of gain]",
-        "hourly weather [% of gain]",
+        "site differences [AUD] (% of gain)",
+        "hourly weather [AUD] (% of gain)",
     ]
     gain, site, weather = d.gain_aud, d.site_aud, d.weather_aud
     site_share, weather_share = d.share(site), d.share(weather)
@@ -382,10 +381,8 @@ def _decomposition_cells(d: GainDecomposition) -> tuple[list[str], list[list[str
             f"{d.mean_efficiency_aud[key]:,.2f}",
             f"{d.aware_aud[key]:,.2f}",
             f"{gain[key]:+,.3f}",
-            f"{site[key]:+,.3f}",
-            f"{weather[key]:+,.3f}",
-            _share(site_share[key]),
-            _share(weather_share[key]),
+            f"{site[key]:+,.3f} ({_share(site_share[key])})",
+            f"{weather[key]:+,.3f} ({_share(weather_share[key])})",
         ]
         for key, title in TERMS
     ]
@@ -405,7 +402,7 @@ def decomposition_note(d: GainDecomposition) -> str:
 def render_decomposition(d: GainDecomposition, title: str | None = None) -> Table:
     """A ``rich`` table of the decomposition: per term the three plans, the parts in AUD
     and their shares of the total gain."""
-    header, body = _decomposition_cells(d)
+    header, body = decomposition_cells(d)
     table = Table(title=title, caption=decomposition_note(d))
     for k, name in enumerate(header):
         table.add_column(escape(name), justify="left" if k == 0 else "right")
@@ -445,7 +442,7 @@ def to_text(comparison: Comparison) -> str:
     lines = _text_table(header, body)
     lines.append(f"(percent change against {REFERENCE}; every row charged under the true model)")
     lines.append("")
-    lines.extend(_text_table(*_decomposition_cells(comparison.decomposition)))
+    lines.extend(_text_table(*decomposition_cells(comparison.decomposition)))
     lines.append(f"({decomposition_note(comparison.decomposition)})")
     return "\n".join(lines)
 

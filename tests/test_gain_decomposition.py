@@ -232,3 +232,24 @@ def test_bench_writes_decisions_whole(tmp_path: Path, capsys: pytest.CaptureFixt
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "winter-1901" in err[0]
     assert out.read_text(encoding="utf-8") == text
+
+
+def test_a_run_and_its_report_carry_the_decomposition(tiny_scenario) -> None:
+    import thermoroute
+    from thermoroute.report import build_report
+
+    expected = compare(tiny_scenario, [OPTIMUM]).decomposition
+    solution = thermoroute.solve(tiny_scenario, solver="central", compare=True)
+    d = solution.decomposition
+    assert d is not None and d.aware == OPTIMUM
+    _adds_up(d)
+    for key in TERM_KEYS:
+        # The run's own charges are read back from summary.json: the same to its digits.
+        assert d.site_aud[key] == pytest.approx(expected.site_aud[key], rel=1e-9, abs=1e-9)
+        assert d.weather_aud[key] == pytest.approx(expected.weather_aud[key], rel=1e-9, abs=1e-9)
+    # A baseline's run is not split: it does not plan with the hourly temperatures.
+    assert thermoroute.solve(tiny_scenario, solver="price-only", compare=True).decomposition is None
+    page = build_report(solution, tiny_scenario)
+    assert "Where the gain comes from" in page
+    objective_row = page[page.index(">objective</td>") :].split("</tr>")[0]
+    assert f"{expected.weather_aud['objective']:+,.3f}" in objective_row

@@ -84,7 +84,9 @@ def solve(
     start, steps : optional
         The horizon (default: the scenario's).
     compare : bool
-        Also solve temperature-unaware and keep its totals in ``solution.reference``.
+        Also solve temperature-unaware and keep its totals in ``solution.reference``; for
+        ``central`` and the distributed solver also mean-efficiency, to split the run's gain
+        into site differences and hourly weather (``solution.decomposition``).
     options : RunOptions, optional
         Every setting at once (what the command line builds); overrides ``solver``,
         ``method``, ``steps`` and ``settings``.
@@ -175,7 +177,12 @@ def solve_resolved(
             compare=compare and loaded is not None,
         )
         solution = Solution.read(result.out)
-        solution = replace(solution, reference=result.reference, wall_s=result.wall_s)
+        solution = replace(
+            solution,
+            reference=result.reference,
+            decomposition=result.decomposition,
+            wall_s=result.wall_s,
+        )
         if out is None:
             solution = replace(solution, directory=None)
     return solution
