@@ -148,8 +148,8 @@ class GainDecomposition:
 
     def share(self, part: Mapping[str, float]) -> dict[str, float]:
         """``part`` per term as a fraction of the total gain (not of the term's own gain,
-        which may be ~0 or negative); NaN when the total gain is within solver noise
-        (:data:`GAIN_NOISE_REL`)."""
+        which may be ~0 or negative); NaN when the total gain is not positive beyond solver
+        noise (:data:`GAIN_NOISE_REL`), where a fraction of it would mean nothing."""
         gain = self.total_gain_aud
         if gain <= GAIN_NOISE_REL * abs(self.aware_aud["objective"]):
             return {k: math.nan for k in TERM_KEYS}

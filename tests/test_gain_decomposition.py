@@ -194,6 +194,17 @@ def test_compare_json_over_an_argument_and_an_option() -> None:
         assert [r["solver"] for r in scenario["rows"]] == list(SOLVERS)
 
 
+def test_compare_of_one_scenario_keeps_its_form() -> None:
+    """``thermoroute compare SCENARIO --json``: the one-scenario document as before (its
+    rows), with the decomposition beside them."""
+    done = _cli("compare", "australia", "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["scenario"] == "australia" and doc["reference"] == REFERENCE
+    assert [r["solver"] for r in doc["rows"]] == list(SOLVERS)
+    assert set(doc["decomposition"]["plans_aud"]) == {REFERENCE, MEAN_EFFICIENCY, OPTIMUM}
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

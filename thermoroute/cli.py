@@ -387,6 +387,7 @@ def compare(
         list[str] | None,
         typer.Option(
             "--scenario",
+            metavar="SCENARIO",
             help="Another scenario; repeat it (e.g. one per season) for one table over them "
             "all: each plan's objective terms and where the gain comes from.",
         ),
