@@ -9,6 +9,11 @@ terms. Every baseline keeps the model's hard constraints: demand met, capacity
 - ``nearest``: greedy, latency first; no optimisation.
 - ``temperature-unaware``: the centralised QP with one location- and time-independent PUE
   and WUE (the fleet's mean), charged at the true temperatures.
+- ``mean-efficiency``: the centralised QP with each site's own horizon-mean PUE and WUE,
+  constant in time — what a planner knows from the sites' specification sheets without a
+  weather forecast. It sits between ``temperature-unaware`` and the optimum, and splits the
+  gain of temperature-awareness into site differences and hourly weather
+  (:class:`common.compare.GainDecomposition`).
 - ``price-only``: minimise energy cost alone (``λ_C = λ_W = λ_L = 0``, true PUE).
 - ``carbon-only``: minimise carbon alone.
 
@@ -120,6 +125,31 @@ def temperature_unaware(scenario: Scenario) -> Schedule:
     return _from_central(result, assumed_pue=pue, assumed_wue_l_per_kwh=wue)
 
 
+def site_mean_cooling(scenario: Scenario) -> tuple[np.ndarray, np.ndarray]:
+    """The PUE and WUE of each site that a mean-efficiency planner assumes.
+
+    Returns
+    -------
+    pue, wue : ndarray (S,)
+        Each site's unweighted mean over the horizon's steps of its true partial PUE [–]
+        and its true on-site WUE [L/kWh]: its efficiency without the hour-by-hour weather.
+        Unweighted for the reason given in :func:`fleet_mean_cooling`.
+    """
+    return true_pue(scenario).mean(axis=1), true_wue(scenario).mean(axis=1)
+
+
+def mean_efficiency(scenario: Scenario) -> Schedule:
+    """The full optimisation with each site's own horizon-mean PUE and WUE, constant in time.
+
+    The plan knows how the sites differ (:func:`site_mean_cooling`) but not how their
+    weather moves hour by hour; it is then charged at the true temperatures by the caller.
+    On a fleet whose sites share one climate it is the temperature-unaware plan.
+    """
+    pue, wue = site_mean_cooling(scenario)
+    result = solve_central(scenario, pue=pue, wue=wue)
+    return _from_central(result, assumed_pue=pue, assumed_wue_l_per_kwh=wue)
+
+
 def price_only(scenario: Scenario) -> Schedule:
     """Minimise energy cost alone (true PUE; ``λ_C = λ_W = λ_L = 0``), ties spread evenly."""
     weights = {"carbon_aud_per_kg": 0.0, "water_aud_per_l": 0.0, "latency_aud_per_req_s": 0.0}
@@ -219,6 +249,7 @@ def nearest(scenario: Scenario) -> Schedule:
 BASELINES: dict[str, Callable[[Scenario], Schedule]] = {
     "nearest": nearest,
     "temperature-unaware": temperature_unaware,
+    "mean-efficiency": mean_efficiency,
     "price-only": price_only,
     "carbon-only": carbon_only,
 }
@@ -305,8 +336,10 @@ __all__ = [
     "carbon_only",
     "central",
     "fleet_mean_cooling",
+    "mean_efficiency",
     "nearest",
     "price_only",
     "run_solver",
+    "site_mean_cooling",
     "temperature_unaware",
 ]

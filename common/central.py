@@ -202,11 +202,19 @@ class _Model:
 
 
 def _site_step(value: np.ndarray | float, shape: tuple[int, int], name: str) -> np.ndarray:
-    """``value`` broadcast to (S, T), checked finite."""
+    """``value`` — a scalar, one value per site (S,) or per site and step (S, T) — as an
+    (S, T) array, checked finite."""
+    array = np.asarray(value, dtype=float)
+    # A 1-D array is one value per site, constant in time: made a column explicitly, since
+    # numpy would broadcast it along the steps (and silently so when S equals T).
+    if array.ndim == 1:
+        if array.shape[0] != shape[0]:
+            raise ValueError(f"{name} per site must have S = {shape[0]} values, not {array.size}")
+        array = array[:, None]
     try:
-        out = np.broadcast_to(np.asarray(value, dtype=float), shape).copy()
+        out = np.broadcast_to(array, shape).copy()
     except ValueError as exc:
-        raise ValueError(f"{name} must be a scalar or broadcast to (S, T) = {shape}") from exc
+        raise ValueError(f"{name} must be a scalar, (S,) or broadcast to (S, T) = {shape}") from exc
     if not np.all(np.isfinite(out)):
         raise ValueError(f"{name} must be finite")
     return out
@@ -480,11 +488,13 @@ def solve_central(
     Parameters
     ----------
     scenario : Scenario
-    pue : ndarray (S, T) or float, optional
-        Partial PUE the planner believes in; by default the true pPUE at each site's
-        dry-bulb temperature (:func:`common.evaluate.true_pue`).
-    wue : ndarray (S, T) or float, optional
-        On-site WUE [L/kWh] the planner believes in; by default the true WUE.
+    pue : float, ndarray (S,) or ndarray (S, T), optional
+        Partial PUE [–] the planner believes in: one for the fleet, one per site (constant
+        in time) or one per site and step; by default the true pPUE at each site's dry-bulb
+        temperature (:func:`common.evaluate.true_pue`).
+    wue : float, ndarray (S,) or ndarray (S, T), optional
+        On-site WUE [L/kWh] the planner believes in, shaped as ``pue``; by default the true
+        WUE.
     weights : dict, optional
         Overrides of the objective weights: ``energy_cost`` (multiplier of ``K``, default 1),
         ``carbon_aud_per_kg``, ``water_aud_per_l``, ``latency_aud_per_req_s`` (defaults from

@@ -17,9 +17,11 @@ from common.baselines import (
     BaselineError,
     carbon_only,
     fleet_mean_cooling,
+    mean_efficiency,
     nearest,
     price_only,
     run_solver,
+    site_mean_cooling,
     temperature_unaware,
 )
 from common.central import solve_central
@@ -35,7 +37,9 @@ def tiny_runs(scenario_builder):
 
 
 def test_registry_names():
-    assert set(BASELINES) == {"nearest", "temperature-unaware", "price-only", "carbon-only"}
+    assert set(BASELINES) == {
+        "nearest", "temperature-unaware", "mean-efficiency", "price-only", "carbon-only",
+    }  # fmt: skip
     assert list(SOLVERS) == ["central", *BASELINES]
     with pytest.raises(KeyError, match="known: central"):
         run_solver("fastest", None)  # type: ignore[arg-type]
@@ -82,6 +86,47 @@ def test_temperature_unaware_plans_with_the_fleet_mean(tiny_scenario):
     assert schedule.info["assumed_pue"] == pue
     true_cost = evaluate(sc, schedule.x, schedule.n).objective_aud
     assert true_cost >= solve_central(sc).objective_aud * (1 - 1e-9)
+
+
+def test_mean_efficiency_plans_with_each_sites_own_mean(tiny_scenario):
+    sc = tiny_scenario
+    pue, wue = site_mean_cooling(sc)
+    np.testing.assert_allclose(pue, true_pue(sc).mean(axis=1), rtol=1e-15)
+    np.testing.assert_allclose(wue, true_wue(sc).mean(axis=1), rtol=1e-15)
+    # The tiny sites' climates differ, so the per-site means are not the fleet's one number.
+    assert np.ptp(pue) > 0.01
+    schedule = mean_efficiency(sc)
+    shape = (len(sc.sites), sc.steps)
+    believed = evaluate(
+        sc,
+        schedule.x,
+        schedule.n,
+        pue=np.broadcast_to(pue[:, None], shape),
+        wue=np.broadcast_to(wue[:, None], shape),
+    )
+    # What it planned is what the plan costs if each site ran at its mean all horizon ...
+    assert schedule.info["planned_objective_aud"] == pytest.approx(believed.objective_aud, rel=1e-6)
+    np.testing.assert_array_equal(schedule.info["assumed_pue"], pue)
+    # ... and charged at the true temperatures it is no better than the optimum.
+    true_cost = evaluate(sc, schedule.x, schedule.n).objective_aud
+    assert true_cost >= solve_central(sc).objective_aud * (1 - 1e-9)
+
+
+def test_solve_central_takes_one_value_per_site(tiny_scenario):
+    """An (S,) belief is per site and constant in time — the same problem as its (S, T)
+    broadcast, number for number; one of the wrong length is refused, not broadcast along
+    the steps."""
+    sc = tiny_scenario
+    pue, wue = site_mean_cooling(sc)
+    shape = (len(sc.sites), sc.steps)
+    per_site = solve_central(sc, pue=pue, wue=wue)
+    per_step = solve_central(
+        sc, pue=np.broadcast_to(pue[:, None], shape), wue=np.broadcast_to(wue[:, None], shape)
+    )
+    np.testing.assert_array_equal(per_site.x, per_step.x)
+    assert per_site.objective_aud == per_step.objective_aud
+    with pytest.raises(ValueError, match="S = 3"):
+        solve_central(sc, pue=np.ones(sc.steps))
 
 
 def test_nearest_fills_nearest_sites_first(tiny_runs):
@@ -155,8 +200,9 @@ def test_compare_rows_and_renderings(tiny_scenario):
         )
     central = by_name["central"]["objective_aud"]
     assert all(r["objective_aud"] >= central * (1 - 1e-9) for r in rows)
-    doc = json.loads(to_json(rows, tiny_scenario))
+    doc = json.loads(to_json(rows))
     assert [r["solver"] for r in doc["rows"]] == list(SOLVERS)
+    assert doc["scenario"] == "tiny" and "decomposition" in doc
     text = to_text(rows)
     assert all(name in text for name in SOLVERS) and "%" in text
     console = Console(record=True, width=200, file=io.StringIO())

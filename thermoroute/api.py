@@ -25,7 +25,7 @@ from typing import Any
 
 from rich.console import Console
 
-from common.compare import CompareRow
+from common.compare import Comparison
 from common.scenario import Scenario
 from thermoroute.options import RunOptions
 from thermoroute.results import Solution
@@ -73,7 +73,8 @@ def solve(
         distributed run), or a loaded :class:`~common.scenario.Scenario`.
     solver : str
         ``distributed`` (the sites' agents solve together with ``method``), ``central``,
-        or a baseline: ``nearest``, ``temperature-unaware``, ``price-only``, ``carbon-only``.
+        or a baseline: ``nearest``, ``temperature-unaware``, ``mean-efficiency``,
+        ``price-only``, ``carbon-only``.
     method : str
         ``ipm`` (default) or ``admm``.
     out : path, optional
@@ -83,7 +84,9 @@ def solve(
     start, steps : optional
         The horizon (default: the scenario's).
     compare : bool
-        Also solve temperature-unaware and keep its totals in ``solution.reference``.
+        Also solve temperature-unaware and keep its totals in ``solution.reference``; for
+        ``central`` and the distributed solver also mean-efficiency, to split the run's gain
+        into site differences and hourly weather (``solution.decomposition``).
     options : RunOptions, optional
         Every setting at once (what the command line builds); overrides ``solver``,
         ``method``, ``steps`` and ``settings``.
@@ -174,7 +177,12 @@ def solve_resolved(
             compare=compare and loaded is not None,
         )
         solution = Solution.read(result.out)
-        solution = replace(solution, reference=result.reference, wall_s=result.wall_s)
+        solution = replace(
+            solution,
+            reference=result.reference,
+            decomposition=result.decomposition,
+            wall_s=result.wall_s,
+        )
         if out is None:
             solution = replace(solution, directory=None)
     return solution
@@ -182,10 +190,12 @@ def solve_resolved(
 
 def compare(
     scenario: ScenarioSource = "australia", solvers: Sequence[str] | None = None
-) -> list[CompareRow]:
+) -> Comparison:
     """The temperature-aware optimum and every baseline (or ``solvers``), each charged under
-    the true model, with percent changes against temperature-unaware (``thermoroute
-    compare``)."""
+    the true model, with percent changes against temperature-unaware, and the optimum's gain
+    split into site differences and hourly weather (``comparison.decomposition``,
+    :class:`~common.compare.GainDecomposition`) — ``thermoroute compare``. Iterating the
+    comparison gives its rows (:class:`~common.compare.CompareRow`)."""
     from common.compare import compare as compare_solvers
 
     loaded = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)

@@ -59,6 +59,7 @@ class Solver(StrEnum):
     central = "central"
     nearest = "nearest"
     temperature_unaware = "temperature-unaware"
+    mean_efficiency = "mean-efficiency"
     price_only = "price-only"
     carbon_only = "carbon-only"
 
@@ -375,25 +376,61 @@ def run(
 
 @app.command()
 def compare(
-    scenario: ScenarioArg = "australia",
+    scenario: Annotated[
+        str | None,
+        typer.Argument(
+            help="Embedded scenario name (australia, australia-20) or a scenario directory "
+            "(default australia)."
+        ),
+    ] = None,
+    scenarios: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scenario",
+            metavar="SCENARIO",
+            help="Another scenario; repeat it (e.g. one per season) for one table over them "
+            "all: each plan's objective terms and where the gain comes from.",
+        ),
+    ] = None,
     start: StartOpt = None,
     steps: StepsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Compare the temperature-aware optimum with every baseline on one horizon."""
-    _, scen = _load(scenario, start, steps)
-    from common.compare import render_table, to_json
+    """Compare the temperature-aware optimum with every baseline on one horizon, and split
+    its gain over temperature-unaware into site differences and hourly weather."""
+    names = ([scenario] if scenario is not None else []) + list(scenarios or [])
+    names = names or ["australia"]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise _fail(f"--scenario {repeated[0]}: given more than once")
+    # Every scenario is read before any solve: a bad name costs nothing and prints nothing.
+    loaded = [_load(name, start, steps)[1] for name in names]
+    from common.central import CentralSolveError
+    from common.compare import (
+        render_decomposition,
+        render_seasons,
+        render_table,
+        seasons_to_json,
+        to_json,
+    )
     from thermoroute import api
 
-    rows = api.compare(scen)
+    try:
+        comparisons = [api.compare(scen) for scen in loaded]
+    except CentralSolveError as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+    if len(comparisons) > 1:
+        if as_json:
+            sys.stdout.write(seasons_to_json(comparisons))
+        else:
+            console.print(render_seasons(comparisons, title="every plan, scenario by scenario"))
+        return
+    (comparison,) = comparisons
     if as_json:
-        sys.stdout.write(to_json(rows, scen))
-    else:
-        console.print(
-            render_table(
-                rows, title=f"{scen.name}: {scen.steps} steps from {scen.start.isoformat()}"
-            )
-        )
+        sys.stdout.write(to_json(comparison))
+        return
+    console.print(render_table(comparison, title=f"{comparison.scenario}: {comparison.horizon}"))
+    console.print(render_decomposition(comparison.decomposition, title="where the gain comes from"))
 
 
 @app.command()

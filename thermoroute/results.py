@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from common.compare import GainDecomposition
 from common.evaluate import load_gpus
 from common.outputs import SCHEDULE_COLUMNS, SITE_STEP_COLUMNS
 from common.scenario import Scenario
@@ -65,6 +66,11 @@ class Solution:
         ``sites/<id>/``), or ``"missing"`` (the sites kept it on their own nodes).
     reference : dict or None
         The temperature-unaware plan's totals and objective, when the run compared.
+    decomposition : GainDecomposition or None
+        When the run compared and plans with the hourly temperatures (central, distributed):
+        its gain over temperature-unaware [AUD], per objective term, split into the sites'
+        differences (temperature-unaware − mean-efficiency) and the hourly weather
+        (mean-efficiency − this run).
     wall_s : float or None
         The run's wall time, when this process ran it.
     """
@@ -78,6 +84,7 @@ class Solution:
     convergence: pd.DataFrame | None
     site_detail: str
     reference: dict[str, float] | None = None
+    decomposition: GainDecomposition | None = None
     wall_s: float | None = None
 
     @classmethod

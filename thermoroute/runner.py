@@ -19,7 +19,15 @@ from rich.table import Table
 
 from common.baselines import run_solver as run_central_solver
 from common.central import CentralSolveError
-from common.compare import METRICS, REFERENCE, percent_change
+from common.compare import (
+    MEAN_EFFICIENCY,
+    METRICS,
+    OPTIMUM,
+    REFERENCE,
+    GainDecomposition,
+    percent_change,
+    render_decomposition,
+)
 from common.outputs import write_run
 from common.run_directory import RunDirectory
 from common.scenario import Scenario
@@ -31,6 +39,9 @@ from thermoroute.results import PUE_COLUMNS, PUE_NOTE, Solution
 
 #: Solvers that run on the fleet's site agents (``admm`` names the distributed ADMM run).
 DISTRIBUTED = ("distributed", "admm")
+#: Solvers that plan with every site's temperature hour by hour: their gain over
+#: temperature-unaware is split into site differences and hourly weather.
+HOURLY_AWARE = (OPTIMUM, *DISTRIBUTED)
 
 
 class SolveError(RuntimeError):
@@ -48,6 +59,7 @@ class RunResult:
     converged: bool
     wall_s: float
     reference: dict[str, float] | None = None
+    decomposition: GainDecomposition | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,8 +78,10 @@ def run_solver(
     same as ``distributed`` with ``method="admm"``) the sites are started from ``directory``
     (each agent loads only its own site); the other solvers work on the whole ``scenario``
     in this process. With ``compare`` the temperature-unaware plan is also computed, for the
-    closing table. ``scenario`` is ``None`` for a split deployment directory (distributed
-    only, no comparison: the driver cannot read the sites' data).
+    closing table, and for a plan that knows the hourly temperatures (:data:`HOURLY_AWARE`)
+    the mean-efficiency plan, to split the run's gain into site differences and weather.
+    ``scenario`` is ``None`` for a split deployment directory (distributed only, no
+    comparison: the driver cannot read the sites' data).
     """
     solver = options.solver
     t0 = time.perf_counter()
@@ -104,25 +118,35 @@ def run_solver(
         out = run_dir.commit()
     # Read back what was written, so the closing table shows exactly the file's figures.
     summary = json.loads((out / "summary.json").read_text())
-    reference = None
+    reference = decomposition = None
+    label = options.effective_method if solver in DISTRIBUTED else solver
     if compare and solver != REFERENCE and scenario is not None:
-        ref = run_central_solver(REFERENCE, scenario)
-        reference = ref.evaluation.totals_with_objective()
+        reference = run_central_solver(REFERENCE, scenario).evaluation.totals_with_objective()
+        if solver in HOURLY_AWARE:
+            mean = run_central_solver(MEAN_EFFICIENCY, scenario).evaluation
+            decomposition = GainDecomposition.of(
+                reference,
+                mean.totals_with_objective(),
+                {**summary["totals"], "objective_aud": summary["objective_aud"]},
+                scenario.objective,
+                aware_name=label,
+            )
     return RunResult(
-        solver=options.effective_method if solver in DISTRIBUTED else solver,
+        solver=label,
         out=out,
         scenario=scenario,
         summary=summary,
         converged=converged,
         wall_s=time.perf_counter() - t0,
         reference=reference,
+        decomposition=decomposition,
         details=details,
     )
 
 
 def print_run(solution: Solution, console: Console, *, compare: bool = True) -> None:
     """The closing table of a run: its totals and, if computed, the change against
-    the temperature-unaware plan."""
+    the temperature-unaware plan and where the run's gain over it comes from."""
     s = solution.summary
     stats = solution.stats
     totals = solution.totals_with_objective
@@ -146,6 +170,10 @@ def print_run(solution: Solution, console: Console, *, compare: bool = True) -> 
             row += [format(ref, fmt), "n/a" if math.isnan(pct) else f"{pct:+.2f} %"]
         table.add_row(*row)
     console.print(table)
+    if compare and solution.decomposition is not None:
+        console.print(
+            render_decomposition(solution.decomposition, title="where the gain comes from")
+        )
     wall = stats.get("wall_s", 0.0)
     where = solution.directory if solution.directory is not None else "(not kept)"
     line = (

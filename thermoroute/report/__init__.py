@@ -21,7 +21,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from common.baselines import SOLVERS, run_solver
-from common.compare import METRICS, REFERENCE
+from common.compare import (
+    MEAN_EFFICIENCY,
+    METRICS,
+    OPTIMUM,
+    REFERENCE,
+    GainDecomposition,
+    decomposition_cells,
+    decomposition_note,
+)
 from common.evaluate import load_gpus
 from common.scenario import Scenario
 from thermoroute.report import figures
@@ -323,7 +331,30 @@ def _what_moved(
         f"{_e(PUE_NOTE)}. Last four columns: how the site's conditions differ from the "
         "fleet's, valued in AUD per MWh of IT energy (positive favours the site)."
     )
+    section.blocks.extend(_where_the_gain_comes_from(scenario, baselines))
     return section
+
+
+def _where_the_gain_comes_from(scenario: Scenario, baselines: dict[str, dict]) -> list[str]:
+    """The optimum's gain over temperature-unaware, per term, split into the sites'
+    differences and the hourly weather (as ``thermoroute compare``)."""
+    d = GainDecomposition.of(
+        baselines[REFERENCE]["totals"],
+        baselines[MEAN_EFFICIENCY]["totals"],
+        baselines[OPTIMUM]["totals"],
+        scenario.objective,
+    )
+    header, rows = decomposition_cells(d)
+    intro = (
+        f"The optimum ({OPTIMUM}) against {REFERENCE}, and {MEAN_EFFICIENCY} between them: "
+        "a plan that knows each site's own mean pPUE and WUE over the horizon but not the "
+        "weather hour by hour. "
+    )
+    return [
+        "<h3>Where the gain comes from</h3>",
+        f"<p>{_e(intro + decomposition_note(d))}.</p>",
+        _table(tuple(header), [tuple(r) for r in rows], numeric=tuple(range(1, len(header)))),
+    ]
 
 
 # --------------------------------------------------------------------------------------
