@@ -231,8 +231,12 @@ def run(
         ),
     ] = Acceleration.none,
     eps_rel: Annotated[
-        float, typer.Option(help="Distributed: relative tolerance ε_rel of the stopping test.")
-    ] = 1e-4,
+        float | None,
+        typer.Option(
+            help="Distributed: relative tolerance ε_rel of the stopping test (default: the "
+            "method's own, interior point 1e-4, ADMM 5e-5)."
+        ),
+    ] = None,
     max_iter: Annotated[
         int | None,
         typer.Option(help="Distributed: iteration limit (ADMM 2000, interior point 100)."),

@@ -32,7 +32,7 @@ def method_settings(
     *,
     penalty: str = "per-row",
     acceleration: str = "none",
-    eps_rel: float = 1e-4,
+    eps_rel: float | None = None,
     max_iter: int | None = None,
     agent_restarts: int = AdmmSettings.agent_restarts,
     secure_aggregation: bool = True,
@@ -40,14 +40,14 @@ def method_settings(
     """The run's settings from the command-line options; their type selects the method.
 
     ``penalty`` (``per-row`` or ``scalar``) and ``acceleration`` (``none``, ``anderson``,
-    ``nesterov``) are ADMM's; ``secure_aggregation`` the interior point's; ``max_iter``
-    ``None`` keeps the method's own limit; ``agent_restarts`` how often a crashed agent is
-    restarted (Ray runs).
+    ``nesterov``) are ADMM's; ``secure_aggregation`` the interior point's; ``eps_rel`` and
+    ``max_iter`` ``None`` keep the method's own tolerance and limit; ``agent_restarts`` how
+    often a crashed agent is restarted (Ray runs).
     """
     if method == "ipm":
         return replace(
             IpmSettings(),
-            eps_rel=eps_rel,
+            eps_rel=eps_rel or IpmSettings.eps_rel,
             max_iter=max_iter or IpmSettings.max_iter,
             agent_restarts=agent_restarts,
             secure_aggregation=secure_aggregation,
@@ -60,7 +60,7 @@ def method_settings(
         AdmmSettings(),
         per_row=penalty == "per-row",
         acceleration=acceleration,  # type: ignore[arg-type]  # validated by AdmmSettings
-        eps_rel=eps_rel,
+        eps_rel=eps_rel or AdmmSettings.eps_rel,
         max_iter=max_iter or AdmmSettings.max_iter,
         agent_restarts=agent_restarts,
     )

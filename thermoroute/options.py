@@ -50,7 +50,7 @@ class RunOptions:
     sites_per_agent: int = 1
     penalty: str = "per-row"
     acceleration: str = "none"
-    eps_rel: float = 1e-4
+    eps_rel: float | None = None  # None: the method's own (docs/model.md §7)
     max_iter: int | None = None
     secure_aggregation: bool = True
     share_site_details: bool = False
@@ -78,7 +78,9 @@ class RunOptions:
         address, and a Ray ``--address`` answering (refusal by token or certificate is the
         run's failure, not a bad flag: :class:`~thermoroute.ray_auth.ClusterAccessError`).
         """
-        if not (math.isfinite(self.eps_rel) and 0 < self.eps_rel <= EPS_REL_MAX):
+        if self.eps_rel is not None and not (
+            math.isfinite(self.eps_rel) and 0 < self.eps_rel <= EPS_REL_MAX
+        ):
             raise OptionError("--eps-rel", self.eps_rel, f"a number in (0, {EPS_REL_MAX:g}]")
         if self.max_iter is not None and not 1 <= self.max_iter <= MAX_ITER_LIMIT:
             raise OptionError("--max-iter", self.max_iter, f"an integer in [1, {MAX_ITER_LIMIT:,}]")
