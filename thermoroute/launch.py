@@ -557,9 +557,9 @@ def _drive(
 #: Relative difference [–] within which two plans' served requests count as equal work
 #: (their totals may then be compared as a saving).
 EQUAL_WORK_RTOL = 1e-6
-#: Deferrable requests left [share of those arrived] below which a backlog counts as drained:
-#: the plans meet their rows to round-off, so an emptied backlog keeps about 1e-15 of it.
-DRAINED_RTOL = 1e-9
+#: Deferrable requests left [share of those arrived] below which a backlog is empty and the
+#: drain may stop early: a plan meeting its rows to round-off leaves about 1e-15 of it.
+EMPTY_RTOL = 1e-9
 
 
 @dataclass
@@ -611,8 +611,9 @@ class Work:
 
     @property
     def drained(self) -> bool:
-        """Whether the deferrable backlog is empty (to :data:`DRAINED_RTOL`)."""
-        return self.deferrable_left <= DRAINED_RTOL * max(self.deferrable_arrived, 1.0)
+        """Whether the deferrable backlog is empty to :data:`EQUAL_WORK_RTOL` of the arrived
+        volume: a distributed solve may miss its rows by that much where capacity binds."""
+        return self.deferrable_left <= EQUAL_WORK_RTOL * max(self.deferrable_arrived, 1.0)
 
     def aud_per_1000(self, objective_aud: float) -> float:
         """``objective_aud`` [AUD] per 1,000 served requests [AUD]."""
@@ -851,9 +852,9 @@ def simulate(
             sites_per_agent=sites_per_agent, settings=settings, forecast=site_forecast,
         )  # fmt: skip
 
-    def drained() -> bool:
+    def empty() -> bool:
         return all(
-            b.backlog.sum() <= DRAINED_RTOL * max(b.arrived, 1.0)
+            b.backlog.sum() <= EMPTY_RTOL * max(b.arrived, 1.0)
             for b in (backlog, *((base_backlog,) if baseline is not None else ()))
         )
 
@@ -866,7 +867,7 @@ def simulate(
     try:
         for h in range(span if drain else n_steps):
             draining = h >= n_steps
-            if draining and drained():
+            if draining and empty():
                 break
             # Draining, the horizon ends at the deadline; before, it is a full one.
             steps_h = span - h if draining else horizon
