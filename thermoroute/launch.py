@@ -34,6 +34,7 @@ import numpy as np
 from common.errors import Problem, ScenarioError, SiteDataInvalid
 from common.evaluate import TOTAL_KEYS
 from common.physics.latency import mean_ttft_ms
+from common.scenario import DemandView
 from common.scenario_io import is_split_root
 from common.scenarios import scenario_directory
 from coordinator.actor import CheckpointMissing, Coordinator, CoordinatorOutcome
@@ -720,7 +721,7 @@ def _accumulate(total: dict[str, float], evaluation: Any) -> None:
 def _simulation_fleet(
     source: Path,
     site_ids: Sequence[str],
-    view: Any,
+    view: DemandView,
     *,
     executor: str,
     address: str | None,
@@ -840,7 +841,7 @@ def simulate(
     served, base_served = InteractiveLedger(), InteractiveLedger()
     defer = np.asarray(view.classes.deferrable, dtype=bool)
 
-    def window(h: int, steps: int) -> Any:
+    def window(h: int, steps: int) -> DemandView:
         sl = slice(h, h + steps)
         return _replace(
             view, start=view.times[h], times=view.times[sl], demand_rps=view.demand_rps[:, :, sl]
