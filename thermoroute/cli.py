@@ -605,10 +605,25 @@ def simulate(
             "growing with lead time, site_agent/forecast.py), or with the real series.",
         ),
     ] = True,
+    drain: Annotated[
+        bool,
+        typer.Option(
+            "--drain/--no-drain",
+            help="After --days no deferrable volume arrives and the horizons shorten to the "
+            "last full one's end (at most horizon − 1 more steps, interactive demand as "
+            "usual), so both plans serve every arrived request and their totals compare. "
+            "--no-drain stops after --days: the plans then serve unequal work, compared per "
+            "served request only. Exits 3 if a backlog is left at the deadline.",
+        ),
+    ] = True,
     out: Annotated[Path | None, typer.Option(help="Output directory.")] = None,
     isolate: IsolateOpt = True,
 ) -> None:
-    """Receding-horizon operation: re-solve every step with a forecast, apply the first."""
+    """Receding-horizon operation: re-solve every step with a forecast, apply the first.
+
+    The summary gives, per plan, the requests that arrived, were served and were left, the
+    objective per 1,000 served requests, and the totals' changes only for equal work.
+    """
     from thermoroute import isolation
     from thermoroute.options import OptionError, RunOptions
 
@@ -623,11 +638,12 @@ def simulate(
         _check_out(out)
     _isolated(isolate, True, executor.value, address, None)
     directory = resolve_scenario(scenario)
+    from common.central import CentralSolveError
     from thermoroute import runner
     from thermoroute.distributed_run import run_receding
 
     try:
-        run_receding(
+        result = run_receding(
             directory,
             days=days,
             horizon=horizon,
@@ -640,6 +656,7 @@ def simulate(
             console=console,
             site_forecast_noise=site_forecast_noise,
             method=method.value,
+            drain=drain,
         )
     except (ScenarioError, SiteDataInvalid) as exc:
         raise _fail(str(exc)) from None
@@ -647,6 +664,17 @@ def simulate(
         raise _fail(f"--out {out}: {exc}") from None
     except (runner.SolveError, ClusterAccessError) as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
+    except CentralSolveError as exc:  # the baseline could not plan a step
+        raise _fail(f"{exc}".splitlines()[0], EXIT_FAILED) from None
+    if drain and not result.drained:
+        left = [f"{method.value} {result.work.deferrable_left:,.0f}"]
+        if result.baseline_work is not None:
+            left.append(f"{result.baseline} {result.baseline_work.deferrable_left:,.0f}")
+        raise _fail(
+            f"the backlog did not drain by the end of the last horizon: deferrable requests "
+            f"left: {', '.join(left)}; the totals are not comparable",
+            EXIT_NOT_CONVERGED,
+        )
 
 
 @app.command()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from dataclasses import replace
+from dataclasses import asdict, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,13 @@ from common.run_directory import RunDirectory
 from common.scenario import Scenario
 from coordinator.admm import AdmmSettings
 from coordinator.ipm import IpmSettings
+from thermoroute.launch import (
+    EQUAL_WORK_RTOL,
+    SimulationResult,
+    SimulationStep,
+    Work,
+    simulate,
+)
 from thermoroute.options import RunOptions
 from thermoroute.progress import LiveProgress
 
@@ -25,6 +32,16 @@ from thermoroute.progress import LiveProgress
 METHODS = ("ipm", "admm")
 #: The default method: the one the benchmark shows faster at equal accuracy (BENCHMARKS.md).
 DEFAULT_METHOD = "ipm"
+#: The totals ``simulate`` compares, in its closing table.
+SUMMARY_KEYS = (
+    "cooling_kwh",
+    "facility_kwh",
+    "energy_cost_aud",
+    "carbon_kg",
+    "water_l",
+    "ttft_mean_ms",
+    "objective_aud",
+)
 
 
 def method_settings(
@@ -144,19 +161,21 @@ def run_receding(
     console: Console,
     site_forecast_noise: bool = True,
     method: str = DEFAULT_METHOD,
-) -> None:
-    """Receding-horizon operation with a closing table against temperature-unaware."""
+    drain: bool = True,
+) -> SimulationResult:
+    """Receding-horizon operation with a closing table against temperature-unaware: the
+    totals, the requests each plan saw arrive, served and left, and the objective per 1,000
+    served requests; the totals' changes only when both plans served the same requests."""
     from site_agent.forecast import SiteForecast
-    from thermoroute.launch import simulate
 
     forecast = SiteForecast(seed=seed) if site_forecast_noise else SiteForecast.perfect()
 
-    def show(step: Any) -> None:
+    def show(step: SimulationStep) -> None:
         console.print(
             f"step {step.step:>3} {step.time.isoformat()}: {step.iterations:>4} iterations"
             f"{'' if step.converged else ' (not converged)'}, applied objective "
             f"{step.objective_aud:,.2f} AUD vs {step.baseline_objective_aud:,.2f}, "
-            f"{step.solve_s:.1f} s",
+            f"{step.solve_s:.1f} s{', draining' if step.drain else ''}",
             highlight=False,
         )
 
@@ -166,75 +185,116 @@ def run_receding(
         result = simulate(
             directory, days, horizon=horizon, start=start, executor=executor, address=address,
             sites_per_agent=sites_per_agent, seed=seed, progress=show, site_forecast=forecast,
-            settings=method_settings(method),
+            settings=method_settings(method), drain=drain,
         )  # fmt: skip
-        table = Table(
-            title=f"receding horizon: {len(result.steps)} steps applied, horizon {horizon}",
-            title_justify="left",
-        )
-        table.add_column("quantity")
-        table.add_column(f"{method} (temperature-aware)", justify="right")
-        table.add_column(result.baseline, justify="right")
-        table.add_column("change", justify="right")
-        for key in (
-            "cooling_kwh",
-            "facility_kwh",
-            "energy_cost_aud",
-            "carbon_kg",
-            "water_l",
-            "ttft_mean_ms",
-            "objective_aud",
-        ):
-            a, b = result.totals.get(key, math.nan), result.baseline_totals.get(key, math.nan)
-            pct = math.nan if not b else 100.0 * (a - b) / abs(b)
-            change = "n/a" if math.isnan(pct) else f"{pct:+.2f} %"
-            table.add_row(key, f"{a:,.2f}", f"{b:,.2f}", change)
-        console.print(table)
-        its = result.iterations
-        if its:
-            ordered = sorted(its)
-            console.print(
-                f"{method} iterations per step: median {ordered[len(its) // 2]}, "
-                f"min {ordered[0]}, max {ordered[-1]} (first step cold, then warm)",
-                highlight=False,
-            )
+        _print_simulation(result, method, horizon, console)
         if run_dir is not None:
-            from common.scenario_io import csv_text
+            _write_simulation(result, run_dir, console)
+    return result
 
-            rows = [
-                [
-                    s.step,
-                    s.time.isoformat(),
-                    s.iterations,
-                    s.converged,
-                    s.objective_aud,
-                    s.baseline_objective_aud,
-                    s.solve_s,
-                ]
-                for s in result.steps
-            ]
-            doc = {
-                "totals": result.totals,
-                "baseline": result.baseline,
-                "baseline_totals": result.baseline_totals,
-                "settings": result.settings,
-            }
-            run_dir.write(
-                {
-                    "simulation.csv": csv_text(
-                        (
-                            "step",
-                            "time",
-                            "iterations",
-                            "converged",
-                            "objective_aud",
-                            "baseline_objective_aud",
-                            "solve_s",
-                        ),
-                        rows,
-                    ),
-                    "simulation.json": json.dumps(doc, indent=2, default=str) + "\n",
-                },
-            )
-            written = run_dir.commit()
-            console.print(f"wrote {written}/simulation.csv and simulation.json", highlight=False)
+
+def _print_simulation(
+    result: SimulationResult, method: str, horizon: int, console: Console
+) -> None:
+    """The closing table and the verdict line: a saving only for equal work."""
+    drained = f", {result.drain_steps} draining" if result.drain else ", no drain"
+    table = Table(
+        title=f"receding horizon: {len(result.steps)} steps applied ({result.arrival_steps} "
+        f"with arrivals{drained}), horizon {horizon}",
+        title_justify="left",
+    )
+    table.add_column("quantity")
+    table.add_column(f"{method} (temperature-aware)", justify="right")
+    table.add_column(result.baseline, justify="right")
+    table.add_column("change", justify="right")
+
+    def change(a: float, b: float) -> str:
+        pct = math.nan if not b else 100.0 * (a - b) / abs(b)
+        return "n/a" if math.isnan(pct) else f"{pct:+.2f} %"
+
+    for key in SUMMARY_KEYS:
+        a, b = result.totals.get(key, math.nan), result.baseline_totals.get(key, math.nan)
+        # Totals over different work differ by the work: no change is shown for them.
+        shown = change(a, b) if result.equal_work else "not comparable"
+        table.add_row(key, f"{a:,.2f}", f"{b:,.2f}", shown)
+    work, base = result.work, result.baseline_work
+    for kind in ("interactive", "deferrable"):
+        for part in ("arrived", "served", "left"):
+            name = f"{kind}_{part}"
+            b_value = "" if base is None else f"{getattr(base, name):,.0f}"
+            table.add_row(f"{kind} requests {part}", f"{getattr(work, name):,.0f}", b_value, "")
+    a, b = result.aud_per_1000_served, result.baseline_aud_per_1000_served
+    table.add_row("objective AUD per 1,000 served", f"{a:,.5f}", f"{b:,.5f}", change(a, b))
+    console.print(table)
+    its = result.iterations
+    if its:
+        ordered = sorted(its)
+        # A drain step's horizon is shorter than the last one's: nothing to warm-start from.
+        cold = (
+            "first step and drain steps cold, the rest warm"
+            if result.drain_steps
+            else "first step cold, then warm"
+        )
+        console.print(
+            f"{method} iterations per step: median {ordered[len(its) // 2]}, "
+            f"min {ordered[0]}, max {ordered[-1]} ({cold})",
+            highlight=False,
+        )
+    if base is None:
+        return
+    if result.equal_work:
+        diff = result.objective_difference_aud
+        assert diff is not None  # equal work
+        console.print(
+            f"equal work: both plans served the same requests, to {EQUAL_WORK_RTOL:g} "
+            f"({work.served:,.0f} and {base.served:,.0f}; {work.left:,.0f} and "
+            f"{base.left:,.0f} left); objective {diff:+,.2f} AUD "
+            f"({change(result.totals['objective_aud'], result.baseline_totals['objective_aud'])}"
+            f") against {result.baseline}",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"unequal work: not comparable — {method} served {work.served:,.0f} requests "
+            f"and left {work.left:,.0f}, {result.baseline} served {base.served:,.0f} and left "
+            f"{base.left:,.0f}; only the objective per 1,000 served requests compares them",
+            highlight=False,
+        )
+
+
+def _write_simulation(result: SimulationResult, run_dir: RunDirectory, console: Console) -> None:
+    """``simulation.csv`` (one row per applied step) and ``simulation.json`` (totals, work,
+    verdict) into ``run_dir``."""
+    from common.scenario_io import csv_text
+
+    columns = tuple(f.name for f in fields(SimulationStep))
+    rows = [[getattr(s, name) for name in columns] for s in result.steps]
+    doc = {
+        "totals": result.totals,
+        "baseline": result.baseline,
+        "baseline_totals": result.baseline_totals,
+        "work": _work_doc(result.work),
+        "baseline_work": None if result.baseline_work is None else _work_doc(result.baseline_work),
+        "arrival_steps": result.arrival_steps,
+        "drain": result.drain,
+        "drain_steps": result.drain_steps,
+        "drained": result.drained,
+        "equal_work": result.equal_work,
+        "objective_difference_aud": result.objective_difference_aud,
+        "aud_per_1000_served": result.aud_per_1000_served,
+        "baseline_aud_per_1000_served": result.baseline_aud_per_1000_served,
+        "settings": result.settings,
+    }
+    run_dir.write(
+        {
+            "simulation.csv": csv_text(columns, rows),
+            "simulation.json": json.dumps(doc, indent=2, default=str) + "\n",
+        },
+    )
+    written = run_dir.commit()
+    console.print(f"wrote {written}/simulation.csv and simulation.json", highlight=False)
+
+
+def _work_doc(work: Work) -> dict[str, float]:
+    """A :class:`Work` with its sums, for JSON [requests]."""
+    return {**asdict(work), "arrived": work.arrived, "served": work.served, "left": work.left}

@@ -34,6 +34,7 @@ import numpy as np
 from common.errors import Problem, ScenarioError, SiteDataInvalid
 from common.evaluate import TOTAL_KEYS
 from common.physics.latency import mean_ttft_ms
+from common.scenario import DemandView
 from common.scenario_io import is_split_root
 from common.scenarios import scenario_directory
 from coordinator.actor import CheckpointMissing, Coordinator, CoordinatorOutcome
@@ -554,34 +555,157 @@ def _drive(
 # Receding horizon
 
 
+#: Relative difference [–] within which two plans' served requests count as equal work
+#: (their totals may then be compared as a saving).
+EQUAL_WORK_RTOL = 1e-6
+#: Deferrable requests left [share of those arrived] below which a backlog is empty and the
+#: drain may stop early: a plan meeting its rows to round-off leaves about 1e-15 of it.
+EMPTY_RTOL = 1e-9
+
+
 @dataclass
 class SimulationStep:
-    """One applied step of a receding-horizon simulation."""
+    """One applied step of a receding-horizon simulation.
+
+    ``objective_aud`` and ``baseline_objective_aud`` [AUD] charge the applied step under the
+    true model; ``drain`` marks the steps after the simulated days (no new deferrable volume,
+    the horizon shortened to the deadline); ``solve_s`` [s] is the distributed solve.
+    """
 
     step: int
     time: datetime
     iterations: int
     converged: bool
-    objective_aud: float  # the applied step charged under the true model
+    objective_aud: float
     baseline_objective_aud: float
     solve_s: float
+    drain: bool = False
+
+
+@dataclass(frozen=True)
+class Work:
+    """The requests one plan met over a simulation [requests].
+
+    Interactive requests arrive with the demand of each applied step and are served or left
+    (they cannot wait); deferrable ones arrive with each day's volume and are served or left
+    waiting in the backlog at the end. ``arrived = served + left`` for each.
+    """
+
+    interactive_arrived: float
+    interactive_served: float
+    interactive_left: float
+    deferrable_arrived: float
+    deferrable_served: float
+    deferrable_left: float
+
+    @property
+    def arrived(self) -> float:
+        return self.interactive_arrived + self.deferrable_arrived
+
+    @property
+    def served(self) -> float:
+        return self.interactive_served + self.deferrable_served
+
+    @property
+    def left(self) -> float:
+        return self.interactive_left + self.deferrable_left
+
+    @property
+    def drained(self) -> bool:
+        """Whether the deferrable backlog is empty to :data:`EQUAL_WORK_RTOL` of the arrived
+        volume: a distributed solve may miss its rows by that much where capacity binds."""
+        return self.deferrable_left <= EQUAL_WORK_RTOL * max(self.deferrable_arrived, 1.0)
+
+    def aud_per_1000(self, objective_aud: float) -> float:
+        """``objective_aud`` [AUD] per 1,000 served requests [AUD]."""
+        return 1000.0 * objective_aud / self.served if self.served > 0 else math.nan
+
+
+def _work(interactive: Any, backlog: Any) -> Work:
+    """A :class:`Work` from a plan's :class:`~coordinator.receding.InteractiveLedger` and
+    :class:`~coordinator.receding.BatchBacklog`."""
+    return Work(
+        interactive_arrived=interactive.arrived,
+        interactive_served=interactive.served,
+        interactive_left=interactive.left,
+        deferrable_arrived=backlog.arrived,
+        deferrable_served=backlog.served,
+        deferrable_left=float(backlog.backlog.sum()),
+    )
 
 
 @dataclass
 class SimulationResult:
-    """Per-step log and cumulative totals of the applied steps, ADMM and baseline."""
+    """Per-step log, cumulative totals of the applied steps and the work each plan did.
+
+    Attributes
+    ----------
+    steps : list of SimulationStep
+    totals, baseline_totals : dict
+        Sums over the applied steps (:data:`common.evaluate.TOTAL_KEYS`, ``objective_aud``
+        [AUD], ``interactive_requests``; ``ttft_mean_ms`` a mean [ms]).
+    baseline : str
+        The baseline's name (empty without one).
+    work, baseline_work : Work
+        What each plan served; ``baseline_work`` is ``None`` without a baseline.
+    arrival_steps : int
+        Steps with deferrable arrivals (the simulated days); the rest are drain steps.
+    drain : bool
+        Whether the simulation was asked to drain the backlogs.
+    settings : dict
+        Horizon, forecast errors and seed.
+    """
 
     steps: list[SimulationStep]
     totals: dict[str, float]
     baseline_totals: dict[str, float]
     baseline: str
-    backlog_left: float = 0.0  # deferrable requests arrived and not yet served (ADMM)
-    baseline_backlog_left: float = 0.0
+    work: Work
+    baseline_work: Work | None
+    arrival_steps: int
+    drain: bool
     settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def iterations(self) -> list[int]:
         return [s.iterations for s in self.steps]
+
+    @property
+    def drain_steps(self) -> int:
+        return sum(s.drain for s in self.steps)
+
+    @property
+    def drained(self) -> bool:
+        """Whether every plan ended with its deferrable backlog empty."""
+        return self.work.drained and (self.baseline_work is None or self.baseline_work.drained)
+
+    @property
+    def equal_work(self) -> bool:
+        """Whether both plans served the same requests (to :data:`EQUAL_WORK_RTOL`): only
+        then is the difference of their totals a saving. ``False`` without a baseline."""
+        if self.baseline_work is None:
+            return False
+        a, b = self.work.served, self.baseline_work.served
+        return abs(a - b) <= EQUAL_WORK_RTOL * max(abs(a), abs(b))
+
+    @property
+    def objective_difference_aud(self) -> float | None:
+        """The plan's objective minus the baseline's [AUD]; ``None`` unless equal work."""
+        if not self.equal_work:
+            return None
+        return self.totals["objective_aud"] - self.baseline_totals["objective_aud"]
+
+    @property
+    def aud_per_1000_served(self) -> float:
+        """The plan's objective per 1,000 served requests [AUD]."""
+        return self.work.aud_per_1000(self.totals.get("objective_aud", math.nan))
+
+    @property
+    def baseline_aud_per_1000_served(self) -> float:
+        """The baseline's objective per 1,000 served requests [AUD] (NaN without one)."""
+        if self.baseline_work is None:
+            return math.nan
+        return self.baseline_work.aud_per_1000(self.baseline_totals.get("objective_aud", math.nan))
 
 
 def _accumulate(total: dict[str, float], evaluation: Any) -> None:
@@ -592,6 +716,54 @@ def _accumulate(total: dict[str, float], evaluation: Any) -> None:
     total["ttft_mean_ms"] = float(
         mean_ttft_ms(total.get("latency_req_s", 0.0), total.get("interactive_requests", 0.0))
     )
+
+
+def _simulation_fleet(
+    source: Path,
+    site_ids: Sequence[str],
+    view: DemandView,
+    *,
+    executor: str,
+    address: str | None,
+    sites_per_agent: int,
+    settings: MethodSettings,
+    forecast: SiteForecast,
+) -> tuple[Coordinator, Callable[[], None]]:
+    """A coordinator in this process and its site agents for the horizon of ``view``
+    (inline objects or Ray actors), and the function that closes the agents."""
+    # The harness charges the applied steps itself (it reads every site's data anyway): the
+    # sites share their active GPUs with it.
+    coordinator = Coordinator(view, settings, share_site_details=True)
+    if executor == "inline":
+        groups = plan_groups(site_ids, sites_per_agent)
+        agents = [
+            SiteGroup(source, list(g), start=view.start, steps=view.steps, forecast=forecast)
+            for g in groups
+        ]
+        coordinator.attach(InlineFleet(agents, groups))
+
+        def close_inline() -> None:
+            for agent in agents:
+                agent.close()
+
+        return coordinator, close_inline
+    import ray
+
+    ensure_ray(address)
+    pinned = site_resources() & set(site_ids)
+    groups = plan_groups(site_ids, sites_per_agent, pinned)
+    handles = create_group_actors(
+        source, groups, pinned=pinned, start=view.start, steps=view.steps, inner=None,
+        threads=1, forecast=forecast, max_restarts=settings.agent_restarts,
+    )  # fmt: skip
+    wait_ready(handles, groups)
+    coordinator.attach_actors(handles, groups)
+
+    def close_ray() -> None:
+        for handle in handles:
+            ray.kill(handle)
+
+    return coordinator, close_ray
 
 
 def simulate(
@@ -610,6 +782,7 @@ def simulate(
     baseline: str | None = "temperature-unaware",
     progress: Callable[[SimulationStep], None] | None = None,
     warm: bool = True,
+    drain: bool = True,
 ) -> SimulationResult:
     """Receding-horizon operation (:mod:`coordinator.receding`): each step re-solve the next
     ``horizon`` steps with a forecast, apply the first, warm-start the next solve.
@@ -627,6 +800,15 @@ def simulate(
     given; ``SiteForecast.perfect()`` plans with the real series). The baseline plans with
     the real site series (it has no site agents), which favours it slightly.
 
+    Draining (``drain=True``, the default; :mod:`coordinator.receding`): after ``days`` no
+    deferrable volume arrives and each further step plans a horizon shortened to end where
+    the last full one ended, so both plans must serve their backlogs by then; interactive
+    demand goes on as usual meanwhile, for both. The drain stops once both backlogs are
+    empty, after at most ``horizon − 1`` steps, and needs no data beyond the ``days``' last
+    horizon. Its horizons change length every step, so they are solved cold (a new fleet
+    each). ``drain=False`` stops after ``days``, backlogs and all: the plans have then
+    served different work (:attr:`SimulationResult.equal_work`).
+
     ``warm=False`` solves every step cold (to measure what the warm starts save).
     """
     from dataclasses import replace as _replace
@@ -634,7 +816,12 @@ def simulate(
     from common import baselines
     from common.evaluate import evaluate
     from common.scenario_io import load_scenario
-    from coordinator.receding import BatchBacklog, DemandForecaster, horizon_view
+    from coordinator.receding import (
+        BatchBacklog,
+        DemandForecaster,
+        InteractiveLedger,
+        horizon_view,
+    )
 
     settings = settings or AdmmSettings()
     if site_forecast is None:
@@ -644,104 +831,112 @@ def simulate(
     first = load_view(coordinator_dir, start=start)
     per_day = round(24.0 / first.step_hours)
     n_steps = max(1, round(days * per_day))
+    # The last full horizon ends at ``span``: the data the days need, and the drain's deadline.
     span = n_steps + horizon - 1
     view = load_view(coordinator_dir, start=first.start, steps=span)
     truth = load_scenario(data_source, start=first.start, steps=span)
     daily = view.batch_requests  # volume per horizon of the file: one day (module docs)
     forecaster = DemandForecaster(demand_sigma, seed)
     backlog, base_backlog = BatchBacklog(daily, per_day), BatchBacklog(daily, per_day)
+    served, base_served = InteractiveLedger(), InteractiveLedger()
     defer = np.asarray(view.classes.deferrable, dtype=bool)
 
-    def window(h: int) -> Any:
-        sl = slice(h, h + horizon)
+    def window(h: int, steps: int) -> DemandView:
+        sl = slice(h, h + steps)
         return _replace(
             view, start=view.times[h], times=view.times[sl], demand_rps=view.demand_rps[:, :, sl]
         )
 
-    groups = plan_groups(site_ids, sites_per_agent)
-    # The harness charges the applied steps itself (it reads every site's data anyway): the
-    # sites share their active GPUs with it.
-    coordinator = Coordinator(window(0), settings, share_site_details=True)
-    agents: list[Any] = []
-    if executor == "inline":
-        agents = [
-            SiteGroup(
-                data_source, list(g), start=first.start, steps=horizon, forecast=site_forecast
-            )
-            for g in groups
-        ]
-        coordinator.attach(InlineFleet(agents, groups))
-    else:
-        ensure_ray(address)
-        pinned = site_resources() & set(site_ids)
-        groups = plan_groups(site_ids, sites_per_agent, pinned)
-        handles = create_group_actors(
-            data_source, groups, pinned=pinned, start=first.start, steps=horizon, inner=None,
-            threads=1, forecast=site_forecast, max_restarts=settings.agent_restarts,
+    def open_fleet(h: int, steps: int) -> tuple[Coordinator, Callable[[], None]]:
+        return _simulation_fleet(
+            data_source, site_ids, window(h, steps), executor=executor, address=address,
+            sites_per_agent=sites_per_agent, settings=settings, forecast=site_forecast,
         )  # fmt: skip
-        wait_ready(handles, groups)
-        coordinator.attach_actors(handles, groups)
+
+    def empty() -> bool:
+        return all(
+            b.backlog.sum() <= EMPTY_RTOL * max(b.arrived, 1.0)
+            for b in (backlog, *((base_backlog,) if baseline is not None else ()))
+        )
+
+    coordinator, close = open_fleet(0, horizon)
     layout = coordinator.layout
     totals: dict[str, float] = {}
     base_totals: dict[str, float] = {}
     log: list[SimulationStep] = []
     prev_state = prev_structure = None
-    for h in range(n_steps):
-        backlog.arrive(h)
-        base_backlog.arrive(h)
-        view_h = horizon_view(window(h), forecaster, backlog)
-        if h:
-            coordinator.shift_fleet(1)
-        coordinator.set_view(view_h)
-        coordinator.register()
-        start_from = None
-        if warm and prev_state is not None:
-            shift = method_for(settings).shift
-            start_from = shift(prev_state, prev_structure, coordinator.structure, layout, 1)
-        t0 = time.perf_counter()
-        outcome = coordinator.run(warm_start=start_from)
-        solve_s = time.perf_counter() - t0
-        prev_state, prev_structure = outcome.run.state, outcome.structure
-        step_truth = truth.window(h, 1)
-        sched = outcome.outputs.schedule
-        applied = evaluate(step_truth, sched.x[..., :1], sched.n[:, :1])
-        _accumulate(totals, applied)
-        backlog.serve(sched.x[:, :, :, 0].sum(axis=0) * view.step_seconds * defer[None, :])
-        base_objective = math.nan
-        if baseline is not None:
-            plan_scenario = _replace(
-                truth.window(h, horizon),
-                demand_rps=view_h.demand_rps,
-                batch_requests=np.where(defer[None, :], base_backlog.backlog, 0.0),
+    try:
+        for h in range(span if drain else n_steps):
+            draining = h >= n_steps
+            if draining and empty():
+                break
+            # Draining, the horizon ends at the deadline; before, it is a full one.
+            steps_h = span - h if draining else horizon
+            if not draining:
+                backlog.arrive(h)
+                base_backlog.arrive(h)
+            view_h = horizon_view(window(h, steps_h), forecaster, backlog, horizon - 1)
+            if draining:
+                close()
+                coordinator, close = open_fleet(h, steps_h)
+            elif h:
+                coordinator.shift_fleet(1)
+            coordinator.set_view(view_h)
+            coordinator.register()
+            start_from = None
+            if warm and prev_state is not None and not draining:
+                shift = method_for(settings).shift
+                start_from = shift(prev_state, prev_structure, coordinator.structure, layout, 1)
+            t0 = time.perf_counter()
+            outcome = coordinator.run(warm_start=start_from)
+            solve_s = time.perf_counter() - t0
+            prev_state, prev_structure = outcome.run.state, outcome.structure
+            step_truth = truth.window(h, 1)
+            demand = view.demand_rps[:, ~defer, h] * view.step_seconds
+            sched = outcome.outputs.schedule
+            applied = evaluate(step_truth, sched.x[..., :1], sched.n[:, :1])
+            _accumulate(totals, applied)
+            step_served = sched.x[:, :, :, 0].sum(axis=0) * view.step_seconds
+            served.record(demand, step_served[:, ~defer])
+            backlog.serve(step_served * defer[None, :])
+            base_objective = math.nan
+            if baseline is not None:
+                plan_scenario = _replace(
+                    truth.window(h, steps_h),
+                    demand_rps=view_h.demand_rps,
+                    batch_requests=np.where(defer[None, :], base_backlog.backlog, 0.0),
+                )
+                planned = baselines.temperature_unaware(plan_scenario)
+                base = evaluate(step_truth, planned.x[..., :1], planned.n[:, :1])
+                _accumulate(base_totals, base)
+                base_step = planned.x[:, :, :, 0].sum(axis=0) * view.step_seconds
+                base_served.record(demand, base_step[:, ~defer])
+                base_backlog.serve(base_step * defer[None, :])
+                base_objective = base.objective_aud
+            row = SimulationStep(
+                step=h,
+                time=view.times[h],
+                iterations=outcome.iterations,
+                converged=outcome.converged,
+                objective_aud=applied.objective_aud,
+                baseline_objective_aud=base_objective,
+                solve_s=solve_s,
+                drain=draining,
             )
-            planned = baselines.temperature_unaware(plan_scenario)
-            base = evaluate(step_truth, planned.x[..., :1], planned.n[:, :1])
-            _accumulate(base_totals, base)
-            base_backlog.serve(
-                planned.x[:, :, :, 0].sum(axis=0) * view.step_seconds * defer[None, :]
-            )
-            base_objective = base.objective_aud
-        row = SimulationStep(
-            step=h,
-            time=view.times[h],
-            iterations=outcome.iterations,
-            converged=outcome.converged,
-            objective_aud=applied.objective_aud,
-            baseline_objective_aud=base_objective,
-            solve_s=solve_s,
-        )
-        log.append(row)
-        if progress is not None:
-            progress(row)
-    for agent in agents:
-        agent.close()
+            log.append(row)
+            if progress is not None:
+                progress(row)
+    finally:
+        close()
     return SimulationResult(
         steps=log,
         totals=totals,
         baseline_totals=base_totals,
         baseline=baseline or "",
-        backlog_left=float(backlog.backlog.sum()),
-        baseline_backlog_left=float(base_backlog.backlog.sum()),
+        work=_work(served, backlog),
+        baseline_work=None if baseline is None else _work(base_served, base_backlog),
+        arrival_steps=n_steps,
+        drain=drain,
         settings={
             "horizon": horizon,
             "demand_sigma": demand_sigma,
