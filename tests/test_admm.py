@@ -378,15 +378,22 @@ def test_synthetic_100_sites_inline(tmp_path: Path) -> None:
     synth = pytest.importorskip("common.synth")
     scenario = synth.synthesize(100, 20, 0)
     directory = write_scenario(scenario, tmp_path / "s100")
-    run = solve_admm_grouped(directory, 25)
+    # At the benchmark's ε_rel (BENCHMARKS.md, 891 iterations): what is tested is that the
+    # per-row penalties converge on this fleet at all; the default's tighter 5e-5 only adds
+    # iterations (and minutes) here.
+    run = solve_admm_grouped(directory, 25, AdmmSettings(eps_rel=1e-4))
     _check_against_central(scenario, run)
 
 
-def solve_admm_grouped(directory: Path, per_agent: int):
+def solve_admm_grouped(directory: Path, per_agent: int, settings: AdmmSettings | None = None):
     from thermoroute.launch import solve_distributed
 
     return solve_distributed(
-        directory, executor="inline", sites_per_agent=per_agent, share_site_details=True
+        directory,
+        executor="inline",
+        sites_per_agent=per_agent,
+        settings=settings or AdmmSettings(),
+        share_site_details=True,
     )
 
 
