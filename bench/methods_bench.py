@@ -48,6 +48,7 @@ from bench.admm_bench import (
     prepare,
 )
 from common.ipm_protocol import round_fields
+from common.scenarios import embedded_scenarios
 from common.schur_pattern import SchurPattern
 from common.secure_aggregation import MaskingSetup, PairwiseMasker, mask_degree, neighbour_graph
 from coordinator.admm import AdmmSettings
@@ -239,10 +240,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(f"machine: {info['nproc']} cores, {info['cpu']}, load {info['loadavg']}")
     ensure_ray(num_cpus=info["nproc"])
     results = []
+    embedded = set(embedded_scenarios())
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.scenarios.split(","):
             spec = make_spec(name, 1, {}, None)
-            assert name in DEFAULTS or name.startswith("synth")
+            if not (name in DEFAULTS or name.startswith("synth") or name in embedded):
+                raise SystemExit(f"error: unknown scenario {name!r} (embedded or synthN)")
             prepare(spec, Path(tmp))
             results.append(bench(spec, methods, not args.no_central, console))
             console.print(table(results, methods))

@@ -365,12 +365,12 @@ def decomposition_cells(d: GainDecomposition) -> tuple[list[str], list[list[str]
     what every rendering (terminal, plain text, the HTML report) shows."""
     header = [
         "term",
-        f"{REFERENCE} [AUD]",
-        f"{MEAN_EFFICIENCY} [AUD]",
+        "unaware [AUD]",
+        "mean-eff. [AUD]",
         f"{d.aware} [AUD]",
         "gain [AUD]",
-        "site differences [AUD] (% of gain)",
-        "hourly weather [AUD] (% of gain)",
+        "site differences [AUD]",
+        "hourly weather [AUD]",
     ]
     gain, site, weather = d.gain_aud, d.site_aud, d.weather_aud
     site_share, weather_share = d.share(site), d.share(weather)
@@ -392,8 +392,9 @@ def decomposition_cells(d: GainDecomposition) -> tuple[list[str], list[list[str]
 def decomposition_note(d: GainDecomposition) -> str:
     """What the decomposition's columns mean, in one sentence."""
     return (
-        f"gain = {REFERENCE} − {d.aware} = site differences ({REFERENCE} − {MEAN_EFFICIENCY}) "
-        f"+ hourly weather ({MEAN_EFFICIENCY} − {d.aware}); shares are of the objective's "
+        f"unaware = {REFERENCE}, mean-eff. = {MEAN_EFFICIENCY}; gain = {REFERENCE} − "
+        f"{d.aware} = site differences ({REFERENCE} − {MEAN_EFFICIENCY}) + hourly weather "
+        f"({MEAN_EFFICIENCY} − {d.aware}); in brackets each part's share of the objective's "
         "total gain; per term a part may be negative (a plan trades one term for another), "
         "and none is clipped"
     )
