@@ -284,7 +284,8 @@ def without_residues(
     dropped = np.where(tiny, x, 0.0).sum(axis=0)  # (R, C, T)
     kept = np.where(tiny, 0.0, x)
     s = scenario.sites
-    room = s.u_max[:, None] * s.gpus[:, None] - load_gpus(scenario, kept)  # (S, T) GPUs
+    # (S, T) GPUs; a derated site's room is below its derated capacity (model v1.1)
+    room = s.u_max[:, None] * plant_limits(scenario).max_gpus - load_gpus(scenario, kept)
     # A thousandth of a GPU of room is ample: a fold adds ~1e-6 requests/s · gpu_s.
     candidates = np.where((kept > 0) & (room[:, None, None, :] > 1e-3), kept, -1.0)
     target = candidates.argmax(axis=0)  # (R, C, T)

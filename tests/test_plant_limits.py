@@ -7,6 +7,10 @@ Every solve is real (Clarabel through cvxpy); the small scenario is ``make_scena
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +32,7 @@ from scenario_factory import (
 
 from common.baselines import temperature_unaware
 from common.central import _plant_constraints, solve_central
+from common.compare import compare, to_json, to_text
 from common.errors import ScenarioError
 from common.evaluate import (
     evaluate,
@@ -366,3 +371,49 @@ def test_all_limits_together_are_respected_and_each_binds(v1):
     assert result.n[1, 2] == pytest.approx(25.2, rel=1e-6)
     alone = solve_central(with_plant(base_sc, **DERATED))
     assert result.objective_aud > alone.objective_aud
+
+
+# --------------------------------------------------------------------------------------------
+# compare and the command line
+
+CLI = [sys.executable, "-c", "from thermoroute.cli import main; main()"]
+
+
+def thermoroute(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "COLUMNS": "250"}
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def derated_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("derated") / "scenario"
+    write_scenario(with_plant(make_scenario(), **DERATED), directory)
+    return directory
+
+
+def test_compare_reports_each_plans_overload_and_none_for_the_optimum(derated_dir: Path):
+    comparison = compare(load_scenario(derated_dir))
+    rows = {row.solver: row for row in comparison}
+    assert rows["central"].overloads["capacity"]["site_hours"] == 0
+    assert rows["temperature-unaware"].overloads["capacity"]["site_hours"] == pytest.approx(1.0)
+    assert rows["temperature-unaware"].overloads["capacity"]["requests"] > 0
+    assert set(rows["nearest"].overloads) == {"capacity", "grid", "water"}
+    document = json.loads(to_json(comparison))
+    assert document["rows"][0]["overloads"]["capacity"]["site_hours"] == 0
+    text = to_text(comparison)
+    assert "above derated capacity" in text and "1 h," in text
+
+
+def test_compare_on_v1_data_has_no_overload_table(tmp_path: Path):
+    comparison = compare(make_scenario(), ["central", "temperature-unaware"])
+    assert all(not row.overloads for row in comparison)
+    assert "overloads" not in to_json(comparison) and "above derated" not in to_text(comparison)
+
+
+def test_the_compare_command_shows_the_overload_table(derated_dir: Path, tmp_path: Path):
+    done = thermoroute("compare", str(derated_dir), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "above the sites' limits" in done.stdout
+    assert "above derated capacity" in done.stdout
