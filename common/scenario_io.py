@@ -1188,6 +1188,8 @@ def load_demand_view(
 
 
 SITE_PRIVATE_FILES = ("sites.csv", "profiles.csv", "network.csv", "site_series.csv")
+#: A site's own optional files (model v1.1), sliced like the others where present.
+SITE_OPTIONAL_FILES = (PPUE_CURVE_FILE,)
 COORDINATOR_FILES = ("scenario.toml", "regions.csv", "classes.csv", "demand.csv", "batch.csv")
 
 
@@ -1220,7 +1222,8 @@ def site_slice_files(directory: str | os.PathLike[str], site_id: str) -> dict[st
     for name in (*SITE_PRIVATE_FILES, "scenario.toml", "classes.csv", "regions.csv"):
         if not (directory / name).is_file():
             raise ScenarioError(Problem(name, "file is missing"), str(directory))
-    for name in SITE_PRIVATE_FILES:
+    present = [n for n in SITE_OPTIONAL_FILES if (directory / n).is_file()]
+    for name in (*SITE_PRIVATE_FILES, *present):
         files[name] = _filtered_csv(
             directory / name, lambda row: row.get("site_id", "").strip() == site_id
         )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -33,7 +35,7 @@ from scenario_factory import (
 from common.baselines import temperature_unaware
 from common.central import _plant_constraints, solve_central
 from common.compare import compare, to_json, to_text
-from common.errors import ScenarioError
+from common.errors import PlantLimitsUnsupported, ScenarioError, SiteDataInvalid
 from common.evaluate import (
     evaluate,
     load_gpus,
@@ -45,8 +47,9 @@ from common.evaluate import (
 from common.physics.cooling import derated_capacity_fraction, ppue_curve
 from common.physics.water import daily_windows
 from common.scenario import Scenario
-from common.scenario_io import load_scenario, write_scenario
+from common.scenario_io import load_scenario, split_scenario, write_scenario
 from common.scenarios import scenario_directory
+from site_agent.data import load_site
 
 #: Relative tolerance to which the optimum must respect every limit (the issue's 1e-6).
 LIMIT_RTOL = 1e-6
@@ -417,3 +420,67 @@ def test_the_compare_command_shows_the_overload_table(derated_dir: Path, tmp_pat
     assert done.returncode == 0, done.stderr
     assert "above the sites' limits" in done.stdout
     assert "above derated capacity" in done.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# The distributed methods refuse v1.1 data (for now)
+
+REFUSAL = (
+    "error: site mel: its data use model v1.1 plant limits (cooling_design_c, "
+    "cooling_derate_per_c, cooling_min_fraction); v1.1 limits are solved by --solver central "
+    "only so far"
+)
+
+
+@pytest.mark.parametrize("method", ["ipm", "admm"])
+def test_distributed_methods_refuse_plant_data_in_one_line(
+    derated_dir: Path, tmp_path: Path, method: str
+):
+    out = tmp_path / "out"
+    done = thermoroute(
+        "run", str(derated_dir), "--method", method, "--executor", "inline", "--out", str(out),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [REFUSAL]
+    assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_simulate_refuses_plant_data_in_one_line(tmp_path: Path):
+    source = scenario_directory("australia")
+    directory = tmp_path / "australia"
+    shutil.copytree(source, directory)
+    rows = read_rows(directory, "sites.csv")
+    # A connection limit far above any site's power: only its presence matters.
+    rows = [[*rows[0], "grid_limit_kw"], *([*r, "1e6"] for r in rows[1:])]
+    write_rows(directory, "sites.csv", rows)
+    done = thermoroute(
+        "simulate", str(directory), "--executor", "inline", "--days", "1", cwd=tmp_path
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: site ") and line.endswith(
+        "data use model v1.1 plant limits (grid_limit_kw); v1.1 limits are solved by "
+        "--solver central only so far"
+    )
+
+
+def test_the_refusal_crosses_process_boundaries_with_names_only():
+    error = PlantLimitsUnsupported(("a", "b"), ("grid_limit_kw", "ppue_curve.csv"))
+    assert isinstance(error, SiteDataInvalid)
+    again = pickle.loads(pickle.dumps(error))
+    assert (again.site_ids, again.inputs, str(again)) == (error.site_ids, error.inputs, str(error))
+    rebuilt = PlantLimitsUnsupported.from_message(str(error))
+    assert rebuilt is not None and rebuilt.inputs == error.inputs and rebuilt.site_ids == ("a", "b")
+    assert SiteDataInvalid.from_message(str(error)) is None
+
+
+def test_a_sites_own_slice_carries_its_curve(tmp_path: Path):
+    src = add_plant_data(make_scenario_dir(tmp_path / "src"))
+    paths = split_scenario(src, tmp_path / "split")
+    assert (paths["alpha"] / "ppue_curve.csv").read_text().count("\n") == 3
+    assert (paths["bravo"] / "ppue_curve.csv").read_text().count("\n") == 1
+    alpha = load_site(paths["alpha"], "alpha")
+    assert "ppue_curve.csv" in alpha.sites.plant_data()
+    bravo = load_site(src, "bravo")
+    assert set(bravo.sites.plant_data()) == set(PLANT_VALUES)
