@@ -562,7 +562,10 @@ def solve_central(
     wue_arr = true_wue(scenario) if wue is None else _site_step(wue, shape, "wue")
     model = _build(scenario, pue_arr, wue_arr, w, plant_limits)
     t1 = time.perf_counter()
-    solver, info = _solve(model.problem, scenario, "centralised QP")
+    limits = scenario.sites.plant_data() if plant_limits else ()
+    # Name the v1.1 limits in a failure: they, not only capacity and SLOs, may be why.
+    what = f"centralised QP with model v1.1 limits ({', '.join(limits)})" if limits else ""
+    solver, info = _solve(model.problem, scenario, what or "centralised QP")
     t2 = time.perf_counter()
     objective = float(model.problem.value)
     stats = model.problem.solver_stats

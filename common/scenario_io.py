@@ -26,6 +26,7 @@ import numpy as np
 
 from common.bounds import bound_of
 from common.errors import Problem, ScenarioError
+from common.physics.cooling import derated_capacity_fraction
 from common.scenario import (
     COOLING_COLUMNS,
     PLANT_COLUMNS,
@@ -1062,6 +1063,17 @@ def check_servable(scenario: Scenario, sink: _Collector | None = None) -> list[P
     allowed = scenario.allowed()
     sites, classes, regions = scenario.sites, scenario.classes, scenario.regions
     capacity = sites.u_max * sites.gpus  # busy GPUs per site
+    derated = "cooling_design_c" in sites.plant_data()
+    if derated:
+        # Model v1.1: the cooling's capacity per step (S, T); v1 data keep the constant.
+        fraction = derated_capacity_fraction(
+            scenario.dry_bulb_c,
+            sites.cooling_design_c[:, None],
+            sites.cooling_derate_per_c[:, None],
+            sites.cooling_min_fraction[:, None],
+        )
+        capacity = capacity[:, None] * np.where(np.isnan(fraction), 1.0, fraction)
+    what, note = (" derated by the cooling,", " (derated by the cooling)") if derated else ("", "")
     demand = scenario.demand_rps
     for c in range(len(classes)):
         volume = demand[:, c].sum() + scenario.batch_requests[:, c].sum()
@@ -1093,17 +1105,19 @@ def check_servable(scenario: Scenario, sink: _Collector | None = None) -> list[P
                     "requests_per_s",
                 )
                 continue
-            best = (capacity[ok_sites] / scenario.gpu_s[ok_sites, c]).sum()
+            per_site = scenario.gpu_s[ok_sites, c]
+            best = (capacity[ok_sites] / (per_site[:, None] if derated else per_site)).sum(axis=0)
             over = np.flatnonzero(load > best * (1 + 1e-9))
             if over.size:
                 t = over[0]
+                best = best[t] if derated else best
                 more = f" (and {over.size - 1} more steps)" if over.size > 1 else ""
                 sink.add(
                     "demand.csv",
                     f"demand {load[t]:g} req/s of region "
                     f"{regions.region_id[j]!r}, class {classes.class_id[c]!r} at "
                     f"{scenario.times[t].isoformat()} is above the {best:g} req/s the "
-                    f"sites within its SLO can serve{more}",
+                    f"sites within its SLO can serve{more}{note}",
                     sink.lines.get(("demand.csv", j, c, t)),
                     "requests_per_s",
                 )
@@ -1112,15 +1126,16 @@ def check_servable(scenario: Scenario, sink: _Collector | None = None) -> list[P
     min_gpu_s = np.where(allowed, scenario.gpu_s[:, None, :], np.inf).min(axis=0)  # (R, C)
     min_gpu_s = np.where(np.isfinite(min_gpu_s), min_gpu_s, 0.0)
     step_load = np.einsum("jct,jc->t", demand[:, interactive], min_gpu_s[:, interactive])
-    fleet = capacity.sum()
+    fleet = capacity.sum(axis=0)
     over = np.flatnonzero(step_load > fleet * (1 + 1e-9))
     if over.size:
         t = over[0]
         sink.add(
             "demand.csv",
             f"interactive demand at {scenario.times[t].isoformat()} needs at "
-            f"least {step_load[t]:g} busy GPUs, above the fleet's {fleet:g} "
-            "(u_max · gpus summed over sites)",
+            f"least {step_load[t]:g} busy GPUs, above the fleet's "
+            f"{fleet[t] if derated else fleet:g} "
+            f"(u_max · gpus{what} summed over sites)",
             None,
             "requests_per_s",
         )

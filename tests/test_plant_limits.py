@@ -33,7 +33,7 @@ from scenario_factory import (
 )
 
 from common.baselines import temperature_unaware
-from common.central import _plant_constraints, solve_central
+from common.central import CentralSolveError, _plant_constraints, solve_central
 from common.compare import compare, to_json, to_text
 from common.errors import PlantLimitsUnsupported, ScenarioError, SiteDataInvalid
 from common.evaluate import (
@@ -47,7 +47,7 @@ from common.evaluate import (
 from common.physics.cooling import derated_capacity_fraction, ppue_curve
 from common.physics.water import daily_windows
 from common.scenario import Scenario
-from common.scenario_io import load_scenario, split_scenario, write_scenario
+from common.scenario_io import check_servable, load_scenario, split_scenario, write_scenario
 from common.scenarios import scenario_directory
 from site_agent.data import load_site
 
@@ -484,3 +484,23 @@ def test_a_sites_own_slice_carries_its_curve(tmp_path: Path):
     assert "ppue_curve.csv" in alpha.sites.plant_data()
     bravo = load_site(src, "bravo")
     assert set(bravo.sites.plant_data()) == set(PLANT_VALUES)
+
+
+def test_demand_above_the_derated_fleet_is_refused_before_any_solve(v1):
+    # Every site loses 5 %/°C above 20 °C, down to a fifth: the hot step cannot be served.
+    everywhere = {i: 20.0 for i in v1[0].sites.site_id}
+    sc = with_plant(
+        v1[0],
+        cooling_design_c=everywhere,
+        cooling_derate_per_c={i: 0.05 for i in everywhere},
+        cooling_min_fraction={i: 0.2 for i in everywhere},
+    )
+    problems = check_servable(sc)
+    assert problems and all("derated by the cooling" in str(p) for p in problems)
+    assert check_servable(with_plant(v1[0], **DERATED)) == []
+
+
+def test_an_infeasible_v1_1_problem_names_its_limits(v1):
+    sc = with_plant(v1[0], grid_limit_kw={i: 1.0 for i in v1[0].sites.site_id})
+    with pytest.raises(CentralSolveError, match=r"with model v1\.1 limits \(grid_limit_kw\)"):
+        solve_central(sc)
