@@ -504,3 +504,18 @@ def test_an_infeasible_v1_1_problem_names_its_limits(v1):
     sc = with_plant(v1[0], grid_limit_kw={i: 1.0 for i in v1[0].sites.site_id})
     with pytest.raises(CentralSolveError, match=r"with model v1\.1 limits \(grid_limit_kw\)"):
         solve_central(sc)
+
+
+@pytest.mark.parametrize(("solver", "overloaded"), [("central", 0.0), ("temperature-unaware", 1.0)])
+def test_a_runs_summary_reports_its_overload(
+    derated_dir: Path, tmp_path: Path, solver: str, overloaded: float
+):
+    out = tmp_path / solver
+    done = thermoroute(
+        "run", str(derated_dir), "--solver", solver, "--no-compare", "--quiet", "--out", str(out),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["overloads"]["capacity"]["site_hours"] == pytest.approx(overloaded)
+    assert set(summary["overloads"]) == {"capacity", "grid", "water"}
