@@ -519,3 +519,13 @@ def test_a_runs_summary_reports_its_overload(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["overloads"]["capacity"]["site_hours"] == pytest.approx(overloaded)
     assert set(summary["overloads"]) == {"capacity", "grid", "water"}
+
+
+def test_taking_sites_keeps_their_plant_data(plant: Path):
+    sites = load_scenario(plant).sites
+    two = sites.take([2, 0])
+    assert two.site_id == ("charlie", "alpha")
+    np.testing.assert_array_equal(two.grid_limit_kw, [1000.0, 1000.0])
+    assert two.ppue_curve[0] is None and two.ppue_curve[1] is sites.ppue_curve[0]
+    v1_sites = make_scenario().sites.take([1])
+    assert v1_sites.grid_limit_kw is None and v1_sites.ppue_curve is None
