@@ -13,13 +13,15 @@ import pickle
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import cvxpy as cp
 import numpy as np
 import pytest
-from conftest import make_scenario
+from conftest import local_ray, make_scenario
 from scenario_factory import (
     PLANT_VALUES,
     SITE_IDS,
@@ -50,6 +52,7 @@ from common.scenario import Scenario
 from common.scenario_io import check_servable, load_scenario, split_scenario, write_scenario
 from common.scenarios import scenario_directory
 from site_agent.data import load_site
+from thermoroute.launch import solve_distributed
 
 #: Relative tolerance to which the optimum must respect every limit (the issue's 1e-6).
 LIMIT_RTOL = 1e-6
@@ -529,3 +532,20 @@ def test_taking_sites_keeps_their_plant_data(plant: Path):
     assert two.ppue_curve[0] is None and two.ppue_curve[1] is sites.ppue_curve[0]
     v1_sites = make_scenario().sites.take([1])
     assert v1_sites.grid_limit_kw is None and v1_sites.ppue_curve is None
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[Any]:
+    with local_ray(__name__) as ray:
+        yield ray
+
+
+@pytest.mark.ray
+def test_on_ray_the_refusal_reaches_the_driver_with_names_only(ray_cluster: Any, tmp_path: Path):
+    directory = write_scenario(
+        with_plant(make_scenario(), grid_limit_kw={"per": 123.456}), tmp_path / "grid"
+    )
+    with pytest.raises(PlantLimitsUnsupported) as info:
+        solve_distributed(directory, executor="ray")
+    assert info.value.site_ids == ("per",) and info.value.inputs == ("grid_limit_kw",)
+    assert "123.456" not in str(info.value)
