@@ -102,8 +102,8 @@ def derated_capacity_fraction(
 
     References
     ----------
-    .. [1] ASHRAE Handbook — HVAC Systems and Equipment (2020), ch. 38 "Compressors" and
-       ch. 39 "Condensers": capacity of air-cooled condensing units against entering-air
+    .. [1] ASHRAE Handbook — HVAC Systems and Equipment, the chapters on compressors and
+       condensers: capacity of air-cooled condensing units against entering-air
        temperature. docs/model.md §12.
     """
     t = np.asarray(dry_bulb_c, dtype=float)
