@@ -17,6 +17,12 @@ terms. Every baseline keeps the model's hard constraints: demand met, capacity
 - ``price-only``: minimise energy cost alone (``λ_C = λ_W = λ_L = 0``, true PUE).
 - ``carbon-only``: minimise carbon alone.
 
+Model v1.1's plant limits (docs/model.md §12: derated capacity, grid connection, water
+allowance) are enforced by the centralised optimum alone. Every baseline plans as model v1
+does, without the plant — the heat is what they do not model — and
+:func:`common.evaluate.overloads` reports what its plan puts above each limit once charged
+under the truth, never clipped.
+
 The two linear programs (price-only, carbon-only) are degenerate — many schedules tie — so
 they are made unique by the lexicographic tie-break of :func:`common.central.solve_central`
 (least-norm schedule among the optimal ones, i.e. ties spread evenly).
@@ -121,7 +127,7 @@ def temperature_unaware(scenario: Scenario) -> Schedule:
     the caller. Prices, carbon, off-site water and latency are seen as they are.
     """
     pue, wue = fleet_mean_cooling(scenario)
-    result = solve_central(scenario, pue=pue, wue=wue)
+    result = solve_central(scenario, pue=pue, wue=wue, plant_limits=False)
     return _from_central(result, assumed_pue=pue, assumed_wue_l_per_kwh=wue)
 
 
@@ -146,14 +152,16 @@ def mean_efficiency(scenario: Scenario) -> Schedule:
     On a fleet whose sites share one climate it is the temperature-unaware plan.
     """
     pue, wue = site_mean_cooling(scenario)
-    result = solve_central(scenario, pue=pue, wue=wue)
+    result = solve_central(scenario, pue=pue, wue=wue, plant_limits=False)
     return _from_central(result, assumed_pue=pue, assumed_wue_l_per_kwh=wue)
 
 
 def price_only(scenario: Scenario) -> Schedule:
     """Minimise energy cost alone (true PUE; ``λ_C = λ_W = λ_L = 0``), ties spread evenly."""
     weights = {"carbon_aud_per_kg": 0.0, "water_aud_per_l": 0.0, "latency_aud_per_req_s": 0.0}
-    return _from_central(solve_central(scenario, weights=weights, tie_break=True))
+    return _from_central(
+        solve_central(scenario, weights=weights, tie_break=True, plant_limits=False)
+    )
 
 
 def carbon_only(scenario: Scenario) -> Schedule:
@@ -167,7 +175,9 @@ def carbon_only(scenario: Scenario) -> Schedule:
         "water_aud_per_l": 0.0,
         "latency_aud_per_req_s": 0.0,
     }
-    return _from_central(solve_central(scenario, weights=weights, tie_break=True))
+    return _from_central(
+        solve_central(scenario, weights=weights, tie_break=True, plant_limits=False)
+    )
 
 
 def nearest(scenario: Scenario) -> Schedule:

@@ -97,6 +97,25 @@ BOUNDS: dict[tuple[str, str], Bound] = {
     ("sites.csv", "wue_p2"): Bound(
         0, 10, "L/kWh/°C", "economizer slope (0.19 in the shipped data)"
     ),
+    ("sites.csv", "cooling_design_c"): Bound(
+        -70, 60, "°C", "v1.1: design ambient of the heat rejection, within the dry-bulb range"
+    ),
+    ("sites.csv", "cooling_derate_per_c"): Bound(
+        0, 1, "1/°C", "v1.1: air-cooled chillers lose of the order of 0.01–0.02 per °C"
+    ),
+    ("sites.csv", "cooling_min_fraction"): Bound(0, 1, "–", "v1.1: a share of the site's GPUs"),
+    ("sites.csv", "grid_limit_kw"): Bound(
+        0,
+        1e7,
+        "kW",
+        "v1.1: 10 GW, above the largest campuses planned (~1–5 GW); 0 would forbid any load",
+        low_open=True,
+    ),
+    ("sites.csv", "water_cap_l_per_day"): Bound(
+        0, 1e9, "L/day", "v1.1: ≫ the largest data centres' ~10⁷ L/day"
+    ),
+    ("ppue_curve.csv", "dry_bulb_c"): Bound(-70, 60, "°C", "v1.1: the dry-bulb range"),
+    ("ppue_curve.csv", "ppue"): Bound(1, 3, "–", "v1.1: as `ppue_a`: at least 1, at most 3"),
     ("regions.csv", "lat"): Bound(-90, 90, "°", "latitude"),
     ("regions.csv", "lon"): Bound(-180, 180, "°", "longitude"),
     ("regions.csv", "population"): Bound(0, 1e10, "people", "the world's population"),

@@ -38,6 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from common.coupling import CouplingLayout
+from common.evaluate import plant_limits as limits_of
 from common.evaluate import true_pue, true_wue
 from common.scenario import Scenario
 
@@ -233,6 +234,7 @@ def _build(
     pue: np.ndarray,
     wue: np.ndarray,
     w: Weights,
+    limits: bool = True,
 ) -> _Model:
     """Write MODEL.md §2–6 as a cvxpy problem over the allowed triples."""
     sc, s = scenario, scenario.sites
@@ -283,6 +285,8 @@ def _build(
         n >= 0,
         n <= np.broadcast_to(s.gpus[:, None], (S, T)),
     ]
+    if limits:
+        constraints += _plant_constraints(sc, n, it_kw)
 
     # Coupling rows (MODEL.md §5) in CouplingLayout order: (j, c) pairs over the classes of
     # one kind, j major. Rows without any allowed site are left out (their demand is checked).
@@ -333,6 +337,32 @@ def _build(
         deferrable_con=deferrable_con,
         constraints=constraints,
     )
+
+
+def _plant_constraints(sc: Scenario, n: cp.Variable, it_kw: cp.Expression) -> list[cp.Constraint]:
+    """Model v1.1's limits (docs/model.md §12) on the sites that give them; nothing for v1
+    data, so a v1 problem is the same problem number for number.
+
+    The limits are physical: they use the true pPUE and WUE at the sites' temperatures,
+    whatever cooling the objective believes in.
+    """
+    lim = limits_of(sc)
+    out: list[cp.Constraint] = []
+    if lim.derated.any():
+        rows = np.flatnonzero(lim.derated)
+        out.append(n[rows, :] <= lim.max_gpus[rows])  # n_t ≤ f_t · G
+    if lim.grid.any():
+        rows = np.flatnonzero(lim.grid)
+        # pPUE_t · P_t ≤ grid_limit_kw
+        facility_kw = cp.multiply(true_pue(sc)[rows], it_kw[rows, :])
+        out.append(facility_kw <= np.broadcast_to(lim.grid_kw[rows, None], facility_kw.shape))
+    if lim.water.any():
+        rows = np.flatnonzero(lim.water)
+        # Σ_{t in window} WUE_t · P_t · Δ ≤ the window's allowance
+        onsite_l = cp.multiply(true_wue(sc)[rows] * sc.step_hours, it_kw[rows, :])
+        days = _gather(np.arange(sc.steps), sc.steps, lim.window, lim.water_l.shape[1])
+        out.append(onsite_l @ days <= lim.water_l[rows])
+    return out
 
 
 def _check_unreachable(
@@ -482,6 +512,7 @@ def solve_central(
     weights: dict[str, float] | None = None,
     include_latency: bool = True,
     tie_break: bool = False,
+    plant_limits: bool = True,
 ) -> CentralResult:
     """Solve the whole scheduling problem of MODEL.md as one convex QP.
 
@@ -506,6 +537,11 @@ def solve_central(
         ``Σ (x/x_cap)² + Σ (n/G)²`` among those within :data:`TIE_BREAK_SLACK` (relative) of
         the optimal objective — load is spread evenly over equally good sites. Used by the
         LP baselines (price-only, carbon-only); duals are those of the first solve.
+    plant_limits : bool
+        Enforce the scenario's model v1.1 limits (cooling-limited capacity, grid connection,
+        on-site water allowance; docs/model.md §12). ``False`` plans as model v1 does — a
+        baseline that does not model the plant; charging then reports what it overloads
+        (:func:`common.evaluate.overloads`). Without v1.1 data both are the same problem.
 
     Returns
     -------
@@ -524,9 +560,12 @@ def solve_central(
     shape = (len(scenario.sites), scenario.steps)
     pue_arr = true_pue(scenario) if pue is None else _site_step(pue, shape, "pue")
     wue_arr = true_wue(scenario) if wue is None else _site_step(wue, shape, "wue")
-    model = _build(scenario, pue_arr, wue_arr, w)
+    model = _build(scenario, pue_arr, wue_arr, w, plant_limits)
     t1 = time.perf_counter()
-    solver, info = _solve(model.problem, scenario, "centralised QP")
+    limits = scenario.sites.plant_data() if plant_limits else ()
+    # Name the v1.1 limits in a failure: they, not only capacity and SLOs, may be why.
+    what = f"centralised QP with model v1.1 limits ({', '.join(limits)})" if limits else ""
+    solver, info = _solve(model.problem, scenario, what or "centralised QP")
     t2 = time.perf_counter()
     objective = float(model.problem.value)
     stats = model.problem.solver_stats

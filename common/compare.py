@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from common.baselines import SOLVERS, run_solver
-from common.evaluate import objective_parts_aud
+from common.evaluate import OVERLOAD_KINDS, objective_parts_aud, overloads
 from common.scenario import Objective, Scenario
 
 #: The solver every percent change is measured against.
@@ -194,6 +194,10 @@ class CompareRow:
         Planning time [s].
     terms_aud : dict
         The objective's terms and total [AUD], keyed by :data:`TERM_KEYS`.
+    overloads : dict
+        Model v1.1 (a scenario with plant data only): per kind of limit
+        (:data:`common.evaluate.OVERLOAD_KINDS`) what the plan puts above it,
+        ``{"site_hours", "it_kwh", "requests"}``; empty for v1 data.
     """
 
     solver: str
@@ -201,6 +205,7 @@ class CompareRow:
     pct_vs_reference: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
     terms_aud: dict[str, float] = field(default_factory=dict)
+    overloads: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
         if key == "solver":
@@ -213,13 +218,16 @@ class CompareRow:
         def clean(v: float) -> float | None:
             return None if math.isnan(v) else float(v)
 
-        return {
+        out = {
             "solver": self.solver,
             **{k: clean(v) for k, v in self.values.items()},
             "pct_vs_" + REFERENCE: {k: clean(v) for k, v in self.pct_vs_reference.items()},
             "wall_s": float(self.wall_s),
             "terms_aud": {k: clean(v) for k, v in self.terms_aud.items()},
         }
+        if self.overloads:  # v1 data: the document stays as it was
+            out["overloads"] = self.overloads
+        return out
 
 
 def percent_change(value: float, reference: float) -> float:
@@ -307,10 +315,14 @@ def compare(scenario: Scenario, solvers: Sequence[str] | None = None) -> Compari
     run_names = list(dict.fromkeys([*names, REFERENCE, MEAN_EFFICIENCY, OPTIMUM]))
     totals: dict[str, dict[str, float]] = {}
     walls: dict[str, float] = {}
+    over: dict[str, dict[str, dict[str, float]]] = {}
+    plant = bool(scenario.sites.plant_data())
     for name in run_names:
         run = run_solver(name, scenario)
         totals[name] = run.evaluation.totals_with_objective()
         walls[name] = run.stats.wall_s
+        if plant:
+            over[name] = {kind: vars(o) for kind, o in overloads(scenario, run.evaluation).items()}
     ref = totals[REFERENCE]
     rows = tuple(
         CompareRow(
@@ -319,6 +331,7 @@ def compare(scenario: Scenario, solvers: Sequence[str] | None = None) -> Compari
             pct_vs_reference={k: percent_change(totals[name][k], ref[k]) for k in METRIC_KEYS},
             wall_s=walls[name],
             terms_aud=objective_terms(totals[name], scenario.objective),
+            overloads=over.get(name, {}),
         )
         for name in names
     )
@@ -353,6 +366,52 @@ def render_table(rows: Sequence[CompareRow], title: str | None = None) -> Table:
                 value += f"\n{_pct(row.pct_vs_reference[key])}"
             cells.append(value)
         table.add_row(*cells)
+    return table
+
+
+#: Titles of the kinds of limit (model v1.1) in the overload table.
+OVERLOAD_TITLES = {
+    "capacity": "derated capacity",
+    "grid": "grid connection",
+    "water": "water allowance",
+}
+
+
+def overload_cells(comparison: Comparison) -> tuple[list[str], list[list[str]]] | None:
+    """Header and rows (one per plan) of what each plan puts above each v1.1 limit, as
+    text; None for a scenario without plant data."""
+    if not any(row.overloads for row in comparison):
+        return None
+    header = ["solver"] + [
+        f"above {OVERLOAD_TITLES[k]} [site-h, IT kWh, requests]" for k in OVERLOAD_KINDS
+    ]
+
+    def cell(o: Mapping[str, float]) -> str:
+        if o["site_hours"] <= 0:
+            return "–"
+        return f"{o['site_hours']:g} h, {o['it_kwh']:,.1f} kWh, {o['requests']:,.0f} req"
+
+    body = [[row.solver] + [cell(row.overloads[k]) for k in OVERLOAD_KINDS] for row in comparison]
+    return header, body
+
+
+OVERLOAD_NOTE = (
+    "model v1.1: what each plan, charged at the true temperatures, puts above the sites' "
+    "limits (would be throttled or shed); never clipped"
+)
+
+
+def render_overloads(comparison: Comparison, title: str | None = None) -> Table | None:
+    """A ``rich`` table of :func:`overload_cells`; None without plant data."""
+    cells = overload_cells(comparison)
+    if cells is None:
+        return None
+    header, body = cells
+    table = Table(title=title, caption=OVERLOAD_NOTE)
+    for k, name in enumerate(header):
+        table.add_column(escape(name), justify="left" if k == 0 else "right")
+    for row in body:
+        table.add_row(*(escape(c) for c in row))
     return table
 
 
@@ -445,6 +504,10 @@ def to_text(comparison: Comparison) -> str:
     lines.append("")
     lines.extend(_text_table(*decomposition_cells(comparison.decomposition)))
     lines.append(f"({decomposition_note(comparison.decomposition)})")
+    if (cells := overload_cells(comparison)) is not None:
+        lines.append("")
+        lines.extend(_text_table(*cells))
+        lines.append(f"({OVERLOAD_NOTE})")
     return "\n".join(lines)
 
 

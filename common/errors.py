@@ -86,3 +86,48 @@ class SiteDataInvalid(ValueError):
         if match is None:
             return None
         return cls(tuple(s.strip() for s in match["ids"].split(",")), int(match["n"]))
+
+
+class PlantLimitsUnsupported(SiteDataInvalid):
+    """A site's data use model v1.1's plant limits (docs/model.md §12), which the
+    distributed methods do not solve yet: raised *on the site*, before any round, so a run
+    never silently solves a different problem.
+
+    What leaves the site is which site(s) and the names of the v1.1 inputs they give
+    (columns of ``sites.csv``, ``ppue_curve.csv``), never a value. A
+    :class:`SiteDataInvalid`, so every caller that reports a site's refused data reports
+    this too.
+    """
+
+    def __init__(self, site_ids: tuple[str, ...], inputs: tuple[str, ...]) -> None:
+        self.site_ids = tuple(site_ids)
+        self.inputs = tuple(inputs)
+        self.problems = len(self.inputs)
+        if len(self.site_ids) == 1:
+            who, whose = f"site {self.site_ids[0]}", "its"
+        else:
+            who, whose = f"sites {', '.join(self.site_ids)}", "their"
+        ValueError.__init__(
+            self,
+            f"{who}: {whose} data use model v1.1 plant limits ({', '.join(self.inputs)}); "
+            "v1.1 limits are solved by --solver central only so far",
+        )
+
+    def __reduce__(self) -> tuple[type, tuple[tuple[str, ...], tuple[str, ...]]]:  # type: ignore[override]
+        return (type(self), (self.site_ids, self.inputs))
+
+    @classmethod
+    def from_message(cls, message: str) -> PlantLimitsUnsupported | None:  # type: ignore[override]
+        """Rebuild the error from its one-line message (as a Ray creation error carries it)."""
+        import re
+
+        match = re.fullmatch(
+            r"sites? (?P<ids>[A-Za-z0-9_.,\- ]+): (?:its|their) data use model v1\.1 plant "
+            r"limits \((?P<inputs>[a-z_., ]+)\); v1\.1 limits are solved by --solver central "
+            r"only so far",
+            message.strip(),
+        )
+        if match is None:
+            return None
+        ids = tuple(s.strip() for s in match["ids"].split(","))
+        return cls(ids, tuple(s.strip() for s in match["inputs"].split(",")))

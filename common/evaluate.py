@@ -13,10 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.physics.cooling import cooling_energy_kwh, partial_pue
+from common.physics.cooling import (
+    cooling_energy_kwh,
+    derated_capacity_fraction,
+    partial_pue,
+    ppue_curve,
+)
 from common.physics.energy import carbon_kg, energy_cost_aud, facility_energy_kwh, it_power_kw
 from common.physics.latency import congestion_latency_req_s, mean_ttft_ms, path_latency_req_s
-from common.physics.water import offsite_water_l, onsite_wue
+from common.physics.water import daily_windows, offsite_water_l, onsite_wue
 from common.scenario import Objective, Scenario
 
 TOTAL_KEYS = (
@@ -88,15 +93,172 @@ def _totals(parts: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def true_pue(scenario: Scenario) -> np.ndarray:
-    """pPUE of every site and step at its true dry-bulb temperature, shape (S, T)."""
+    """pPUE of every site and step at its true dry-bulb temperature, shape (S, T): the
+    site's measured curve where it has one (model v1.1), its quadratic otherwise."""
     s = scenario.sites
-    return partial_pue(scenario.dry_bulb_c, s.ppue_a[:, None], s.ppue_b[:, None], s.ppue_c[:, None])
+    pue = partial_pue(scenario.dry_bulb_c, s.ppue_a[:, None], s.ppue_b[:, None], s.ppue_c[:, None])
+    for i, curve in enumerate(s.ppue_curve or ()):
+        if curve is not None:
+            pue[i] = ppue_curve(scenario.dry_bulb_c[i], curve[:, 0], curve[:, 1])
+    return pue
 
 
 def true_wue(scenario: Scenario) -> np.ndarray:
     """On-site WUE of every site and step at its true wet-bulb temperature, shape (S, T)."""
     s = scenario.sites
     return onsite_wue(s.wue_model, scenario.wet_bulb_c, s.wue_p1, s.wue_p2)
+
+
+@dataclass(frozen=True)
+class PlantLimits:
+    """Model v1.1's limits of every site (docs/model.md §12), from the true temperatures.
+
+    Attributes
+    ----------
+    max_gpus : ndarray (S, T)
+        Powered GPUs the cooling allows, ``f_t · gpus`` (``gpus`` without derating data).
+    grid_kw : ndarray (S,)
+        Facility power limit [kW]; ``inf`` where a site gives none.
+    water_l : ndarray (S, W)
+        On-site water allowance of each daily window [L]; ``inf`` where a site gives none.
+    window : ndarray of int (T,)
+        The window of each step.
+    derated, grid, water : ndarray of bool (S,)
+        Which sites give each kind of limit.
+    """
+
+    max_gpus: np.ndarray
+    grid_kw: np.ndarray
+    water_l: np.ndarray
+    window: np.ndarray
+    derated: np.ndarray
+    grid: np.ndarray
+    water: np.ndarray
+
+
+def _given(values: np.ndarray | None, sites: int) -> np.ndarray:
+    """Which sites give an optional column (bool (S,))."""
+    if values is None:
+        return np.zeros(sites, dtype=bool)
+    return ~np.isnan(values)
+
+
+def plant_limits(scenario: Scenario) -> PlantLimits:
+    """The v1.1 limits of ``scenario``'s sites over its horizon (all absent for v1 data)."""
+    s = scenario.sites
+    S, T = len(s), scenario.steps
+    derated = _given(s.cooling_design_c, S)
+    max_gpus = np.broadcast_to(s.gpus[:, None], (S, T)).copy()
+    if derated.any():
+        f = derated_capacity_fraction(
+            scenario.dry_bulb_c[derated],
+            s.cooling_design_c[derated, None],
+            s.cooling_derate_per_c[derated, None],
+            s.cooling_min_fraction[derated, None],
+        )
+        max_gpus[derated] = f * s.gpus[derated, None]
+    grid = _given(s.grid_limit_kw, S)
+    grid_kw = np.where(grid, s.grid_limit_kw if grid.any() else 0.0, np.inf)
+    water = _given(s.water_cap_l_per_day, S)
+    if water.any():
+        window, share = daily_windows(T, scenario.step_hours)
+        caps = np.where(water, s.water_cap_l_per_day, np.inf)
+        water_l = caps[:, None] * share[None, :]
+    else:
+        window, water_l = np.zeros(T, dtype=int), np.full((S, 1), np.inf)
+    return PlantLimits(max_gpus, grid_kw, water_l, window, derated, grid, water)
+
+
+#: A limit counts as exceeded beyond this share of it (solvers meet limits to ~1e-9).
+OVERLOAD_REL_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class Overload:
+    """What a plan puts above one kind of v1.1 limit, charged under the true model.
+
+    Attributes
+    ----------
+    site_hours : float
+        Hours summed over the sites in which the limit is exceeded [h] (for a water
+        allowance: the whole window of a day whose allowance is exceeded).
+    it_kwh : float
+        IT energy above the limit [kWh]: what the site could not draw.
+    requests : float
+        Requests above the limit: what would be throttled or shed, in proportion to the
+        excess.
+    """
+
+    site_hours: float
+    it_kwh: float
+    requests: float
+
+    @property
+    def any(self) -> bool:
+        return self.site_hours > 0
+
+
+#: The kinds of limit an overload report covers, in the order reports show them.
+OVERLOAD_KINDS = ("capacity", "grid", "water")
+
+
+def overloads(scenario: Scenario, evaluation: Evaluation) -> dict[str, Overload]:
+    """Per kind of v1.1 limit (:data:`OVERLOAD_KINDS`), what ``evaluation``'s plan puts
+    above it at the true temperatures; never clipped. All zero on v1 data.
+
+    - ``capacity``: powered GPUs above ``f_t · gpus``; energy and requests are the share
+      ``(n − f_t G)/n`` and ``(L − u_max f_t G)/L`` of the step's.
+    - ``grid``: facility power ``pPUE_t · P_t`` above ``grid_limit_kw``; the IT energy
+      beyond ``grid_limit_kw / pPUE_t`` and that share of the step's requests.
+    - ``water``: a window's on-site water above its allowance; that share of the window's
+      IT energy and requests.
+    """
+    limits = plant_limits(scenario)
+    dt_h = scenario.step_hours
+    ev, steps = evaluation, evaluation.steps
+    it_kwh = ev.per_site_step["it_kwh"]
+    requests = ev.per_site_step["requests"]
+    n, load = steps.active_gpus, steps.load_gpus
+    u_max, gpus = scenario.sites.u_max[:, None], scenario.sites.gpus[:, None]
+
+    def share(excess: np.ndarray, whole: np.ndarray) -> np.ndarray:
+        return np.divide(excess, whole, out=np.zeros_like(excess), where=whole > 0)
+
+    over = n - limits.max_gpus > OVERLOAD_REL_TOL * gpus
+    gpu_share = share(np.maximum(n - limits.max_gpus, 0.0), n)
+    load_share = share(np.maximum(load - u_max * limits.max_gpus, 0.0), load)
+    capacity = Overload(
+        site_hours=float(over.sum() * dt_h),
+        it_kwh=float(np.sum(np.where(over, gpu_share * it_kwh, 0.0))),
+        requests=float(np.sum(np.where(over, load_share * requests, 0.0))),
+    )
+
+    pue = true_pue(scenario)
+    it_kw = steps.it_kw
+    limit = limits.grid_kw[:, None]
+    over = pue * it_kw - limit > OVERLOAD_REL_TOL * limit
+    it_share = share(np.maximum(it_kw - limit / pue, 0.0), it_kw)
+    grid = Overload(
+        site_hours=float(over.sum() * dt_h),
+        it_kwh=float(np.sum(np.where(over, it_share * it_kwh, 0.0))),
+        requests=float(np.sum(np.where(over, it_share * requests, 0.0))),
+    )
+
+    S, W = limits.water_l.shape
+    days = np.zeros((S, W, 3))  # per window: on-site water [L], IT energy [kWh], requests
+    for k, values in enumerate((true_wue(scenario) * it_kwh, it_kwh, requests)):
+        np.add.at(days[:, :, k], (slice(None), limits.window), values)
+    used = days[:, :, 0]
+    allowed = limits.water_l
+    over_days = used - allowed > OVERLOAD_REL_TOL * np.maximum(allowed, 1.0)
+    water_share = share(np.maximum(used - np.where(over_days, allowed, used), 0.0), used)
+    hours = np.bincount(limits.window, minlength=W) * dt_h
+    water = Overload(
+        site_hours=float(np.sum(np.where(over_days, hours[None, :], 0.0))),
+        it_kwh=float(np.sum(water_share * days[:, :, 1])),
+        requests=float(np.sum(water_share * days[:, :, 2])),
+    )
+    return {"capacity": capacity, "grid": grid, "water": water}
 
 
 #: Load a fold may add past a full site's capacity, over a step [GPUs].
@@ -122,7 +284,8 @@ def without_residues(
     dropped = np.where(tiny, x, 0.0).sum(axis=0)  # (R, C, T)
     kept = np.where(tiny, 0.0, x)
     s = scenario.sites
-    room = s.u_max[:, None] * s.gpus[:, None] - load_gpus(scenario, kept)  # (S, T) GPUs
+    # (S, T) GPUs; a derated site's room is below its derated capacity (model v1.1)
+    room = s.u_max[:, None] * plant_limits(scenario).max_gpus - load_gpus(scenario, kept)
     # A thousandth of a GPU of room is ample: a fold adds ~1e-6 requests/s · gpu_s.
     candidates = np.where((kept > 0) & (room[:, None, None, :] > 1e-3), kept, -1.0)
     target = candidates.argmax(axis=0)  # (R, C, T)

@@ -17,6 +17,10 @@ SECONDS_PER_HOUR = 3600.0
 
 WUE_MODELS = ("tower", "economizer", "dry")
 
+#: The optional ``sites.csv`` columns of model v1.1 (docs/model.md §12).
+COOLING_COLUMNS = ("cooling_design_c", "cooling_derate_per_c", "cooling_min_fraction")
+PLANT_COLUMNS = (*COOLING_COLUMNS, "grid_limit_kw", "water_cap_l_per_day")
+
 
 @dataclass(frozen=True)
 class Objective:
@@ -47,16 +51,41 @@ class Sites:
     wue_model: tuple[str, ...]
     wue_p1: np.ndarray
     wue_p2: np.ndarray
+    # Model v1.1 plant data (docs/model.md §12), each absent by default. A column is None
+    # when no site gives it (the scenario is then written back without it, byte for byte
+    # as read) and NaN for a site that leaves its cell empty.
+    cooling_design_c: np.ndarray | None = None
+    cooling_derate_per_c: np.ndarray | None = None
+    cooling_min_fraction: np.ndarray | None = None
+    grid_limit_kw: np.ndarray | None = None
+    water_cap_l_per_day: np.ndarray | None = None
+    #: Per site, its measured pPUE curve as a (K, 2) array of (dry bulb °C, pPUE) rows with
+    #: strictly increasing dry bulb, or None; None altogether without ``ppue_curve.csv``.
+    ppue_curve: tuple[np.ndarray | None, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.site_id)
+
+    def plant_data(self) -> tuple[str, ...]:
+        """The model v1.1 inputs any site gives: its columns of ``sites.csv`` and
+        ``ppue_curve.csv``. Empty for a v1 scenario."""
+        given = tuple(
+            name
+            for name in PLANT_COLUMNS
+            if (value := getattr(self, name)) is not None and not np.all(np.isnan(value))
+        )
+        if self.ppue_curve is not None and any(c is not None for c in self.ppue_curve):
+            given += ("ppue_curve.csv",)
+        return given
 
     def take(self, index: np.ndarray | list[int]) -> Sites:
         """The sites at ``index``, in that order."""
         index = list(np.asarray(index, dtype=int))
         values = {}
         for name, value in vars(self).items():
-            if isinstance(value, tuple):
+            if value is None:
+                values[name] = None
+            elif isinstance(value, tuple):
                 values[name] = tuple(value[k] for k in index)
             else:
                 values[name] = np.asarray(value)[index]

@@ -17,7 +17,7 @@ import re
 import tempfile
 import tomllib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path, PurePath
 from typing import Any
@@ -26,7 +26,10 @@ import numpy as np
 
 from common.bounds import bound_of
 from common.errors import Problem, ScenarioError
+from common.physics.cooling import derated_capacity_fraction
 from common.scenario import (
+    COOLING_COLUMNS,
+    PLANT_COLUMNS,
     WUE_MODELS,
     Classes,
     DemandView,
@@ -88,6 +91,9 @@ SERIES_COLUMNS = (
     "carbon_kg_per_kwh",
     "ewif_l_per_kwh",
 )
+#: Model v1.1's optional file (docs/model.md §12): measured pPUE curves, private to each site.
+PPUE_CURVE_FILE = "ppue_curve.csv"
+PPUE_CURVE_COLUMNS = ("site_id", "dry_bulb_c", "ppue")
 DEMAND_COLUMNS = ("time", "region_id", "class_id", "requests_per_s")
 BATCH_COLUMNS = ("region_id", "class_id", "requests")
 
@@ -349,7 +355,7 @@ def load_scenario(
     sink = _Collector()
     meta = _apply_overrides(_load_toml(directory, sink), start, steps, sink)
 
-    sites, site_index = _load_sites(directory, sink)
+    sites, site_index, ppue_empty = _load_sites(directory, sink)
     regions, region_index = _load_regions(directory, sink)
     classes, class_index = _load_classes(directory, sink)
     # Go on to the tables keyed by these ids even when some of their cells are bad, so one
@@ -363,6 +369,8 @@ def load_scenario(
     step_of = {t: k for k, t in enumerate(times)}
     S, R, C, T = len(sites), len(regions), len(classes), len(times)
 
+    if sites_ok:
+        sites = _load_plant(directory, sites, site_index, ppue_empty, meta, sink)
     if sites_ok and classes_ok:
         gpu_s, energy_j, prefill_ms = _load_profiles(directory, site_index, class_index, sink)
     if sites_ok and regions_ok:
@@ -529,13 +537,26 @@ def _load_toml(directory: Path, sink: _Collector) -> dict[str, Any] | None:
     }
 
 
-def _load_sites(directory: Path, sink: _Collector) -> tuple[Sites, dict[str, int]]:
+def _load_sites(
+    directory: Path, sink: _Collector
+) -> tuple[Sites, dict[str, int], list[tuple[int, int, str]]]:
+    """``sites.csv`` as :class:`Sites`, the site index, and the ``(site, line, column)`` of
+    every empty ``ppue_a/b/c`` cell (allowed only for a site with a measured curve, which
+    :func:`_load_plant` checks once ``ppue_curve.csv`` is read)."""
     file = "sites.csv"
     rows = list(_read_csv(directory, file, SITE_COLUMNS, sink))
     index = _unique_ids(rows, "site_id", sink)
     if not rows and not any(p.file == file for p in sink.problems):
         sink.add(file, "no sites")
-    cols: dict[str, list[Any]] = {c: [] for c in SITE_COLUMNS}
+    header = set(rows[0].cells) if rows else set()
+    plant = [c for c in PLANT_COLUMNS if c in header]
+    cooling = [c for c in COOLING_COLUMNS if c in header]
+    if cooling and len(cooling) < len(COOLING_COLUMNS):
+        for c in COOLING_COLUMNS:
+            if c not in header:
+                sink.add(file, f"required with {', '.join(cooling)} (all three or none)", 1, c)
+    cols: dict[str, list[Any]] = {c: [] for c in (*SITE_COLUMNS, *plant)}
+    ppue_empty: list[tuple[int, int, str]] = []
     for row in rows:
         cols["site_id"].append(row.text("site_id") or "")
         cols["name"].append(row.text("name", allow_empty=True) or "")
@@ -549,7 +570,28 @@ def _load_sites(directory: Path, sink: _Collector) -> tuple[Sites, dict[str, int
         cols["max_wait_ms"].append(row.number("max_wait_ms"))
         cols["ref_gpu_s"].append(row.number("ref_gpu_s"))
         for c in ("ppue_a", "ppue_b", "ppue_c"):
-            cols[c].append(row.number(c))
+            if not (row.cells.get(c) or "").strip():
+                ppue_empty.append((len(cols[c]), row.line, c))
+                cols[c].append(math.nan)
+            else:
+                cols[c].append(row.number(c))
+        for c in plant:
+            # An empty cell: this site does not give the limit.
+            given = bool((row.cells.get(c) or "").strip())
+            cols[c].append(row.number(c) if given else math.nan)
+        given = [c for c in cooling if (row.cells.get(c) or "").strip()]
+        # (a header with part of the triple is reported once, above)
+        if given and len(given) < len(COOLING_COLUMNS) == len(cooling):
+            for c in COOLING_COLUMNS:
+                if c not in given:
+                    sink.add(
+                        file,
+                        f"empty while {', '.join(given)} given: the cooling derating needs "
+                        "all three of cooling_design_c, cooling_derate_per_c and "
+                        "cooling_min_fraction, or none",
+                        row.line,
+                        c,
+                    )
         model = row.text("wue_model")
         if model is not None and model not in WUE_MODELS:
             sink.add(
@@ -572,7 +614,94 @@ def _load_sites(directory: Path, sink: _Collector) -> tuple[Sites, dict[str, int
             )
         cols["wue_p1"].append(p1)
         cols["wue_p2"].append(p2)
-    return _make_table(Sites, cols, ("site_id", "name", "grid_region", "wue_model")), index
+    table = _make_table(Sites, cols, ("site_id", "name", "grid_region", "wue_model"))
+    return table, index, ppue_empty
+
+
+def _load_plant(
+    directory: Path,
+    sites: Sites,
+    site_index: dict[str, int],
+    ppue_empty: list[tuple[int, int, str]],
+    meta: dict[str, Any] | None,
+    sink: _Collector,
+) -> Sites:
+    """Read ``ppue_curve.csv`` (if present) into ``sites`` and check the v1.1 data that
+    span files: empty ``ppue_a/b/c`` only where a curve replaces them, a water allowance
+    only with steps that divide a day (docs/model.md §12)."""
+    curves: tuple[np.ndarray | None, ...] | None = None
+    path = directory / PPUE_CURVE_FILE
+    if path.exists() or path.is_symlink():
+        curves = _load_curves(directory, site_index, sink)
+    has_curve = {i for i, c in enumerate(curves or ()) if c is not None}
+    for i, line, column in ppue_empty:
+        if i not in has_curve:
+            sink.add(
+                "sites.csv",
+                f"empty value (may be empty only for a site with a curve in {PPUE_CURVE_FILE})",
+                line,
+                column,
+            )
+    caps = sites.water_cap_l_per_day
+    if caps is not None and meta is not None and np.any(~np.isnan(caps)):
+        per_day = 24.0 / meta["step_hours"]
+        if abs(per_day - round(per_day)) > 1e-9 * per_day:
+            sink.add(
+                "scenario.toml",
+                f"step_hours = {meta['step_hours']:g} does not divide 24 h, which a daily "
+                "water allowance (sites.csv water_cap_l_per_day) needs",
+                None,
+                "step_hours",
+            )
+    return replace(sites, ppue_curve=curves) if curves is not None else sites
+
+
+def _load_curves(
+    directory: Path, site_index: dict[str, int], sink: _Collector
+) -> tuple[np.ndarray | None, ...]:
+    """Each site's measured pPUE points from ``ppue_curve.csv`` (None for a site without)."""
+    file = PPUE_CURVE_FILE
+    points: dict[int, list[tuple[float, float]]] = {}
+    first_line: dict[int, int] = {}
+    # Rows per site, bad ones included: a bad row is reported once, not again as a
+    # missing point.
+    rows: dict[int, int] = {}
+    for row in _read_csv(directory, file, PPUE_CURVE_COLUMNS, sink):
+        sid = row.text("site_id")
+        dry, pue = row.number("dry_bulb_c"), row.number("ppue")
+        if sid is None:
+            continue
+        if sid not in site_index:
+            sink.add(file, f"unknown site_id {sid!r} (not in sites.csv)", row.line, "site_id")
+            continue
+        i = site_index[sid]
+        rows[i] = rows.get(i, 0) + 1
+        first_line.setdefault(i, row.line)
+        if dry is None or pue is None:
+            continue
+        mine = points.setdefault(i, [])
+        if mine and dry <= mine[-1][0]:
+            sink.add(
+                file,
+                f"{dry:g} does not follow {mine[-1][0]:g}: a site's dry_bulb_c must increase "
+                "strictly from row to row",
+                row.line,
+                "dry_bulb_c",
+            )
+            continue
+        mine.append((dry, pue))
+    for i, count in rows.items():
+        if count < 2:
+            sink.add(
+                file,
+                "a curve needs at least two points (rows) per site",
+                first_line[i],
+                "site_id",
+            )
+    return tuple(
+        np.array(points[i], dtype=float) if len(points.get(i, ())) >= 2 else None
+        for i in range(len(site_index))
+    )
 
 
 def _load_regions(directory: Path, sink: _Collector) -> tuple[Regions, dict[str, int]]:
@@ -934,6 +1063,17 @@ def check_servable(scenario: Scenario, sink: _Collector | None = None) -> list[P
     allowed = scenario.allowed()
     sites, classes, regions = scenario.sites, scenario.classes, scenario.regions
     capacity = sites.u_max * sites.gpus  # busy GPUs per site
+    derated = "cooling_design_c" in sites.plant_data()
+    if derated:
+        # Model v1.1: the cooling's capacity per step (S, T); v1 data keep the constant.
+        fraction = derated_capacity_fraction(
+            scenario.dry_bulb_c,
+            sites.cooling_design_c[:, None],
+            sites.cooling_derate_per_c[:, None],
+            sites.cooling_min_fraction[:, None],
+        )
+        capacity = capacity[:, None] * np.where(np.isnan(fraction), 1.0, fraction)
+    what, note = (" derated by the cooling,", " (derated by the cooling)") if derated else ("", "")
     demand = scenario.demand_rps
     for c in range(len(classes)):
         volume = demand[:, c].sum() + scenario.batch_requests[:, c].sum()
@@ -965,17 +1105,19 @@ def check_servable(scenario: Scenario, sink: _Collector | None = None) -> list[P
                     "requests_per_s",
                 )
                 continue
-            best = (capacity[ok_sites] / scenario.gpu_s[ok_sites, c]).sum()
+            per_site = scenario.gpu_s[ok_sites, c]
+            best = (capacity[ok_sites] / (per_site[:, None] if derated else per_site)).sum(axis=0)
             over = np.flatnonzero(load > best * (1 + 1e-9))
             if over.size:
                 t = over[0]
+                best = best[t] if derated else best
                 more = f" (and {over.size - 1} more steps)" if over.size > 1 else ""
                 sink.add(
                     "demand.csv",
                     f"demand {load[t]:g} req/s of region "
                     f"{regions.region_id[j]!r}, class {classes.class_id[c]!r} at "
                     f"{scenario.times[t].isoformat()} is above the {best:g} req/s the "
-                    f"sites within its SLO can serve{more}",
+                    f"sites within its SLO can serve{more}{note}",
                     sink.lines.get(("demand.csv", j, c, t)),
                     "requests_per_s",
                 )
@@ -984,15 +1126,16 @@ def check_servable(scenario: Scenario, sink: _Collector | None = None) -> list[P
     min_gpu_s = np.where(allowed, scenario.gpu_s[:, None, :], np.inf).min(axis=0)  # (R, C)
     min_gpu_s = np.where(np.isfinite(min_gpu_s), min_gpu_s, 0.0)
     step_load = np.einsum("jct,jc->t", demand[:, interactive], min_gpu_s[:, interactive])
-    fleet = capacity.sum()
+    fleet = capacity.sum(axis=0)
     over = np.flatnonzero(step_load > fleet * (1 + 1e-9))
     if over.size:
         t = over[0]
         sink.add(
             "demand.csv",
             f"interactive demand at {scenario.times[t].isoformat()} needs at "
-            f"least {step_load[t]:g} busy GPUs, above the fleet's {fleet:g} "
-            "(u_max · gpus summed over sites)",
+            f"least {step_load[t]:g} busy GPUs, above the fleet's "
+            f"{fleet[t] if derated else fleet:g} "
+            f"(u_max · gpus{what} summed over sites)",
             None,
             "requests_per_s",
         )
@@ -1060,6 +1203,8 @@ def load_demand_view(
 
 
 SITE_PRIVATE_FILES = ("sites.csv", "profiles.csv", "network.csv", "site_series.csv")
+#: A site's own optional files (model v1.1), sliced like the others where present.
+SITE_OPTIONAL_FILES = (PPUE_CURVE_FILE,)
 COORDINATOR_FILES = ("scenario.toml", "regions.csv", "classes.csv", "demand.csv", "batch.csv")
 
 
@@ -1092,7 +1237,8 @@ def site_slice_files(directory: str | os.PathLike[str], site_id: str) -> dict[st
     for name in (*SITE_PRIVATE_FILES, "scenario.toml", "classes.csv", "regions.csv"):
         if not (directory / name).is_file():
             raise ScenarioError(Problem(name, "file is missing"), str(directory))
-    for name in SITE_PRIVATE_FILES:
+    present = [n for n in SITE_OPTIONAL_FILES if (directory / n).is_file()]
+    for name in (*SITE_PRIVATE_FILES, *present):
         files[name] = _filtered_csv(
             directory / name, lambda row: row.get("site_id", "").strip() == site_id
         )
@@ -1164,13 +1310,21 @@ def _fmt(value: float) -> str:
     return repr(value)
 
 
+def _cell(value: float) -> float | str:
+    """A number as written, NaN (an optional value not given) as an empty cell."""
+    return "" if math.isnan(value) else value
+
+
 def scenario_tables(scenario: Scenario) -> dict[str, tuple[tuple[str, ...], list[list[Any]]]]:
-    """Every CSV table of ``scenario`` as (header, rows), in input format v1."""
+    """Every CSV table of ``scenario`` as (header, rows), in input format v1; model v1.1's
+    columns and ``ppue_curve.csv`` only where the scenario has them (so a v1 scenario is
+    written exactly as before)."""
     sc = scenario
     s, r, c = sc.sites, sc.regions, sc.classes
+    plant = [name for name in PLANT_COLUMNS if getattr(s, name) is not None]
     tables: dict[str, tuple[tuple[str, ...], list[list[Any]]]] = {}
     tables["sites.csv"] = (
-        SITE_COLUMNS,
+        (*SITE_COLUMNS, *plant),
         [
             [
                 s.site_id[i],
@@ -1183,16 +1337,27 @@ def scenario_tables(scenario: Scenario) -> dict[str, tuple[tuple[str, ...], list
                 s.u_max[i],
                 s.max_wait_ms[i],
                 s.ref_gpu_s[i],
-                s.ppue_a[i],
-                s.ppue_b[i],
-                s.ppue_c[i],
+                _cell(s.ppue_a[i]),
+                _cell(s.ppue_b[i]),
+                _cell(s.ppue_c[i]),
                 s.wue_model[i],
                 s.wue_p1[i],
                 s.wue_p2[i],
+                *(_cell(getattr(s, name)[i]) for name in plant),
             ]
             for i in range(len(s))
         ],
     )
+    if s.ppue_curve is not None:
+        tables[PPUE_CURVE_FILE] = (
+            PPUE_CURVE_COLUMNS,
+            [
+                [s.site_id[i], float(dry), float(pue)]
+                for i, curve in enumerate(s.ppue_curve)
+                if curve is not None
+                for dry, pue in curve
+            ],
+        )
     tables["regions.csv"] = (
         REGION_COLUMNS,
         [[r.region_id[j], r.name[j], r.lat[j], r.lon[j], r.population[j]] for j in range(len(r))],

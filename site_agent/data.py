@@ -33,6 +33,7 @@ from common.scenario_io import (
     DEMAND_COLUMNS,
     REGION_COLUMNS,
     SCENARIO_FILES,
+    SITE_OPTIONAL_FILES,
     SITE_PRIVATE_FILES,
     csv_text,
     id_problem,
@@ -154,7 +155,8 @@ def site_slices(
     wanted = list(dict.fromkeys(site_ids))
     keep = set(wanted)
     private: dict[str, dict[str, str]] = {s: {} for s in wanted}
-    for name in SITE_PRIVATE_FILES:
+    present = [n for n in SITE_OPTIONAL_FILES if (directory / n).is_file()]
+    for name in (*SITE_PRIVATE_FILES, *present):
         path = directory / name
         if not path.is_file():
             raise ScenarioError(Problem(name, "file is missing"), str(directory))
@@ -253,13 +255,17 @@ def _load_files(
 
 
 def _read_site_directory(directory: Path) -> dict[str, str]:
-    """The v1 files of a per-site directory (all of them the site's own)."""
+    """The files of a per-site directory (all of them the site's own): the v1 files and
+    model v1.1's optional ones where present."""
     files = {}
     for name in SCENARIO_FILES:
         path = directory / name
         if not path.is_file():
             raise ScenarioError(Problem(name, "file is missing"), str(directory))
         files[name] = path.read_text(encoding="utf-8")
+    for name in SITE_OPTIONAL_FILES:
+        if (directory / name).is_file():
+            files[name] = (directory / name).read_text(encoding="utf-8")
     return files
 
 

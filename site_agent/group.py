@@ -31,7 +31,7 @@ import numpy as np
 
 from common.admm_protocol import AdmmAnswer, AdmmRequest
 from common.coupling import CouplingLayout
-from common.errors import ScenarioError, SiteDataInvalid
+from common.errors import PlantLimitsUnsupported, ScenarioError, SiteDataInvalid
 from common.report_protocol import (
     CLEAN_FIELDS,
     CLEAN_ROUND,
@@ -105,6 +105,14 @@ class SiteGroup:
             # The problems quote the sites' private cells: they stay in this node's log.
             log.error("site data of %s failed validation:\n%s", ", ".join(ids), error)
             raise SiteDataInvalid(ids, len(error.problems)) from None
+        # Model v1.1's plant limits are not in the sites' QPs yet: refuse them here, where
+        # the data are read, rather than solve a different problem (only the inputs' names
+        # leave the site).
+        plant = {sid: data[sid].sites.plant_data() for sid in ids}
+        if any(plant.values()):
+            given = tuple(sid for sid in ids if plant[sid])
+            inputs = tuple(dict.fromkeys(name for sid in given for name in plant[sid]))
+            raise PlantLimitsUnsupported(given, inputs)
         self.agents: dict[str, SiteAgent] = {
             sid: SiteAgent(
                 source, sid, steps=horizon, settings=settings, data=data[sid], forecast=forecast

@@ -245,3 +245,26 @@ def drop_column(directory: Path, file: str, column: str) -> None:
     rows = read_rows(directory, file)
     k = rows[0].index(column)
     write_rows(directory, file, [r[:k] + r[k + 1 :] for r in rows])
+
+
+#: Model v1.1 plant data that binds nowhere in the factory scenario (docs/model.md §12).
+PLANT_VALUES = {
+    "cooling_design_c": "35",
+    "cooling_derate_per_c": "0.02",
+    "cooling_min_fraction": "0.5",
+    "grid_limit_kw": "1000",
+    "water_cap_l_per_day": "100000",
+}
+#: A measured pPUE curve for ``alpha`` (rows 2 and 3 of ppue_curve.csv).
+PPUE_CURVE_ROWS = [["alpha", "10", "1.05"], ["alpha", "30", "1.25"]]
+
+
+def add_plant_data(directory: Path) -> Path:
+    """Give every site of a factory scenario all the v1.1 columns and ``alpha`` a curve."""
+    rows = read_rows(directory, "sites.csv")
+    rows[0] += list(PLANT_VALUES)
+    for row in rows[1:]:
+        row += list(PLANT_VALUES.values())
+    write_rows(directory, "sites.csv", rows)
+    write_rows(directory, "ppue_curve.csv", [["site_id", "dry_bulb_c", "ppue"], *PPUE_CURVE_ROWS])
+    return directory

@@ -20,6 +20,7 @@ from scenario_factory import (
     REGION_IDS,
     SITE_IDS,
     START,
+    add_plant_data,
     append_row,
     delete_line,
     drop_column,
@@ -927,6 +928,7 @@ def test_every_csv_bound_is_enforced_with_file_row_column_and_range(
     scen: Path, file: str, column: str
 ) -> None:
     bound = BOUNDS[(file, column)]
+    add_plant_data(scen)  # the optional v1.1 columns and file (model.md §12)
     original = scen / file
     kept = original.read_text()
     for value in _outside(bound):

@@ -412,6 +412,7 @@ def compare(
     from common.central import CentralSolveError
     from common.compare import (
         render_decomposition,
+        render_overloads,
         render_seasons,
         render_table,
         seasons_to_json,
@@ -435,6 +436,8 @@ def compare(
         return
     console.print(render_table(comparison, title=f"{comparison.scenario}: {comparison.horizon}"))
     console.print(render_decomposition(comparison.decomposition, title="where the gain comes from"))
+    if (overloaded := render_overloads(comparison, title="above the sites' limits")) is not None:
+        console.print(overloaded)
 
 
 @app.command()

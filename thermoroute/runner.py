@@ -28,6 +28,7 @@ from common.compare import (
     percent_change,
     render_decomposition,
 )
+from common.evaluate import overloads
 from common.outputs import write_run
 from common.run_directory import RunDirectory
 from common.scenario import Scenario
@@ -105,6 +106,13 @@ def run_solver(
                 run = run_central_solver(solver, scenario)
             except CentralSolveError as exc:
                 raise SolveError(str(exc)) from None
+            # Model v1.1: what the plan puts above the sites' limits, never clipped (absent
+            # for v1 data, whose summary stays as it was).
+            over = (
+                {"overloads": {k: vars(o) for k, o in overloads(scenario, run.evaluation).items()}}
+                if scenario.sites.plant_data()
+                else None
+            )
             write_run(
                 staging,
                 scenario,
@@ -112,6 +120,7 @@ def run_solver(
                 solver,
                 run.stats,
                 shadow_prices=run.shadow_prices,
+                extra_summary=over,
             )
             converged = bool(run.stats.converged)
             details = {}

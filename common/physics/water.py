@@ -180,3 +180,40 @@ def ewif_from_generation(generation_mw: ArrayLike, water_l_per_kwh: ArrayLike) -
     total = gen.sum(axis=-1)
     water = gen @ np.asarray(water_l_per_kwh, dtype=float)
     return np.divide(water, total, out=np.zeros_like(total), where=total > 0)
+
+
+def daily_windows(steps: int, step_hours: float) -> tuple[np.ndarray, np.ndarray]:
+    """The days of a horizon over which an on-site water allowance counts (model v1.1).
+
+    Parameters
+    ----------
+    steps : int
+        Steps of the horizon.
+    step_hours : float
+        Length of a step [h]; must divide 24.
+
+    Returns
+    -------
+    window : ndarray of int, shape (steps,)
+        Window of each step: windows of ``24 / step_hours`` consecutive steps from the
+        horizon's first step.
+    share : ndarray, shape (windows,)
+        Share of a day's allowance each window gets [–]: 1 for a full window, its length over
+        a day's steps for a last, shorter one (the allowance pro-rated).
+
+    Raises
+    ------
+    ValueError
+        If ``step_hours`` does not divide a day.
+
+    References
+    ----------
+    .. [1] docs/model.md §12 (on-site water allowance).
+    """
+    per_day = 24.0 / step_hours
+    length = round(per_day)
+    if length < 1 or abs(per_day - length) > 1e-9 * per_day:
+        raise ValueError(f"a step of {step_hours:g} h does not divide a day")
+    window = np.arange(steps) // length
+    sizes = np.bincount(window, minlength=int(window[-1]) + 1 if steps else 0)
+    return window, sizes / length

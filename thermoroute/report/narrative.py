@@ -26,8 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.evaluate import true_wue
-from common.physics.cooling import partial_pue
+from common.evaluate import true_pue, true_wue
 from common.scenario import Scenario
 
 #: Sites described, for gains and for losses each.
@@ -97,7 +96,7 @@ def explain(scenario: Scenario, run_x: np.ndarray, unaware_x: np.ndarray) -> Nar
     total = float(run_site.sum())
 
     s = scenario.sites
-    pue = partial_pue(scenario.dry_bulb_c, s.ppue_a[:, None], s.ppue_b[:, None], s.ppue_c[:, None])
+    pue = true_pue(scenario)  # a site's measured curve where it has one (model v1.1)
     wue = true_wue(scenario)
     # Where temperature-unaware put its load: the fleet's reference conditions.
     weights = np.einsum("ijct,ic->it", unaware_x, scenario.energy_j)
