@@ -397,7 +397,9 @@ def overload_cells(comparison: Comparison) -> tuple[list[str], list[list[str]]] 
 
 OVERLOAD_NOTE = (
     "model v1.1: what each plan, charged at the true temperatures, puts above the sites' "
-    "limits (would be throttled or shed); never clipped"
+    "limits (would be throttled or shed); never clipped. The objectives and the gain above "
+    "leave out what that throttling or shedding would cost: a plan with overloads did not "
+    "do the work it is charged for"
 )
 
 

@@ -423,6 +423,8 @@ def test_the_compare_command_shows_the_overload_table(derated_dir: Path, tmp_pat
     assert done.returncode == 0, done.stderr
     assert "above the sites' limits" in done.stdout
     assert "above derated capacity" in done.stdout
+    # The caption says the gain leaves out what the overloads would cost (rich may wrap it).
+    assert "did not do the work it is charged for" in " ".join(done.stdout.split())
 
 
 # --------------------------------------------------------------------------------------------
