@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from common.errors import PlantLimitsUnsupported, Problem, ScenarioError, SiteDataInvalid
-from common.evaluate import TOTAL_KEYS
+from common.evaluate import TOTAL_KEYS, evaluate
 from common.physics.latency import mean_ttft_ms
-from common.scenario import DemandView
+from common.scenario import DemandView, Scenario
 from common.scenario_io import is_split_root
 from common.scenarios import scenario_directory
 from coordinator.actor import CheckpointMissing, Coordinator, CoordinatorOutcome
@@ -43,7 +43,7 @@ from coordinator.data import load_view
 from coordinator.events import IterationRecord, NullObserver, RunObserver
 from coordinator.fleet import InlineFleet, SiteGroupLost, Tap, restart_failure
 from coordinator.methods import MethodSettings, method_for
-from coordinator.receding import DEMAND_NOISE_SIGMA
+from coordinator.receding import DEMAND_NOISE_SIGMA, BatchBacklog, InteractiveLedger
 from coordinator.results import RunOutputs
 from site_agent.forecast import SiteForecast
 from site_agent.group import SiteGroup
@@ -627,17 +627,46 @@ class Work:
         return 1000.0 * objective_aud / self.served if self.served > 0 else math.nan
 
 
-def _work(interactive: Any, backlog: Any) -> Work:
-    """A :class:`Work` from a plan's :class:`~coordinator.receding.InteractiveLedger` and
-    :class:`~coordinator.receding.BatchBacklog`."""
-    return Work(
-        interactive_arrived=interactive.arrived,
-        interactive_served=interactive.served,
-        interactive_left=interactive.left,
-        deferrable_arrived=backlog.arrived,
-        deferrable_served=backlog.served,
-        deferrable_left=float(backlog.backlog.sum()),
-    )
+@dataclass
+class _PlanBook:
+    """What one plan of a simulation has applied: its totals under the true model, the
+    interactive requests it met and its deferrable backlog."""
+
+    backlog: BatchBacklog
+    interactive: InteractiveLedger = field(default_factory=InteractiveLedger)
+    totals: dict[str, float] = field(default_factory=dict)
+
+    def apply(
+        self,
+        step_truth: Scenario,
+        x: np.ndarray,
+        n: np.ndarray,
+        demand_requests: np.ndarray,
+        deferrable: np.ndarray,
+    ) -> float:
+        """Charge the first step of the plan ``(x, n)`` under ``step_truth`` and count what it
+        served against the step's interactive ``demand_requests`` and the backlog; returns
+        the step's objective [AUD]."""
+        applied = evaluate(step_truth, x[..., :1], n[:, :1])
+        _accumulate(self.totals, applied)
+        served = x[:, :, :, 0].sum(axis=0) * step_truth.step_seconds
+        self.interactive.record(demand_requests, served[:, ~deferrable])
+        self.backlog.serve(served * deferrable[None, :])
+        return applied.objective_aud
+
+    def empty(self) -> bool:
+        """Whether the backlog is empty to :data:`EMPTY_RTOL` of the arrived volume."""
+        return self.backlog.backlog.sum() <= EMPTY_RTOL * max(self.backlog.arrived, 1.0)
+
+    def work(self) -> Work:
+        return Work(
+            interactive_arrived=self.interactive.arrived,
+            interactive_served=self.interactive.served,
+            interactive_left=self.interactive.left,
+            deferrable_arrived=self.backlog.arrived,
+            deferrable_served=self.backlog.served,
+            deferrable_left=float(self.backlog.backlog.sum()),
+        )
 
 
 @dataclass
@@ -820,14 +849,8 @@ def simulate(
     from dataclasses import replace as _replace
 
     from common import baselines
-    from common.evaluate import evaluate
     from common.scenario_io import load_scenario
-    from coordinator.receding import (
-        BatchBacklog,
-        DemandForecaster,
-        InteractiveLedger,
-        horizon_view,
-    )
+    from coordinator.receding import DemandForecaster, horizon_view
 
     settings = settings or AdmmSettings()
     if site_forecast is None:
@@ -843,8 +866,8 @@ def simulate(
     truth = load_scenario(data_source, start=first.start, steps=span)
     daily = view.batch_requests  # volume per horizon of the file: one day (module docs)
     forecaster = DemandForecaster(demand_sigma, seed)
-    backlog, base_backlog = BatchBacklog(daily, per_day), BatchBacklog(daily, per_day)
-    served, base_served = InteractiveLedger(), InteractiveLedger()
+    plan, base = _PlanBook(BatchBacklog(daily, per_day)), _PlanBook(BatchBacklog(daily, per_day))
+    books = (plan, base) if baseline is not None else (plan,)
     defer = np.asarray(view.classes.deferrable, dtype=bool)
 
     def window(h: int, steps: int) -> DemandView:
@@ -859,29 +882,21 @@ def simulate(
             sites_per_agent=sites_per_agent, settings=settings, forecast=site_forecast,
         )  # fmt: skip
 
-    def empty() -> bool:
-        return all(
-            b.backlog.sum() <= EMPTY_RTOL * max(b.arrived, 1.0)
-            for b in (backlog, *((base_backlog,) if baseline is not None else ()))
-        )
-
     coordinator, close = open_fleet(0, horizon)
     layout = coordinator.layout
-    totals: dict[str, float] = {}
-    base_totals: dict[str, float] = {}
     log: list[SimulationStep] = []
     prev_state = prev_structure = None
     try:
         for h in range(span if drain else n_steps):
             draining = h >= n_steps
-            if draining and empty():
+            if draining and all(book.empty() for book in books):
                 break
             # Draining, the horizon ends at the deadline; before, it is a full one.
             steps_h = span - h if draining else horizon
             if not draining:
-                backlog.arrive(h)
-                base_backlog.arrive(h)
-            view_h = horizon_view(window(h, steps_h), forecaster, backlog, horizon - 1)
+                for book in (plan, base):
+                    book.backlog.arrive(h)
+            view_h = horizon_view(window(h, steps_h), forecaster, plan.backlog, horizon - 1)
             if draining:
                 close()
                 coordinator, close = open_fleet(h, steps_h)
@@ -900,31 +915,22 @@ def simulate(
             step_truth = truth.window(h, 1)
             demand = view.demand_rps[:, ~defer, h] * view.step_seconds
             sched = outcome.outputs.schedule
-            applied = evaluate(step_truth, sched.x[..., :1], sched.n[:, :1])
-            _accumulate(totals, applied)
-            step_served = sched.x[:, :, :, 0].sum(axis=0) * view.step_seconds
-            served.record(demand, step_served[:, ~defer])
-            backlog.serve(step_served * defer[None, :])
+            objective = plan.apply(step_truth, sched.x, sched.n, demand, defer)
             base_objective = math.nan
             if baseline is not None:
                 plan_scenario = _replace(
                     truth.window(h, steps_h),
                     demand_rps=view_h.demand_rps,
-                    batch_requests=np.where(defer[None, :], base_backlog.backlog, 0.0),
+                    batch_requests=np.where(defer[None, :], base.backlog.backlog, 0.0),
                 )
                 planned = baselines.temperature_unaware(plan_scenario)
-                base = evaluate(step_truth, planned.x[..., :1], planned.n[:, :1])
-                _accumulate(base_totals, base)
-                base_step = planned.x[:, :, :, 0].sum(axis=0) * view.step_seconds
-                base_served.record(demand, base_step[:, ~defer])
-                base_backlog.serve(base_step * defer[None, :])
-                base_objective = base.objective_aud
+                base_objective = base.apply(step_truth, planned.x, planned.n, demand, defer)
             row = SimulationStep(
                 step=h,
                 time=view.times[h],
                 iterations=outcome.iterations,
                 converged=outcome.converged,
-                objective_aud=applied.objective_aud,
+                objective_aud=objective,
                 baseline_objective_aud=base_objective,
                 solve_s=solve_s,
                 drain=draining,
@@ -936,11 +942,11 @@ def simulate(
         close()
     return SimulationResult(
         steps=log,
-        totals=totals,
-        baseline_totals=base_totals,
+        totals=plan.totals,
+        baseline_totals=base.totals,
         baseline=baseline or "",
-        work=_work(served, backlog),
-        baseline_work=None if baseline is None else _work(base_served, base_backlog),
+        work=plan.work(),
+        baseline_work=None if baseline is None else base.work(),
         arrival_steps=n_steps,
         drain=drain,
         settings={
