@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from common.baselines import SOLVERS, run_solver
-from common.evaluate import OVERLOAD_KINDS, objective_parts_aud, overloads
+from common.evaluate import OVERLOAD_KINDS, objective_parts_aud, overload_report
 from common.scenario import Objective, Scenario
 
 #: The solver every percent change is measured against.
@@ -316,13 +316,11 @@ def compare(scenario: Scenario, solvers: Sequence[str] | None = None) -> Compari
     totals: dict[str, dict[str, float]] = {}
     walls: dict[str, float] = {}
     over: dict[str, dict[str, dict[str, float]]] = {}
-    plant = bool(scenario.sites.plant_data())
     for name in run_names:
         run = run_solver(name, scenario)
         totals[name] = run.evaluation.totals_with_objective()
         walls[name] = run.stats.wall_s
-        if plant:
-            over[name] = {kind: vars(o) for kind, o in overloads(scenario, run.evaluation).items()}
+        over[name] = overload_report(scenario, run.evaluation)
     ref = totals[REFERENCE]
     rows = tuple(
         CompareRow(
@@ -331,7 +329,7 @@ def compare(scenario: Scenario, solvers: Sequence[str] | None = None) -> Compari
             pct_vs_reference={k: percent_change(totals[name][k], ref[k]) for k in METRIC_KEYS},
             wall_s=walls[name],
             terms_aud=objective_terms(totals[name], scenario.objective),
-            overloads=over.get(name, {}),
+            overloads=over[name],
         )
         for name in names
     )

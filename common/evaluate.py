@@ -261,6 +261,15 @@ def overloads(scenario: Scenario, evaluation: Evaluation) -> dict[str, Overload]
     return {"capacity": capacity, "grid": grid, "water": water}
 
 
+def overload_report(scenario: Scenario, evaluation: Evaluation) -> dict[str, dict[str, float]]:
+    """:func:`overloads` in plain form for a summary or a comparison (``{kind: {"site_hours",
+    "it_kwh", "requests"}}``); empty for a scenario without plant data, whose outputs stay
+    as model v1 writes them."""
+    if not scenario.sites.plant_data():
+        return {}
+    return {kind: vars(o) for kind, o in overloads(scenario, evaluation).items()}
+
+
 #: Load a fold may add past a full site's capacity, over a step [GPUs].
 OVERLOAD_BUDGET_GPUS = 1e-7
 #: Flows below this rate [requests/s] (0.0036 requests an hour) are residues of a solver's

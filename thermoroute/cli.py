@@ -88,7 +88,7 @@ class Executor(StrEnum):
 ScenarioArg = Annotated[
     str,
     typer.Argument(
-        help="Embedded scenario name (australia, australia-20) or a scenario directory."
+        help="Embedded scenario name (`thermoroute scenario list`) or a scenario directory."
     ),
 ]
 StartOpt = Annotated[
@@ -383,8 +383,8 @@ def compare(
     scenario: Annotated[
         str | None,
         typer.Argument(
-            help="Embedded scenario name (australia, australia-20) or a scenario directory "
-            "(default australia)."
+            help="Embedded scenario name (`thermoroute scenario list`) or a scenario "
+            "directory (default australia)."
         ),
     ] = None,
     scenarios: Annotated[

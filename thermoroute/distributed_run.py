@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from common.compare import METRIC_KEYS
 from common.run_directory import RunDirectory
 from common.scenario import Scenario
 from coordinator.admm import AdmmSettings
@@ -32,16 +33,6 @@ from thermoroute.progress import LiveProgress
 METHODS = ("ipm", "admm")
 #: The default method: the one the benchmark shows faster at equal accuracy (BENCHMARKS.md).
 DEFAULT_METHOD = "ipm"
-#: The totals ``simulate`` compares, in its closing table.
-SUMMARY_KEYS = (
-    "cooling_kwh",
-    "facility_kwh",
-    "energy_cost_aud",
-    "carbon_kg",
-    "water_l",
-    "ttft_mean_ms",
-    "objective_aud",
-)
 
 
 def method_settings(
@@ -212,7 +203,7 @@ def _print_simulation(
         pct = math.nan if not b else 100.0 * (a - b) / abs(b)
         return "n/a" if math.isnan(pct) else f"{pct:+.2f} %"
 
-    for key in SUMMARY_KEYS:
+    for key in METRIC_KEYS:  # the quantities compare shows, in its order
         a, b = result.totals.get(key, math.nan), result.baseline_totals.get(key, math.nan)
         # Totals over different work differ by the work: no change is shown for them.
         shown = change(a, b) if result.equal_work else "not comparable"

@@ -28,7 +28,7 @@ from common.compare import (
     percent_change,
     render_decomposition,
 )
-from common.evaluate import overloads
+from common.evaluate import overload_report
 from common.outputs import write_run
 from common.run_directory import RunDirectory
 from common.scenario import Scenario
@@ -108,11 +108,8 @@ def run_solver(
                 raise SolveError(str(exc)) from None
             # Model v1.1: what the plan puts above the sites' limits, never clipped (absent
             # for v1 data, whose summary stays as it was).
-            over = (
-                {"overloads": {k: vars(o) for k, o in overloads(scenario, run.evaluation).items()}}
-                if scenario.sites.plant_data()
-                else None
-            )
+            report = overload_report(scenario, run.evaluation)
+            over = {"overloads": report} if report else None
             write_run(
                 staging,
                 scenario,
