@@ -143,12 +143,12 @@ def _given(values: np.ndarray | None, sites: int) -> np.ndarray:
     return ~np.isnan(values)
 
 
-def plant_limits(scenario: Scenario) -> PlantLimits:
-    """The v1.1 limits of ``scenario``'s sites over its horizon (all absent for v1 data)."""
+def cooling_max_gpus(scenario: Scenario) -> np.ndarray:
+    """Powered GPUs each site's cooling allows at its true dry bulb, ``f_t · gpus`` (model
+    v1.1), shape (S, T); ``gpus`` for a site without derating data (all of them in v1)."""
     s = scenario.sites
-    S, T = len(s), scenario.steps
-    derated = _given(s.cooling_design_c, S)
-    max_gpus = np.broadcast_to(s.gpus[:, None], (S, T)).copy()
+    derated = _given(s.cooling_design_c, len(s))
+    max_gpus = np.broadcast_to(s.gpus[:, None], (len(s), scenario.steps)).copy()
     if derated.any():
         f = derated_capacity_fraction(
             scenario.dry_bulb_c[derated],
@@ -157,6 +157,15 @@ def plant_limits(scenario: Scenario) -> PlantLimits:
             s.cooling_min_fraction[derated, None],
         )
         max_gpus[derated] = f * s.gpus[derated, None]
+    return max_gpus
+
+
+def plant_limits(scenario: Scenario) -> PlantLimits:
+    """The v1.1 limits of ``scenario``'s sites over its horizon (all absent for v1 data)."""
+    s = scenario.sites
+    S, T = len(s), scenario.steps
+    derated = _given(s.cooling_design_c, S)
+    max_gpus = cooling_max_gpus(scenario)
     grid = _given(s.grid_limit_kw, S)
     grid_kw = np.where(grid, s.grid_limit_kw if grid.any() else 0.0, np.inf)
     water = _given(s.water_cap_l_per_day, S)
@@ -294,7 +303,7 @@ def without_residues(
     kept = np.where(tiny, 0.0, x)
     s = scenario.sites
     # (S, T) GPUs; a derated site's room is below its derated capacity (model v1.1)
-    room = s.u_max[:, None] * plant_limits(scenario).max_gpus - load_gpus(scenario, kept)
+    room = s.u_max[:, None] * cooling_max_gpus(scenario) - load_gpus(scenario, kept)
     # A thousandth of a GPU of room is ample: a fold adds ~1e-6 requests/s · gpu_s.
     candidates = np.where((kept > 0) & (room[:, None, None, :] > 1e-3), kept, -1.0)
     target = candidates.argmax(axis=0)  # (R, C, T)

@@ -26,7 +26,7 @@ import numpy as np
 
 from common.bounds import bound_of
 from common.errors import Problem, ScenarioError
-from common.physics.cooling import derated_capacity_fraction
+from common.evaluate import cooling_max_gpus
 from common.scenario import (
     COOLING_COLUMNS,
     PLANT_COLUMNS,
@@ -1062,17 +1062,9 @@ def check_servable(scenario: Scenario, sink: _Collector | None = None) -> list[P
     sink = sink or _Collector()
     allowed = scenario.allowed()
     sites, classes, regions = scenario.sites, scenario.classes, scenario.regions
-    capacity = sites.u_max * sites.gpus  # busy GPUs per site
+    # Busy GPUs per site and step: u_max · gpus, derated by the cooling (model v1.1).
+    capacity = sites.u_max[:, None] * cooling_max_gpus(scenario)
     derated = "cooling_design_c" in sites.plant_data()
-    if derated:
-        # Model v1.1: the cooling's capacity per step (S, T); v1 data keep the constant.
-        fraction = derated_capacity_fraction(
-            scenario.dry_bulb_c,
-            sites.cooling_design_c[:, None],
-            sites.cooling_derate_per_c[:, None],
-            sites.cooling_min_fraction[:, None],
-        )
-        capacity = capacity[:, None] * np.where(np.isnan(fraction), 1.0, fraction)
     what, note = (" derated by the cooling,", " (derated by the cooling)") if derated else ("", "")
     demand = scenario.demand_rps
     for c in range(len(classes)):
@@ -1106,11 +1098,11 @@ def check_servable(scenario: Scenario, sink: _Collector | None = None) -> list[P
                 )
                 continue
             per_site = scenario.gpu_s[ok_sites, c]
-            best = (capacity[ok_sites] / (per_site[:, None] if derated else per_site)).sum(axis=0)
+            best = (capacity[ok_sites] / per_site[:, None]).sum(axis=0)
             over = np.flatnonzero(load > best * (1 + 1e-9))
             if over.size:
                 t = over[0]
-                best = best[t] if derated else best
+                best = best[t]
                 more = f" (and {over.size - 1} more steps)" if over.size > 1 else ""
                 sink.add(
                     "demand.csv",
@@ -1134,7 +1126,7 @@ def check_servable(scenario: Scenario, sink: _Collector | None = None) -> list[P
             "demand.csv",
             f"interactive demand at {scenario.times[t].isoformat()} needs at "
             f"least {step_load[t]:g} busy GPUs, above the fleet's "
-            f"{fleet[t] if derated else fleet:g} "
+            f"{fleet[t]:g} "
             f"(u_max · gpus{what} summed over sites)",
             None,
             "requests_per_s",
