@@ -1200,6 +1200,12 @@ SITE_OPTIONAL_FILES = (PPUE_CURVE_FILE,)
 COORDINATOR_FILES = ("scenario.toml", "regions.csv", "classes.csv", "demand.csv", "batch.csv")
 
 
+def site_sliced_files(directory: Path) -> tuple[str, ...]:
+    """The files of ``directory`` sliced into each site's own: the v1 private files and
+    model v1.1's optional ones where present."""
+    return (*SITE_PRIVATE_FILES, *(n for n in SITE_OPTIONAL_FILES if (directory / n).is_file()))
+
+
 def _csv_records(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """Header and rows of a CSV file that has already been validated."""
     text = path.read_bytes().decode("utf-8-sig")
@@ -1229,8 +1235,7 @@ def site_slice_files(directory: str | os.PathLike[str], site_id: str) -> dict[st
     for name in (*SITE_PRIVATE_FILES, "scenario.toml", "classes.csv", "regions.csv"):
         if not (directory / name).is_file():
             raise ScenarioError(Problem(name, "file is missing"), str(directory))
-    present = [n for n in SITE_OPTIONAL_FILES if (directory / n).is_file()]
-    for name in (*SITE_PRIVATE_FILES, *present):
+    for name in site_sliced_files(directory):
         files[name] = _filtered_csv(
             directory / name, lambda row: row.get("site_id", "").strip() == site_id
         )

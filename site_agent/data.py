@@ -34,10 +34,10 @@ from common.scenario_io import (
     REGION_COLUMNS,
     SCENARIO_FILES,
     SITE_OPTIONAL_FILES,
-    SITE_PRIVATE_FILES,
     csv_text,
     id_problem,
     load_scenario,
+    site_sliced_files,
     write_directory_atomic,
 )
 from common.scenarios import scenario_directory
@@ -155,8 +155,7 @@ def site_slices(
     wanted = list(dict.fromkeys(site_ids))
     keep = set(wanted)
     private: dict[str, dict[str, str]] = {s: {} for s in wanted}
-    present = [n for n in SITE_OPTIONAL_FILES if (directory / n).is_file()]
-    for name in (*SITE_PRIVATE_FILES, *present):
+    for name in site_sliced_files(directory):
         path = directory / name
         if not path.is_file():
             raise ScenarioError(Problem(name, "file is missing"), str(directory))
