@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from common.baselines import SOLVERS as REGISTERED
 from common.baselines import run_solver
 from common.bounds import bound_of
-from common.compare import percent_change
+from common.compare import OPTIMUM, percent_change
 from common.scenario import Scenario
 from thermoroute.report.figures import pareto_panels
 
@@ -45,8 +45,6 @@ TERMS = (
 #: baseline (a baseline added to :data:`common.baselines.SOLVERS` joins the sweep). Each is
 #: one centralised solve or a greedy pass — about 0.1 s on ``australia`` — so all are run.
 SOLVERS: tuple[str, ...] = tuple(REGISTERED)
-#: The plan every other is measured against.
-OPTIMUM = "central"
 #: The quantities drawn, one panel each: (column, title, unit). The objective, how far each
 #: plan is above the optimum's, every term the objective charges (energy cost, carbon,
 #: water; latency as the mean TTFT it is proportional to at fixed demand) and the cooling

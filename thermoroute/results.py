@@ -221,6 +221,31 @@ class Solution:
             out = out.join(site_pue(self.site_steps))
         return out
 
+    def sites_table(self, scenario: Scenario | None = None) -> tuple[tuple[str, ...], list[tuple]]:
+        """The sites table as text (the terminal's after ``run`` and the report's): per site
+        its requests [M], share of the fleet's, utilisation and the two pPUE means of
+        :func:`site_pue`, "—" where a figure is not at hand (no scenario, or the sites kept
+        their detail)."""
+        load = self.site_load(scenario)
+        fleet = float(load["requests"].sum()) or 1.0
+        header = ("site", "requests [M]", "of fleet", "utilisation", *PUE_COLUMNS.values())
+        rows = [
+            (
+                str(site_id),
+                f"{row['requests'] / 1e6:,.2f}",
+                f"{row['requests'] / fleet:.1%}",
+                dash_nan(row.get("utilisation", math.nan), ".1%"),
+                *(dash_nan(row.get(key, math.nan), ".3f") for key in PUE_COLUMNS),
+            )
+            for site_id, row in load.iterrows()
+        ]
+        return header, rows
+
+
+def dash_nan(value: float, fmt: str) -> str:
+    """``value`` formatted, or "—" for a figure that is not at hand (NaN)."""
+    return "—" if math.isnan(value) else format(value, fmt)
+
 
 def site_pue(site_steps: pd.DataFrame) -> pd.DataFrame:
     """Two means of each site's partial PUE over the horizon, from its ``site_steps.csv``.

@@ -36,7 +36,7 @@ from coordinator.fleet import FleetTimeout, RoundFailed, SiteGroupLost
 from thermoroute.launch import CoordinatorLost
 from thermoroute.options import RunOptions
 from thermoroute.ray_auth import ClusterAccessError
-from thermoroute.results import PUE_COLUMNS, PUE_NOTE, Solution
+from thermoroute.results import PUE_NOTE, Solution
 
 #: Solvers that run on the fleet's site agents (``admm`` names the distributed ADMM run).
 DISTRIBUTED = ("distributed", "admm")
@@ -224,23 +224,12 @@ def print_decision(solution: Solution, console: Console, scenario: Scenario | No
             parts.append(f"others {rest:.0%}")
         who.add_row(escape(str(region_id)), escape(str(class_id)), escape(", ".join(parts)))
     console.print(who)
-    load = solution.site_load(scenario)
+    header, rows = solution.sites_table(scenario)
     sites = Table(title="sites", title_justify="left")
-    sites.add_column("site")
-    sites.add_column("requests [M]", justify="right")
-    sites.add_column("of fleet", justify="right")
-    for name in ("utilisation", *PUE_COLUMNS.values()):
-        sites.add_column(name, justify="right")
-    fleet = float(load["requests"].sum()) or 1.0
-    for site_id, row in load.iterrows():
-        utilisation = row.get("utilisation", math.nan)
-        sites.add_row(
-            escape(str(site_id)),
-            f"{row['requests'] / 1e6:,.2f}",
-            f"{row['requests'] / fleet:.1%}",
-            "—" if math.isnan(utilisation) else f"{utilisation:.1%}",
-            *(_pue_cell(row.get(key, math.nan)) for key in PUE_COLUMNS),
-        )
+    for k, name in enumerate(header):
+        sites.add_column(name, justify="left" if k == 0 else "right")
+    for cells in rows:
+        sites.add_row(*(escape(c) for c in cells))
     console.print(sites)
     if solution.site_detail == "missing":
         console.print(
@@ -250,7 +239,3 @@ def print_decision(solution: Solution, console: Console, scenario: Scenario | No
         )
     else:
         console.print(PUE_NOTE, highlight=False)
-
-
-def _pue_cell(value: float) -> str:
-    return "—" if math.isnan(value) else f"{value:.3f}"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -34,7 +33,7 @@ from common.evaluate import load_gpus
 from common.scenario import Scenario
 from thermoroute.report import figures
 from thermoroute.report.narrative import explain
-from thermoroute.results import PUE_COLUMNS, PUE_NOTE, Solution
+from thermoroute.results import PUE_COLUMNS, PUE_NOTE, Solution, dash_nan
 
 #: The quantities drawn against the baselines: (key, title, unit). The objective, then
 #: every term it charges in the unit it charges it (energy cost, carbon, water, latency as
@@ -193,25 +192,9 @@ def _sites_by_hour(solution: Solution, scenario: Scenario | None) -> Section:
 
 def _sites_table(solution: Solution, scenario: Scenario | None) -> str:
     """Per site: requests, utilisation (with the scenario) and the two pPUE means (where
-    the site's detail is at hand; "—" otherwise, as in the terminal's sites table)."""
-    load = solution.site_load(scenario)
-    fleet = float(load["requests"].sum()) or 1.0
-    rows = [
-        (
-            str(site_id),
-            f"{row['requests'] / 1e6:,.2f}",
-            f"{row['requests'] / fleet:.1%}",
-            _cell(row.get("utilisation", math.nan), ".1%"),
-            *(_cell(row.get(key, math.nan), ".3f") for key in PUE_COLUMNS),
-        )
-        for site_id, row in load.iterrows()
-    ]
-    header = ("site", "requests [M]", "of fleet", "utilisation", *PUE_COLUMNS.values())
+    the site's detail is at hand; "—" otherwise), as the terminal's sites table."""
+    header, rows = solution.sites_table(scenario)
     return _table(header, rows, numeric=tuple(range(1, len(header))))
-
-
-def _cell(value: float, fmt: str) -> str:
-    return "—" if math.isnan(value) else format(value, fmt)
 
 
 def _against_baselines(solution: Solution, baselines: dict[str, dict] | None) -> Section:
@@ -316,7 +299,7 @@ def _what_moved(
             f"{sh.run_requests / 1e6:,.2f}",
             f"{sh.change / 1e6:+,.2f}",
             f"{sh.dry_bulb_c:.1f}",
-            "—" if paid is None else _cell(paid[sh.site_id], ".3f"),
+            "—" if paid is None else dash_nan(paid[sh.site_id], ".3f"),
             f"{sh.pue:.3f}",
             *(f"{sh.drivers[k]:+,.1f}" for k in ("cooling", "price", "carbon", "water")),
         )
