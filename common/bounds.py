@@ -112,7 +112,12 @@ BOUNDS: dict[tuple[str, str], Bound] = {
         low_open=True,
     ),
     ("sites.csv", "water_cap_l_per_day"): Bound(
-        0, 1e9, "L/day", "v1.1: ≫ the largest data centres' ~10⁷ L/day"
+        0,
+        1e9,
+        "L/day",
+        "v1.1: ≫ the largest data centres' ~10⁷ L/day; 0 would forbid every hour that "
+        "evaporates water (a site that may not evaporate is `wue_model = dry`)",
+        low_open=True,
     ),
     ("ppue_curve.csv", "dry_bulb_c"): Bound(-70, 60, "°C", "v1.1: the dry-bulb range"),
     ("ppue_curve.csv", "ppue"): Bound(1, 3, "–", "v1.1: as `ppue_a`: at least 1, at most 3"),

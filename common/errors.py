@@ -89,9 +89,11 @@ class SiteDataInvalid(ValueError):
 
 
 class PlantLimitsUnsupported(SiteDataInvalid):
-    """A site's data use model v1.1's plant limits (docs/model.md §12), which the
-    distributed methods do not solve yet: raised *on the site*, before any round, so a run
-    never silently solves a different problem.
+    """A site gives a grid connection limit or a water allowance (model v1.1, docs/model.md
+    §12) and at some step powering idle GPUs earns money (a negative energy weight): the
+    distributed methods eliminate the active GPUs from the sites' problems, which cannot
+    say how many idle GPUs such a limit leaves room for, so the site refuses *on the site*,
+    before any round, rather than silently solve a different problem.
 
     What leaves the site is which site(s) and the names of the v1.1 inputs they give
     (columns of ``sites.csv``, ``ppue_curve.csv``), never a value. A
@@ -109,8 +111,9 @@ class PlantLimitsUnsupported(SiteDataInvalid):
             who, whose = f"sites {', '.join(self.site_ids)}", "their"
         ValueError.__init__(
             self,
-            f"{who}: {whose} data use model v1.1 plant limits ({', '.join(self.inputs)}); "
-            "v1.1 limits are solved by --solver central only so far",
+            f"{who}: {whose} data use model v1.1 plant limits ({', '.join(self.inputs)}) at "
+            "steps where idle GPUs earn money (a negative price); that case is solved by "
+            "--solver central only",
         )
 
     def __reduce__(self) -> tuple[type, tuple[tuple[str, ...], tuple[str, ...]]]:  # type: ignore[override]
@@ -123,8 +126,8 @@ class PlantLimitsUnsupported(SiteDataInvalid):
 
         match = re.fullmatch(
             r"sites? (?P<ids>[A-Za-z0-9_.,\- ]+): (?:its|their) data use model v1\.1 plant "
-            r"limits \((?P<inputs>[a-z_., ]+)\); v1\.1 limits are solved by --solver central "
-            r"only so far",
+            r"limits \((?P<inputs>[a-z_., ]+)\) at steps where idle GPUs earn money \(a "
+            r"negative price\); that case is solved by --solver central only",
             message.strip(),
         )
         if match is None:

@@ -66,7 +66,8 @@ import scipy.sparse as sp
 
 from common.admm_protocol import Penalty
 from common.coupling import CouplingLayout, shift_steps
-from common.evaluate import evaluate, true_pue, true_wue
+from common.errors import PlantLimitsUnsupported
+from common.evaluate import evaluate, plant_limits, true_pue, true_wue
 from common.scenario import Scenario
 from site_agent.interior_point import InteriorPointQP
 
@@ -169,11 +170,53 @@ class InnerSettings:
 
 
 @dataclass(frozen=True)
+class LimitRows:
+    """A site's model v1.1 limits on its flows beyond the capacity: ``M ξ ≤ 1``.
+
+    One row per step for a grid connection limit (IT power below ``grid_limit_kw / pPUE_t``)
+    and one per daily window for a water allowance (docs/model.md §12), each divided by its
+    limit so that every row reads as a share of it (rows in kW and in litres next to busy
+    GPUs would otherwise span six orders of magnitude in the interior point's Newton matrix).
+
+    Attributes
+    ----------
+    matrix : scipy.sparse.csr_matrix (r, n)
+        Share of the row's limit one scaled unit of each flow uses.
+    spans_steps : bool
+        Some row holds flows of several steps (a water window): the site's Schur complement
+        then couples rows of different steps (:class:`common.schur_pattern.SchurPattern`).
+    """
+
+    matrix: sp.csr_matrix
+    spans_steps: bool
+
+    @property
+    def size(self) -> int:
+        return int(self.matrix.shape[0])
+
+    def values(self, xi: np.ndarray) -> np.ndarray:
+        """Each row's share of its limit, (r,)."""
+        return np.asarray(self.matrix @ xi, dtype=float)
+
+    def transpose(self, y: np.ndarray) -> np.ndarray:
+        """``Mᵀ y``, (n,)."""
+        return np.asarray(self.matrix.T @ y, dtype=float)
+
+    def smallest_per_flow(self, row_values: np.ndarray, n: int) -> np.ndarray:
+        """For every flow, the smallest of ``row_values`` over the rows it is in (1 if none)."""
+        coo = self.matrix.tocoo()
+        out = np.ones(n)
+        np.minimum.at(out, coo.col, row_values[coo.row])
+        return out
+
+
+@dataclass(frozen=True)
 class SiteQp:
     """A site's problem in the scaled variables ``ξ``, for methods that do not use OSQP.
 
     ``f(ξ) = costᵀξ + congestion · Σ_t L_t² + constant`` with the busy GPUs
-    ``L_t = Σ_{k: step_k = t} gpu_load_k ξ_k ≤ capacity`` and ``ξ ≥ 0``; the site's served
+    ``L_t = Σ_{k: step_k = t} gpu_load_k ξ_k ≤ capacity_t``, the v1.1 limits
+    ``limits.matrix ξ ≤ 1`` where the site gives any, and ``ξ ≥ 0``; the site's served
     demand on support row ``support[position_k]`` is ``Σ coefficient_k ξ_k``. The same
     problem as the ADMM subproblem without the penalty term (module docstring).
 
@@ -188,8 +231,8 @@ class SiteQp:
     step : ndarray of int (n,)
         Step of each variable.
     steps : int
-    capacity : float
-        ``u_max · G`` busy GPUs.
+    capacity : ndarray (T,)
+        ``u_max · f_t · G`` busy GPUs (``f_t = 1`` without derating data).
     constant : float
         AUD that no decision changes (GPUs kept powered where idling pays).
     support : ndarray of int64 (m_i,)
@@ -198,6 +241,8 @@ class SiteQp:
         Support position of each variable's coupling row.
     coefficient : ndarray (n,)
         Coefficient of each variable in its scaled row (1, or ``1/T`` for deferrable).
+    limits : LimitRows or None
+        The grid and water rows (model v1.1); ``None`` for a site without them.
     """
 
     cost: np.ndarray
@@ -205,11 +250,12 @@ class SiteQp:
     gpu_load: np.ndarray
     step: np.ndarray
     steps: int
-    capacity: float
+    capacity: np.ndarray
     constant: float
     support: np.ndarray
     position: np.ndarray
     coefficient: np.ndarray
+    limits: LimitRows | None = None
 
     @property
     def n(self) -> int:
@@ -218,6 +264,51 @@ class SiteQp:
     def load(self, xi: np.ndarray) -> np.ndarray:
         """Busy GPUs per step, (T,)."""
         return np.bincount(self.step, weights=self.gpu_load * xi, minlength=self.steps)
+
+    @property
+    def row_caps(self) -> np.ndarray:
+        """Right-hand sides of the local rows: the capacity per step, then 1 per limit row."""
+        if self.limits is None:
+            return self.capacity
+        return np.concatenate([self.capacity, np.ones(self.limits.size)])
+
+    def rows(self, xi: np.ndarray) -> np.ndarray:
+        """The local rows' values ``H ξ``: load per step, then the limit rows, (T + r,)."""
+        if self.limits is None:
+            return self.load(xi)
+        return np.concatenate([self.load(xi), self.limits.values(xi)])
+
+    def rows_transpose(self, y: np.ndarray) -> np.ndarray:
+        """``Hᵀ y`` for one value per local row, (n,)."""
+        out = self.gpu_load * y[: self.steps][self.step]
+        if self.limits is not None:
+            out = out + self.limits.transpose(y[self.steps :])
+        return out
+
+    def room(self, xi: np.ndarray, fraction: float = 1.0) -> np.ndarray:
+        """For every flow, ``min(1, fraction · cap / value)`` over the local rows it is in:
+        scaling each flow by it keeps every row within ``fraction`` of its limit (the
+        rows' coefficients are non-negative)."""
+        load = self.load(xi)
+        cap = fraction * self.capacity
+        factor = np.where(load > cap, cap / np.maximum(load, 1e-300), 1.0)[self.step]
+        if self.limits is not None:
+            value = self.limits.values(xi)
+            limit_factor = np.where(value > fraction, fraction / np.maximum(value, 1e-300), 1.0)
+            factor = np.minimum(factor, self.limits.smallest_per_flow(limit_factor, self.n))
+        return factor
+
+    def spare_share(self, xi: np.ndarray) -> np.ndarray:
+        """For every flow, how much it may grow as a share of itself, ``min(spare/value,
+        1)`` over the local rows it is in (the spare room shared in proportion to use)."""
+        load = self.load(xi)
+        spare = np.maximum(self.capacity - load, 0.0)
+        allowance = np.minimum(spare / np.maximum(load, 1e-300), 1.0)[self.step]
+        if self.limits is not None:
+            value = self.limits.values(xi)
+            share = np.minimum(np.maximum(1.0 - value, 0.0) / np.maximum(value, 1e-300), 1.0)
+            allowance = np.minimum(allowance, self.limits.smallest_per_flow(share, self.n))
+        return allowance
 
     def served(self, xi: np.ndarray) -> np.ndarray:
         """Served demand on the support rows [scaled units]."""
@@ -337,8 +428,11 @@ class SiteSubproblem:
         )
         kappa = self.energy_weight(site)  # AUD per kWh of IT energy, (T,)
         idle_cost = kappa * dt_h * float(s.idle_w[0]) / 1000.0  # AUD per powered GPU, a_t
-        self._idle_follows_load = idle_cost >= 0.0  # n = L/u_max, else n = G
-        self._const = float(np.where(self._idle_follows_load, 0.0, idle_cost * self._gpus).sum())
+        self._idle_follows_load = idle_cost >= 0.0  # n = L/u_max, else n = f_t G
+        self._bind_plant(site)
+        self._const = float(
+            np.where(self._idle_follows_load, 0.0, idle_cost * self._max_gpus).sum()
+        )
         # Linear cost of one request per second of (j, c) at step t, AUD / (req/s): (R, C, T).
         energy = kappa[None, None, :] * dt_h * site.energy_j[0][None, :, None] / 1000.0
         idle = np.where(self._idle_follows_load, idle_cost, 0.0)[None, None, :] * (
@@ -352,6 +446,48 @@ class SiteSubproblem:
             * dt_s
         )
         self._unit_cost = energy + idle + path[:, :, None]
+
+    def _bind_plant(self, site: Scenario) -> None:
+        """Model v1.1's limits of the site (docs/model.md §12), from its true temperatures.
+
+        Derating lowers the capacity per step (``n ≤ f_t G``, so ``L ≤ u_max f_t G``, and
+        ``n = f_t G`` where idling pays). A grid limit caps IT power per step at
+        ``grid_limit_kw / pPUE_t``; a water allowance caps ``Σ wue_t · Δ · P_t`` per daily
+        window. Both are linear in the flows because ``n = L / u_max`` wherever the site has
+        them: where idling pays (a negative energy weight) the best ``n`` would depend on
+        how much room the limit leaves, which the elimination of ``n`` cannot express, so
+        such a site is refused (:class:`common.errors.PlantLimitsUnsupported`; only the
+        inputs' names leave the site).
+        """
+        refused = self.unsupported_plant_inputs(site)
+        if refused:
+            raise PlantLimitsUnsupported((self.site_id,), refused)
+        limits = plant_limits(site)
+        self._max_gpus = limits.max_gpus[0]  # f_t G, (T,)
+        self._grid_it_kw: np.ndarray | None = None
+        self._water: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if limits.grid[0]:
+            self._grid_it_kw = limits.grid_kw[0] / true_pue(site)[0]
+        if limits.water[0]:
+            self._water = (limits.window, limits.water_l[0], true_wue(site)[0])
+
+    @classmethod
+    def unsupported_plant_inputs(cls, site: Scenario) -> tuple[str, ...]:
+        """The v1.1 limits of a one-site scenario its subproblem cannot hold exactly: a grid
+        limit or water allowance at a site where idling pays at some step (see
+        :meth:`_bind_plant`). Empty almost always."""
+        s = site.sites
+        given = tuple(
+            name
+            for name, values in (
+                ("grid_limit_kw", s.grid_limit_kw),
+                ("water_cap_l_per_day", s.water_cap_l_per_day),
+            )
+            if values is not None and not np.isnan(values[0])
+        )
+        if given and np.any(cls.energy_weight(site) * float(s.idle_w[0]) < 0.0):
+            return given
+        return ()
 
     @staticmethod
     def energy_weight(site: Scenario) -> np.ndarray:
@@ -413,15 +549,24 @@ class SiteSubproblem:
         self._q_diag[n_int + T :] = 1.0
 
         # A in CSC, built column by column so the position of every value is known:
-        # rows [ξ bounds (nvar) | ℓ bounds (T) | load definitions (T) | deferrable means (nz)].
+        # rows [ξ bounds (nvar) | ℓ bounds (T) | load definitions (T) | deferrable means (nz)
+        #       | grid rows (T, model v1.1) | water windows (model v1.1)].
         r_ell_bound, r_load, r_mean = nvar, nvar + T, nvar + 2 * T
+        r_grid = r_mean + nz
+        n_grid = T if self._grid_it_kw is not None else 0
+        r_water = r_grid + n_grid
+        n_water = int(self._water[1].size) if self._water is not None else 0
         k = np.arange(nvar)
         defer_index = np.full(npairs, -1)
         defer_index[self._defer_pairs] = np.arange(nz)
         var_z = defer_index[k // T]
         has_z = var_z >= 0
         counts = np.concatenate(
-            [2 + has_z.astype(int), np.full(T, 2, dtype=int), np.ones(nz, dtype=int)]
+            [
+                2 + has_z.astype(int) + int(n_grid > 0) + int(n_water > 0),
+                np.full(T, 2, dtype=int),
+                np.ones(nz, dtype=int),
+            ]
         )
         indptr = np.concatenate([[0], np.cumsum(counts)])
         indices = np.empty(indptr[-1], dtype=np.int64)
@@ -436,6 +581,17 @@ class SiteSubproblem:
         ks = np.flatnonzero(has_z)
         indices[start[ks] + 2] = r_mean + var_z[ks]
         data[start[ks] + 2] = 1.0 / T
+        # v1.1 rows follow (their values depend on the row scale, like the load rows).
+        after = start[:nvar] + 2 + has_z.astype(int)
+        self._a_grid_at = self._a_water_at = np.zeros(0, dtype=np.int64)
+        if n_grid:
+            self._a_grid_at = after.copy()
+            indices[after] = r_grid + self._var_step
+            after = after + 1
+        if n_water:
+            self._a_water_at = after.copy()
+            indices[after] = r_water + self._water[0][self._var_step]
+        self._n_limit_rows = n_grid + n_water
         # ℓ columns: bound row and −1 in the load row of its step.
         t = np.arange(T)
         indices[start[nvar + t]] = r_ell_bound + t
@@ -447,11 +603,26 @@ class SiteSubproblem:
         indices[start[nvar + T + zc]] = r_mean + zc
         data[start[nvar + T + zc]] = -1.0
         self._a_indices, self._a_indptr, self._a_data = indices, indptr, data
-        m = nvar + 2 * T + nz
+        m = nvar + 2 * T + nz + n_grid + n_water
         self._n_cons = m
-        # ξ ≥ 0, 0 ≤ ℓ ≤ 1; load and mean rows are equalities (= 0).
-        self._l = np.zeros(m)
-        self._u = np.concatenate([np.full(nvar, np.inf), np.ones(T), np.zeros(T + nz)])
+        self._l, self._u = self._bounds()
+
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """``l ≤ A y ≤ u``: ξ ≥ 0, 0 ≤ ℓ ≤ f_t (1 without derating), load and mean rows
+        equalities (= 0), v1.1 rows at most 1 (their share of the limit)."""
+        nvar, T = self._nvar, self._layout.steps
+        upper = np.concatenate(
+            [
+                np.full(nvar, np.inf),
+                self._max_gpus / self._gpus,
+                np.zeros(T + self._nz),
+                np.ones(self._n_limit_rows),
+            ]
+        )
+        lower = np.concatenate(
+            [np.zeros(nvar + 2 * T + self._nz), np.full(self._n_limit_rows, -np.inf)]
+        )
+        return lower, upper
 
     def _set_row_scale(self, row_scale: np.ndarray) -> None:
         """Variable scaling and every value that depends on it (q₀, P₀, load rows of A)."""
@@ -466,11 +637,49 @@ class SiteSubproblem:
         self._D = np.where(self._var_deferrable, s / (self.site.step_seconds * T), s)
         self._h = self._var_gpu_s * self._D  # busy GPUs per unit of ξ
         self._a_data[self._a_load_at] = self._h / self._capacity
+        self._limits = self._limit_rows()
         unit = self._unit_cost[self._pair_j, self._pair_c, :].reshape(-1)
         self._q0 = np.zeros(self._n_total)
         self._q0[: self._nvar] = unit * self._D
         # ½ P₀ ℓ² = β (u_max G ℓ)², the congestion cost of load L = u_max G ℓ.
         self._p0[len(self._int_vars) + np.arange(T)] = 2.0 * self._beta * self._capacity**2
+
+    def _limit_rows(self) -> LimitRows | None:
+        """The v1.1 grid and water rows in the current scaling (``None`` without them); their
+        values also go into OSQP's matrix.
+
+        One scaled unit of flow ``k`` draws ``p_k = (idle_w · gpu_s / u_max + energy) · D_k
+        / 1000`` kW of IT power (its share of the powered GPUs' idle power and its own):
+        a grid row ``t`` is ``Σ_{k in t} p_k ξ_k / (grid_limit_kw / pPUE_t)``, a water row
+        ``Σ_{k in window} wue_t · Δ · p_k ξ_k / allowance``.
+        """
+        if self._grid_it_kw is None and self._water is None:
+            return None
+        s, T, step = self.site.sites, self._layout.steps, self._var_step
+        energy = self.site.energy_j[0][self._pair_c]
+        per_pair = float(s.idle_w[0]) * self.site.gpu_s[0][self._pair_c] / self._u_max + energy
+        it_kw = np.repeat(per_pair, T) * self._D / 1000.0
+        cols = np.arange(self._nvar)
+        rows, values, spans, first = [], [], False, 0
+        if self._grid_it_kw is not None:
+            grid = it_kw / self._grid_it_kw[step]
+            self._a_data[self._a_grid_at] = grid
+            rows.append(first + step)
+            values.append(grid)
+            first += T
+        if self._water is not None:
+            window, allowance, wue = self._water
+            water = wue[step] * self.site.step_hours * it_kw / allowance[window[step]]
+            self._a_data[self._a_water_at] = water
+            rows.append(first + window[step])
+            values.append(water)
+            first += allowance.size
+            spans = bool(np.any(np.bincount(window) > 1))
+        matrix = sp.csr_matrix(
+            (np.concatenate(values), (np.concatenate(rows), np.tile(cols, len(rows)))),
+            shape=(first, self._nvar),
+        )
+        return LimitRows(matrix, spans)
 
     def _p_values(self, rho: np.ndarray) -> np.ndarray:
         """P's diagonal for per-support-entry penalties ``rho`` (CSC data order)."""
@@ -706,14 +915,10 @@ class SiteSubproblem:
         return self._ipm
 
     def _project(self, xi: np.ndarray) -> np.ndarray:
-        """Clip to ``x ≥ 0`` and scale steps whose load exceeds ``u_max G`` (solver tolerance)."""
+        """Clip to ``x ≥ 0`` and scale down flows in a local row above its limit (the load
+        above ``u_max f_t G``, a v1.1 limit; solver tolerance)."""
         xi = np.maximum(xi, 0.0)
-        load = np.bincount(self._var_step, weights=self._h * xi, minlength=self._layout.steps)
-        over = load > self._capacity
-        if over.any():
-            factor = np.where(over, self._capacity / np.where(over, load, 1.0), 1.0)
-            xi = xi * factor[self._var_step]
-        return xi
+        return xi * self.qp().room(xi)
 
     def _served_of(self, xi: np.ndarray) -> np.ndarray:
         served = np.bincount(self._pos, weights=self._m * xi, minlength=len(self._support))
@@ -753,9 +958,10 @@ class SiteSubproblem:
 
     @property
     def n(self) -> np.ndarray:
-        """Active GPUs of the current iterate, (T,): ``L/u_max``, or ``G`` where idling pays."""
-        n = np.where(self._idle_follows_load, self.load / self._u_max, self._gpus)
-        return np.clip(n, 0.0, self._gpus)
+        """Active GPUs of the current iterate, (T,): ``L/u_max``, or ``f_t G`` where idling
+        pays."""
+        n = np.where(self._idle_follows_load, self.load / self._u_max, self._max_gpus)
+        return np.clip(n, 0.0, self._max_gpus)
 
     def objective_value(self) -> float:
         """``f_i`` of the current iterate [AUD], from the QP data (cheap; no ADMM penalty)."""
@@ -771,11 +977,12 @@ class SiteSubproblem:
             gpu_load=self._h.copy(),
             step=self._var_step.copy(),
             steps=self._layout.steps,
-            capacity=float(self._capacity),
+            capacity=self._u_max * self._max_gpus,
             constant=float(self._const),
             support=self._support.copy(),
             position=self._pos.copy(),
             coefficient=self._m.copy(),
+            limits=self._limits,
         )
 
     def adopt(self, xi: np.ndarray) -> None:
@@ -863,7 +1070,12 @@ class SiteSubproblem:
         bounds = shift_steps(y[:nvar].reshape(self._npairs, T), k).reshape(-1)
         ell = shift_steps(y[nvar : nvar + T], k)
         load = shift_steps(y[nvar + T : nvar + 2 * T], k)
-        return np.concatenate([bounds, ell, load, y[nvar + 2 * T :]])
+        means = y[nvar + 2 * T : nvar + 2 * T + self._nz]
+        limits = y[nvar + 2 * T + self._nz :]
+        if self._grid_it_kw is not None:
+            limits = np.concatenate([shift_steps(limits[:T], k), limits[T:]])
+        # Water windows restart at the horizon's first step: their duals are kept as a guess.
+        return np.concatenate([bounds, ell, load, means, limits])
 
     def shift(self, site: Scenario, steps: int, row_scale: np.ndarray | None = None) -> None:
         """Move to the next horizon: new data, warm start shifted by ``steps``.
@@ -938,6 +1150,12 @@ class SiteSubproblem:
         self._warm(self.xi_of(x), None)
 
     def _refresh_matrices(self, old_p: np.ndarray, old_a: np.ndarray) -> None:
+        lower, upper = self._bounds()
+        if not (np.array_equal(lower, self._l) and np.array_equal(upper, self._u)):
+            # New derated capacities (a shifted window's temperatures): vectors only.
+            self._l, self._u = lower, upper
+            self._solver.update(l=lower, u=upper)
+            self._ipm = None
         new_p = self._p_values(self._rho)
         if not (np.array_equal(new_p, old_p) and np.array_equal(self._a_data, old_a)):
             self._solver.update(Px=new_p, Ax=self._a_data.copy())
