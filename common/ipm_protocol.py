@@ -31,6 +31,11 @@ Rounds of one iteration
 ``finish``
     the per-row factors that put the dropped flow back; no answer but an acknowledgement.
 
+Before the first round each group answers the run's start (:class:`IpmStart`) with the
+count of its sites whose model v1.1 limits span several steps (a daily water allowance):
+if the fleet's count is not zero the Schur complement is sent on the pattern across steps
+(:class:`common.schur_pattern.SchurPattern`), which ``newton`` requests then say.
+
 Step lengths are a minimum over sites, which a sum cannot give; the sites send instead, for
 every step on a fixed grid, whether it is infeasible for them. The sum counts the sites
 that block each grid step, and the coordinator takes the longest step nobody blocks.
@@ -45,7 +50,9 @@ import numpy as np
 
 from common.secure_aggregation import MaskingSetup
 
-Phase = Literal["newton", "predict", "correct", "centre", "recentred", "clean", "finish"]
+Phase = Literal[
+    "start", "newton", "predict", "correct", "centre", "recentred", "clean", "finish"
+]
 
 #: A number per answered phase, for the masks' nonces ``(IpmRequest.sequence, round id)``.
 ROUND_IDS: dict[str, int] = {
@@ -55,6 +62,7 @@ ROUND_IDS: dict[str, int] = {
     "centre": 3,
     "recentred": 4,
     "clean": 5,
+    "start": 6,
 }
 
 
@@ -107,6 +115,8 @@ def round_fields(phase: Phase, n_rows: int, pattern_size: int) -> tuple[tuple[st
         return (("rhs", n_rows),)
     if phase == "clean":
         return (("dropped", n_rows), ("absorb", n_rows))
+    if phase == "start":
+        return (("across_steps", 1),)
     return ()
 
 
@@ -177,6 +187,9 @@ class IpmStart:
     warm : bool
         Receding horizon: every site starts from the iterate it kept in the previous run
         (shifted with the horizon), cold where it has none.
+    sequence : int
+        The run's number of this exchange: the nonce of the answer's masks (as
+        :attr:`IpmRequest.sequence`).
     """
 
     run_id: str
@@ -186,6 +199,7 @@ class IpmStart:
     masking: dict[int, MaskingSetup] | None = None
     resume: bool = False
     warm: bool = False
+    sequence: int = 0
 
 
 @dataclass(frozen=True)
@@ -222,6 +236,9 @@ class IpmRequest:
         The run's number of this round (set by the coordinator, strictly increasing): with
         the phase it is the nonce of the answer's masks, which must never repeat under one
         key — an iteration may hold several rounds of one phase (Gondzio's correctors).
+    across_steps : bool
+        ``newton``: send the Schur complement on the pattern across steps (some site's
+        limits couple steps; see the start's answer).
     """
 
     iteration: int
@@ -236,6 +253,7 @@ class IpmRequest:
     factors: np.ndarray | None = None
     restore: np.ndarray | None = None
     sequence: int = 0
+    across_steps: bool = False
 
 
 @dataclass(frozen=True)

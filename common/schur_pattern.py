@@ -21,9 +21,16 @@ from common.coupling import CouplingLayout
 class SchurPattern:
     """The lower triangle of the union of the per-step blocks, as one flat vector.
 
+    A site with a model v1.1 water allowance (docs/model.md §12) has a constraint over a
+    day of steps, which couples the rows of those steps in its ``K⁻¹``: with
+    ``across_steps`` the pattern is the whole lower triangle. The coordinator picks it for a
+    run when the masked count of such sites is not zero (:mod:`coordinator.ipm`).
+
     Parameters
     ----------
     layout : CouplingLayout
+    across_steps : bool
+        One block over every row (default: one per step).
 
     Attributes
     ----------
@@ -31,14 +38,16 @@ class SchurPattern:
         Entry ``k`` is ``(rows[k], cols[k])`` with ``rows[k] ≥ cols[k]``, sorted by key.
     """
 
-    def __init__(self, layout: CouplingLayout) -> None:
+    def __init__(self, layout: CouplingLayout, *, across_steps: bool = False) -> None:
         self.n_rows = layout.n_rows
+        self.across_steps = across_steps
         row_of = layout.row_of_entry()  # (R, C, T)
         defer_rows = np.arange(layout.n_interactive, layout.n_rows, dtype=np.int64)
         inter = layout.interactive_classes
         keys = []
-        for t in range(layout.steps):
-            block = np.concatenate([row_of[:, inter, t].reshape(-1), defer_rows])
+        blocks = [range(layout.steps)] if across_steps else [[t] for t in range(layout.steps)]
+        for steps in blocks:
+            block = np.concatenate([row_of[:, inter][:, :, list(steps)].reshape(-1), defer_rows])
             r, c = np.meshgrid(block, block, indexing="ij")
             lower = r >= c
             keys.append(r[lower] * self.n_rows + c[lower])
@@ -50,6 +59,13 @@ class SchurPattern:
     def size(self) -> int:
         """Entries of the flat vector."""
         return int(self._keys.size)
+
+    def contains(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Whether each entry ``(rows, cols)`` (either triangle) is in the pattern."""
+        r, c = np.maximum(rows, cols), np.minimum(rows, cols)
+        keys = np.asarray(r, dtype=np.int64) * self.n_rows + c
+        pos = np.minimum(np.searchsorted(self._keys, keys), max(self.size - 1, 0))
+        return self._keys[pos] == keys if self.size else np.zeros(keys.shape, dtype=bool)
 
     def positions(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Flat positions of the entries ``(rows, cols)`` (either triangle).

@@ -238,8 +238,9 @@ class DistributedInteriorPoint:
     ----------
     structure : ExchangeStructure
         The stacked supports (for ``b``, ``|S_r|`` and the fleet's size).
-    pattern : SchurPattern
-        The layout's Schur pattern.
+    layout : CouplingLayout
+        The coupling rows (the Schur pattern is the layout's, across steps when some site's
+        limits couple steps: the sites' answer to the start says so).
     settings : IpmSettings
     prices : ndarray (m,), optional
         Initial ``λ`` (scaled); zero by default.
@@ -252,7 +253,7 @@ class DistributedInteriorPoint:
     def __init__(
         self,
         structure: ExchangeStructure,
-        pattern: SchurPattern,
+        layout: CouplingLayout,
         settings: IpmSettings,
         prices: np.ndarray | None = None,
         run_id: str | None = None,
@@ -263,7 +264,8 @@ class DistributedInteriorPoint:
         self.warm = warm
         #: λ of the iterate the sites kept for the next horizon (None: none kept yet).
         self.warm_prices: np.ndarray | None = None
-        self.pattern = pattern
+        self._layout = layout
+        self.pattern = SchurPattern(layout)
         self.settings = settings
         m = structure.n_rows
         self.prices = np.zeros(m) if prices is None else np.asarray(prices, dtype=float).copy()
@@ -329,8 +331,19 @@ class DistributedInteriorPoint:
             masking=masking,
             resume=resume,
             warm=self.warm and not resume,
+            sequence=self._sequence,
         )
-        fleet.broadcast("method_start", start, indexed=True)
+        self._sequence += 1
+        answers = fleet.broadcast("method_start", start, indexed=True)
+        if self.masked:
+            spans = unmask_sum([a.values for a in answers])
+        else:
+            spans = np.sum([a.values for a in answers], axis=0)
+        # Some site's limits couple steps (a daily water allowance): its Schur complement is
+        # not within the per-step blocks. The count of such sites is all that arrives.
+        across = bool(round(float(unpack("start", spans, s.n_rows, 0)["across_steps"][0])) > 0)
+        if across != self.pattern.across_steps:
+            self.pattern = SchurPattern(self._layout, across_steps=across)
 
     def run(
         self,
@@ -402,7 +415,12 @@ class DistributedInteriorPoint:
     ) -> tuple[IpmLog, dict[str, np.ndarray]]:
         """The ``newton`` round of iteration ``k``: the sites take ``step``; the iterate's log."""
         request = IpmRequest(
-            k, "newton", step=step, prices=self.prices, accept_correction=self._accept_pending
+            k,
+            "newton",
+            step=step,
+            prices=self.prices,
+            accept_correction=self._accept_pending,
+            across_steps=self.pattern.across_steps,
         )
         newton = self._round(fleet, request)
         self._accept_pending = False

@@ -265,13 +265,11 @@ class InteriorPointMethod:
         run_id: str | None = None,
         resume: np.ndarray | None = None,
     ) -> None:
-        from common.schur_pattern import SchurPattern
-
         # Resuming, the prices are the checkpoint's and the sites (registered again) start
         # from their default point: only a warm start has kept site iterates to use.
         self.loop = DistributedInteriorPoint(
             structure,
-            SchurPattern(layout),
+            layout,
             settings,
             prices=resume if resume is not None else warm_start,
             run_id=run_id,

@@ -239,9 +239,10 @@ class SiteGroup:
             return self.method_begin(method)
         return self._method.new_key()
 
-    def method_start(self, message: Any, group_index: int) -> None:
-        """The run's starting point and this group's neighbours' keys."""
-        self._require_method().start(message, group_index)
+    def method_start(self, message: Any, group_index: int) -> Any:
+        """The run's starting point and this group's neighbours' keys; the handler's
+        (masked) answer."""
+        return self._require_method().start(message, group_index)
 
     def method_round(self, request: Any) -> Any:
         """One round on every hosted site; the group's (masked) sum.

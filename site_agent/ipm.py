@@ -14,6 +14,17 @@ plus one rank-one term per step, so the site eliminates its own variables in clo
 and sends its Schur complement ``A K⁻¹ Aᵀ = diag(A D⁻¹ Aᵀ) − Σ_t ρ_t a_t a_tᵀ`` with
 ``a_t = A D⁻¹ h_t`` on the layout's fixed pattern (:class:`common.schur_pattern.SchurPattern`).
 
+A site with model v1.1 grid or water rows (docs/model.md §12) has more local rows ``H``
+(load per step, then its limit rows ``M``: one per step, one per daily window) and
+``K = D + Hᵀ Γ H`` with ``Γ = W S⁻¹ (+ 2β on the load rows)``; it eliminates them by
+Woodbury's identity with the small dense capacitance ``C = I + Γ^½ H D⁻¹ Hᵀ Γ^½`` (one row
+per local row, a few dozen), whose Cholesky factor it computes once per iterate:
+
+.. math:: K^{-1} v = D^{-1} v − D^{-1} H^T Γ^{½} C^{-1} Γ^{½} H D^{-1} v,
+
+and its Schur complement is ``diag(A D⁻¹ Aᵀ) − Bᵀ C⁻¹ B`` with ``B = Γ^½ H D⁻¹ Aᵀ``. A
+water window couples the rows of its steps, so such a run uses the pattern across steps.
+
 References
 ----------
 .. [1] S. K. Pakazad, A. Hansson, M. S. Andersen, "Distributed primal–dual interior-point
@@ -29,8 +40,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
 
-from common.coupling import shift_steps
+from common.coupling import CouplingLayout, shift_steps
 from common.ipm_protocol import (
     ROUND_IDS,
     Aggregate,
@@ -64,11 +77,14 @@ class WarmPoint:
     ----------
     xi, z : ndarray (n,)
         Flows and their duals, variables in pair-major order (``k = p·T + t``).
-    s, w : ndarray (T,)
-        Capacity slack and its dual.
+    s, w : ndarray (T + r,)
+        Slacks of the local rows (capacity per step, then any v1.1 limit rows) and their
+        duals.
     gpu_load : ndarray (n,)
         ``h`` when it was taken: ``h ∝ D``, the row scaling of ``ξ``, so a new scaling
         converts ``ξ`` by ``h_old/h_new`` and ``z`` by the inverse (``ξz`` is invariant).
+    steps : int
+        ``T``.
     """
 
     xi: np.ndarray
@@ -76,21 +92,28 @@ class WarmPoint:
     s: np.ndarray
     w: np.ndarray
     gpu_load: np.ndarray
+    steps: int
 
     def shifted(self, steps: int) -> WarmPoint:
         """The point ``steps`` later: each pair's series and the per-step ones move left,
         the last step repeated (a persistence forecast)."""
-        T = self.s.size
+        T = self.steps
 
         def roll(a: np.ndarray) -> np.ndarray:
-            return shift_steps(a.reshape(-1, T), steps)
+            return shift_steps(a.reshape(-1, T), steps).ravel()
+
+        def roll_rows(a: np.ndarray) -> np.ndarray:
+            # The capacity rows move with the horizon; limit rows are kept as a guess (the
+            # site recomputes every slack from the new window's data when it starts).
+            return np.concatenate([roll(a[:T]), a[T:]])
 
         return WarmPoint(
-            roll(self.xi).ravel(),
-            roll(self.z).ravel(),
-            roll(self.s).ravel(),
-            roll(self.w).ravel(),
-            roll(self.gpu_load).ravel(),
+            roll(self.xi),
+            roll(self.z),
+            roll_rows(self.s),
+            roll_rows(self.w),
+            roll(self.gpu_load),
+            self.steps,
         )
 
 
@@ -119,7 +142,7 @@ class SiteInteriorPoint:
     qp : SiteQp
         The site's problem in scaled variables (``SiteSubproblem.qp()``).
     pattern : SchurPattern
-        The layout's Schur pattern.
+        The Schur pattern of the run (:meth:`use_pattern` changes it).
     n_rows : int
         Coupling rows ``m`` of the layout.
     """
@@ -127,8 +150,45 @@ class SiteInteriorPoint:
     def __init__(self, qp: SiteQp, pattern: SchurPattern, n_rows: int) -> None:
         self.qp = qp
         self.n_rows = n_rows
-        self.pattern_size = pattern.size
         self.rows = qp.support[qp.position]  # global row of every variable
+        #: Model v1.1 grid or water rows: Woodbury's elimination instead of Sherman–Morrison.
+        self.woodbury = qp.limits is not None
+        if self.woodbury:
+            assert qp.limits is not None
+            n = qp.n
+            load_rows = sp.csr_matrix(
+                (qp.gpu_load, (qp.step, np.arange(n))), shape=(qp.steps, n)
+            )
+            self._h = sp.vstack([load_rows, qp.limits.matrix], format="csr")
+            # Served demand on the support rows as a matrix: A = coefficient at (position, k).
+            self._a = sp.csr_matrix(
+                (qp.coefficient, (qp.position, np.arange(n))), shape=(qp.support.size, n)
+            )
+        self.use_pattern(pattern)
+        self.c_norm = max(1.0, float(np.abs(qp.cost).max(initial=0.0)))
+        self.xi = np.zeros(qp.n)
+        self._cleaning: CleanedFlows | None = None
+        self.z = np.ones(qp.n)
+        self.s = qp.row_caps.copy()
+        self.w = np.ones(self.s.size)
+        self.prices = np.zeros(qp.support.size)
+        self._direction: _Direction | None = None
+        self._candidate: _Direction | None = None
+
+    def use_pattern(self, pattern: SchurPattern) -> None:
+        """Where this site's Schur entries land in ``pattern`` (computed once per pattern)."""
+        if getattr(self, "pattern", None) is pattern:
+            return
+        self.pattern = pattern
+        qp = self.qp
+        self._diag_pos = pattern.positions(qp.support, qp.support)
+        if self.woodbury:
+            # Every pair of support rows the pattern holds (a water window couples steps).
+            a, b = np.tril_indices(qp.support.size)
+            keep = pattern.contains(qp.support[a], qp.support[b])
+            self._lower = (a[keep], b[keep])
+            self._lower_pos = pattern.positions(qp.support[a[keep]], qp.support[b[keep]])
+            return
         # The pairs (k, l) of variables of the same step with rows[k] ≥ rows[l]: where the
         # rank-one terms land in the pattern.
         order = np.argsort(qp.step, kind="stable")
@@ -143,62 +203,48 @@ class SiteInteriorPoint:
         self._k = np.concatenate(first) if first else np.zeros(0, dtype=np.int64)
         self._l = np.concatenate(second) if second else np.zeros(0, dtype=np.int64)
         self._pair_pos = pattern.positions(self.rows[self._k], self.rows[self._l])
-        self._diag_pos = pattern.positions(qp.support, qp.support)
-        self.c_norm = max(1.0, float(np.abs(qp.cost).max(initial=0.0)))
-        self.xi = np.zeros(qp.n)
-        self._cleaning: CleanedFlows | None = None
-        self.z = np.ones(qp.n)
-        self.s = np.full(qp.steps, qp.capacity)
-        self.w = np.ones(qp.steps)
-        self.prices = np.zeros(qp.support.size)
-        self._direction: _Direction | None = None
-        self._candidate: _Direction | None = None
 
     # ------------------------------------------------------------------------------------
 
     def snapshot(self) -> WarmPoint:
         """The current iterate, to warm-start the next horizon from."""
         return WarmPoint(self.xi.copy(), self.z.copy(), self.s.copy(), self.w.copy(),
-                         self.qp.gpu_load.copy())  # fmt: skip
+                         self.qp.gpu_load.copy(), self.qp.steps)  # fmt: skip
 
     def start_warm(self, point: WarmPoint, prices: np.ndarray, settings: IpmSiteSettings) -> bool:
         """Start from a kept iterate (already shifted); ``False`` if it does not fit.
 
-        Converted to the new row scaling, then pulled below the capacity where the new
-        window's data need it (the slack from the new capacity, at least 2 % of it).
+        Converted to the new row scaling, then pulled below every local limit where the new
+        window's data need it (the slack from the new limits, at least 2 % of each).
         """
         qp = self.qp
-        if point.xi.shape != (qp.n,) or point.s.shape != (qp.steps,):
+        if point.xi.shape != (qp.n,) or point.s.shape != qp.row_caps.shape:
             return False
         ratio = point.gpu_load / qp.gpu_load
         xi, z = point.xi * ratio, point.z / ratio
-        load = qp.load(xi)
-        cap = 0.98 * qp.capacity
-        xi = xi * np.where(load > cap, cap / np.maximum(load, 1e-300), 1.0)[qp.step]
+        xi = xi * qp.room(xi, 0.98)
         self.xi, self.z, self.w = xi, z, point.w.copy()
-        self.s = qp.capacity - qp.load(xi)
+        self.s = qp.row_caps - qp.rows(xi)
         self.prices = np.asarray(prices, dtype=float)[qp.support]
         self.settings = settings
         self._direction = None
         return True
 
     def start(self, share: np.ndarray, prices: np.ndarray, settings: IpmSiteSettings) -> None:
-        """A cold starting point: an equal share of every row, half the capacity at most,
-        and centred duals."""
+        """A cold starting point: an equal share of every row, half of every local limit at
+        most, and centred duals."""
         qp = self.qp
         xi = np.maximum(share[self.rows], 1e-6)
-        load = qp.load(xi)
-        cap = 0.5 * qp.capacity
-        xi = xi * np.where(load > cap, cap / np.maximum(load, 1e-300), 1.0)[qp.step]
+        xi = xi * qp.room(xi, 0.5)
         self.xi = xi
-        self.s = qp.capacity - qp.load(xi)
+        self.s = qp.row_caps - qp.rows(xi)
         # Duals: the cost of each flow (its reduced cost if the prices were zero), floored
         # at a thousandth of the site's largest, then raised where needed so that no product
         # ξz or sw starts below the mean: a centred start. Large fleets, whose equal shares
         # are tiny, otherwise spend their first iterations on steps of 1e-3.
         cost = np.abs(qp.cost)
         z = np.maximum(cost, settings.dual_floor * float(cost.max(initial=1.0)))
-        w = np.full(qp.steps, settings.initial_capacity_dual)
+        w = np.full(self.s.size, settings.initial_capacity_dual)
         mu0 = float(np.mean(xi * z))
         self.z = np.maximum(z, mu0 / xi)
         self.w = np.maximum(w, mu0 / self.s)
@@ -220,16 +266,24 @@ class SiteInteriorPoint:
     def _kinv_once(self, v: np.ndarray) -> np.ndarray:
         qp = self.qp
         dv = self._dinv * v
+        if self.woodbury:
+            u = self._sqrt_gamma * self._solve_capacitance(self._sqrt_gamma * qp.rows(dv))
+            return dv - self._dinv * qp.rows_transpose(u)
         coef = np.bincount(qp.step, weights=qp.gpu_load * dv, minlength=qp.steps) * self._rho_t
         return dv - self._dh * coef[qp.step]
 
+    def _solve_capacitance(self, v: np.ndarray) -> np.ndarray:
+        return scipy.linalg.cho_solve(self._capacitance, v, check_finite=False)
+
     def _apply_k(self, y: np.ndarray) -> np.ndarray:
-        """``K y = D y + Σ_t γ_t h_t (h_tᵀ y)``."""
+        """``K y = D y + Hᵀ Γ H y``."""
         qp = self.qp
+        if self.woodbury:
+            return self._d * y + qp.rows_transpose(self._gamma * qp.rows(y))
         return self._d * y + qp.gpu_load * (self._gamma * qp.load(y))[qp.step]
 
     def _kinv(self, v: np.ndarray) -> np.ndarray:
-        """``K⁻¹ v`` by Sherman–Morrison, with one step of iterative refinement.
+        """``K⁻¹ v`` by Sherman–Morrison (or Woodbury), with one step of iterative refinement.
 
         Near the end ``D`` spans many orders of magnitude and, on a step at capacity,
         Sherman–Morrison subtracts nearly equal numbers; one refinement step (``K`` is cheap
@@ -252,53 +306,77 @@ class SiteInteriorPoint:
         self._direction = None
         self.prices = np.asarray(prices, dtype=float)[self.qp.support]
 
-    def newton(self) -> dict[str, np.ndarray]:
-        """The site's Schur contribution, predictor right-hand side and progress figures."""
+    def _schur(self) -> np.ndarray:
+        """``A K⁻¹ Aᵀ`` on the pattern (needs :meth:`newton`'s ``D`` and ``Γ``)."""
         qp = self.qp
-        r_d = qp.gradient(self.xi) + (qp.coefficient * self.prices[qp.position])
-        r_d += qp.gpu_load * self.w[qp.step] - self.z
-        self._r_d = r_d
-        self._r_s = qp.load(self.xi) + self.s - qp.capacity
-        d = self.z / self.xi
-        e = self.w / self.s
-        gamma = 2.0 * qp.congestion + e
-        self._d, self._gamma = d, gamma
-        self._dinv = 1.0 / d
-        self._dh = self._dinv * qp.gpu_load
-        hdh = np.bincount(qp.step, weights=qp.gpu_load * self._dh, minlength=qp.steps)
-        self._rho_t = gamma / (1.0 + gamma * hdh)
-        # a_t entries: m_k D⁻¹_k h_k for every variable (the variable's row, its step).
-        a = qp.coefficient * self._dh
+        size = self.pattern.size
         schur = np.bincount(
             self._diag_pos,
             weights=np.bincount(
                 qp.position, weights=qp.coefficient**2 * self._dinv, minlength=qp.support.size
             ),
-            minlength=self.pattern_size,
+            minlength=size,
         )
+        if self.woodbury:
+            # B = Γ^½ H D⁻¹ Aᵀ (local rows × support rows); subtract Bᵀ C⁻¹ B = YᵀY.
+            b = (self._h.multiply(self._dinv) @ self._a.T).toarray() * self._sqrt_gamma[:, None]
+            y = scipy.linalg.solve_triangular(
+                self._capacitance[0], b, lower=True, check_finite=False
+            )
+            one, other = self._lower
+            return schur - np.bincount(
+                self._lower_pos, weights=np.einsum("ij,ij->j", y[:, one], y[:, other]),
+                minlength=size,
+            )  # fmt: skip
+        a = qp.coefficient * self._dh  # a_t entries: m_k D⁻¹_k h_k (the variable's row, step)
         schur -= np.bincount(
             self._pair_pos,
             weights=self._rho_t[qp.step[self._k]] * a[self._k] * a[self._l],
-            minlength=self.pattern_size,
+            minlength=size,
         )
+        return schur
+
+    def newton(self) -> dict[str, np.ndarray]:
+        """The site's Schur contribution, predictor right-hand side and progress figures."""
+        qp = self.qp
+        r_d = qp.gradient(self.xi) + (qp.coefficient * self.prices[qp.position])
+        r_d += qp.rows_transpose(self.w) - self.z
+        self._r_d = r_d
+        self._r_s = qp.rows(self.xi) + self.s - qp.row_caps
+        d = self.z / self.xi
+        e = self.w / self.s
+        gamma = e.copy()
+        gamma[: qp.steps] += 2.0 * qp.congestion  # the congestion's Hessian, on the load rows
+        self._d, self._gamma = d, gamma
+        self._dinv = 1.0 / d
+        if self.woodbury:
+            self._sqrt_gamma = np.sqrt(gamma)
+            hdh = (self._h.multiply(self._dinv) @ self._h.T).toarray()
+            capacitance = np.eye(gamma.size) + self._sqrt_gamma[:, None] * hdh * self._sqrt_gamma
+            self._capacitance = scipy.linalg.cho_factor(
+                capacitance, lower=True, check_finite=False
+            )
+        else:
+            self._dh = self._dinv * qp.gpu_load
+            hdh = np.bincount(qp.step, weights=qp.gpu_load * self._dh, minlength=qp.steps)
+            self._rho_t = gamma / (1.0 + gamma * hdh)
         self._g_aff = self._rhs_vector(-self.xi * self.z, -self.s * self.w)
         complementarity = float(self.xi @ self.z + self.s @ self.w)
         pending = float(np.abs(r_d).max(initial=0.0) > self.settings.eps_rel * self.c_norm)
         return {
-            "schur": schur,
+            "schur": self._schur(),
             "rhs": self._coupling_rhs(self._g_aff),
             "served": self._scatter(qp.served(self.xi)),
             "complementarity": np.array([complementarity]),
-            "pairs": np.array([float(qp.n + qp.steps)]),
+            "pairs": np.array([float(qp.n + self.s.size)]),
             "objective": np.array([qp.objective(self.xi)]),
             "dual_pending": np.array([pending]),
         }
 
     def _rhs_vector(self, r_xz: np.ndarray, r_sw: np.ndarray) -> np.ndarray:
         """``g = −r_d + R_xz/ξ − Hᵀ((R_sw + w r_s)/s)`` (the eliminated right-hand side)."""
-        qp = self.qp
         back = (r_sw + self.w * self._r_s) / self.s
-        return -self._r_d + r_xz / self.xi - qp.gpu_load * back[qp.step]
+        return -self._r_d + r_xz / self.xi - self.qp.rows_transpose(back)
 
     def _direction_of(
         self,
@@ -317,7 +395,7 @@ class SiteInteriorPoint:
         r_s = self._r_s if capacity_residual is None else capacity_residual
         dxi = self._kinv(g - qp.coefficient * price_step[qp.support][qp.position])
         dz = (r_xz - self.z * dxi) / self.xi
-        ds = -r_s - qp.load(dxi)
+        ds = -r_s - qp.rows(dxi)
         dw = (r_sw - self.w * ds) / self.s
         return _Direction(dxi, dz, ds, dw)
 
@@ -337,7 +415,7 @@ class SiteInteriorPoint:
         # Mehrotra's corrector: R = σμ − ξz − Δξ_aff Δz_aff, affine in σμ.
         self._r0 = (-self.xi * self.z - aff.xi * aff.z, -self.s * self.w - aff.s * aff.w)
         self._g0 = self._rhs_vector(*self._r0)
-        self._g1 = 1.0 / self.xi - qp.gpu_load * (1.0 / self.s)[qp.step]
+        self._g1 = 1.0 / self.xi - qp.rows_transpose(1.0 / self.s)
         return {
             "blocked": blocked_steps(bound),
             "poly": poly,
@@ -369,8 +447,7 @@ class SiteInteriorPoint:
 
         t_xz = target((self.xi + trial_step * d.xi) * (self.z + trial_step * d.z))
         t_sw = target((self.s + trial_step * d.s) * (self.w + trial_step * d.w))
-        qp = self.qp
-        g = t_xz / self.xi - qp.gpu_load * (t_sw / self.s)[qp.step]
+        g = t_xz / self.xi - self.qp.rows_transpose(t_sw / self.s)
         self._centring = (g, t_xz, t_sw)
         return {"rhs": self._coupling_rhs(g)}
 
@@ -426,26 +503,31 @@ class GroupInteriorPoint:
     ----------
     qps : sequence of SiteQp
         The hosted sites' problems.
-    pattern : SchurPattern
-    n_rows : int
+    layout : CouplingLayout
+    warm : sequence of WarmPoint, optional
     """
 
     def __init__(
         self,
         qps: Sequence[SiteQp],
-        pattern: SchurPattern,
-        n_rows: int,
+        layout: CouplingLayout,
         warm: Sequence[WarmPoint] | None = None,
     ) -> None:
-        self.sites = [SiteInteriorPoint(qp, pattern, n_rows) for qp in qps]
+        self._layout = layout
+        self._patterns: dict[bool, SchurPattern] = {}
+        self.sites = [SiteInteriorPoint(qp, self._pattern(False), layout.n_rows) for qp in qps]
         #: Each site's kept iterate (this run's, or the previous run's shifted to now).
         self.warm: list[WarmPoint] | None = list(warm) if warm is not None else None
-        self.n_rows = n_rows
-        self.pattern_size = pattern.size
+        self.n_rows = layout.n_rows
         self.masker: PairwiseMasker | None = None
         self._masked = False
         #: The last iteration whose ``newton`` round this group ran (None: not started).
         self._newton_iteration: int | None = None
+
+    def _pattern(self, across_steps: bool) -> SchurPattern:
+        if across_steps not in self._patterns:
+            self._patterns[across_steps] = SchurPattern(self._layout, across_steps=across_steps)
+        return self._patterns[across_steps]
 
     def new_key(self) -> bytes:
         """A fresh key pair (a new run, or after a group rejoined); the public half for the
@@ -458,23 +540,37 @@ class GroupInteriorPoint:
         """Whether the sites hold an iterate of this run."""
         return self._newton_iteration is not None
 
-    def start(self, message: IpmStart, group_index: int) -> None:
+    def start(self, message: IpmStart, group_index: int) -> Aggregate:
         """Configure the masks; start the sites — unless ``message.resume`` and they hold an
-        iterate already (a group that rejoined after another one crashed keeps its own)."""
+        iterate already (a group that rejoined after another one crashed keeps its own).
+
+        Answers the (masked) count of its sites whose limits span several steps, from which
+        the coordinator picks the run's Schur pattern.
+        """
         setup = None if message.masking is None else message.masking.get(group_index)
         self._masked = setup is not None
         if setup is not None:
             if self.masker is None:
                 raise RuntimeError("the group has no key for this run: call new_key first")
             self.masker.configure(setup)
-        if message.resume and self.started:
-            return
-        warm = self.warm if message.warm and self.warm is not None else [None] * len(self.sites)
-        for site, point in zip(self.sites, warm, strict=True):
-            if point is None or not site.start_warm(point, message.prices, message.settings):
-                site.start(message.share, message.prices, message.settings)
-        self.warm = None
-        self._newton_iteration = -1
+        if not (message.resume and self.started):
+            warm = self.warm if message.warm and self.warm is not None else [None] * len(self.sites)
+            for site, point in zip(self.sites, warm, strict=True):
+                if point is None or not site.start_warm(point, message.prices, message.settings):
+                    site.start(message.share, message.prices, message.settings)
+            self.warm = None
+            self._newton_iteration = -1
+        spans = sum(bool(site.qp.limits and site.qp.limits.spans_steps) for site in self.sites)
+        return self._answer(-1, "start", message.sequence, np.array([float(spans)]))
+
+    def _answer(self, iteration: int, phase: Phase, sequence: int, flat: np.ndarray) -> Aggregate:
+        """The group's sum, masked when the run says so."""
+        if not self._masked:
+            return Aggregate(iteration, phase, flat)
+        assert self.masker is not None
+        return Aggregate(
+            iteration, phase, self.masker.mask(flat, sequence, ROUND_IDS[phase]), True
+        )
 
     def shift(self, steps: int) -> None:
         """The horizon moved ``steps``: move the kept iterates with it."""
@@ -493,6 +589,7 @@ class GroupInteriorPoint:
                 # A round repeated after another group crashed: the step is taken once.
                 step = request.step if request.iteration > self._newton_iteration else 0.0
                 site.take(step, request.prices)
+                site.use_pattern(self._pattern(request.across_steps))
                 parts.append(site.newton())
             elif phase == "predict":
                 assert request.price_step is not None
@@ -520,14 +617,9 @@ class GroupInteriorPoint:
         if phase == "finish":
             return Aggregate(request.iteration, phase, np.zeros(0))
         summed = {name: sum(p[name] for p in parts) for name in parts[0]}
-        flat = pack(phase, summed, self.n_rows, self.pattern_size)
-        if not self._masked:
-            return Aggregate(request.iteration, phase, flat)
-        assert self.masker is not None
-        round_id = ROUND_IDS[phase]
-        return Aggregate(
-            request.iteration, phase, self.masker.mask(flat, request.sequence, round_id), True
-        )
+        pattern_size = self._pattern(request.across_steps).size
+        flat = pack(phase, summed, self.n_rows, pattern_size)
+        return self._answer(request.iteration, phase, request.sequence, flat)
 
     def solutions(self) -> list[np.ndarray]:
         """Each hosted site's ``ξ``."""

@@ -7,7 +7,7 @@ per run by a :class:`~site_agent.group.SiteGroup` from its sites' problems.
 A handler takes ``(qps, layout, previous)``, ``previous`` being the group's handler of the
 last run (a receding-horizon run may start from what it kept), and offers:
 ``new_key() -> bytes`` (a fresh masking key for the run, or after a group rejoined),
-``started`` (whether its sites hold an iterate), ``start(message, group_index)``,
+``started`` (whether its sites hold an iterate), ``start(message, group_index) -> answer``,
 ``handle(request) -> answer``, ``solutions() -> list of ξ`` (the hosted sites' final flows,
 adopted by their subproblems after a request whose ``phase`` is ``"finish"``) and,
 optionally, ``shift(steps)`` when the horizon moves.
@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from common.coupling import CouplingLayout
-from common.schur_pattern import SchurPattern
 from site_agent.ipm import GroupInteriorPoint
 from site_agent.subproblem import SiteQp
 
@@ -28,7 +27,7 @@ def _interior_point(
     qps: Sequence[SiteQp], layout: CouplingLayout, previous: Any = None
 ) -> GroupInteriorPoint:
     warm = previous.warm if isinstance(previous, GroupInteriorPoint) else None
-    return GroupInteriorPoint(qps, SchurPattern(layout), layout.n_rows, warm=warm)
+    return GroupInteriorPoint(qps, layout, warm=warm)
 
 
 #: Handler factories by method name (the names of ``coordinator.methods.METHODS``).

@@ -219,9 +219,7 @@ def _check_ipm_messages(messages: list[tuple[str, int, bytes]], site_ids: set[st
             continue
         if kind == "method_begin":
             assert isinstance(msg, bytes) and len(msg) == 32  # an X25519 public key
-        elif kind == "method_start":
-            assert msg is None
-        elif kind == "method_round":
+        elif kind in ("method_start", "method_round"):
             assert isinstance(msg, Aggregate)
             assert {f.name for f in dataclasses.fields(msg)} == {
                 "iteration", "phase", "values", "masked"
@@ -281,6 +279,47 @@ def test_masked_sums_equal_the_plain_sums(tiny_scenario: Scenario, tmp_path: Pat
     got = unmask_sum(first_masked)
     assert np.allclose(got, exact, rtol=1e-12, atol=1e-15)
     assert np.max(np.abs(got - exact) / np.maximum(np.abs(exact), 1e-3)) <= 1e-12
+
+
+def test_plant_limits_leave_their_sites_only_as_a_masked_count(
+    tiny_scenario: Scenario, tmp_path: Path
+) -> None:
+    """Model v1.1: a site's derating, grid limit and water allowance shape its masked sums
+    and nothing else; the coordinator learns only how many sites' limits span steps (the
+    start's answer, a fleet sum) and whether the run uses the pattern across steps."""
+    from common.secure_aggregation import unmask_sum
+
+    limits = {"grid_limit_kw": 4321.0625, "water_cap_l_per_day": 98765.4375}
+    plant = replace(
+        tiny_scenario,
+        sites=replace(
+            tiny_scenario.sites,
+            cooling_design_c=np.array([30.0, 24.5, np.nan]),
+            cooling_derate_per_c=np.array([0.015, 0.02, np.nan]),
+            cooling_min_fraction=np.array([0.5, 0.4, np.nan]),
+            grid_limit_kw=np.array([limits["grid_limit_kw"], np.nan, np.nan]),
+            water_cap_l_per_day=np.array([np.nan, limits["water_cap_l_per_day"], np.nan]),
+        ),
+    )
+    site_ids = set(plant.sites.site_id)
+    for secure in (True, False):
+        root = tmp_path / ("masked" if secure else "plain")
+        root.mkdir()
+        messages = _ipm_messages(plant, root, secure=secure)
+        rounds = _check_ipm_messages(messages, site_ids)
+        starts = [m for _, m in rounds if m.phase == "start"]
+        assert len(starts) == len(plant.sites)
+        if secure:
+            assert all(m.masked for _, m in rounds if m.phase != "finish")
+            assert unmask_sum([m.values for m in starts]).tolist() == [1.0]
+        else:
+            # In the clear each group (one site here) says whether its limits span steps.
+            assert sorted(float(m.values[0]) for m in starts) == [0.0, 0.0, 1.0]
+        # No limit's value appears in any message, as a float or as text.
+        for kind, _, raw in messages:
+            for value in limits.values():
+                assert np.float64(value).tobytes() not in raw, kind
+                assert repr(value).encode() not in raw, kind
 
 
 @pytest.mark.ray
