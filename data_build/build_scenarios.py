@@ -1410,10 +1410,11 @@ def _plant_provenance(sc: Scenario, specs, plant: PlantData | None) -> str:
 
 {table}
 
-- **Design dry bulb** (SOURCED method, computed): the city's annual 0.4 % cooling dry bulb (ASHRAE
-  Handbook — Fundamentals ch. 14's definition: exceeded in 0.4 % of the hours) over the
-  Open-Meteo hours of {years} (UTC years after this heatwave; `data_build/raw/design_conditions_8capitals_2021-2025.csv`),
-  never below the {RATING_AMBIENT_C:g} °C rating ambient of air-cooled chillers (AHRI 550/590).
+- **Design dry bulb** (SOURCED method, computed): the city's annual 0.4 % cooling dry bulb
+  (ASHRAE Handbook — Fundamentals ch. 14's definition: exceeded in 0.4 % of the hours) over
+  the Open-Meteo hours of {years} (UTC years after this heatwave;
+  `data_build/raw/design_conditions_8capitals_2021-2025.csv`), never below the
+  {RATING_AMBIENT_C:g} °C rating ambient of air-cooled chillers (AHRI 550/590).
   `cooling_design_c` is given for the sites whose heat leaves through air
   ({", ".join(DRY_BULB_COOLING)}); tower sites (`wue_model` tower) reject heat by evaporation,
   which a dry-bulb derating cannot express, and give none.
