@@ -78,6 +78,11 @@ class Sites:
             given += ("ppue_curve.csv",)
         return given
 
+    def without_plant(self) -> Sites:
+        """The same sites as model v1 sees them: every v1.1 input dropped (docs/model.md
+        §12), so a v1.1 scenario's earlier findings can be measured again."""
+        return replace(self, **{name: None for name in (*PLANT_COLUMNS, "ppue_curve")})
+
     def take(self, index: np.ndarray | list[int]) -> Sites:
         """The sites at ``index``, in that order."""
         index = list(np.asarray(index, dtype=int))
@@ -184,6 +189,13 @@ class Scenario:
     @property
     def step_seconds(self) -> float:
         return self.step_hours * SECONDS_PER_HOUR
+
+    def v1_view(self) -> Scenario:
+        """The scenario without its model v1.1 plant data (:meth:`Sites.without_plant`),
+        kept in memory: a v1 scenario, solved as §2–§6 say; itself for v1 data."""
+        if not self.sites.plant_data():
+            return self
+        return replace(self, sites=self.sites.without_plant())
 
     def allowed(self) -> np.ndarray:
         """Boolean (S, R, C): may site ``i`` serve region ``j``'s class ``c`` at all?

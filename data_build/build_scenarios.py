@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from common.physics.cooling import DEFAULT_PPUE_A, DEFAULT_PPUE_B, DEFAULT_PPUE_C
+from common.physics.cooling import DEFAULT_PPUE_A, DEFAULT_PPUE_B, DEFAULT_PPUE_C, partial_pue
 from common.physics.latency import great_circle_km, modelled_rtt_ms
 from common.physics.psychrometrics import wet_bulb_psychrometric
 from common.physics.serving import idle_w, reference_gpu_s, serving_profile
-from common.physics.water import DEFAULT_CYCLES, ewif_from_generation
+from common.physics.water import DEFAULT_CYCLES, ewif_from_generation, wue_tower
 from common.scenario import (
     Classes,
     Objective,
@@ -439,6 +439,110 @@ BATCH_UTILISATION = 0.12
 EVAPORATION_BOUND_L_PER_KWH = 3.6 / 2.26
 AWS_WUE_SYDNEY = 0.10
 AWS_WUE_MELBOURNE = 0.06
+
+# Model v1.1 plant data (docs/model.md §12; sources and method in docs/data.md §4a).
+#: The scenarios whose sites carry plant data. The others stay model v1 files byte for byte:
+#: the distributed methods solve v1 only so far, and `australia` pins the v1 optimum.
+PLANT_SCENARIOS = frozenset({"australia-heatwave-2020"})
+#: Capacity of an air-cooled chiller against the leaving chilled water `Tchws` and the outdoor
+#: dry bulb `Toadb` [°C], relative to its rating: ASHRAE 90.1-2010 Appendix G's
+#: "AirCooled_Chiller_2010_PathA_CAPFT" (OpenStudio Standards, from D. Lord's 2010 study of
+#: manufacturers' data), a + b·Tchws + c·Tchws² + d·Toadb + e·Toadb² + f·Tchws·Toadb, valid for
+#: Toadb 12.7–51.67 °C. It is 1.000 at the AHRI 550/590 rating point (6.67 °C, 35 °C).
+AIR_COOLED_CAPFT = (1.0433825, 0.0407073, 0.0004506, -0.0041514, -8.86e-05, -0.0003467)
+CAPFT_CHILLED_WATER_C = 6.67
+CAPFT_MAX_AMBIENT_C = 51.67
+#: AHRI 550/590's (and EN 14511's) standard rating ambient of an air-cooled chiller [°C]: a plant
+#: selected for the local design dry bulb is never rated below it.
+RATING_AMBIENT_C = 35.0
+#: Cooling whose heat leaves through air-cooled condensers or dry coolers: capacity follows the
+#: dry bulb. Towers reject heat by evaporation (the wet bulb), which v1.1's dry-bulb derating
+#: cannot express: tower sites get no derating data.
+DRY_BULB_COOLING = ("economizer", "dry")
+
+
+def air_cooled_capacity(toadb_c: float) -> float:
+    """Capacity of an air-cooled chiller at outdoor dry bulb ``toadb_c`` relative to its AHRI
+    rating (:data:`AIR_COOLED_CAPFT` at the rating chilled water)."""
+    a, b, c, d, e, f = AIR_COOLED_CAPFT
+    tw = CAPFT_CHILLED_WATER_C
+    return a + b * tw + c * tw * tw + d * toadb_c + e * toadb_c * toadb_c + f * tw * toadb_c
+
+
+@dataclass(frozen=True)
+class DesignConditions:
+    """A capital's ASHRAE cooling design conditions from its Open-Meteo hours (trim_raw)."""
+
+    dry_bulb_0p4_c: float
+    wet_bulb_0p4_c: float
+    years: str
+
+
+def design_conditions(raw: Path = RAW) -> dict[str, DesignConditions]:
+    return {
+        r["city"]: DesignConditions(
+            float(r["dry_bulb_0p4_c"]),
+            float(r["wet_bulb_0p4_c"]),
+            f"{r['first_utc_year']}–{r['last_utc_year']}",
+        )
+        for r in read_csv(raw / "design_conditions_8capitals_2021-2025.csv")
+    }
+
+
+@dataclass(frozen=True)
+class PlantData:
+    """The v1.1 columns of ``sites.csv`` (NaN where a site gives none) and how each was made."""
+
+    design_c: np.ndarray  # the plant's design dry bulb, every site (grid sizing uses it too)
+    cooling_design_c: np.ndarray
+    cooling_derate_per_c: np.ndarray
+    cooling_min_fraction: np.ndarray
+    grid_limit_kw: np.ndarray
+    water_cap_l_per_day: np.ndarray
+    full_load_it_kw: np.ndarray
+    design_wet_bulb_c: np.ndarray
+
+
+def plant_data(
+    specs: list[SiteSpec], gpus: np.ndarray, idle: np.ndarray, gpu_s: np.ndarray,
+    energy: np.ndarray, raw: Path = RAW,
+) -> PlantData:  # fmt: skip
+    """Plant limits of each site, from public design data and the site's own full load.
+
+    - Design dry bulb: the city's ASHRAE 0.4 % annual cooling dry bulb, never below the 35 °C
+      rating ambient of air-cooled chillers (:data:`RATING_AMBIENT_C`).
+    - Derating (air-cooled sites only, :data:`DRY_BULB_COOLING`): the capacity the published
+      air-cooled chiller curve loses per °C over the 10 °C above the design dry bulb; the floor is
+      what the curve keeps at its upper limit, 51.67 °C.
+    - Grid connection: the site's facility power at full load — every GPU powered, ``u_max``
+      busy on the class that draws the most power per GPU-second — at the design dry bulb's pPUE,
+      rounded up to 10 kW.
+    - Water allowance (tower sites only): a day at that full load at the city's 0.4 % design wet
+      bulb, rounded up to 100 L.
+    """
+    design = design_conditions(raw)
+    S = len(specs)
+    nan = np.full(S, np.nan)
+    design_c, derate, floor = nan.copy(), nan.copy(), nan.copy()
+    cooling_design, wet, water = nan.copy(), nan.copy(), nan.copy()
+    # The most power a busy GPU draws on any class [W]: energy per request / GPU-seconds.
+    busy_w = (energy / gpu_s).max(axis=1)
+    full_kw = gpus * (idle + U_MAX * busy_w) / 1000.0
+    for i, s in enumerate(specs):
+        city = design[s.weather.split(":")[1]]
+        design_c[i] = max(RATING_AMBIENT_C, city.dry_bulb_0p4_c)
+        if s.cooling in DRY_BULB_COOLING:
+            rated = air_cooled_capacity(design_c[i])
+            cooling_design[i] = design_c[i]
+            derate[i] = round((1.0 - air_cooled_capacity(design_c[i] + 10.0) / rated) / 10.0, 4)
+            floor[i] = round(air_cooled_capacity(CAPFT_MAX_AMBIENT_C) / rated, 3)
+        if s.cooling == "tower":
+            wet[i] = city.wet_bulb_0p4_c
+            day_l = float(wue_tower(wet[i], DEFAULT_CYCLES)) * full_kw[i] * 24.0
+            water[i] = math.ceil(day_l / 100.0) * 100.0
+    ppue = partial_pue(design_c)
+    grid = np.ceil(full_kw * ppue / 10.0) * 10.0
+    return PlantData(design_c, cooling_design, derate, floor, grid, water, full_kw, wet)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1099,6 +1203,8 @@ def build_scenario(name: str, raw: Path = RAW) -> BuildResult:
             for c in range(C)
         ]
     )
+    idle = np.array([idle_w(s.gpu) for s in specs])
+    plant = plant_data(specs, gpus, idle, gpu_s, energy, raw) if name in PLANT_SCENARIOS else None
     sites = Sites(
         site_id=tuple(s.site_id for s in specs),
         name=tuple(s.name for s in specs),
@@ -1106,7 +1212,7 @@ def build_scenario(name: str, raw: Path = RAW) -> BuildResult:
         lon=s_lon,
         grid_region=tuple(s.grid_region for s in specs),
         gpus=gpus,
-        idle_w=np.array([idle_w(s.gpu) for s in specs]),
+        idle_w=idle,
         u_max=np.full(S, U_MAX),
         max_wait_ms=max_wait,
         ref_gpu_s=np.array([round(reference_gpu_s(gpu_s[i], request_share), 6) for i in range(S)]),
@@ -1116,6 +1222,17 @@ def build_scenario(name: str, raw: Path = RAW) -> BuildResult:
         wue_model=tuple(s.cooling for s in specs),
         wue_p1=np.array([p1[s.cooling] for s in specs]),
         wue_p2=np.array([econ.slope if s.cooling == "economizer" else 0.0 for s in specs]),
+        **(
+            {}
+            if plant is None
+            else {
+                "cooling_design_c": plant.cooling_design_c,
+                "cooling_derate_per_c": plant.cooling_derate_per_c,
+                "cooling_min_fraction": plant.cooling_min_fraction,
+                "grid_limit_kw": plant.grid_limit_kw,
+                "water_cap_l_per_day": plant.water_cap_l_per_day,
+            }
+        ),
     )
     region_table = Regions(
         region_id=tuple(r.region_id for r in regions),
@@ -1159,6 +1276,7 @@ def build_scenario(name: str, raw: Path = RAW) -> BuildResult:
     stats = _statistics(scenario, econ, aemo_gap, rtt_gap, national_rps, split)
     stats["period"] = period
     stats["weather_sources"] = weather.sources
+    stats["plant"] = plant
     return BuildResult(scenario, _provenance(scenario, specs, regions, stats, econ), stats)
 
 
@@ -1255,6 +1373,66 @@ hourly price equals the hourly means published with the data within {gap:.4f} AU
 means at the market price cap (14,700 AUD/MWh in FY2019-20) are real."""
 
 
+def _plant_provenance(sc: Scenario, specs, plant: PlantData | None) -> str:
+    """The PROVENANCE.md section on the v1.1 plant columns; empty for a v1 scenario."""
+    if plant is None:
+        return ""
+
+    def cell(value: float, fmt: str) -> str:
+        return "–" if np.isnan(value) else format(value, fmt)
+
+    rows = [
+        [
+            s.site_id,
+            s.cooling,
+            f"{plant.design_c[i]:.1f}",
+            cell(plant.cooling_derate_per_c[i], ".4f"),
+            cell(plant.cooling_min_fraction[i], ".3f"),
+            f"{plant.full_load_it_kw[i]:.1f}",
+            f"{plant.grid_limit_kw[i]:.0f}",
+            cell(plant.design_wet_bulb_c[i], ".1f"),
+            cell(plant.water_cap_l_per_day[i], ",.0f"),
+        ]
+        for i, s in enumerate(specs)
+    ]
+    table = _fmt_table(
+        ["site", "cooling", "design dry bulb °C", "cooling_derate_per_c", "cooling_min_fraction",
+         "full-load IT kW", "grid_limit_kw", "design wet bulb °C", "water_cap_l_per_day"],
+        rows,
+    )  # fmt: skip
+    years = next(iter(design_conditions().values())).years
+    return f"""
+## Plant limits (model v1.1, docs/model.md §12)
+
+`sites.csv` carries the optional columns `cooling_design_c`, `cooling_derate_per_c`,
+`cooling_min_fraction`, `grid_limit_kw` and `water_cap_l_per_day`; there is no
+`ppue_curve.csv` (every site keeps the quadratic pPUE). Sources and method: docs/data.md §4a.
+
+{table}
+
+- **Design dry bulb** (SOURCED method, computed): the city's annual 0.4 % cooling dry bulb
+  (ASHRAE Handbook — Fundamentals ch. 14's definition: exceeded in 0.4 % of the hours) over
+  the Open-Meteo hours of {years} (UTC years after this heatwave;
+  `data_build/raw/design_conditions_8capitals_2021-2025.csv`), never below the
+  {RATING_AMBIENT_C:g} °C rating ambient of air-cooled chillers (AHRI 550/590).
+  `cooling_design_c` is given for the sites whose heat leaves through air
+  ({", ".join(DRY_BULB_COOLING)}); tower sites (`wue_model` tower) reject heat by evaporation,
+  which a dry-bulb derating cannot express, and give none.
+- **Derating** (SOURCED): `cooling_derate_per_c` = the capacity ASHRAE 90.1-2010 Appendix G's
+  air-cooled chiller curve (`AirCooled_Chiller_2010_PathA_CAPFT`, 1.000 at 6.67 °C chilled
+  water and 35 °C) loses per °C over the 10 °C above the design dry bulb;
+  `cooling_min_fraction` = what that curve keeps at its upper limit, {CAPFT_MAX_AMBIENT_C} °C.
+- **Grid connection** (ESTIMATE by a sizing rule): the site's facility power at full load —
+  every GPU powered, `u_max` busy on the class that draws the most power per GPU-second
+  (`energy_j / gpu_s`) — at the pPUE of the design dry bulb, rounded up to 10 kW. IT power
+  counts the GPUs only, as everywhere in these scenarios.
+- **Water allowance** (ESTIMATE by a sizing rule; tower sites only): a day at that full load at
+  the city's 0.4 % design wet bulb (the tower WUE of MODEL.md §4), rounded up to 100 L.
+- None of these numbers was chosen to make a limit bind; which limits bind on the default day
+  is measured by `thermoroute compare` (DECISIONS.md).
+"""
+
+
 def _fmt_table(header: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
@@ -1338,7 +1516,7 @@ request-weighted mean `gpu_s` of the three classes at the site. Cooling paramete
 plant in Sydney's 2023 hourly weather (Open-Meteo) uses AWS's reported 0.10 L/kWh on average and
 at most the evaporation bound 1.59 L/kWh (evaporative assist on {econ.sydney_hours_active:.1%} of
 hours); `dry` uses no water.
-
+{_plant_provenance(sc, specs, stats["plant"])}
 ## Regions
 
 {_fmt_table(["region", "name", "population", "basis"], region_rows)}

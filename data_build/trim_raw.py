@@ -55,6 +55,11 @@ OPENMETEO_COLUMNS = (
 )
 #: The economizer is calibrated on a whole year of Sydney's weather (UTC calendar year 2023).
 CALIBRATION_CITY, CALIBRATION_YEAR = "Sydney", "2023"
+#: Cooling design conditions of each capital (model v1.1 plant data of the heatwave scenario):
+#: ASHRAE's annual percentiles of the hourly record over five whole UTC years after the 2020
+#: heatwave, so the days the scenario replays are not part of the design statistics.
+DESIGN_YEARS = ("2021", "2025")
+DESIGN_FILE = "design_conditions_8capitals_2021-2025.csv"
 SEASONS = "grid_nem/seasons"
 AEMO_30MIN_FILE = (
     f"{SEASONS}/nem_price_demand_30min_5regions_fullmonths"
@@ -150,6 +155,48 @@ def _in_season(date_text: str) -> bool:
     return False
 
 
+def design_conditions(source: Path, target: Path) -> int:
+    """Per capital, the cooling design conditions of ASHRAE Handbook — Fundamentals ch. 14
+    (annual cumulative frequency of the hourly values): the dry bulb exceeded in 0.4 % and 1 %
+    of the hours and the wet bulb exceeded in 0.4 % of the hours (its evaporation design
+    condition), from the Open-Meteo hours of :data:`DESIGN_YEARS`; wet bulb by the WMO
+    psychrometer equation at the hour's surface pressure, as the scenarios' own.
+    """
+    import numpy as np
+
+    from common.physics.psychrometrics import wet_bulb_psychrometric
+
+    first, last = DESIGN_YEARS
+    hours: dict[str, list[tuple[float, float, float]]] = {}
+    with gzip.open(source / OPENMETEO_FILE, "rt", newline="", encoding="utf-8") as fin:
+        for row in csv.DictReader(fin):
+            if first <= row["time_utc"][:4] <= last:
+                hours.setdefault(row["city"], []).append(
+                    (
+                        float(row["temperature_2m_c"]),
+                        float(row["relative_humidity_2m_pct"]),
+                        float(row["surface_pressure_hpa"]),
+                    )
+                )
+    columns = ("city", "hours", "first_utc_year", "last_utc_year", "dry_bulb_0p4_c",
+               "dry_bulb_1p0_c", "dry_bulb_max_c", "wet_bulb_0p4_c", "wet_bulb_max_c")  # fmt: skip
+    rows = []
+    for city in sorted(hours):
+        values = np.array(hours[city])
+        dry = values[:, 0]
+        wet = wet_bulb_psychrometric(values[:, 0], values[:, 1], values[:, 2])
+        rows.append(
+            [city, len(dry), first, last, f"{np.percentile(dry, 99.6):.1f}",
+             f"{np.percentile(dry, 99.0):.1f}", f"{dry.max():.1f}",
+             f"{np.percentile(wet, 99.6):.1f}", f"{wet.max():.1f}"]
+        )  # fmt: skip
+    with (target / DESIGN_FILE).open("w", newline="", encoding="utf-8") as fout:
+        writer = csv.writer(fout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return len(rows)
+
+
 def trim(source: Path, target: Path = RAW) -> dict[str, int]:
     """Write the trimmed files from ``source`` (the shared data directory) into ``target``.
 
@@ -178,6 +225,7 @@ def trim(source: Path, target: Path = RAW) -> dict[str, int]:
         OPENMETEO_COLUMNS,
         lambda r: r["city"] == CALIBRATION_CITY and r["time_utc"].startswith(CALIBRATION_YEAR),
     )
+    counts[DESIGN_FILE] = design_conditions(source, target)
     for zone in ("NSW", "VIC"):
         name = f"aemo_hourly_price_AU-{zone}_2023-01-17_to_2023-01-24.csv"
         counts[name] = _filter(

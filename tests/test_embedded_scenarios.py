@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from scipy.optimize import linprog
 
 from common.errors import ScenarioError
 from common.physics.psychrometrics import wet_bulb_psychrometric
-from common.physics.water import wue_economizer
+from common.physics.water import wue_economizer, wue_tower
 from common.scenario import Scenario
 from common.scenario_io import load_scenario
 from common.scenarios import embedded_path, embedded_scenarios
@@ -381,3 +382,68 @@ def test_objective_weights_follow_their_documented_derivation(name):
     code = (2048 * 0.30 + 28 * 0.60) / 1e6
     revenue_aud = (19366 * chat + 8819 * code) / (19366 + 8819) / 0.6644
     assert o.latency_aud_per_req_s == pytest.approx(0.024 * revenue_aud, rel=0.01)
+
+
+#: The scenarios that carry model v1.1 plant data (docs/data.md §4a); the others are v1.
+PLANT = ("australia-heatwave-2020",)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_only_the_heatwave_carries_plant_data(name, weeks):
+    given = weeks[name].sites.plant_data()
+    header = (embedded_path(name) / "sites.csv").read_text().splitlines()[0]
+    if name not in PLANT:
+        assert given == () and "cooling_design_c" not in header
+        assert not (embedded_path(name) / "ppue_curve.csv").exists()
+        return
+    assert given == (
+        "cooling_design_c",
+        "cooling_derate_per_c",
+        "cooling_min_fraction",
+        "grid_limit_kw",
+        "water_cap_l_per_day",
+    )
+    assert not (embedded_path(name) / "ppue_curve.csv").exists()
+
+
+def test_heatwave_plant_data_follow_their_documented_sources(weeks):
+    sc = weeks["australia-heatwave-2020"]
+    s = sc.sites
+    design = {
+        r["city"]: r
+        for r in csv.DictReader((RAW / "design_conditions_8capitals_2021-2025.csv").open())
+    }
+    capft = build_scenarios.air_cooled_capacity
+    assert capft(35.0) == pytest.approx(1.0, abs=5e-4)  # the AHRI rating point
+    for i, sid in enumerate(s.site_id):
+        city = design[CAPITALS[sid]]
+        td = max(35.0, float(city["dry_bulb_0p4_c"]))
+        full_kw = s.gpus[i] * (s.idle_w[i] + s.u_max[i] * (sc.energy_j[i] / sc.gpu_s[i]).max())
+        full_kw /= 1000.0
+        pue = 1.0743 + 0.0041 * td + 7.1705e-05 * td * td
+        assert s.grid_limit_kw[i] == math.ceil(full_kw * pue / 10.0) * 10.0, sid
+        # the connection carries the full load on the design day, and no more than 10 kW over
+        assert 0 <= s.grid_limit_kw[i] - full_kw * pue < 10.0
+        if s.wue_model[i] in ("economizer", "dry"):
+            assert s.cooling_design_c[i] == td
+            loss = (1.0 - capft(td + 10.0) / capft(td)) / 10.0
+            assert s.cooling_derate_per_c[i] == pytest.approx(loss, abs=5e-5)
+            assert 0.01 <= s.cooling_derate_per_c[i] <= 0.03  # manufacturers' 1–3 %/°C
+            assert s.cooling_min_fraction[i] == pytest.approx(capft(51.67) / capft(td), abs=5e-4)
+        else:
+            assert np.isnan(s.cooling_design_c[i]) and np.isnan(s.cooling_derate_per_c[i])
+        if s.wue_model[i] == "tower":
+            wue = float(wue_tower(float(city["wet_bulb_0p4_c"])))
+            assert 0 <= s.water_cap_l_per_day[i] - wue * full_kw * 24.0 < 100.0, sid
+        else:
+            assert np.isnan(s.water_cap_l_per_day[i])
+
+
+def test_heatwave_v1_view_is_the_heatwave_before_the_plant_data(weeks):
+    # Dropping the plant columns gives back exactly the v1 scenario: every other input of
+    # the heatwave is what it was, so the earlier finding stays comparable.
+    sc = weeks["australia-heatwave-2020"]
+    v1 = sc.v1_view()
+    assert v1.sites.plant_data() == ()
+    assert v1.sites.gpus.tolist() == weeks["australia"].sites.gpus.tolist()
+    assert "design dry bulb" in (embedded_path(sc.name) / "PROVENANCE.md").read_text()

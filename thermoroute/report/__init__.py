@@ -14,8 +14,9 @@ import base64
 import html
 import io
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -24,12 +25,25 @@ from common.compare import (
     MEAN_EFFICIENCY,
     METRICS,
     OPTIMUM,
+    OVERLOAD_NOTE,
+    OVERLOAD_TITLES,
     REFERENCE,
     GainDecomposition,
     decomposition_cells,
     decomposition_note,
 )
-from common.evaluate import load_gpus
+from common.evaluate import (
+    OVERLOAD_KINDS,
+    OVERLOAD_REL_TOL,
+    Evaluation,
+    cooling_max_gpus,
+    evaluate,
+    load_gpus,
+    overload_report,
+    plant_limits,
+    true_pue,
+    true_wue,
+)
 from common.scenario import Scenario
 from thermoroute.report import figures
 from thermoroute.report.narrative import explain
@@ -163,6 +177,9 @@ def _sites_by_hour(solution: Solution, scenario: Scenario | None) -> Section:
     times = list(dict.fromkeys(solution.schedule["time"]))
     site_ids = list(scenario.sites.site_id) if scenario is not None else solution.site_ids
     load_from_schedule = load_gpus(scenario, solution.x(scenario)) if scenario is not None else None
+    usable = _derated_usable(scenario) if scenario is not None else None
+    if usable is not None:
+        section.paragraphs.append(_e(_derated_note(scenario, usable)))
     for i, site_id in enumerate(site_ids):
         own = None if steps is None else steps[steps["site_id"] == site_id]
         if own is not None and len(own) == 0:
@@ -183,11 +200,68 @@ def _sites_by_hour(solution: Solution, scenario: Scenario | None) -> Section:
             pue = own["pue"].to_numpy(dtype=float)
             cooling = own["cooling_kw"].to_numpy(dtype=float)
             water = (own["it_kw"] * own["wue_l_per_kwh"]).to_numpy(dtype=float)
+        derated = None if usable is None or usable[i] is None else usable[i]
         fig = figures.site_hours(
-            site_id, times, load, capacity, dry, pue, cooling, water
+            site_id, times, load, capacity, dry, pue, cooling, water, derated
         )  # fmt: skip
-        section.blocks.append(_figure(fig, f"site {site_id}"))
+        alt = f"site {site_id}" + ("" if derated is None else ", usable capacity derated")
+        section.blocks.append(_figure(fig, alt))
     return section
+
+
+def _derated_usable(scenario: Scenario) -> list[np.ndarray | None] | None:
+    """Per site, its usable capacity ``u_max · f_t · G`` per step where its cooling is
+    derated below ``u_max · G`` in some step of the horizon (model v1.1), else None; None
+    altogether when no site is derated (every v1 scenario)."""
+    s = scenario.sites
+    full = s.u_max[:, None] * s.gpus[:, None]
+    usable = s.u_max[:, None] * cooling_max_gpus(scenario)
+    out = [u if np.any(u < f - 1e-9) else None for u, f in zip(usable, full, strict=True)]
+    return out if any(u is not None for u in out) else None
+
+
+def _clock(scenario: Scenario, t: int) -> str:
+    """Step ``t``'s start on the scenario's clock, ``HH:MM``."""
+    return scenario.times[t].strftime("%H:%M")
+
+
+def _hours(scenario: Scenario, steps: np.ndarray) -> str:
+    """Steps as runs of hours on the scenario's clock: ``12:00–17:00, 19:00–20:00``."""
+    runs: list[list[int]] = []
+    for t in sorted(int(k) for k in steps):
+        if runs and t == runs[-1][-1] + 1:
+            runs[-1].append(t)
+        else:
+            runs.append([t])
+    step = timedelta(hours=scenario.step_hours)
+    return ", ".join(
+        f"{_clock(scenario, r[0])}–{(scenario.times[r[-1]] + step).strftime('%H:%M')}" for r in runs
+    )
+
+
+def _offset(scenario: Scenario) -> str:
+    """The scenario clock's UTC offset, as ``UTC+10:00``."""
+    return "UTC" + scenario.times[0].strftime("%z")[:3] + ":" + scenario.times[0].strftime("%z")[3:]
+
+
+def _derated_note(scenario: Scenario, usable: list[np.ndarray | None]) -> str:
+    s = scenario.sites
+    parts = []
+    for i, u in enumerate(usable):
+        if u is None:
+            continue
+        below = np.flatnonzero(u < s.u_max[i] * s.gpus[i] - 1e-9)
+        parts.append(
+            f"{s.name[i]} ({s.site_id[i]}) {_hours(scenario, below)}, down to "
+            f"{u.min():,.1f} of {s.u_max[i] * s.gpus[i]:,.1f} busy GPUs at "
+            f"{scenario.dry_bulb_c[i, below].max():.1f} °C"
+        )
+    return (
+        "Dotted blue: a site's usable capacity u_max × f_t × GPUs where its cooling is derated "
+        "above its design dry bulb (model v1.1, docs/model.md §12): "
+        + "; ".join(parts)
+        + f" (hours on the scenario's clock, {_offset(scenario)})."
+    )
 
 
 def _sites_table(solution: Solution, scenario: Scenario | None) -> str:
@@ -315,7 +389,129 @@ def _what_moved(
         "fleet's, valued in AUD per MWh of IT energy (positive favours the site)."
     )
     section.blocks.extend(_where_the_gain_comes_from(scenario, baselines))
+    if scenario.sites.plant_data():
+        run = evaluate(scenario, run_x)
+        section.paragraphs.append(_e(_plant_story(scenario, run, baselines[REFERENCE])))
+        section.blocks.extend(_overload_table(scenario, run, baselines))
     return section
+
+
+def _at_limits(scenario: Scenario, ev: Evaluation) -> dict[str, np.ndarray]:
+    """Per kind of v1.1 limit, bool (S, T): where ``ev``'s plan is at the limit or above it
+    (within :data:`OVERLOAD_REL_TOL` of it); a water allowance marks its whole window."""
+    limits = plant_limits(scenario)
+    s, steps = scenario.sites, ev.steps
+    tol = 1.0 - OVERLOAD_REL_TOL
+    derated = limits.max_gpus < s.gpus[:, None]
+    capacity = derated & (steps.load_gpus >= tol * s.u_max[:, None] * limits.max_gpus)
+    facility = true_pue(scenario) * steps.it_kw
+    grid = limits.grid[:, None] & (facility >= tol * limits.grid_kw[:, None])
+    water = np.zeros_like(capacity)
+    if limits.water.any():
+        used = true_wue(scenario) * ev.per_site_step["it_kwh"]
+        per_window = np.zeros(limits.water_l.shape)
+        np.add.at(per_window, (slice(None), limits.window), used)
+        full = per_window >= tol * limits.water_l
+        water = full[:, limits.window] & limits.water[:, None]
+    return {"capacity": capacity, "grid": grid, "water": water}
+
+
+def _over_limits(scenario: Scenario, ev: Evaluation) -> dict[str, np.ndarray]:
+    """Per kind of v1.1 limit, bool (S, T): where ``ev``'s plan is above it (beyond
+    :data:`OVERLOAD_REL_TOL`, as ``common.evaluate.overloads`` counts)."""
+    limits = plant_limits(scenario)
+    s, steps = scenario.sites, ev.steps
+    capacity = steps.active_gpus - limits.max_gpus > OVERLOAD_REL_TOL * s.gpus[:, None]
+    limit = limits.grid_kw[:, None]
+    grid = true_pue(scenario) * steps.it_kw - limit > OVERLOAD_REL_TOL * limit
+    water = np.zeros_like(capacity)
+    if limits.water.any():
+        used = true_wue(scenario) * ev.per_site_step["it_kwh"]
+        per_window = np.zeros(limits.water_l.shape)
+        np.add.at(per_window, (slice(None), limits.window), used)
+        over = per_window - limits.water_l > OVERLOAD_REL_TOL * np.maximum(limits.water_l, 1.0)
+        water = over[:, limits.window]
+    return {"capacity": capacity, "grid": grid, "water": water}
+
+
+#: How the plant story names each kind of limit.
+LIMIT_WORDS = {
+    "capacity": "at its derated cooling capacity",
+    "grid": "at its grid connection",
+    "water": "at its daily water allowance",
+}
+
+
+def _plant_story(scenario: Scenario, run: Evaluation, unaware: dict) -> str:
+    """Plain words: the hours where the plan moved load because a site was derated, at its
+    connection limit or at its water allowance (model v1.1) — where the plan is at a limit
+    or temperature-unaware is above it — and how much less load the plan put there."""
+    s = scenario.sites
+    at = _at_limits(scenario, run)
+    over = _over_limits(scenario, unaware["evaluation"])
+    usable = s.u_max[:, None] * cooling_max_gpus(scenario)
+    sentences = []
+    for kind in OVERLOAD_KINDS:
+        hit = at[kind] | over[kind]
+        for i in np.flatnonzero(hit.any(axis=1)):
+            steps = np.flatnonzero(hit[i])
+            fewer = unaware["evaluation"].steps.load_gpus[i, steps] - run.steps.load_gpus[i, steps]
+            words = (
+                f"{s.name[i]} ({s.site_id[i]}), {_hours(scenario, steps)}: "
+                f"{'the plan ran it ' + LIMIT_WORDS[kind] if at[kind][i].any() else 'within'}"
+            )
+            if kind == "capacity":
+                words += (
+                    f" ({usable[i, steps].min():,.1f}–{usable[i, steps].max():,.1f} of "
+                    f"{s.u_max[i] * s.gpus[i]:,.1f} busy GPUs usable at "
+                    f"{scenario.dry_bulb_c[i, steps].min():.1f}–"
+                    f"{scenario.dry_bulb_c[i, steps].max():.1f} °C)"
+                )
+            n_over = int(over[kind][i].sum())
+            words += (
+                f" and carried {fewer.mean():,.1f} fewer busy GPUs an hour there than "
+                f"temperature-unaware, which "
+                + (
+                    f"is above that limit in {n_over} of these hours"
+                    if n_over
+                    else "stays within it"
+                )
+            )
+            sentences.append(words)
+    clock = f"Hours on the scenario's clock ({_offset(scenario)})."
+    if not sentences:
+        return (
+            "Plant limits (model v1.1): no site reached its derated cooling capacity, grid "
+            f"connection or water allowance in this plan or in temperature-unaware's. {clock}"
+        )
+    reached = {k for k in OVERLOAD_KINDS if at[k].any() or over[k].any()}
+    untouched = [OVERLOAD_TITLES[k] for k in OVERLOAD_KINDS if k not in reached]
+    tail = f" No site reached its {' or '.join(untouched)} in either plan." if untouched else ""
+    return (
+        "Where the heat bound (model v1.1 plant limits): "
+        + "; ".join(sentences)
+        + f".{tail} {clock}"
+    )
+
+
+def _overload_table(scenario: Scenario, run: Evaluation, baselines: dict) -> list[str]:
+    """Per plan — this run and every registered solver — what it puts above each kind of
+    v1.1 limit (as ``thermoroute compare``)."""
+    header = ("plan", *(f"above {OVERLOAD_TITLES[k]}" for k in OVERLOAD_KINDS))
+
+    def cell(o: dict[str, float]) -> str:
+        if o["site_hours"] <= 0:
+            return "–"
+        return f"{o['site_hours']:g} h, {o['it_kwh']:,.1f} kWh, {o['requests']:,.0f} req"
+
+    plans = {"this run": overload_report(scenario, run)}
+    plans |= {name: b["overloads"] for name, b in baselines.items()}
+    rows = [(name, *(cell(o[k]) for k in OVERLOAD_KINDS)) for name, o in plans.items()]
+    return [
+        "<h3>Above the sites' limits</h3>",
+        _table(header, rows, numeric=tuple(range(1, len(header)))),
+        f"<p>{_e(OVERLOAD_NOTE)}.</p>",
+    ]
 
 
 def _where_the_gain_comes_from(scenario: Scenario, baselines: dict[str, dict]) -> list[str]:
@@ -349,7 +545,12 @@ def _baselines(scenario: Scenario) -> dict[str, dict]:
     out = {}
     for name in SOLVERS:
         run = run_solver(name, scenario)
-        out[name] = {"totals": run.evaluation.totals_with_objective(), "x": run.schedule.x}
+        out[name] = {
+            "totals": run.evaluation.totals_with_objective(),
+            "x": run.schedule.x,
+            "evaluation": run.evaluation,
+            "overloads": overload_report(scenario, run.evaluation),
+        }
     return out
 
 

@@ -106,18 +106,27 @@ def site_hours(
     pue: np.ndarray | None,
     cooling_kw: np.ndarray | None,
     water_l: np.ndarray | None,
+    usable_gpus: np.ndarray | None = None,
 ) -> Figure:
     """One site hour by hour: busy GPUs against usable capacity; dry-bulb temperature and
-    pPUE; cooling power and on-site water. Panels whose data are missing say so."""
+    pPUE; cooling power and on-site water. Panels whose data are missing say so.
+
+    ``usable_gpus`` (model v1.1, a site whose cooling is derated above its design dry bulb):
+    the usable capacity ``u_max · f_t · G`` of each step, drawn where it differs from
+    ``capacity_gpus``."""
     fig, (ax_load, ax_temp, ax_cool) = _subplots(1, 3, figsize=(12.0, 2.7))
     hours = np.arange(len(times))
     ax_load.step(hours, load_gpus, where="post", color=RUN_COLOUR, label="busy GPUs")
     if capacity_gpus is not None:
         ax_load.axhline(capacity_gpus, color="black", linestyle="--", linewidth=1,
                         label="u_max × GPUs")  # fmt: skip
+    if usable_gpus is not None:
+        ax_load.step(hours, usable_gpus, where="post", color="#1f4e9c", linestyle=":",
+                     linewidth=1.6, label="u_max × f_t × GPUs (cooling derated)")  # fmt: skip
     ax_load.set_ylim(bottom=0)
     ax_load.set_ylabel("GPUs")
-    ax_load.legend(fontsize=7, loc="upper left")
+    # Below the lines where a derated capacity dips from the top of the chart.
+    ax_load.legend(fontsize=7, loc="upper left" if usable_gpus is None else "lower left")
     ax_load.set_title(f"{site_id}: load", fontsize=9)
     if dry_bulb_c is not None:
         ax_temp.plot(hours, dry_bulb_c, color="#e67e22", label="dry bulb")
