@@ -369,9 +369,9 @@ class SiteAgent:
         units] — for the group's masked sum, never sent alone.
         """
         sub = self._require()
-        chosen, x, _, best = self._reported(iteration)
+        chosen, x, n, best = self._reported(iteration)
         qp = sub.qp()
-        xi = sub.xi_of(x)
+        xi = sub.xi_of(x, n)
         threshold = share * np.abs(np.asarray(demand, dtype=float)[qp.support[qp.position]])
         cleaning = drop_small_flows(qp, xi, threshold)
         self._cleaning = (chosen, best, cleaning)

@@ -39,6 +39,9 @@ class CleanedFlows:
         Dropped served demand on the site's support rows [scaled units].
     absorb : ndarray (m_i,)
         What the kept flows could carry more on the support rows [scaled units].
+    flows : ndarray of bool (n,)
+        Which variables are flows; the others (a v1.1 site's GPUs powered beyond its load)
+        are never dropped nor scaled.
     """
 
     original: np.ndarray
@@ -46,6 +49,7 @@ class CleanedFlows:
     allowance: np.ndarray
     dropped: np.ndarray
     absorb: np.ndarray
+    flows: np.ndarray
 
     def finished(self, factor: np.ndarray, restore: np.ndarray) -> np.ndarray:
         """The final iterate, given each variable's row factor and restore flag.
@@ -56,7 +60,8 @@ class CleanedFlows:
         back = np.asarray(restore, dtype=bool)
         factor = np.asarray(factor, dtype=float)
         xi = np.where(back, self.original, self.kept)
-        return xi * np.where(back, factor, 1.0 + factor * self.allowance)
+        finished = xi * np.where(back, factor, 1.0 + factor * self.allowance)
+        return np.where(self.flows, finished, self.original)
 
 
 def drop_small_flows(qp: SiteQp, xi: np.ndarray, threshold: np.ndarray) -> CleanedFlows:
@@ -73,15 +78,15 @@ def drop_small_flows(qp: SiteQp, xi: np.ndarray, threshold: np.ndarray) -> Clean
         ``share · |b_r|`` of each variable's row.
     """
     xi = np.maximum(np.asarray(xi, dtype=float), 0.0)
-    tiny = xi < threshold
+    flows = qp.coefficient > 0
+    tiny = (xi < threshold) & flows
     kept = np.where(tiny, 0.0, xi)
-    load = qp.load(kept)
-    spare = np.maximum(qp.capacity - load, 0.0)
-    allowance = np.minimum(spare / np.maximum(load, 1e-300), 1.0)[qp.step]
+    allowance = qp.spare_share(kept)
     return CleanedFlows(
         original=xi,
         kept=kept,
         allowance=allowance,
         dropped=qp.served(np.where(tiny, xi, 0.0)),
         absorb=qp.served(allowance * kept),
+        flows=flows,
     )

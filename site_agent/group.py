@@ -31,7 +31,7 @@ import numpy as np
 
 from common.admm_protocol import AdmmAnswer, AdmmRequest
 from common.coupling import CouplingLayout
-from common.errors import PlantLimitsUnsupported, ScenarioError, SiteDataInvalid
+from common.errors import ScenarioError, SiteDataInvalid
 from common.report_protocol import (
     CLEAN_FIELDS,
     CLEAN_ROUND,
@@ -52,7 +52,7 @@ from site_agent.forecast import SiteForecast
 from site_agent.methods import SITE_METHODS
 from site_agent.metrics import SiteAgentMetrics
 from site_agent.outputs import output_root, site_files, write_site_files
-from site_agent.subproblem import InnerSettings, SiteSubproblem
+from site_agent.subproblem import InnerSettings
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +105,6 @@ class SiteGroup:
             # The problems quote the sites' private cells: they stay in this node's log.
             log.error("site data of %s failed validation:\n%s", ", ".join(ids), error)
             raise SiteDataInvalid(ids, len(error.problems)) from None
-        # The one case of model v1.1 the sites' QPs cannot hold exactly (a grid or water
-        # limit where idling pays): refused here, where the data are read, rather than
-        # solving a different problem (only the inputs' names leave the site).
-        refused = {sid: SiteSubproblem.unsupported_plant_inputs(data[sid]) for sid in ids}
-        if any(refused.values()):
-            given = tuple(sid for sid in ids if refused[sid])
-            inputs = tuple(dict.fromkeys(name for sid in given for name in refused[sid]))
-            raise PlantLimitsUnsupported(given, inputs)
         self.agents: dict[str, SiteAgent] = {
             sid: SiteAgent(
                 source, sid, steps=horizon, settings=settings, data=data[sid], forecast=forecast

@@ -234,7 +234,9 @@ class SiteInteriorPoint:
         """A cold starting point: an equal share of every row, half of every local limit at
         most, and centred duals."""
         qp = self.qp
-        xi = np.maximum(share[self.rows], 1e-6)
+        # Flows serve an equal share of their row; GPUs powered beyond the load (v1.1, no
+        # row) start at a tenth of the site's.
+        xi = np.maximum(np.where(qp.coefficient > 0, share[self.rows], 0.1), 1e-6)
         xi = xi * qp.room(xi, 0.5)
         self.xi = xi
         self.s = qp.row_caps - qp.rows(xi)

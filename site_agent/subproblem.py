@@ -66,7 +66,6 @@ import scipy.sparse as sp
 
 from common.admm_protocol import Penalty
 from common.coupling import CouplingLayout, shift_steps
-from common.errors import PlantLimitsUnsupported
 from common.evaluate import evaluate, plant_limits, true_pue, true_wue
 from common.scenario import Scenario
 from site_agent.interior_point import InteriorPointQP
@@ -387,7 +386,7 @@ class SiteSubproblem:
         self._build_structure()
         self._rho = self._entry_rho(rho)
         self._set_row_scale(row_scale)
-        self._xi = np.zeros(self._nvar)
+        self._xi = np.zeros(self._n_qp)
         self._served = self._served_of(self._xi)
         self._y_dual: np.ndarray | None = None
         self._ipm: InteriorPointQP | None = None
@@ -428,8 +427,11 @@ class SiteSubproblem:
         )
         kappa = self.energy_weight(site)  # AUD per kWh of IT energy, (T,)
         idle_cost = kappa * dt_h * float(s.idle_w[0]) / 1000.0  # AUD per powered GPU, a_t
-        self._idle_follows_load = idle_cost >= 0.0  # n = L/u_max, else n = f_t G
         self._bind_plant(site)
+        # n = L/u_max, or f_t G where idling pays — unless the site has grid or water rows,
+        # where the GPUs powered beyond the load are variables of their own (_bind_plant).
+        self._idle_follows_load = (idle_cost >= 0.0) | self._idle_variables
+        self._idle_cost = idle_cost
         self._const = float(
             np.where(self._idle_follows_load, 0.0, idle_cost * self._max_gpus).sum()
         )
@@ -453,15 +455,13 @@ class SiteSubproblem:
         Derating lowers the capacity per step (``n ≤ f_t G``, so ``L ≤ u_max f_t G``, and
         ``n = f_t G`` where idling pays). A grid limit caps IT power per step at
         ``grid_limit_kw / pPUE_t``; a water allowance caps ``Σ wue_t · Δ · P_t`` per daily
-        window. Both are linear in the flows because ``n = L / u_max`` wherever the site has
-        them: where idling pays (a negative energy weight) the best ``n`` would depend on
-        how much room the limit leaves, which the elimination of ``n`` cannot express, so
-        such a site is refused (:class:`common.errors.PlantLimitsUnsupported`; only the
-        inputs' names leave the site).
+        window. Where idling pays (a negative energy weight, e.g. South Australia's negative
+        prices) the best ``n`` under such a limit depends on how much room the load leaves,
+        which the elimination of ``n`` cannot express: a site with grid or water rows keeps,
+        per step, the GPUs it powers beyond its load as a variable ``ν_t ≥ 0`` (a share of
+        ``G``; ``n = L/u_max + ν G ≤ f_t G``), at cost ``a_t G`` — zero at the optimum
+        wherever idling costs money. Exact in every case.
         """
-        refused = self.unsupported_plant_inputs(site)
-        if refused:
-            raise PlantLimitsUnsupported((self.site_id,), refused)
         limits = plant_limits(site)
         self._max_gpus = limits.max_gpus[0]  # f_t G, (T,)
         self._grid_it_kw: np.ndarray | None = None
@@ -470,24 +470,7 @@ class SiteSubproblem:
             self._grid_it_kw = limits.grid_kw[0] / true_pue(site)[0]
         if limits.water[0]:
             self._water = (limits.window, limits.water_l[0], true_wue(site)[0])
-
-    @classmethod
-    def unsupported_plant_inputs(cls, site: Scenario) -> tuple[str, ...]:
-        """The v1.1 limits of a one-site scenario its subproblem cannot hold exactly: a grid
-        limit or water allowance at a site where idling pays at some step (see
-        :meth:`_bind_plant`). Empty almost always."""
-        s = site.sites
-        given = tuple(
-            name
-            for name, values in (
-                ("grid_limit_kw", s.grid_limit_kw),
-                ("water_cap_l_per_day", s.water_cap_l_per_day),
-            )
-            if values is not None and not np.isnan(values[0])
-        )
-        if given and np.any(cls.energy_weight(site) * float(s.idle_w[0]) < 0.0):
-            return given
-        return ()
+        self._idle_variables = self._grid_it_kw is not None or self._water is not None
 
     @staticmethod
     def energy_weight(site: Scenario) -> np.ndarray:
@@ -536,11 +519,15 @@ class SiteSubproblem:
         self._int_vars = np.flatnonzero(~self._var_deferrable)
         self._int_pos = self._pos[self._int_vars]
         nvar = self._nvar
-        self._n_total = nvar + T + nz
+        n_nu = T if self._idle_variables else 0
+        self._n_nu = n_nu
+        self._n_qp = nvar + n_nu  # the variables of SiteQp: flows, then ν
         self._i_z = nvar + T  # first z variable
+        self._i_nu = nvar + T + nz  # first ν variable
+        self._n_total = self._i_nu + n_nu
 
         # P: diagonal on interactive ξ, all ℓ and all z (the common pattern of P₀ and Q).
-        diag = np.concatenate([self._int_vars, np.arange(nvar, self._n_total)])
+        diag = np.concatenate([self._int_vars, np.arange(nvar, self._i_nu)])
         self._p_index = diag
         self._p0 = np.zeros(len(diag))
         self._q_diag = np.zeros(len(diag))
@@ -550,12 +537,15 @@ class SiteSubproblem:
 
         # A in CSC, built column by column so the position of every value is known:
         # rows [ξ bounds (nvar) | ℓ bounds (T) | load definitions (T) | deferrable means (nz)
-        #       | grid rows (T, model v1.1) | water windows (model v1.1)].
+        #       | grid rows (T) | water windows | ν bounds (T) | powered GPUs (T)], the last
+        # four only for a site with model v1.1 grid or water limits.
         r_ell_bound, r_load, r_mean = nvar, nvar + T, nvar + 2 * T
         r_grid = r_mean + nz
         n_grid = T if self._grid_it_kw is not None else 0
         r_water = r_grid + n_grid
         n_water = int(self._water[1].size) if self._water is not None else 0
+        r_nu_bound = r_water + n_water
+        r_powered = r_nu_bound + n_nu
         k = np.arange(nvar)
         defer_index = np.full(npairs, -1)
         defer_index[self._defer_pairs] = np.arange(nz)
@@ -564,8 +554,9 @@ class SiteSubproblem:
         counts = np.concatenate(
             [
                 2 + has_z.astype(int) + int(n_grid > 0) + int(n_water > 0),
-                np.full(T, 2, dtype=int),
+                np.full(T, 2 + int(n_nu > 0), dtype=int),
                 np.ones(nz, dtype=int),
+                np.full(n_nu, 2 + int(n_grid > 0) + int(n_water > 0), dtype=int),
             ]
         )
         indptr = np.concatenate([[0], np.cumsum(counts)])
@@ -592,35 +583,64 @@ class SiteSubproblem:
             self._a_water_at = after.copy()
             indices[after] = r_water + self._water[0][self._var_step]
         self._n_limit_rows = n_grid + n_water
-        # ℓ columns: bound row and −1 in the load row of its step.
+        # ℓ columns: bound row and −1 in the load row of its step (and 1 in its powered row).
         t = np.arange(T)
         indices[start[nvar + t]] = r_ell_bound + t
         data[start[nvar + t]] = 1.0
         indices[start[nvar + t] + 1] = r_load + t
         data[start[nvar + t] + 1] = -1.0
+        if n_nu:
+            indices[start[nvar + t] + 2] = r_powered + t
+            data[start[nvar + t] + 2] = 1.0
         # z columns: −1 in its mean row.
         zc = np.arange(nz)
         indices[start[nvar + T + zc]] = r_mean + zc
         data[start[nvar + T + zc]] = -1.0
+        # ν columns: its grid row and water window (values set with the data), its bound
+        # row and its powered row (n/G = ℓ + ν ≤ f_t).
+        self._a_nu_grid_at = self._a_nu_water_at = np.zeros(0, dtype=np.int64)
+        if n_nu:
+            at = start[self._i_nu + t]
+            if n_grid:
+                self._a_nu_grid_at = at.copy()
+                indices[at] = r_grid + t
+                at = at + 1
+            if n_water:
+                self._a_nu_water_at = at.copy()
+                indices[at] = r_water + self._water[0]
+                at = at + 1
+            indices[at] = r_nu_bound + t
+            data[at] = 1.0
+            indices[at + 1] = r_powered + t
+            data[at + 1] = 1.0
         self._a_indices, self._a_indptr, self._a_data = indices, indptr, data
-        m = nvar + 2 * T + nz + n_grid + n_water
+        m = r_powered + n_nu
         self._n_cons = m
         self._l, self._u = self._bounds()
 
     def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """``l ≤ A y ≤ u``: ξ ≥ 0, 0 ≤ ℓ ≤ f_t (1 without derating), load and mean rows
-        equalities (= 0), v1.1 rows at most 1 (their share of the limit)."""
-        nvar, T = self._nvar, self._layout.steps
+        equalities (= 0), v1.1 rows at most 1 (their share of the limit), ν ≥ 0 and the
+        powered GPUs ``ℓ + ν ≤ f_t``."""
+        nvar, T, n_nu = self._nvar, self._layout.steps, self._n_nu
+        fraction = self._max_gpus / self._gpus
         upper = np.concatenate(
             [
                 np.full(nvar, np.inf),
-                self._max_gpus / self._gpus,
+                fraction,
                 np.zeros(T + self._nz),
                 np.ones(self._n_limit_rows),
+                np.full(n_nu, np.inf),
+                fraction[:n_nu],
             ]
         )
         lower = np.concatenate(
-            [np.zeros(nvar + 2 * T + self._nz), np.full(self._n_limit_rows, -np.inf)]
+            [
+                np.zeros(nvar + 2 * T + self._nz),
+                np.full(self._n_limit_rows, -np.inf),
+                np.zeros(n_nu),
+                np.full(n_nu, -np.inf),
+            ]
         )
         return lower, upper
 
@@ -641,43 +661,61 @@ class SiteSubproblem:
         unit = self._unit_cost[self._pair_j, self._pair_c, :].reshape(-1)
         self._q0 = np.zeros(self._n_total)
         self._q0[: self._nvar] = unit * self._D
+        # ν: a_t per powered GPU, ν in shares of G.
+        self._q0[self._i_nu :] = self._idle_cost[: self._n_nu] * self._gpus
         # ½ P₀ ℓ² = β (u_max G ℓ)², the congestion cost of load L = u_max G ℓ.
         self._p0[len(self._int_vars) + np.arange(T)] = 2.0 * self._beta * self._capacity**2
 
     def _limit_rows(self) -> LimitRows | None:
-        """The v1.1 grid and water rows in the current scaling (``None`` without them); their
-        values also go into OSQP's matrix.
+        """The v1.1 rows of :class:`SiteQp` in the current scaling (``None`` without them);
+        their values also go into OSQP's matrix.
 
         One scaled unit of flow ``k`` draws ``p_k = (idle_w · gpu_s / u_max + energy) · D_k
-        / 1000`` kW of IT power (its share of the powered GPUs' idle power and its own):
-        a grid row ``t`` is ``Σ_{k in t} p_k ξ_k / (grid_limit_kw / pPUE_t)``, a water row
-        ``Σ_{k in window} wue_t · Δ · p_k ξ_k / allowance``.
+        / 1000`` kW of IT power (its share of the powered GPUs' idle power and its own), one
+        unit of ``ν`` (a share of ``G``) ``idle_w · G / 1000``: a grid row ``t`` is
+        ``Σ_{k in t} p_k ξ_k / (grid_limit_kw / pPUE_t)``, a water row
+        ``Σ_{k in window} wue_t · Δ · p_k ξ_k / allowance``, and a powered row ``t`` is
+        ``(L_t / u_max + ν_t G) / (f_t G)`` (all with ν's terms).
         """
-        if self._grid_it_kw is None and self._water is None:
+        if not self._idle_variables:
             return None
         s, T, step = self.site.sites, self._layout.steps, self._var_step
+        nvar, idle_w = self._nvar, float(s.idle_w[0])
         energy = self.site.energy_j[0][self._pair_c]
-        per_pair = float(s.idle_w[0]) * self.site.gpu_s[0][self._pair_c] / self._u_max + energy
-        it_kw = np.repeat(per_pair, T) * self._D / 1000.0
-        cols = np.arange(self._nvar)
-        rows, values, spans, first = [], [], False, 0
+        per_pair = idle_w * self.site.gpu_s[0][self._pair_c] / self._u_max + energy
+        it_kw = np.repeat(per_pair, T) * self._D / 1000.0  # per unit of each flow
+        nu_kw = np.full(T, idle_w * self._gpus / 1000.0)  # per unit of each ν
+        flow_cols, nu_cols, t = np.arange(nvar), nvar + np.arange(T), np.arange(T)
+        rows, cols, values, first = [], [], [], 0
+
+        def add(row_of_flow, flow, row_of_nu, nu, size):
+            nonlocal first
+            rows.extend([first + row_of_flow, first + row_of_nu])
+            cols.extend([flow_cols, nu_cols])
+            values.extend([flow, nu])
+            first += size
+
         if self._grid_it_kw is not None:
             grid = it_kw / self._grid_it_kw[step]
+            nu_grid = nu_kw / self._grid_it_kw
             self._a_data[self._a_grid_at] = grid
-            rows.append(first + step)
-            values.append(grid)
-            first += T
+            self._a_data[self._a_nu_grid_at] = nu_grid
+            add(step, grid, t, nu_grid, T)
+        spans = False
         if self._water is not None:
             window, allowance, wue = self._water
-            water = wue[step] * self.site.step_hours * it_kw / allowance[window[step]]
+            litres = wue * self.site.step_hours / allowance[window]  # share per kWh of IT
+            water, nu_water = litres[step] * it_kw, litres * nu_kw
             self._a_data[self._a_water_at] = water
-            rows.append(first + window[step])
-            values.append(water)
-            first += allowance.size
+            self._a_data[self._a_nu_water_at] = nu_water
+            add(window[step], water, window, nu_water, allowance.size)
             spans = bool(np.any(np.bincount(window) > 1))
+        # Powered GPUs within the cooling's derated count: (L/u_max + ν G) / (f_t G) ≤ 1.
+        usable = np.maximum(self._max_gpus, 1e-9 * self._gpus)  # f_t = 0: no GPU at all
+        add(step, self._h / self._u_max / usable[step], t, self._gpus / usable, T)
         matrix = sp.csr_matrix(
-            (np.concatenate(values), (np.concatenate(rows), np.tile(cols, len(rows)))),
-            shape=(first, self._nvar),
+            (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(first, self._n_qp),
         )
         return LimitRows(matrix, spans)
 
@@ -725,7 +763,7 @@ class SiteSubproblem:
     def _q_of(self, target: np.ndarray, rho: np.ndarray) -> np.ndarray:
         q = self._q0.copy()
         q[self._int_vars] -= rho[self._int_pos] * target[self._int_pos]
-        q[self._i_z :] -= rho[self._z_pos] * target[self._z_pos]
+        q[self._i_z : self._i_nu] -= rho[self._z_pos] * target[self._z_pos]
         return q
 
     # ----------------------------------------------------------------------------------
@@ -860,11 +898,11 @@ class SiteSubproblem:
         info.iterations = int(result.info.iter)
         info.status = status.name
         # Copies: OSQP's solution arrays are overwritten by the next solve.
-        xi = np.array(result.x[: self._nvar], dtype=float) if result.x is not None else None
+        xi = self._qp_part(result.x) if result.x is not None else None
         y = np.array(result.y, dtype=float) if result.y is not None else None
         usable = xi is not None and bool(np.all(np.isfinite(xi)))
         if exact is not None:
-            xi, y = exact.x[: self._nvar].copy(), exact.y
+            xi, y = self._qp_part(exact.x), exact.y
             info.ok = True
             info.status = f"CLARABEL_{exact.status.upper()}"
             info.fallbacks += 1
@@ -921,15 +959,21 @@ class SiteSubproblem:
         return xi * self.qp().room(xi)
 
     def _served_of(self, xi: np.ndarray) -> np.ndarray:
-        served = np.bincount(self._pos, weights=self._m * xi, minlength=len(self._support))
+        flows = xi[: self._nvar]
+        served = np.bincount(self._pos, weights=self._m * flows, minlength=len(self._support))
         return served.astype(float, copy=False)  # bincount of nothing is an int array
 
+    def _qp_part(self, y: np.ndarray) -> np.ndarray:
+        """The variables of :class:`SiteQp` (flows, then ν) in an OSQP vector (a copy: OSQP
+        overwrites its arrays)."""
+        return np.concatenate([y[: self._nvar], y[self._i_nu : self._n_total]]).astype(float)
+
     def _full_of(self, xi: np.ndarray) -> np.ndarray:
-        """The OSQP vector ``(ξ, ℓ, z)`` consistent with ``ξ``."""
-        T = self._layout.steps
-        ell = np.bincount(self._var_step, weights=self._h * xi, minlength=T) / self._capacity
-        z = xi.reshape(self._npairs, T)[self._defer_pairs].mean(axis=1) if self._nz else []
-        return np.concatenate([xi, ell, z])
+        """The OSQP vector ``(ξ, ℓ, z, ν)`` consistent with ``(ξ, ν)``."""
+        T, flows = self._layout.steps, xi[: self._nvar]
+        ell = np.bincount(self._var_step, weights=self._h * flows, minlength=T) / self._capacity
+        z = flows.reshape(self._npairs, T)[self._defer_pairs].mean(axis=1) if self._nz else []
+        return np.concatenate([flows, ell, z, xi[self._nvar :]])
 
     # ----------------------------------------------------------------------------------
     # The iterate
@@ -948,40 +992,48 @@ class SiteSubproblem:
         """Requests per second of the current iterate, (R, C, T); zero on forbidden pairs."""
         lay = self._layout
         out = np.zeros((lay.regions, lay.classes, lay.steps))
-        out[self._pair_j, self._pair_c, :] = (self._D * self._xi).reshape(self._npairs, lay.steps)
+        flows = self._D * self._xi[: self._nvar]
+        out[self._pair_j, self._pair_c, :] = flows.reshape(self._npairs, lay.steps)
         return out
 
     @property
     def load(self) -> np.ndarray:
         """Busy GPUs ``L_t`` of the current iterate, (T,)."""
-        return np.bincount(self._var_step, weights=self._h * self._xi, minlength=self._layout.steps)
+        flows = self._xi[: self._nvar]
+        return np.bincount(self._var_step, weights=self._h * flows, minlength=self._layout.steps)
 
     @property
     def n(self) -> np.ndarray:
         """Active GPUs of the current iterate, (T,): ``L/u_max``, or ``f_t G`` where idling
-        pays."""
+        pays (``L/u_max + ν G`` at a site with grid or water rows)."""
         n = np.where(self._idle_follows_load, self.load / self._u_max, self._max_gpus)
+        if self._n_nu:
+            n = n + np.maximum(self._xi[self._nvar :], 0.0) * self._gpus
         return np.clip(n, 0.0, self._max_gpus)
 
     def objective_value(self) -> float:
         """``f_i`` of the current iterate [AUD], from the QP data (cheap; no ADMM penalty)."""
-        xi = self._xi
         load = self.load
-        return float(self._q0[: self._nvar] @ xi + self._beta * (load @ load) + self._const)
+        linear = self._q0[: self._nvar] @ self._xi[: self._nvar]
+        linear += self._q0[self._i_nu :] @ self._xi[self._nvar :]
+        return float(linear + self._beta * (load @ load) + self._const)
 
     def qp(self) -> SiteQp:
         """The site's problem without the ADMM penalty, in the scaled variables."""
+        # ν (GPUs powered beyond the load, v1.1 grid or water rows only) has no coupling
+        # row (coefficient 0) and no busy GPUs: only its cost and its limit rows.
+        nu = self._n_nu
         return SiteQp(
-            cost=self._q0[: self._nvar].copy(),
+            cost=self._qp_part(self._q0),
             congestion=float(self._beta),
-            gpu_load=self._h.copy(),
-            step=self._var_step.copy(),
+            gpu_load=np.concatenate([self._h, np.zeros(nu)]),
+            step=np.concatenate([self._var_step, np.arange(nu)]),
             steps=self._layout.steps,
             capacity=self._u_max * self._max_gpus,
             constant=float(self._const),
             support=self._support.copy(),
-            position=self._pos.copy(),
-            coefficient=self._m.copy(),
+            position=np.concatenate([self._pos, np.zeros(nu, dtype=self._pos.dtype)]),
+            coefficient=np.concatenate([self._m, np.zeros(nu)]),
             limits=self._limits,
         )
 
@@ -991,8 +1043,8 @@ class SiteSubproblem:
         Used by other methods to hand their answer to the report and warm-start paths.
         """
         xi = np.asarray(xi, dtype=float)
-        if xi.shape != (self._nvar,):
-            raise ValueError(f"xi has shape {xi.shape}, expected ({self._nvar},)")
+        if xi.shape != (self._n_qp,):
+            raise ValueError(f"xi has shape {xi.shape}, expected ({self._n_qp},)")
         self._warm(xi, None)
 
     def local_objective(
@@ -1038,20 +1090,28 @@ class SiteSubproblem:
             Requests per second; entries of forbidden pairs are ignored (those variables do
             not exist).
         n : ndarray (T,), optional
-            Accepted for symmetry and ignored: ``n`` is eliminated (module docstring) and
-            follows from ``x``.
+            Active GPUs: only a site with grid or water rows keeps the GPUs powered beyond
+            its load as variables (``ν``, none without ``n``); elsewhere ``n`` is eliminated
+            (module docstring) and follows from ``x``.
         """
-        del n
-        self._warm(self.xi_of(x), None)
+        self._warm(self.xi_of(x, n), None)
 
-    def xi_of(self, x: np.ndarray) -> np.ndarray:
-        """The scaled variables ``ξ`` (as in :meth:`qp`) of requests per second ``x``."""
+    def xi_of(self, x: np.ndarray, n: np.ndarray | None = None) -> np.ndarray:
+        """The variables of :meth:`qp` for requests per second ``x`` (and active GPUs ``n``:
+        ``ν = (n − L/u_max) / G`` at a site with grid or water rows, 0 without ``n``)."""
         x = np.asarray(x, dtype=float)
         lay = self._layout
         shape = (lay.regions, lay.classes, lay.steps)
         if x.shape != shape:
             raise ValueError(f"x has shape {x.shape}, expected {shape}")
-        return x[self._pair_j, self._pair_c, :].reshape(-1) / self._D
+        flows = x[self._pair_j, self._pair_c, :].reshape(-1) / self._D
+        if not self._n_nu:
+            return flows
+        nu = np.zeros(self._n_nu)
+        if n is not None:
+            load = np.bincount(self._var_step, weights=self._h * flows, minlength=lay.steps)
+            nu = np.maximum(np.asarray(n, dtype=float) - load / self._u_max, 0.0) / self._gpus
+        return np.concatenate([flows, nu])
 
     def _warm(self, xi: np.ndarray, y: np.ndarray | None) -> None:
         self._xi = self._project(xi)
@@ -1071,11 +1131,13 @@ class SiteSubproblem:
         ell = shift_steps(y[nvar : nvar + T], k)
         load = shift_steps(y[nvar + T : nvar + 2 * T], k)
         means = y[nvar + 2 * T : nvar + 2 * T + self._nz]
-        limits = y[nvar + 2 * T + self._nz :]
+        limits = y[nvar + 2 * T + self._nz : nvar + 2 * T + self._nz + self._n_limit_rows]
         if self._grid_it_kw is not None:
             limits = np.concatenate([shift_steps(limits[:T], k), limits[T:]])
         # Water windows restart at the horizon's first step: their duals are kept as a guess.
-        return np.concatenate([bounds, ell, load, means, limits])
+        nu_rows = y[nvar + 2 * T + self._nz + self._n_limit_rows :].reshape(-1, T)
+        nu_rows = shift_steps(nu_rows, k).reshape(-1) if nu_rows.size else nu_rows.reshape(-1)
+        return np.concatenate([bounds, ell, load, means, limits, nu_rows])
 
     def shift(self, site: Scenario, steps: int, row_scale: np.ndarray | None = None) -> None:
         """Move to the next horizon: new data, warm start shifted by ``steps``.
@@ -1102,8 +1164,8 @@ class SiteSubproblem:
             raise ValueError(f"shift to site {site.sites.site_id}, this is {self.site_id}")
         T = self._layout.steps
         k = min(int(steps), T - 1)
-        x_old = self.x
-        x_new = shift_steps(x_old, k)
+        x_new = shift_steps(self.x, k)
+        n_new = shift_steps(self.n, k)
         y_old = self._y_dual
         old_allowed, old_scale = self._allowed, self._row_scale
         old_p, old_a = self._p_values(self._rho), self._a_data.copy()
@@ -1113,14 +1175,14 @@ class SiteSubproblem:
             # New structure: the only case that sets OSQP up again.
             self._build_structure()
             self._set_row_scale(scale)
-            self._xi = np.zeros(self._nvar)
+            self._xi = np.zeros(self._n_qp)
             self._setup()
-            self._warm(self.xi_of(x_new), None)
+            self._warm(self.xi_of(x_new, n_new), None)
             return
         self._set_row_scale(scale)
         self._refresh_matrices(old_p, old_a)
         y_new = None if y_old is None else self._shift_duals(y_old, k)
-        self._warm(self.xi_of(x_new), y_new)
+        self._warm(self.xi_of(x_new, n_new), y_new)
 
     def set_row_scale(self, row_scale: np.ndarray, rho: Penalty | None = None) -> None:
         """Adopt new coupling-row scales (and ρ), keeping the current schedule ``x``.
@@ -1142,12 +1204,12 @@ class SiteSubproblem:
                 self.set_rho(rho)
             return
         new_rho = self._rho if rho is None else self._entry_rho(rho)
-        x = self.x
+        x, n = self.x, self.n
         old_p, old_a = self._p_values(self._rho), self._a_data.copy()
         self._rho = new_rho
         self._set_row_scale(scale)
         self._refresh_matrices(old_p, old_a)
-        self._warm(self.xi_of(x), None)
+        self._warm(self.xi_of(x, n), None)
 
     def _refresh_matrices(self, old_p: np.ndarray, old_a: np.ndarray) -> None:
         lower, upper = self._bounds()

@@ -210,15 +210,6 @@ def synth_scenario() -> Scenario:
     return synth.synthesize(sites=5, regions=4, seed=7)
 
 
-def v1_view_dir(name: str, root: Path) -> Path:
-    """Embedded scenario ``name`` as model v1 sees it (plant data dropped,
-    ``Scenario.v1_view``), written under ``root``: what the distributed methods solve until
-    they take v1.1 data (docs/model.md §12). Its default horizon only."""
-    from common.scenario_io import write_scenario
-
-    return write_scenario(embedded_scenario(name).v1_view(), root / name)
-
-
 def embedded_scenario(name: str) -> Scenario:
     """Load an embedded scenario, skipping the test while it has not been built yet."""
     scenarios = pytest.importorskip("common.scenarios")

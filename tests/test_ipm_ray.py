@@ -18,7 +18,7 @@ from coordinator.actor import Coordinator
 from coordinator.fleet import SiteGroupLost
 from coordinator.ipm import IpmSettings
 from site_agent.group import SiteGroup
-from tests.conftest import local_ray, v1_view_dir
+from tests.conftest import local_ray
 from tests.test_ipm import _check, _embedded
 from thermoroute import launch
 
@@ -46,13 +46,12 @@ def test_australia_on_ray_one_actor_per_site(ray_cluster: Any) -> None:
     assert statuses[-1]["state"] == "converged" and statuses[-1]["method"] == "ipm"
 
 
-def test_heatwave_on_ray_reaches_the_optimum(ray_cluster: Any, tmp_path: Path) -> None:
-    # The heatwave's default day (VIC1 at the price cap) across Ray actors, as in process:
-    # its v1 view, as the distributed methods refuse its v1.1 plant data so far.
+def test_heatwave_on_ray_reaches_the_optimum(ray_cluster: Any) -> None:
+    # The heatwave's default day (VIC1 at the price cap, Hobart derated, Adelaide's limits
+    # where its prices go negative) across Ray actors, as in process.
     name = "australia-heatwave-2020"
-    source = v1_view_dir(name, tmp_path)
-    run = solve_distributed(str(source), executor="ray", settings=IpmSettings())
-    _check(_embedded(name).v1_view(), run, 30)
+    run = solve_distributed(name, executor="ray", settings=IpmSettings())
+    _check(_embedded(name), run, 30)
 
 
 def test_site_groups_on_ray_give_the_same_answer(ray_cluster: Any) -> None:

@@ -18,7 +18,6 @@ from test_plant_limits import DERATED, assert_within_limits, onsite_by_window, w
 
 from common import synth
 from common.central import solve_central
-from common.errors import PlantLimitsUnsupported
 from common.evaluate import evaluate, load_gpus, minimal_active_gpus, plant_limits, true_pue
 from common.scenario import Scenario
 from common.scenario_io import write_scenario
@@ -130,22 +129,46 @@ def test_the_limits_bind_so_the_comparison_means_something() -> None:
         assert abs(solve_central(limited).objective_aud / v1 - 1.0) > 1e-5, kind
 
 
-def idle_pays(sc: Scenario, site: str) -> Scenario:
-    """``sc`` with ``site``'s price at −2,000 AUD/MWh in its first step: idling earns money."""
+def idle_pays(sc: Scenario, sites: list[str]) -> Scenario:
+    """``sc`` with the ``sites``' price at −1,000 AUD/MWh (the NEM's floor) in the first
+    step: idling earns money there."""
     price = sc.price_aud_per_mwh.copy()
-    price[sc.sites.site_id.index(site), 0] = -1000.0
+    price[[sc.sites.site_id.index(site) for site in sites], 0] = -1000.0
     return replace(sc, price_aud_per_mwh=price)
 
 
 @pytest.mark.parametrize("method", ["ipm", "admm"])
-def test_a_limit_where_idle_gpus_earn_money_is_refused_with_names_only(
+def test_a_grid_limit_where_idle_gpus_earn_money_splits_it_as_the_optimum_does(
     method: str, tmp_path: Path
 ) -> None:
-    sc = idle_pays(with_plant(make_scenario(), grid_limit_kw={"per": 987.125}), "per")
-    with pytest.raises(PlantLimitsUnsupported) as info:
-        distributed(sc, tmp_path / "refused", method)
-    assert info.value.site_ids == ("per",) and info.value.inputs == ("grid_limit_kw",)
-    assert "987.125" not in str(info.value) and "-1000" not in str(info.value)
+    # Every powered GPU earns money in the first hour, so the optimum powers idle GPUs; the
+    # site powering most of them gets a connection that carries its load and only half of
+    # its idle GPUs' power. The optimum splits what the limit leaves between load and idle
+    # GPUs, and so must the site's own GPUs-beyond-the-load variables.
+    base = idle_pays(make_scenario(), list(make_scenario().sites.site_id))
+    unlimited = solve_central(base)
+    busy = load_gpus(base, unlimited.x)[:, 0] / base.sites.u_max
+    i = int(np.argmax(unlimited.n[:, 0] - busy))
+    assert unlimited.n[i, 0] > busy[i] + 1.0
+    idle_kw = base.sites.idle_w[i] * (unlimited.n[i, 0] - busy[i]) / 1000.0
+    it_kw = evaluate(base, unlimited.x, unlimited.n).steps.it_kw[i, 0]
+    limit = float(true_pue(base)[i, 0] * (it_kw - 0.5 * idle_kw))
+    sc = with_plant(base, grid_limit_kw={base.sites.site_id[i]: limit})
+    reference = solve_central(sc)
+    facility_kw = true_pue(sc) * evaluate(sc, reference.x, reference.n).steps.it_kw
+    assert facility_kw[i, 0] == pytest.approx(limit, rel=1e-6)
+    assert reference.objective_aud > unlimited.objective_aud * (1 + 1e-6)
+    run = solve_distributed(
+        write_scenario(sc, tmp_path / "scenario"),
+        executor="inline",
+        settings=SETTINGS[method],
+        share_site_details=True,
+    )
+    assert run.outcome.converged
+    schedule = run.outputs.schedule
+    assert run.outputs.objective_aud == pytest.approx(reference.objective_aud, rel=OBJECTIVE_RTOL)
+    assert schedule.n[i, 0] == pytest.approx(reference.n[i, 0], rel=1e-3)
+    assert_within_limits(sc, schedule.x, schedule.n)
 
 
 @pytest.mark.parametrize("method", ["ipm", "admm"])
@@ -153,7 +176,7 @@ def test_derating_where_idle_gpus_earn_money_powers_only_the_derated_gpus(
     method: str, tmp_path: Path
 ) -> None:
     # Derating alone stays exact where idling pays: n = f_t G there.
-    sc = idle_pays(with_plant(make_scenario(), **DERATED), "mel")
+    sc = idle_pays(with_plant(make_scenario(), **DERATED), ["mel"])
     reference = solve_central(sc)
     objective, x, n = distributed(sc, tmp_path / "derated", method)
     assert objective == pytest.approx(reference.objective_aud, rel=OBJECTIVE_RTOL)

@@ -4,9 +4,9 @@ Real site agents in process for both distributed methods (the Ray path of the in
 is in tests/test_ipm_ray.py), the centralised cvxpy/Clarabel reference for the answer. The
 heatwave's default day holds hourly prices at the NEM's price cap, which is where a method's
 stopping rule is tested hardest: a sliver of load left in a 12,000 AUD/MWh hour shows in the
-objective. The heatwave carries model v1.1 plant data, which the distributed methods refuse
-so far (docs/model.md §12): they solve its v1 view (plant data dropped), the same problem
-they solved before the data came.
+objective. The heatwave carries model v1.1 plant data (docs/model.md §12): Hobart's derated
+cooling binds on its default day, and Adelaide's connection and water allowance meet hours
+where South Australia's negative prices make idle GPUs earn money.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from functools import partial
 import pytest
 
 from common.central import solve_central
-from common.evaluate import evaluate, feasibility
+from common.evaluate import evaluate, feasibility, overloads
 from coordinator.admm import AdmmSettings
 from coordinator.ipm import IpmSettings
-from tests.conftest import embedded_scenario, v1_view_dir
+from tests.conftest import embedded_scenario
 from thermoroute import launch
 
 #: The schedules are charged under the model, which needs each site's active GPUs: the sites
@@ -33,37 +33,24 @@ OBJECTIVE_RTOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """What each season's distributed run reads: its v1 view where it has plant data."""
-    root = tmp_path_factory.mktemp("v1-views")
-    return {
-        name: str(v1_view_dir(name, root)) if embedded_scenario(name).sites.plant_data() else name
-        for name in SEASONS
-    }
-
-
-@pytest.fixture(scope="module")
 def optimum() -> dict[str, float]:
-    return {
-        name: solve_central(embedded_scenario(name).v1_view()).objective_aud for name in SEASONS
-    }
+    return {name: solve_central(embedded_scenario(name)).objective_aud for name in SEASONS}
 
 
 def _check(name: str, run: launch.DistributedRun, optimum: dict[str, float]) -> None:
-    scenario = embedded_scenario(name).v1_view()
+    scenario = embedded_scenario(name)
     schedule = run.outputs.schedule
     charged = evaluate(scenario, schedule.x, schedule.n)
     assert run.converged
     assert run.objective_aud == pytest.approx(charged.objective_aud, rel=1e-9)
     assert charged.objective_aud == pytest.approx(optimum[name], rel=OBJECTIVE_RTOL)
     assert feasibility(scenario, schedule.x, schedule.n).ok(rel_tol=1e-3)
+    assert not any(o.any for o in overloads(scenario, charged).values())
 
 
 @pytest.mark.parametrize("name", SEASONS)
-def test_interior_point_reaches_the_optimum(
-    name: str, sources: dict[str, str], optimum: dict[str, float]
-) -> None:
-    run = solve_distributed(sources[name], executor="inline", settings=IpmSettings())
+def test_interior_point_reaches_the_optimum(name: str, optimum: dict[str, float]) -> None:
+    run = solve_distributed(name, executor="inline", settings=IpmSettings())
     _check(name, run, optimum)
 
 
@@ -71,10 +58,9 @@ def test_interior_point_reaches_the_optimum(
 @pytest.mark.parametrize("name", SEASONS)
 def test_admm_reaches_the_optimum(
     name: str,
-    sources: dict[str, str],
     optimum: dict[str, float],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.ERROR)  # OSQP's inaccurate inner solves warn; expected here
-    run = solve_distributed(sources[name], executor="inline", settings=AdmmSettings())
+    run = solve_distributed(name, executor="inline", settings=AdmmSettings())
     _check(name, run, optimum)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import PlantLimitsUnsupported, Problem, ScenarioError, SiteDataInvalid
+from common.errors import Problem, ScenarioError, SiteDataInvalid
 from common.evaluate import TOTAL_KEYS, evaluate
 from common.physics.latency import mean_ttft_ms
 from common.scenario import DemandView, Scenario
@@ -252,9 +252,7 @@ def wait_ready(handles: Sequence[Any], groups: Sequence[tuple[str, ...]]) -> Non
     Raises
     ------
     SiteDataInvalid
-        A site's data failed validation on the site (only the count of problems arrives);
-        :class:`~common.errors.PlantLimitsUnsupported` when they use model v1.1's plant
-        limits, which the distributed methods do not solve yet (only the inputs' names).
+        A site's data failed validation on the site (only the count of problems arrives).
     SiteGroupLost
         A group failed to start for another reason (its first line).
     """
@@ -267,10 +265,6 @@ def wait_ready(handles: Sequence[Any], groups: Sequence[tuple[str, ...]]) -> Non
             # Ray carries a failed constructor's exception as text; its last line is ours.
             last = str(error).strip().splitlines()[-1]
             kind, _, message = last.partition(": ")
-            if kind.endswith("PlantLimitsUnsupported") and (
-                unsupported := PlantLimitsUnsupported.from_message(message)
-            ):
-                raise unsupported from None
             if kind.endswith("SiteDataInvalid") and (
                 invalid := SiteDataInvalid.from_message(message)
             ):
