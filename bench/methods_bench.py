@@ -94,11 +94,15 @@ def bytes_per_group(method: str, run: DistributedRun) -> float:
     return 8.0 * structure.n_entries / len(run.groups)
 
 
-def masking_cost(source: str, groups: int, repeats: int = 7) -> dict[str, float]:
-    """Median seconds for one party to encode and mask a ``newton`` message."""
+def masking_cost(
+    source: str, groups: int, across_steps: bool, repeats: int = 7
+) -> dict[str, float]:
+    """Median seconds for one party to encode and mask a ``newton`` message (on the Schur
+    pattern the run used)."""
     directory, _ = discover(source)
     layout = layout_of(load_view(directory))
-    size = sum(n for _, n in round_fields("newton", layout.n_rows, SchurPattern(layout).size))
+    pattern = SchurPattern(layout, across_steps=across_steps)
+    size = sum(n for _, n in round_fields("newton", layout.n_rows, pattern.size))
     parties = max(groups, 2)
     maskers = [PairwiseMasker() for _ in range(parties)]
     keys = [m.public_key for m in maskers]
@@ -153,6 +157,7 @@ def one_run(
         "rounds_per_iteration": rounds_per_iteration(method, run),
         "bytes_per_group_per_iteration": bytes_per_group(method, run),
         "ping_s": run.timings.get("ping_s", math.nan),
+        "schur_across_steps": bool(getattr(run.outcome.result, "across_steps", False)),
     }
     return record
 
@@ -175,7 +180,9 @@ def bench(spec: Any, methods: Sequence[str], central: bool, console: Console) ->
             console.print(f"[{spec.name}] ipm without secure aggregation …")
             clear = one_run(spec, "ipm", "ray", secure=False, ping=False)
             out["ipm_clear"] = clear
-            out["masking"] = masking_cost(spec.source, ray_run["groups"])
+            out["masking"] = masking_cost(
+                spec.source, ray_run["groups"], ray_run["schur_across_steps"]
+            )
             out["masking"]["per_site_round_s"] = out["masking"]["mask_s"]
     if central:
         console.print(f"[{spec.name}] centralised solve …")

@@ -50,9 +50,7 @@ import numpy as np
 
 from common.secure_aggregation import MaskingSetup
 
-Phase = Literal[
-    "start", "newton", "predict", "correct", "centre", "recentred", "clean", "finish"
-]
+Phase = Literal["start", "newton", "predict", "correct", "centre", "recentred", "clean", "finish"]
 
 #: A number per answered phase, for the masks' nonces ``(IpmRequest.sequence, round id)``.
 ROUND_IDS: dict[str, int] = {

@@ -220,6 +220,8 @@ class IpmResult:
     values_per_group: int = 0
     warm_prices: np.ndarray | None = None
     timing: dict[str, float] = field(default_factory=dict)
+    #: The Schur complement was sent on the pattern across steps (some site's water window).
+    across_steps: bool = False
 
     @property
     def last(self) -> IpmLog:
@@ -408,6 +410,7 @@ class DistributedInteriorPoint:
             values_per_group=self.values_per_group,
             warm_prices=self.warm_prices if self.warm_prices is not None else self.prices.copy(),
             timing=dict(self.timing),
+            across_steps=self.pattern.across_steps,
         )
 
     def _newton(

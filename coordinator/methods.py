@@ -326,6 +326,7 @@ class InteriorPointMethod:
                 "secure_aggregation": result.masked,
                 "site_crashes": sum(len(h.crashed_sites) for h in result.history),
                 "rejoins": result.rejoins,
+                "schur_across_steps": result.across_steps,
                 "rounds": result.rounds,
                 "bytes_per_group_per_iteration": round(result.bytes_per_group_iteration),
                 **result.cleaning,

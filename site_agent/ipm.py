@@ -156,9 +156,7 @@ class SiteInteriorPoint:
         if self.woodbury:
             assert qp.limits is not None
             n = qp.n
-            load_rows = sp.csr_matrix(
-                (qp.gpu_load, (qp.step, np.arange(n))), shape=(qp.steps, n)
-            )
+            load_rows = sp.csr_matrix((qp.gpu_load, (qp.step, np.arange(n))), shape=(qp.steps, n))
             self._h = sp.vstack([load_rows, qp.limits.matrix], format="csr")
             # Served demand on the support rows as a matrix: A = coefficient at (position, k).
             self._a = sp.csr_matrix(
@@ -220,7 +218,9 @@ class SiteInteriorPoint:
         qp = self.qp
         if point.xi.shape != (qp.n,) or point.s.shape != qp.row_caps.shape:
             return False
-        ratio = point.gpu_load / qp.gpu_load
+        # ν (GPUs powered beyond the load, no busy GPUs) keeps its scale: a share of G.
+        flows = qp.gpu_load > 0
+        ratio = np.divide(point.gpu_load, qp.gpu_load, out=np.ones(qp.n), where=flows)
         xi, z = point.xi * ratio, point.z / ratio
         xi = xi * qp.room(xi, 0.98)
         self.xi, self.z, self.w = xi, z, point.w.copy()
@@ -355,9 +355,7 @@ class SiteInteriorPoint:
             self._sqrt_gamma = np.sqrt(gamma)
             hdh = (self._h.multiply(self._dinv) @ self._h.T).toarray()
             capacitance = np.eye(gamma.size) + self._sqrt_gamma[:, None] * hdh * self._sqrt_gamma
-            self._capacitance = scipy.linalg.cho_factor(
-                capacitance, lower=True, check_finite=False
-            )
+            self._capacitance = scipy.linalg.cho_factor(capacitance, lower=True, check_finite=False)
         else:
             self._dh = self._dinv * qp.gpu_load
             hdh = np.bincount(qp.step, weights=qp.gpu_load * self._dh, minlength=qp.steps)
@@ -570,9 +568,7 @@ class GroupInteriorPoint:
         if not self._masked:
             return Aggregate(iteration, phase, flat)
         assert self.masker is not None
-        return Aggregate(
-            iteration, phase, self.masker.mask(flat, sequence, ROUND_IDS[phase]), True
-        )
+        return Aggregate(iteration, phase, self.masker.mask(flat, sequence, ROUND_IDS[phase]), True)
 
     def shift(self, steps: int) -> None:
         """The horizon moved ``steps``: move the kept iterates with it."""

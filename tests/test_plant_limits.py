@@ -362,7 +362,7 @@ def test_all_limits_together_are_respected_and_each_binds(v1):
         base_sc,
         **DERATED,
         grid_limit_kw={"syd": grid_kw},
-        water_cap_l_per_day={"mel": water_l * 24 / 4, "per": 0.0},
+        water_cap_l_per_day={"mel": water_l * 24 / 4, "per": 1.0},
         ppue_curve={"per": [[25.0, 1.05], [40.0, 1.3]]},
     )
     result = solve_central(sc)

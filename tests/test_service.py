@@ -97,3 +97,38 @@ def test_serve_flags_are_checked_before_any_work(args: list[str], flag: str) -> 
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {flag}"), lines
+
+
+def test_cycles_plan_within_plant_limits(tmp_path: Path) -> None:
+    # Model v1.1 in serve: each cycle's sites solve their derated capacity, connection and
+    # water rows from their own data, warm-started across cycles (the rows shift with the
+    # horizon); every published plan keeps within the limits of its horizon.
+    import numpy as np
+
+    from common.evaluate import evaluate, load_gpus, minimal_active_gpus, overloads
+    from common.scenario_io import load_scenario, write_scenario
+    from tests.conftest import make_scenario
+    from tests.test_plant_limits import DERATED, with_plant
+
+    sc = make_scenario()
+    # Sydney's connection just below its v1 peak (16.1 kW), Melbourne's water below its v1 use
+    # (~990 L a day): both bind, beside Melbourne's derating.
+    sc = with_plant(
+        sc,
+        **DERATED,
+        grid_limit_kw={"syd": 16.0},
+        water_cap_l_per_day={"mel": 800.0},
+    )
+    directory = write_scenario(sc, tmp_path / "plant")
+    service = _service(directory, horizon=3)
+    for cycle in range(2):
+        record = service.cycle(cycle)
+        assert record.outcome == PLANNED and record.converged, record
+        plan = service._state.plan
+        assert plan is not None and plan.cycle == cycle
+        # The plan's horizon as a scenario: its hours of the true data.
+        truth = load_scenario(directory, start=plan.start, steps=len(plan.times))
+        n = minimal_active_gpus(truth, load_gpus(truth, plan.x))
+        report = overloads(truth, evaluate(truth, plan.x, n))
+        assert not any(o.any for o in report.values()), report
+        assert np.all(plan.x >= 0)
