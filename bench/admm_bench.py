@@ -13,22 +13,21 @@ For every scenario it prints, from one invocation:
   iteration (``solve_s`` / fan-outs, polishing included in both);
 * the per-iteration floor measured in the same invocation — the slowest site's median solve
   plus one minimal Ray fan-out/fan-in over the same actors — and the ratio to it;
-* the centralised solve (:func:`common.central.solve_central`) of the same scenario, in a
-  child process with a time and memory budget, and the relative objective gap ADMM vs
-  central.
+* the centralised solve (:func:`thermoroute.common.central.solve_central`) of the same scenario, in
+  a child process with a time and memory budget, and the relative objective gap ADMM vs central.
 
 How the floor is measured
 -------------------------
 The runtime kills its actors when :func:`thermoroute.launch.solve_distributed` returns, so the
-sites' telemetry is not reachable afterwards. The per-site solve seconds are therefore
-timed in this process on the same data and the same ADMM iterates: the same
-:class:`~site_agent.group.SiteGroup` and :class:`~coordinator.actor.Coordinator` code is run
-inline (one solver thread, so one site's solve is not slowed by another's), with every
-site's ``SiteAgent.solve`` call timed. That call is what a site does per iteration (update
-``q``, OSQP solve, bookkeeping); the bare OSQP solve (``SolveInfo.solve_s``) is shown too.
-The Ray round trip is ``timings["ping_s"]`` of each Ray run (``measure_ping=True``): the
-median of 20 no-op fan-out/fan-ins from the coordinator actor over the same site actors,
-taken right after the run.
+sites' telemetry is not reachable afterwards. The per-site solve seconds are therefore timed in this
+process on the same data and the same ADMM iterates: the same
+:class:`~thermoroute.site_agent.group.SiteGroup` and
+:class:`~thermoroute.coordinator.actor.Coordinator` code is run inline (one solver thread, so one
+site's solve is not slowed by another's), with every site's ``SiteAgent.solve`` call timed. That
+call is what a site does per iteration (update ``q``, OSQP solve, bookkeeping); the bare OSQP solve
+(``SolveInfo.solve_s``) is shown too. The Ray round trip is ``timings["ping_s"]`` of each Ray run
+(``measure_ping=True``): the median of 20 no-op fan-out/fan-ins from the coordinator actor over the
+same site actors, taken right after the run.
 
 Two floors are reported:
 
@@ -74,14 +73,14 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from coordinator.actor import Coordinator
-from coordinator.admm import AdmmSettings
-from coordinator.data import load_view
-from coordinator.events import NullObserver
-from coordinator.fleet import InlineFleet
-from site_agent.group import SiteGroup
-from site_agent.subproblem import InnerSettings
+from thermoroute.coordinator.actor import Coordinator
+from thermoroute.coordinator.admm import AdmmSettings
+from thermoroute.coordinator.data import load_view
+from thermoroute.coordinator.events import NullObserver
+from thermoroute.coordinator.fleet import InlineFleet
 from thermoroute.launch import DistributedRun, discover, ensure_ray, plan_groups, solve_distributed
+from thermoroute.site_agent.group import SiteGroup
+from thermoroute.site_agent.subproblem import InnerSettings
 
 #: The target relative tolerance of the benchmark (issue 3, item 7).
 EPS_REL = 1e-4
@@ -182,8 +181,8 @@ def prepare(spec: Spec, workdir: Path) -> float:
     """Set ``spec.source``; write a synthetic fleet to ``workdir``. Returns seconds spent."""
     t0 = time.perf_counter()
     if spec.name.startswith("synth") and spec.name[5:].isdigit():
-        from common.scenario_io import write_scenario
-        from common.synth import synthesize
+        from thermoroute.common.scenario_io import write_scenario
+        from thermoroute.common.synth import synthesize
 
         scenario = synthesize(int(spec.name[5:]), SYNTH_REGIONS, SYNTH_SEED)
         spec.source = str(write_scenario(scenario, workdir / spec.name))
@@ -405,8 +404,8 @@ def _central_child(source: str, out: Any, memory_gb: float) -> None:
     except (ImportError, ValueError, OSError):
         pass
     try:
-        from common.central import solve_central
-        from common.scenario_io import load_scenario
+        from thermoroute.common.central import solve_central
+        from thermoroute.common.scenario_io import load_scenario
         from thermoroute.launch import resolve_directory
 
         scenario = load_scenario(resolve_directory(source))

@@ -47,13 +47,18 @@ from bench.admm_bench import (
     make_spec,
     prepare,
 )
-from common.ipm_protocol import round_fields
-from common.scenarios import embedded_scenarios
-from common.schur_pattern import SchurPattern
-from common.secure_aggregation import MaskingSetup, PairwiseMasker, mask_degree, neighbour_graph
-from coordinator.admm import AdmmSettings
-from coordinator.data import layout_of, load_view
-from coordinator.ipm import IpmSettings
+from thermoroute.common.ipm_protocol import round_fields
+from thermoroute.common.scenarios import embedded_scenarios
+from thermoroute.common.schur_pattern import SchurPattern
+from thermoroute.common.secure_aggregation import (
+    MaskingSetup,
+    PairwiseMasker,
+    mask_degree,
+    neighbour_graph,
+)
+from thermoroute.coordinator.admm import AdmmSettings
+from thermoroute.coordinator.data import layout_of, load_view
+from thermoroute.coordinator.ipm import IpmSettings
 from thermoroute.launch import DistributedRun, discover, ensure_ray, solve_distributed
 
 EPS_REL = 1e-4
@@ -241,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(width=150)
     # ADMM's sites warn of every inexact inner solve; the counts are in the outputs.
-    logging.getLogger("site_agent").setLevel(logging.ERROR)
+    logging.getLogger("thermoroute.site_agent").setLevel(logging.ERROR)
     methods = [m for m in args.methods.split(",") if m]
     info = machine_info()
     console.print(f"machine: {info['nproc']} cores, {info['cpu']}, load {info['loadavg']}")

@@ -24,8 +24,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from common.scenario_io import copy_scenario_dir
-from common.scenarios import embedded_path
+from thermoroute.common.scenario_io import copy_scenario_dir
+from thermoroute.common.scenarios import embedded_path
 from thermoroute.distributed_run import method_settings
 from thermoroute.launch import discover, serve_fleet
 from thermoroute.service import PlanningService, ServeSettings

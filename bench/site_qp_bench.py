@@ -11,9 +11,9 @@ prints, in one run:
 * OSQP as the product runs it (``InnerSettings()``: warm start, iteration limit 1,000);
 * OSQP with a limit of 20,000: from the same warm start, from the previous ``x`` with zero
   duals, and from a cold start;
-* Clarabel through :class:`site_agent.interior_point.InteriorPointQP` (set up once, then a
-  re-solve after a change of ``q``, which is what the fallback does per iteration), with
-  the objective gap to a tightly solved reference.
+* Clarabel through :class:`thermoroute.site_agent.interior_point.InteriorPointQP` (set up once, then
+  a re-solve after a change of ``q``, which is what the fallback does per iteration), with the
+  objective gap to a tightly solved reference.
 
 Medians and percentiles over the sample; the machine has 2 cores and is noisy, so ratios
 measured in the same run are what to quote (BENCHMARKS.md).
@@ -35,10 +35,10 @@ import osqp
 from rich.console import Console
 from rich.table import Table
 
-from coordinator.admm import AdmmSettings
-from site_agent import subproblem as subproblem_module
-from site_agent.interior_point import InteriorPointQP
-from site_agent.subproblem import InnerSettings, SiteSubproblem
+from thermoroute.coordinator.admm import AdmmSettings
+from thermoroute.site_agent import subproblem as subproblem_module
+from thermoroute.site_agent.interior_point import InteriorPointQP
+from thermoroute.site_agent.subproblem import InnerSettings, SiteSubproblem
 
 console = Console(width=140)
 
@@ -61,8 +61,8 @@ class CapturedQP:
 
 def capture(sites: int, iteration: int) -> list[CapturedQP]:
     """Run ADMM in process up to ``iteration`` and capture every site's QP there."""
-    from common.scenario_io import write_scenario
-    from common.synth import synthesize
+    from thermoroute.common.scenario_io import write_scenario
+    from thermoroute.common.synth import synthesize
     from thermoroute.launch import solve_distributed
 
     captured: list[CapturedQP] = []

@@ -1,10 +1,10 @@
 """Baseline schedulers, and the registry of every solver the CLI can run by name.
 
 Each baseline plans a schedule ``(x, n)`` its own way; all of them are then charged by
-:func:`common.evaluate.evaluate` under the true model (true temperatures, prices, carbon,
-water and the full objective), so they are compared with the centralised optimum on equal
-terms. Every baseline keeps the model's hard constraints: demand met, capacity
-(``L ≤ u_max·n``, ``n ≤ G``) and TTFT SLOs (forbidden pairs zero).
+:func:`thermoroute.common.evaluate.evaluate` under the true model (true temperatures, prices,
+carbon, water and the full objective), so they are compared with the centralised optimum on equal
+terms. Every baseline keeps the model's hard constraints: demand met, capacity (``L ≤ u_max·n``, ``n
+≤ G``) and TTFT SLOs (forbidden pairs zero).
 
 - ``nearest``: greedy, latency first; no optimisation.
 - ``temperature-unaware``: the centralised QP with one location- and time-independent PUE
@@ -13,18 +13,17 @@ terms. Every baseline keeps the model's hard constraints: demand met, capacity
   constant in time — what a planner knows from the sites' specification sheets without a
   weather forecast. It sits between ``temperature-unaware`` and the optimum, and splits the
   gain of temperature-awareness into site differences and hourly weather
-  (:class:`common.compare.GainDecomposition`).
+  (:class:`thermoroute.common.compare.GainDecomposition`).
 - ``price-only``: minimise energy cost alone (``λ_C = λ_W = λ_L = 0``, true PUE).
 - ``carbon-only``: minimise carbon alone.
 
-Model v1.1's plant limits (docs/model.md §12: derated capacity, grid connection, water
-allowance) are enforced by the centralised optimum alone. Every baseline plans as model v1
-does, without the plant — the heat is what they do not model — and
-:func:`common.evaluate.overloads` reports what its plan puts above each limit once charged
-under the truth, never clipped.
+Model v1.1's plant limits (docs/model.md §12: derated capacity, grid connection, water allowance)
+are enforced by the centralised optimum alone. Every baseline plans as model v1 does, without the
+plant — the heat is what they do not model — and :func:`thermoroute.common.evaluate.overloads`
+reports what its plan puts above each limit once charged under the truth, never clipped.
 
-The two linear programs (price-only, carbon-only) are degenerate — many schedules tie — so
-they are made unique by the lexicographic tie-break of :func:`common.central.solve_central`
+The two linear programs (price-only, carbon-only) are degenerate — many schedules tie — so they are
+made unique by the lexicographic tie-break of :func:`thermoroute.common.central.solve_central`
 (least-norm schedule among the optimal ones, i.e. ties spread evenly).
 """
 
@@ -37,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from common.central import CentralResult, CentralSolveError, solve_central
-from common.evaluate import (
+from thermoroute.common.central import CentralResult, CentralSolveError, solve_central
+from thermoroute.common.evaluate import (
     Evaluation,
     evaluate,
     feasibility,
@@ -48,8 +47,8 @@ from common.evaluate import (
     true_wue,
     without_residues,
 )
-from common.outputs import SolverStats
-from common.scenario import Scenario
+from thermoroute.common.outputs import SolverStats
+from thermoroute.common.scenario import Scenario
 
 #: Demand (req/s) or volume (requests) a greedy baseline may leave unplaced, relative.
 GREEDY_TOLERANCE = 1e-9
@@ -58,8 +57,8 @@ GREEDY_TOLERANCE = 1e-9
 class BaselineError(CentralSolveError):
     """A baseline could not produce a feasible schedule.
 
-    A :class:`~common.central.CentralSolveError`, so a caller that reports solver failures
-    (the CLI) catches both with one ``except``.
+    A :class:`~thermoroute.common.central.CentralSolveError`, so a caller that reports solver
+    failures (the CLI) catches both with one ``except``.
     """
 
 
@@ -102,7 +101,8 @@ def _from_central(result: CentralResult, **extra: Any) -> Schedule:
 
 
 def central(scenario: Scenario) -> Schedule:
-    """The temperature-aware optimum of the full model (:func:`common.central.solve_central`)."""
+    """The temperature-aware optimum of the full model
+    (:func:`thermoroute.common.central.solve_central`)."""
     return _from_central(solve_central(scenario))
 
 
@@ -283,7 +283,7 @@ class SolverRun:
         worst relative violation of the coupling rows by the returned schedule,
         ``dual_residual`` 0, ``wall_s`` the planning time; solver details in ``extra``.
     shadow_prices : ndarray (R, C, T) or None
-        For ``central``: AUD per additional request (see :mod:`common.central`).
+        For ``central``: AUD per additional request (see :mod:`thermoroute.common.central`).
     """
 
     name: str

@@ -21,8 +21,8 @@ request:
 - deferrable ``(j, c)``: the row is already in requests, the price is ``∂J*/∂V[j,c]``.
 
 :attr:`CentralResult.row_prices` holds the same duals in unscaled row units, in the order of
-:class:`common.coupling.CouplingLayout` (AUD per req/s for interactive rows, AUD per request
-for deferrable rows): that is what the exchange-ADMM coordinator's ``ρ·u / scale`` should
+:class:`thermoroute.common.coupling.CouplingLayout` (AUD per req/s for interactive rows, AUD per
+request for deferrable rows): that is what the exchange-ADMM coordinator's ``ρ·u / scale`` should
 converge to (up to the sign convention of its residual).
 """
 
@@ -37,10 +37,10 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 
-from common.coupling import CouplingLayout
-from common.evaluate import plant_limits as limits_of
-from common.evaluate import true_pue, true_wue
-from common.scenario import Scenario
+from thermoroute.common.coupling import CouplingLayout
+from thermoroute.common.evaluate import plant_limits as limits_of
+from thermoroute.common.evaluate import true_pue, true_wue
+from thermoroute.common.scenario import Scenario
 
 #: Clarabel tolerances: duality gap (absolute and relative) and primal/dual feasibility.
 #: Ten times tighter than Clarabel's defaults; 1e-10 stalls on large fleets (the relative
@@ -455,7 +455,7 @@ def _solve(problem: cp.Problem, scenario: Scenario, what: str) -> tuple[str, dic
 
 def _infeasible_message(scenario: Scenario, what: str, solver: str) -> str:
     # Imported here: scenario_io is heavy and only needed to explain a failure.
-    from common.scenario_io import check_servable
+    from thermoroute.common.scenario_io import check_servable
 
     found = check_servable(scenario)
     detail = (
@@ -522,7 +522,7 @@ def solve_central(
     pue : float, ndarray (S,) or ndarray (S, T), optional
         Partial PUE [–] the planner believes in: one for the fleet, one per site (constant
         in time) or one per site and step; by default the true pPUE at each site's dry-bulb
-        temperature (:func:`common.evaluate.true_pue`).
+        temperature (:func:`thermoroute.common.evaluate.true_pue`).
     wue : float, ndarray (S,) or ndarray (S, T), optional
         On-site WUE [L/kWh] the planner believes in, shaped as ``pue``; by default the true
         WUE.
@@ -538,10 +538,11 @@ def solve_central(
         the optimal objective — load is spread evenly over equally good sites. Used by the
         LP baselines (price-only, carbon-only); duals are those of the first solve.
     plant_limits : bool
-        Enforce the scenario's model v1.1 limits (cooling-limited capacity, grid connection,
-        on-site water allowance; docs/model.md §12). ``False`` plans as model v1 does — a
-        baseline that does not model the plant; charging then reports what it overloads
-        (:func:`common.evaluate.overloads`). Without v1.1 data both are the same problem.
+        Enforce the scenario's model v1.1 limits (cooling-limited capacity, grid connection, on-site
+        water allowance; docs/model.md §12). ``False`` plans as model v1 does — a baseline that does
+        not model the plant; charging then reports what it overloads
+        (:func:`thermoroute.common.evaluate.overloads`). Without v1.1 data both are the same
+        problem.
 
     Returns
     -------

@@ -1,9 +1,9 @@
 """Compare the centralised optimum with every baseline, on one scenario or several.
 
-Every row is a schedule charged by :func:`common.evaluate.evaluate` under the true model;
-percent changes are against ``temperature-unaware``, the planner that optimises everything
-except the temperature dependence of cooling — so they show what temperature-awareness
-buys (or costs) in each quantity, whatever the sign.
+Every row is a schedule charged by :func:`thermoroute.common.evaluate.evaluate` under the true
+model; percent changes are against ``temperature-unaware``, the planner that optimises everything
+except the temperature dependence of cooling — so they show what temperature-awareness buys (or
+costs) in each quantity, whatever the sign.
 
 The gain of temperature-awareness (temperature-unaware − optimum, in AUD) is split by the
 ``mean-efficiency`` plan, which knows each site's own horizon-mean pPUE and WUE but not the
@@ -23,9 +23,9 @@ from typing import Any, overload
 from rich.markup import escape
 from rich.table import Table
 
-from common.baselines import SOLVERS, run_solver
-from common.evaluate import OVERLOAD_KINDS, objective_parts_aud, overload_report
-from common.scenario import Objective, Scenario
+from thermoroute.common.baselines import SOLVERS, run_solver
+from thermoroute.common.evaluate import OVERLOAD_KINDS, objective_parts_aud, overload_report
+from thermoroute.common.scenario import Objective, Scenario
 
 #: The solver every percent change is measured against.
 REFERENCE = "temperature-unaware"
@@ -46,8 +46,9 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
 )
 METRIC_KEYS = tuple(m[0] for m in METRICS)
 
-#: The terms of the objective (docs/model.md §6) as :func:`common.evaluate.objective_parts_aud`
-#: names them, and ``objective``, their sum: (key, title). All in AUD.
+#: The terms of the objective (docs/model.md §6) as
+#: :func:`thermoroute.common.evaluate.objective_parts_aud` #: names them, and ``objective``, their
+#: sum: (key, title). All in AUD.
 TERMS: tuple[tuple[str, str], ...] = (
     ("energy_cost", "energy cost"),
     ("carbon", "carbon"),
@@ -70,7 +71,7 @@ def objective_terms(totals: Mapping[str, float | None], objective: Objective) ->
     ----------
     totals : mapping
         ``energy_cost_aud``, ``carbon_kg``, ``water_l``, ``latency_req_s`` and
-        ``objective_aud`` (:meth:`common.evaluate.Evaluation.totals_with_objective`).
+        ``objective_aud`` (:meth:`thermoroute.common.evaluate.Evaluation.totals_with_objective`).
     objective : Objective
         The scenario's weights.
     """
@@ -196,7 +197,7 @@ class CompareRow:
         The objective's terms and total [AUD], keyed by :data:`TERM_KEYS`.
     overloads : dict
         Model v1.1 (a scenario with plant data only): per kind of limit
-        (:data:`common.evaluate.OVERLOAD_KINDS`) what the plan puts above it,
+        (:data:`thermoroute.common.evaluate.OVERLOAD_KINDS`) what the plan puts above it,
         ``{"site_hours", "it_kwh", "requests"}``; empty for v1 data.
     """
 
@@ -302,8 +303,8 @@ def compare(scenario: Scenario, solvers: Sequence[str] | None = None) -> Compari
     ----------
     scenario : Scenario
     solvers : sequence of str, optional
-        Names from :data:`common.baselines.SOLVERS`; default all of them, ``central`` first.
-        ``temperature-unaware`` (the reference of the percent changes), ``mean-efficiency``
+        Names from :data:`thermoroute.common.baselines.SOLVERS`; default all of them, ``central``
+        first. ``temperature-unaware`` (the reference of the percent changes), ``mean-efficiency``
         and ``central`` (the decomposition's) are always run.
 
     Returns

@@ -13,16 +13,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.physics.cooling import (
+from thermoroute.common.physics.cooling import (
     cooling_energy_kwh,
     derated_capacity_fraction,
     partial_pue,
     ppue_curve,
 )
-from common.physics.energy import carbon_kg, energy_cost_aud, facility_energy_kwh, it_power_kw
-from common.physics.latency import congestion_latency_req_s, mean_ttft_ms, path_latency_req_s
-from common.physics.water import daily_windows, offsite_water_l, onsite_wue
-from common.scenario import Objective, Scenario
+from thermoroute.common.physics.energy import (
+    carbon_kg,
+    energy_cost_aud,
+    facility_energy_kwh,
+    it_power_kw,
+)
+from thermoroute.common.physics.latency import (
+    congestion_latency_req_s,
+    mean_ttft_ms,
+    path_latency_req_s,
+)
+from thermoroute.common.physics.water import daily_windows, offsite_water_l, onsite_wue
+from thermoroute.common.scenario import Objective, Scenario
 
 TOTAL_KEYS = (
     "energy_cost_aud",
@@ -313,7 +322,7 @@ def without_residues(
     stay = np.zeros_like(dropped, dtype=bool)
     deferrable = np.asarray(scenario.classes.deferrable, dtype=bool)
     # Past a full site's capacity by at most this many GPUs in all (a tenth of the
-    # feasibility tolerance, common.evaluate.Feasibility).
+    # feasibility tolerance, thermoroute.common.evaluate.Feasibility).
     overload = np.full(room.shape, OVERLOAD_BUDGET_GPUS)
     for j, k, step in zip(r[~ok], c[~ok], t[~ok], strict=True):
         pool = candidates[:, j, k, :]

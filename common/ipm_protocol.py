@@ -1,15 +1,15 @@
 """The messages of the distributed interior-point method, coordinator ↔ site group.
 
-Typed and small. The coordinator broadcasts one :class:`IpmRequest` per round (the same to
-every group); every group answers one :class:`Aggregate`: the sum over its sites of the
-round's fields, packed in the order :func:`round_fields` gives, masked when secure
-aggregation is on (:mod:`common.secure_aggregation`) so that only the fleet sum can be read.
+Typed and small. The coordinator broadcasts one :class:`IpmRequest` per round (the same to every
+group); every group answers one :class:`Aggregate`: the sum over its sites of the round's fields,
+packed in the order :func:`round_fields` gives, masked when secure aggregation is on
+(:mod:`thermoroute.common.secure_aggregation`) so that only the fleet sum can be read.
 
 Rounds of one iteration
 -----------------------
 ``newton``
     sites take the previous step, then send their Schur contribution ``A K⁻¹ Aᵀ`` (in the
-    layout's :class:`~common.schur_pattern.SchurPattern`), the predictor right-hand side
+    layout's :class:`~thermoroute.common.schur_pattern.SchurPattern`), the predictor right-hand side
     ``A K⁻¹ g_aff``, served demand ``A ξ``, the complementarity ``ξᵀz + sᵀw`` and its
     number of pairs, their objective (the fleet's is the sum; the duality gap is measured
     against it), and a count of sites whose dual residual is not yet small.
@@ -34,7 +34,7 @@ Rounds of one iteration
 Before the first round each group answers the run's start (:class:`IpmStart`) with the
 count of its sites whose model v1.1 limits span several steps (a daily water allowance):
 if the fleet's count is not zero the Schur complement is sent on the pattern across steps
-(:class:`common.schur_pattern.SchurPattern`), which ``newton`` requests then say.
+(:class:`thermoroute.common.schur_pattern.SchurPattern`), which ``newton`` requests then say.
 
 Step lengths are a minimum over sites, which a sum cannot give; the sites send instead, for
 every step on a fixed grid, whether it is infeasible for them. The sum counts the sites
@@ -48,7 +48,7 @@ from typing import Literal
 
 import numpy as np
 
-from common.secure_aggregation import MaskingSetup
+from thermoroute.common.secure_aggregation import MaskingSetup
 
 Phase = Literal["start", "newton", "predict", "correct", "centre", "recentred", "clean", "finish"]
 
@@ -150,10 +150,10 @@ class IpmSiteSettings:
         A site's dual residual counts as small when ``‖r_d‖∞ ≤ eps_rel · max(1, ‖c‖∞)``.
     clean_share : float
         Flows below this share of their row's demand are dropped before the schedule is
-        written (:mod:`coordinator.ipm`).
+        written (:mod:`thermoroute.coordinator.ipm`).
     dual_floor : float
         Initial bound duals are at least this share of the site's largest cost (then
-        centred, :meth:`site_agent.ipm.SiteInteriorPoint.start`).
+        centred, :meth:`thermoroute.site_agent.ipm.SiteInteriorPoint.start`).
     initial_capacity_dual : float
         Initial duals of the capacity rows (before centring).
     """

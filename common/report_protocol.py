@@ -11,7 +11,7 @@ each iterate. None of that needs a site's own physics or costs, so (docs/model.m
    answering its sites' served demand, dropped flows and spare room per row, summed and
    masked like the report; the coordinator's :func:`repair_factors`; and
    ``finish_report(CleanFinish)``, after which each site's reported iterate is the cleaned
-   one (the interior point cleans in its own rounds, :mod:`common.ipm_protocol`);
+   one (the interior point cleans in its own rounds, :mod:`thermoroute.common.ipm_protocol`);
 3. ``final_report(ReportRequest, group_index)`` — each group answers a :class:`GroupReport`:
    per site a :class:`SiteDecision` (its flows ``x``, which iterate they are, and counts of
    inner-solve trouble), plus one vector of *sums over its sites* laid out by
@@ -19,8 +19,8 @@ each iterate. None of that needs a site's own physics or costs, so (docs/model.m
    read only the fleet's sums. Each site writes its own detail (``site_steps.csv``, its
    totals, objective parts and history) under ``<output>/<site_id>/`` on its own node.
 
-With ``share_details`` (the operator's ``--share-site-details``) a decision also carries the
-site's full :class:`~site_agent.agent.SiteReport`-style detail and the coordinator writes the
+With ``share_details`` (the operator's ``--share-site-details``) a decision also carries the site's
+full :class:`~thermoroute.site_agent.agent.SiteReport`-style detail and the coordinator writes the
 per-site files of output format v1 as a central run does.
 """
 
@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from common.evaluate import TOTAL_KEYS
-from common.secure_aggregation import MaskingSetup
+from thermoroute.common.evaluate import TOTAL_KEYS
+from thermoroute.common.secure_aggregation import MaskingSetup
 
 #: Fleet sums the coordinator learns (the mean TTFT is derived from two of them).
 SUMMED_KEYS: tuple[str, ...] = (
@@ -176,7 +176,7 @@ class SiteDecision:
     inner_approximate, inner_failed, inner_fallbacks : int
         Counts of inner solves that ended inaccurate, failed, or needed the fallback.
     detail : Any, optional
-        The site's :class:`~site_agent.agent.SiteReport` — only with ``share_details``.
+        The site's :class:`~thermoroute.site_agent.agent.SiteReport` — only with ``share_details``.
     """
 
     site_id: str

@@ -2,7 +2,7 @@
 
 A :class:`Scenario` holds every table of a scenario directory as NumPy arrays indexed by
 site ``i``, region ``j``, class ``c`` and step ``t``. Reading and writing the directory format
-lives in :mod:`common.scenario_io`; this module only defines the data and the derived
+lives in :mod:`thermoroute.common.scenario_io`; this module only defines the data and the derived
 quantities every solver needs (forbidden pairs, coupling rows).
 """
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from common.bounds import bound_of
-from common.errors import Problem, ScenarioError
-from common.evaluate import cooling_max_gpus
-from common.scenario import (
+from thermoroute.common.bounds import bound_of
+from thermoroute.common.errors import Problem, ScenarioError
+from thermoroute.common.evaluate import cooling_max_gpus
+from thermoroute.common.scenario import (
     COOLING_COLUMNS,
     PLANT_COLUMNS,
     WUE_MODELS,

@@ -1,13 +1,13 @@
 """Where the coupling rows' Schur complement can be non-zero: one fixed pattern per layout.
 
-In the distributed interior-point method (:mod:`coordinator.ipm`) each site contributes
+In the distributed interior-point method (:mod:`thermoroute.coordinator.ipm`) each site contributes
 ``A_i K_i⁻¹ A_iᵀ`` to the coordinator's ``m × m`` matrix. A site's variables of step ``t``
 touch the interactive rows of step ``t`` and the deferrable rows, and ``K_i⁻¹`` couples them
 only within a step (its Hessian is diagonal plus one rank-one term per step). So whatever the
 sites, the sum lives in the union over ``t`` of the blocks ``I_t × I_t`` with ``I_t`` the
 interactive rows of ``t`` plus every deferrable row. The pattern depends on the layout only,
 so every site can write its contribution into the same vector and the contributions can be
-summed — and masked — entry by entry (:mod:`common.secure_aggregation`).
+summed — and masked — entry by entry (:mod:`thermoroute.common.secure_aggregation`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from common.coupling import CouplingLayout
+from thermoroute.common.coupling import CouplingLayout
 
 
 class SchurPattern:
@@ -24,7 +24,7 @@ class SchurPattern:
     A site with a model v1.1 water allowance (docs/model.md §12) has a constraint over a
     day of steps, which couples the rows of those steps in its ``K⁻¹``: with
     ``across_steps`` the pattern is the whole lower triangle. The coordinator picks it for a
-    run when the masked count of such sites is not zero (:mod:`coordinator.ipm`).
+    run when the masked count of such sites is not zero (:mod:`thermoroute.coordinator.ipm`).
 
     Parameters
     ----------

@@ -1,10 +1,10 @@
 """Synthetic scenarios of any size over Australia, for tests and scaling experiments.
 
-:func:`synthesize` builds a complete, valid :class:`~common.scenario.Scenario` (it passes
-:func:`common.scenario_io.load_scenario` after a write) from a seed alone: a fleet of edge data
-centres spread over populated Australia, regions at population centres, three request classes
-and plausible hourly weather and grid signals. Nothing is read from disk, and the same
-arguments always give the same scenario.
+:func:`synthesize` builds a complete, valid :class:`~thermoroute.common.scenario.Scenario` (it
+passes :func:`thermoroute.common.scenario_io.load_scenario` after a write) from a seed alone: a
+fleet of edge data centres spread over populated Australia, regions at population centres, three
+request classes and plausible hourly weather and grid signals. Nothing is read from disk, and the
+same arguments always give the same scenario.
 
 What is synthetic and how
 -------------------------
@@ -23,7 +23,7 @@ What is synthetic and how
   intensity, lowered around solar noon.
 - **Fleet.** H100 or A100 sites (60/40), 64–1,024 GPUs, cooling ``tower`` (cycles 4–8),
   ``economizer`` (threshold 16–20 °C wet bulb, slope 0.02–0.06 L/kWh/°C) or ``dry``; serving
-  profiles from :mod:`common.physics.serving`; RTT from great-circle distance.
+  profiles from :mod:`thermoroute.common.physics.serving`; RTT from great-circle distance.
 - **Demand.** Interactive requests per region proportional to population with the BurstGPT
   hour-of-day shape applied in the region's local (January daylight-saving) time; sized so the
   interactive peak plus the mean batch rate keeps the fleet :data:`TARGET_PEAK_UTILISATION`
@@ -49,11 +49,11 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 
-from common.physics.cooling import DEFAULT_PPUE_A, DEFAULT_PPUE_B, DEFAULT_PPUE_C
-from common.physics.latency import great_circle_km, modelled_rtt_ms
-from common.physics.psychrometrics import wet_bulb_stull
-from common.physics.serving import idle_w, reference_gpu_s, serving_profile
-from common.scenario import Classes, Objective, Regions, Scenario, Sites, step_times
+from thermoroute.common.physics.cooling import DEFAULT_PPUE_A, DEFAULT_PPUE_B, DEFAULT_PPUE_C
+from thermoroute.common.physics.latency import great_circle_km, modelled_rtt_ms
+from thermoroute.common.physics.psychrometrics import wet_bulb_stull
+from thermoroute.common.physics.serving import idle_w, reference_gpu_s, serving_profile
+from thermoroute.common.scenario import Classes, Objective, Regions, Scenario, Sites, step_times
 
 #: NEM market time (AEST, no daylight saving).
 NEM_TZ = timezone(timedelta(hours=10))
@@ -410,7 +410,7 @@ def _make_servable(scenario: Scenario) -> Scenario:
     """
     from dataclasses import replace
 
-    from common.scenario_io import check_servable
+    from thermoroute.common.scenario_io import check_servable
 
     for _ in range(60):
         if not check_servable(scenario):

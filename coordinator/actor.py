@@ -5,8 +5,8 @@ on Ray the composition root wraps it with ``ray.remote`` as a *threaded* actor
 (``max_concurrency > 1``) so that :meth:`Coordinator.status` answers the driver's live
 display while :meth:`Coordinator.run` is iterating in another thread.
 
-The coordinator reaches the sites only through a :class:`coordinator.fleet.Fleet`; what it
-receives from them is served demand per iteration and, at the end, their final reports.
+The coordinator reaches the sites only through a :class:`thermoroute.coordinator.fleet.Fleet`; what
+it receives from them is served demand per iteration and, at the end, their final reports.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from common.evaluate import objective_parts_aud
-from common.report_protocol import (
+from thermoroute.common.evaluate import objective_parts_aud
+from thermoroute.common.report_protocol import (
     CLEAN_FIELDS,
     CleanFinish,
     CleanRequest,
@@ -32,17 +32,17 @@ from common.report_protocol import (
     ReportRequest,
     repair_factors,
 )
-from common.scenario import DemandView
-from common.scenario_io import write_directory_atomic
-from common.secure_aggregation import MaskingSetup, masking_setups, unmask_sum
-from coordinator.admm import AdmmSettings, ExchangeStructure, build_structure
-from coordinator.data import layout_of, row_scale_of
-from coordinator.events import RunObserver
-from coordinator.fleet import Fleet, RayFleet, Tap
-from coordinator.methods import MethodRun, MethodSettings, method_for
-from coordinator.metrics import linger as linger_metrics
-from coordinator.metrics import notify_objective
-from coordinator.results import RunOutputs, assemble, history_of
+from thermoroute.common.scenario import DemandView
+from thermoroute.common.scenario_io import write_directory_atomic
+from thermoroute.common.secure_aggregation import MaskingSetup, masking_setups, unmask_sum
+from thermoroute.coordinator.admm import AdmmSettings, ExchangeStructure, build_structure
+from thermoroute.coordinator.data import layout_of, row_scale_of
+from thermoroute.coordinator.events import RunObserver
+from thermoroute.coordinator.fleet import Fleet, RayFleet, Tap
+from thermoroute.coordinator.methods import MethodRun, MethodSettings, method_for
+from thermoroute.coordinator.metrics import linger as linger_metrics
+from thermoroute.coordinator.metrics import notify_objective
+from thermoroute.coordinator.results import RunOutputs, assemble, history_of
 
 #: The coordinator's checkpoint file in its checkpoint directory.
 CHECKPOINT_FILE = "coordinator.ckpt"
@@ -95,7 +95,8 @@ class Coordinator:
     view : DemandView
         Demand, batch volumes, regions and classes: everything the coordinator knows.
     settings : AdmmSettings or IpmSettings
-        The method is the one whose settings these are (:func:`coordinator.methods.method_for`).
+        The method is the one whose settings these are
+        (:func:`thermoroute.coordinator.methods.method_for`).
     observers : sequence of RunObserver
         Called each iteration (coordinator/events.py); on Ray they run inside the actor.
     run_id : str, optional

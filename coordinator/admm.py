@@ -18,12 +18,13 @@ rows it can serve, its *support*). Per iteration ``k``:
 4. primal residual ``‖p − z‖`` and dual residual ``ρ‖z_new − z_old‖`` over the stacked
    support entries, Boyd's ``ε_abs``/``ε_rel`` stopping test, residual balancing of ``ρ``.
 
-``S_r`` is the set of sites whose support holds row ``r``. The scaled dual ``u`` is one value
-per row, because the ``z``-update makes every site's dual on a row equal. The coordinator's
-state is the fixed-point variable ``v = (z, u)``; :mod:`coordinator.acceleration` extrapolates
-it (Anderson type II, A2DR) when acceleration is selected.
+``S_r`` is the set of sites whose support holds row ``r``. The scaled dual ``u`` is one value per
+row, because the ``z``-update makes every site's dual on a row equal. The coordinator's state is the
+fixed-point variable ``v = (z, u)``; :mod:`thermoroute.coordinator.acceleration` extrapolates it
+(Anderson type II, A2DR) when acceleration is selected.
 
-Nothing here knows of Ray: the loop talks to an abstract :class:`coordinator.fleet.Fleet`.
+Nothing here knows of Ray: the loop talks to an abstract
+:class:`thermoroute.coordinator.fleet.Fleet`.
 
 References
 ----------
@@ -47,14 +48,14 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from common.admm_protocol import AdmmRequest
-from common.coupling import CouplingLayout
-from common.scenario import DemandView
-from coordinator.acceleration import AndersonAccelerator, RestartedNesterov
-from coordinator.events import IterationRecord, RunObserver, RunState, notify_all
+from thermoroute.common.admm_protocol import AdmmRequest
+from thermoroute.common.coupling import CouplingLayout
+from thermoroute.common.scenario import DemandView
+from thermoroute.coordinator.acceleration import AndersonAccelerator, RestartedNesterov
+from thermoroute.coordinator.events import IterationRecord, RunObserver, RunState, notify_all
 
 if TYPE_CHECKING:
-    from coordinator.fleet import Fleet
+    from thermoroute.coordinator.fleet import Fleet
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class AdmmSettings:
     clean_share : float
         At the end of the run the sites drop the reported iterate's flows below this share
         of their row's demand and put their volume back on the row's other servers
-        (:mod:`common.report_protocol`); 0 keeps every flow.
+        (:mod:`thermoroute.common.report_protocol`); 0 keeps every flow.
     solve_timeout_s : float
         Deadline of one fan-out/fan-in; a site later than this keeps its last proposal.
     agent_restarts : int

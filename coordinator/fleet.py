@@ -4,14 +4,14 @@ A :class:`Fleet` hides where the sites run. :class:`InlineFleet` calls plain sit
 objects in this process; :class:`RayFleet` calls site-group actors with one ``solve`` task
 per group per iteration and a deadline on every wait.
 
-Both speak to *groups* (``site_agent.group.SiteGroup`` or anything with the same methods):
-``register(layout, row_scale, rho) -> {site_id: support_rows}``,
-``solve(AdmmRequest) -> AdmmAnswer`` (:mod:`common.admm_protocol`), the generic
-``method_begin`` / ``method_start`` / ``method_round`` of methods with rounds of their own,
-the end-of-run ``report_keys`` / ``final_report`` (:mod:`common.report_protocol`) and
-``shift(steps, start)``. Nothing else: a site's own telemetry stays on its node. The
-coordinator stacks every site's support entries in one vector, sites in group order, so
-each group's share of the stacked vector is one contiguous slice.
+Both speak to *groups* (``thermoroute.site_agent.group.SiteGroup`` or anything with the same
+methods): ``register(layout, row_scale, rho) -> {site_id: support_rows}``, ``solve(AdmmRequest) ->
+AdmmAnswer`` (:mod:`thermoroute.common.admm_protocol`), the generic ``method_begin`` /
+``method_start`` / ``method_round`` of methods with rounds of their own, the end-of-run
+``report_keys`` / ``final_report`` (:mod:`thermoroute.common.report_protocol`) and ``shift(steps,
+start)``. Nothing else: a site's own telemetry stays on its node. The coordinator stacks every
+site's support entries in one vector, sites in group order, so each group's share of the stacked
+vector is one contiguous slice.
 
 Messages stay small: a group receives only its own sites' targets (one float per support
 row) and answers only its sites' served demand; the layout and row scales, the same for
@@ -30,9 +30,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from common.admm_protocol import AdmmAnswer, AdmmRequest
-from common.coupling import CouplingLayout
-from common.service_protocol import RefreshAnswer
+from thermoroute.common.admm_protocol import AdmmAnswer, AdmmRequest
+from thermoroute.common.coupling import CouplingLayout
+from thermoroute.common.service_protocol import RefreshAnswer
 
 log = logging.getLogger(__name__)
 

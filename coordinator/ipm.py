@@ -1,10 +1,11 @@
 """The distributed primal–dual interior-point method: the coordinator's side.
 
 The fleet solves ``min Σ_i f_i(ξ_i)`` s.t. ``Σ_i A_i ξ_i = b`` (scaled coupling rows), each site
-with ``ξ_i ≥ 0`` and its capacity ``H_i ξ_i ≤ cap_i``. A primal–dual interior point with
-Mehrotra's predictor–corrector eliminates every site's variables at the site
-(:mod:`site_agent.ipm`), so the coordinator works only in the ``m`` coupling rows — ``m`` does
-not grow with the number of sites. Per iteration, three rounds (:mod:`common.ipm_protocol`):
+with ``ξ_i ≥ 0`` and its capacity ``H_i ξ_i ≤ cap_i``. A primal–dual interior point with Mehrotra's
+predictor–corrector eliminates every site's variables at the site
+(:mod:`thermoroute.site_agent.ipm`), so the coordinator works only in the ``m`` coupling rows —
+``m`` does not grow with the number of sites. Per iteration, three rounds
+(:mod:`thermoroute.common.ipm_protocol`):
 
 1. ``newton``: the sites take the last step, then send (summed, masked)
    ``S = Σ A_i K_i⁻¹ A_iᵀ``, ``Σ A_i K_i⁻¹ g_aff``, ``Σ A_i ξ_i``, the complementarity and the
@@ -34,7 +35,7 @@ that put that flow — and the last residual — back on the remaining servers o
 Shadow prices are ``λ``: ``∇f_i + A_iᵀλ = z_i ≥ 0``, so one more scaled unit of demand on a
 row costs ``−λ_r`` at the optimum.
 
-Nothing here knows of Ray; the loop talks to a :class:`coordinator.fleet.Fleet`.
+Nothing here knows of Ray; the loop talks to a :class:`thermoroute.coordinator.fleet.Fleet`.
 """
 
 from __future__ import annotations
@@ -49,23 +50,23 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from common.coupling import CouplingLayout
-from common.ipm_protocol import (
+from thermoroute.common.coupling import CouplingLayout
+from thermoroute.common.ipm_protocol import (
     IpmRequest,
     IpmSiteSettings,
     IpmStart,
     longest_free_step,
     unpack,
 )
-from common.report_protocol import repair_factors
-from common.schur_pattern import SchurPattern, factor, solve
-from common.secure_aggregation import masking_setups, unmask_sum
-from coordinator.events import IterationRecord, RunObserver, RunState, notify_all
-from coordinator.fleet import RoundFailed
+from thermoroute.common.report_protocol import repair_factors
+from thermoroute.common.schur_pattern import SchurPattern, factor, solve
+from thermoroute.common.secure_aggregation import masking_setups, unmask_sum
+from thermoroute.coordinator.events import IterationRecord, RunObserver, RunState, notify_all
+from thermoroute.coordinator.fleet import RoundFailed
 
 if TYPE_CHECKING:
-    from coordinator.admm import ExchangeStructure
-    from coordinator.fleet import Fleet
+    from thermoroute.coordinator.admm import ExchangeStructure
+    from thermoroute.coordinator.fleet import Fleet
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,8 @@ class IpmSettings:
     step_fraction : float
         ``η``: the fraction of the longest feasible step taken (keeps the iterate interior).
     secure_aggregation : bool
-        Mask every group's sums (:mod:`common.secure_aggregation`) so the coordinator reads
-        only fleet sums. Off only to measure what masking costs.
+        Mask every group's sums (:mod:`thermoroute.common.secure_aggregation`) so the coordinator
+        reads only fleet sums. Off only to measure what masking costs.
     centrality_correctors : int
         Gondzio's correctors tried per iteration (two rounds each; a correction is kept only
         when it lengthens the step by ``GONDZIO_GAIN · GONDZIO_STEP``). They cut the
@@ -120,7 +121,7 @@ class IpmSettings:
         Deadline of one round.
     agent_restarts : int
         Crashes of one agent actor Ray recovers from (the actor comes back; see
-        :class:`coordinator.fleet.RayFleet`).
+        :class:`thermoroute.coordinator.fleet.RayFleet`).
     time_limit_s : float or None
         Stop (not converged) after this much wall time.
     """
@@ -544,7 +545,7 @@ class DistributedInteriorPoint:
 
     def _clean(self, fleet: Fleet, iteration: int, served: np.ndarray) -> dict[str, float]:
         """Drop tiny flows at the sites and put their volume back on each row's servers
-        (:func:`common.report_protocol.repair_factors`)."""
+        (:func:`thermoroute.common.report_protocol.repair_factors`)."""
         b = self.structure.b
         answer = self._round(fleet, IpmRequest(iteration, "clean", demand=b))
         dropped = answer["dropped"]

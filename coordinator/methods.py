@@ -1,13 +1,13 @@
 """The contract between the coordinator and a distributed method, and the registry.
 
-A method (in the spirit of cvxpy's solver interface) is a class with a settings type, built
-from the fleet's coupling structure, that runs over a :class:`~coordinator.fleet.Fleet` and
-hands back a :class:`MethodRun`: whatever the method, the coordinator then collects the
-sites' final reports and assembles the same outputs (:mod:`coordinator.results`).
+A method (in the spirit of cvxpy's solver interface) is a class with a settings type, built from the
+fleet's coupling structure, that runs over a :class:`~thermoroute.coordinator.fleet.Fleet` and hands
+back a :class:`MethodRun`: whatever the method, the coordinator then collects the sites' final
+reports and assembles the same outputs (:mod:`thermoroute.coordinator.results`).
 
-Adding a method: one coordinator module implementing :class:`DistributedMethod`, its line
-in :data:`METHODS`; if its sites do more than ADMM's subproblem solve, one site module with
-a handler for the fleet's generic rounds and its line in ``site_agent.methods.SITE_METHODS``.
+Adding a method: one coordinator module implementing :class:`DistributedMethod`, its line in
+:data:`METHODS`; if its sites do more than ADMM's subproblem solve, one site module with a handler
+for the fleet's generic rounds and its line in ``thermoroute.site_agent.methods.SITE_METHODS``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from common.coupling import CouplingLayout
-from common.outputs import CONVERGENCE_COLUMNS
-from coordinator.admm import (
+from thermoroute.common.coupling import CouplingLayout
+from thermoroute.common.outputs import CONVERGENCE_COLUMNS
+from thermoroute.coordinator.admm import (
     AdmmSettings,
     AdmmState,
     ExchangeAdmm,
@@ -29,9 +29,15 @@ from coordinator.admm import (
     IterationLog,
     shift_state,
 )
-from coordinator.events import RunObserver
-from coordinator.fleet import Fleet
-from coordinator.ipm import DistributedInteriorPoint, IpmLog, IpmResult, IpmSettings, shift_prices
+from thermoroute.coordinator.events import RunObserver
+from thermoroute.coordinator.fleet import Fleet
+from thermoroute.coordinator.ipm import (
+    DistributedInteriorPoint,
+    IpmLog,
+    IpmResult,
+    IpmSettings,
+    shift_prices,
+)
 
 #: A method's progress for the coordinator's status (live display): plain figures.
 StatusHook = Callable[[dict[str, Any]], None]
@@ -66,8 +72,8 @@ class MethodRun:
     state : object
         The method's state for a warm start of the next horizon (:meth:`shift`).
     clean_share : float or None
-        The end of the run cleans the reported iterate of flows below this share of their
-        row's demand (:class:`common.report_protocol.CleanRequest`); ``None``: the method
+        The end of the run cleans the reported iterate of flows below this share of their row's
+        demand (:class:`thermoroute.common.report_protocol.CleanRequest`); ``None``: the method
         cleaned it already, or keeps every flow.
     result : object
         The method's own result (``AdmmResult``, ``IpmResult``) for diagnostics.
@@ -140,7 +146,7 @@ class DistributedMethod(Protocol):
 
 
 class AdmmMethod:
-    """Exchange ADMM (:mod:`coordinator.admm`) behind the method contract, unchanged."""
+    """Exchange ADMM (:mod:`thermoroute.coordinator.admm`) behind the method contract, unchanged."""
 
     name: ClassVar[str] = "admm"
     settings_type: ClassVar[type] = AdmmSettings
@@ -251,7 +257,7 @@ class AdmmMethod:
 
 
 class InteriorPointMethod:
-    """The distributed interior-point method (:mod:`coordinator.ipm`)."""
+    """The distributed interior-point method (:mod:`thermoroute.coordinator.ipm`)."""
 
     name: ClassVar[str] = "ipm"
     settings_type: ClassVar[type] = IpmSettings

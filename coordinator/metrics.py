@@ -1,12 +1,12 @@
 """Prometheus metrics of the coordinator: an observer of a distributed run and a ``/metrics``
 server.
 
-:class:`CoordinatorMetrics` implements :class:`coordinator.events.RunObserver` and keeps the
-product's metric families in a registry of their own (:data:`REGISTRY`, not
-``prometheus_client``'s global one, so nothing else in the process leaks into the
-product's scrape). :func:`start_metrics_server` serves a registry over HTTP from a daemon
-thread; its :meth:`MetricsServer.linger` keeps the process alive after a run until
-Prometheus has scraped the final values, or a deadline passes.
+:class:`CoordinatorMetrics` implements :class:`thermoroute.coordinator.events.RunObserver` and keeps
+the product's metric families in a registry of their own (:data:`REGISTRY`, not
+``prometheus_client``'s global one, so nothing else in the process leaks into the product's scrape).
+:func:`start_metrics_server` serves a registry over HTTP from a daemon thread; its
+:meth:`MetricsServer.linger` keeps the process alive after a run until Prometheus has scraped the
+final values, or a deadline passes.
 
 Exported families (labels ``run`` and ``site`` only, plus ``part`` for the four objective
 parts and the state-set label of ``thermoroute_run_state``; never per request):
@@ -72,7 +72,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, make_wsgi_app
 
-from coordinator.events import IterationRecord, RunObserver, RunState
+from thermoroute.coordinator.events import IterationRecord, RunObserver, RunState
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ __all__ = [
 #: The product's registry; the coordinator's metrics live here, never in the global one.
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-#: Objective parts reported by :class:`coordinator.events.IterationRecord` (AUD).
+#: Objective parts reported by :class:`thermoroute.coordinator.events.IterationRecord` (AUD).
 OBJECTIVE_PARTS: tuple[str, ...] = ("energy_cost", "carbon", "water", "latency")
 
 #: Histogram buckets (s) of one site's QP solve: a raw OSQP re-solve takes 0.05–0.3 ms and a
@@ -474,7 +474,8 @@ def _finite(value: float) -> bool:
 
 
 class CoordinatorMetrics:
-    """A :class:`~coordinator.events.RunObserver` that exports a run as Prometheus metrics.
+    """A :class:`~thermoroute.coordinator.events.RunObserver` that exports a run as Prometheus
+    metrics.
 
     Parameters
     ----------
@@ -686,8 +687,8 @@ def notify_objective(
 ) -> None:
     """Call ``on_objective`` on every observer that has it; never raises.
 
-    The :class:`~coordinator.events.RunObserver` protocol has no end-of-run objective event
-    (sites report totals only at the end); observers that want it, like
+    The :class:`~thermoroute.coordinator.events.RunObserver` protocol has no end-of-run objective
+    event (sites report totals only at the end); observers that want it, like
     :class:`CoordinatorMetrics`, implement ``on_objective(run_id, objective_aud, parts)``.
     """
     for observer in observers:

@@ -2,7 +2,7 @@
 
 Every step (an hour) the fleet re-solves the next horizon of ``T`` steps with a forecast,
 applies only the first step, and moves on; ADMM is warm-started from the previous solution
-shifted by one step (:func:`coordinator.admm.shift_state` for ``z`` and ``u``; the sites
+shifted by one step (:func:`thermoroute.coordinator.admm.shift_state` for ``z`` and ``u``; the sites
 shift their own ``x``).
 
 Demand forecast (the coordinator's data, so its noise is applied here)
@@ -13,7 +13,7 @@ an independent log-normal factor ``exp(σ_t ε − σ_t²/2)``, ``ε ~ N(0, 1)``
 ``σ_t = σ · sqrt(t / (T − 1))``: unbiased, and growing with the lead time to ``σ`` at the end of
 the horizon (default ``σ = 0.10``, a typical day-ahead error of aggregate request rates).
 The site-side signals (weather, prices, carbon) are each site's own data; their forecast
-noise belongs to the site agent (:mod:`site_agent.forecast`).
+noise belongs to the site agent (:mod:`thermoroute.site_agent.forecast`).
 
 Batch volume in a rolling horizon
 ---------------------------------
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from common.scenario import DemandView
+from thermoroute.common.scenario import DemandView
 
 #: Default relative error (1 σ) of the demand forecast at the end of the horizon.
 DEMAND_NOISE_SIGMA = 0.10

@@ -1,7 +1,7 @@
 """Assemble a distributed run's outputs (docs/model.md §9) from what the sites reported.
 
 The coordinator never charges a schedule itself — it has no site data. At the end each site
-group answers one :class:`~common.report_protocol.GroupReport`: per site its flows (the
+group answers one :class:`~thermoroute.common.report_protocol.GroupReport`: per site its flows (the
 decision) and, masked by secure aggregation, the group's sums of the totals and of the
 objective per iterate. This module stacks the flows into ``schedule.csv``, unmasks the fleet
 sums for ``summary.json`` and ``convergence.csv``, and turns the duals into
@@ -20,15 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from common.coupling import CouplingLayout
-from common.evaluate import TOTAL_KEYS, SiteSteps
-from common.outputs import RunLabels, SolverStats, write_run
-from common.physics.latency import mean_ttft_ms
-from common.report_protocol import GroupReport, SiteDecision, unpack_report
-from common.scenario import DemandView
-from common.secure_aggregation import unmask_sum
-from coordinator.admm import ExchangeStructure
-from coordinator.methods import MethodRun
+from thermoroute.common.coupling import CouplingLayout
+from thermoroute.common.evaluate import TOTAL_KEYS, SiteSteps
+from thermoroute.common.outputs import RunLabels, SolverStats, write_run
+from thermoroute.common.physics.latency import mean_ttft_ms
+from thermoroute.common.report_protocol import GroupReport, SiteDecision, unpack_report
+from thermoroute.common.scenario import DemandView
+from thermoroute.common.secure_aggregation import unmask_sum
+from thermoroute.coordinator.admm import ExchangeStructure
+from thermoroute.coordinator.methods import MethodRun
 
 
 @dataclass
@@ -41,7 +41,7 @@ class SiteDetail:
         Active GPUs.
     steps : SiteSteps
     site_results : list of dict
-        Each site's totals (every key of :data:`common.evaluate.TOTAL_KEYS`, plus
+        Each site's totals (every key of :data:`thermoroute.common.evaluate.TOTAL_KEYS`, plus
         ``interactive_requests`` and ``objective_aud``).
     """
 
@@ -54,14 +54,15 @@ class SiteDetail:
 class ReportedSchedule:
     """The fleet's schedule and totals as the sites reported them.
 
-    Provides what :func:`common.outputs.write_run` reads of an ``Evaluation``.
+    Provides what :func:`thermoroute.common.outputs.write_run` reads of an ``Evaluation``.
 
     Attributes
     ----------
     x : ndarray (S, R, C, T)
         The schedule (the decision).
     fleet : dict
-        The fleet's sums (:data:`common.report_protocol.SUMMED_KEYS`), by secure aggregation.
+        The fleet's sums (:data:`thermoroute.common.report_protocol.SUMMED_KEYS`), by secure
+        aggregation.
     detail : SiteDetail, optional
         Per-site physics and totals (``share_details`` only).
     """
@@ -194,11 +195,11 @@ def shadow_prices_per_request(
 ) -> np.ndarray:
     """(R, C, T) marginal cost of one more request [AUD/request] (``shadow_prices.csv``).
 
-    ``scaled_prices`` are the duals of the scaled rows (:attr:`MethodRun.scaled_prices`);
-    one more scaled unit of row ``r`` costs ``−scaled_prices[r]``, one raw unit that divided
-    by ``s_r``. Interactive rows: the row price per (req/s over one step) divided by
-    ``3600Δ``; deferrable rows: the volume price, repeated at every step. NaN where no site
-    serves the row — the same convention as ``common.central.CentralResult.shadow_prices``.
+    ``scaled_prices`` are the duals of the scaled rows (:attr:`MethodRun.scaled_prices`); one more
+    scaled unit of row ``r`` costs ``−scaled_prices[r]``, one raw unit that divided by ``s_r``.
+    Interactive rows: the row price per (req/s over one step) divided by ``3600Δ``; deferrable rows:
+    the volume price, repeated at every step. NaN where no site serves the row — the same convention
+    as ``thermoroute.common.central.CentralResult.shadow_prices``.
     """
     per_step, per_volume = layout.unpack(-scaled_prices / structure.row_scale)
     served = structure.counts > 0

@@ -29,12 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
-from common.physics.cooling import DEFAULT_PPUE_A, DEFAULT_PPUE_B, DEFAULT_PPUE_C, partial_pue
-from common.physics.latency import great_circle_km, modelled_rtt_ms
-from common.physics.psychrometrics import wet_bulb_psychrometric
-from common.physics.serving import idle_w, reference_gpu_s, serving_profile
-from common.physics.water import DEFAULT_CYCLES, ewif_from_generation, wue_tower
-from common.scenario import (
+from data_build.periods import NEM_TZ, PERIODS, UTC, Period
+from thermoroute.common.physics.cooling import (
+    DEFAULT_PPUE_A,
+    DEFAULT_PPUE_B,
+    DEFAULT_PPUE_C,
+    partial_pue,
+)
+from thermoroute.common.physics.latency import great_circle_km, modelled_rtt_ms
+from thermoroute.common.physics.psychrometrics import wet_bulb_psychrometric
+from thermoroute.common.physics.serving import idle_w, reference_gpu_s, serving_profile
+from thermoroute.common.physics.water import DEFAULT_CYCLES, ewif_from_generation, wue_tower
+from thermoroute.common.scenario import (
     Classes,
     Objective,
     Regions,
@@ -43,7 +49,7 @@ from common.scenario import (
     allowed_pairs,
     step_times,
 )
-from common.scenario_io import (
+from thermoroute.common.scenario_io import (
     check_servable,
     csv_text,
     load_scenario,
@@ -51,7 +57,6 @@ from common.scenario_io import (
     scenario_toml,
     write_directory_atomic,
 )
-from data_build.periods import NEM_TZ, PERIODS, UTC, Period
 
 HERE = Path(__file__).resolve().parent
 RAW = HERE / "raw"
@@ -813,8 +818,8 @@ class HourlyWeather:
 def read_openmeteo(path: Path) -> dict[str, HourlyWeather]:
     """Every city's hourly dry bulb and wet bulb from a trimmed Open-Meteo file.
 
-    Wet bulb: :func:`common.physics.psychrometrics.wet_bulb_psychrometric` of each hour's
-    temperature, relative humidity and surface pressure (the WMO psychrometer equation).
+    Wet bulb: :func:`thermoroute.common.physics.psychrometrics.wet_bulb_psychrometric` of each
+    hour's temperature, relative humidity and surface pressure (the WMO psychrometer equation).
     """
     columns: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for row in read_csv(path):
@@ -1532,7 +1537,7 @@ hours); `dry` uses no water.
 
 Token means from the Azure LLM inference trace 2023 (conversation → chat and batch, code →
 code). `gpu_s`, `energy_j`, `prefill_ms` are the mean over the trace's requests of
-`common.physics.serving.serving_profile` (Splitwise Llama-2-70B profile; 8B derived by
+`thermoroute.common.physics.serving.serving_profile` (Splitwise Llama-2-70B profile; 8B derived by
 scaling). Forbidden (site, region, interactive class) pairs: {stats["forbidden_pairs"]} of
 {stats["interactive_pairs"]}; every region reaches at least {stats["min_sites_per_region_class"]}
 sites for every interactive class.

@@ -164,7 +164,7 @@ def design_conditions(source: Path, target: Path) -> int:
     """
     import numpy as np
 
-    from common.physics.psychrometrics import wet_bulb_psychrometric
+    from thermoroute.common.physics.psychrometrics import wet_bulb_psychrometric
 
     first, last = DESIGN_YEARS
     hours: dict[str, list[tuple[float, float, float]]] = {}

@@ -1,7 +1,7 @@
 """The site agent: one edge data centre taking part in a distributed method.
 
 A :class:`SiteAgent` holds its site's private data and its subproblem. It is a plain Python
-class; the composition root wraps it (or a :class:`~site_agent.group.SiteGroup` of them)
+class; the composition root wraps it (or a :class:`~thermoroute.site_agent.group.SiteGroup` of them)
 with ``ray.remote``, so nothing here imports Ray.
 
 What leaves the agent, and when:
@@ -9,7 +9,7 @@ What leaves the agent, and when:
 * :meth:`SiteAgent.register` — the site's support rows (which coupling rows it can serve:
   structural, not private);
 * :meth:`SiteAgent.solve` — every ADMM iteration, ``(iteration, A_i x_i)`` and nothing
-  else (the interior point's rounds go through the group: :mod:`site_agent.ipm`, every
+  else (the interior point's rounds go through the group: :mod:`thermoroute.site_agent.ipm`, every
   answer masked);
 * :meth:`SiteAgent.final_report` — once, at the end, the site's schedule and totals
   (results);
@@ -27,14 +27,14 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from common.admm_protocol import Penalty
-from common.coupling import CouplingLayout
-from common.evaluate import SiteSteps, evaluate
-from common.scenario import Scenario
-from site_agent.cleaning import CleanedFlows, drop_small_flows
-from site_agent.data import load_horizons
-from site_agent.forecast import SiteForecast
-from site_agent.subproblem import InnerSettings, SiteSubproblem
+from thermoroute.common.admm_protocol import Penalty
+from thermoroute.common.coupling import CouplingLayout
+from thermoroute.common.evaluate import SiteSteps, evaluate
+from thermoroute.common.scenario import Scenario
+from thermoroute.site_agent.cleaning import CleanedFlows, drop_small_flows
+from thermoroute.site_agent.data import load_horizons
+from thermoroute.site_agent.forecast import SiteForecast
+from thermoroute.site_agent.subproblem import InnerSettings, SiteSubproblem
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,8 @@ class SiteReport:
     active_gpus, load_gpus, it_kw, pue, cooling_kw, wue : ndarray (T,)
         The per-step columns of ``site_steps.csv`` (``wue`` is ``wue_l_per_kwh``).
     totals : dict
-        Every key of :data:`common.evaluate.TOTAL_KEYS`, plus ``interactive_requests`` and
-        ``objective_aud``.
+        Every key of :data:`thermoroute.common.evaluate.TOTAL_KEYS`, plus ``interactive_requests``
+        and ``objective_aud``.
     objective_history : list of float
         The site's objective [AUD] after each iteration it solved, in order.
     history_iterations : list of int
@@ -95,7 +95,8 @@ class SiteReport:
     inner_fallbacks: int = 0
 
     def steps(self) -> SiteSteps:
-        """The per-step arrays as the one-site :class:`~common.evaluate.SiteSteps` (1, T)."""
+        """The per-step arrays as the one-site :class:`~thermoroute.common.evaluate.SiteSteps`
+        (1, T)."""
         return SiteSteps(
             active_gpus=self.active_gpus[None],
             load_gpus=self.load_gpus[None],
@@ -120,7 +121,7 @@ class SiteAgent:
     ----------
     source : str or path
         Where the site's data are: its per-site directory, the output root of
-        :func:`common.scenario_io.split_scenario`, a full scenario directory (only this
+        :func:`thermoroute.common.scenario_io.split_scenario`, a full scenario directory (only this
         site's rows are read) or an embedded scenario name.
     site_id : str
     start : datetime or ISO-8601 str, optional
@@ -132,7 +133,7 @@ class SiteAgent:
     data : Scenario, optional
         The site's data already loaded (one site, starting at the horizon's first step,
         possibly longer than the horizon); used instead of reading ``source`` — a
-        :class:`~site_agent.group.SiteGroup` loads its sites in one pass.
+        :class:`~thermoroute.site_agent.group.SiteGroup` loads its sites in one pass.
     forecast : SiteForecast, optional
         Plan every window with forecasts of the site's own series instead of the real
         series (receding-horizon operation); the current hour stays as observed.
@@ -363,7 +364,7 @@ class SiteAgent:
         self, iteration: int | None, demand: np.ndarray, share: float
     ) -> dict[str, np.ndarray]:
         """Drop the residues of the iterate reported for ``iteration``
-        (:func:`site_agent.cleaning.drop_small_flows`), pending :meth:`finish_reported`.
+        (:func:`thermoroute.site_agent.cleaning.drop_small_flows`), pending :meth:`finish_reported`.
 
         Returns ``served``, ``dropped`` and ``absorb`` on the site's support rows [scaled
         units] — for the group's masked sum, never sent alone.

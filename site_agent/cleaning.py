@@ -1,16 +1,15 @@
 """A site's side of cleaning a converged iterate of its residues.
 
-A method stopped at a tolerance leaves tiny flows on pairs the optimum does not use (the
-interior point on every allowed pair, ADMM wherever its last inner solves left them). The
-site drops the flows below a share of their row's demand and tells the coordinator, summed
-per row, what it dropped and how much more its remaining flows could carry within its
-spare capacity; the coordinator answers one factor per row
-(:func:`common.report_protocol.repair_factors`) that puts the dropped volume back on each
-row's remaining servers. Nothing of the site's capacity leaves it but those row sums, and
-those only inside the fleet's masked sum.
+A method stopped at a tolerance leaves tiny flows on pairs the optimum does not use (the interior
+point on every allowed pair, ADMM wherever its last inner solves left them). The site drops the
+flows below a share of their row's demand and tells the coordinator, summed per row, what it dropped
+and how much more its remaining flows could carry within its spare capacity; the coordinator answers
+one factor per row (:func:`thermoroute.common.report_protocol.repair_factors`) that puts the dropped
+volume back on each row's remaining servers. Nothing of the site's capacity leaves it but those row
+sums, and those only inside the fleet's masked sum.
 
 The same arithmetic serves the interior point's ``clean``/``finish`` rounds
-(:mod:`site_agent.ipm`) and ADMM's end of run (:mod:`site_agent.agent`).
+(:mod:`thermoroute.site_agent.ipm`) and ADMM's end of run (:mod:`thermoroute.site_agent.agent`).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from site_agent.subproblem import SiteQp
+from thermoroute.site_agent.subproblem import SiteQp
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from common.scenario import Scenario
+from thermoroute.common.scenario import Scenario
 
 #: Default 1-σ errors at a lead time of 24 h.
 DRY_BULB_SIGMA_C = 1.5

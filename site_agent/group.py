@@ -1,20 +1,20 @@
 """A group of site agents in one process, so a thousand sites run in a few processes.
 
-:class:`SiteGroup` hosts several :class:`~site_agent.agent.SiteAgent` objects and speaks the
-same protocol for all of them at once: one call per iteration carries every hosted site's
-target, and one answer every site's served demand. The sites' QPs are solved in a thread
-pool: OSQP's C solve releases the GIL, so threads run them in parallel.
+:class:`SiteGroup` hosts several :class:`~thermoroute.site_agent.agent.SiteAgent` objects and speaks
+the same protocol for all of them at once: one call per iteration carries every hosted site's
+target, and one answer every site's served demand. The sites' QPs are solved in a thread pool:
+OSQP's C solve releases the GIL, so threads run them in parallel.
 
 Like the agent it is a plain class; the composition root wraps it with ``ray.remote``.
 
 Targets and answers
 -------------------
-:meth:`SiteGroup.solve` takes an :class:`~common.admm_protocol.AdmmRequest` whose targets
-are ``{site_id: ndarray}`` (what the coordinator's fleet sends) or one concatenated ndarray
-in the group's site order, each site's entries on its support rows
-(:attr:`SiteGroup.offsets` gives the slices), and answers an
-:class:`~common.admm_protocol.AdmmAnswer`. :meth:`SiteGroup.solve_packed` answers one
-concatenated array: one buffer each way, the least serialisation for large groups.
+:meth:`SiteGroup.solve` takes an :class:`~thermoroute.common.admm_protocol.AdmmRequest` whose
+targets are ``{site_id: ndarray}`` (what the coordinator's fleet sends) or one concatenated ndarray
+in the group's site order, each site's entries on its support rows (:attr:`SiteGroup.offsets` gives
+the slices), and answers an :class:`~thermoroute.common.admm_protocol.AdmmAnswer`.
+:meth:`SiteGroup.solve_packed` answers one concatenated array: one buffer each way, the least
+serialisation for large groups.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from common.admm_protocol import AdmmAnswer, AdmmRequest
-from common.coupling import CouplingLayout
-from common.errors import ScenarioError, SiteDataInvalid
-from common.report_protocol import (
+from thermoroute.common.admm_protocol import AdmmAnswer, AdmmRequest
+from thermoroute.common.coupling import CouplingLayout
+from thermoroute.common.errors import ScenarioError, SiteDataInvalid
+from thermoroute.common.report_protocol import (
     CLEAN_FIELDS,
     CLEAN_ROUND,
     REPORT_ROUND,
@@ -44,15 +44,15 @@ from common.report_protocol import (
     pack_report,
     report_fields,
 )
-from common.secure_aggregation import PairwiseMasker
-from common.service_protocol import RefreshAnswer
-from site_agent.agent import SiteAgent, SiteReport
-from site_agent.data import load_horizons
-from site_agent.forecast import SiteForecast
-from site_agent.methods import SITE_METHODS
-from site_agent.metrics import SiteAgentMetrics
-from site_agent.outputs import output_root, site_files, write_site_files
-from site_agent.subproblem import InnerSettings
+from thermoroute.common.secure_aggregation import PairwiseMasker
+from thermoroute.common.service_protocol import RefreshAnswer
+from thermoroute.site_agent.agent import SiteAgent, SiteReport
+from thermoroute.site_agent.data import load_horizons
+from thermoroute.site_agent.forecast import SiteForecast
+from thermoroute.site_agent.methods import SITE_METHODS
+from thermoroute.site_agent.metrics import SiteAgentMetrics
+from thermoroute.site_agent.outputs import output_root, site_files, write_site_files
+from thermoroute.site_agent.subproblem import InnerSettings
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class SiteGroup:
         return answer.iteration, np.concatenate([answer.served[s] for s in self.site_ids])
 
     # ----------------------------------------------------------------------------------
-    # Methods with rounds of their own (site_agent/methods.py, coordinator.fleet.broadcast)
+    # Methods with rounds of their own (site_agent/methods.py, Fleet.broadcast)
 
     def method_begin(self, method: str) -> bytes:
         """Set up a new run of ``method`` on every hosted site; a fresh masking key.
@@ -268,7 +268,8 @@ class SiteGroup:
 
     def clean_report(self, request: CleanRequest, group_index: int) -> np.ndarray:
         """Drop the residues of every hosted site's reported iterate; answer the sums over
-        the sites of :data:`~common.report_protocol.CLEAN_FIELDS` per coupling row, masked
+        the sites of :data:`~thermoroute.common.report_protocol.CLEAN_FIELDS` per coupling row,
+        masked
         with the report's key when the request masks."""
         m = int(np.asarray(request.demand).size)
         sums = np.zeros(len(CLEAN_FIELDS) * m)
@@ -360,7 +361,7 @@ class SiteGroup:
         A site whose new data fail validation keeps planning with what it held (steps past
         its end repeat the last one); the problems go to this node's log, since they quote
         the site's cells. Answers which sites planned with data read now, and this
-        group's incarnation (:class:`~common.service_protocol.RefreshAnswer`).
+        group's incarnation (:class:`~thermoroute.common.service_protocol.RefreshAnswer`).
         """
         new_start, moved = self._move_method(0, start)
         horizon = self.agents[self.site_ids[0]].horizon

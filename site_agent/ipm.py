@@ -1,8 +1,8 @@
 """A site's share of the distributed primal–dual interior-point method.
 
-Everything here stays on the site: its iterate ``(ξ, z, s, w)`` — flows, their bound duals,
-the capacity slack and its dual — and its data. The coordinator's side and the method's
-outline are in :mod:`coordinator.ipm`; the messages in :mod:`common.ipm_protocol`.
+Everything here stays on the site: its iterate ``(ξ, z, s, w)`` — flows, their bound duals, the
+capacity slack and its dual — and its data. The coordinator's side and the method's outline are in
+:mod:`thermoroute.coordinator.ipm`; the messages in :mod:`thermoroute.common.ipm_protocol`.
 
 The site's Newton matrix ``K = ∇²f + X⁻¹Z + Hᵀ S⁻¹W H = D + Σ_t γ_t h_t h_tᵀ`` is diagonal
 plus one rank-one term per step, so the site eliminates its own variables in closed form
@@ -11,8 +11,8 @@ plus one rank-one term per step, so the site eliminates its own variables in clo
 .. math:: K^{-1} v = D^{-1} v − \\sum_t ρ_t (D^{-1} h_t)(h_t^T D^{-1} v),
           \\quad ρ_t = γ_t / (1 + γ_t h_t^T D^{-1} h_t),
 
-and sends its Schur complement ``A K⁻¹ Aᵀ = diag(A D⁻¹ Aᵀ) − Σ_t ρ_t a_t a_tᵀ`` with
-``a_t = A D⁻¹ h_t`` on the layout's fixed pattern (:class:`common.schur_pattern.SchurPattern`).
+and sends its Schur complement ``A K⁻¹ Aᵀ = diag(A D⁻¹ Aᵀ) − Σ_t ρ_t a_t a_tᵀ`` with ``a_t = A D⁻¹
+h_t`` on the layout's fixed pattern (:class:`thermoroute.common.schur_pattern.SchurPattern`).
 
 A site with model v1.1 grid or water rows (docs/model.md §12) has more local rows ``H``
 (load per step, then its limit rows ``M``: one per step, one per daily window) and
@@ -43,8 +43,8 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from common.coupling import CouplingLayout, shift_steps
-from common.ipm_protocol import (
+from thermoroute.common.coupling import CouplingLayout, shift_steps
+from thermoroute.common.ipm_protocol import (
     ROUND_IDS,
     Aggregate,
     IpmRequest,
@@ -54,10 +54,10 @@ from common.ipm_protocol import (
     blocked_steps,
     pack,
 )
-from common.schur_pattern import SchurPattern
-from common.secure_aggregation import PairwiseMasker
-from site_agent.cleaning import CleanedFlows, drop_small_flows
-from site_agent.subproblem import SiteQp
+from thermoroute.common.schur_pattern import SchurPattern
+from thermoroute.common.secure_aggregation import PairwiseMasker
+from thermoroute.site_agent.cleaning import CleanedFlows, drop_small_flows
+from thermoroute.site_agent.subproblem import SiteQp
 
 #: Gondzio's target box for the complementarity products, in units of ``σμ``.
 GONDZIO_BOX = (0.1, 10.0)
@@ -469,7 +469,7 @@ class SiteInteriorPoint:
     def clean(self, demand: np.ndarray) -> dict[str, np.ndarray]:
         """Drop flows below ``clean_share`` of their row's demand; report per row what was
         dropped and how much more the remaining flows could carry
-        (:func:`site_agent.cleaning.drop_small_flows`).
+        (:func:`thermoroute.site_agent.cleaning.drop_small_flows`).
 
         The iterate itself changes only in :meth:`finish` (a round repeated after a crash
         starts from it again).
@@ -482,7 +482,7 @@ class SiteInteriorPoint:
         }
 
     def finish(self, factors: np.ndarray, restore: np.ndarray) -> np.ndarray:
-        """Put the dropped volume back (:mod:`coordinator.ipm`); return the final ξ.
+        """Put the dropped volume back (:mod:`thermoroute.coordinator.ipm`); return the final ξ.
 
         Computed from the iterate :meth:`clean` kept, so a repeated ``finish`` (a round
         sent again after a crash) gives the same ξ.

@@ -1,8 +1,8 @@
 """Site-side handlers of the distributed methods that use the fleet's generic rounds.
 
-ADMM's sites solve their subproblem (:meth:`site_agent.group.SiteGroup.solve`); a method
-with rounds of its own (:meth:`coordinator.fleet.Fleet.broadcast`) has a handler here, built
-per run by a :class:`~site_agent.group.SiteGroup` from its sites' problems.
+ADMM's sites solve their subproblem (:meth:`thermoroute.site_agent.group.SiteGroup.solve`); a method
+with rounds of its own (:meth:`thermoroute.coordinator.fleet.Fleet.broadcast`) has a handler here,
+built per run by a :class:`~thermoroute.site_agent.group.SiteGroup` from its sites' problems.
 
 A handler takes ``(qps, layout, previous)``, ``previous`` being the group's handler of the
 last run (a receding-horizon run may start from what it kept), and offers:
@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from common.coupling import CouplingLayout
-from site_agent.ipm import GroupInteriorPoint
-from site_agent.subproblem import SiteQp
+from thermoroute.common.coupling import CouplingLayout
+from thermoroute.site_agent.ipm import GroupInteriorPoint
+from thermoroute.site_agent.subproblem import SiteQp
 
 
 def _interior_point(
@@ -30,7 +30,7 @@ def _interior_point(
     return GroupInteriorPoint(qps, layout, warm=warm)
 
 
-#: Handler factories by method name (the names of ``coordinator.methods.METHODS``).
+#: Handler factories by method name (the names of ``thermoroute.coordinator.methods.METHODS``).
 SITE_METHODS: dict[str, Callable[[Sequence[SiteQp], CouplingLayout, Any], Any]] = {
     "ipm": _interior_point,
 }

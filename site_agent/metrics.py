@@ -12,7 +12,7 @@ the site's operator.
 Usage inside a site agent (one process may host a group of sites; the ``site`` label
 tells them apart)::
 
-    from site_agent.metrics import SiteAgentMetrics
+    from thermoroute.site_agent.metrics import SiteAgentMetrics
 
     metrics = SiteAgentMetrics()        # families in AGENT_REGISTRY (one per process)
     metrics.serve_from_env()            # serves only if the node sets
@@ -369,7 +369,7 @@ class SiteAgentMetrics:
                 fam.objective.labels(run_id, site_id).set(value)
 
     def record_telemetry(self, run_id: str, telemetry: Mapping[str, Any]) -> None:
-        """Export a :meth:`site_agent.agent.SiteAgent.telemetry` snapshot.
+        """Export a :meth:`thermoroute.site_agent.agent.SiteAgent.telemetry` snapshot.
 
         Call it after each solve (or periodically): a snapshot whose ``iteration`` was
         already recorded is ignored, so repeated calls never double-count; the cumulative

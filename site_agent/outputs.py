@@ -24,8 +24,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from common.evaluate import objective_parts_aud
-from common.outputs import (
+from thermoroute.common.evaluate import objective_parts_aud
+from thermoroute.common.outputs import (
     SCHEDULE_COLUMNS,
     SITE_STEP_COLUMNS,
     RunLabels,
@@ -33,8 +33,8 @@ from common.outputs import (
     schedule_rows,
     site_step_rows,
 )
-from common.scenario import Scenario
-from common.scenario_io import csv_text, write_directory_atomic
+from thermoroute.common.scenario import Scenario
+from thermoroute.common.scenario_io import csv_text, write_directory_atomic
 
 #: The node's own output root for its sites (overrides the coordinator's request).
 OUTPUT_ENV = "THERMOROUTE_SITE_OUTPUT"
@@ -50,8 +50,9 @@ def output_root(requested: str | None) -> Path | None:
 
 
 def site_files(report: Any, site: Scenario, run_id: str) -> dict[str, str]:
-    """The files of one site's directory, from its :class:`~site_agent.agent.SiteReport` and
-    its own (one-site) scenario, which names its steps, regions and classes."""
+    """The files of one site's directory, from its
+    :class:`~thermoroute.site_agent.agent.SiteReport` and its own (one-site) scenario, which
+    names its steps, regions and classes."""
     labels = RunLabels.of(site)
     doc = {
         "format": SITE_FORMAT,

@@ -1,8 +1,8 @@
 """A site's exchange-ADMM subproblem, built once and re-solved with OSQP 1.x.
 
-Each outer ADMM iteration the coordinator sends a site a target ``v`` (one value per coupling
-row the site can serve, in the scaled units of :class:`common.coupling.CouplingLayout`) and a
-penalty ``ρ``; the site solves (docs/MODEL.md §3, §6, §7)
+Each outer ADMM iteration the coordinator sends a site a target ``v`` (one value per coupling row
+the site can serve, in the scaled units of :class:`thermoroute.common.coupling.CouplingLayout`) and
+a penalty ``ρ``; the site solves (docs/MODEL.md §3, §6, §7)
 
 .. math::
 
@@ -64,11 +64,11 @@ import numpy as np
 import osqp
 import scipy.sparse as sp
 
-from common.admm_protocol import Penalty
-from common.coupling import CouplingLayout, shift_steps
-from common.evaluate import evaluate, plant_limits, true_pue, true_wue
-from common.scenario import Scenario
-from site_agent.interior_point import InteriorPointQP
+from thermoroute.common.admm_protocol import Penalty
+from thermoroute.common.coupling import CouplingLayout, shift_steps
+from thermoroute.common.evaluate import evaluate, plant_limits, true_pue, true_wue
+from thermoroute.common.scenario import Scenario
+from thermoroute.site_agent.interior_point import InteriorPointQP
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class InnerSettings:
         Let OSQP print.
     fallback : bool
         When OSQP has not solved within its iteration limit, solve the same QP with the
-        interior-point solver Clarabel (:mod:`site_agent.interior_point`) and warm-start
+        interior-point solver Clarabel (:mod:`thermoroute.site_agent.interior_point`) and warm-start
         OSQP from that exact point, instead of using an approximate iterate. OSQP stalls on
         the subproblems of large fleets while prices are discovered: with 1,000 sites
         sharing every row, the QPs of iteration 7 needed 825–15,020 OSQP iterations (no ρ,
@@ -182,8 +182,8 @@ class LimitRows:
     matrix : scipy.sparse.csr_matrix (r, n)
         Share of the row's limit one scaled unit of each flow uses.
     spans_steps : bool
-        Some row holds flows of several steps (a water window): the site's Schur complement
-        then couples rows of different steps (:class:`common.schur_pattern.SchurPattern`).
+        Some row holds flows of several steps (a water window): the site's Schur complement then
+        couples rows of different steps (:class:`thermoroute.common.schur_pattern.SchurPattern`).
     """
 
     matrix: sp.csr_matrix
@@ -347,7 +347,7 @@ class SiteSubproblem:
     Parameters
     ----------
     site : Scenario
-        A one-site scenario (see :func:`site_agent.data.load_site`).
+        A one-site scenario (see :func:`thermoroute.site_agent.data.load_site`).
     layout : CouplingLayout
         The coupling rows; must match the scenario's regions, classes and steps.
     row_scale : ndarray (n_rows,)
@@ -863,7 +863,7 @@ class SiteSubproblem:
         Notes
         -----
         A solve that ends without ``OSQP_SOLVED`` is finished by Clarabel
-        (:mod:`site_agent.interior_point`, with ``InnerSettings.fallback``), and OSQP is
+        (:mod:`thermoroute.site_agent.interior_point`, with ``InnerSettings.fallback``), and OSQP is
         warm-started from that exact point. Without the fallback, or if it fails too, the
         solve does not raise: an approximate OSQP iterate (inaccurate, iteration or time
         limit) is projected onto the feasible set and used; an unusable one (infeasible,
@@ -1050,7 +1050,7 @@ class SiteSubproblem:
     def local_objective(
         self, x: np.ndarray | None = None, n: np.ndarray | None = None
     ) -> dict[str, float]:
-        """The site's objective in AUD, charged by :func:`common.evaluate.evaluate`.
+        """The site's objective in AUD, charged by :func:`thermoroute.common.evaluate.evaluate`.
 
         Parameters
         ----------

@@ -1,7 +1,7 @@
 """Shared fixtures: small scenarios built by hand, synthetic fleets and embedded scenarios.
 
-Hand-made scenarios are built directly from the :mod:`common.scenario` dataclasses so that
-tests can be checked with pencil and paper; :func:`make_scenario` takes keyword overrides of
+Hand-made scenarios are built directly from the :mod:`thermoroute.common.scenario` dataclasses so
+that tests can be checked with pencil and paper; :func:`make_scenario` takes keyword overrides of
 any table so a test can state exactly what it changes. Fixtures for synthetic fleets and the
 embedded scenarios skip cleanly while those parts of the code base do not exist yet.
 """
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from common.physics.cooling import DEFAULT_PPUE_A, DEFAULT_PPUE_B, DEFAULT_PPUE_C
-from common.scenario import Classes, Objective, Regions, Scenario, Sites, step_times
+from thermoroute.common.physics.cooling import DEFAULT_PPUE_A, DEFAULT_PPUE_B, DEFAULT_PPUE_C
+from thermoroute.common.scenario import Classes, Objective, Regions, Scenario, Sites, step_times
 
 AEST = timezone(timedelta(hours=10))
 START = datetime(2023, 1, 16, 0, 0, tzinfo=AEST)
@@ -197,36 +197,30 @@ def two_site() -> Callable[..., Scenario]:
 @pytest.fixture
 def tiny_scenario_dir(tmp_path: Path, tiny_scenario: Scenario) -> Path:
     """The tiny scenario written as an input-format-v1 directory."""
-    from common.scenario_io import write_scenario
+    from thermoroute.common.scenario_io import write_scenario
 
     return write_scenario(tiny_scenario, tmp_path / "tiny")
 
 
 @pytest.fixture(scope="session")
 def synth_scenario() -> Scenario:
-    """A small synthetic fleet (5 sites, 4 regions, seed 7); skipped until ``common.synth``
-    exists."""
-    synth = pytest.importorskip("common.synth")
+    """A small synthetic fleet (5 sites, 4 regions, seed 7)."""
+    from thermoroute.common import synth
+
     return synth.synthesize(sites=5, regions=4, seed=7)
 
 
 def embedded_scenario(name: str) -> Scenario:
-    """Load an embedded scenario, skipping the test while it has not been built yet."""
-    scenarios = pytest.importorskip("common.scenarios")
-    try:
-        path = scenarios.embedded_path(name)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        pytest.skip(f"embedded scenario {name!r} not available: {exc}")
-    if not Path(path).is_dir():
-        pytest.skip(f"embedded scenario {name!r} not available at {path}")
-    from common.scenario_io import load_scenario
+    """Load an embedded scenario (a missing one fails the test: it is part of the product)."""
+    from thermoroute.common import scenarios
+    from thermoroute.common.scenario_io import load_scenario
 
-    return load_scenario(path)
+    return load_scenario(scenarios.embedded_path(name))
 
 
 @pytest.fixture(scope="session")
 def australia() -> Scenario:
-    """The embedded ``australia`` scenario (8 sites, 24 steps); skipped until it exists."""
+    """The embedded ``australia`` scenario (8 sites, 24 steps)."""
     return embedded_scenario("australia")
 
 

@@ -4,11 +4,11 @@
 
     min f_i(x, n) + ρ/2 ‖A_i x − target‖²,  x ≥ 0 on allowed pairs,  L ≤ u_max n,  0 ≤ n ≤ G
 
-with cvxpy (Clarabel) written directly from the model — not from ``site_agent``'s OSQP
-formulation — so the coordinator's algorithm is checked against a second, plain
-implementation of the site side. It speaks the site-group contract of
-:mod:`coordinator.fleet`. :func:`central_optimum` solves the whole scenario at once with the
-same objective, as an independent reference optimum with its equality-constraint duals.
+with cvxpy (Clarabel) written directly from the model — not from ``site_agent``'s OSQP formulation —
+so the coordinator's algorithm is checked against a second, plain implementation of the site side.
+It speaks the site-group contract of :mod:`thermoroute.coordinator.fleet`. :func:`central_optimum`
+solves the whole scenario at once with the same objective, as an independent reference optimum with
+its equality-constraint duals.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 
-from common.admm_protocol import AdmmAnswer, AdmmRequest
-from common.coupling import CouplingLayout, coefficient_of_entry
-from common.evaluate import evaluate, true_pue, true_wue
-from common.report_protocol import GroupReport, ReportRequest
-from common.scenario import Scenario
-from common.secure_aggregation import PairwiseMasker
-from site_agent.agent import SiteReport
-from site_agent.group import answer_report
+from thermoroute.common.admm_protocol import AdmmAnswer, AdmmRequest
+from thermoroute.common.coupling import CouplingLayout, coefficient_of_entry
+from thermoroute.common.evaluate import evaluate, true_pue, true_wue
+from thermoroute.common.report_protocol import GroupReport, ReportRequest
+from thermoroute.common.scenario import Scenario
+from thermoroute.common.secure_aggregation import PairwiseMasker
+from thermoroute.site_agent.agent import SiteReport
+from thermoroute.site_agent.group import answer_report
 
 
 def _site_cost(scenario: Scenario, i: int, x: cp.Expression, n: cp.Expression, var_rc, T):
@@ -202,7 +202,7 @@ class CvxSiteGroup:
         return self._reporter.public_key
 
     def final_report(self, request: ReportRequest, group_index: int) -> GroupReport:
-        """The product's end-of-run answer (site_agent.group.answer_report)."""
+        """The product's end-of-run answer (thermoroute.site_agent.group.answer_report)."""
         masker, self._reporter = self._reporter, None
         return answer_report(self.site_reports(request.iteration), request, group_index, masker)
 
@@ -332,5 +332,5 @@ def central_optimum(scenario: Scenario) -> CentralSolution:
 
 
 def true_objective(scenario: Scenario, x: np.ndarray, n: np.ndarray) -> float:
-    """The model's objective of a schedule under :func:`common.evaluate.evaluate`."""
+    """The model's objective of a schedule under :func:`thermoroute.common.evaluate.evaluate`."""
     return evaluate(scenario, x, n).objective_aud

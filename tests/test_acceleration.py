@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.central import solve_central
-from common.evaluate import evaluate
-from common.scenario import Scenario
-from coordinator.acceleration import AndersonAccelerator
-from coordinator.admm import AdmmSettings
 from tests.test_admm import OBJECTIVE_RTOL, _cvx_run
+from thermoroute.common.central import solve_central
+from thermoroute.common.evaluate import evaluate
+from thermoroute.common.scenario import Scenario
+from thermoroute.coordinator.acceleration import AndersonAccelerator
+from thermoroute.coordinator.admm import AdmmSettings
 
 
 def _linear_map(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
 """Exchange ADMM (coordinator/admm.py) against the centralised optimum, in process.
 
 Two site implementations are used: :mod:`tests.cvxpy_site` (cvxpy/Clarabel written from the
-model, independent of ``site_agent``) and the product's ``site_agent.group.SiteGroup``
+model, independent of ``site_agent``) and the product's ``thermoroute.site_agent.group.SiteGroup``
 (OSQP), the latter through the composition root ``thermoroute.launch.solve_distributed``.
 """
 
@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.central import solve_central
-from common.coupling import CouplingLayout
-from common.evaluate import evaluate, feasibility
-from common.scenario import DemandView, Scenario
-from common.scenario_io import write_scenario
-from coordinator.admm import (
+from tests.cvxpy_site import CvxSiteGroup, assemble
+from thermoroute.common.central import solve_central
+from thermoroute.common.coupling import CouplingLayout
+from thermoroute.common.evaluate import evaluate, feasibility
+from thermoroute.common.scenario import DemandView, Scenario
+from thermoroute.common.scenario_io import write_scenario
+from thermoroute.coordinator.admm import (
     AdmmSettings,
     AdmmState,
     CouplingError,
@@ -28,10 +29,9 @@ from coordinator.admm import (
     shadow_prices,
     shift_state,
 )
-from coordinator.data import layout_of, row_scale_of
-from coordinator.events import NullObserver
-from coordinator.fleet import InlineFleet
-from tests.cvxpy_site import CvxSiteGroup, assemble
+from thermoroute.coordinator.data import layout_of, row_scale_of
+from thermoroute.coordinator.events import NullObserver
+from thermoroute.coordinator.fleet import InlineFleet
 
 #: Done means: the ADMM objective within 0.1 % of the centralised optimum.
 OBJECTIVE_RTOL = 1e-3
@@ -375,7 +375,8 @@ def test_synthetic_100_sites_inline(tmp_path: Path) -> None:
     """Rows shared by ~100 sites with prices four orders of magnitude apart: plain ADMM
     with one ρ does not converge here in 2000 iterations (BENCHMARKS.md); the per-row
     penalties do."""
-    synth = pytest.importorskip("common.synth")
+    from thermoroute.common import synth
+
     scenario = synth.synthesize(100, 20, 0)
     directory = write_scenario(scenario, tmp_path / "s100")
     # At the benchmark's ε_rel (BENCHMARKS.md, 891 iterations): what is tested is that the
@@ -435,9 +436,9 @@ def test_receding_horizon_applies_first_steps(tmp_path: Path) -> None:
 def test_receding_horizon_sites_plan_with_their_own_forecasts(tmp_path: Path) -> None:
     """By default each site plans with noisy forecasts of its series; the applied step is
     still charged under the real data, and planning with perfect forecasts is selectable."""
-    from site_agent.forecast import SiteForecast
     from tests.conftest import make_scenario
     from thermoroute.launch import simulate
+    from thermoroute.site_agent.forecast import SiteForecast
 
     scenario = make_scenario()
     directory = write_scenario(scenario, tmp_path / "tiny")

@@ -14,18 +14,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from common.admm_protocol import AdmmAnswer, AdmmRequest
-from common.central import solve_central
-from common.evaluate import evaluate
-from common.report_protocol import ReportRequest
-from common.scenario import DemandView, Scenario
-from coordinator.actor import Coordinator
-from coordinator.admm import AdmmSettings
-from coordinator.fleet import RayFleet, SiteGroupLost
-from site_agent.group import SiteGroup
 from tests.conftest import local_ray
 from tests.cvxpy_site import CvxSiteGroup, assemble
 from tests.test_admm import OBJECTIVE_RTOL, _check_schedule
+from thermoroute.common.admm_protocol import AdmmAnswer, AdmmRequest
+from thermoroute.common.central import solve_central
+from thermoroute.common.evaluate import evaluate
+from thermoroute.common.report_protocol import ReportRequest
+from thermoroute.common.scenario import DemandView, Scenario
+from thermoroute.coordinator.actor import Coordinator
+from thermoroute.coordinator.admm import AdmmSettings
+from thermoroute.coordinator.fleet import RayFleet, SiteGroupLost
+from thermoroute.site_agent.group import SiteGroup
 
 pytestmark = pytest.mark.ray
 

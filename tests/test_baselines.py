@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from common.baselines import (
+from thermoroute.common.baselines import (
     BASELINES,
     SOLVERS,
     BaselineError,
@@ -24,9 +24,16 @@ from common.baselines import (
     site_mean_cooling,
     temperature_unaware,
 )
-from common.central import solve_central
-from common.compare import METRIC_KEYS, REFERENCE, compare, render_table, to_json, to_text
-from common.evaluate import evaluate, feasibility, load_gpus, true_pue, true_wue
+from thermoroute.common.central import solve_central
+from thermoroute.common.compare import (
+    METRIC_KEYS,
+    REFERENCE,
+    compare,
+    render_table,
+    to_json,
+    to_text,
+)
+from thermoroute.common.evaluate import evaluate, feasibility, load_gpus, true_pue, true_wue
 
 
 @pytest.fixture(scope="module")

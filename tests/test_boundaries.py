@@ -1,5 +1,8 @@
-"""Package boundaries, checked on the source: ``common`` knows nothing of Ray, and the
-coordinator never imports the site agent (so it cannot reach a site's data loaders)."""
+"""Package boundaries, checked on the source: everything is imported under the one root
+``thermoroute`` (``thermoroute.common``, ``thermoroute.coordinator``,
+``thermoroute.site_agent``: the repository's top-level folders, linked into the root),
+``common`` knows nothing of Ray, and the coordinator never imports the site agent (so it
+cannot reach a site's data loaders)."""
 
 from __future__ import annotations
 
@@ -53,7 +56,24 @@ def test_common_never_imports_ray() -> None:
 
 
 def test_coordinator_never_imports_site_agent() -> None:
-    assert _hits("coordinator", "site_agent") == []
+    assert _hits("coordinator", "thermoroute.site_agent") == []
+
+
+FOLDERS = ["common", "coordinator", "site_agent", "thermoroute", "tests", "bench", "data_build"]
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+@pytest.mark.parametrize("top_level", ["common", "coordinator", "site_agent"])
+def test_nothing_imports_a_folder_as_a_top_level_package(folder: str, top_level: str) -> None:
+    # Installed, only ``thermoroute`` exists; from a checkout a top-level name would import a
+    # second copy of the same module (or another distribution's ``common``).
+    assert _hits(folder, top_level) == []
+
+
+def test_the_folders_are_the_root_s_subpackages() -> None:
+    for folder in ("common", "coordinator", "site_agent"):
+        link = ROOT / "thermoroute" / folder
+        assert link.is_symlink() and link.resolve() == (ROOT / folder).resolve()
 
 
 @pytest.mark.parametrize("module", ["coordinator.admm", "coordinator.acceleration"])
@@ -64,5 +84,7 @@ def test_algorithm_modules_are_ray_free(module: str) -> None:
 
 def test_the_checker_sees_imports_inside_functions(tmp_path: Path) -> None:
     sample = tmp_path / "m.py"
-    sample.write_text("def f():\n    import ray.util\n    from site_agent.data import x\n")
-    assert {"ray.util", "site_agent.data"} <= _imports(sample)
+    sample.write_text(
+        "def f():\n    import ray.util\n    from thermoroute.site_agent.data import x\n"
+    )
+    assert {"ray.util", "thermoroute.site_agent.data"} <= _imports(sample)

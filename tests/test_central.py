@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.central import CentralSolveError, solve_central
-from common.coupling import CouplingLayout
-from common.evaluate import evaluate, feasibility, load_gpus
+from thermoroute.common.central import CentralSolveError, solve_central
+from thermoroute.common.coupling import CouplingLayout
+from thermoroute.common.evaluate import evaluate, feasibility, load_gpus
 
 REFERENCE_DIR = Path(__file__).parent / "reference"
 
@@ -267,7 +267,8 @@ def test_australia_solves_to_optimality(australia):
 @pytest.mark.slow
 def test_hundred_site_fleet_is_feasible():
     # Solve time is a benchmark figure (bench/, BENCHMARKS.md), not a test assertion.
-    synth = pytest.importorskip("common.synth")
+    from thermoroute.common import synth
+
     sc = synth.synthesize(sites=100, regions=20, seed=3)
     result = solve_central(sc)
     assert feasibility(sc, result.x, result.n).ok()

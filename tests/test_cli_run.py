@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from common.central import solve_central
 from tests.test_admm import OBJECTIVE_RTOL
+from thermoroute.common.central import solve_central
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from thermoroute.cli import main; main()"]

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from common.central import solve_central
-from coordinator.admm import AdmmSettings
-from coordinator.events import IterationRecord, NullObserver
-from coordinator.ipm import IpmSettings
 from tests.conftest import embedded_scenario, local_ray
+from thermoroute.common.central import solve_central
+from thermoroute.coordinator.admm import AdmmSettings
+from thermoroute.coordinator.events import IterationRecord, NullObserver
+from thermoroute.coordinator.ipm import IpmSettings
 from thermoroute.launch import CoordinatorLost, solve_distributed
 
 pytestmark = pytest.mark.ray

@@ -99,9 +99,9 @@ def exposition_names(text: str) -> set[str]:
 def exported() -> Iterator[set[str]]:
     """Series names the product serves: the coordinator's and a site agent's ``/metrics``,
     each started in-process on a free loopback port and scraped over HTTP."""
-    from coordinator.metrics import CoordinatorMetrics, start_metrics_server
-    from site_agent.metrics import SiteAgentMetrics
+    from thermoroute.coordinator.metrics import CoordinatorMetrics, start_metrics_server
     from thermoroute.service_metrics import ServiceMetrics
+    from thermoroute.site_agent.metrics import SiteAgentMetrics
 
     coordinator = CoordinatorMetrics()
     agent = SiteAgentMetrics()
@@ -141,8 +141,8 @@ def compose() -> dict:
 
 
 def australia_site_ids() -> list[str]:
-    from common.scenario_io import load_scenario
-    from common.scenarios import embedded_path
+    from thermoroute.common.scenario_io import load_scenario
+    from thermoroute.common.scenarios import embedded_path
 
     return list(load_scenario(embedded_path("australia")).sites.site_id)
 

@@ -12,13 +12,13 @@ import pytest
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
-from common.errors import ScenarioError
-from common.physics.psychrometrics import wet_bulb_psychrometric
-from common.physics.water import wue_economizer, wue_tower
-from common.scenario import Scenario
-from common.scenario_io import load_scenario
-from common.scenarios import embedded_path, embedded_scenarios
 from data_build import build_scenarios
+from thermoroute.common.errors import ScenarioError
+from thermoroute.common.physics.psychrometrics import wet_bulb_psychrometric
+from thermoroute.common.physics.water import wue_economizer, wue_tower
+from thermoroute.common.scenario import Scenario
+from thermoroute.common.scenario_io import load_scenario
+from thermoroute.common.scenarios import embedded_path, embedded_scenarios
 
 RAW = Path(build_scenarios.__file__).parent / "raw"
 AEST = timezone(timedelta(hours=10))

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.scenario import Scenario
-from common.scenario_io import write_scenario
-from common.synth import synthesize
-from site_agent.data import load_site
-from site_agent.forecast import SiteForecast
+from thermoroute.common.scenario import Scenario
+from thermoroute.common.scenario_io import write_scenario
+from thermoroute.common.synth import synthesize
+from thermoroute.site_agent.data import load_site
+from thermoroute.site_agent.forecast import SiteForecast
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_negative_sigma_is_refused() -> None:
 
 
 def test_agent_plans_with_its_forecast(tmp_path: Path) -> None:
-    from site_agent.agent import SiteAgent
+    from thermoroute.site_agent.agent import SiteAgent
 
     directory = write_scenario(synthesize(2, 2, 5, steps=30), tmp_path / "s")
     real = SiteAgent(directory, "s0000", steps=24)

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from common.bounds import BOUNDS
-from common.scenarios import embedded_path
 from thermoroute.cli import app
+from thermoroute.common.bounds import BOUNDS
+from thermoroute.common.scenarios import embedded_path
 
 #: Seconds one command may take (a central solve of australia takes ~0.3 s).
 TIME_LIMIT_S = 60

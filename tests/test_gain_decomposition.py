@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.baselines import SOLVERS, fleet_mean_cooling, site_mean_cooling
-from common.compare import (
+from thermoroute.common.baselines import SOLVERS, fleet_mean_cooling, site_mean_cooling
+from thermoroute.common.compare import (
     MEAN_EFFICIENCY,
     OPTIMUM,
     REFERENCE,
@@ -36,14 +36,14 @@ from common.compare import (
     seasons_markdown,
     to_text,
 )
-from common.scenario_io import load_scenario
-from common.scenarios import embedded_path, embedded_scenarios
+from thermoroute.common.scenario_io import load_scenario
+from thermoroute.common.scenarios import embedded_path, embedded_scenarios
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from thermoroute.cli import main; main()"]
 #: The optimum may come this close (relative) to a baseline: every plan is an interior-point
-#: solution at a relative duality gap of 1e-9, and folding its residue flows moves it by at
-#: most 1e-6 req/s per pair (common.evaluate.without_residues). On australia 1e-6 is 0.002
+#: solution at a relative duality gap of 1e-9, and folding its residue flows moves it by at most
+#: 1e-6 req/s per pair (thermoroute.common.evaluate.without_residues). On australia 1e-6 is 0.002
 #: AUD — 500 times less than the smallest part of the gain measured there (1.18 AUD).
 OPTIMALITY_REL = 1e-6
 

@@ -4,7 +4,7 @@
 embedded scenarios stay model v1. On its default day (31 Jan 2020) only one limit binds:
 Hobart's derated cooling capacity in the afternoon (37.9–40.3 °C against its 35 °C design
 dry bulb). The temperature-unaware plan keeps Hobart's 128 GPUs powered through those five
-hours and is reported above that limit, by ``common.evaluate.overloads`` and by
+hours and is reported above that limit, by ``thermoroute.common.evaluate.overloads`` and by
 ``thermoroute compare`` alike; the centralised optimum keeps within every limit. No grid
 connection or water allowance is reached by any plan.
 """
@@ -18,11 +18,11 @@ import math
 import numpy as np
 import pytest
 
-from common.baselines import run_solver
-from common.compare import OPTIMUM, REFERENCE, compare, overload_cells, to_json, to_text
-from common.evaluate import OVERLOAD_KINDS, overloads, plant_limits
-from common.scenario import Scenario
 from tests.conftest import embedded_scenario
+from thermoroute.common.baselines import run_solver
+from thermoroute.common.compare import OPTIMUM, REFERENCE, compare, overload_cells, to_json, to_text
+from thermoroute.common.evaluate import OVERLOAD_KINDS, overloads, plant_limits
+from thermoroute.common.scenario import Scenario
 
 NAME = "australia-heatwave-2020"
 

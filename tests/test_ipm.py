@@ -1,7 +1,7 @@
 """The distributed interior-point method against the centralised optimum, in process.
 
-Real site agents (``site_agent.group.SiteGroup``) through the composition root, real masking,
-the centralised cvxpy/Clarabel reference for every answer. The Ray paths are in
+Real site agents (``thermoroute.site_agent.group.SiteGroup``) through the composition root, real
+masking, the centralised cvxpy/Clarabel reference for every answer. The Ray paths are in
 tests/test_ipm_ray.py; what crosses the boundary in tests/test_privacy.py.
 """
 
@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.central import solve_central
-from common.evaluate import evaluate, feasibility
-from common.scenario import Scenario
-from common.scenario_io import write_scenario
-from coordinator.ipm import IpmSettings
 from thermoroute import launch
+from thermoroute.common.central import solve_central
+from thermoroute.common.evaluate import evaluate, feasibility
+from thermoroute.common.scenario import Scenario
+from thermoroute.common.scenario_io import write_scenario
+from thermoroute.coordinator.ipm import IpmSettings
 from thermoroute.launch import DistributedRun
 
 #: These tests charge the schedule under the model, which needs each site's active GPUs: the
@@ -117,7 +117,8 @@ def test_australia_20_within_0_01_percent_in_at_most_16_iterations() -> None:
 def test_synthetic_100_sites_within_0_01_percent_in_at_most_25_iterations(
     tmp_path: Path,
 ) -> None:
-    synth = pytest.importorskip("common.synth")
+    from thermoroute.common import synth
+
     scenario = synth.synthesize(100, 20, 0)
     directory = write_scenario(scenario, tmp_path / "s100")
     run = solve_distributed(

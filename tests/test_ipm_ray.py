@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from common.scenario import DemandView, Scenario
-from coordinator.actor import Coordinator
-from coordinator.fleet import SiteGroupLost
-from coordinator.ipm import IpmSettings
-from site_agent.group import SiteGroup
 from tests.conftest import local_ray
 from tests.test_ipm import _check, _embedded
 from thermoroute import launch
+from thermoroute.common.scenario import DemandView, Scenario
+from thermoroute.coordinator.actor import Coordinator
+from thermoroute.coordinator.fleet import SiteGroupLost
+from thermoroute.coordinator.ipm import IpmSettings
+from thermoroute.site_agent.group import SiteGroup
 
 #: These tests charge the schedule under the model, which needs each site's active GPUs: the
 #: sites share their detail with the coordinator (docs/model.md §9), as an operator may.

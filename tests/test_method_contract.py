@@ -6,14 +6,14 @@ import logging
 
 import pytest
 
-from common.evaluate import RESIDUE_RPS, feasibility
-from common.scenario_io import load_scenario
-from common.scenarios import embedded_path
-from coordinator.admm import AdmmSettings
-from coordinator.ipm import IpmSettings
-from coordinator.methods import METHODS, AdmmMethod, InteriorPointMethod, method_for
-from site_agent.methods import SITE_METHODS
+from thermoroute.common.evaluate import RESIDUE_RPS, feasibility
+from thermoroute.common.scenario_io import load_scenario
+from thermoroute.common.scenarios import embedded_path
+from thermoroute.coordinator.admm import AdmmSettings
+from thermoroute.coordinator.ipm import IpmSettings
+from thermoroute.coordinator.methods import METHODS, AdmmMethod, InteriorPointMethod, method_for
 from thermoroute.launch import solve_distributed
+from thermoroute.site_agent.methods import SITE_METHODS
 
 #: ADMM's loop iterations (without polishing) and objective, in process, default settings: a
 #: refactor must not move them. First pinned before the method contract existed (commit

@@ -40,7 +40,7 @@ import pytest
 import yaml
 from netns import Host, VirtualNetwork, netns_unavailable_reason
 
-from common.scenario_io import COORDINATOR_FILES, SITE_PRIVATE_FILES, split_scenario
+from thermoroute.common.scenario_io import COORDINATOR_FILES, SITE_PRIVATE_FILES, split_scenario
 
 pytestmark = [pytest.mark.netns, pytest.mark.ray, pytest.mark.slow]
 
@@ -280,7 +280,7 @@ def tiny_split_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, t
     """The hand-made three-site scenario (conftest) as a full scenario directory."""
     from conftest import make_scenario
 
-    from common.scenario_io import write_scenario
+    from thermoroute.common.scenario_io import write_scenario
 
     scenario = make_scenario()
     full = write_scenario(scenario, tmp_path_factory.mktemp("full") / "tiny")
@@ -295,8 +295,8 @@ DRIVER = textwrap.dedent(
     import json, sys, time
     import ray
     from ray.util.state import list_actors
-    from coordinator.events import NullObserver
-    from coordinator.metrics import CoordinatorMetrics, MetricsEndpoint
+    from thermoroute.coordinator.events import NullObserver
+    from thermoroute.coordinator.metrics import CoordinatorMetrics, MetricsEndpoint
     from thermoroute.distributed_run import method_settings
     from thermoroute.launch import solve_distributed
 
@@ -388,7 +388,7 @@ def test_objective_equals_the_local_run(cluster: Cluster, distributed: dict) -> 
 def test_interior_point_runs_across_hosts(cluster: Cluster, distributed_ipm: dict) -> None:
     """The interior point with secure aggregation between the site hosts: every agent on its
     own host, the same answer as the same method in one process."""
-    from coordinator.ipm import IpmSettings
+    from thermoroute.coordinator.ipm import IpmSettings
     from thermoroute.launch import solve_distributed
 
     assert distributed_ipm["converged"] and distributed_ipm["method"] == "ipm"

@@ -1,6 +1,6 @@
 """Run outputs (MODEL.md §9) recomputed independently of the solver and evaluation code.
 
-A run is solved and written with :func:`common.outputs.write_run`; then every total of
+A run is solved and written with :func:`thermoroute.common.outputs.write_run`; then every total of
 ``summary.json`` is recomputed from nothing but ``schedule.csv``, ``site_steps.csv`` and the
 scenario's own input CSV files, read with the ``csv`` module, with the formulas of MODEL.md
 §3–6 written out again below (no import of ``common`` in the recomputation). Also: writing
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from common.baselines import run_solver
-from common.outputs import SolverStats, write_run
-from common.scenario_io import load_scenario
+from thermoroute.common.baselines import run_solver
+from thermoroute.common.outputs import SolverStats, write_run
+from thermoroute.common.scenario_io import load_scenario
 
 REL = 1e-6
 
@@ -214,7 +214,7 @@ def test_summary_totals_recomputed_from_csv(tmp_path, tiny_scenario_dir, solver)
 
 
 def test_australia_summary_recomputed_from_csv(tmp_path, australia):
-    from common.scenarios import embedded_path
+    from thermoroute.common.scenarios import embedded_path
 
     run_dir = _write("central", embedded_path("australia"), tmp_path / "run")
     summary = assert_summary_matches(embedded_path("australia"), run_dir)
@@ -227,7 +227,7 @@ def test_australia_summary_recomputed_from_csv(tmp_path, australia):
     # full (measured: 478 flows on 73 rows, with up to five of the eight sites full in the
     # afternoon of the real 2023-01-18 weather), and the recomputation above shows the files
     # still agree with each other and with the model.
-    from common.evaluate import RESIDUE_RPS
+    from thermoroute.common.evaluate import RESIDUE_RPS
 
     rates = [float(r["requests_per_s"]) for r in _rows(run_dir / "schedule.csv")]
     assert sum(rate < RESIDUE_RPS for rate in rates) <= 550 and len(rates) < 1700

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.baselines import BASELINES
-from common.baselines import SOLVERS as REGISTERED
-from common.evaluate import objective_parts_aud
-from common.scenario_io import load_scenario
-from common.scenarios import embedded_path
+from thermoroute.common.baselines import BASELINES
+from thermoroute.common.baselines import SOLVERS as REGISTERED
+from thermoroute.common.evaluate import objective_parts_aud
+from thermoroute.common.scenario_io import load_scenario
+from thermoroute.common.scenarios import embedded_path
 from thermoroute.pareto import PANELS, SOLVERS, TERMS, front_figure, weights_for
 
 

@@ -1,4 +1,4 @@
-"""Each physical function of ``common.physics`` against values computed by hand.
+"""Each physical function of ``thermoroute.common.physics`` against values computed by hand.
 
 The arithmetic of every expected value is written out in the comment beside it, so a reader
 can check it with a pencil; none of the expected values was produced by running the code.
@@ -9,23 +9,28 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.physics.cooling import cooling_energy_kwh, partial_pue
-from common.physics.energy import carbon_kg, energy_cost_aud, facility_energy_kwh, it_power_kw
-from common.physics.latency import (
+from thermoroute.common.physics.cooling import cooling_energy_kwh, partial_pue
+from thermoroute.common.physics.energy import (
+    carbon_kg,
+    energy_cost_aud,
+    facility_energy_kwh,
+    it_power_kw,
+)
+from thermoroute.common.physics.latency import (
     congestion_latency_req_s,
     great_circle_km,
     mean_ttft_ms,
     modelled_rtt_ms,
     path_latency_req_s,
 )
-from common.physics.psychrometrics import (
+from thermoroute.common.physics.psychrometrics import (
     PSYCHROMETER_A,
     PSYCHROMETER_A_SLOPE,
     saturation_vapour_pressure_hpa,
     wet_bulb_psychrometric,
     wet_bulb_stull,
 )
-from common.physics.water import (
+from thermoroute.common.physics.water import (
     ewif_from_generation,
     offsite_water_l,
     onsite_wue,

@@ -31,11 +31,11 @@ from scenario_factory import (
     write_rows,
 )
 
-from common.baselines import temperature_unaware
-from common.central import CentralSolveError, _plant_constraints, solve_central
-from common.compare import compare, to_json, to_text
-from common.errors import ScenarioError
-from common.evaluate import (
+from thermoroute.common.baselines import temperature_unaware
+from thermoroute.common.central import CentralSolveError, _plant_constraints, solve_central
+from thermoroute.common.compare import compare, to_json, to_text
+from thermoroute.common.errors import ScenarioError
+from thermoroute.common.evaluate import (
     evaluate,
     load_gpus,
     overloads,
@@ -43,12 +43,17 @@ from common.evaluate import (
     true_pue,
     true_wue,
 )
-from common.physics.cooling import derated_capacity_fraction, ppue_curve
-from common.physics.water import daily_windows
-from common.scenario import Scenario
-from common.scenario_io import check_servable, load_scenario, split_scenario, write_scenario
-from common.scenarios import scenario_directory
-from site_agent.data import load_site
+from thermoroute.common.physics.cooling import derated_capacity_fraction, ppue_curve
+from thermoroute.common.physics.water import daily_windows
+from thermoroute.common.scenario import Scenario
+from thermoroute.common.scenario_io import (
+    check_servable,
+    load_scenario,
+    split_scenario,
+    write_scenario,
+)
+from thermoroute.common.scenarios import scenario_directory
+from thermoroute.site_agent.data import load_site
 
 #: Relative tolerance to which the optimum must respect every limit (the issue's 1e-6).
 LIMIT_RTOL = 1e-6

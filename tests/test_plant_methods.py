@@ -16,13 +16,19 @@ import pytest
 from conftest import make_scenario
 from test_plant_limits import DERATED, assert_within_limits, onsite_by_window, with_plant
 
-from common import synth
-from common.central import solve_central
-from common.evaluate import evaluate, load_gpus, minimal_active_gpus, plant_limits, true_pue
-from common.scenario import Scenario
-from common.scenario_io import write_scenario
-from coordinator.admm import AdmmSettings
-from coordinator.ipm import IpmSettings
+from thermoroute.common import synth
+from thermoroute.common.central import solve_central
+from thermoroute.common.evaluate import (
+    evaluate,
+    load_gpus,
+    minimal_active_gpus,
+    plant_limits,
+    true_pue,
+)
+from thermoroute.common.scenario import Scenario
+from thermoroute.common.scenario_io import write_scenario
+from thermoroute.coordinator.admm import AdmmSettings
+from thermoroute.coordinator.ipm import IpmSettings
 from thermoroute.launch import solve_distributed
 
 #: The issue's bound on a distributed answer's objective against the optimum.

@@ -1,7 +1,7 @@
 """The coordinator never receives a site's private data.
 
 Every message that reaches the coordinator from a site group is intercepted at the fleet
-boundary (:data:`coordinator.fleet.Tap`) on the real paths — site agents in process, and
+boundary (:data:`thermoroute.coordinator.fleet.Tap`) on the real paths — site agents in process, and
 site-group actors on Ray — and checked: at registration only support rows, per iteration
 only ``(iteration, served demand)`` (ADMM) or masked sums (interior point), at the end only
 the decisions and masked sums. Changing a site's private data in a way that leaves its
@@ -22,14 +22,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from common.admm_protocol import AdmmAnswer
-from common.report_protocol import GroupReport, SiteDecision
-from common.scenario import Scenario
-from common.scenario_io import write_scenario
-from coordinator.admm import AdmmSettings
-from site_agent.subproblem import InnerSettings
 from tests.conftest import local_ray
+from thermoroute.common.admm_protocol import AdmmAnswer
+from thermoroute.common.report_protocol import GroupReport, SiteDecision
+from thermoroute.common.scenario import Scenario
+from thermoroute.common.scenario_io import write_scenario
+from thermoroute.coordinator.admm import AdmmSettings
 from thermoroute.launch import solve_distributed
+from thermoroute.site_agent.subproblem import InnerSettings
 
 #: What a site's part of the final report may carry: its flows (the decision), which iterate
 #: they are, counts of inner-solve trouble — and ``detail`` only when shared.
@@ -198,7 +198,7 @@ def test_ray_messages_hold_only_served_demand(
 
 
 def _ipm_messages(scenario: Scenario, root: Path, *, secure: bool) -> list[tuple[str, int, bytes]]:
-    from coordinator.ipm import IpmSettings
+    from thermoroute.coordinator.ipm import IpmSettings
 
     settings = replace(IpmSettings(), secure_aggregation=secure)
     return _tapped(scenario, root, executor="inline", settings=settings)
@@ -206,7 +206,7 @@ def _ipm_messages(scenario: Scenario, root: Path, *, secure: bool) -> list[tuple
 
 def _check_ipm_messages(messages: list[tuple[str, int, bytes]], site_ids: set[str]) -> list:
     """Every message's type and shape; returns the round answers as (group, Aggregate)."""
-    from common.ipm_protocol import Aggregate
+    from thermoroute.common.ipm_protocol import Aggregate
 
     kinds = {k for k, _, _ in messages}
     assert kinds == {
@@ -260,7 +260,7 @@ def test_masked_sums_equal_the_plain_sums(tiny_scenario: Scenario, tmp_path: Pat
     answers sum to exactly the correctly rounded sum of the plain ones."""
     import math
 
-    from common.secure_aggregation import unmask_sum
+    from thermoroute.common.secure_aggregation import unmask_sum
 
     (tmp_path / "masked").mkdir()
     (tmp_path / "plain").mkdir()
@@ -287,7 +287,7 @@ def test_plant_limits_leave_their_sites_only_as_a_masked_count(
     """Model v1.1: a site's derating, grid limit and water allowance shape its masked sums
     and nothing else; the coordinator learns only how many sites' limits span steps (the
     start's answer, a fleet sum) and whether the run uses the pattern across steps."""
-    from common.secure_aggregation import unmask_sum
+    from thermoroute.common.secure_aggregation import unmask_sum
 
     limits = {"grid_limit_kw": 4321.0625, "water_cap_l_per_day": 98765.4375}
     plant = replace(
@@ -326,7 +326,7 @@ def test_plant_limits_leave_their_sites_only_as_a_masked_count(
 def test_ray_interior_point_messages_are_masked(
     ray_cluster: Any, tiny_scenario: Scenario, tmp_path: Path
 ) -> None:
-    from coordinator.ipm import IpmSettings
+    from thermoroute.coordinator.ipm import IpmSettings
 
     messages = _tapped(tiny_scenario, tmp_path, executor="ray", settings=IpmSettings())
     rounds = _check_ipm_messages(messages, set(tiny_scenario.sites.site_id))
@@ -340,7 +340,7 @@ def test_ray_interior_point_messages_are_masked(
 def _private_numbers(scenario: Scenario, x: np.ndarray, n: np.ndarray) -> dict[str, set[str]]:
     """What must not appear on the coordinator's side, as text at 7 significant digits: the
     sites' hourly physics and totals for this schedule, and their private cells."""
-    from common.evaluate import evaluate
+    from thermoroute.common.evaluate import evaluate
 
     ev = evaluate(scenario, x, n)
     text = {
@@ -392,9 +392,9 @@ def test_ray_run_keeps_each_sites_detail_on_the_site(
     )
     import urllib.request
 
-    from coordinator.ipm import IpmSettings
-    from coordinator.metrics import CoordinatorMetrics, MetricsEndpoint
     from tests.test_prometheus import free_port
+    from thermoroute.coordinator.ipm import IpmSettings
+    from thermoroute.coordinator.metrics import CoordinatorMetrics, MetricsEndpoint
 
     port = free_port()
     scraped: list[str] = []
@@ -432,7 +432,7 @@ def test_ray_run_keeps_each_sites_detail_on_the_site(
         if kind in ("report_keys", "final_report"):
             _check_report(kind, msg, site_ids)
     # The sites' own directories hold their detail, and it is what the model charges.
-    from common.evaluate import evaluate
+    from thermoroute.common.evaluate import evaluate
 
     x = run.outputs.schedule.x
     n = np.zeros((len(site_ids), tiny_scenario.steps))
@@ -504,7 +504,7 @@ def test_shared_detail_is_the_operators_choice_and_named(
 ) -> None:
     import json
 
-    from coordinator.ipm import IpmSettings
+    from thermoroute.coordinator.ipm import IpmSettings
 
     data = write_scenario(tiny_scenario, tmp_path / "scenario")
     run = solve_distributed(
@@ -523,8 +523,8 @@ def test_shared_detail_is_the_operators_choice_and_named(
 def test_a_sites_bad_data_reach_the_driver_as_a_count_only(
     ray_cluster: Any, tiny_scenario: Scenario, tmp_path: Path
 ) -> None:
-    from common.errors import SiteDataInvalid
-    from common.scenario_io import split_scenario
+    from thermoroute.common.errors import SiteDataInvalid
+    from thermoroute.common.scenario_io import split_scenario
 
     data = write_scenario(tiny_scenario, tmp_path / "scenario")
     split = tmp_path / "split"
@@ -558,8 +558,8 @@ def test_site_metrics_stay_on_the_node_and_hold_costs_only_on_opt_in(
     import socket
     import urllib.request
 
-    from site_agent.metrics import ADDR_ENV, ECONOMICS_ENV, PORT_ENV
     from tests.test_prometheus import free_port
+    from thermoroute.site_agent.metrics import ADDR_ENV, ECONOMICS_ENV, PORT_ENV
 
     data = write_scenario(tiny_scenario, tmp_path / "scenario")
 

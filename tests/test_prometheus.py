@@ -1,11 +1,12 @@
 """A real Prometheus server scrapes a real ADMM run, and the series are read back.
 
-The Prometheus binary (Debian's ``prometheus`` package) is started on a free loopback
-port with a generated configuration (a 0.5 s scrape interval) and a temporary TSDB. An ADMM
-solve of the three-site scenario runs through the product's composition root
-(:func:`thermoroute.launch.solve_distributed`) with :class:`coordinator.metrics.CoordinatorMetrics`
-serving ``/metrics``; the residual, objective, iteration and state series are then read back
-through Prometheus' HTTP API (``/api/v1/query``) and compared with what the run returned.
+The Prometheus binary (Debian's ``prometheus`` package) is started on a free loopback port with a
+generated configuration (a 0.5 s scrape interval) and a temporary TSDB. An ADMM solve of the
+three-site scenario runs through the product's composition root
+(:func:`thermoroute.launch.solve_distributed`) with
+:class:`thermoroute.coordinator.metrics.CoordinatorMetrics` serving ``/metrics``; the residual,
+objective, iteration and state series are then read back through Prometheus' HTTP API
+(``/api/v1/query``) and compared with what the run returned.
 
 The three-site run converges in well under a second, faster than any scrape interval, so
 an observer adds 60 ms per iteration (the order of a fan-out over real VMs): Prometheus
@@ -34,8 +35,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.admm import AdmmSettings
-from coordinator.events import IterationRecord, NullObserver
+from thermoroute.coordinator.admm import AdmmSettings
+from thermoroute.coordinator.events import IterationRecord, NullObserver
 
 pytestmark = [pytest.mark.prometheus]
 
@@ -175,7 +176,7 @@ def _value(result: list[dict]) -> float:
 
 
 def test_prometheus_reads_back_a_real_admm_run(prometheus_factory, tiny_scenario_dir: Path):
-    from coordinator.metrics import CoordinatorMetrics, MetricsEndpoint
+    from thermoroute.coordinator.metrics import CoordinatorMetrics, MetricsEndpoint
     from thermoroute.launch import solve_distributed
 
     metrics = CoordinatorMetrics(endpoint=MetricsEndpoint(0, "127.0.0.1"))
@@ -233,8 +234,8 @@ def test_prometheus_reads_back_a_real_interior_point_run(
 ):
     """μ, the coupling residual, the step and the iteration of a ``--method ipm`` run, read
     back from a real Prometheus under the run's label; per-site answer times too."""
-    from coordinator.ipm import IpmSettings
-    from coordinator.metrics import CoordinatorMetrics, MetricsEndpoint
+    from thermoroute.coordinator.ipm import IpmSettings
+    from thermoroute.coordinator.metrics import CoordinatorMetrics, MetricsEndpoint
     from thermoroute.launch import solve_distributed
 
     metrics = CoordinatorMetrics(endpoint=MetricsEndpoint(0, "127.0.0.1"))
@@ -349,8 +350,8 @@ def test_coordinator_metrics_keep_recent_runs_and_survive_pickling() -> None:
 
     from prometheus_client import CollectorRegistry
 
-    from coordinator.events import RunState
-    from coordinator.metrics import CoordinatorMetrics, start_metrics_server
+    from thermoroute.coordinator.events import RunState
+    from thermoroute.coordinator.metrics import CoordinatorMetrics, start_metrics_server
 
     registry = CollectorRegistry()
     metrics = CoordinatorMetrics(registry, keep_runs=2)
@@ -385,7 +386,7 @@ def test_coordinator_metrics_keep_recent_runs_and_survive_pickling() -> None:
 def test_site_agent_metrics_from_telemetry_and_environment() -> None:
     from prometheus_client import CollectorRegistry
 
-    from site_agent.metrics import PORT_ENV, SiteAgentMetrics
+    from thermoroute.site_agent.metrics import PORT_ENV, SiteAgentMetrics
 
     metrics = SiteAgentMetrics(CollectorRegistry(), economics=True)  # the operator opted in
     assert metrics.serve_from_env({}) is None

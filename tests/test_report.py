@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import thermoroute
-from common.baselines import SOLVERS
+from thermoroute.common.baselines import SOLVERS
 from thermoroute.report import BAR_METRICS
 from thermoroute.results import PUE_COLUMNS
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import thermoroute
-from common.baselines import SOLVERS
 from tests.test_report import browser  # noqa: F401 (the module's Chromium fixture)
+from thermoroute.common.baselines import SOLVERS
 
 NAME = "australia-heatwave-2020"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from common.run_directory import MARKER, OutputDirectoryError, RunDirectory
+from thermoroute.common.run_directory import MARKER, OutputDirectoryError, RunDirectory
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from thermoroute.cli import main; main()"]

@@ -7,7 +7,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from common.scenario_io import SCENARIO_FILES, load_scenario
+from thermoroute.common.scenario_io import SCENARIO_FILES, load_scenario
 from thermoroute.scenario_template import FILES
 
 

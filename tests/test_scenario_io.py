@@ -20,9 +20,9 @@ from scenario_factory import (
     step_time,
 )
 
-from common.errors import ScenarioError
-from common.scenario import DemandView, Scenario
-from common.scenario_io import (
+from thermoroute.common.errors import ScenarioError
+from thermoroute.common.scenario import DemandView, Scenario
+from thermoroute.common.scenario_io import (
     COORDINATOR_FILES,
     SCENARIO_FILES,
     SITE_PRIVATE_FILES,

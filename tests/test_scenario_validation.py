@@ -33,9 +33,9 @@ from scenario_factory import (
     write_rows,
 )
 
-from common.bounds import BOUNDS, markdown_table
-from common.errors import Problem, ScenarioError
-from common.scenario_io import SCENARIO_FILES, check_servable, load_scenario
+from thermoroute.common.bounds import BOUNDS, markdown_table
+from thermoroute.common.errors import Problem, ScenarioError
+from thermoroute.common.scenario_io import SCENARIO_FILES, check_servable, load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 

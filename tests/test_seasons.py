@@ -16,12 +16,12 @@ from functools import partial
 
 import pytest
 
-from common.central import solve_central
-from common.evaluate import evaluate, feasibility, overloads
-from coordinator.admm import AdmmSettings
-from coordinator.ipm import IpmSettings
 from tests.conftest import embedded_scenario
 from thermoroute import launch
+from thermoroute.common.central import solve_central
+from thermoroute.common.evaluate import evaluate, feasibility, overloads
+from thermoroute.coordinator.admm import AdmmSettings
+from thermoroute.coordinator.ipm import IpmSettings
 
 #: The schedules are charged under the model, which needs each site's active GPUs: the sites
 #: share their detail with the coordinator (docs/model.md §9), as an operator may.

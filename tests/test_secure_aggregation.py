@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.secure_aggregation import (
+from thermoroute.common.secure_aggregation import (
     LIMIT,
     EncodingError,
     MaskingSetup,
@@ -105,7 +105,7 @@ def test_masks_differ_per_round_and_iteration() -> None:
 
 def test_a_masker_never_masks_twice_under_one_nonce() -> None:
     """Two messages under one keystream would give away their difference to the coordinator."""
-    from common.secure_aggregation import NonceReuse
+    from thermoroute.common.secure_aggregation import NonceReuse
 
     m = _fleet(2)[0]
     first = m.mask(np.arange(8.0), 3, 3)
@@ -119,7 +119,7 @@ def test_interior_point_rounds_mask_under_distinct_nonces(tiny_scenario_dir: Pat
     iteration) carries its own sequence number, so no group ever reuses a nonce."""
     from dataclasses import replace
 
-    from coordinator.ipm import IpmSettings
+    from thermoroute.coordinator.ipm import IpmSettings
     from thermoroute.launch import solve_distributed
 
     seen: list[tuple[int, str, int]] = []

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from common.scenario_io import copy_scenario_dir
-from common.scenarios import embedded_path
+from thermoroute.common.scenario_io import copy_scenario_dir
+from thermoroute.common.scenarios import embedded_path
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.physics import serving
-from common.physics.serving import (
+from thermoroute.common.physics import serving
+from thermoroute.common.physics.serving import (
     decode_step_ms,
     energy_per_output_token_j,
     idle_w,

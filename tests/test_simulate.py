@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from coordinator.receding import BatchBacklog, InteractiveLedger
+from thermoroute.coordinator.receding import BatchBacklog, InteractiveLedger
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from thermoroute.cli import main; main()"]

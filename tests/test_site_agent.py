@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.admm_protocol import AdmmRequest
-from common.coupling import CouplingLayout, coefficient_of_entry
-from common.errors import ScenarioError
-from common.evaluate import TOTAL_KEYS, evaluate
-from common.scenario import Objective, Scenario
-from common.scenario_io import site_slice_files, split_scenario, write_scenario
-from common.synth import synthesize
-from site_agent.agent import SiteAgent, SiteReport
-from site_agent.data import load_site, load_sites, site_slices
-from site_agent.group import SiteGroup
-from site_agent.subproblem import InnerSettings
+from thermoroute.common.admm_protocol import AdmmRequest
+from thermoroute.common.coupling import CouplingLayout, coefficient_of_entry
+from thermoroute.common.errors import ScenarioError
+from thermoroute.common.evaluate import TOTAL_KEYS, evaluate
+from thermoroute.common.scenario import Objective, Scenario
+from thermoroute.common.scenario_io import site_slice_files, split_scenario, write_scenario
+from thermoroute.common.synth import synthesize
+from thermoroute.site_agent.agent import SiteAgent, SiteReport
+from thermoroute.site_agent.data import load_site, load_sites, site_slices
+from thermoroute.site_agent.group import SiteGroup
+from thermoroute.site_agent.subproblem import InnerSettings
 
 #: Objective weights of the synthetic fixtures, pinned (those of the embedded scenarios).
 WEIGHTS = Objective(carbon_aud_per_kg=0.075, water_aud_per_l=0.00267, latency_aud_per_req_s=7.6e-5)
@@ -125,8 +125,8 @@ def test_load_site_refuses_unknown_or_foreign_sites(fleet, split):
 
 
 def test_load_site_by_embedded_scenario_name():
-    scenarios = pytest.importorskip("common.scenarios")
-    from common.scenario_io import load_scenario
+    from thermoroute.common import scenarios
+    from thermoroute.common.scenario_io import load_scenario
 
     full = load_scenario(scenarios.embedded_path("australia"))
     site = load_site("australia", "mel")
@@ -419,9 +419,9 @@ def test_plain_exchange_admm_over_site_groups_reaches_the_central_optimum():
     site groups loaded by scenario name: the sites' answers must add up to the centralised
     optimum. This checks that each site solves the right subproblem with the right coupling
     contribution, not the coordinator (which has its own tests)."""
-    scenarios = pytest.importorskip("common.scenarios")
-    from common.central import solve_central
-    from common.scenario_io import load_scenario
+    from thermoroute.common import scenarios
+    from thermoroute.common.central import solve_central
+    from thermoroute.common.scenario_io import load_scenario
 
     scenario = load_scenario(scenarios.embedded_path("australia"))
     lay, scale, b = scaled(scenario)

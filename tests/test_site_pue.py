@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 import thermoroute
-from common.scenario import Scenario
+from thermoroute.common.scenario import Scenario
 from thermoroute.results import PUE_COLUMNS, Solution, site_pue
 from thermoroute.runner import print_decision
 

@@ -1,9 +1,9 @@
 """The site subproblem (OSQP, set up once) against an independent cvxpy formulation.
 
-The cvxpy problem here is written from MODEL.md in physical units, with the active GPUs ``n``
-as variables and no auxiliary variables, so it shares nothing with the OSQP formulation of
-``site_agent.subproblem`` (scaled variables, ``n`` eliminated, lifted load and deferrable
-means) except the model. It is DPP (``ρ·‖A x‖²`` and a linear term ``(ρ·v)ᵀ A x`` with
+The cvxpy problem here is written from MODEL.md in physical units, with the active GPUs ``n`` as
+variables and no auxiliary variables, so it shares nothing with the OSQP formulation of
+``thermoroute.site_agent.subproblem`` (scaled variables, ``n`` eliminated, lifted load and
+deferrable means) except the model. It is DPP (``ρ·‖A x‖²`` and a linear term ``(ρ·v)ᵀ A x`` with
 ``ρ·v`` computed in NumPy), so changing ρ or the target re-uses the compiled problem.
 """
 
@@ -17,12 +17,12 @@ import numpy as np
 import osqp
 import pytest
 
-from common.coupling import CouplingLayout, coefficient_of_entry
-from common.scenario import Objective, Scenario
-from common.scenario_io import write_scenario
-from common.synth import synthesize
-from site_agent.data import load_site, load_sites
-from site_agent.subproblem import InnerSettings, SiteSubproblem
+from thermoroute.common.coupling import CouplingLayout, coefficient_of_entry
+from thermoroute.common.scenario import Objective, Scenario
+from thermoroute.common.scenario_io import write_scenario
+from thermoroute.common.synth import synthesize
+from thermoroute.site_agent.data import load_site, load_sites
+from thermoroute.site_agent.subproblem import InnerSettings, SiteSubproblem
 
 #: The objective weights of the fixtures, pinned (those of the embedded scenarios) so that the
 #: penalties below keep their meaning whatever the synthetic generator's defaults become.
@@ -584,7 +584,7 @@ def test_unusable_inner_solve_keeps_the_previous_iterate_and_recovers(fleet, cap
     x_good = sub.x
     absurd = target.copy()
     absurd[0] = 1e30  # overflows OSQP's scaled data: no usable iterate comes back
-    with caplog.at_level("ERROR", logger="site_agent.subproblem"):
+    with caplog.at_level("ERROR", logger="thermoroute.site_agent.subproblem"):
         kept = sub.solve(absurd, RHO)
     assert sub.info.failed == 1 and not sub.info.ok
     assert "keeping the previous iterate" in caplog.text

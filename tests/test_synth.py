@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from common.scenario import Scenario
-from common.scenario_io import check_servable, load_scenario, write_scenario
-from common.synth import TARGET_PEAK_UTILISATION, synthesize
+from thermoroute.common.scenario import Scenario
+from thermoroute.common.scenario_io import check_servable, load_scenario, write_scenario
+from thermoroute.common.synth import TARGET_PEAK_UTILISATION, synthesize
 
 
 def assert_same_scenario(a: Scenario, b: Scenario) -> None:

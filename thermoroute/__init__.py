@@ -8,8 +8,8 @@ The Python API (:mod:`thermoroute.api`)::
     solution.shares()                     # who serves whom
 """
 
-from common import __version__
 from thermoroute.api import compare, load_scenario, solve
+from thermoroute.common import __version__
 from thermoroute.results import Solution
 
 __all__ = ["Solution", "__version__", "compare", "load_scenario", "solve"]

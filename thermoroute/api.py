@@ -25,8 +25,8 @@ from typing import Any
 
 from rich.console import Console
 
-from common.compare import Comparison
-from common.scenario import Scenario
+from thermoroute.common.compare import Comparison
+from thermoroute.common.scenario import Scenario
 from thermoroute.options import RunOptions
 from thermoroute.results import Solution
 
@@ -43,10 +43,11 @@ def load_scenario(
     """Read and validate a scenario: an embedded name (``australia``, ``australia-20``) or a
     scenario directory; ``start`` and ``steps`` choose the horizon (default: the file's).
 
-    Raises :class:`common.errors.ScenarioError` listing every problem (file, row, column).
+    Raises :class:`thermoroute.common.errors.ScenarioError` listing every problem (file, row,
+    column).
     """
-    from common.scenario_io import load_scenario as read_directory
-    from common.scenarios import scenario_directory
+    from thermoroute.common.scenario_io import load_scenario as read_directory
+    from thermoroute.common.scenarios import scenario_directory
 
     return read_directory(scenario_directory(source), start=start, steps=steps)
 
@@ -70,7 +71,7 @@ def solve(
     ----------
     scenario : str, path or Scenario
         An embedded name, a scenario directory (or the root of ``scenario split``, for a
-        distributed run), or a loaded :class:`~common.scenario.Scenario`.
+        distributed run), or a loaded :class:`~thermoroute.common.scenario.Scenario`.
     solver : str
         ``distributed`` (the sites' agents solve together with ``method``), ``central``,
         or a baseline: ``nearest``, ``temperature-unaware``, ``mean-efficiency``,
@@ -105,8 +106,8 @@ def solve(
     thermoroute.runner.SolveError
         The solver failed.
     """
-    from common.run_directory import check_output_directory
-    from common.scenario_io import write_scenario
+    from thermoroute.common.run_directory import check_output_directory
+    from thermoroute.common.scenario_io import write_scenario
 
     if options is None:
         settings.setdefault("live", console is not None)
@@ -139,8 +140,8 @@ def resolve_source(
     common.errors.ScenarioError
     SplitRootNeedsDistributed
     """
-    from common.scenario_io import is_split_root
-    from common.scenarios import scenario_directory
+    from thermoroute.common.scenario_io import is_split_root
+    from thermoroute.common.scenarios import scenario_directory
 
     directory = scenario_directory(source)
     if not is_split_root(directory):
@@ -194,9 +195,9 @@ def compare(
     """The temperature-aware optimum and every baseline (or ``solvers``), each charged under
     the true model, with percent changes against temperature-unaware, and the optimum's gain
     split into site differences and hourly weather (``comparison.decomposition``,
-    :class:`~common.compare.GainDecomposition`) — ``thermoroute compare``. Iterating the
-    comparison gives its rows (:class:`~common.compare.CompareRow`)."""
-    from common.compare import compare as compare_solvers
+    :class:`~thermoroute.common.compare.GainDecomposition`) — ``thermoroute compare``. Iterating the
+    comparison gives its rows (:class:`~thermoroute.common.compare.CompareRow`)."""
+    from thermoroute.common.compare import compare as compare_solvers
 
     loaded = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     return compare_solvers(loaded, solvers)

@@ -20,8 +20,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from common.errors import ScenarioError, SiteDataInvalid
-from common.run_directory import OutputDirectoryError
+from thermoroute.common.errors import ScenarioError, SiteDataInvalid
+from thermoroute.common.run_directory import OutputDirectoryError
 from thermoroute.isolation import in_private_network
 from thermoroute.ray_auth import ClusterAccessError
 
@@ -152,7 +152,7 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
 
 def _check_out(out: Path) -> None:
     """Refuse an output directory no run may write, before any work (exit status 2)."""
-    from common.run_directory import OutputDirectoryError, check_output_directory
+    from thermoroute.common.run_directory import OutputDirectoryError, check_output_directory
 
     try:
         check_output_directory(out)
@@ -162,7 +162,7 @@ def _check_out(out: Path) -> None:
 
 def resolve_scenario(source: str) -> Path:
     """A scenario directory for an embedded name or a path."""
-    from common.scenarios import scenario_directory
+    from thermoroute.common.scenarios import scenario_directory
 
     try:
         return scenario_directory(source)
@@ -171,7 +171,7 @@ def resolve_scenario(source: str) -> Path:
 
 
 def _load(source: str, start: datetime | None, steps: int | None):
-    from common.scenario_io import load_scenario
+    from thermoroute.common.scenario_io import load_scenario
 
     directory = resolve_scenario(source)
     try:
@@ -409,8 +409,9 @@ def compare(
         raise _fail(f"--scenario {repeated[0]}: given more than once")
     # Every scenario is read before any solve: a bad name costs nothing and prints nothing.
     loaded = [_load(name, start, steps)[1] for name in names]
-    from common.central import CentralSolveError
-    from common.compare import (
+    from thermoroute import api
+    from thermoroute.common.central import CentralSolveError
+    from thermoroute.common.compare import (
         render_decomposition,
         render_overloads,
         render_seasons,
@@ -418,7 +419,6 @@ def compare(
         seasons_to_json,
         to_json,
     )
-    from thermoroute import api
 
     try:
         comparisons = [api.compare(scen) for scen in loaded]
@@ -466,7 +466,7 @@ def report(
     except RunDirectoryInvalid as exc:
         raise _fail(str(exc)) from None
     scen = _report_scenario(solution, scenario)
-    from common.run_directory import write_file_whole
+    from thermoroute.common.run_directory import write_file_whole
 
     try:
         write_file_whole(target, build_report(solution, scen))
@@ -478,7 +478,7 @@ def report(
 def _report_scenario(solution, source: str | None):
     """The run's scenario over the run's horizon, checked against its schedule; ``None``
     when not named and not embedded."""
-    from common.scenarios import embedded_scenarios
+    from thermoroute.common.scenarios import embedded_scenarios
 
     if source is None:
         if solution.scenario_name not in embedded_scenarios():
@@ -520,7 +520,7 @@ def pareto(
     """Trade-off front: solve over a sweep of one weight (the centralised optimum and every
     baseline at each), write pareto.csv and pareto.png (the objective and every term
     against the weight)."""
-    from common.run_directory import RunDirectory
+    from thermoroute.common.run_directory import RunDirectory
     from thermoroute.pareto import WEIGHTS, SweepError, front_figure, sweep, weights_for
     from thermoroute.report import figure_png
 
@@ -641,8 +641,8 @@ def simulate(
         _check_out(out)
     _isolated(isolate, True, executor.value, address, None)
     directory = resolve_scenario(scenario)
-    from common.central import CentralSolveError
     from thermoroute import runner
+    from thermoroute.common.central import CentralSolveError
     from thermoroute.distributed_run import run_receding
 
     try:
@@ -915,7 +915,7 @@ def _print_status(body: dict) -> None:
 @scenario_app.command("list")
 def scenario_list() -> None:
     """List the embedded scenarios."""
-    from common.scenarios import embedded_scenarios
+    from thermoroute.common.scenarios import embedded_scenarios
 
     for name in embedded_scenarios():
         console.print(name)
@@ -927,8 +927,8 @@ def scenario_export(
     directory: Annotated[Path, typer.Argument(help="Target directory.")],
 ) -> None:
     """Write an embedded scenario as a scenario directory."""
-    from common.scenario_io import copy_scenario_dir, load_scenario
-    from common.scenarios import embedded_path, embedded_scenarios
+    from thermoroute.common.scenario_io import copy_scenario_dir, load_scenario
+    from thermoroute.common.scenarios import embedded_path, embedded_scenarios
 
     if name not in embedded_scenarios():
         raise _fail(f"no embedded scenario {name!r} (embedded: {', '.join(embedded_scenarios())})")
@@ -948,7 +948,7 @@ def scenario_validate(
     steps: StepsOpt = None,
 ) -> None:
     """Check a scenario directory; report every problem with file, row and column."""
-    from common.scenario_io import load_scenario
+    from thermoroute.common.scenario_io import load_scenario
 
     try:
         scen = load_scenario(directory, start=start, steps=steps)
@@ -994,8 +994,8 @@ def scenario_synth(
     steps: Annotated[int, typer.Option(min=1, help="Hourly steps.")] = 24,
 ) -> None:
     """Write a synthetic fleet spread over Australia (for scale tests)."""
-    from common.scenario_io import load_scenario, write_scenario
-    from common.synth import synthesize
+    from thermoroute.common.scenario_io import load_scenario, write_scenario
+    from thermoroute.common.synth import synthesize
 
     scen = synthesize(sites, regions, seed, steps=steps)
     write_scenario(scen, directory)
@@ -1011,7 +1011,7 @@ def scenario_split(
     out: Annotated[Path, typer.Argument(help="Target directory.")],
 ) -> None:
     """Split a scenario into a coordinator directory and one private directory per site."""
-    from common.scenario_io import split_scenario
+    from thermoroute.common.scenario_io import split_scenario
 
     directory = resolve_scenario(scenario)
     try:

@@ -14,11 +14,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from common.compare import METRIC_KEYS
-from common.run_directory import RunDirectory
-from common.scenario import Scenario
-from coordinator.admm import AdmmSettings
-from coordinator.ipm import IpmSettings
+from thermoroute.common.compare import METRIC_KEYS
+from thermoroute.common.run_directory import RunDirectory
+from thermoroute.common.scenario import Scenario
+from thermoroute.coordinator.admm import AdmmSettings
+from thermoroute.coordinator.ipm import IpmSettings
 from thermoroute.launch import (
     EQUAL_WORK_RTOL,
     SimulationResult,
@@ -77,7 +77,7 @@ def method_settings(
 def _metrics_observers(port: int | None, addr: str) -> list[Any]:
     if port is None:
         return []
-    from coordinator.metrics import CoordinatorMetrics, MetricsEndpoint
+    from thermoroute.coordinator.metrics import CoordinatorMetrics, MetricsEndpoint
 
     return [CoordinatorMetrics(endpoint=MetricsEndpoint(port=port, addr=addr))]
 
@@ -90,7 +90,7 @@ def run_distributed(
     console: Console | None = None,
 ) -> tuple[bool, dict[str, Any]]:
     """Run a distributed method on ``directory`` and write its outputs into ``staging`` (a
-    :class:`~common.run_directory.RunDirectory`'s); each site writes its own detail into
+    :class:`~thermoroute.common.run_directory.RunDirectory`'s); each site writes its own detail into
     ``staging/sites/<site_id>/`` (or shares it, with ``options.share_site_details``).
 
     ``scenario`` (when the driver can read the whole scenario, i.e. local emulation) only
@@ -157,7 +157,7 @@ def run_receding(
     """Receding-horizon operation with a closing table against temperature-unaware: the
     totals, the requests each plan saw arrive, served and left, and the objective per 1,000
     served requests; the totals' changes only when both plans served the same requests."""
-    from site_agent.forecast import SiteForecast
+    from thermoroute.site_agent.forecast import SiteForecast
 
     forecast = SiteForecast(seed=seed) if site_forecast_noise else SiteForecast.perfect()
 
@@ -256,7 +256,7 @@ def _print_simulation(
 def _write_simulation(result: SimulationResult, run_dir: RunDirectory, console: Console) -> None:
     """``simulation.csv`` (one row per applied step) and ``simulation.json`` (totals, work,
     verdict) into ``run_dir``."""
-    from common.scenario_io import csv_text
+    from thermoroute.common.scenario_io import csv_text
 
     columns = tuple(f.name for f in fields(SimulationStep))
     rows = [[getattr(s, name) for name in columns] for s in result.steps]

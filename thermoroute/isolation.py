@@ -192,8 +192,11 @@ def run_isolated(argv: Sequence[str], forward: tuple[str, int] | None = None) ->
         # Its own process group: a Ctrl-C at the terminal reaches only this process, which
         # hands it to the run's driver alone (unshare forwards no signal, and Ray's daemons
         # must not die before the driver has shut them down).
+        # -P: the working directory does not go first on the child's path, so a folder
+        # holding packages of the same names (common/, coordinator/, thermoroute/) cannot
+        # stand in for the installed ones.
         child = subprocess.Popen(
-            [*command, sys.executable, "-m", "thermoroute.isolation", *argv],
+            [*command, sys.executable, "-P", "-m", "thermoroute.isolation", *argv],
             env=env,
             preexec_fn=_die_with_parent,
             start_new_session=True,

@@ -3,7 +3,7 @@
 :func:`solve_distributed` loads the coordinator's demand view, creates the site agents (plain
 objects, or Ray actors — one per site, or groups of ``sites_per_agent`` sites), creates the
 coordinator (a Ray actor, or a plain object) and runs exchange ADMM to convergence.
-:func:`simulate` runs the same fleet in receding horizon (:mod:`coordinator.receding`).
+:func:`simulate` runs the same fleet in receding horizon (:mod:`thermoroute.coordinator.receding`).
 
 This is the only place that imports both ``site_agent`` and ``coordinator``.
 
@@ -31,23 +31,20 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import Problem, ScenarioError, SiteDataInvalid
-from common.evaluate import TOTAL_KEYS, evaluate
-from common.physics.latency import mean_ttft_ms
-from common.scenario import DemandView, Scenario
-from common.scenario_io import is_split_root
-from common.scenarios import scenario_directory
-from coordinator.actor import CheckpointMissing, Coordinator, CoordinatorOutcome
-from coordinator.admm import AdmmSettings
-from coordinator.data import load_view
-from coordinator.events import IterationRecord, NullObserver, RunObserver
-from coordinator.fleet import InlineFleet, SiteGroupLost, Tap, restart_failure
-from coordinator.methods import MethodSettings, method_for
-from coordinator.receding import DEMAND_NOISE_SIGMA, BatchBacklog, InteractiveLedger
-from coordinator.results import RunOutputs
-from site_agent.forecast import SiteForecast
-from site_agent.group import SiteGroup
-from site_agent.subproblem import InnerSettings
+from thermoroute.common.errors import Problem, ScenarioError, SiteDataInvalid
+from thermoroute.common.evaluate import TOTAL_KEYS, evaluate
+from thermoroute.common.physics.latency import mean_ttft_ms
+from thermoroute.common.scenario import DemandView, Scenario
+from thermoroute.common.scenario_io import is_split_root
+from thermoroute.common.scenarios import scenario_directory
+from thermoroute.coordinator.actor import CheckpointMissing, Coordinator, CoordinatorOutcome
+from thermoroute.coordinator.admm import AdmmSettings
+from thermoroute.coordinator.data import load_view
+from thermoroute.coordinator.events import IterationRecord, NullObserver, RunObserver
+from thermoroute.coordinator.fleet import InlineFleet, SiteGroupLost, Tap, restart_failure
+from thermoroute.coordinator.methods import MethodSettings, method_for
+from thermoroute.coordinator.receding import DEMAND_NOISE_SIGMA, BatchBacklog, InteractiveLedger
+from thermoroute.coordinator.results import RunOutputs
 from thermoroute.isolation import in_private_network
 from thermoroute.ray_auth import (
     ClusterAccessError,
@@ -56,6 +53,9 @@ from thermoroute.ray_auth import (
     ensure_local_token,
     token_source,
 )
+from thermoroute.site_agent.forecast import SiteForecast
+from thermoroute.site_agent.group import SiteGroup
+from thermoroute.site_agent.subproblem import InnerSettings
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def create_group_actors(
     """One ``SiteGroup`` actor per group; pinned to ``site:<id>`` where offered.
 
     ``max_restarts``: how often Ray restarts a crashed agent (its constructor runs again and
-    reloads the sites' data; :class:`~coordinator.fleet.RayFleet` registers it again).
+    reloads the sites' data; :class:`~thermoroute.coordinator.fleet.RayFleet` registers it again).
     """
     import ray
 
@@ -312,7 +312,7 @@ def solve_distributed(
     start, steps : optional
         The horizon; the scenario's by default.
     settings : AdmmSettings or IpmSettings, optional
-        Selects the method (:func:`coordinator.methods.method_for`); ADMM's defaults if
+        Selects the method (:func:`thermoroute.coordinator.methods.method_for`); ADMM's defaults if
         omitted.
     observers : sequence of RunObserver
         Called each iteration (inside the coordinator actor on Ray: must be picklable).
@@ -330,7 +330,7 @@ def solve_distributed(
         Shut down a Ray this call started, at the end.
     tap : callable, optional
         Audit hook called with every message the coordinator receives from a site group
-        (:data:`coordinator.fleet.Tap`; on Ray it runs inside the coordinator actor).
+        (:data:`thermoroute.coordinator.fleet.Tap`; on Ray it runs inside the coordinator actor).
     metrics_linger_s : float
         After the run, keep the observers' metrics servers up until scraped once more or
         this many seconds, so Prometheus sees the final state and objective.
@@ -671,8 +671,8 @@ class SimulationResult:
     ----------
     steps : list of SimulationStep
     totals, baseline_totals : dict
-        Sums over the applied steps (:data:`common.evaluate.TOTAL_KEYS`, ``objective_aud``
-        [AUD], ``interactive_requests``; ``ttft_mean_ms`` a mean [ms]).
+        Sums over the applied steps (:data:`thermoroute.common.evaluate.TOTAL_KEYS`,
+        ``objective_aud`` [AUD], ``interactive_requests``; ``ttft_mean_ms`` a mean [ms]).
     baseline : str
         The baseline's name (empty without one).
     work, baseline_work : Work
@@ -813,38 +813,39 @@ def simulate(
     warm: bool = True,
     drain: bool = True,
 ) -> SimulationResult:
-    """Receding-horizon operation (:mod:`coordinator.receding`): each step re-solve the next
-    ``horizon`` steps with a forecast, apply the first, warm-start the next solve.
+    """Receding-horizon operation (:mod:`thermoroute.coordinator.receding`): each step re-solve
+    the next ``horizon`` steps with a forecast, apply the first, warm-start the next solve.
 
     The coordinator runs in this process; the site agents are plain objects
     (``executor="inline"``) or Ray actors. The baseline (``temperature-unaware``, planned by
-    :func:`common.baselines.temperature_unaware` on each window with the same demand
+    :func:`thermoroute.common.baselines.temperature_unaware` on each window with the same demand
     forecasts and its own batch backlog) is run the same way. Both applied schedules are
     charged under the true model; charging needs every site's data, so the simulation harness
     (not the coordinator) reads the whole scenario for that.
 
-    Forecasts: the coordinator forecasts demand (:class:`coordinator.receding.DemandForecaster`,
-    ``demand_sigma``); each site agent forecasts its own weather, price and carbon
-    (:class:`site_agent.forecast.SiteForecast`, default errors unless ``site_forecast`` is
-    given; ``SiteForecast.perfect()`` plans with the real series). The baseline plans with
-    the real site series (it has no site agents), which favours it slightly.
+    Forecasts: the coordinator forecasts demand
+    (:class:`thermoroute.coordinator.receding.DemandForecaster`, ``demand_sigma``); each site agent
+    forecasts its own weather, price and carbon
+    (:class:`thermoroute.site_agent.forecast.SiteForecast`, default errors unless ``site_forecast``
+    is given; ``SiteForecast.perfect()`` plans with the real series). The baseline plans with the
+    real site series (it has no site agents), which favours it slightly.
 
-    Draining (``drain=True``, the default; :mod:`coordinator.receding`): after ``days`` no
-    deferrable volume arrives and each further step plans a horizon shortened to end where
-    the last full one ended, so both plans must serve their backlogs by then; interactive
-    demand goes on as usual meanwhile, for both. The drain stops once both backlogs are
-    empty, after at most ``horizon − 1`` steps, and needs no data beyond the ``days``' last
-    horizon. Its horizons change length every step, so they are solved cold (a new fleet
-    each). ``drain=False`` stops after ``days``, backlogs and all: the plans have then
-    served different work (:attr:`SimulationResult.equal_work`).
+    Draining (``drain=True``, the default; :mod:`thermoroute.coordinator.receding`): after ``days``
+    no deferrable volume arrives and each further step plans a horizon shortened to end where the
+    last full one ended, so both plans must serve their backlogs by then; interactive demand goes on
+    as usual meanwhile, for both. The drain stops once both backlogs are empty, after at most
+    ``horizon − 1`` steps, and needs no data beyond the ``days``' last horizon. Its horizons change
+    length every step, so they are solved cold (a new fleet each). ``drain=False`` stops after
+    ``days``, backlogs and all: the plans have then served different work
+    (:attr:`SimulationResult.equal_work`).
 
     ``warm=False`` solves every step cold (to measure what the warm starts save).
     """
     from dataclasses import replace as _replace
 
-    from common import baselines
-    from common.scenario_io import load_scenario
-    from coordinator.receding import DemandForecaster, horizon_view
+    from thermoroute.common import baselines
+    from thermoroute.common.scenario_io import load_scenario
+    from thermoroute.coordinator.receding import DemandForecaster, horizon_view
 
     settings = settings or AdmmSettings()
     if site_forecast is None:
@@ -990,7 +991,7 @@ def serve_fleet(
             return InlineFleet(agents, groups), close_inline
         import ray
 
-        from coordinator.fleet import RayFleet
+        from thermoroute.coordinator.fleet import RayFleet
 
         started = ensure_ray(address)
         pinned = site_resources() & set(site_ids)

@@ -16,7 +16,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from common.bounds import bound_of
+from thermoroute.common.bounds import bound_of
 
 #: What a distributed method accepts as ε_rel: above this the answer is not worth having.
 EPS_REL_MAX = 0.1
@@ -145,8 +145,8 @@ class RunOptions:
 
     def launch_arguments(self) -> dict[str, Any]:
         """The keywords of :func:`thermoroute.launch.solve_distributed` these options set."""
-        from site_agent.subproblem import InnerSettings
         from thermoroute.distributed_run import method_settings
+        from thermoroute.site_agent.subproblem import InnerSettings
 
         return {
             "executor": self.executor,

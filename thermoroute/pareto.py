@@ -1,14 +1,13 @@
 """Trade-off fronts: every plan as one objective weight sweeps around its default.
 
-The objective (docs/model.md §6) prices carbon, water and latency with three weights. How
-the answer moves with each is what an operator asks before trusting one value:
-:func:`sweep` solves the scenario at log-spaced multiples of one weight — the scenario's own
-value always among them — with the centralised solver (an interior point, exact to its
-tolerance and fast on fleets of tens of sites) and, beside it, with every baseline
-:mod:`common.baselines` registers, each planned for the same weights. Every plan is charged
-under the true model with its point's weights, and every term of the objective is kept:
-a picture of two terms alone (energy cost against carbon) can show a baseline "better" in
-both while it loses the objective through the terms not drawn.
+The objective (docs/model.md §6) prices carbon, water and latency with three weights. How the answer
+moves with each is what an operator asks before trusting one value: :func:`sweep` solves the
+scenario at log-spaced multiples of one weight — the scenario's own value always among them — with
+the centralised solver (an interior point, exact to its tolerance and fast on fleets of tens of
+sites) and, beside it, with every baseline :mod:`thermoroute.common.baselines` registers, each
+planned for the same weights. Every plan is charged under the true model with its point's weights,
+and every term of the objective is kept: a picture of two terms alone (energy cost against carbon)
+can show a baseline "better" in both while it loses the objective through the terms not drawn.
 """
 
 from __future__ import annotations
@@ -21,11 +20,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from common.baselines import SOLVERS as REGISTERED
-from common.baselines import run_solver
-from common.bounds import bound_of
-from common.compare import OPTIMUM, percent_change
-from common.scenario import Scenario
+from thermoroute.common.baselines import SOLVERS as REGISTERED
+from thermoroute.common.baselines import run_solver
+from thermoroute.common.bounds import bound_of
+from thermoroute.common.compare import OPTIMUM, percent_change
+from thermoroute.common.scenario import Scenario
 from thermoroute.report.figures import pareto_panels
 
 #: What ``--vary`` names: the objective's field and its unit.
@@ -41,9 +40,9 @@ TERMS = (
     "objective_aud", "energy_cost_aud", "carbon_kg", "water_l", "cooling_kwh", "facility_kwh",
     "latency_req_s", "ttft_mean_ms",
 )  # fmt: skip
-#: The solvers of every point: the temperature-aware optimum first, then every registered
-#: baseline (a baseline added to :data:`common.baselines.SOLVERS` joins the sweep). Each is
-#: one centralised solve or a greedy pass — about 0.1 s on ``australia`` — so all are run.
+#: The solvers of every point: the temperature-aware optimum first, then every registered #:
+#: baseline (a baseline added to :data:`thermoroute.common.baselines.SOLVERS` joins the sweep). Each
+#: is #: one centralised solve or a greedy pass — about 0.1 s on ``australia`` — so all are run.
 SOLVERS: tuple[str, ...] = tuple(REGISTERED)
 #: The quantities drawn, one panel each: (column, title, unit). The objective, how far each
 #: plan is above the optimum's, every term the objective charges (energy cost, carbon,

@@ -1,9 +1,10 @@
 """Live terminal display of a distributed run: iteration, residuals against their
 tolerances, and ρ (ADMM) or μ and the step (interior point).
 
-Fed by the coordinator's status snapshots (:meth:`coordinator.actor.Coordinator.status`),
-which the driver polls while the run goes; the objective appears when the sites report it
-at the end (mid-run, the coordinator knows only served demand).
+Fed by the coordinator's status snapshots
+(:meth:`thermoroute.coordinator.actor.Coordinator.status`), which the driver polls while the run
+goes; the objective appears when the sites report it at the end (mid-run, the coordinator knows only
+served demand).
 """
 
 from __future__ import annotations

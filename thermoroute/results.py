@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common.compare import GainDecomposition
-from common.evaluate import load_gpus
-from common.outputs import SCHEDULE_COLUMNS, SITE_STEP_COLUMNS
-from common.scenario import Scenario
+from thermoroute.common.compare import GainDecomposition
+from thermoroute.common.evaluate import load_gpus
+from thermoroute.common.outputs import SCHEDULE_COLUMNS, SITE_STEP_COLUMNS
+from thermoroute.common.scenario import Scenario
 
 #: Where the per-site detail of a run came from.
 SITE_DETAIL_SOURCES = ("run", "site directories", "missing")

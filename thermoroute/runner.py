@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from common.baselines import run_solver as run_central_solver
-from common.central import CentralSolveError
-from common.compare import (
+from thermoroute.common.baselines import run_solver as run_central_solver
+from thermoroute.common.central import CentralSolveError
+from thermoroute.common.compare import (
     MEAN_EFFICIENCY,
     METRICS,
     OPTIMUM,
@@ -28,11 +28,11 @@ from common.compare import (
     percent_change,
     render_decomposition,
 )
-from common.evaluate import overload_report
-from common.outputs import write_run
-from common.run_directory import RunDirectory
-from common.scenario import Scenario
-from coordinator.fleet import FleetTimeout, RoundFailed, SiteGroupLost
+from thermoroute.common.evaluate import overload_report
+from thermoroute.common.outputs import write_run
+from thermoroute.common.run_directory import RunDirectory
+from thermoroute.common.scenario import Scenario
+from thermoroute.coordinator.fleet import FleetTimeout, RoundFailed, SiteGroupLost
 from thermoroute.launch import CoordinatorLost
 from thermoroute.options import RunOptions
 from thermoroute.ray_auth import ClusterAccessError

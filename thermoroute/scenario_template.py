@@ -1,25 +1,25 @@
 """``thermoroute scenario init``: a scenario directory to start from, explained file by file.
 
-The numbers are a small synthetic fleet (:func:`common.synth.synthesize`) so the directory
-validates and solves as written; ``scenario.toml`` carries a comment on every key and
-``README.md`` says, for every file and column, what it means, its unit, the range the
-loader accepts (:data:`common.bounds.BOUNDS`), who owns it and where such data come from.
-Replace the numbers with your own and validate (``docs/own-data.md`` walks through it).
+The numbers are a small synthetic fleet (:func:`thermoroute.common.synth.synthesize`) so the
+directory validates and solves as written; ``scenario.toml`` carries a comment on every key and
+``README.md`` says, for every file and column, what it means, its unit, the range the loader accepts
+(:data:`thermoroute.common.bounds.BOUNDS`), who owns it and where such data come from. Replace the
+numbers with your own and validate (``docs/own-data.md`` walks through it).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from common.bounds import bound_of
-from common.scenario import Scenario
-from common.scenario_io import (
+from thermoroute.common.bounds import bound_of
+from thermoroute.common.scenario import Scenario
+from thermoroute.common.scenario_io import (
     csv_text,
     load_scenario,
     scenario_tables,
     write_directory_atomic,
 )
-from common.synth import synthesize
+from thermoroute.common.synth import synthesize
 
 #: Per file: (who holds it, what it is, where such data come from, {column: meaning}).
 FILES: dict[str, tuple[str, str, str, dict[str, str]]] = {

@@ -7,7 +7,7 @@ in process) and a coordinator in this process. Every step of its clock it runs o
 2. every site moves to the new horizon re-reading its own data directory — the operator's
    pipeline appends weather, price and carbon forecasts there, and they never leave the
    site; a site whose new data fail validation keeps planning with what it held and is
-   flagged (:meth:`site_agent.group.SiteGroup.refresh`);
+   flagged (:meth:`thermoroute.site_agent.group.SiteGroup.refresh`);
 3. the method runs warm-started from the previous cycle, within a time budget;
 4. a converged answer becomes the published :class:`Plan`; otherwise the previous plan
    stays published — it covers the new step too, one step further into its horizon — and
@@ -35,14 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import ScenarioError
-from common.scenario import DemandView
-from common.scenario_io import write_directory_atomic
-from coordinator.actor import Coordinator
-from coordinator.data import load_view
-from coordinator.fleet import RoundFailed, SiteGroupLost
-from coordinator.methods import MethodSettings, method_for
-from coordinator.receding import BatchBacklog
+from thermoroute.common.errors import ScenarioError
+from thermoroute.common.scenario import DemandView
+from thermoroute.common.scenario_io import write_directory_atomic
+from thermoroute.coordinator.actor import Coordinator
+from thermoroute.coordinator.data import load_view
+from thermoroute.coordinator.fleet import RoundFailed, SiteGroupLost
+from thermoroute.coordinator.methods import MethodSettings, method_for
+from thermoroute.coordinator.receding import BatchBacklog
 
 log = logging.getLogger(__name__)
 

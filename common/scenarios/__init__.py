@@ -11,10 +11,10 @@ See docs/data.md and each scenario's ``PROVENANCE.md`` for sources and methods.
 
 Examples
 --------
->>> from common.scenarios import embedded_path, embedded_scenarios
+>>> from thermoroute.common.scenarios import embedded_path, embedded_scenarios
 >>> "australia" in embedded_scenarios()
 True
->>> from common.scenario_io import load_scenario
+>>> from thermoroute.common.scenario_io import load_scenario
 >>> load_scenario(embedded_path("australia")).shape
 (8, 8, 3, 24)
 """
@@ -25,7 +25,7 @@ import os
 import pathlib
 from importlib import resources
 
-from common.errors import Problem, ScenarioError
+from thermoroute.common.errors import Problem, ScenarioError
 
 __all__ = ["embedded_path", "embedded_scenarios", "scenario_directory"]
 
@@ -49,7 +49,8 @@ def embedded_scenarios() -> list[str]:
 
 
 def embedded_path(name: str) -> pathlib.Path:
-    """Directory of the embedded scenario ``name``, for :func:`common.scenario_io.load_scenario`.
+    """Directory of the embedded scenario ``name``, for
+    :func:`thermoroute.common.scenario_io.load_scenario`.
 
     Parameters
     ----------
@@ -76,7 +77,7 @@ def scenario_directory(source: str | os.PathLike[str]) -> pathlib.Path:
     ----------
     source : str or path
         A scenario directory (or any directory a caller understands, such as the output
-        root of :func:`common.scenario_io.split_scenario`), or one of
+        root of :func:`thermoroute.common.scenario_io.split_scenario`), or one of
         :func:`embedded_scenarios`.
 
     Raises

@@ -22,8 +22,8 @@ sys.path[:0] = [str(HERE.parent.parent), str(HERE.parent)]
 
 from conftest import make_scenario  # noqa: E402
 
-from common.central import CLARABEL_SETTINGS, solve_central  # noqa: E402
-from common.evaluate import evaluate  # noqa: E402
+from thermoroute.common.central import CLARABEL_SETTINGS, solve_central  # noqa: E402
+from thermoroute.common.evaluate import evaluate  # noqa: E402
 
 COMMAND = "python tests/reference/make_reference.py"
 

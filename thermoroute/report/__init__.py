@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from common.baselines import SOLVERS, run_solver
-from common.compare import (
+from thermoroute.common.baselines import SOLVERS, run_solver
+from thermoroute.common.compare import (
     MEAN_EFFICIENCY,
     METRICS,
     OPTIMUM,
@@ -32,7 +32,7 @@ from common.compare import (
     decomposition_cells,
     decomposition_note,
 )
-from common.evaluate import (
+from thermoroute.common.evaluate import (
     OVERLOAD_KINDS,
     OVERLOAD_REL_TOL,
     Evaluation,
@@ -44,7 +44,7 @@ from common.evaluate import (
     true_pue,
     true_wue,
 )
-from common.scenario import Scenario
+from thermoroute.common.scenario import Scenario
 from thermoroute.report import figures
 from thermoroute.report.narrative import explain
 from thermoroute.results import PUE_COLUMNS, PUE_NOTE, Solution, dash_nan
@@ -418,7 +418,7 @@ def _at_limits(scenario: Scenario, ev: Evaluation) -> dict[str, np.ndarray]:
 
 def _over_limits(scenario: Scenario, ev: Evaluation) -> dict[str, np.ndarray]:
     """Per kind of v1.1 limit, bool (S, T): where ``ev``'s plan is above it (beyond
-    :data:`OVERLOAD_REL_TOL`, as ``common.evaluate.overloads`` counts)."""
+    :data:`OVERLOAD_REL_TOL`, as ``thermoroute.common.evaluate.overloads`` counts)."""
     limits = plant_limits(scenario)
     s, steps = scenario.sites, ev.steps
     capacity = steps.active_gpus - limits.max_gpus > OVERLOAD_REL_TOL * s.gpus[:, None]

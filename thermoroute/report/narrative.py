@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.evaluate import true_pue, true_wue
-from common.scenario import Scenario
+from thermoroute.common.evaluate import true_pue, true_wue
+from thermoroute.common.scenario import Scenario
 
 #: Sites described, for gains and for losses each.
 LARGEST = 3
