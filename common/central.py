@@ -1,18 +1,18 @@
-"""The centralised reference: the whole scheduling problem as one convex QP (docs/MODEL.md §2–6).
+"""The centralised reference: the whole scheduling problem as one convex QP (docs/model.md §2–6).
 
-The model is written here directly from the formulas of MODEL.md with cvxpy expressions —
+The model is written here directly from the formulas of docs/model.md with cvxpy expressions —
 load, IT power, facility energy, cost, carbon, water, path latency and congestion — on
 purpose a different code path from the distributed runtime, whose site QPs are assembled
 from matrices. Solving both on the same scenario and comparing schedules, objectives and
 demand prices cross-validates the two.
 
-Only allowed ``(site, region, class)`` triples get a variable; forbidden ones (MODEL.md §2)
+Only allowed ``(site, region, class)`` triples get a variable; forbidden ones (docs/model.md §2)
 are zero because they do not exist in the problem. The problem is solved with Clarabel (an
 interior-point QP/conic solver) at tight tolerance.
 
 Shadow prices
 -------------
-The dual of each coupling row (MODEL.md §5) is reported as the marginal cost of demand,
+The dual of each coupling row (docs/model.md §5) is reported as the marginal cost of demand,
 ``∂J*/∂b`` — **positive when more demand costs more** — converted to AUD per additional
 request:
 
@@ -78,7 +78,7 @@ class CentralSolveError(RuntimeError):
 
 @dataclass(frozen=True)
 class Weights:
-    """Weights of the terms of the objective (MODEL.md §6).
+    """Weights of the terms of the objective (docs/model.md §6).
 
     Attributes
     ----------
@@ -236,7 +236,7 @@ def _build(
     w: Weights,
     limits: bool = True,
 ) -> _Model:
-    """Write MODEL.md §2–6 as a cvxpy problem over the allowed triples."""
+    """Write docs/model.md §2–6 as a cvxpy problem over the allowed triples."""
     sc, s = scenario, scenario.sites
     S, R, _, T = sc.shape
     dt_h, dt_s = sc.step_hours, sc.step_seconds
@@ -288,7 +288,7 @@ def _build(
     if limits:
         constraints += _plant_constraints(sc, n, it_kw)
 
-    # Coupling rows (MODEL.md §5) in CouplingLayout order: (j, c) pairs over the classes of
+    # Coupling rows (docs/model.md §5) in CouplingLayout order: (j, c) pairs over the classes of
     # one kind, j major. Rows without any allowed site are left out (their demand is checked).
     layout = CouplingLayout(R, tuple(bool(v) for v in sc.classes.deferrable), T)
     ci, cd = layout.interactive_classes, layout.deferrable_classes
@@ -514,7 +514,7 @@ def solve_central(
     tie_break: bool = False,
     plant_limits: bool = True,
 ) -> CentralResult:
-    """Solve the whole scheduling problem of MODEL.md as one convex QP.
+    """Solve the whole scheduling problem of docs/model.md as one convex QP.
 
     Parameters
     ----------

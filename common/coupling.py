@@ -1,4 +1,4 @@
-"""The coupling rows of the model (docs/MODEL.md §5) and their scaling.
+"""The coupling rows of the model (docs/model.md §5) and their scaling.
 
 The coordinator enforces, and each site contributes to, one row per interactive
 ``(region j, class c, step t)`` — ``Σ_i x[i,j,c,t] = D[j,c,t]`` — and one row per
@@ -8,7 +8,7 @@ order of the rows and on their scaling, so both live here.
 Rows are scaled so that every right-hand side is of order one: an interactive row is divided
 by its demand (or, where the demand is zero, by a small floor for its class), a deferrable
 row by its volume. Unscaled rows differ by orders of magnitude between regions and ADMM
-then converges slowly (Boyd et al. 2011, §3.4.1 and docs/NOTES.md).
+then converges slowly (Boyd et al. 2011, §3.4.1).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Charge a schedule under the true model (docs/MODEL.md §3–6).
+"""Charge a schedule under the true model (docs/model.md §3–6).
 
 Every solver — centralised, distributed, baseline — ends here: given the routed requests
 ``x[i,j,c,t]`` and active GPUs ``n[i,t]`` it computes the physical quantities and costs of
@@ -495,7 +495,7 @@ def feasibility(scenario: Scenario, x: np.ndarray, n: np.ndarray) -> Feasibility
 
 
 def objective_parts_aud(totals: Mapping[str, float], objective: Objective) -> dict[str, float]:
-    """The four parts of MODEL.md §6's objective (AUD) from a run's totals.
+    """The four parts of docs/model.md §6's objective (AUD) from a run's totals.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Write run outputs (output format v1, docs/MODEL.md §9), atomically."""
+"""Write run outputs (output format v1, docs/model.md §9), atomically."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ CONVERGENCE_COLUMNS = (
 )
 SHADOW_PRICE_COLUMNS = ("time", "region_id", "class_id", "aud_per_request")
 
-# Rows of schedule.csv below this rate are omitted (MODEL.md §9 allows omitting zeros).
+# Rows of schedule.csv below this rate are omitted (docs/model.md §9 allows omitting zeros).
 SCHEDULE_ZERO_RPS = 0.0
 
 

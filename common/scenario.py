@@ -1,4 +1,4 @@
-"""The scenario: typed, validated, in memory (input format v1, docs/MODEL.md §8).
+"""The scenario: typed, validated, in memory (input format v1, docs/model.md §8).
 
 A :class:`Scenario` holds every table of a scenario directory as NumPy arrays indexed by
 site ``i``, region ``j``, class ``c`` and step ``t``. Reading and writing the directory format
@@ -24,7 +24,7 @@ PLANT_COLUMNS = (*COOLING_COLUMNS, "grid_limit_kw", "water_cap_l_per_day")
 
 @dataclass(frozen=True)
 class Objective:
-    """Weights that turn carbon, water and latency into AUD (MODEL.md §6)."""
+    """Weights that turn carbon, water and latency into AUD (docs/model.md §6)."""
 
     carbon_aud_per_kg: float
     water_aud_per_l: float
@@ -201,7 +201,7 @@ class Scenario:
         """Boolean (S, R, C): may site ``i`` serve region ``j``'s class ``c`` at all?
 
         Interactive pairs are forbidden when ``rtt + prefill + max_wait > ttft_slo``
-        (MODEL.md §2); deferrable pairs are always allowed.
+        (docs/model.md §2); deferrable pairs are always allowed.
         """
         return allowed_pairs(
             self.rtt_ms,

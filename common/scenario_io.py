@@ -1,4 +1,4 @@
-"""Read, validate and write scenario directories (input format v1, docs/MODEL.md §8).
+"""Read, validate and write scenario directories (input format v1, docs/model.md §8).
 
 Every problem found is reported with the file, the row (line number, the header being line 1)
 and the column, and all problems of a directory are collected before raising, so a user can

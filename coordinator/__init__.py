@@ -1,5 +1,8 @@
-"""The coordinator: exchange-ADMM over the coupling rows, holding demand and scaled duals.
+"""The coordinator: the global exchange over the coupling rows of either distributed method
+(the interior point, :mod:`thermoroute.coordinator.ipm`, and exchange ADMM,
+:mod:`thermoroute.coordinator.admm`), holding the demand and the prices of the rows.
 
-It sees each site's proposed served demand ``A_i x_i`` and nothing else of a site; it
-never imports a site's data loaders (``thermoroute.site_agent.data``).
+It sees only what a method's messages carry (ADMM: each site's served demand ``A_i x_i``;
+the interior point: masked fleet sums) and never imports a site's data loaders
+(``thermoroute.site_agent.data``).
 """

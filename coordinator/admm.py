@@ -1,4 +1,4 @@
-"""Sparsity-aware exchange ADMM over the coupling rows (docs/MODEL.md §5, §7).
+"""Sparsity-aware exchange ADMM over the coupling rows (docs/model.md §5, §7).
 
 The problem the fleet solves is
 
@@ -43,7 +43,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -77,7 +77,7 @@ class AdmmSettings:
         (a fixed-ρ scan on ``australia`` and a synthetic fleet found 8 best of 2–512);
         residual balancing corrects it elsewhere.
     alpha : float
-        Over-relaxation ``α`` in [1, 2); MODEL.md §7 asks for 1.5–1.8.
+        Over-relaxation ``α`` in [1, 2); docs/model.md §7 asks for 1.5–1.8.
     eps_abs, eps_rel : float
         Boyd's absolute and relative tolerances (§3.3.1). ``eps_abs`` is per stacked entry in
         scaled units (rows are of order one), so 1e-5 is dominated by the relative term on
@@ -135,7 +135,7 @@ class AdmmSettings:
         fall back to that point's plain image and reset the memory.
     inner_eps_factor, inner_eps_min, inner_eps_max : float
         The inner tolerance sent to the sites, ``clip(factor · max(r, s/ρ) / √n, min, max)``:
-        loose while the outer residuals are large, tight near the end (NOTES.md, osqp#484).
+        loose while the outer residuals are large, tight near the end (osqp#484).
         The floor 1e-6 is about what OSQP reaches within its iteration limit on these QPs;
         asking for less makes solves end "inaccurate" and the outer loop stall.
     polish_factor : float or None
@@ -915,7 +915,3 @@ def shift_state(
     weights = None if old.weights is None else old.weights[source].copy()
     return AdmmState(z=z, u=u, rho=old.rho, weights=weights)
 
-
-def replace_settings(settings: AdmmSettings, **changes: object) -> AdmmSettings:
-    """``dataclasses.replace`` for settings (validated again)."""
-    return replace(settings, **changes)  # type: ignore[arg-type]

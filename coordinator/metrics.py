@@ -95,7 +95,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 OBJECTIVE_PARTS: tuple[str, ...] = ("energy_cost", "carbon", "water", "latency")
 
 #: Histogram buckets (s) of one site's QP solve: a raw OSQP re-solve takes 0.05–0.3 ms and a
-#: cold solve or a refactorisation after a ρ change tens of milliseconds (NOTES.md).
+#: cold solve or a refactorisation after a ρ change tens of milliseconds.
 SOLVE_SECONDS_BUCKETS: tuple[float, ...] = (
     1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0, 5.0,
 )  # fmt: skip
@@ -658,16 +658,6 @@ class CoordinatorMetrics:
             if _finite(value):
                 self._parts[run].add(part)
                 self._fam.objective_part.labels(run, part).set(value)
-
-    def state_of(self, run_id: str) -> str | None:
-        """The exported state of ``run_id`` (for tests and the live display)."""
-        for metric in self.registry.collect():
-            if metric.name != "thermoroute_run_state":
-                continue
-            for sample in metric.samples:
-                if sample.labels.get("run") == run_id and sample.value == 1:
-                    return sample.labels["thermoroute_run_state"]
-        return None
 
 
 def _rebuild(endpoint: MetricsEndpoint | None, keep_runs: int) -> CoordinatorMetrics:

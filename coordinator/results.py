@@ -229,7 +229,7 @@ class RunOutputs:
         return self.schedule.objective_aud
 
     def write(self, directory: str | os.PathLike[str], solver: str = "admm") -> Path:
-        """Write MODEL.md §9's files into ``directory`` atomically."""
+        """Write docs/model.md §9's files into ``directory`` atomically."""
         return write_run(
             directory,
             self.labels,

@@ -2,7 +2,7 @@
 
 Each outer ADMM iteration the coordinator sends a site a target ``v`` (one value per coupling row
 the site can serve, in the scaled units of :class:`thermoroute.common.coupling.CouplingLayout`) and
-a penalty ``ρ``; the site solves (docs/MODEL.md §3, §6, §7)
+a penalty ``ρ``; the site solves (docs/model.md §3, §6, §7)
 
 .. math::
 
@@ -476,7 +476,7 @@ class SiteSubproblem:
     def energy_weight(site: Scenario) -> np.ndarray:
         """AUD per kWh of IT energy at each step of a one-site scenario, ``κ_t``.
 
-        ``κ = pue · (price/1000 + λ_C · ci + λ_W · ewif) + λ_W · wue`` (MODEL.md §3, §6): the
+        ``κ = pue · (price/1000 + λ_C · ci + λ_W · ewif) + λ_W · wue`` (docs/model.md §3, §6): the
         energy cost, carbon and off-site water scale with facility energy ``pue · E_it``,
         on-site water with IT energy.
 
@@ -1064,7 +1064,7 @@ class SiteSubproblem:
         -------
         dict
             ``energy_cost``, ``carbon``, ``water``, ``latency`` (each in AUD, weighted as in
-            MODEL.md §6) and their sum ``total``.
+            docs/model.md §6) and their sum ``total``.
         """
         if x is None:
             x = self.x

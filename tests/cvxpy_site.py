@@ -1,6 +1,6 @@
 """An independent site-group implementation with cvxpy, for testing the coordinator.
 
-:class:`CvxSiteGroup` solves each site's exchange-ADMM subproblem (MODEL.md §3, §6, §7)
+:class:`CvxSiteGroup` solves each site's exchange-ADMM subproblem (docs/model.md §3, §6, §7)
 
     min f_i(x, n) + ρ/2 ‖A_i x − target‖²,  x ≥ 0 on allowed pairs,  L ≤ u_max n,  0 ≤ n ≤ G
 

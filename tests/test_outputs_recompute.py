@@ -1,8 +1,8 @@
-"""Run outputs (MODEL.md §9) recomputed independently of the solver and evaluation code.
+"""Run outputs (docs/model.md §9) recomputed independently of the solver and evaluation code.
 
 A run is solved and written with :func:`thermoroute.common.outputs.write_run`; then every total of
 ``summary.json`` is recomputed from nothing but ``schedule.csv``, ``site_steps.csv`` and the
-scenario's own input CSV files, read with the ``csv`` module, with the formulas of MODEL.md
+scenario's own input CSV files, read with the ``csv`` module, with the formulas of docs/model.md
 §3–6 written out again below (no import of ``common`` in the recomputation). Also: writing
 is all-or-nothing — a failing write leaves an earlier output intact.
 """
@@ -28,7 +28,7 @@ REL = 1e-6
 
 
 # ------------------------------------------------------------------------------------------
-# Independent recomputation: csv + MODEL.md formulas only.
+# Independent recomputation: csv + docs/model.md formulas only.
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -41,7 +41,7 @@ def _when(text: str) -> datetime:
 
 
 def _wue(model: str, wet_bulb_c: float, p1: float, p2: float) -> float:
-    """On-site WUE of MODEL.md §4 [L/kWh]."""
+    """On-site WUE of docs/model.md §4 [L/kWh]."""
     if model == "tower":
         f = wet_bulb_c * 9 / 5 + 32
         return max(0.05, p1 / (p1 - 1) * (6e-5 * f**3 - 0.01 * f**2 + 0.61 * f - 10.4))

@@ -40,7 +40,7 @@ from thermoroute.common.physics.water import (
 )
 
 # --------------------------------------------------------------------------------------------
-# Partial PUE (MODEL.md §3)
+# Partial PUE (docs/model.md §3)
 
 
 def test_ppue_default_curve_matches_the_papers_end_points():
@@ -80,7 +80,7 @@ def test_cooling_energy_is_the_overhead_above_it():
 
 
 # --------------------------------------------------------------------------------------------
-# On-site water (MODEL.md §4)
+# On-site water (docs/model.md §4)
 
 
 def test_tower_wue_hand_computed():

@@ -1,4 +1,4 @@
-"""Serving profiles against values computed by hand from the performance table (NOTES.md)."""
+"""Serving profiles against values computed by hand from the performance table."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_8b_scaling():
 
 
 def test_8b_energy_per_token_matches_measured_range():
-    # NOTES.md: Llama-3.1-8B on H100 uses 0.12-0.20 J per token at batch 64.
+    # Llama-3.1-8B on H100 uses 0.12-0.20 J per token at batch 64.
     # Ours: 380 W * (r * 72.9 ms / 0.63) / 64 = 380 * 0.026941 / 64 = 0.15996 J/token.
     e64 = float(energy_per_output_token_j("H100", "8b", 64))
     assert 0.12 <= e64 <= 0.20

@@ -1,7 +1,7 @@
 """The site subproblem (OSQP, set up once) against an independent cvxpy formulation.
 
-The cvxpy problem here is written from MODEL.md in physical units, with the active GPUs ``n`` as
-variables and no auxiliary variables, so it shares nothing with the OSQP formulation of
+The cvxpy problem here is written from docs/model.md in physical units, with the active GPUs ``n``
+as variables and no auxiliary variables, so it shares nothing with the OSQP formulation of
 ``thermoroute.site_agent.subproblem`` (scaled variables, ``n`` eliminated, lifted load and
 deferrable means) except the model. It is DPP (``ρ·‖A x‖²`` and a linear term ``(ρ·v)ᵀ A x`` with
 ``ρ·v`` computed in NumPy), so changing ρ or the target re-uses the compiled problem.
@@ -114,7 +114,7 @@ def some_target(
 
 
 class CvxSite:
-    """The same subproblem in cvxpy, from MODEL.md, in physical units (DPP)."""
+    """The same subproblem in cvxpy, from docs/model.md, in physical units (DPP)."""
 
     def __init__(self, site: Scenario, layout: CouplingLayout, row_scale: np.ndarray) -> None:
         self.site, self.layout = site, layout
@@ -181,7 +181,7 @@ class CvxSite:
 
 
 def manual_wue(model: str, tw: np.ndarray, p1: float, p2: float) -> np.ndarray:
-    """MODEL.md §4, written out again."""
+    """docs/model.md §4, written out again."""
     if model == "tower":
         f = tw * 9 / 5 + 32
         return np.maximum(0.05, p1 / (p1 - 1) * (6e-5 * f**3 - 0.01 * f**2 + 0.61 * f - 10.4))
@@ -191,7 +191,7 @@ def manual_wue(model: str, tw: np.ndarray, p1: float, p2: float) -> np.ndarray:
 
 
 def manual_parts(site: Scenario, x: np.ndarray, n: np.ndarray) -> dict[str, float]:
-    """The objective parts of MODEL.md §3–6 for one site, from the formulas directly [AUD]."""
+    """The objective parts of docs/model.md §3–6 for one site, from the formulas directly [AUD]."""
     s, o = site.sites, site.objective
     dt_h, dt_s = site.step_hours, site.step_seconds
     temp, tw = site.dry_bulb_c[0], site.wet_bulb_c[0]

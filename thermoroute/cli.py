@@ -28,7 +28,8 @@ from thermoroute.ray_auth import ClusterAccessError
 app = typer.Typer(
     name="thermoroute",
     help="Temperature-, carbon- and water-aware routing of LLM inference across "
-    "Australian edge data centres, solved by ADMM across sites on Ray.",
+    "Australian edge data centres, solved across the sites on Ray (a distributed interior "
+    "point, or exchange ADMM).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -204,17 +205,18 @@ def run(
     start: StartOpt = None,
     steps: StepsOpt = None,
     executor: Annotated[
-        Executor, typer.Option(help="ADMM: Ray actors (default) or in-process.")
+        Executor,
+        typer.Option(help="Distributed: sites as Ray actors (default) or in this process."),
     ] = Executor.ray,
     address: Annotated[
         str | None,
         typer.Option(
-            help="ADMM: join this Ray cluster (e.g. 10.0.0.5:6379 or 'auto') instead of "
+            help="Distributed: join this Ray cluster (e.g. 10.0.0.5:6379 or 'auto') instead of "
             "starting a local one."
         ),
     ] = None,
     sites_per_agent: Annotated[
-        int, typer.Option(min=1, help="ADMM: sites hosted by one agent actor.")
+        int, typer.Option(min=1, help="Distributed: sites hosted by one agent actor.")
     ] = 1,
     penalty: Annotated[
         Penalty,
@@ -262,7 +264,7 @@ def run(
         int,
         typer.Option(
             min=0,
-            help="ADMM on Ray: how often a crashed agent is restarted and registered again "
+            help="Distributed on Ray: how often a crashed agent is restarted and registered again "
             "before the run fails.",
         ),
     ] = 3,
@@ -304,11 +306,12 @@ def run(
     ] = False,
     isolate: IsolateOpt = True,
 ) -> None:
-    """Solve one horizon of a scenario and write MODEL.md §9 outputs.
+    """Solve one horizon of a scenario and write docs/model.md §9 outputs.
 
     SCENARIO may also be the output root of ``thermoroute scenario split`` (a deployment:
-    the coordinator's data here, each site's data on its own host); only ``--solver admm``
-    can solve it, since nothing else may read the sites' data.
+    the coordinator's data here, each site's data on its own host); only the distributed
+    methods (``--solver distributed``, the default) can solve it, since nothing else may read
+    the sites' data.
     """
     from thermoroute import isolation
     from thermoroute.options import OptionError, RunOptions

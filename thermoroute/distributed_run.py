@@ -29,8 +29,6 @@ from thermoroute.launch import (
 from thermoroute.options import RunOptions
 from thermoroute.progress import LiveProgress
 
-#: The distributed methods ``--method`` offers (coordinator.methods.METHODS).
-METHODS = ("ipm", "admm")
 #: The default method: the one the benchmark shows faster at equal accuracy (BENCHMARKS.md).
 DEFAULT_METHOD = "ipm"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-#: Default coefficients of the quadratic pPUE(T) curve (docs/MODEL.md §3).
+#: Default coefficients of the quadratic pPUE(T) curve (docs/model.md §3).
 DEFAULT_PPUE_A = 1.0743
 DEFAULT_PPUE_B = 0.0041
 DEFAULT_PPUE_C = 7.1705e-5
@@ -59,7 +59,7 @@ def cooling_energy_kwh(pue: ArrayLike, it_energy_kwh: ArrayLike) -> np.ndarray:
 
     References
     ----------
-    .. [1] docs/MODEL.md §3.
+    .. [1] docs/model.md §3.
     """
     return (np.asarray(pue, dtype=float) - 1.0) * np.asarray(it_energy_kwh, dtype=float)
 

@@ -23,7 +23,7 @@ def it_power_kw(
 
     References
     ----------
-    .. [1] docs/MODEL.md §3.
+    .. [1] docs/model.md §3.
     """
     return (
         np.asarray(idle_w, dtype=float) * np.asarray(active_gpus, dtype=float)

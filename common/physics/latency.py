@@ -69,7 +69,7 @@ def path_latency_req_s(
 
     References
     ----------
-    .. [1] docs/MODEL.md §3.
+    .. [1] docs/model.md §3.
     """
     return (
         np.asarray(requests_per_s, dtype=float)
@@ -111,7 +111,7 @@ def congestion_latency_req_s(
 
     References
     ----------
-    .. [1] docs/MODEL.md §3.
+    .. [1] docs/model.md §3.
     """
     load = np.asarray(load_gpus, dtype=float)
     return (
@@ -137,7 +137,7 @@ def mean_ttft_ms(total_latency_req_s: ArrayLike, interactive_requests: ArrayLike
 
     References
     ----------
-    .. [1] docs/MODEL.md §6.
+    .. [1] docs/model.md §6.
     """
     lat = np.asarray(total_latency_req_s, dtype=float)
     n = np.asarray(interactive_requests, dtype=float)

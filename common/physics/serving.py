@@ -2,17 +2,17 @@ r"""LLM serving performance: GPU-seconds, energy and prefill time per request.
 
 A small, documented performance table of two GPUs (H100-80GB, A100-80GB) serving two model
 classes, and pure vectorised functions that turn a request class (prompt and output tokens)
-into the serving profile of ``profiles.csv`` (docs/MODEL.md §3, §8):
+into the serving profile of ``profiles.csv`` (docs/model.md §3, §8):
 
 - ``gpu_s`` — GPU-seconds of work per request [s]: ``TP · (prefill_s + output · step_s / B)``;
 - ``energy_j`` — incremental IT energy per request above idle [J]: the idle power of every
-  powered GPU is charged separately through ``idle_w · n`` (MODEL.md §3), so only the part of
+  powered GPU is charged separately through ``idle_w · n`` (docs/model.md §3), so only the part of
   the active power above idle is attributed to requests;
 - ``prefill_ms`` — time to process the prompt at batch 1 [ms], the service part of TTFT.
 
 Models
 ------
-``llama-2-70b`` (tensor parallel 2, FP16): measured Splitwise profile [1]_ (NOTES.md), prefill
+``llama-2-70b`` (tensor parallel 2, FP16): measured Splitwise profile [1]_, prefill
 time interpolated linearly in prompt tokens, decode time per step interpolated linearly in
 batch size (and extrapolated linearly from the last segment up to batch 64).
 
@@ -28,14 +28,14 @@ batch size (and extrapolated linearly from the last segment up to batch 64).
   scheduling overheads are a larger share of a short step), so
   ``step_8b(B) = r · step_70b(B) / η`` with one efficiency factor ``η = 0.63``, calibrated so
   that the 8B model on an H100 uses 0.16 J per output token at batch 64 (total decode power),
-  the midpoint of the measured 0.12–0.20 J/token [4]_ (NOTES.md). Without ``η`` the pure
+  the midpoint of the measured 0.12–0.20 J/token [4]_. Without ``η`` the pure
   bandwidth scaling gives 0.10 J/token, below the measured range.
 
-Powers per GPU (NOTES.md, [1]_): H100 ~75 W idle, ~700 W during prefill, ~380 W during
+Powers per GPU ([1]_): H100 ~75 W idle, ~700 W during prefill, ~380 W during
 decode; A100 ~63 / 400 / 250 W.
 
 GPU time of prefill uses the batch-1 prefill time of the table: prefill is close to linear in
-batch × prompt tokens once the GPU is saturated (NOTES.md), so batching prompts does not make
+batch × prompt tokens once the GPU is saturated, so batching prompts does not make
 them cheaper; for short prompts (below ~512 tokens) this slightly over-counts.
 
 References
@@ -48,7 +48,7 @@ References
 .. [3] A. Grattafiori et al., "The Llama 3 Herd of Models", arXiv:2407.21783, 2024
    (8.03e9 parameters for Llama-3.1-8B).
 .. [4] J. Chung et al., "The ML.ENERGY Benchmark", arXiv:2505.06371, 2025 (energy per output
-   token of Llama-3.1-8B on H100), as summarised in docs/NOTES.md.
+   token of Llama-3.1-8B on H100).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ PREFILL_TOKENS = np.array([128, 256, 512, 1024, 2048, 4096, 8192], dtype=float)
 DECODE_BATCH = np.array([1, 2, 4, 8, 16, 32], dtype=float)
 #: Largest decode batch accepted; beyond the table (32) the last segment is extrapolated.
 MAX_DECODE_BATCH = 64.0
-#: Default decode batch: the knee of the decode table (flat up to ~16, NOTES.md).
+#: Default decode batch: the knee of the decode table (flat up to ~16).
 DEFAULT_DECODE_BATCH = 16.0
 
 #: Parameter counts [–] of the two model classes ([2]_, [3]_).
@@ -202,7 +202,7 @@ def idle_w(gpu: str) -> float:
 
     References
     ----------
-    .. [1] Patel et al., Splitwise, ISCA 2024; docs/NOTES.md.
+    .. [1] Patel et al., Splitwise, ISCA 2024.
     """
     return gpu_spec(gpu).idle_w
 
@@ -348,7 +348,7 @@ def serving_profile(
 
     References
     ----------
-    .. [1] Patel et al., Splitwise, ISCA 2024; docs/NOTES.md (powers and tables).
+    .. [1] Patel et al., Splitwise, ISCA 2024 (powers and tables).
     """
     spec, m = gpu_spec(gpu), model_spec(model)
     out = np.asarray(output_tokens, dtype=float)
@@ -369,7 +369,7 @@ def serving_profile(
 
 
 def reference_gpu_s(gpu_s: ArrayLike, weights: ArrayLike | None = None) -> float:
-    """Reference GPU-seconds per request for the congestion term (``ref_gpu_s``, MODEL.md §3).
+    """Reference GPU-seconds per request for the congestion term (``ref_gpu_s``, docs/model.md §3).
 
     The congestion term converts busy GPUs into requests per second as ``L / ref_gpu_s``; the
     natural reference is the request-weighted mean GPU-seconds of the classes a site serves.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-#: Floor of the cooling-tower WUE curve [L/kWh] (docs/MODEL.md §4).
+#: Floor of the cooling-tower WUE curve [L/kWh] (docs/model.md §4).
 TOWER_WUE_FLOOR = 0.05
 #: Default cycles of concentration of a cooling tower [–].
 DEFAULT_CYCLES = 6.0
@@ -65,7 +65,7 @@ def wue_economizer(
 
     References
     ----------
-    .. [1] docs/MODEL.md §4; AWS reports ~0.10 L/kWh (Sydney) and ~0.06 L/kWh (Melbourne)
+    .. [1] docs/model.md §4; AWS reports ~0.10 L/kWh (Sydney) and ~0.06 L/kWh (Melbourne)
        for free-air-cooled sites that use evaporation only at summer peaks.
     """
     tw = np.asarray(wet_bulb_c, dtype=float)
@@ -82,7 +82,7 @@ def wue_dry(wet_bulb_c: ArrayLike) -> np.ndarray:
 
     References
     ----------
-    .. [1] docs/MODEL.md §4.
+    .. [1] docs/model.md §4.
     """
     return np.zeros_like(np.asarray(wet_bulb_c, dtype=float))
 
@@ -112,7 +112,7 @@ def onsite_wue(
 
     References
     ----------
-    .. [1] docs/MODEL.md §4.
+    .. [1] docs/model.md §4.
     """
     tw = np.asarray(wet_bulb_c, dtype=float)
     scalar = tw.ndim == 0
