@@ -10,11 +10,15 @@ is all-or-nothing — a failing write leaves an earlier output intact.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
+import subprocess
 import tomllib
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -279,14 +283,31 @@ def test_disk_failure_mid_write_leaves_earlier_output_intact(earlier_run, monkey
     assert _snapshot(out) == before  # no half-written file, no temporary left behind
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+@contextmanager
+def _read_only(directory: Path) -> Iterator[None]:
+    """``directory`` unwritable for this process: its permissions for a user, a read-only
+    bind mount of it for root (whom permissions do not stop)."""
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        try:
+            yield
+        finally:
+            directory.chmod(0o755)
+        return
+    subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
+    try:
+        subprocess.run(
+            ["mount", "-o", "remount,bind,ro", str(directory), str(directory)], check=True
+        )
+        yield
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)
+
+
 def test_read_only_directory_leaves_earlier_output_intact(earlier_run):
     out, scenario, run = earlier_run
     before = _snapshot(out)
-    out.chmod(0o555)
-    try:
-        with pytest.raises(PermissionError):
-            write_run(out, scenario, run.evaluation, "other", SolverStats())
-    finally:
-        out.chmod(0o755)
+    with _read_only(out), pytest.raises(OSError) as refused:
+        write_run(out, scenario, run.evaluation, "other", SolverStats())
+    assert refused.value.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
     assert _snapshot(out) == before
