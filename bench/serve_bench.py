@@ -26,8 +26,8 @@ from rich.table import Table
 
 from thermoroute.common.scenario_io import copy_scenario_dir
 from thermoroute.common.scenarios import embedded_path
-from thermoroute.distributed_run import method_settings
 from thermoroute.launch import discover, serve_fleet
+from thermoroute.options import RunOptions
 from thermoroute.service import PlanningService, ServeSettings
 
 
@@ -35,7 +35,7 @@ def measure(directory: Path, executor: str, cycles: int) -> dict[str, Any]:
     """Cycles ``0 … cycles-1`` back to back; their seconds, iterations and outcomes."""
     coordinator_dir, site_ids = discover(directory)
     service = PlanningService(
-        coordinator_dir, site_ids, method_settings("ipm"),
+        coordinator_dir, site_ids, RunOptions(method="ipm").method_settings(),
         ServeSettings(step_seconds=3600.0, cycle_budget_s=600.0),
         serve_fleet(directory, site_ids, executor=executor),
     )  # fmt: skip

@@ -914,4 +914,3 @@ def shift_state(
     z += new_structure.spread(gap)
     weights = None if old.weights is None else old.weights[source].copy()
     return AdmmState(z=z, u=u, rho=old.rho, weights=weights)
-

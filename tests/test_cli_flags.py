@@ -16,13 +16,13 @@ REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from thermoroute.cli import main; main()"]
 
 
-def _refused(tmp_path: Path, *args: str) -> str:
+def _refused(tmp_path: Path, *args: str, with_out: bool = True) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "300"}
     out = tmp_path / "out"
     t0 = time.monotonic()
     done = subprocess.run(
-        [*CLI, *args, "--out", str(out)], capture_output=True, text=True, env=env,
-        cwd=tmp_path, timeout=120,
+        [*CLI, *args, *(["--out", str(out)] if with_out else [])], capture_output=True,
+        text=True, env=env, cwd=tmp_path, timeout=120,
     )  # fmt: skip
     assert time.monotonic() - t0 < 15, "refused only after work"
     assert done.returncode == 2, (done.stdout, done.stderr)
@@ -67,3 +67,22 @@ def test_a_busy_metrics_port_is_refused(tmp_path: Path) -> None:
 def test_simulate_flags_are_checked_before_simulating(tmp_path: Path) -> None:
     line = _refused(tmp_path, "simulate", "australia", "--address", "127.0.0.1:1")
     assert "--address" in line
+
+
+@pytest.mark.parametrize("command", ["run", "simulate", "serve"])
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--eps-rel", "0.5"], ["--eps-rel", "0.5", "(0, 0.1]"]),
+        (["--max-iter", "0"], ["--max-iter", "0", "[1, 100,000]"]),
+        (["--method", "simplex"], ["--method", "simplex"]),
+    ],
+)
+def test_the_method_flags_are_the_same_for_every_command(
+    tmp_path: Path, command: str, args: list[str], words: list[str]
+) -> None:
+    # run, simulate and serve take the same method flags and refuse a bad one alike
+    # (RunOptions.check); serve writes no outputs (no --out).
+    line = _refused(tmp_path, command, "australia", *args, with_out=command != "serve")
+    for word in words:
+        assert word in line, line

@@ -29,16 +29,16 @@ def test_a_live_service_answers_with_and_without_its_token(tiny_scenario_dir: Pa
     import urllib.error
     import urllib.request
 
-    from thermoroute.distributed_run import method_settings
     from thermoroute.http_api import ApiServer
     from thermoroute.launch import discover, serve_fleet
+    from thermoroute.options import RunOptions
     from thermoroute.service import PlanningService, ServeSettings
     from thermoroute.service_metrics import ServiceMetrics
 
     coordinator_dir, site_ids = discover(tiny_scenario_dir)
     metrics = ServiceMetrics()
     service = PlanningService(
-        coordinator_dir, site_ids, method_settings("ipm"),
+        coordinator_dir, site_ids, RunOptions(method="ipm").method_settings(),
         ServeSettings(horizon=2, step_seconds=3600.0, cycles=1),
         serve_fleet(tiny_scenario_dir, site_ids, executor="inline"), metrics=metrics,
     )  # fmt: skip

@@ -297,7 +297,7 @@ DRIVER = textwrap.dedent(
     from ray.util.state import list_actors
     from thermoroute.coordinator.events import NullObserver
     from thermoroute.coordinator.metrics import CoordinatorMetrics, MetricsEndpoint
-    from thermoroute.distributed_run import method_settings
+    from thermoroute.options import RunOptions
     from thermoroute.launch import solve_distributed
 
     split, address, out = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -313,7 +313,7 @@ DRIVER = textwrap.dedent(
 
     observers = [CoordinatorMetrics(endpoint=MetricsEndpoint(metrics_port, metrics_addr)), Pace()]
     run = solve_distributed(split, executor="ray", address=address, observers=observers,
-                            settings=method_settings(method))
+                            settings=RunOptions(method=method).method_settings())
     run.outputs.write(outputs, solver=method)
     nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
     actors = [

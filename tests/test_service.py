@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from thermoroute.distributed_run import method_settings
 from thermoroute.launch import discover, serve_fleet
+from thermoroute.options import RunOptions
 from thermoroute.service import KEPT_PREVIOUS, PLANNED, PlanningService, ServeSettings
 
 
@@ -21,7 +21,7 @@ def _service(directory: Path, **serve: object) -> PlanningService:
     coordinator_dir, site_ids = discover(directory)
     settings = ServeSettings(**{"horizon": 2, "step_seconds": 3600.0, **serve})
     return PlanningService(
-        coordinator_dir, site_ids, method_settings("ipm"), settings,
+        coordinator_dir, site_ids, RunOptions(method="ipm").method_settings(), settings,
         serve_fleet(directory, site_ids, executor="inline"),
     )  # fmt: skip
 

@@ -181,6 +181,28 @@ def _load(source: str, start: datetime | None, steps: int | None):
         raise _fail(str(exc)) from None
 
 
+# The method's flags, the same for run, simulate and serve (checked by RunOptions.check).
+EpsRelOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Distributed: relative tolerance ε_rel of the stopping test (default: the "
+        "method's own, interior point 1e-4, ADMM 5e-5)."
+    ),
+]
+MaxIterOpt = Annotated[
+    int | None,
+    typer.Option(help="Distributed: iteration limit (ADMM 2000, interior point 100)."),
+]
+SecureAggregationOpt = Annotated[
+    bool,
+    typer.Option(
+        "--secure-aggregation/--no-secure-aggregation",
+        help="Interior point: mask the sites' sums so the coordinator reads only fleet "
+        "sums (off only to measure what masking costs).",
+    ),
+]
+
+
 @app.command()
 def run(
     scenario: ScenarioArg = "australia",
@@ -232,25 +254,9 @@ def run(
             "restart); neither cuts iterations on the shipped fleets, see BENCHMARKS.md.",
         ),
     ] = Acceleration.none,
-    eps_rel: Annotated[
-        float | None,
-        typer.Option(
-            help="Distributed: relative tolerance ε_rel of the stopping test (default: the "
-            "method's own, interior point 1e-4, ADMM 5e-5)."
-        ),
-    ] = None,
-    max_iter: Annotated[
-        int | None,
-        typer.Option(help="Distributed: iteration limit (ADMM 2000, interior point 100)."),
-    ] = None,
-    secure_aggregation: Annotated[
-        bool,
-        typer.Option(
-            "--secure-aggregation/--no-secure-aggregation",
-            help="Interior point: mask the sites' sums so the coordinator reads only fleet "
-            "sums (off only to measure what masking costs).",
-        ),
-    ] = True,
+    eps_rel: EpsRelOpt = None,
+    max_iter: MaxIterOpt = None,
+    secure_aggregation: SecureAggregationOpt = True,
     share_site_details: Annotated[
         bool,
         typer.Option(
@@ -602,6 +608,9 @@ def simulate(
     address: Annotated[str | None, typer.Option()] = None,
     sites_per_agent: Annotated[int, typer.Option(min=1)] = 1,
     method: Annotated[Method, typer.Option(help="Distributed method (as for run).")] = Method.ipm,
+    eps_rel: EpsRelOpt = None,
+    max_iter: MaxIterOpt = None,
+    secure_aggregation: SecureAggregationOpt = True,
     seed: Annotated[int, typer.Option(help="Seed of the forecast noise.")] = 0,
     site_forecast_noise: Annotated[
         bool,
@@ -634,9 +643,10 @@ def simulate(
     from thermoroute.options import OptionError, RunOptions
 
     try:
-        RunOptions(
+        options = RunOptions(
             method=method.value, executor=executor.value, address=address,
-            sites_per_agent=sites_per_agent,
+            sites_per_agent=sites_per_agent, eps_rel=eps_rel, max_iter=max_iter,
+            secure_aggregation=secure_aggregation,
         ).check(probe=not isolation.in_private_network())  # fmt: skip
     except OptionError as exc:
         raise _fail(str(exc)) from None
@@ -646,24 +656,14 @@ def simulate(
     directory = resolve_scenario(scenario)
     from thermoroute import runner
     from thermoroute.common.central import CentralSolveError
-    from thermoroute.distributed_run import run_receding
+    from thermoroute.distributed_run import SimulationSpec, run_receding
 
+    spec = SimulationSpec(
+        days=days, horizon=horizon, start=start, seed=seed,
+        site_forecast_noise=site_forecast_noise, drain=drain,
+    )  # fmt: skip
     try:
-        result = run_receding(
-            directory,
-            days=days,
-            horizon=horizon,
-            start=start,
-            executor=executor.value,
-            address=address,
-            sites_per_agent=sites_per_agent,
-            seed=seed,
-            out=out,
-            console=console,
-            site_forecast_noise=site_forecast_noise,
-            method=method.value,
-            drain=drain,
-        )
+        result = run_receding(directory, options, spec, out=out, console=console)
     except (ScenarioError, SiteDataInvalid) as exc:
         raise _fail(str(exc)) from None
     except OutputDirectoryError as exc:
@@ -687,6 +687,9 @@ def simulate(
 def serve(
     scenario: ScenarioArg = "australia",
     method: Annotated[Method, typer.Option(help="Distributed method (as for run).")] = Method.ipm,
+    eps_rel: EpsRelOpt = None,
+    max_iter: MaxIterOpt = None,
+    secure_aggregation: SecureAggregationOpt = True,
     executor: Annotated[Executor, typer.Option(help="Site agents as Ray actors or in process.")] = (
         Executor.ray
     ),
@@ -736,9 +739,13 @@ def serve(
     from thermoroute.options import OptionError, RunOptions
 
     try:
-        RunOptions(
+        # A crashed agent rejoins at the next cycle (Ray restarts it) while this cycle keeps
+        # the previous plan: the method does not wait for it inside a cycle.
+        options = RunOptions(
             method=method.value, executor=executor.value, address=address,
-            sites_per_agent=sites_per_agent, metrics_port=port, metrics_addr=host,
+            sites_per_agent=sites_per_agent, eps_rel=eps_rel, max_iter=max_iter,
+            secure_aggregation=secure_aggregation, agent_restarts=0, metrics_port=port,
+            metrics_addr=host,
         ).check(probe=not isolation.in_private_network())  # fmt: skip
     except OptionError as exc:
         raise _fail(str(exc).replace("--metrics-port", "--port")) from None
@@ -751,7 +758,6 @@ def serve(
         raise _fail(f"--cycles {cycles}: an integer >= 1")
     _isolated(isolate, True, executor.value, address, (host, port))
     directory = resolve_scenario(scenario)
-    from thermoroute.distributed_run import method_settings
     from thermoroute.http_api import ApiServer, create_app
     from thermoroute.launch import cluster_summary, discover, serve_fleet
     from thermoroute.service import PlanningService, ServeSettings
@@ -763,7 +769,7 @@ def serve(
         service = PlanningService(
             coordinator_dir,
             site_ids,
-            method_settings(method.value, agent_restarts=0),
+            options.method_settings(),
             ServeSettings(
                 horizon=horizon, step_seconds=step_seconds, cycles=cycles,
                 max_plan_age_s=max_plan_age, cycle_budget_s=cycle_budget, state_dir=state_dir,

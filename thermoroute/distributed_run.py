@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,6 @@ from rich.table import Table
 from thermoroute.common.compare import METRIC_KEYS
 from thermoroute.common.run_directory import RunDirectory
 from thermoroute.common.scenario import Scenario
-from thermoroute.coordinator.admm import AdmmSettings
-from thermoroute.coordinator.ipm import IpmSettings
 from thermoroute.launch import (
     EQUAL_WORK_RTOL,
     SimulationResult,
@@ -28,48 +26,6 @@ from thermoroute.launch import (
 )
 from thermoroute.options import RunOptions
 from thermoroute.progress import LiveProgress
-
-#: The default method: the one the benchmark shows faster at equal accuracy (BENCHMARKS.md).
-DEFAULT_METHOD = "ipm"
-
-
-def method_settings(
-    method: str,
-    *,
-    penalty: str = "per-row",
-    acceleration: str = "none",
-    eps_rel: float | None = None,
-    max_iter: int | None = None,
-    agent_restarts: int = AdmmSettings.agent_restarts,
-    secure_aggregation: bool = True,
-) -> AdmmSettings | IpmSettings:
-    """The run's settings from the command-line options; their type selects the method.
-
-    ``penalty`` (``per-row`` or ``scalar``) and ``acceleration`` (``none``, ``anderson``,
-    ``nesterov``) are ADMM's; ``secure_aggregation`` the interior point's; ``eps_rel`` and
-    ``max_iter`` ``None`` keep the method's own tolerance and limit; ``agent_restarts`` how
-    often a crashed agent is restarted (Ray runs).
-    """
-    if method == "ipm":
-        return replace(
-            IpmSettings(),
-            eps_rel=eps_rel or IpmSettings.eps_rel,
-            max_iter=max_iter or IpmSettings.max_iter,
-            agent_restarts=agent_restarts,
-            secure_aggregation=secure_aggregation,
-        )
-    if method != "admm":
-        raise ValueError(f"unknown method {method!r}")
-    if penalty not in ("per-row", "scalar"):
-        raise ValueError(f"unknown penalty {penalty!r}")
-    return replace(
-        AdmmSettings(),
-        per_row=penalty == "per-row",
-        acceleration=acceleration,  # type: ignore[arg-type]  # validated by AdmmSettings
-        eps_rel=eps_rel or AdmmSettings.eps_rel,
-        max_iter=max_iter or AdmmSettings.max_iter,
-        agent_restarts=agent_restarts,
-    )
 
 
 def _metrics_observers(port: int | None, addr: str) -> list[Any]:
@@ -136,28 +92,49 @@ def run_distributed(
     return run.converged, details
 
 
+@dataclass(frozen=True)
+class SimulationSpec:
+    """What ``thermoroute simulate`` operates (the method and cluster are its RunOptions).
+
+    Attributes
+    ----------
+    days : float
+        Days with arrivals.
+    horizon : int
+        Steps per re-solve.
+    start : datetime, optional
+        The first step (the scenario's default horizon by default).
+    seed : int
+        Seed of the sites' forecast noise.
+    site_forecast_noise : bool
+        Sites plan with noisy forecasts of their own series, or with the real ones.
+    drain : bool
+        Drain the backlogs after ``days`` (docs/model.md §10).
+    """
+
+    days: float
+    horizon: int = 24
+    start: datetime | None = None
+    seed: int = 0
+    site_forecast_noise: bool = True
+    drain: bool = True
+
+
 def run_receding(
     directory: Path,
+    options: RunOptions,
+    spec: SimulationSpec,
     *,
-    days: float,
-    horizon: int,
-    start: datetime | None,
-    executor: str,
-    address: str | None,
-    sites_per_agent: int,
-    seed: int,
     out: Path | None,
     console: Console,
-    site_forecast_noise: bool = True,
-    method: str = DEFAULT_METHOD,
-    drain: bool = True,
 ) -> SimulationResult:
     """Receding-horizon operation with a closing table against temperature-unaware: the
     totals, the requests each plan saw arrive, served and left, and the objective per 1,000
     served requests; the totals' changes only when both plans served the same requests."""
     from thermoroute.site_agent.forecast import SiteForecast
 
-    forecast = SiteForecast(seed=seed) if site_forecast_noise else SiteForecast.perfect()
+    forecast = SiteForecast(seed=spec.seed) if spec.site_forecast_noise else SiteForecast.perfect()
+    method, horizon = options.effective_method, spec.horizon
 
     def show(step: SimulationStep) -> None:
         console.print(
@@ -172,9 +149,10 @@ def run_receding(
     run_dir = None if out is None else RunDirectory(out, command="simulate")
     with run_dir if run_dir is not None else contextlib.nullcontext():
         result = simulate(
-            directory, days, horizon=horizon, start=start, executor=executor, address=address,
-            sites_per_agent=sites_per_agent, seed=seed, progress=show, site_forecast=forecast,
-            settings=method_settings(method), drain=drain,
+            directory, spec.days, horizon=horizon, start=spec.start, executor=options.executor,
+            address=options.address, sites_per_agent=options.sites_per_agent, seed=spec.seed,
+            progress=show, site_forecast=forecast, settings=options.method_settings(),
+            drain=spec.drain,
         )  # fmt: skip
         _print_simulation(result, method, horizon, console)
         if run_dir is not None:

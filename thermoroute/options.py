@@ -13,10 +13,14 @@ import math
 import os
 import re
 import socket
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from thermoroute.common.bounds import bound_of
+
+if TYPE_CHECKING:
+    from thermoroute.coordinator.admm import AdmmSettings
+    from thermoroute.coordinator.ipm import IpmSettings
 
 #: What a distributed method accepts as ε_rel: above this the answer is not worth having.
 EPS_REL_MAX = 0.1
@@ -44,6 +48,8 @@ class RunOptions:
     """
 
     solver: str = "distributed"
+    #: The default method everywhere: the one the benchmark shows faster at equal accuracy
+    #: (BENCHMARKS.md).
     method: str = "ipm"
     executor: str = "ray"
     address: str | None = None
@@ -143,24 +149,47 @@ class RunOptions:
                 "--address", address, f"no Ray cluster answers there within 3 s ({reason})"
             ) from None
 
+    def method_settings(self) -> AdmmSettings | IpmSettings:
+        """The method's settings these options set; their type selects the method.
+
+        ``penalty`` and ``acceleration`` are ADMM's, ``secure_aggregation`` the interior
+        point's; ``eps_rel`` and ``max_iter`` ``None`` keep the method's own tolerance and
+        limit; ``agent_restarts`` is how often a crashed agent is restarted (Ray runs).
+        """
+        from thermoroute.coordinator.admm import AdmmSettings
+        from thermoroute.coordinator.ipm import IpmSettings
+
+        method = self.effective_method
+        if method == "ipm":
+            return replace(
+                IpmSettings(),
+                eps_rel=self.eps_rel or IpmSettings.eps_rel,
+                max_iter=self.max_iter or IpmSettings.max_iter,
+                agent_restarts=self.agent_restarts,
+                secure_aggregation=self.secure_aggregation,
+            )
+        if method != "admm":
+            raise ValueError(f"unknown method {method!r}")
+        if self.penalty not in ("per-row", "scalar"):
+            raise ValueError(f"unknown penalty {self.penalty!r}")
+        return replace(
+            AdmmSettings(),
+            per_row=self.penalty == "per-row",
+            acceleration=self.acceleration,  # type: ignore[arg-type]  # AdmmSettings checks it
+            eps_rel=self.eps_rel or AdmmSettings.eps_rel,
+            max_iter=self.max_iter or AdmmSettings.max_iter,
+            agent_restarts=self.agent_restarts,
+        )
+
     def launch_arguments(self) -> dict[str, Any]:
         """The keywords of :func:`thermoroute.launch.solve_distributed` these options set."""
-        from thermoroute.distributed_run import method_settings
         from thermoroute.site_agent.subproblem import InnerSettings
 
         return {
             "executor": self.executor,
             "address": self.address,
             "sites_per_agent": self.sites_per_agent,
-            "settings": method_settings(
-                self.effective_method,
-                penalty=self.penalty,
-                acceleration=self.acceleration,
-                eps_rel=self.eps_rel,
-                max_iter=self.max_iter,
-                agent_restarts=self.agent_restarts,
-                secure_aggregation=self.secure_aggregation,
-            ),
+            "settings": self.method_settings(),
             "inner": InnerSettings(fallback=self.inner_fallback),
             "share_site_details": self.share_site_details,
         }
