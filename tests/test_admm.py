@@ -419,7 +419,9 @@ def test_receding_horizon_applies_first_steps(tmp_path: Path) -> None:
 
     scenario = make_scenario()  # 4 hourly steps
     directory = write_scenario(scenario, tmp_path / "tiny")
-    result = simulate(directory, days=2 / 24, horizon=2, demand_sigma=0.1, seed=3)
+    result = simulate(
+        directory, days=2 / 24, horizon=2, demand_sigma=0.1, seed=3, settings=AdmmSettings()
+    )
     # Two steps with arrivals, then at most horizon − 1 draining.
     assert [s.step for s in result.steps][:2] == [0, 1] and len(result.steps) <= 3
     assert all(s.converged for s in result.steps)
@@ -442,11 +444,15 @@ def test_receding_horizon_sites_plan_with_their_own_forecasts(tmp_path: Path) ->
 
     scenario = make_scenario()
     directory = write_scenario(scenario, tmp_path / "tiny")
-    noisy = simulate(directory, days=2 / 24, horizon=3, demand_sigma=0.0, seed=3, baseline=None)
+    noisy = simulate(
+        directory, days=2 / 24, horizon=3, demand_sigma=0.0, seed=3, baseline=None,
+        settings=AdmmSettings(),
+    )  # fmt: skip
     perfect = simulate(
         directory,
         days=2 / 24,
         horizon=3,
+        settings=AdmmSettings(),
         demand_sigma=0.0,
         seed=3,
         baseline=None,

@@ -378,9 +378,10 @@ def test_every_site_agent_runs_on_its_own_host(cluster: Cluster, distributed: di
 
 
 def test_objective_equals_the_local_run(cluster: Cluster, distributed: dict) -> None:
+    from thermoroute.coordinator.admm import AdmmSettings
     from thermoroute.launch import solve_distributed
 
-    local = solve_distributed(cluster.full, executor="inline")
+    local = solve_distributed(cluster.full, executor="inline", settings=AdmmSettings())
     assert local.converged
     assert distributed["objective_aud"] == pytest.approx(local.objective_aud, rel=REL_TOL)
 

@@ -186,7 +186,9 @@ def test_prometheus_reads_back_a_real_admm_run(prometheus_factory, tiny_scenario
     prom.wait_for('up{job="thermoroute-coordinator"} == 1', 60.0)
 
     pace = PaceAndRecord(PACE_S)
-    run = solve_distributed(tiny_scenario_dir, executor="inline", observers=[metrics, pace])
+    run = solve_distributed(
+        tiny_scenario_dir, executor="inline", settings=AdmmSettings(), observers=[metrics, pace]
+    )
     assert run.converged
     # The process stays up until Prometheus has scraped the final values twice.
     assert server.linger(30.0, scrapes=2)

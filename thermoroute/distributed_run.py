@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -68,20 +68,20 @@ def run_distributed(
         accel = "" if options.acceleration == "none" else f", {options.acceleration}"
         title = f"ADMM ({options.penalty} penalty{accel}, {options.executor})"
     display = LiveProgress(console, title=title) if options.live else None
-    kwargs: dict[str, Any] = {
-        **options.launch_arguments(),
-        "observers": _metrics_observers(options.metrics_port, options.metrics_addr),
-        "metrics_linger_s": options.metrics_linger if options.metrics_port is not None else 0.0,
+    spec = replace(
+        options.launch_spec(),
+        observers=_metrics_observers(options.metrics_port, options.metrics_addr),
+        metrics_linger_s=options.metrics_linger if options.metrics_port is not None else 0.0,
         # Each site writes its own detail here, on its node (its directory under the run's).
-        "site_output": staging / "sites",
-    }
+        site_output=staging / "sites",
+    )
     if scenario is not None:
-        kwargs.update(start=scenario.start, steps=scenario.steps)
+        spec = replace(spec, start=scenario.start, steps=scenario.steps)
     if display is not None:
         with display:
-            run = solve_distributed(directory, progress=display.update, **kwargs)
+            run = solve_distributed(directory, replace(spec, progress=display.update))
     else:
-        run = solve_distributed(directory, **kwargs)
+        run = solve_distributed(directory, spec)
     run.outputs.write(staging, solver=method)
     details = {
         "iterations": run.iterations,

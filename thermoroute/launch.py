@@ -38,10 +38,10 @@ from thermoroute.common.scenario import DemandView, Scenario
 from thermoroute.common.scenario_io import is_split_root
 from thermoroute.common.scenarios import scenario_directory
 from thermoroute.coordinator.actor import CheckpointMissing, Coordinator, CoordinatorOutcome
-from thermoroute.coordinator.admm import AdmmSettings
 from thermoroute.coordinator.data import load_view
 from thermoroute.coordinator.events import IterationRecord, NullObserver, RunObserver
 from thermoroute.coordinator.fleet import InlineFleet, SiteGroupLost, Tap, restart_failure
+from thermoroute.coordinator.ipm import IpmSettings
 from thermoroute.coordinator.methods import MethodSettings, method_for
 from thermoroute.coordinator.receding import DEMAND_NOISE_SIGMA, BatchBacklog, InteractiveLedger
 from thermoroute.coordinator.results import RunOutputs
@@ -275,34 +275,13 @@ def wait_ready(handles: Sequence[Any], groups: Sequence[tuple[str, ...]]) -> Non
 # --------------------------------------------------------------------------------------------
 
 
-def solve_distributed(
-    source: str | os.PathLike[str],
-    *,
-    executor: str = "ray",
-    address: str | None = None,
-    sites_per_agent: int = 1,
-    start: datetime | None = None,
-    steps: int | None = None,
-    settings: MethodSettings | None = None,
-    observers: Sequence[RunObserver] = (),
-    inner: InnerSettings | None = None,
-    threads: int = 1,
-    num_cpus: int | None = None,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-    measure_ping: bool = False,
-    shutdown: bool = False,
-    tap: Tap | None = None,
-    metrics_linger_s: float = 0.0,
-    share_site_details: bool = False,
-    site_output: str | os.PathLike[str] | None = None,
-    coordinator_restarts: int = 2,
-) -> DistributedRun:
-    """Solve one horizon of a scenario with a distributed method (ADMM or interior point).
+@dataclass(frozen=True)
+class DistributedRunSpec:
+    """How one distributed solve is launched: everything but the scenario, travelling whole
+    from the command line (:meth:`thermoroute.options.RunOptions.launch_spec`) to the drivers.
 
-    Parameters
+    Attributes
     ----------
-    source : str or path
-        Embedded scenario name, scenario directory, or ``split_scenario`` output root.
     executor : {"ray", "inline"}
         Ray actors (site groups and the coordinator), or plain objects in this process.
     address : str, optional
@@ -312,8 +291,8 @@ def solve_distributed(
     start, steps : optional
         The horizon; the scenario's by default.
     settings : AdmmSettings or IpmSettings, optional
-        Selects the method (:func:`thermoroute.coordinator.methods.method_for`); ADMM's defaults if
-        omitted.
+        Selects the method (:func:`thermoroute.coordinator.methods.method_for`); the interior
+        point's defaults if omitted (the default method everywhere).
     observers : sequence of RunObserver
         Called each iteration (inside the coordinator actor on Ray: must be picklable).
     inner : InnerSettings, optional
@@ -330,7 +309,8 @@ def solve_distributed(
         Shut down a Ray this call started, at the end.
     tap : callable, optional
         Audit hook called with every message the coordinator receives from a site group
-        (:data:`thermoroute.coordinator.fleet.Tap`; on Ray it runs inside the coordinator actor).
+        (:data:`thermoroute.coordinator.fleet.Tap`; on Ray it runs inside the coordinator
+        actor).
     metrics_linger_s : float
         After the run, keep the observers' metrics servers up until scraped once more or
         this many seconds, so Prometheus sees the final state and objective.
@@ -343,33 +323,83 @@ def solve_distributed(
     coordinator_restarts : int
         Ray: how often a lost coordinator actor is restarted and resumes from its
         checkpoint before the run fails (:class:`CoordinatorLost`).
+    """
+
+    executor: str = "ray"
+    address: str | None = None
+    sites_per_agent: int = 1
+    start: datetime | None = None
+    steps: int | None = None
+    settings: MethodSettings | None = None
+    observers: Sequence[RunObserver] = ()
+    inner: InnerSettings | None = None
+    threads: int = 1
+    num_cpus: int | None = None
+    progress: Callable[[dict[str, Any]], None] | None = None
+    measure_ping: bool = False
+    shutdown: bool = False
+    tap: Tap | None = None
+    metrics_linger_s: float = 0.0
+    share_site_details: bool = False
+    site_output: str | os.PathLike[str] | None = None
+    coordinator_restarts: int = 2
+
+    def __post_init__(self) -> None:
+        if self.executor not in ("ray", "inline"):
+            raise ValueError(f"unknown executor {self.executor!r}")
+
+    @property
+    def method_settings(self) -> MethodSettings:
+        return self.settings or IpmSettings()
+
+    @property
+    def reporting(self) -> dict[str, Any]:
+        """What the coordinator is told of the sites' detail (its keyword arguments)."""
+        output = self.site_output
+        return {
+            "share_site_details": self.share_site_details,
+            "site_output": None if output is None else str(Path(output).resolve()),
+        }
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """What the drivers start from: the coordinator's view and where the sites' data are."""
+
+    source: str | os.PathLike[str]
+    view: DemandView
+    site_ids: tuple[str, ...]
+    t0: float
+    t_load: float
+
+
+def solve_distributed(
+    source: str | os.PathLike[str], spec: DistributedRunSpec | None = None, **fields: Any
+) -> DistributedRun:
+    """Solve one horizon of a scenario with a distributed method (interior point or ADMM).
+
+    Parameters
+    ----------
+    source : str or path
+        Embedded scenario name, scenario directory, or ``split_scenario`` output root.
+    spec : DistributedRunSpec, optional
+        How to launch it; or its fields as keywords (``executor="inline"``,
+        ``settings=AdmmSettings()``, …), a convenience for library callers.
 
     Returns
     -------
     DistributedRun
     """
-    if executor not in ("ray", "inline"):
-        raise ValueError(f"unknown executor {executor!r}")
-    settings = settings or AdmmSettings()
+    if spec is not None and fields:
+        raise TypeError("give a DistributedRunSpec or its fields, not both")
+    spec = spec if spec is not None else DistributedRunSpec(**fields)
     t0 = time.perf_counter()
     coordinator_dir, site_ids = discover(source)
-    view = load_view(coordinator_dir, start=start, steps=steps)
-    t_load = time.perf_counter()
-    data_source = resolve_directory(source)
-    reporting = {
-        "share_site_details": share_site_details,
-        "site_output": None if site_output is None else str(Path(site_output).resolve()),
-    }
-    if executor == "inline":
-        return _solve_inline(
-            data_source, view, site_ids, sites_per_agent, start, steps, settings, observers,
-            inner, threads, progress, tap, t0, t_load, metrics_linger_s, reporting,
-        )  # fmt: skip
-    return _solve_ray(
-        data_source, view, site_ids, sites_per_agent, start, steps, settings, observers, inner,
-        threads, address, num_cpus, progress, measure_ping, shutdown, tap, t0, t_load,
-        metrics_linger_s, reporting, coordinator_restarts,
-    )  # fmt: skip
+    view = load_view(coordinator_dir, start=spec.start, steps=spec.steps)
+    loaded = _Loaded(resolve_directory(source), view, tuple(site_ids), t0, time.perf_counter())
+    if spec.executor == "inline":
+        return _solve_inline(loaded, spec)
+    return _solve_ray(loaded, spec)
 
 
 class _ProgressObserver(NullObserver):
@@ -383,28 +413,29 @@ class _ProgressObserver(NullObserver):
         self.progress(self.coordinator.status())
 
 
-def _solve_inline(
-    source, view, site_ids, sites_per_agent, start, steps, settings, observers, inner, threads,
-    progress, tap, t0, t_load, metrics_linger_s, reporting,
-) -> DistributedRun:  # fmt: skip
-    groups = plan_groups(site_ids, sites_per_agent)
+def _solve_inline(loaded: _Loaded, spec: DistributedRunSpec) -> DistributedRun:
+    settings = spec.method_settings
+    groups = plan_groups(loaded.site_ids, spec.sites_per_agent)
     agents = [
-        SiteGroup(source, list(g), start=start, steps=steps, settings=inner, threads=threads)
+        SiteGroup(
+            loaded.source, list(g), start=spec.start, steps=spec.steps, settings=spec.inner,
+            threads=spec.threads,
+        )
         for g in groups
-    ]
-    watchers = list(observers)
-    coordinator = Coordinator(view, settings, observers=watchers, **reporting)
-    if progress is not None:
-        watchers.append(_ProgressObserver(coordinator, progress))
+    ]  # fmt: skip
+    watchers = list(spec.observers)
+    coordinator = Coordinator(loaded.view, settings, observers=watchers, **spec.reporting)
+    if spec.progress is not None:
+        watchers.append(_ProgressObserver(coordinator, spec.progress))
         coordinator.observers = watchers
-    coordinator.attach(InlineFleet(agents, groups, tap=tap))
+    coordinator.attach(InlineFleet(agents, groups, tap=spec.tap))
     t_start = time.perf_counter()
     coordinator.register()
     t_reg = time.perf_counter()
     outcome = coordinator.run()
     t_end = time.perf_counter()
-    if metrics_linger_s > 0:
-        coordinator.linger_metrics(metrics_linger_s)
+    if spec.metrics_linger_s > 0:
+        coordinator.linger_metrics(spec.metrics_linger_s)
     for agent in agents:
         agent.close()
     return DistributedRun(
@@ -412,31 +443,28 @@ def _solve_inline(
         executor="inline",
         groups=groups,
         timings={
-            "load_s": t_load - t0,
-            "start_s": t_start - t_load,
+            "load_s": loaded.t_load - loaded.t0,
+            "start_s": t_start - loaded.t_load,
             "register_s": t_reg - t_start,
             "solve_s": outcome.timing["iterations_s"],
             "reports_s": outcome.timing["final_reports_s"],
-            "total_s": t_end - t0,
+            "total_s": t_end - loaded.t0,
         },
     )
 
 
-def _solve_ray(
-    source, view, site_ids, sites_per_agent, start, steps, settings, observers, inner, threads,
-    address, num_cpus, progress, measure_ping, shutdown, tap, t0, t_load, metrics_linger_s,
-    reporting, coordinator_restarts,
-) -> DistributedRun:  # fmt: skip
+def _solve_ray(loaded: _Loaded, spec: DistributedRunSpec) -> DistributedRun:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    started = ensure_ray(address, num_cpus)
+    settings, restarts, progress = spec.method_settings, spec.coordinator_restarts, spec.progress
+    started = ensure_ray(spec.address, spec.num_cpus)
     try:
-        pinned = site_resources() & set(site_ids)
-        groups = plan_groups(site_ids, sites_per_agent, pinned)
+        pinned = site_resources() & set(loaded.site_ids)
+        groups = plan_groups(loaded.site_ids, spec.sites_per_agent, pinned)
         handles = create_group_actors(
-            source, groups, pinned=pinned, start=start, steps=steps, inner=inner,
-            threads=threads, max_restarts=settings.agent_restarts,
+            loaded.source, groups, pinned=pinned, start=spec.start, steps=spec.steps,
+            inner=spec.inner, threads=spec.threads, max_restarts=settings.agent_restarts,
         )  # fmt: skip
         # The coordinator runs on the driver's node (the head in a deployment), never on a
         # site's host: that host must hold only its own site's data and role.
@@ -448,19 +476,20 @@ def _solve_ray(
             num_cpus=0,
             max_concurrency=4,
             scheduling_strategy=here,
-            max_restarts=coordinator_restarts,
+            max_restarts=restarts,
         )
         coordinator = remote_coordinator.remote(
-            view, settings, observers=list(observers), checkpoint=checkpoints.name, **reporting
-        )
+            loaded.view, settings, observers=list(spec.observers), checkpoint=checkpoints.name,
+            **spec.reporting,
+        )  # fmt: skip
         deadline = settings.solve_timeout_s
         wait_ready(handles, groups)
         t_start = time.perf_counter()
-        _connect(coordinator, handles, groups, tap, deadline)
+        _connect(coordinator, handles, groups, spec.tap, deadline)
         t_reg = time.perf_counter()
         outcome: CoordinatorOutcome | None = None
         resume = False
-        for attempt in range(coordinator_restarts + 1):
+        for attempt in range(restarts + 1):
             try:
                 outcome = _drive(coordinator, settings, progress, resume=resume)
                 break
@@ -470,10 +499,10 @@ def _solve_ray(
                     "written"
                 ) from None
             except ray.exceptions.RayActorError as error:
-                if attempt == coordinator_restarts:
+                if attempt == restarts:
                     raise CoordinatorLost(
                         f"the coordinator was lost {attempt + 1} time(s) and may restart "
-                        f"{coordinator_restarts}; no outputs written"
+                        f"{restarts}; no outputs written"
                     ) from None
                 log.warning("the coordinator was lost (%s); resuming from its checkpoint",
                             str(error).splitlines()[0])  # fmt: skip
@@ -481,7 +510,7 @@ def _solve_ray(
                 if failure is not None:
                     lost = f"the coordinator {failure}; no outputs written"
                     raise CoordinatorLost(lost) from None
-                _connect(coordinator, handles, groups, tap, deadline)
+                _connect(coordinator, handles, groups, spec.tap, deadline)
                 resume = True
         assert outcome is not None
         checkpoints.cleanup()
@@ -489,25 +518,25 @@ def _solve_ray(
             progress(ray.get(coordinator.status.remote(), timeout=deadline))
         t_end = time.perf_counter()
         timings = {
-            "load_s": t_load - t0,
-            "start_s": t_start - t_load,
+            "load_s": loaded.t_load - loaded.t0,
+            "start_s": t_start - loaded.t_load,
             "register_s": t_reg - t_start,
             "solve_s": outcome.timing["iterations_s"],
             "reports_s": outcome.timing["final_reports_s"],
-            "total_s": t_end - t0,
+            "total_s": t_end - loaded.t0,
         }
-        if measure_ping:
+        if spec.measure_ping:
             timings["ping_s"] = ray.get(coordinator.ping_fleet.remote(), timeout=deadline)
-        if metrics_linger_s > 0:
+        if spec.metrics_linger_s > 0:
             ray.get(
-                coordinator.linger_metrics.remote(metrics_linger_s),
-                timeout=metrics_linger_s + deadline,
+                coordinator.linger_metrics.remote(spec.metrics_linger_s),
+                timeout=spec.metrics_linger_s + deadline,
             )
         for handle in [*handles, coordinator]:
             ray.kill(handle)
         return DistributedRun(outcome=outcome, executor="ray", groups=groups, timings=timings)
     finally:
-        if shutdown and started:
+        if spec.shutdown and started:
             ray.shutdown()
 
 
@@ -847,7 +876,7 @@ def simulate(
     from thermoroute.common.scenario_io import load_scenario
     from thermoroute.coordinator.receding import DemandForecaster, horizon_view
 
-    settings = settings or AdmmSettings()
+    settings = settings or IpmSettings()
     if site_forecast is None:
         site_forecast = SiteForecast(seed=seed)
     coordinator_dir, site_ids = discover(source)

@@ -3,7 +3,8 @@
 :class:`RunOptions` is built once from the flags, checked by :meth:`RunOptions.check` before
 any work starts (every range, the metrics port, the Ray address), and carried whole through
 :mod:`thermoroute.runner` and :mod:`thermoroute.distributed_run`; only
-:meth:`RunOptions.launch_arguments` translates it for :func:`thermoroute.launch.solve_distributed`.
+:meth:`RunOptions.launch_spec` turns it into the launch's own object,
+:class:`thermoroute.launch.DistributedRunSpec`.
 A bad value is one :class:`OptionError` naming the flag, the value and what is allowed.
 """
 
@@ -14,13 +15,14 @@ import os
 import re
 import socket
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from thermoroute.common.bounds import bound_of
 
 if TYPE_CHECKING:
     from thermoroute.coordinator.admm import AdmmSettings
     from thermoroute.coordinator.ipm import IpmSettings
+    from thermoroute.launch import DistributedRunSpec
 
 #: What a distributed method accepts as ε_rel: above this the answer is not worth having.
 EPS_REL_MAX = 0.1
@@ -181,15 +183,17 @@ class RunOptions:
             agent_restarts=self.agent_restarts,
         )
 
-    def launch_arguments(self) -> dict[str, Any]:
-        """The keywords of :func:`thermoroute.launch.solve_distributed` these options set."""
+    def launch_spec(self) -> DistributedRunSpec:
+        """How :func:`thermoroute.launch.solve_distributed` launches the run these options
+        describe (the caller adds what is not a flag: observers, progress, the horizon)."""
+        from thermoroute.launch import DistributedRunSpec
         from thermoroute.site_agent.subproblem import InnerSettings
 
-        return {
-            "executor": self.executor,
-            "address": self.address,
-            "sites_per_agent": self.sites_per_agent,
-            "settings": self.method_settings(),
-            "inner": InnerSettings(fallback=self.inner_fallback),
-            "share_site_details": self.share_site_details,
-        }
+        return DistributedRunSpec(
+            executor=self.executor,
+            address=self.address,
+            sites_per_agent=self.sites_per_agent,
+            settings=self.method_settings(),
+            inner=InnerSettings(fallback=self.inner_fallback),
+            share_site_details=self.share_site_details,
+        )
