@@ -415,12 +415,13 @@ def test_layout_matches_coupling_module(tiny_scenario: Scenario) -> None:
 
 def test_receding_horizon_applies_first_steps(tmp_path: Path) -> None:
     from tests.conftest import make_scenario
-    from thermoroute.launch import simulate
+    from thermoroute.launch import DistributedRunSpec, SimulationSpec, simulate
 
     scenario = make_scenario()  # 4 hourly steps
     directory = write_scenario(scenario, tmp_path / "tiny")
+    admm = DistributedRunSpec(executor="inline", settings=AdmmSettings())
     result = simulate(
-        directory, days=2 / 24, horizon=2, demand_sigma=0.1, seed=3, settings=AdmmSettings()
+        directory, SimulationSpec(days=2 / 24, horizon=2, demand_sigma=0.1, seed=3), admm
     )
     # Two steps with arrivals, then at most horizon − 1 draining.
     assert [s.step for s in result.steps][:2] == [0, 1] and len(result.steps) <= 3
@@ -439,25 +440,15 @@ def test_receding_horizon_sites_plan_with_their_own_forecasts(tmp_path: Path) ->
     """By default each site plans with noisy forecasts of its series; the applied step is
     still charged under the real data, and planning with perfect forecasts is selectable."""
     from tests.conftest import make_scenario
-    from thermoroute.launch import simulate
+    from thermoroute.launch import DistributedRunSpec, SimulationSpec, simulate
     from thermoroute.site_agent.forecast import SiteForecast
 
     scenario = make_scenario()
     directory = write_scenario(scenario, tmp_path / "tiny")
-    noisy = simulate(
-        directory, days=2 / 24, horizon=3, demand_sigma=0.0, seed=3, baseline=None,
-        settings=AdmmSettings(),
-    )  # fmt: skip
-    perfect = simulate(
-        directory,
-        days=2 / 24,
-        horizon=3,
-        settings=AdmmSettings(),
-        demand_sigma=0.0,
-        seed=3,
-        baseline=None,
-        site_forecast=SiteForecast.perfect(),
-    )
+    admm = DistributedRunSpec(executor="inline", settings=AdmmSettings())
+    spec = SimulationSpec(days=2 / 24, horizon=3, demand_sigma=0.0, seed=3, baseline=None)
+    noisy = simulate(directory, spec, admm)
+    perfect = simulate(directory, replace(spec, site_forecast=SiteForecast.perfect()), admm)
     assert noisy.settings["price_sigma"] == pytest.approx(0.3)
     assert perfect.settings["price_sigma"] == 0.0
     assert all(s.converged for s in noisy.steps + perfect.steps)

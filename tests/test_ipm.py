@@ -168,11 +168,13 @@ def test_receding_horizon_warm_starts_cut_iterations_not_accuracy() -> None:
     """A day of australia, hour by hour: warm-started from the kept central-path iterate,
     a median of at most 8 iterations per step, and the same totals as solving each step
     cold, to 0.01 %."""
-    from thermoroute.launch import simulate
+    from thermoroute.launch import DistributedRunSpec, SimulationSpec, simulate
 
     # The day's steps only: drain steps are solved cold either way.
-    warm = simulate("australia", 1, settings=IpmSettings(), baseline=None, drain=False)
-    cold = simulate("australia", 1, settings=IpmSettings(), baseline=None, warm=False, drain=False)
+    ipm = DistributedRunSpec(executor="inline", settings=IpmSettings())
+    day = SimulationSpec(days=1, baseline=None, drain=False)
+    warm = simulate("australia", day, ipm)
+    cold = simulate("australia", replace(day, warm=False), ipm)
     assert len(warm.steps) == len(cold.steps) == 24
     assert all(s.converged for s in warm.steps) and all(s.converged for s in cold.steps)
     assert float(np.median(warm.iterations)) <= 8 < float(np.median(cold.iterations))

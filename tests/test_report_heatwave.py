@@ -9,14 +9,12 @@ the sites' limits. A v1 run's report has none of it (tests/test_report.py).
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import thermoroute
-from tests.test_report import browser  # noqa: F401 (the module's Chromium fixture)
+from tests.test_report import _report, browser  # noqa: F401 (browser: the Chromium fixture)
 from thermoroute.common.baselines import SOLVERS
 
 NAME = "australia-heatwave-2020"
@@ -26,14 +24,7 @@ NAME = "australia-heatwave-2020"
 def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("heatwave") / "central"
     thermoroute.solve(NAME, solver="central", out=run)
-    done = subprocess.run(
-        [sys.executable, "-m", "thermoroute.cli", "report", str(run)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    return run / "report.html"
+    return _report(run)
 
 
 def test_heatwave_report_shows_the_derated_capacity_and_where_the_heat_bound(

@@ -656,11 +656,13 @@ def simulate(
     directory = resolve_scenario(scenario)
     from thermoroute import runner
     from thermoroute.common.central import CentralSolveError
-    from thermoroute.distributed_run import SimulationSpec, run_receding
+    from thermoroute.distributed_run import run_receding
+    from thermoroute.launch import SimulationSpec
+    from thermoroute.site_agent.forecast import SiteForecast
 
     spec = SimulationSpec(
-        days=days, horizon=horizon, start=start, seed=seed,
-        site_forecast_noise=site_forecast_noise, drain=drain,
+        days=days, horizon=horizon, start=start, seed=seed, drain=drain,
+        site_forecast=SiteForecast(seed=seed) if site_forecast_noise else SiteForecast.perfect(),
     )  # fmt: skip
     try:
         result = run_receding(directory, options, spec, out=out, console=console)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from dataclasses import asdict, dataclass, fields, replace
-from datetime import datetime
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from thermoroute.common.scenario import Scenario
 from thermoroute.launch import (
     EQUAL_WORK_RTOL,
     SimulationResult,
+    SimulationSpec,
     SimulationStep,
     Work,
     simulate,
@@ -92,34 +92,6 @@ def run_distributed(
     return run.converged, details
 
 
-@dataclass(frozen=True)
-class SimulationSpec:
-    """What ``thermoroute simulate`` operates (the method and cluster are its RunOptions).
-
-    Attributes
-    ----------
-    days : float
-        Days with arrivals.
-    horizon : int
-        Steps per re-solve.
-    start : datetime, optional
-        The first step (the scenario's default horizon by default).
-    seed : int
-        Seed of the sites' forecast noise.
-    site_forecast_noise : bool
-        Sites plan with noisy forecasts of their own series, or with the real ones.
-    drain : bool
-        Drain the backlogs after ``days`` (docs/model.md §10).
-    """
-
-    days: float
-    horizon: int = 24
-    start: datetime | None = None
-    seed: int = 0
-    site_forecast_noise: bool = True
-    drain: bool = True
-
-
 def run_receding(
     directory: Path,
     options: RunOptions,
@@ -131,9 +103,6 @@ def run_receding(
     """Receding-horizon operation with a closing table against temperature-unaware: the
     totals, the requests each plan saw arrive, served and left, and the objective per 1,000
     served requests; the totals' changes only when both plans served the same requests."""
-    from thermoroute.site_agent.forecast import SiteForecast
-
-    forecast = SiteForecast(seed=spec.seed) if spec.site_forecast_noise else SiteForecast.perfect()
     method, horizon = options.effective_method, spec.horizon
 
     def show(step: SimulationStep) -> None:
@@ -148,12 +117,7 @@ def run_receding(
     # The output directory is checked (and locked) before the simulation, not after it.
     run_dir = None if out is None else RunDirectory(out, command="simulate")
     with run_dir if run_dir is not None else contextlib.nullcontext():
-        result = simulate(
-            directory, spec.days, horizon=horizon, start=spec.start, executor=options.executor,
-            address=options.address, sites_per_agent=options.sites_per_agent, seed=spec.seed,
-            progress=show, site_forecast=forecast, settings=options.method_settings(),
-            drain=spec.drain,
-        )  # fmt: skip
+        result = simulate(directory, spec, options.launch_spec(), progress=show)
         _print_simulation(result, method, horizon, console)
         if run_dir is not None:
             _write_simulation(result, run_dir, console)

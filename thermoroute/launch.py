@@ -824,51 +824,81 @@ def _simulation_fleet(
     return coordinator, close_ray
 
 
+@dataclass(frozen=True)
+class SimulationSpec:
+    """What a receding-horizon simulation operates (:func:`simulate`).
+
+    Attributes
+    ----------
+    days : float
+        Days with arrivals.
+    horizon : int
+        Steps per re-solve.
+    start : datetime, optional
+        The first step (the scenario's default horizon's by default).
+    seed : int
+        Seed of the forecast noise (the coordinator's demand, the sites' own series).
+    demand_sigma : float
+        The coordinator's demand forecast error (:class:`DemandForecaster`).
+    site_forecast : SiteForecast, optional
+        How each site forecasts its own series; noisy with ``seed`` by default,
+        ``SiteForecast.perfect()`` plans with the real series.
+    baseline : str or None
+        The plan compared against (``temperature-unaware``), or none.
+    warm : bool
+        Warm-start each step from the last (``False``: every step cold, to measure what the
+        warm starts save).
+    drain : bool
+        Drain both backlogs after ``days`` (docs/model.md §10).
+    """
+
+    days: float
+    horizon: int = 24
+    start: datetime | None = None
+    seed: int = 0
+    demand_sigma: float = DEMAND_NOISE_SIGMA
+    site_forecast: SiteForecast | None = None
+    baseline: str | None = "temperature-unaware"
+    warm: bool = True
+    drain: bool = True
+
+
 def simulate(
     source: str | os.PathLike[str],
-    days: float,
-    *,
-    horizon: int = 24,
-    start: datetime | None = None,
-    executor: str = "inline",
-    address: str | None = None,
-    sites_per_agent: int = 1,
-    settings: MethodSettings | None = None,
-    demand_sigma: float = DEMAND_NOISE_SIGMA,
-    site_forecast: SiteForecast | None = None,
-    seed: int = 0,
-    baseline: str | None = "temperature-unaware",
+    spec: SimulationSpec,
+    launch: DistributedRunSpec | None = None,
     progress: Callable[[SimulationStep], None] | None = None,
-    warm: bool = True,
-    drain: bool = True,
 ) -> SimulationResult:
-    """Receding-horizon operation (:mod:`thermoroute.coordinator.receding`): each step re-solve
-    the next ``horizon`` steps with a forecast, apply the first, warm-start the next solve.
+    """Receding-horizon operation (:mod:`thermoroute.coordinator.receding`): each step
+    re-solves the next ``spec.horizon`` steps with a forecast, applies the first and
+    warm-starts the next solve.
 
-    The coordinator runs in this process; the site agents are plain objects
-    (``executor="inline"``) or Ray actors. The baseline (``temperature-unaware``, planned by
-    :func:`thermoroute.common.baselines.temperature_unaware` on each window with the same demand
-    forecasts and its own batch backlog) is run the same way. Both applied schedules are
-    charged under the true model; charging needs every site's data, so the simulation harness
-    (not the coordinator) reads the whole scenario for that.
+    The coordinator runs in this process; the site agents are plain objects or Ray actors
+    (``launch.executor``, ``"inline"`` by default), solving with ``launch.settings`` (the
+    interior point by default). The baseline (``temperature-unaware``, planned by
+    :func:`thermoroute.common.baselines.temperature_unaware` on each window with the same
+    demand forecasts and its own batch backlog) is run the same way. Both applied schedules
+    are charged under the true model; charging needs every site's data, so the simulation
+    harness (not the coordinator) reads the whole scenario for that.
 
     Forecasts: the coordinator forecasts demand
-    (:class:`thermoroute.coordinator.receding.DemandForecaster`, ``demand_sigma``); each site agent
-    forecasts its own weather, price and carbon
-    (:class:`thermoroute.site_agent.forecast.SiteForecast`, default errors unless ``site_forecast``
-    is given; ``SiteForecast.perfect()`` plans with the real series). The baseline plans with the
-    real site series (it has no site agents), which favours it slightly.
+    (:class:`thermoroute.coordinator.receding.DemandForecaster`, ``spec.demand_sigma``); each
+    site agent forecasts its own weather, price and carbon
+    (:class:`thermoroute.site_agent.forecast.SiteForecast`, default errors unless
+    ``spec.site_forecast`` is given; ``SiteForecast.perfect()`` plans with the real series).
+    The baseline plans with the real site series (it has no site agents), which favours it
+    slightly.
 
-    Draining (``drain=True``, the default; :mod:`thermoroute.coordinator.receding`): after ``days``
-    no deferrable volume arrives and each further step plans a horizon shortened to end where the
-    last full one ended, so both plans must serve their backlogs by then; interactive demand goes on
-    as usual meanwhile, for both. The drain stops once both backlogs are empty, after at most
-    ``horizon − 1`` steps, and needs no data beyond the ``days``' last horizon. Its horizons change
-    length every step, so they are solved cold (a new fleet each). ``drain=False`` stops after
-    ``days``, backlogs and all: the plans have then served different work
-    (:attr:`SimulationResult.equal_work`).
+    Draining (``spec.drain``, the default; :mod:`thermoroute.coordinator.receding`): after
+    ``spec.days`` no deferrable volume arrives and each further step plans a horizon shortened
+    to end where the last full one ended, so both plans must serve their backlogs by then;
+    interactive demand goes on as usual meanwhile, for both. The drain stops once both
+    backlogs are empty, after at most ``horizon − 1`` steps, and needs no data beyond the
+    days' last horizon. Its horizons change length every step, so they are solved cold (a new
+    fleet each). Without it the simulation stops after the days, backlogs and all: the plans
+    have then served different work (:attr:`SimulationResult.equal_work`).
 
-    ``warm=False`` solves every step cold (to measure what the warm starts save).
+    ``spec.warm = False`` solves every step cold (to measure what the warm starts save).
     """
     from dataclasses import replace as _replace
 
@@ -876,9 +906,14 @@ def simulate(
     from thermoroute.common.scenario_io import load_scenario
     from thermoroute.coordinator.receding import DemandForecaster, horizon_view
 
-    settings = settings or IpmSettings()
-    if site_forecast is None:
-        site_forecast = SiteForecast(seed=seed)
+    launch = launch or DistributedRunSpec(executor="inline")
+    days, horizon, start, seed, demand_sigma = (
+        spec.days, spec.horizon, spec.start, spec.seed, spec.demand_sigma
+    )  # fmt: skip
+    baseline, warm, drain = spec.baseline, spec.warm, spec.drain
+    site_forecast = spec.site_forecast or SiteForecast(seed=seed)
+    executor, address, sites_per_agent = launch.executor, launch.address, launch.sites_per_agent
+    settings = launch.method_settings
     coordinator_dir, site_ids = discover(source)
     data_source = resolve_directory(source)
     first = load_view(coordinator_dir, start=start)
