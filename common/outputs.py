@@ -194,6 +194,15 @@ def site_step_rows(scenario: Scenario | RunLabels, st: SiteSteps) -> list[list[A
     return rows
 
 
+@dataclass(frozen=True)
+class ConvergenceTable:
+    """``convergence.csv`` of a distributed run: its columns (``iteration`` first) and one
+    row per iteration."""
+
+    rows: Sequence[Sequence[float]]
+    columns: Sequence[str] = CONVERGENCE_COLUMNS
+
+
 def write_run(
     directory: str | os.PathLike[str],
     scenario: Scenario | RunLabels,
@@ -201,8 +210,7 @@ def write_run(
     solver: str,
     stats: SolverStats,
     *,
-    convergence: Sequence[Sequence[float]] | None = None,
-    convergence_columns: Sequence[str] = CONVERGENCE_COLUMNS,
+    convergence: ConvergenceTable | None = None,
     shadow_prices: np.ndarray | None = None,
     extra_summary: dict[str, Any] | None = None,
 ) -> Path:
@@ -235,7 +243,7 @@ def write_run(
         )
     if convergence is not None:
         files["convergence.csv"] = csv_text(
-            tuple(convergence_columns), [list(r) for r in convergence]
+            tuple(convergence.columns), [list(r) for r in convergence.rows]
         )
     if shadow_prices is not None:
         rows = []

@@ -22,7 +22,7 @@ import numpy as np
 
 from thermoroute.common.coupling import CouplingLayout
 from thermoroute.common.evaluate import TOTAL_KEYS, SiteSteps
-from thermoroute.common.outputs import RunLabels, SolverStats, write_run
+from thermoroute.common.outputs import ConvergenceTable, RunLabels, SolverStats, write_run
 from thermoroute.common.physics.latency import mean_ttft_ms
 from thermoroute.common.report_protocol import GroupReport, SiteDecision, unpack_report
 from thermoroute.common.scenario import DemandView
@@ -236,8 +236,7 @@ class RunOutputs:
             self.schedule,
             solver,
             self.stats,
-            convergence=self.convergence,
-            convergence_columns=self.convergence_columns,
+            convergence=ConvergenceTable(self.convergence, self.convergence_columns),
             shadow_prices=np.nan_to_num(self.shadow_prices, nan=0.0),
             extra_summary=self.extra_summary,
         )

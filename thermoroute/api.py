@@ -59,7 +59,6 @@ def solve(
     method: str = "ipm",
     out: str | os.PathLike[str] | None = None,
     start: datetime | None = None,
-    steps: int | None = None,
     compare: bool = False,
     options: RunOptions | None = None,
     console: Console | None = None,
@@ -82,20 +81,21 @@ def solve(
         Where to write the run directory (replaced whole; refused if it holds anything but
         an earlier run). ``None``: a temporary directory, read back and removed — the
         solution's :attr:`~thermoroute.results.Solution.directory` is then ``None``.
-    start, steps : optional
-        The horizon (default: the scenario's).
+    start : datetime, optional
+        The horizon's first step (default: the scenario's); its length is ``steps`` (below).
     compare : bool
         Also solve temperature-unaware and keep its totals in ``solution.reference``; for
         ``central`` and the distributed solver also mean-efficiency, to split the run's gain
         into site differences and hourly weather (``solution.decomposition``).
     options : RunOptions, optional
         Every setting at once (what the command line builds); overrides ``solver``,
-        ``method``, ``steps`` and ``settings``.
+        ``method`` and ``settings``.
     console : rich Console, optional
         Where a distributed run shows its progress (nothing by default).
     **settings
-        Any other field of :class:`~thermoroute.options.RunOptions` (``eps_rel``,
-        ``max_iter``, ``executor``, ``address``, ``share_site_details``, …).
+        Any other field of :class:`~thermoroute.options.RunOptions` (``steps``, the
+        horizon's length; ``eps_rel``, ``max_iter``, ``executor``, ``address``,
+        ``share_site_details``, …).
 
     Raises
     ------
@@ -111,7 +111,7 @@ def solve(
 
     if options is None:
         settings.setdefault("live", console is not None)
-        options = RunOptions(solver=solver, method=method, steps=steps, **settings)
+        options = RunOptions(solver=solver, method=method, **settings)
     options.check()
     if out is not None:
         check_output_directory(Path(out))

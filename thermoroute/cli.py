@@ -204,7 +204,7 @@ SecureAggregationOpt = Annotated[
 
 
 @app.command()
-def run(
+def run(  # noqa: PLR0913 (typer: one parameter per command-line option)
     scenario: ScenarioArg = "australia",
     solver: Annotated[
         Solver,
@@ -599,7 +599,7 @@ FRONT_COLUMNS = (
 
 
 @app.command()
-def simulate(
+def simulate(  # noqa: PLR0913 (typer: one parameter per command-line option)
     scenario: ScenarioArg = "australia",
     days: Annotated[float, typer.Option(min=0.04, help="Days of operation to simulate.")] = 1.0,
     horizon: Annotated[int, typer.Option(min=1, help="Steps per re-solve.")] = 24,
@@ -686,7 +686,7 @@ def simulate(
 
 
 @app.command()
-def serve(
+def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
     scenario: ScenarioArg = "australia",
     method: Annotated[Method, typer.Option(help="Distributed method (as for run).")] = Method.ipm,
     eps_rel: EpsRelOpt = None,

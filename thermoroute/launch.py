@@ -201,23 +201,42 @@ def site_resources() -> set[str]:
     return {key.split(":", 1)[1] for key in ray.cluster_resources() if key.startswith("site:")}
 
 
+@dataclass(frozen=True)
+class AgentSetup:
+    """What every site group actor of a fleet is started with.
+
+    Attributes
+    ----------
+    start, steps : optional
+        The horizon its sites load (the scenario's by default).
+    inner : InnerSettings, optional
+        The sites' OSQP settings.
+    threads : int
+        Solver threads per agent.
+    forecast : SiteForecast, optional
+        The sites plan with forecasts of their own series (real series without).
+    max_restarts : int
+        How often Ray restarts a crashed agent (its constructor runs again and reloads the
+        sites' data; :class:`~thermoroute.coordinator.fleet.RayFleet` registers it again);
+        ``-1`` without limit.
+    """
+
+    start: datetime | None = None
+    steps: int | None = None
+    inner: InnerSettings | None = None
+    threads: int = 1
+    forecast: SiteForecast | None = None
+    max_restarts: int = 0
+
+
 def create_group_actors(
     source: str | os.PathLike[str],
     groups: Sequence[tuple[str, ...]],
-    *,
     pinned: set[str],
-    start: datetime | None,
-    steps: int | None,
-    inner: InnerSettings | None,
-    threads: int,
-    forecast: SiteForecast | None = None,
-    max_restarts: int = 0,
+    setup: AgentSetup,
 ) -> list[Any]:
-    """One ``SiteGroup`` actor per group; pinned to ``site:<id>`` where offered.
-
-    ``max_restarts``: how often Ray restarts a crashed agent (its constructor runs again and
-    reloads the sites' data; :class:`~thermoroute.coordinator.fleet.RayFleet` registers it again).
-    """
+    """One ``SiteGroup`` actor per group, started with ``setup``; pinned to ``site:<id>``
+    where offered."""
     import ray
 
     remote_group = ray.remote(SiteGroup)
@@ -227,7 +246,7 @@ def create_group_actors(
             # The agents' solves are short and mostly wait for the coordinator: they need no
             # reserved CPU, so many agents share a small machine.
             "num_cpus": 0,
-            "max_restarts": max_restarts,
+            "max_restarts": setup.max_restarts,
             "max_concurrency": 1,
         }
         if len(group) == 1 and group[0] in pinned:
@@ -236,11 +255,11 @@ def create_group_actors(
             remote_group.options(**options).remote(
                 str(source),
                 list(group),
-                start=start,
-                steps=steps,
-                settings=inner,
-                threads=threads,
-                forecast=forecast,
+                start=setup.start,
+                steps=setup.steps,
+                settings=setup.inner,
+                threads=setup.threads,
+                forecast=setup.forecast,
             )
         )
     return handles
@@ -462,10 +481,11 @@ def _solve_ray(loaded: _Loaded, spec: DistributedRunSpec) -> DistributedRun:
     try:
         pinned = site_resources() & set(loaded.site_ids)
         groups = plan_groups(loaded.site_ids, spec.sites_per_agent, pinned)
-        handles = create_group_actors(
-            loaded.source, groups, pinned=pinned, start=spec.start, steps=spec.steps,
-            inner=spec.inner, threads=spec.threads, max_restarts=settings.agent_restarts,
+        setup = AgentSetup(
+            start=spec.start, steps=spec.steps, inner=spec.inner, threads=spec.threads,
+            max_restarts=settings.agent_restarts,
         )  # fmt: skip
+        handles = create_group_actors(loaded.source, groups, pinned, setup)
         # The coordinator runs on the driver's node (the head in a deployment), never on a
         # site's host: that host must hold only its own site's data and role.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -810,10 +830,11 @@ def _simulation_fleet(
     ensure_ray(address)
     pinned = site_resources() & set(site_ids)
     groups = plan_groups(site_ids, sites_per_agent, pinned)
-    handles = create_group_actors(
-        source, groups, pinned=pinned, start=view.start, steps=view.steps, inner=None,
-        threads=1, forecast=forecast, max_restarts=settings.agent_restarts,
+    setup = AgentSetup(
+        start=view.start, steps=view.steps, forecast=forecast,
+        max_restarts=settings.agent_restarts,
     )  # fmt: skip
+    handles = create_group_actors(source, groups, pinned, setup)
     wait_ready(handles, groups)
     coordinator.attach_actors(handles, groups)
 
@@ -1060,10 +1081,8 @@ def serve_fleet(
         started = ensure_ray(address)
         pinned = site_resources() & set(site_ids)
         groups = plan_groups(site_ids, sites_per_agent, pinned)
-        handles = create_group_actors(
-            source, groups, pinned=pinned, start=start, steps=horizon, inner=None,
-            threads=1, max_restarts=-1,
-        )  # fmt: skip
+        setup = AgentSetup(start=start, steps=horizon, max_restarts=-1)
+        handles = create_group_actors(source, groups, pinned, setup)
         wait_ready(handles, groups)
         fleet = RayFleet(handles, groups, timeout_s=timeout_s, restarts=SERVE_RESTARTS)
 

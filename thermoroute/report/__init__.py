@@ -201,9 +201,11 @@ def _sites_by_hour(solution: Solution, scenario: Scenario | None) -> Section:
             cooling = own["cooling_kw"].to_numpy(dtype=float)
             water = (own["it_kw"] * own["wue_l_per_kwh"]).to_numpy(dtype=float)
         derated = None if usable is None or usable[i] is None else usable[i]
-        fig = figures.site_hours(
-            site_id, times, load, capacity, dry, pue, cooling, water, derated
+        series = figures.SiteHours(
+            load_gpus=load, capacity_gpus=capacity, dry_bulb_c=dry, pue=pue,
+            cooling_kw=cooling, water_l=water, usable_gpus=derated,
         )  # fmt: skip
+        fig = figures.site_hours(site_id, times, series)
         alt = f"site {site_id}" + ("" if derated is None else ", usable capacity derated")
         section.blocks.append(_figure(fig, alt))
     return section

@@ -8,6 +8,7 @@ made with matplotlib's object API, not pyplot: no display, no global figure regi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import matplotlib
 import numpy as np
@@ -97,23 +98,44 @@ def flow_map(sites: pd.DataFrame, regions: pd.DataFrame, flows: pd.DataFrame, ti
     return fig
 
 
-def site_hours(
-    site_id: str,
-    times: Sequence[pd.Timestamp],
-    load_gpus: np.ndarray,
-    capacity_gpus: float | None,
-    dry_bulb_c: np.ndarray | None,
-    pue: np.ndarray | None,
-    cooling_kw: np.ndarray | None,
-    water_l: np.ndarray | None,
-    usable_gpus: np.ndarray | None = None,
-) -> Figure:
-    """One site hour by hour: busy GPUs against usable capacity; dry-bulb temperature and
-    pPUE; cooling power and on-site water. Panels whose data are missing say so.
+@dataclass(frozen=True)
+class SiteHours:
+    """One site's series over the horizon, for :func:`site_hours`; ``None`` where not at hand.
 
-    ``usable_gpus`` (model v1.1, a site whose cooling is derated above its design dry bulb):
-    the usable capacity ``u_max · f_t · G`` of each step, drawn where it differs from
-    ``capacity_gpus``."""
+    Attributes
+    ----------
+    load_gpus : ndarray
+        Busy GPUs per step.
+    capacity_gpus : float, optional
+        ``u_max · G``.
+    dry_bulb_c, pue : ndarray, optional
+        Dry bulb [°C] and the pPUE the plan paid.
+    cooling_kw, water_l : ndarray, optional
+        Cooling power [kW] and on-site water [L/h] (kept on the site's node unless shared).
+    usable_gpus : ndarray, optional
+        Model v1.1, a site whose cooling is derated above its design dry bulb: the usable
+        capacity ``u_max · f_t · G`` of each step, drawn where it differs from
+        ``capacity_gpus``.
+    """
+
+    load_gpus: np.ndarray
+    capacity_gpus: float | None = None
+    dry_bulb_c: np.ndarray | None = None
+    pue: np.ndarray | None = None
+    cooling_kw: np.ndarray | None = None
+    water_l: np.ndarray | None = None
+    usable_gpus: np.ndarray | None = None
+
+
+def site_hours(site_id: str, times: Sequence[pd.Timestamp], series: SiteHours) -> Figure:
+    """One site hour by hour: busy GPUs against usable capacity; dry-bulb temperature and
+    pPUE; cooling power and on-site water. Panels whose data are missing say so."""
+    load_gpus, capacity_gpus, usable_gpus = (
+        series.load_gpus, series.capacity_gpus, series.usable_gpus
+    )  # fmt: skip
+    dry_bulb_c, pue, cooling_kw, water_l = (
+        series.dry_bulb_c, series.pue, series.cooling_kw, series.water_l
+    )  # fmt: skip
     fig, (ax_load, ax_temp, ax_cool) = _subplots(1, 3, figsize=(12.0, 2.7))
     hours = np.arange(len(times))
     ax_load.step(hours, load_gpus, where="post", color=RUN_COLOUR, label="busy GPUs")
