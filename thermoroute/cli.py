@@ -873,12 +873,15 @@ def status(
 def _print_status(body: dict) -> None:
     from rich.table import Table
 
-    cluster = body.get("cluster") or {}
-    plan = body.get("plan")
+    from thermoroute.plan_api import StatusResponse
+
+    status = StatusResponse.model_validate(body)
+    cluster = status.cluster or {}
+    plan = status.plan
     console.print(
-        f"thermoroute serve · {body['method']} · cycle {body['current_cycle']} at "
-        f"{body['clock_time']} · {body['cycles']} cycles run "
-        f"({', '.join(f'{k} {v}' for k, v in body['cycles_by_outcome'].items())})",
+        f"thermoroute serve · {status.method} · cycle {status.current_cycle} at "
+        f"{status.clock_time.isoformat()} · {status.cycles} cycles run "
+        f"({', '.join(f'{k} {v}' for k, v in status.cycles_by_outcome.items())})",
         highlight=False,
     )
     if cluster:
@@ -889,8 +892,8 @@ def _print_status(body: dict) -> None:
         )
     if plan:
         console.print(
-            f"plan: cycle {plan['cycle']} from {plan['start']}, {plan['age_s']:.1f} s old"
-            f"{' — STALE' if plan['stale'] else ''}{' — degraded' if plan['degraded'] else ''}",
+            f"plan: cycle {plan.cycle} from {plan.start.isoformat()}, {plan.age_s:.1f} s old"
+            f"{' — STALE' if plan.stale else ''}{' — degraded' if plan.degraded else ''}",
             highlight=False,
         )
     else:
@@ -898,27 +901,27 @@ def _print_status(body: dict) -> None:
     sites = Table(title="agents", title_justify="left")
     sites.add_column("site")
     sites.add_column("state")
-    for site in body["sites"]:
-        sites.add_row(escape(site["site_id"]), escape(site["state"]))
+    for site in status.sites:
+        sites.add_row(escape(site.site_id), escape(site.state))
     console.print(sites)
     cycles_table = Table(title="last cycles", title_justify="left")
     for column in ("cycle", "time", "outcome", "iterations", "seconds", "note"):
         cycles_table.add_column(
             column, justify="right" if column in ("cycle", "iterations", "seconds") else "left"
         )
-    for row in body["last_cycles"]:
+    for row in status.last_cycles:
         note = "; ".join(
             part
             for part in (
-                f"stale: {', '.join(row['stale_sites'])}" if row["stale_sites"] else "",
-                f"rejoined: {', '.join(row['rejoining_sites'])}" if row["rejoining_sites"] else "",
-                row["error"] or "",
+                f"stale: {', '.join(row.stale_sites)}" if row.stale_sites else "",
+                f"rejoined: {', '.join(row.rejoining_sites)}" if row.rejoining_sites else "",
+                row.error or "",
             )
             if part
         )
         cycles_table.add_row(
-            str(row["cycle"]), row["time"], row["outcome"], str(row["iterations"]),
-            f"{row['duration_s']:.2f}", escape(note),
+            str(row.cycle), row.time.isoformat(), row.outcome, str(row.iterations),
+            f"{row.duration_s:.2f}", escape(note),
         )  # fmt: skip
     console.print(cycles_table)
 

@@ -43,6 +43,15 @@ from thermoroute.coordinator.data import load_view
 from thermoroute.coordinator.fleet import RoundFailed, SiteGroupLost
 from thermoroute.coordinator.methods import MethodSettings, method_for
 from thermoroute.coordinator.receding import BatchBacklog
+from thermoroute.plan_api import (
+    CycleStatus,
+    PlanResponse,
+    PlanSummary,
+    Route,
+    SiteShare,
+    SiteStatus,
+    StatusResponse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +131,7 @@ class Plan:
         k = math.floor(offset + 1e-9)
         return k if 0 <= k < len(self.times) else None
 
-    def routes(self, step: int) -> list[dict[str, Any]]:
+    def routes(self, step: int) -> list[Route]:
         """Per region and class at ``step``: the demand and each serving site's share."""
         out = []
         flows = self.x[:, :, :, step]
@@ -133,18 +142,17 @@ class Plan:
                 if total <= 0:
                     continue
                 sites = [
-                    {
-                        "site_id": self.site_ids[i],
-                        "share": float(rates[i] / total),
-                        "requests_per_s": float(rates[i]),
-                    }
+                    SiteShare(
+                        site_id=self.site_ids[i],
+                        share=float(rates[i] / total),
+                        requests_per_s=float(rates[i]),
+                    )
                     for i in np.argsort(-rates)
                     if rates[i] > 0
                 ]
                 out.append(
-                    {"region_id": region, "class_id": class_id, "requests_per_s": total,
-                     "sites": sites}
-                )  # fmt: skip
+                    Route(region_id=region, class_id=class_id, requests_per_s=total, sites=sites)
+                )
         return out
 
 
@@ -450,19 +458,20 @@ class PlanningService:
             or not sites_ok
             or (last is not None and bool(last.stale_sites or last.rejoining_sites))
         )
-        return {
-            "time": plan.times[step].isoformat(),
-            "current_time": current.isoformat(),
-            "step_hours": plan.step_hours,
-            "plan_cycle": plan.cycle,
-            "plan_start": plan.start.isoformat(),
-            "plan_made_at": datetime.fromtimestamp(plan.made_at).astimezone().isoformat(),
-            "age_s": age,
-            "stale": age > self.max_plan_age_s,
-            "kept_previous": last is not None and last.outcome != PLANNED,
-            "degraded": degraded,
-            "routes": plan.routes(step),
-        }
+        answer = PlanResponse(
+            time=plan.times[step],
+            current_time=current,
+            step_hours=plan.step_hours,
+            plan_cycle=plan.cycle,
+            plan_start=plan.start,
+            plan_made_at=datetime.fromtimestamp(plan.made_at).astimezone(),
+            age_s=age,
+            stale=age > self.max_plan_age_s,
+            kept_previous=last is not None and last.outcome != PLANNED,
+            degraded=degraded,
+            routes=plan.routes(step),
+        )
+        return answer.model_dump(mode="json")
 
     def status(self) -> dict[str, Any]:
         """The service at a glance: clock, last cycles, sites, plan and cluster."""
@@ -474,42 +483,44 @@ class PlanningService:
             counts = dict(state.cycles_by_outcome)
         now = time.time()
         age = None if plan is None else now - plan.made_at
-        return {
-            "method": method_for(self.settings).name,
-            "cycles": sum(counts.values()),
-            "cycles_by_outcome": counts,
-            "current_cycle": self.clock_step(now),
-            "clock_time": self.time_of(self.clock_step(now)).isoformat(),
-            "step_seconds": self.step_seconds,
-            "horizon_steps": self.horizon,
-            "max_plan_age_s": self.max_plan_age_s,
-            "plan": None
-            if plan is None
-            else {
-                "cycle": plan.cycle,
-                "start": plan.start.isoformat(),
-                "age_s": age,
-                "stale": bool(age is not None and age > self.max_plan_age_s),
-                "degraded": plan.degraded,
-            },
-            "sites": [{"site_id": s, "state": sites[s]} for s in self.site_ids],
-            "last_cycles": [
-                {
-                    "cycle": r.cycle,
-                    "time": r.time.isoformat(),
-                    "outcome": r.outcome,
-                    "converged": r.converged,
-                    "iterations": r.iterations,
-                    "duration_s": r.duration_s,
-                    "stale_sites": list(r.stale_sites),
-                    "rejoining_sites": list(r.rejoining_sites),
-                    "error": r.error,
-                }
+        summary = None
+        if plan is not None and age is not None:
+            summary = PlanSummary(
+                cycle=plan.cycle,
+                start=plan.start,
+                age_s=age,
+                stale=age > self.max_plan_age_s,
+                degraded=plan.degraded,
+            )
+        answer = StatusResponse(
+            method=method_for(self.settings).name,
+            cycles=sum(counts.values()),
+            cycles_by_outcome=counts,
+            current_cycle=self.clock_step(now),
+            clock_time=self.time_of(self.clock_step(now)),
+            step_seconds=self.step_seconds,
+            horizon_steps=self.horizon,
+            max_plan_age_s=self.max_plan_age_s,
+            plan=summary,
+            sites=[SiteStatus(site_id=s, state=sites[s]) for s in self.site_ids],
+            last_cycles=[
+                CycleStatus(
+                    cycle=r.cycle,
+                    time=r.time,
+                    outcome=r.outcome,
+                    converged=r.converged,
+                    iterations=r.iterations,
+                    duration_s=r.duration_s,
+                    stale_sites=list(r.stale_sites),
+                    rejoining_sites=list(r.rejoining_sites),
+                    error=r.error,
+                )
                 for r in history[-10:]
             ],
-            "cluster": self.cluster() if callable(self.cluster) else None,
-            "uptime_s": now - self.started_at,
-        }
+            cluster=self.cluster() if callable(self.cluster) else None,
+            uptime_s=now - self.started_at,
+        )
+        return answer.model_dump(mode="json")
 
     def site_counts(self) -> tuple[int, int, int]:
         """``(up, stale, rejoining)`` sites now."""
