@@ -504,18 +504,7 @@ class PlanningService:
             plan=summary,
             sites=[SiteStatus(site_id=s, state=sites[s]) for s in self.site_ids],
             last_cycles=[
-                CycleStatus(
-                    cycle=r.cycle,
-                    time=r.time,
-                    outcome=r.outcome,
-                    converged=r.converged,
-                    iterations=r.iterations,
-                    duration_s=r.duration_s,
-                    stale_sites=list(r.stale_sites),
-                    rejoining_sites=list(r.rejoining_sites),
-                    error=r.error,
-                )
-                for r in history[-10:]
+                CycleStatus.model_validate(record, from_attributes=True) for record in history[-10:]
             ],
             cluster=self.cluster() if callable(self.cluster) else None,
             uptime_s=now - self.started_at,
