@@ -52,6 +52,7 @@ import numpy as np
 
 from thermoroute.common.coupling import CouplingLayout
 from thermoroute.common.ipm_protocol import (
+    Aggregate,
     IpmRequest,
     IpmSiteSettings,
     IpmStart,
@@ -310,14 +311,18 @@ class DistributedInteriorPoint:
                 )
         self.rounds += 1
         self.values_per_group += max((a.values.shape[-1] for a in answers), default=0)
-        if self.masked:
-            flat = unmask_sum([a.values for a in answers])
-        else:
-            flat = np.sum([a.values for a in answers], axis=0)
-        out = unpack(request.phase, flat, self.structure.n_rows, self.pattern.size)
+        out = unpack(
+            request.phase, self._fleet_sum(answers), self.structure.n_rows, self.pattern.size
+        )
         self.timing["fleet_s"] += t1 - t0
         self.timing["update_s"] += time.perf_counter() - t1
         return out
+
+    def _fleet_sum(self, answers: Sequence[Aggregate]) -> np.ndarray:
+        """The groups' answers summed: unmasked when the run masks them."""
+        if self.masked:
+            return unmask_sum([a.values for a in answers])
+        return np.sum([a.values for a in answers], axis=0)
 
     def _begin(self, fleet: Fleet, *, resume: bool = False) -> None:
         """Fresh keys, relayed to each group's neighbours; the starting point (``resume``:
@@ -338,13 +343,10 @@ class DistributedInteriorPoint:
         )
         self._sequence += 1
         answers = fleet.broadcast("method_start", start, indexed=True)
-        if self.masked:
-            spans = unmask_sum([a.values for a in answers])
-        else:
-            spans = np.sum([a.values for a in answers], axis=0)
         # Some site's limits couple steps (a daily water allowance): its Schur complement is
         # not within the per-step blocks. The count of such sites is all that arrives.
-        across = bool(round(float(unpack("start", spans, s.n_rows, 0)["across_steps"][0])) > 0)
+        spans = unpack("start", self._fleet_sum(answers), s.n_rows, 0)["across_steps"][0]
+        across = bool(round(float(spans)) > 0)
         if across != self.pattern.across_steps:
             self.pattern = SchurPattern(self._layout, across_steps=across)
 

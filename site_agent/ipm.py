@@ -162,6 +162,7 @@ class SiteInteriorPoint:
             self._a = sp.csr_matrix(
                 (qp.coefficient, (qp.position, np.arange(n))), shape=(qp.support.size, n)
             )
+        self.pattern: SchurPattern | None = None
         self.use_pattern(pattern)
         self.c_norm = max(1.0, float(np.abs(qp.cost).max(initial=0.0)))
         self.xi = np.zeros(qp.n)
@@ -175,7 +176,7 @@ class SiteInteriorPoint:
 
     def use_pattern(self, pattern: SchurPattern) -> None:
         """Where this site's Schur entries land in ``pattern`` (computed once per pattern)."""
-        if getattr(self, "pattern", None) is pattern:
+        if self.pattern is pattern:
             return
         self.pattern = pattern
         qp = self.qp
@@ -311,6 +312,7 @@ class SiteInteriorPoint:
     def _schur(self) -> np.ndarray:
         """``A K⁻¹ Aᵀ`` on the pattern (needs :meth:`newton`'s ``D`` and ``Γ``)."""
         qp = self.qp
+        assert self.pattern is not None  # set in __init__
         size = self.pattern.size
         schur = np.bincount(
             self._diag_pos,
@@ -321,7 +323,7 @@ class SiteInteriorPoint:
         )
         if self.woodbury:
             # B = Γ^½ H D⁻¹ Aᵀ (local rows × support rows); subtract Bᵀ C⁻¹ B = YᵀY.
-            b = (self._h.multiply(self._dinv) @ self._a.T).toarray() * self._sqrt_gamma[:, None]
+            b = (self._hd @ self._a.T).toarray() * self._sqrt_gamma[:, None]
             y = scipy.linalg.solve_triangular(
                 self._capacitance[0], b, lower=True, check_finite=False
             )
@@ -353,7 +355,8 @@ class SiteInteriorPoint:
         self._dinv = 1.0 / d
         if self.woodbury:
             self._sqrt_gamma = np.sqrt(gamma)
-            hdh = (self._h.multiply(self._dinv) @ self._h.T).toarray()
+            self._hd = self._h.multiply(self._dinv).tocsr()  # H D⁻¹, also for the Schur
+            hdh = (self._hd @ self._h.T).toarray()
             capacitance = np.eye(gamma.size) + self._sqrt_gamma[:, None] * hdh * self._sqrt_gamma
             self._capacitance = scipy.linalg.cho_factor(capacitance, lower=True, check_finite=False)
         else:

@@ -170,17 +170,19 @@ class InnerSettings:
 
 @dataclass(frozen=True)
 class LimitRows:
-    """A site's model v1.1 limits on its flows beyond the capacity: ``M ξ ≤ 1``.
+    """A site's model v1.1 limits on its variables beyond the capacity: ``M ξ ≤ 1``.
 
-    One row per step for a grid connection limit (IT power below ``grid_limit_kw / pPUE_t``)
-    and one per daily window for a water allowance (docs/model.md §12), each divided by its
-    limit so that every row reads as a share of it (rows in kW and in litres next to busy
-    GPUs would otherwise span six orders of magnitude in the interior point's Newton matrix).
+    One row per step for a grid connection limit (IT power below ``grid_limit_kw / pPUE_t``),
+    one per daily window for a water allowance (docs/model.md §12), then one per step for the
+    powered GPUs (``L/u_max + ν G ≤ f_t G``, ``ν`` the GPUs powered beyond the load), each
+    divided by its limit so that every row reads as a share of it (rows in kW and in litres
+    next to busy GPUs would otherwise span six orders of magnitude in the interior point's
+    Newton matrix).
 
     Attributes
     ----------
     matrix : scipy.sparse.csr_matrix (r, n)
-        Share of the row's limit one scaled unit of each flow uses.
+        Share of the row's limit one scaled unit of each variable uses.
     spans_steps : bool
         Some row holds flows of several steps (a water window): the site's Schur complement then
         couples rows of different steps (:class:`thermoroute.common.schur_pattern.SchurPattern`).
@@ -658,6 +660,7 @@ class SiteSubproblem:
         self._h = self._var_gpu_s * self._D  # busy GPUs per unit of ξ
         self._a_data[self._a_load_at] = self._h / self._capacity
         self._limits = self._limit_rows()
+        self._qp: SiteQp | None = None  # built again from these values when next needed
         unit = self._unit_cost[self._pair_j, self._pair_c, :].reshape(-1)
         self._q0 = np.zeros(self._n_total)
         self._q0[: self._nvar] = unit * self._D
@@ -1019,7 +1022,16 @@ class SiteSubproblem:
         return float(linear + self._beta * (load @ load) + self._const)
 
     def qp(self) -> SiteQp:
-        """The site's problem without the ADMM penalty, in the scaled variables."""
+        """The site's problem without the ADMM penalty, in the scaled variables.
+
+        Built once per scaling and data (:meth:`_set_row_scale` drops it): every inner solve
+        projects its iterate with it.
+        """
+        if self._qp is None:
+            self._qp = self._build_qp()
+        return self._qp
+
+    def _build_qp(self) -> SiteQp:
         # ν (GPUs powered beyond the load, v1.1 grid or water rows only) has no coupling
         # row (coefficient 0) and no busy GPUs: only its cost and its limit rows.
         nu = self._n_nu
