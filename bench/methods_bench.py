@@ -56,8 +56,10 @@ from thermoroute.common.secure_aggregation import (
     mask_degree,
     neighbour_graph,
 )
+from thermoroute.coordinator.admm import NAME as ADMM
 from thermoroute.coordinator.admm import AdmmSettings
 from thermoroute.coordinator.data import layout_of, load_view
+from thermoroute.coordinator.ipm import NAME as INTERIOR_POINT
 from thermoroute.coordinator.ipm import IpmSettings
 from thermoroute.launch import DistributedRun, discover, ensure_ray, solve_distributed
 
@@ -79,21 +81,21 @@ FLOOR_RUN_LIMIT_S = 120.0
 def settings_of(
     method: str, scenario: str, secure: bool = True, limit_s: float | None = None
 ) -> AdmmSettings | IpmSettings:
-    if method == "ipm":
+    if method == INTERIOR_POINT:
         return IpmSettings(eps_rel=EPS_REL, secure_aggregation=secure, time_limit_s=limit_s)
     limit = ADMM_LIMIT_S.get(scenario) if limit_s is None else limit_s
     return AdmmSettings(eps_rel=EPS_REL, time_limit_s=limit)
 
 
 def rounds_per_iteration(method: str, run: DistributedRun) -> float:
-    if method == "admm":
+    if method == ADMM:
         return 1.0
     result = run.outcome.result
     return result.rounds / max(result.iterations, 1)
 
 
 def bytes_per_group(method: str, run: DistributedRun) -> float:
-    if method == "ipm":
+    if method == INTERIOR_POINT:
         return float(run.outcome.result.bytes_per_group_iteration)
     structure = run.outcome.structure
     return 8.0 * structure.n_entries / len(run.groups)
@@ -181,10 +183,10 @@ def bench(spec: Any, methods: Sequence[str], central: bool, console: Console) ->
         ray_run["floor_s_per_iteration"] = floor
         ray_run["ratio_to_floor"] = ray_run["s_per_iteration"] / floor
         out[method] = ray_run
-        if method == "ipm":
-            console.print(f"[{spec.name}] ipm without secure aggregation …")
-            clear = one_run(spec, "ipm", "ray", secure=False, ping=False)
-            out["ipm_clear"] = clear
+        if method == INTERIOR_POINT:
+            console.print(f"[{spec.name}] {method} without secure aggregation …")
+            clear = one_run(spec, method, "ray", secure=False, ping=False)
+            out["clear"] = clear
             out["masking"] = masking_cost(
                 spec.source, ray_run["groups"], ray_run["schur_across_steps"]
             )
@@ -228,7 +230,7 @@ def masking_table(results: Sequence[dict[str, Any]]) -> Table:
     for res in results:
         if "masking" not in res:
             continue
-        m, on, off = res["masking"], res["ipm"], res["ipm_clear"]
+        m, on, off = res["masking"], res[INTERIOR_POINT], res["clear"]
         t.add_row(
             res["scenario"], str(on["groups"]), f"{m['values']:.0f}", f"{m['neighbours']:.0f}",
             f"{1000 * m['mask_s']:.2f}", f"{on['solve_s']:.1f}", f"{off['solve_s']:.1f}",
@@ -240,7 +242,7 @@ def masking_table(results: Sequence[dict[str, Any]]) -> Table:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", default="australia,australia-20,synth100,synth1000")
-    parser.add_argument("--methods", default="ipm,admm")
+    parser.add_argument("--methods", default=f"{INTERIOR_POINT},{ADMM}")
     parser.add_argument("--no-central", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)

@@ -35,7 +35,7 @@ def measure(directory: Path, executor: str, cycles: int) -> dict[str, Any]:
     """Cycles ``0 … cycles-1`` back to back; their seconds, iterations and outcomes."""
     coordinator_dir, site_ids = discover(directory)
     service = PlanningService(
-        coordinator_dir, site_ids, RunOptions(method="ipm").method_settings(),
+        coordinator_dir, site_ids, RunOptions().method_settings(),
         ServeSettings(step_seconds=3600.0, cycle_budget_s=600.0),
         serve_fleet(directory, site_ids, executor=executor),
     )  # fmt: skip

@@ -1,7 +1,10 @@
 """The messages of exchange ADMM, coordinator ↔ site group (and inside a group, to a site).
 
-One :class:`AdmmRequest` per group per iteration, one :class:`AdmmAnswer` back: a site sends
-nothing but its served demand ``A_i x_i`` on its support rows (docs/model.md §7, §10).
+The run begins with :class:`AdmmSiteSettings` (in a
+:class:`~thermoroute.common.method_protocol.MethodBegin`); then one :class:`AdmmRequest` per
+group per iteration (a :class:`~thermoroute.common.method_protocol.ScatterRequest`), one
+:class:`AdmmAnswer` back: a site sends nothing but its served demand ``A_i x_i`` on its support
+rows (docs/model.md §7, §10).
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ import numpy as np
 
 #: The outer penalty: one value for every coupling row, or one per row (n_rows,).
 Penalty = float | np.ndarray
+
+#: The penalty a site's subproblem is built with until a run sets its own (ADMM's default
+#: initial ``ρ``; a method that only reads the subproblem's data never changes it).
+DEFAULT_PENALTY = 8.0
 
 
 @dataclass(frozen=True)
@@ -41,11 +48,29 @@ class AdmmRequest:
     eps: float | None = None
     best_iteration: int | None = None
 
-    def with_targets(
-        self, targets: np.ndarray | Mapping[str, np.ndarray], penalty: Penalty | None
+    @property
+    def sticky(self) -> Penalty | None:
+        """The penalty: sent to a group only when it changed (:class:`ScatterRequest`)."""
+        return self.penalty
+
+    def for_group(
+        self, targets: np.ndarray | Mapping[str, np.ndarray], sticky: Penalty | None
     ) -> AdmmRequest:
         """The same request for one group or site: its own targets and penalty."""
-        return replace(self, targets=targets, penalty=penalty)
+        return replace(self, targets=targets, penalty=sticky)
+
+
+@dataclass(frozen=True)
+class AdmmSiteSettings:
+    """What a group's sites need before the first round (:class:`MethodBegin`'s settings).
+
+    Attributes
+    ----------
+    rho : float
+        The initial outer penalty ``ρ`` of every site's subproblem.
+    """
+
+    rho: float
 
 
 @dataclass(frozen=True)

@@ -35,17 +35,20 @@ from thermoroute.common.report_protocol import (
 from thermoroute.common.scenario import DemandView
 from thermoroute.common.scenario_io import write_directory_atomic
 from thermoroute.common.secure_aggregation import MaskingSetup, masking_setups, unmask_sum
-from thermoroute.coordinator.admm import AdmmSettings, ExchangeStructure, build_structure
 from thermoroute.coordinator.data import layout_of, row_scale_of
 from thermoroute.coordinator.events import RunObserver
 from thermoroute.coordinator.fleet import Fleet, RayFleet, Tap
-from thermoroute.coordinator.methods import MethodRun, MethodSettings, method_for
+from thermoroute.coordinator.method_contract import DistributedMethod, MethodRun
+from thermoroute.coordinator.methods import DEFAULT_METHOD, METHODS, MethodSettings, method_for
 from thermoroute.coordinator.metrics import linger as linger_metrics
 from thermoroute.coordinator.metrics import notify_objective
 from thermoroute.coordinator.results import RunOutputs, assemble, history_of
+from thermoroute.coordinator.structure import ExchangeStructure, build_structure
 
 #: The coordinator's checkpoint file in its checkpoint directory.
 CHECKPOINT_FILE = "coordinator.ckpt"
+#: Iterations between two checkpoints: a resumed run repeats at most this many.
+CHECKPOINT_EVERY = 5
 
 
 class CheckpointMissing(RuntimeError):
@@ -94,9 +97,13 @@ class Coordinator:
     ----------
     view : DemandView
         Demand, batch volumes, regions and classes: everything the coordinator knows.
-    settings : AdmmSettings or IpmSettings
+    settings : settings of a registered method, optional
         The method is the one whose settings these are
-        (:func:`thermoroute.coordinator.methods.method_for`).
+        (:func:`thermoroute.coordinator.methods.method_for`); by default the default
+        method's (:data:`~thermoroute.coordinator.methods.DEFAULT_METHOD`).
+    method : DistributedMethod class, optional
+        The method, when the caller resolved it already (a method registered in the
+        driver's process only, e.g. by a test, reaches a coordinator actor this way).
     observers : sequence of RunObserver
         Called each iteration (coordinator/events.py); on Ray they run inside the actor.
     run_id : str, optional
@@ -107,10 +114,9 @@ class Coordinator:
         Where each site writes its own detail, ``<site_output>/<site_id>/`` (a node that
         sets ``THERMOROUTE_SITE_OUTPUT`` uses its own directory); ``None``: nowhere.
     checkpoint : str, optional
-        A directory on the coordinator's node: every ``checkpoint_every`` iterations the
-        run's state (iteration, run id, the method's :meth:`checkpoint`) is written there,
-        so a coordinator restarted by Ray can :meth:`run` on with ``resume=True``.
-    checkpoint_every : int
+        A directory on the coordinator's node: every :data:`CHECKPOINT_EVERY` iterations
+        the run's state (iteration, run id, the method's :meth:`checkpoint`) is written
+        there, so a coordinator restarted by Ray can :meth:`run` on with ``resume=True``.
     """
 
     def __init__(
@@ -118,21 +124,19 @@ class Coordinator:
         view: DemandView,
         settings: MethodSettings | None = None,
         *,
+        method: type[DistributedMethod] | None = None,
         observers: Sequence[RunObserver] = (),
         run_id: str | None = None,
         share_site_details: bool = False,
         site_output: str | None = None,
         checkpoint: str | None = None,
-        checkpoint_every: int = 5,
     ) -> None:
-        if checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be >= 1 (got {checkpoint_every})")
         self.view = view
         self.checkpoint = None if checkpoint is None else Path(checkpoint) / CHECKPOINT_FILE
-        self.checkpoint_every = checkpoint_every
         self.share_site_details = share_site_details
         self.site_output = site_output
-        self.settings = settings or AdmmSettings()
+        self.settings = settings or METHODS[DEFAULT_METHOD].settings_type()
+        self.method = method or method_for(self.settings)
         self.observers = list(observers)
         self.run_id = run_id
         self.layout = layout_of(view)
@@ -178,10 +182,7 @@ class Coordinator:
         """
         fleet = self._fleet()
         t0 = time.perf_counter()
-        # The sites build their ADMM subproblem at registration whatever the method (an
-        # interior point reads its problem data from it): ADMM's initial ρ, or the default.
-        rho = self.settings.rho if isinstance(self.settings, AdmmSettings) else AdmmSettings.rho
-        supports = fleet.register(self.layout, self.row_scale, rho)
+        supports = fleet.register(self.layout, self.row_scale)
         self.structure = build_structure(
             self.view, self.layout, self.row_scale, fleet.site_ids, supports
         )
@@ -205,7 +206,7 @@ class Coordinator:
             self._status = {
                 "state": "running",
                 "run_id": self.run_id,
-                "method": method_for(self.settings).name,
+                "method": self.method.name,
                 "objective_aud": math.nan,  # unless the method knows it (the interior point)
                 **figures,
             }
@@ -251,7 +252,7 @@ class Coordinator:
         fleet = self._fleet()
         cfg = settings or self.settings
         self._stop.clear()
-        method_cls = method_for(cfg)
+        method_cls = self.method if settings is None else method_for(cfg)
         with self._lock:
             self._status = {
                 "state": "running",
@@ -312,7 +313,7 @@ class Coordinator:
         )
 
     def _write_checkpoint(self, method: Any, iteration: int, saved: dict | None) -> None:
-        if self.checkpoint is None or iteration % self.checkpoint_every:
+        if self.checkpoint is None or iteration % CHECKPOINT_EVERY:
             return
         state = {
             "method": method.name,

@@ -43,16 +43,19 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from thermoroute.common.admm_protocol import AdmmRequest
+from thermoroute.common.admm_protocol import DEFAULT_PENALTY, AdmmRequest, AdmmSiteSettings
 from thermoroute.common.coupling import CouplingLayout
-from thermoroute.common.scenario import DemandView
+from thermoroute.common.method_protocol import MethodBegin
+from thermoroute.common.outputs import CONVERGENCE_COLUMNS
 from thermoroute.coordinator.acceleration import AndersonAccelerator, RestartedNesterov
 from thermoroute.coordinator.events import IterationRecord, RunObserver, RunState, notify_all
+from thermoroute.coordinator.method_contract import MethodFlags, MethodRun, StatusColumn, StatusHook
+from thermoroute.coordinator.structure import ExchangeStructure
 
 if TYPE_CHECKING:
     from thermoroute.coordinator.fleet import Fleet
@@ -61,9 +64,10 @@ log = logging.getLogger(__name__)
 
 Acceleration = Literal["none", "anderson", "nesterov"]
 
-
-class CouplingError(ValueError):
-    """A coupling row with demand that no site can serve."""
+#: The method's registry name (``--method``).
+NAME = "admm"
+#: The method's site side (:func:`thermoroute.site_agent.admm.begin_admm`).
+SITE_HANDLER = "thermoroute.site_agent.admm:begin_admm"
 
 
 @dataclass(frozen=True)
@@ -160,7 +164,7 @@ class AdmmSettings:
         Stop (not converged) after this much wall time.
     """
 
-    rho: float = 8.0
+    rho: float = DEFAULT_PENALTY
     alpha: float = 1.6
     eps_abs: float = 1e-5
     eps_rel: float = 5e-5
@@ -212,117 +216,6 @@ class AdmmSettings:
             raise ValueError(f"unknown acceleration {self.acceleration!r}")
         if not 0.0 <= self.clean_share < 0.01:
             raise ValueError(f"clean_share must be in [0, 0.01) (got {self.clean_share})")
-
-
-@dataclass(frozen=True)
-class ExchangeStructure:
-    """Which site touches which coupling row, in the coordinator's stacked order.
-
-    Attributes
-    ----------
-    site_ids : tuple of str
-        Sites in stacked order.
-    rows : ndarray of int64 (n,)
-        Global row of every stacked entry: site 0's support, then site 1's, …
-    offsets : ndarray of int64 (S + 1,)
-        Site ``k``'s entries are ``rows[offsets[k]:offsets[k+1]]``.
-    counts : ndarray of int64 (m,)
-        ``|S_r|``; zero for rows no site serves (their ``b_r`` is zero).
-    b : ndarray (m,)
-        Scaled right-hand side.
-    row_scale : ndarray (m,)
-        ``s_r``: a scaled row is the raw row divided by ``s_r``.
-    """
-
-    site_ids: tuple[str, ...]
-    rows: np.ndarray
-    offsets: np.ndarray
-    counts: np.ndarray
-    b: np.ndarray
-    row_scale: np.ndarray
-
-    @property
-    def n_entries(self) -> int:
-        return int(self.rows.size)
-
-    @property
-    def n_rows(self) -> int:
-        return int(self.b.size)
-
-    def site_slice(self, k: int) -> slice:
-        return slice(int(self.offsets[k]), int(self.offsets[k + 1]))
-
-    def support(self, k: int) -> np.ndarray:
-        return self.rows[self.site_slice(k)]
-
-    def row_sum(self, stacked: np.ndarray) -> np.ndarray:
-        """``Σ_{i∈S_r} v_{i,r}`` for every row (zero where no site serves)."""
-        return np.bincount(self.rows, weights=stacked, minlength=self.n_rows)
-
-    def spread(self, per_row: np.ndarray) -> np.ndarray:
-        """A per-row vector repeated once per stacked entry."""
-        return per_row[self.rows]
-
-
-def row_label(view: DemandView, layout: CouplingLayout, row: int) -> str:
-    """``region/class@time`` (interactive) or ``region/class`` (deferrable) of a row."""
-    inter, defer = layout.interactive_classes, layout.deferrable_classes
-    if row < layout.n_interactive:
-        j, rest = divmod(row, len(inter) * layout.steps)
-        k, t = divmod(rest, layout.steps)
-        c = int(inter[k])
-        when = view.times[t].isoformat()
-        return f"region {view.regions.region_id[j]!r}, class {view.classes.class_id[c]!r} at {when}"
-    j, k = divmod(row - layout.n_interactive, len(defer))
-    c = int(defer[k])
-    return f"region {view.regions.region_id[j]!r}, class {view.classes.class_id[c]!r} (volume)"
-
-
-def build_structure(
-    view: DemandView,
-    layout: CouplingLayout,
-    row_scale: np.ndarray,
-    site_ids: Sequence[str],
-    supports: Sequence[np.ndarray],
-) -> ExchangeStructure:
-    """Stack the sites' supports and check that every row with demand is served.
-
-    Raises
-    ------
-    CouplingError
-        Naming the region and class of every row with non-zero demand and empty ``S_r``.
-    """
-    b_raw = layout.right_hand_side(view.demand_rps, view.batch_requests)
-    b = b_raw / row_scale
-    sizes = [len(s) for s in supports]
-    rows = (
-        np.concatenate([np.asarray(s, dtype=np.int64) for s in supports])
-        if supports
-        else np.zeros(0, dtype=np.int64)
-    )
-    if rows.size and (rows.min() < 0 or rows.max() >= layout.n_rows):
-        raise ValueError("a site reported a support row outside the coupling layout")
-    for sid, s in zip(site_ids, supports, strict=True):
-        s = np.asarray(s)
-        if s.size > 1 and np.any(np.diff(s) <= 0):
-            raise ValueError(f"site {sid!r} reported an unsorted or repeated support")
-    counts = np.bincount(rows, minlength=layout.n_rows).astype(np.int64)
-    orphan = np.flatnonzero((counts == 0) & (b_raw != 0))
-    if orphan.size:
-        shown = "; ".join(row_label(view, layout, int(r)) for r in orphan[:10])
-        more = f" (and {orphan.size - 10} more)" if orphan.size > 10 else ""
-        raise CouplingError(
-            f"{orphan.size} coupling row(s) have demand but no site can serve them: {shown}{more}"
-        )
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    return ExchangeStructure(
-        site_ids=tuple(site_ids),
-        rows=rows,
-        offsets=offsets,
-        counts=counts,
-        b=b,
-        row_scale=np.asarray(row_scale, dtype=float),
-    )
 
 
 @dataclass
@@ -696,7 +589,7 @@ class ExchangeAdmm:
         row: IterationLog | None = None
         for _ in range(max(cfg.polish_steps, 1)):
             k = st.iteration
-            reply = fleet.solve(
+            reply = fleet.scatter(
                 AdmmRequest(k, self.targets(), st.rho_rows, eps, best_iteration=reported)
             )
             if reply.late_sites:
@@ -730,7 +623,7 @@ class ExchangeAdmm:
         st, cfg = self.state, self.settings
         k = st.iteration
         t0 = time.perf_counter()
-        reply = fleet.solve(
+        reply = fleet.scatter(
             AdmmRequest(k, self.targets(), st.rho_rows, self.eps_inner, self.best_iteration)
         )
         t1 = time.perf_counter()
@@ -802,6 +695,7 @@ class ExchangeAdmm:
         cfg = self.settings
         observers = list(observers)
         dropped: set[int] = set()
+        fleet.begin(MethodBegin(NAME, SITE_HANDLER, AdmmSiteSettings(rho=cfg.rho)))
         notify_all(observers, lambda o: o.on_state(self.run_id, RunState.RUNNING), dropped)
         start = time.perf_counter()
         converged = False
@@ -817,6 +711,7 @@ class ExchangeAdmm:
                     )
                 record = IterationRecord(
                     run_id=self.run_id,
+                    method=NAME,
                     iteration=row.iteration,
                     primal_residual=res.primal,
                     dual_residual=res.dual,
@@ -914,3 +809,142 @@ def shift_state(
     z += new_structure.spread(gap)
     weights = None if old.weights is None else old.weights[source].copy()
     return AdmmState(z=z, u=u, rho=old.rho, weights=weights)
+
+
+class AdmmMethod:
+    """Exchange ADMM (:mod:`thermoroute.coordinator.admm`) behind the method contract, unchanged."""
+
+    name: ClassVar[str] = NAME
+    settings_type: ClassVar[type] = AdmmSettings
+    status_columns: ClassVar[tuple[StatusColumn, ...]] = (
+        StatusColumn("primal r", "primal_residual"),
+        StatusColumn("ε_pri", "eps_primal"),
+        StatusColumn("dual s", "dual_residual"),
+        StatusColumn("ε_dual", "eps_dual"),
+        StatusColumn("ρ", "rho", ".3g"),
+        StatusColumn("AA", "accelerated", "yes/no"),
+        StatusColumn("late", "late_sites", "count"),
+    )
+
+    @staticmethod
+    def settings_for(flags: MethodFlags) -> AdmmSettings:
+        if flags.penalty not in ("per-row", "scalar"):
+            raise ValueError(f"unknown penalty {flags.penalty!r}")
+        return replace(
+            AdmmSettings(),
+            per_row=flags.penalty == "per-row",
+            acceleration=flags.acceleration,  # type: ignore[arg-type]  # AdmmSettings checks it
+            eps_rel=flags.eps_rel or AdmmSettings.eps_rel,
+            max_iter=flags.max_iter or AdmmSettings.max_iter,
+            agent_restarts=flags.agent_restarts,
+        )
+
+    @staticmethod
+    def title(settings: AdmmSettings) -> str:
+        penalty = "per-row" if settings.per_row else "scalar"
+        accel = "" if settings.acceleration == "none" else f", {settings.acceleration}"
+        return f"ADMM ({penalty} penalty{accel})"
+
+    def __init__(
+        self,
+        structure: ExchangeStructure,
+        layout: CouplingLayout,
+        settings: AdmmSettings,
+        warm_start: AdmmState | None = None,
+        run_id: str | None = None,
+        resume: AdmmState | None = None,
+    ) -> None:
+        del layout
+        # ADMM's state is the coordinator's (z, u, ρ): resuming is starting from it.
+        self.loop = ExchangeAdmm(structure, settings, resume or warm_start, run_id=run_id)
+
+    def checkpoint(self) -> AdmmState:
+        return self.loop.state.copy()
+
+    @staticmethod
+    def _status(row: IterationLog) -> dict[str, Any]:
+        res = row.residuals
+        return {
+            "iteration": row.iteration,
+            "primal_residual": res.primal,
+            "dual_residual": res.dual,
+            "eps_primal": res.eps_primal,
+            "eps_dual": res.eps_dual,
+            "coupling_max_rel": res.coupling_max,
+            "rho": row.rho,
+            "accelerated": row.accelerated,
+            "elapsed_s": row.elapsed_s,
+            "late_sites": list(row.late_sites),
+        }
+
+    def run(
+        self,
+        fleet: Fleet,
+        observers: Sequence[RunObserver],
+        *,
+        on_status: StatusHook | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> MethodRun:
+        hook = None if on_status is None else (lambda row: on_status(self._status(row)))
+        result = self.loop.run(fleet, observers, on_iteration=hook, should_stop=should_stop)
+        # ``converged``, the residuals and their tolerances all describe the iterate the
+        # stopping test saw; the polished iterate that is reported has its own figures
+        # (its dual residual is measured at κρ and says nothing about convergence).
+        res = next(
+            (h.residuals for h in result.history if h.iteration == result.decided_iteration),
+            result.residuals,
+        )
+        polished = result.residuals
+        penalties = np.atleast_1d(result.state.rho_rows)
+        return MethodRun(
+            method=self.name,
+            run_id=result.run_id,
+            converged=result.converged,
+            iterations=result.loop_iterations,
+            report_iteration=result.report_iteration,
+            clean_share=self.loop.settings.clean_share or None,
+            wall_s=result.wall_s,
+            scaled_prices=result.state.prices(),
+            primal_residual=res.primal,
+            dual_residual=res.dual,
+            rho=result.final_rho,
+            extra_stats={
+                "eps_primal": res.eps_primal,
+                "eps_dual": res.eps_dual,
+                "coupling_residual": res.coupling,
+                "coupling_max_rel": res.coupling_max,
+                "report_iteration": result.report_iteration,
+                "polish_iterations": result.polish_iterations,
+                "reported_coupling_max_rel": polished.coupling_max,
+                "rho_row_range": [float(penalties.min()), float(penalties.max())],
+                "rho_changes": result.rho_changes,
+                "anderson_steps": result.anderson_accepted,
+                "late_site_answers": result.late_total,
+                "site_crashes": sum(len(h.crashed_sites) for h in result.history),
+            },
+            convergence_columns=CONVERGENCE_COLUMNS,
+            convergence=[
+                [
+                    int(h.iteration),
+                    float(h.residuals.primal),
+                    float(h.residuals.dual),
+                    float(h.rho),
+                    math.nan,
+                    float(h.elapsed_s),
+                ]
+                for h in result.history
+            ],
+            state=result.state,
+            result=result,
+            timing=dict(result.timing),
+        )
+
+    @staticmethod
+    def shift(
+        state: AdmmState,
+        old: ExchangeStructure,
+        new: ExchangeStructure,
+        layout: CouplingLayout,
+        steps: int,
+    ) -> AdmmState:
+        return shift_state(state, old, new, layout, steps)

@@ -48,10 +48,10 @@ class IterationRecord:
     late_sites: tuple[str, ...] = ()
     #: Sites whose agent crashed in this iteration (Ray restarts it; the run goes on).
     crashed_sites: tuple[str, ...] = ()
-    #: The distributed method: ``admm``, or ``ipm`` (then ``rho`` is NaN, ``primal_residual``
-    #: is the coupling residual and ``dual_residual`` the count of sites whose dual residual
-    #: is not yet small).
-    method: str = "admm"
+    #: The distributed method's registry name. The interior point's records have ``rho``
+    #: NaN, the coupling residual as ``primal_residual`` and the count of sites whose dual
+    #: residual is not yet small as ``dual_residual``.
+    method: str = ""
     #: Interior point only: mean complementarity and the step taken from this iterate.
     mu: float = float("nan")
     step: float = float("nan")

@@ -1,20 +1,22 @@
 """The fleet: how the coordinator reaches the site groups.
 
 A :class:`Fleet` hides where the sites run. :class:`InlineFleet` calls plain site-group
-objects in this process; :class:`RayFleet` calls site-group actors with one ``solve`` task
-per group per iteration and a deadline on every wait.
+objects in this process; :class:`RayFleet` calls site-group actors, with a deadline on every
+wait.
 
-Both speak to *groups* (``thermoroute.site_agent.group.SiteGroup`` or anything with the same
-methods): ``register(layout, row_scale, rho) -> {site_id: support_rows}``, ``solve(AdmmRequest) ->
-AdmmAnswer`` (:mod:`thermoroute.common.admm_protocol`), the generic ``method_begin`` /
-``method_start`` / ``method_round`` of methods with rounds of their own, the end-of-run
-``report_keys`` / ``final_report`` (:mod:`thermoroute.common.report_protocol`) and ``shift(steps,
-start)``. Nothing else: a site's own telemetry stays on its node. The coordinator stacks every
-site's support entries in one vector, sites in group order, so each group's share of the stacked
+Both speak to *groups* (``thermoroute.site_agent.group.SiteGroup`` or anything following
+:class:`SiteGroupLike`) in the generic calls of :mod:`thermoroute.common.method_protocol`,
+whatever the method: ``register(layout, row_scale) -> {site_id: support_rows}``; a run's
+``method_begin`` (:meth:`Fleet.begin`), ``method_start`` and ``method_round`` (one message to
+all, :meth:`Fleet.broadcast`) and ``method_scatter`` (each group its own slices of a stacked
+vector, late groups tolerated: :meth:`Fleet.scatter`); the end-of-run ``report_keys`` /
+``final_report`` (:mod:`thermoroute.common.report_protocol`) and ``shift(steps, start)``.
+Nothing else: a site's own telemetry stays on its node. The coordinator stacks every site's
+support entries in one vector, sites in group order, so each group's share of the stacked
 vector is one contiguous slice.
 
-Messages stay small: a group receives only its own sites' targets (one float per support
-row) and answers only its sites' served demand; the layout and row scales, the same for
+Messages stay small: in a scatter a group receives only its own sites' slices (one float per
+support row) and answers only its sites' slices; the layout and row scales, the same for
 everyone, are sent once at registration (``ray.put`` once on the Ray path).
 
 This module never imports ``site_agent``; Ray is imported only by :class:`RayFleet`.
@@ -30,28 +32,37 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from thermoroute.common.admm_protocol import AdmmAnswer, AdmmRequest
 from thermoroute.common.coupling import CouplingLayout
+from thermoroute.common.method_protocol import (
+    GroupCall,
+    MethodBegin,
+    ScatterAnswer,
+    ScatterRequest,
+    Sticky,
+)
 from thermoroute.common.service_protocol import RefreshAnswer
 
 log = logging.getLogger(__name__)
 
 #: An audit hook: called with ``(kind, group index, message)`` for every message the
-#: coordinator receives from a group — ``kind`` is ``"register"``, ``"solve"`` or the name
-#: of a broadcast method (``"method_round"``, ``"final_report"``, …). Used to prove what
+#: coordinator receives from a group — ``kind`` is ``"register"``, ``"method_scatter"`` or the
+#: group call of a broadcast (``"method_round"``, ``"final_report"``, …). Used to prove what
 #: crosses the boundary (tests/test_privacy.py).
 Tap = Callable[[str, int, Any], None]
 
 
 @runtime_checkable
 class SiteGroupLike(Protocol):
-    """The methods the coordinator calls on a site group (see the module docstring)."""
+    """The calls the coordinator makes on a site group (see the module docstring); a
+    broadcast's :data:`~thermoroute.common.method_protocol.GroupCall` names the rest."""
 
     def register(
-        self, layout: CouplingLayout, row_scale: np.ndarray, rho: float
+        self, layout: CouplingLayout, row_scale: np.ndarray
     ) -> Mapping[str, np.ndarray]: ...
 
-    def solve(self, request: AdmmRequest) -> AdmmAnswer: ...
+    def method_begin(self, message: MethodBegin) -> bytes: ...
+
+    def method_scatter(self, request: ScatterRequest) -> ScatterAnswer: ...
 
     def shift(self, steps: int, start: Any = None) -> Any: ...
 
@@ -64,7 +75,8 @@ class FleetReply:
     ----------
     iteration : int
     served : ndarray (n,)
-        Stacked served demand ``A_i x_i`` (scaled rows) of every site, in stacked order.
+        Every site's answered slice, stacked (exchange ADMM: the served demand ``A_i x_i``
+        on its support rows, scaled).
     late_sites : tuple of str
         Sites whose group missed the deadline (their previous proposal is in ``served``) or
         answered an older iteration.
@@ -87,20 +99,20 @@ class FleetReply:
 
 
 class Fleet(Protocol):
-    """What the ADMM loop needs of a fleet."""
+    """What a distributed method's coordinator side needs of a fleet."""
 
     @property
     def site_ids(self) -> tuple[str, ...]: ...
 
-    def register(
-        self, layout: CouplingLayout, row_scale: np.ndarray, rho: float
-    ) -> list[np.ndarray]: ...
+    def register(self, layout: CouplingLayout, row_scale: np.ndarray) -> list[np.ndarray]: ...
 
-    def solve(self, request: AdmmRequest) -> FleetReply: ...
+    def begin(self, message: MethodBegin, *, rejoin: bool = False) -> list[bytes]: ...
+
+    def scatter(self, request: ScatterRequest) -> FleetReply: ...
 
     def shift(self, steps: int, start: Any = None) -> None: ...
 
-    def broadcast(self, method: str, message: Any, *, indexed: bool = False) -> list[Any]: ...
+    def broadcast(self, call: GroupCall, message: Any, *, indexed: bool = False) -> list[Any]: ...
 
     def answer_seconds(self) -> dict[str, float]: ...
 
@@ -192,24 +204,27 @@ class InlineFleet:
     def site_ids(self) -> tuple[str, ...]:
         return self._slots.site_ids
 
-    def register(
-        self, layout: CouplingLayout, row_scale: np.ndarray, rho: float
-    ) -> list[np.ndarray]:
+    def register(self, layout: CouplingLayout, row_scale: np.ndarray) -> list[np.ndarray]:
         supports: dict[str, np.ndarray] = {}
         for g, group in enumerate(self.groups):
-            supports.update(self._seen("register", g, group.register(layout, row_scale, rho)))
+            supports.update(self._seen("register", g, group.register(layout, row_scale)))
         return self._slots.set_supports(supports)
 
-    def solve(self, request: AdmmRequest) -> FleetReply:
-        """One ADMM iteration: each group gets its sites' targets (stacked in ``request``)."""
+    def begin(self, message: MethodBegin, *, rejoin: bool = False) -> list[bytes]:
+        """Set up a run on every group (``rejoin``: keeping the iterates groups hold); the
+        groups' public keys."""
+        return self.broadcast("method_rejoin" if rejoin else "method_begin", message)
+
+    def scatter(self, request: ScatterRequest) -> FleetReply:
+        """One scatter round: each group gets its sites' slices (stacked in ``request``)."""
         served = np.empty(self._slots.n_entries)
         t0 = time.perf_counter()
         for g, group in enumerate(self.groups):
             tg = time.perf_counter()
-            mine = request.with_targets(self._slots.pack(g, request.targets), request.penalty)
-            answer = group.solve(mine)
+            mine = request.for_group(self._slots.pack(g, request.targets), request.sticky)
+            answer = group.method_scatter(mine)
             self.last_solve_s[g] = time.perf_counter() - tg
-            self._seen("solve", g, answer)
+            self._seen("method_scatter", g, answer)
             if answer.iteration != request.iteration:
                 raise RuntimeError(
                     f"group {g} answered iteration {answer.iteration}, not {request.iteration}"
@@ -232,19 +247,19 @@ class InlineFleet:
         """Move every group to the horizon from ``start``, re-reading the sites' data."""
         return self.broadcast("refresh", start)
 
-    def broadcast(self, method: str, message: Any, *, indexed: bool = False) -> list[Any]:
-        """Call ``method(message)`` (``method(message, g)`` when ``indexed``) on every group.
+    def broadcast(self, call: GroupCall, message: Any, *, indexed: bool = False) -> list[Any]:
+        """Call ``call(message)`` (``call(message, g)`` when ``indexed``) on every group.
 
-        The generic round of methods other than ADMM: one message to all, one answer each,
-        in group order; every answer passes the tap as kind ``method``.
+        One message to all, one answer each, in group order; every answer passes the tap
+        as kind ``call``.
         """
         answers = []
         for g, group in enumerate(self.groups):
-            call = getattr(group, method)
+            bound = getattr(group, call)
             tg = time.perf_counter()
-            answer = call(message, g) if indexed else call(message)
+            answer = bound(message, g) if indexed else bound(message)
             self.last_solve_s[g] = time.perf_counter() - tg
-            answers.append(self._seen(method, g, answer))
+            answers.append(self._seen(call, g, answer))
         return answers
 
     def answer_seconds(self) -> dict[str, float]:
@@ -315,7 +330,8 @@ class RoundFailed(RuntimeError):
 class RayFleet:
     """Site-group actors reached through Ray.
 
-    Per iteration: one ``solve.remote`` per group whose previous call has finished, then one
+    Per scatter round: one ``method_scatter.remote`` per group whose previous call has
+    finished, then one
     ``ray.wait`` for all outstanding calls with the deadline ``timeout_s``. A group that has
     not answered by then keeps its last proposal (counted as late); its call stays
     outstanding and its answer is used in a later iteration — a group is never sent a second
@@ -355,10 +371,10 @@ class RayFleet:
         self._last: np.ndarray | None = None
         self._has_answered = [False] * len(self.handles)
         self.late_count = 0
-        # The per-row penalties in force, with a token that changes when they do, and the
-        # token (or scalar) each group was last sent.
-        self._penalty: tuple[np.ndarray, object] | None = None
-        self._penalty_sent: list[Any] = [None] * len(self.handles)
+        # The scatter's sticky values in force (per row), with a token that changes when
+        # they do, and the token (or scalar) each group was last sent.
+        self._sticky: tuple[np.ndarray, object] | None = None
+        self._sticky_sent: list[Any] = [None] * len(self.handles)
         if restarts < 0:
             raise ValueError("restarts must be >= 0")
         self.restarts = int(restarts)
@@ -366,9 +382,11 @@ class RayFleet:
         self.crashes = [0] * len(self.handles)
         self._lost_state = [False] * len(self.handles)
         self._failing_since: list[float | None] = [None] * len(self.handles)
-        # What a restarted actor must be told again: the registration, and where its
-        # horizon is — ``steps`` after ``anchor`` (None: the start it was created with).
-        self._registration: tuple[Any, Any, float] | None = None
+        # What a restarted actor must be told again: the registration, the run's begin,
+        # and where its horizon is — ``steps`` after ``anchor`` (None: the start it was
+        # created with).
+        self._registration: tuple[Any, Any] | None = None
+        self._begun: MethodBegin | None = None
         self._window: tuple[int, Any] = (0, None)
         #: Seconds each group took to answer the last call it answered in time.
         self._answer_s: dict[int, float] = {}
@@ -411,39 +429,40 @@ class RayFleet:
             for sid in self._slots.group_sites[g]
         }
 
-    def _penalty_arg(self, g: int, rho: Any) -> Any:
-        """What to send group ``g`` for the penalty: ``None`` when it has it already.
+    def _sticky_arg(self, g: int, value: Sticky) -> Sticky:
+        """What to send group ``g`` of a scatter's sticky part: ``None`` when it has it.
 
         Calls to one actor run in the order they were submitted, so a group that was sent a
-        penalty applies it before any later call; per-row penalties change only every few
-        iterations, and most calls carry nothing but the targets.
+        value applies it before any later call; per-row values change only every few
+        rounds, and most calls carry nothing but the slices.
         """
-        key = ("scalar", float(rho)) if np.ndim(rho) == 0 else None
-        sent = self._penalty_sent[g]
+        if value is None:
+            return None
+        key = ("scalar", float(value)) if np.ndim(value) == 0 else None
+        sent = self._sticky_sent[g]
         if key is not None:
             if sent == key:
                 return None
-            self._penalty_sent[g] = key
-            return float(rho)  # type: ignore[arg-type]
-        if self._penalty is None or not np.array_equal(self._penalty[0], rho):
-            self._penalty = (np.array(rho, dtype=float), object())
-        token = ("rows", self._penalty[1])
+            self._sticky_sent[g] = key
+            return float(value)
+        if self._sticky is None or not np.array_equal(self._sticky[0], value):
+            self._sticky = (np.array(value, dtype=float), object())
+        token = ("rows", self._sticky[1])
         if sent == token:
             return None
-        self._penalty_sent[g] = token
-        return self._penalty[0]
+        self._sticky_sent[g] = token
+        return self._sticky[0]
 
-    def register(
-        self, layout: CouplingLayout, row_scale: np.ndarray, rho: float
-    ) -> list[np.ndarray]:
+    def register(self, layout: CouplingLayout, row_scale: np.ndarray) -> list[np.ndarray]:
         import ray
 
         # The same layout and scales go to every group: one object in the store, not N copies.
         layout_ref = ray.put(layout)
         scale_ref = ray.put(np.asarray(row_scale, dtype=float))
-        self._registration = (layout_ref, scale_ref, float(rho))
+        self._registration = (layout_ref, scale_ref)
+        self._begun = None
         self._lost_state = [False] * len(self.handles)
-        refs = [h.register.remote(layout_ref, scale_ref, rho) for h in self.handles]
+        refs = [h.register.remote(layout_ref, scale_ref) for h in self.handles]
         supports: dict[str, np.ndarray] = {}
         for g, answer in enumerate(self._get(refs, self.setup_timeout_s)):
             if self.tap is not None:
@@ -451,13 +470,24 @@ class RayFleet:
             supports.update(answer)
         self._pending = [None] * len(self.handles)
         self._has_answered = [False] * len(self.handles)
-        # Registering set every site's penalty to this ρ.
-        self._penalty_sent = [("scalar", float(rho))] * len(self.handles)
         out = self._slots.set_supports(supports)
         self._last = np.zeros(self._slots.n_entries)
         return out
 
-    def solve(self, request: AdmmRequest) -> FleetReply:
+    def begin(self, message: MethodBegin, *, rejoin: bool = False) -> list[bytes]:
+        """Set up a run on every group (``rejoin``: keeping the iterates groups hold); the
+        groups' public keys. A group restarted later begins the run again
+        (:meth:`_restore`)."""
+        self._begun = message
+        # The begin sets the sites' own starting values: the next scatter sends its sticky
+        # part again rather than trust what an earlier run sent.
+        self._sticky_sent = [None] * len(self.handles)
+        return self.broadcast("method_rejoin" if rejoin else "method_begin", message)
+
+    def scatter(self, request: ScatterRequest) -> FleetReply:
+        """One scatter round with the deadline: each group whose previous call finished gets
+        its sites' slices; a group later than the deadline keeps its previous answer
+        (counted late) and its call stays outstanding."""
         import ray
 
         iteration = request.iteration
@@ -468,10 +498,10 @@ class RayFleet:
             if self._pending[g] is None:
                 if self._lost_state[g]:
                     self._restore(g)
-                self._pending[g] = handle.solve.remote(
-                    request.with_targets(
+                self._pending[g] = handle.method_scatter.remote(
+                    request.for_group(
                         self._slots.pack(g, request.targets),
-                        self._penalty_arg(g, request.penalty),
+                        self._sticky_arg(g, request.sticky),
                     )
                 )
         t1 = time.perf_counter()
@@ -505,7 +535,7 @@ class RayFleet:
             late.extend(self._slots.group_sites[g])
         for (g, _), answer in zip(done, answers, strict=True):
             if self.tap is not None:
-                self.tap("solve", g, answer)
+                self.tap("method_scatter", g, answer)
             self._pending[g] = None
             self._has_answered[g] = True
             self._failing_since[g] = None
@@ -602,9 +632,9 @@ class RayFleet:
         return new
 
     def _restore(self, g: int) -> None:
-        """Bring a restarted group back: its horizon, its registration, the penalties.
+        """Bring a restarted group back: its horizon, its registration, the run's begin.
 
-        Only submitted; the group's next ``solve`` runs after these calls.
+        Only submitted; the group's next call runs after these.
         """
         assert self._registration is not None
         handle = self.handles[g]
@@ -613,9 +643,11 @@ class RayFleet:
             handle.shift.remote(0, anchor)
         if steps:
             handle.shift.remote(steps, None)
-        layout_ref, scale_ref, rho = self._registration
-        handle.register.remote(layout_ref, scale_ref, rho)
-        self._penalty_sent[g] = ("scalar", rho)
+        layout_ref, scale_ref = self._registration
+        handle.register.remote(layout_ref, scale_ref)
+        if self._begun is not None:
+            handle.method_begin.remote(self._begun)
+        self._sticky_sent[g] = None
         self._lost_state[g] = False
 
     def drain(self) -> None:
@@ -634,8 +666,8 @@ class RayFleet:
         self._get([h.__ray_ready__.remote() for h in self.handles], self.timeout_s)
         return time.perf_counter() - t0
 
-    def broadcast(self, method: str, message: Any, *, indexed: bool = False) -> list[Any]:
-        """Call ``method`` on every group with one shared message; answers in group order.
+    def broadcast(self, call: GroupCall, message: Any, *, indexed: bool = False) -> list[Any]:
+        """Call ``call`` on every group with one shared message; answers in group order.
 
         The message is put in the object store once. A method with rounds of its own needs
         every group in every round: a group later than the deadline is waited for until the
@@ -647,7 +679,7 @@ class RayFleet:
         self.drain()
         ref = ray.put(message)
         refs = [
-            getattr(h, method).remote(ref, g) if indexed else getattr(h, method).remote(ref)
+            getattr(h, call).remote(ref, g) if indexed else getattr(h, call).remote(ref)
             for g, h in enumerate(self.handles)
         ]
         try:
@@ -661,7 +693,7 @@ class RayFleet:
                     log.warning(
                         "site group %s missed the deadline of a %s round; restarting it",
                         list(self._slots.group_sites[g]),
-                        method,
+                        call,
                     )
                     ray.kill(self.handles[g], no_restart=False)
                     failed.append(g)
@@ -674,7 +706,7 @@ class RayFleet:
             raise RoundFailed(failed, sites, str(error).splitlines()[0]) from error
         if self.tap is not None:
             for g, answer in enumerate(answers):
-                self.tap(method, g, answer)
+                self.tap(call, g, answer)
         return answers
 
     def recover(self, groups: Sequence[int]) -> None:

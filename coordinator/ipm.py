@@ -46,7 +46,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -59,17 +59,25 @@ from thermoroute.common.ipm_protocol import (
     longest_free_step,
     unpack,
 )
+from thermoroute.common.method_protocol import MethodBegin
 from thermoroute.common.report_protocol import repair_factors
 from thermoroute.common.schur_pattern import SchurPattern, factor, solve
 from thermoroute.common.secure_aggregation import masking_setups, unmask_sum
 from thermoroute.coordinator.events import IterationRecord, RunObserver, RunState, notify_all
 from thermoroute.coordinator.fleet import RoundFailed
+from thermoroute.coordinator.method_contract import MethodFlags, MethodRun, StatusColumn, StatusHook
+from thermoroute.coordinator.structure import ExchangeStructure
 
 if TYPE_CHECKING:
-    from thermoroute.coordinator.admm import ExchangeStructure
     from thermoroute.coordinator.fleet import Fleet
 
 log = logging.getLogger(__name__)
+
+#: The method's registry name (``--method``).
+NAME = "ipm"
+#: How a run begins on the sites: the method's site side
+#: (:func:`thermoroute.site_agent.ipm.begin_interior_point`); its settings come with the start.
+SITE_BEGIN = MethodBegin(NAME, "thermoroute.site_agent.ipm:begin_interior_point")
 
 #: The iterate kept for a warm start of the next horizon is the first with μ at most this
 #: (scaled units, rows of order one), and in a warm run not before iteration
@@ -327,7 +335,7 @@ class DistributedInteriorPoint:
     def _begin(self, fleet: Fleet, *, resume: bool = False) -> None:
         """Fresh keys, relayed to each group's neighbours; the starting point (``resume``:
         only the groups without an iterate start; the others keep theirs)."""
-        keys = fleet.broadcast("method_rejoin" if resume else "method_begin", "ipm")
+        keys = fleet.begin(SITE_BEGIN, rejoin=resume)
         masking = masking_setups(self.run_id, keys) if self.settings.secure_aggregation else None
         self.masked = masking is not None
         s = self.structure
@@ -582,7 +590,7 @@ class DistributedInteriorPoint:
             elapsed_s=row.elapsed_s,
             site_solve_s=dict(self._answer_s),
             crashed_sites=row.crashed_sites,
-            method="ipm",
+            method=NAME,
             mu=row.mu,
             step=row.step,
         )
@@ -605,3 +613,143 @@ def shift_prices(
     """
     source = layout.shifted_rows(steps)
     return prices[source] * new.row_scale / old.row_scale[source]
+
+
+class InteriorPointMethod:
+    """The distributed interior-point method (:mod:`thermoroute.coordinator.ipm`)."""
+
+    name: ClassVar[str] = NAME
+    settings_type: ClassVar[type] = IpmSettings
+    status_columns: ClassVar[tuple[StatusColumn, ...]] = (
+        StatusColumn("coupling r", "primal_residual"),
+        StatusColumn("ε_pri", "eps_primal"),
+        StatusColumn("μ", "mu"),
+        StatusColumn("step", "step", ".3f"),
+        StatusColumn("dual pending", "dual_pending", "d"),
+    )
+
+    @staticmethod
+    def settings_for(flags: MethodFlags) -> IpmSettings:
+        return replace(
+            IpmSettings(),
+            eps_rel=flags.eps_rel or IpmSettings.eps_rel,
+            max_iter=flags.max_iter or IpmSettings.max_iter,
+            agent_restarts=flags.agent_restarts,
+            secure_aggregation=flags.secure_aggregation,
+        )
+
+    @staticmethod
+    def title(settings: IpmSettings) -> str:
+        masking = "secure aggregation" if settings.secure_aggregation else "sums in the clear"
+        return f"interior point ({masking})"
+
+    def __init__(
+        self,
+        structure: ExchangeStructure,
+        layout: CouplingLayout,
+        settings: IpmSettings,
+        warm_start: np.ndarray | None = None,
+        run_id: str | None = None,
+        resume: np.ndarray | None = None,
+    ) -> None:
+        # Resuming, the prices are the checkpoint's and the sites (registered again) start
+        # from their default point: only a warm start has kept site iterates to use.
+        self.loop = DistributedInteriorPoint(
+            structure,
+            layout,
+            settings,
+            prices=resume if resume is not None else warm_start,
+            run_id=run_id,
+            warm=warm_start is not None and resume is None,
+        )
+
+    def checkpoint(self) -> np.ndarray:
+        return self.loop.prices.copy()
+
+    @staticmethod
+    def _status(row: IpmLog) -> dict[str, Any]:
+        return {
+            "iteration": row.iteration,
+            "primal_residual": row.coupling,
+            "eps_primal": row.eps_coupling,
+            "coupling_max_rel": row.coupling_max,
+            "mu": row.mu,
+            "dual_pending": row.dual_pending,
+            "step": row.step,
+            "objective_aud": row.objective,
+            "elapsed_s": row.elapsed_s,
+        }
+
+    def run(
+        self,
+        fleet: Fleet,
+        observers: Sequence[RunObserver],
+        *,
+        on_status: StatusHook | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> MethodRun:
+        hook = None if on_status is None else (lambda row: on_status(self._status(row)))
+        result: IpmResult = self.loop.run(
+            fleet, observers, on_iteration=hook, should_stop=should_stop
+        )
+        last = result.last
+        return MethodRun(
+            method=self.name,
+            run_id=result.run_id,
+            converged=result.converged,
+            iterations=result.iterations,
+            report_iteration=None,
+            wall_s=result.wall_s,
+            scaled_prices=result.prices,
+            primal_residual=last.coupling,
+            dual_residual=float(last.dual_pending),
+            rho=math.nan,
+            extra_stats={
+                "eps_primal": last.eps_coupling,
+                "coupling_residual": last.coupling,
+                "coupling_max_rel": last.coupling_max,
+                "mu": last.mu,
+                "sites_dual_pending": last.dual_pending,
+                "secure_aggregation": result.masked,
+                "site_crashes": sum(len(h.crashed_sites) for h in result.history),
+                "rejoins": result.rejoins,
+                "schur_across_steps": result.across_steps,
+                "rounds": result.rounds,
+                "bytes_per_group_per_iteration": round(result.bytes_per_group_iteration),
+                **result.cleaning,
+            },
+            convergence_columns=(
+                "iteration",
+                "coupling_residual",
+                "mu",
+                "step",
+                "sites_dual_pending",
+                "objective_aud",
+                "elapsed_s",
+            ),
+            convergence=[
+                [
+                    int(h.iteration),
+                    float(h.coupling),
+                    float(h.mu),
+                    float(h.step),
+                    int(h.dual_pending),
+                    float(h.objective),
+                    float(h.elapsed_s),
+                ]
+                for h in result.history
+            ],
+            state=result.warm_prices,
+            result=result,
+            timing=dict(result.timing),
+        )
+
+    @staticmethod
+    def shift(
+        state: np.ndarray,
+        old: ExchangeStructure,
+        new: ExchangeStructure,
+        layout: CouplingLayout,
+        steps: int,
+    ) -> np.ndarray:
+        return shift_prices(state, old, new, layout, steps)

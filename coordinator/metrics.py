@@ -73,6 +73,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, make_wsgi_app
 
 from thermoroute.coordinator.events import IterationRecord, RunObserver, RunState
+from thermoroute.coordinator.ipm import NAME as INTERIOR_POINT
 
 log = logging.getLogger(__name__)
 
@@ -599,7 +600,7 @@ class CoordinatorMetrics:
         fam, run = self._fam, record.run_id
         with self._lock:
             self._touch(run)
-            if record.method == "ipm":
+            if record.method == INTERIOR_POINT:
                 self._ipm_iteration(record)
             else:
                 fam.iteration.labels(run).set(record.iteration)

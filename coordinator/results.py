@@ -27,8 +27,8 @@ from thermoroute.common.physics.latency import mean_ttft_ms
 from thermoroute.common.report_protocol import GroupReport, SiteDecision, unpack_report
 from thermoroute.common.scenario import DemandView
 from thermoroute.common.secure_aggregation import unmask_sum
-from thermoroute.coordinator.admm import ExchangeStructure
-from thermoroute.coordinator.methods import MethodRun
+from thermoroute.coordinator.method_contract import MethodRun
+from thermoroute.coordinator.structure import ExchangeStructure
 
 
 @dataclass
@@ -228,13 +228,14 @@ class RunOutputs:
     def objective_aud(self) -> float:
         return self.schedule.objective_aud
 
-    def write(self, directory: str | os.PathLike[str], solver: str = "admm") -> Path:
-        """Write docs/model.md §9's files into ``directory`` atomically."""
+    def write(self, directory: str | os.PathLike[str], solver: str | None = None) -> Path:
+        """Write docs/model.md §9's files into ``directory`` atomically; ``solver`` is the
+        summary's solver (the run's method by default)."""
         return write_run(
             directory,
             self.labels,
             self.schedule,
-            solver,
+            solver or str(self.stats.extra["method"]),
             self.stats,
             convergence=ConvergenceTable(self.convergence, self.convergence_columns),
             shadow_prices=np.nan_to_num(self.shadow_prices, nan=0.0),

@@ -8,9 +8,9 @@ What leaves the agent, and when:
 
 * :meth:`SiteAgent.register` — the site's support rows (which coupling rows it can serve:
   structural, not private);
-* :meth:`SiteAgent.solve` — every ADMM iteration, ``(iteration, A_i x_i)`` and nothing
-  else (the interior point's rounds go through the group: :mod:`thermoroute.site_agent.ipm`, every
-  answer masked);
+* :meth:`SiteAgent.solve` — every exchange-ADMM iteration (called by
+  :mod:`thermoroute.site_agent.admm`), ``(iteration, A_i x_i)`` and nothing else (the interior
+  point's rounds go through :mod:`thermoroute.site_agent.ipm`, every answer masked);
 * :meth:`SiteAgent.final_report` — once, at the end, the site's schedule and totals
   (results);
 * :meth:`SiteAgent.telemetry` — the site's own solver and objective figures, for its own
@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from thermoroute.common.admm_protocol import Penalty
+from thermoroute.common.admm_protocol import DEFAULT_PENALTY, Penalty
 from thermoroute.common.coupling import CouplingLayout
 from thermoroute.common.evaluate import SiteSteps, evaluate
 from thermoroute.common.scenario import Scenario
@@ -166,6 +166,8 @@ class SiteAgent:
         self._offset = 0
         self.site = self._planned(data.window(0, horizon))
         self._sub: SiteSubproblem | None = None
+        # Whether the subproblem was built by the last registration and not solved since.
+        self._fresh = False
         self._answers: OrderedDict[int, np.ndarray] = OrderedDict()
         self._last_iteration: int | None = None
         self._best: _Snapshot | None = None
@@ -178,18 +180,19 @@ class SiteAgent:
     # ----------------------------------------------------------------------------------
     # Protocol
 
-    def register(self, layout: CouplingLayout, row_scale: np.ndarray, rho: float) -> np.ndarray:
+    def register(self, layout: CouplingLayout, row_scale: np.ndarray) -> np.ndarray:
         """Build (or refresh) the subproblem; return the site's support rows.
 
-        Registering again with the same layout keeps the OSQP object: new row scales and ρ
-        only update its values. A new run starts: the iteration cache, best snapshot and
-        objective history are cleared.
+        Registering again with the same layout keeps the OSQP object: new row scales only
+        update its values. A new run starts: the iteration cache, best snapshot and
+        objective history are cleared. The subproblem's penalty is the one it had, or
+        :data:`~thermoroute.common.admm_protocol.DEFAULT_PENALTY` (a run that solves
+        proximal subproblems sets its own: :meth:`set_penalty`).
 
         Parameters
         ----------
         layout : CouplingLayout
         row_scale : ndarray (n_rows,)
-        rho : float
 
         Returns
         -------
@@ -197,13 +200,31 @@ class SiteAgent:
             Sorted global ids of the coupling rows this site can serve.
         """
         if self._sub is not None and self._sub.layout == layout:
-            self._sub.set_row_scale(row_scale, rho)
+            self._sub.set_row_scale(row_scale)
+            self._fresh = False
         else:
             self._sub = SiteSubproblem(
-                self.site, layout, row_scale, rho=rho, settings=self.settings
+                self.site, layout, row_scale, rho=DEFAULT_PENALTY, settings=self.settings
             )
+            self._fresh = True
         self.reset_cache()
         return self._sub.support.astype(np.int64, copy=True)
+
+    def set_penalty(self, rho: Penalty) -> None:
+        """The outer penalty ``ρ`` of the subproblem's proximal term from now on.
+
+        A subproblem built by the last :meth:`register` and not yet solved is built again
+        with a new scalar penalty (OSQP scales its data from the penalty it is set up with,
+        so the run matches one whose sites were built with it); otherwise the values are
+        updated (one refactorisation; none when ``rho`` is the current one).
+        """
+        sub = self._require()
+        if self._fresh and np.ndim(rho) == 0 and not np.all(sub.rho == float(rho)):
+            self._sub = SiteSubproblem(
+                self.site, sub.layout, sub.row_scale, rho=rho, settings=self.settings
+            )
+        else:
+            sub.set_rho(rho)
 
     def solve(
         self,
@@ -249,6 +270,7 @@ class SiteAgent:
         ):
             self._best = _Snapshot(best_iteration, sub.x, sub.n)
         served = sub.solve(target, rho, eps)
+        self._fresh = False
         self._last_iteration = iteration
         self._history.append(sub.objective_value())
         self._history_iterations.append(iteration)

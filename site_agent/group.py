@@ -1,20 +1,16 @@
 """A group of site agents in one process, so a thousand sites run in a few processes.
 
 :class:`SiteGroup` hosts several :class:`~thermoroute.site_agent.agent.SiteAgent` objects and speaks
-the same protocol for all of them at once: one call per iteration carries every hosted site's
-target, and one answer every site's served demand. The sites' QPs are solved in a thread pool:
-OSQP's C solve releases the GIL, so threads run them in parallel.
+for all of them at once: one call per round carries every hosted site's part, and one answer
+comes back. It knows no method: a run begins with a
+:class:`~thermoroute.common.method_protocol.MethodBegin` naming the method's site handler
+(:mod:`thermoroute.site_agent.methods`), which then answers the run's ``method_start``,
+``method_round`` and ``method_scatter`` calls. The end of a run (reports, cleaning) and the
+moves of the horizon are the group's own, the same for every method. The sites' problems are
+solved in a thread pool: OSQP's C solve and the linear algebra release the GIL, so threads run
+them in parallel.
 
 Like the agent it is a plain class; the composition root wraps it with ``ray.remote``.
-
-Targets and answers
--------------------
-:meth:`SiteGroup.solve` takes an :class:`~thermoroute.common.admm_protocol.AdmmRequest` whose
-targets are ``{site_id: ndarray}`` (what the coordinator's fleet sends) or one concatenated ndarray
-in the group's site order, each site's entries on its support rows (:attr:`SiteGroup.offsets` gives
-the slices), and answers an :class:`~thermoroute.common.admm_protocol.AdmmAnswer`.
-:meth:`SiteGroup.solve_packed` answers one concatenated array: one buffer each way, the least
-serialisation for large groups.
 """
 
 from __future__ import annotations
@@ -22,16 +18,16 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import numpy as np
 
-from thermoroute.common.admm_protocol import AdmmAnswer, AdmmRequest
 from thermoroute.common.coupling import CouplingLayout
 from thermoroute.common.errors import ScenarioError, SiteDataInvalid
+from thermoroute.common.method_protocol import MethodBegin, ScatterAnswer, ScatterRequest
 from thermoroute.common.report_protocol import (
     CLEAN_FIELDS,
     CLEAN_ROUND,
@@ -49,7 +45,12 @@ from thermoroute.common.service_protocol import RefreshAnswer
 from thermoroute.site_agent.agent import SiteAgent, SiteReport
 from thermoroute.site_agent.data import load_horizons
 from thermoroute.site_agent.forecast import SiteForecast
-from thermoroute.site_agent.methods import SITE_METHODS
+from thermoroute.site_agent.methods import (
+    HostedSites,
+    ScatterHandler,
+    SiteHandler,
+    site_handler_factory,
+)
 from thermoroute.site_agent.metrics import SiteAgentMetrics
 from thermoroute.site_agent.outputs import output_root, site_files, write_site_files
 from thermoroute.site_agent.subproblem import InnerSettings
@@ -111,9 +112,8 @@ class SiteGroup:
             )
             for sid in ids
         }
-        self._offsets: dict[str, slice] = {}
         self._pool: ThreadPoolExecutor | None = None
-        self._method: Any = None
+        self._method: SiteHandler | None = None
         self._reporter: PairwiseMasker | None = None
         # The sites' own metrics, on this node, only where its operator asked for them.
         self._metrics = SiteAgentMetrics.from_env()
@@ -131,125 +131,67 @@ class SiteGroup:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="site-solve")
         return list(self._pool.map(fn, items))
 
-    @property
-    def offsets(self) -> dict[str, slice]:
-        """Each site's slice of a concatenated target or answer (after :meth:`register`)."""
-        return dict(self._offsets)
-
-    def register(
-        self, layout: CouplingLayout, row_scale: np.ndarray, rho: float
-    ) -> dict[str, np.ndarray]:
+    def register(self, layout: CouplingLayout, row_scale: np.ndarray) -> dict[str, np.ndarray]:
         """Register every site; return ``{site_id: support rows}`` (int64, sorted)."""
         supports = dict(
             zip(
                 self.site_ids,
-                self._map(lambda a: a.register(layout, row_scale, rho), self.agents.values()),
+                self._map(lambda a: a.register(layout, row_scale), self.agents.values()),
                 strict=True,
             )
         )
         self._run_label = uuid.uuid4().hex[:12]  # a registration starts a run
-        offset = 0
-        self._offsets = {}
-        for sid in self.site_ids:
-            self._offsets[sid] = slice(offset, offset + supports[sid].size)
-            offset += supports[sid].size
         return supports
 
-    def _targets(self, targets: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
-        if isinstance(targets, Mapping):
-            missing = [s for s in self.site_ids if s not in targets]
-            if missing:
-                raise ValueError(f"no target for sites {missing}")
-            return {s: np.asarray(targets[s], dtype=float) for s in self.site_ids}
-        flat = np.asarray(targets, dtype=float)
-        if not self._offsets:
-            raise RuntimeError("register the group before solving")
-        total = sum(sl.stop - sl.start for sl in self._offsets.values())
-        if flat.shape != (total,):
-            raise ValueError(f"concatenated targets have shape {flat.shape}, expected ({total},)")
-        return {s: flat[self._offsets[s]] for s in self.site_ids}
+    # ----------------------------------------------------------------------------------
+    # A run of a method (site_agent/methods.py, common/method_protocol.py)
 
-    def solve(self, request: AdmmRequest) -> AdmmAnswer:
-        """Solve every hosted site for one ADMM iteration (see :meth:`SiteAgent.solve`).
+    def method_begin(self, message: MethodBegin) -> bytes:
+        """Set up a new run on every hosted site: the method's site handler, built by the
+        factory ``message`` names from this group's sites; a fresh masking key.
 
-        Parameters
-        ----------
-        request : AdmmRequest
-            Its ``targets`` are ``{site_id: target}``, or one array concatenating the sites'
-            targets in :attr:`site_ids` order (:attr:`offsets`); the penalty, tolerance and
-            best iteration are the same for every site.
-
-        Returns
-        -------
-        AdmmAnswer
-            The iteration and ``{site_id: served}``.
+        Returns the handler's public key (the coordinator relays it to the group's
+        neighbours for secure aggregation; it reveals nothing of the sites), empty when the
+        method does not mask.
         """
-        per_site = self._targets(request.targets)
-        answers = self._map(
-            lambda sid: self.agents[sid].solve(
-                request.iteration,
-                request.penalty,
-                per_site[sid],
-                request.eps,
-                request.best_iteration,
-            )[1],
-            self.site_ids,
-        )
+        factory = site_handler_factory(message.site_handler)
+        layout = self.agents[self.site_ids[0]].subproblem.layout
+        sites = HostedSites(tuple(self.agents[s] for s in self.site_ids), layout, self._map)
+        for agent in self.agents.values():
+            agent.reset_cache()
+        self._method = factory(sites, self._method, message.settings)
+        return self._method.new_key()
+
+    def method_rejoin(self, message: MethodBegin) -> bytes:
+        """After a group of the fleet crashed: a fresh masking key, keeping this group's
+        iterate if it has one of the run (a restarted group begins anew)."""
+        if self._method is None or not self._method.started:
+            return self.method_begin(message)
+        return self._method.new_key()
+
+    def method_start(self, message: object, group_index: int) -> object:
+        """The run's starting point (and, when it masks, this group's neighbours' keys);
+        the handler's (masked) answer."""
+        return self._require_method().start(message, group_index)
+
+    def method_round(self, request: object) -> object:
+        """One round on every hosted site; the group's (masked) answer."""
+        return self._require_method().handle(request)
+
+    def method_scatter(self, request: ScatterRequest) -> ScatterAnswer:
+        """One scatter round: every hosted site's slice answered (each site's own figures
+        go to this node's metrics, where its operator asked for them)."""
+        handler = self._require_method()
+        if not isinstance(handler, ScatterHandler):
+            raise TypeError("this run's method has no scatter rounds")
+        answer = handler.scatter(request)
         if self._metrics is not None:
             for sid in self.site_ids:
                 telemetry = self.agents[sid].telemetry(economics=self._metrics.economics)
                 self._metrics.record_telemetry(self._run_label, telemetry)
-        return AdmmAnswer(int(request.iteration), dict(zip(self.site_ids, answers, strict=True)))
-
-    def solve_packed(self, request: AdmmRequest) -> tuple[int, np.ndarray]:
-        """:meth:`solve` with one concatenated array in and one out (:attr:`offsets`)."""
-        answer = self.solve(request)
-        return answer.iteration, np.concatenate([answer.served[s] for s in self.site_ids])
-
-    # ----------------------------------------------------------------------------------
-    # Methods with rounds of their own (site_agent/methods.py, Fleet.broadcast)
-
-    def method_begin(self, method: str) -> bytes:
-        """Set up a new run of ``method`` on every hosted site; a fresh masking key.
-
-        Returns the group's X25519 public key (the coordinator relays it to the group's
-        neighbours for secure aggregation; it reveals nothing of the sites).
-        """
-        if method not in SITE_METHODS:
-            raise ValueError(f"unknown method {method!r}")
-        layout = self.agents[self.site_ids[0]].subproblem.layout
-        qps = [self.agents[s].subproblem.qp() for s in self.site_ids]
-        self._method = SITE_METHODS[method](qps, layout, self._method)
-        for agent in self.agents.values():
-            agent.reset_cache()
-        return self._method.new_key()
-
-    def method_rejoin(self, method: str) -> bytes:
-        """After a group of the fleet crashed: a fresh masking key, keeping this group's
-        iterate if it has one of a run of ``method`` (a restarted group starts anew)."""
-        if self._method is None or not self._method.started:
-            return self.method_begin(method)
-        return self._method.new_key()
-
-    def method_start(self, message: Any, group_index: int) -> Any:
-        """The run's starting point and this group's neighbours' keys; the handler's
-        (masked) answer."""
-        return self._require_method().start(message, group_index)
-
-    def method_round(self, request: Any) -> Any:
-        """One round on every hosted site; the group's (masked) sum.
-
-        After the ``finish`` round each site's final flows become its subproblem's iterate,
-        so :meth:`final_report` and a later warm start see them.
-        """
-        handler = self._require_method()
-        answer = handler.handle(request)
-        if request.phase == "finish":
-            for sid, xi in zip(self.site_ids, handler.solutions(), strict=True):
-                self.agents[sid].subproblem.adopt(xi)
         return answer
 
-    def _require_method(self) -> Any:
+    def _require_method(self) -> SiteHandler:
         if self._method is None:
             raise RuntimeError("no run of a method in progress: call method_begin first")
         return self._method
@@ -350,7 +292,7 @@ class SiteGroup:
         first = self.agents[self.site_ids[0]]
         new_start = first.next_start(steps, start)
         moved = round((new_start - first.site.start) / timedelta(hours=first.site.step_hours))
-        if self._method is not None and hasattr(self._method, "shift"):
+        if self._method is not None:
             self._method.shift(moved)
         return new_start, moved
 

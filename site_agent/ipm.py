@@ -36,7 +36,7 @@ References
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +57,7 @@ from thermoroute.common.ipm_protocol import (
 from thermoroute.common.schur_pattern import SchurPattern
 from thermoroute.common.secure_aggregation import PairwiseMasker
 from thermoroute.site_agent.cleaning import CleanedFlows, drop_small_flows
+from thermoroute.site_agent.methods import HostedSites, SiteHandler
 from thermoroute.site_agent.subproblem import SiteQp
 
 #: Gondzio's target box for the complementarity products, in units of ``σμ``.
@@ -508,6 +509,9 @@ class GroupInteriorPoint:
         The hosted sites' problems.
     layout : CouplingLayout
     warm : sequence of WarmPoint, optional
+    adopt : sequence of callable, optional
+        One per site: called with the site's final flows ``ξ`` after the ``finish`` round
+        (its subproblem adopts them, so its report and a later warm start see them).
     """
 
     def __init__(
@@ -515,7 +519,9 @@ class GroupInteriorPoint:
         qps: Sequence[SiteQp],
         layout: CouplingLayout,
         warm: Sequence[WarmPoint] | None = None,
+        adopt: Sequence[Callable[[np.ndarray], None]] | None = None,
     ) -> None:
+        self._adopt = list(adopt) if adopt is not None else []
         self._layout = layout
         self._patterns: dict[bool, SchurPattern] = {}
         self.sites = [SiteInteriorPoint(qp, self._pattern(False), layout.n_rows) for qp in qps]
@@ -616,6 +622,8 @@ class GroupInteriorPoint:
         if phase == "predict" and request.snapshot:
             self.warm = [site.snapshot() for site in self.sites]
         if phase == "finish":
+            for adopt, site in zip(self._adopt, self.sites, strict=True):
+                adopt(site.xi)
             return Aggregate(request.iteration, phase, np.zeros(0))
         summed = {name: sum(p[name] for p in parts) for name in parts[0]}
         pattern_size = self._pattern(request.across_steps).size
@@ -625,3 +633,19 @@ class GroupInteriorPoint:
     def solutions(self) -> list[np.ndarray]:
         """Each hosted site's ``ξ``."""
         return [site.xi for site in self.sites]
+
+
+def begin_interior_point(
+    sites: HostedSites, previous: SiteHandler | None, settings: object
+) -> GroupInteriorPoint:
+    """:class:`~thermoroute.site_agent.methods.SiteHandlerFactory` of the interior point: the
+    sites' problems as they are now, warm from the previous run's kept iterates (if that run
+    was an interior point's too). ``settings`` are unused: they come with the start."""
+    del settings
+    warm = previous.warm if isinstance(previous, GroupInteriorPoint) else None
+    return GroupInteriorPoint(
+        [agent.subproblem.qp() for agent in sites.agents],
+        sites.layout,
+        warm=warm,
+        adopt=[agent.subproblem.adopt for agent in sites.agents],
+    )

@@ -20,9 +20,15 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 
-from thermoroute.common.admm_protocol import AdmmAnswer, AdmmRequest
+from thermoroute.common.admm_protocol import (
+    DEFAULT_PENALTY,
+    AdmmAnswer,
+    AdmmRequest,
+    AdmmSiteSettings,
+)
 from thermoroute.common.coupling import CouplingLayout, coefficient_of_entry
 from thermoroute.common.evaluate import evaluate, true_pue, true_wue
+from thermoroute.common.method_protocol import MethodBegin
 from thermoroute.common.report_protocol import GroupReport, ReportRequest
 from thermoroute.common.scenario import Scenario
 from thermoroute.common.secure_aggregation import PairwiseMasker
@@ -101,9 +107,7 @@ class CvxSiteGroup:
         self.penalty_messages = {"unchanged": 0, "changed": 0, "repeated": 0}
         self._reporter: PairwiseMasker | None = None
 
-    def register(
-        self, layout: CouplingLayout, row_scale: np.ndarray, rho: float
-    ) -> dict[str, np.ndarray]:
+    def register(self, layout: CouplingLayout, row_scale: np.ndarray) -> dict[str, np.ndarray]:
         sc = self.scenario
         T = layout.steps
         allowed = sc.allowed()
@@ -123,7 +127,7 @@ class CvxSiteGroup:
                 shape=(support.size, k * T),
             )
             site = _Site(i, sid, support, var_rc, m)
-            self._build(site, rho)
+            self._build(site, DEFAULT_PENALTY)
             self.sites[sid] = site
             out[sid] = support
         return out
@@ -149,7 +153,15 @@ class CvxSiteGroup:
         site.problem = cp.Problem(cp.Minimize(objective), cons)
         site.x, site.n, site.target, site.cost, site.rho = x, n, target, cost, weight
 
-    def solve(self, request: AdmmRequest) -> AdmmAnswer:
+    def method_begin(self, message: MethodBegin) -> bytes:
+        """A run of exchange ADMM begins: every site's penalty is its initial ``ρ``."""
+        assert isinstance(message.settings, AdmmSiteSettings), message
+        for site in self.sites.values():
+            if not np.array_equal(site.rho, self._entry_rho(site, message.settings.rho)):
+                self._build(site, message.settings.rho)
+        return b""
+
+    def method_scatter(self, request: AdmmRequest) -> AdmmAnswer:
         iteration, rho, targets = request.iteration, request.penalty, request.targets
         best_iteration = request.best_iteration
         self.calls += 1

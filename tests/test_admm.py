@@ -23,15 +23,14 @@ from thermoroute.common.scenario_io import write_scenario
 from thermoroute.coordinator.admm import (
     AdmmSettings,
     AdmmState,
-    CouplingError,
     ExchangeAdmm,
-    build_structure,
     shadow_prices,
     shift_state,
 )
 from thermoroute.coordinator.data import layout_of, row_scale_of
 from thermoroute.coordinator.events import NullObserver
 from thermoroute.coordinator.fleet import InlineFleet
+from thermoroute.coordinator.structure import CouplingError, build_structure
 
 #: Done means: the ADMM objective within 0.1 % of the centralised optimum.
 OBJECTIVE_RTOL = 1e-3
@@ -47,7 +46,7 @@ def _cvx_run(scenario: Scenario, settings: AdmmSettings, groups: list[list[str]]
     groups = groups or [[s] for s in scenario.sites.site_id]
     sites = [CvxSiteGroup(scenario, g) for g in groups]
     fleet = InlineFleet(sites, groups)
-    supports = fleet.register(layout, scale, settings.rho)
+    supports = fleet.register(layout, scale)
     structure = build_structure(view, layout, scale, fleet.site_ids, supports)
     admm = ExchangeAdmm(structure, settings)
     result = admm.run(fleet)
@@ -269,7 +268,7 @@ def test_warm_start_from_the_solution_converges_at_once(tiny_scenario: Scenario)
     scale = row_scale_of(view, layout)
     groups = [[s] for s in tiny_scenario.sites.site_id]
     fleet = InlineFleet([CvxSiteGroup(tiny_scenario, g) for g in groups], groups)
-    fleet.register(layout, scale, cold.final_rho)
+    fleet.register(layout, scale)
     warm_state = AdmmState(cold.state.z, cold.state.u, cold.final_rho, weights=cold.state.weights)
     warm = ExchangeAdmm(structure, settings, warm_state)
     result = warm.run(fleet)
@@ -324,7 +323,7 @@ def test_observers_called_and_a_failing_one_dropped(tiny_scenario: Scenario) -> 
     scale = row_scale_of(view, layout)
     groups = [[s] for s in tiny_scenario.sites.site_id]
     fleet = InlineFleet([CvxSiteGroup(tiny_scenario, g) for g in groups], groups)
-    supports = fleet.register(layout, scale, 1.0)
+    supports = fleet.register(layout, scale)
     st = build_structure(view, layout, scale, fleet.site_ids, supports)
     rec = _Recorder()
     result = ExchangeAdmm(st, AdmmSettings(max_iter=6, polish_factor=None)).run(

@@ -17,12 +17,15 @@ import pytest
 from tests.conftest import local_ray
 from tests.cvxpy_site import CvxSiteGroup, assemble
 from tests.test_admm import OBJECTIVE_RTOL, _check_schedule
-from thermoroute.common.admm_protocol import AdmmAnswer, AdmmRequest
+from thermoroute.common.admm_protocol import AdmmAnswer, AdmmRequest, AdmmSiteSettings
 from thermoroute.common.central import solve_central
 from thermoroute.common.evaluate import evaluate
+from thermoroute.common.method_protocol import MethodBegin, ScatterAnswer, ScatterRequest
 from thermoroute.common.report_protocol import ReportRequest
 from thermoroute.common.scenario import DemandView, Scenario
 from thermoroute.coordinator.actor import Coordinator
+from thermoroute.coordinator.admm import NAME as ADMM_NAME
+from thermoroute.coordinator.admm import SITE_HANDLER as ADMM_SITE_HANDLER
 from thermoroute.coordinator.admm import AdmmSettings
 from thermoroute.coordinator.fleet import RayFleet, SiteGroupLost
 from thermoroute.site_agent.group import SiteGroup
@@ -44,10 +47,10 @@ class SlowGroup(CvxSiteGroup):
         self.stall_at = stall_at
         self.stall_s = stall_s
 
-    def solve(self, request: AdmmRequest) -> AdmmAnswer:
+    def method_scatter(self, request: AdmmRequest) -> AdmmAnswer:
         if request.iteration == self.stall_at:
             time.sleep(self.stall_s)
-        return super().solve(request)
+        return super().method_scatter(request)
 
 
 #: One agent per site of the tiny scenario.
@@ -101,13 +104,13 @@ class CrashingGroup(SiteGroup):
         self.crash_from = crash_from
         self.always = always
 
-    def solve(self, request: AdmmRequest) -> AdmmAnswer:
+    def method_scatter(self, request: ScatterRequest) -> ScatterAnswer:
         iteration = request.iteration
         if self.crash_from >= 0 and (
             iteration == self.crash_from or (self.always and iteration > self.crash_from)
         ):
             os._exit(1)
-        return super().solve(request)
+        return super().method_scatter(request)
 
 
 def _crashing_fleet(
@@ -175,14 +178,15 @@ def test_restarted_agent_rejoins_at_the_current_horizon(
     window = tiny_scenario.window(1, 3)
     coordinator = Coordinator(DemandView.of(window), AdmmSettings())
     fleet = RayFleet(handles, SINGLE_SITE_GROUPS, restarts=1, timeout_s=60.0)
-    supports = fleet.register(coordinator.layout, coordinator.row_scale, 1.0)
+    supports = fleet.register(coordinator.layout, coordinator.row_scale)
+    fleet.begin(MethodBegin(ADMM_NAME, ADMM_SITE_HANDLER, AdmmSiteSettings(rho=1.0)))
     fleet.shift(1)
     targets = np.zeros(sum(s.size for s in supports))
-    first = fleet.solve(AdmmRequest(0, targets, 1.0))
+    first = fleet.scatter(AdmmRequest(0, targets, 1.0))
     assert first.late_sites == ("mel",) and fleet.crashes == [0, 1, 0]
     # Calls fail fast while Ray restarts the actor; the group is late until it is back.
     k, deadline = 1, time.monotonic() + 60.0
-    while fleet.solve(AdmmRequest(k, targets, 1.0)).late_sites:
+    while fleet.scatter(AdmmRequest(k, targets, 1.0)).late_sites:
         assert time.monotonic() < deadline, "the restarted agent never answered"
         time.sleep(0.2)
         k += 1

@@ -98,7 +98,8 @@ def _check_messages(messages: list[tuple[str, int, bytes]], site_ids: set[str]) 
     kinds = {k for k, _, _ in messages}
     assert kinds == {
         "register",
-        "solve",
+        "method_begin",
+        "method_scatter",
         "report_keys",
         "clean_report",
         "finish_report",
@@ -113,7 +114,9 @@ def _check_messages(messages: list[tuple[str, int, bytes]], site_ids: set[str]) 
                 assert isinstance(rows, np.ndarray) and rows.dtype == np.int64 and rows.ndim == 1
                 assert np.all(np.diff(rows) > 0)
                 supports[sid] = rows.size
-        elif kind == "solve":
+        elif kind == "method_begin":
+            assert msg == b""  # ADMM masks nothing: no key, and nothing else
+        elif kind == "method_scatter":
             # Exactly AdmmAnswer(iteration, {site: served}) and nothing else: rebuilding the
             # message from the served arrays alone gives the same bytes.
             assert isinstance(msg, AdmmAnswer)

@@ -9,13 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from thermoroute.common.admm_protocol import AdmmRequest
+from thermoroute.common.admm_protocol import AdmmRequest, AdmmSiteSettings
 from thermoroute.common.coupling import CouplingLayout, coefficient_of_entry
 from thermoroute.common.errors import ScenarioError
 from thermoroute.common.evaluate import TOTAL_KEYS, evaluate
+from thermoroute.common.method_protocol import MethodBegin
 from thermoroute.common.scenario import Objective, Scenario
 from thermoroute.common.scenario_io import site_slice_files, split_scenario, write_scenario
 from thermoroute.common.synth import synthesize
+from thermoroute.coordinator.admm import NAME as ADMM_NAME
+from thermoroute.coordinator.admm import SITE_HANDLER as ADMM_SITE_HANDLER
 from thermoroute.site_agent.agent import SiteAgent, SiteReport
 from thermoroute.site_agent.data import load_site, load_sites, site_slices
 from thermoroute.site_agent.group import SiteGroup
@@ -54,6 +57,19 @@ def layout_of(scenario: Scenario) -> CouplingLayout:
         tuple(bool(d) for d in scenario.classes.deferrable),
         scenario.steps,
     )
+
+
+def _registered(agent: SiteAgent, lay: CouplingLayout, scale: np.ndarray, rho: float) -> np.ndarray:
+    """Register ``agent`` and set the penalty of its proximal subproblem (what exchange
+    ADMM's begin does); its support."""
+    support = agent.register(lay, scale)
+    agent.set_penalty(rho)
+    return support
+
+
+def _admm(rho: float) -> MethodBegin:
+    """The begin of an exchange-ADMM run whose sites start at penalty ``rho``."""
+    return MethodBegin(ADMM_NAME, ADMM_SITE_HANDLER, AdmmSiteSettings(rho=rho))
 
 
 def scaled(scenario: Scenario) -> tuple[CouplingLayout, np.ndarray, np.ndarray]:
@@ -165,7 +181,7 @@ def test_solve_is_idempotent_per_iteration(fleet):
     scenario, directory = fleet
     lay, scale, b = scaled(scenario)
     agent = SiteAgent(directory, scenario.sites.site_id[0])
-    support = agent.register(lay, scale, RHO)
+    support = _registered(agent, lay, scale, RHO)
     sub = agent.subproblem
     first = agent.solve(0, RHO, target_for(support, b, 0))
     second = agent.solve(1, RHO, target_for(support, b, 1))
@@ -189,7 +205,7 @@ def test_solve_answers_served_demand_and_nothing_else(fleet):
     scenario, directory = fleet
     lay, scale, b = scaled(scenario)
     agent = SiteAgent(directory, scenario.sites.site_id[3])
-    support = agent.register(lay, scale, RHO)
+    support = _registered(agent, lay, scale, RHO)
     assert support.dtype == np.int64
     np.testing.assert_array_equal(support, lay.support(scenario.allowed()[3]))
     answer = agent.solve(0, RHO, target_for(support, b, 0))
@@ -216,15 +232,15 @@ def test_registering_again_for_the_same_horizon_after_per_row_penalties(fleet):
     scenario, directory = fleet
     lay, scale, b = scaled(scenario)
     agent = SiteAgent(directory, scenario.sites.site_id[0])
-    support = agent.register(lay, scale, RHO)
+    support = _registered(agent, lay, scale, RHO)
     per_row = np.linspace(0.5, 2.0, lay.n_rows) * RHO
     agent.solve(0, per_row, target_for(support, b, 0), None, None)
     sub = agent.subproblem
-    assert np.array_equal(agent.register(lay, scale, RHO), support)
+    assert np.array_equal(_registered(agent, lay, scale, RHO), support)
     assert agent.subproblem is sub
     again = agent.solve(0, RHO, target_for(support, b, 0), None, None)[1]
     fresh = SiteAgent(directory, scenario.sites.site_id[0])
-    fresh.register(lay, scale, RHO)
+    _registered(fresh, lay, scale, RHO)
     alone = fresh.solve(0, RHO, target_for(support, b, 0), None, None)[1]
     np.testing.assert_allclose(again, alone, rtol=1e-3, atol=1e-6)
 
@@ -233,7 +249,7 @@ def test_best_snapshot_and_final_report(fleet):
     scenario, directory = fleet
     lay, scale, b = scaled(scenario)
     agent = SiteAgent(directory, scenario.sites.site_id[1])
-    support = agent.register(lay, scale, RHO)
+    support = _registered(agent, lay, scale, RHO)
     xs, ns, objectives = {}, {}, {}
     best = None
     for k in range(5):
@@ -270,7 +286,7 @@ def test_telemetry_stays_with_the_site(fleet):
     scenario, directory = fleet
     lay, scale, b = scaled(scenario)
     agent = SiteAgent(directory, scenario.sites.site_id[0])
-    support = agent.register(lay, scale, RHO)
+    support = _registered(agent, lay, scale, RHO)
     agent.solve(0, RHO, target_for(support, b, 0))
     tel = agent.telemetry()
     assert tel["iteration"] == 0 and tel["setup_count"] == 1 and tel["solved"]
@@ -284,13 +300,14 @@ def test_register_again_reuses_the_solver(fleet):
     scenario, directory = fleet
     lay, scale, b = scaled(scenario)
     agent = SiteAgent(directory, scenario.sites.site_id[2])
-    support = agent.register(lay, scale, RHO)
+    support = _registered(agent, lay, scale, RHO)
     solver = agent.subproblem.solver
     agent.solve(0, RHO, target_for(support, b, 0))
-    again = agent.register(lay, scale * 1.5, 2 * RHO)
+    again = _registered(agent, lay, scale * 1.5, 2 * RHO)
     np.testing.assert_array_equal(again, support)
     sub = agent.subproblem
-    assert sub.solver is solver and sub.setup_count == 1 and sub.px_updates == 1
+    # New scales, then a new penalty: one value update each, never a new OSQP set-up.
+    assert sub.solver is solver and sub.setup_count == 1 and sub.px_updates == 2
     assert agent.final_report(None).objective_history == []  # a new run
 
 
@@ -304,27 +321,28 @@ def test_group_solve_equals_individual_solves(fleet):
     ids = scenario.sites.site_id
     group = SiteGroup(directory, ids, threads=2)
     try:
-        supports = group.register(lay, scale, RHO)
+        supports = group.register(lay, scale)
+        assert group.method_begin(_admm(RHO)) == b""  # exchange ADMM masks nothing
         agents = {s: SiteAgent(directory, s) for s in ids}
         for s, agent in agents.items():
-            np.testing.assert_array_equal(agent.register(lay, scale, RHO), supports[s])
+            np.testing.assert_array_equal(_registered(agent, lay, scale, RHO), supports[s])
         for k in range(4):
             rho = RHO if k < 2 else 2 * RHO
             targets = {s: target_for(supports[s], b, 10 * k + n) for n, s in enumerate(ids)}
             if k % 2:  # the concatenated form
                 packed = np.concatenate([targets[s] for s in ids])
-                answer = group.solve(AdmmRequest(k, packed, rho, 1e-7))
+                answer = group.method_scatter(AdmmRequest(k, packed, rho, 1e-7))
             else:
-                answer = group.solve(AdmmRequest(k, targets, rho, 1e-7))
+                answer = group.method_scatter(AdmmRequest(k, targets, rho, 1e-7))
             answered, served = answer.iteration, answer.served
             assert answered == k and list(served) == list(ids)
             for s in ids:
                 _, alone = agents[s].solve(k, rho, targets[s], 1e-7, None)
                 np.testing.assert_array_equal(served[s], alone)
-        answered, flat = group.solve_packed(AdmmRequest(3, packed, 2 * RHO, 1e-7))  # cached
-        assert answered == 3
-        for s, sl in group.offsets.items():
-            np.testing.assert_array_equal(flat[sl], served[s])
+        cached = group.method_scatter(AdmmRequest(3, packed, 2 * RHO, 1e-7))
+        assert cached.iteration == 3
+        for s in ids:
+            np.testing.assert_array_equal(cached.served[s], served[s])
         reports = group.site_reports(3)
         assert [r.site_id for r in reports] == list(ids)
         for r in reports:
@@ -339,9 +357,10 @@ def test_sum_of_site_objectives_equals_the_whole_scenario(fleet):
     scenario, directory = fleet
     lay, scale, b = scaled(scenario)
     group = SiteGroup(directory, scenario.sites.site_id, threads=1)
-    supports = group.register(lay, scale, RHO)
+    supports = group.register(lay, scale)
+    group.method_begin(_admm(RHO))
     targets = {s: target_for(v, b, n) for n, (s, v) in enumerate(supports.items())}
-    group.solve(AdmmRequest(0, targets, RHO))
+    group.method_scatter(AdmmRequest(0, targets, RHO))
     x = np.zeros(scenario.shape)
     n = np.zeros((len(scenario.sites), scenario.steps))
     parts: dict[str, float] = {}
@@ -378,7 +397,7 @@ def test_shift_moves_the_window_without_a_new_setup(tmp_path):
     agent = SiteAgent(
         tmp_path, sid, steps=horizon, settings=InnerSettings(eps_abs=1e-9, eps_rel=1e-9)
     )
-    support = agent.register(lay, scale, RHO)
+    support = _registered(agent, lay, scale, RHO)
     agent.solve(0, RHO, target_for(support, b, 0, 3))
     solver = agent.subproblem.solver
     agent.shift(2)
@@ -394,7 +413,7 @@ def test_shift_moves_the_window_without_a_new_setup(tmp_path):
         steps=horizon,
         settings=InnerSettings(eps_abs=1e-9, eps_rel=1e-9),
     )
-    fresh.register(lay, scale, RHO)
+    _registered(fresh, lay, scale, RHO)
     np.testing.assert_allclose(served, fresh.solve(0, RHO, target)[1], atol=1e-6)
     # To an explicit start.
     agent.shift(4, scenario.times[6])
@@ -402,7 +421,8 @@ def test_shift_moves_the_window_without_a_new_setup(tmp_path):
 
     group = SiteGroup(tmp_path, scenario.sites.site_id, steps=horizon, threads=2)
     try:
-        group.register(lay, scale, RHO)
+        group.register(lay, scale)
+        group.method_begin(_admm(RHO))
         group.shift(3)
         assert all(a.site.start == scenario.times[3] for a in group.agents.values())
         assert all(a.subproblem.setup_count == 1 for a in group.agents.values())
@@ -431,7 +451,8 @@ def test_plain_exchange_admm_over_site_groups_reaches_the_central_optimum():
     try:
         supports: dict[str, np.ndarray] = {}
         for g in groups:
-            supports.update(g.register(lay, scale, rho))
+            supports.update(g.register(lay, scale))
+            g.method_begin(_admm(rho))
         counts = np.zeros(lay.n_rows)
         for rows in supports.values():
             counts[rows] += 1
@@ -441,7 +462,7 @@ def test_plain_exchange_admm_over_site_groups_reaches_the_central_optimum():
         for k in range(300):
             targets = {s: served[s] - (mean_residual + u)[supports[s]] for s in supports}
             for g in groups:
-                answer = g.solve(AdmmRequest(k, {s: targets[s] for s in g.site_ids}, rho))
+                answer = g.method_scatter(AdmmRequest(k, {s: targets[s] for s in g.site_ids}, rho))
                 assert answer.iteration == k
                 served.update(answer.served)
             total = np.zeros(lay.n_rows)

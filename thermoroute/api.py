@@ -56,7 +56,7 @@ def solve(
     scenario: ScenarioSource = "australia",
     *,
     solver: str = "distributed",
-    method: str = "ipm",
+    method: str | None = None,
     out: str | os.PathLike[str] | None = None,
     start: datetime | None = None,
     compare: bool = False,
@@ -75,8 +75,9 @@ def solve(
         ``distributed`` (the sites' agents solve together with ``method``), ``central``,
         or a baseline: ``nearest``, ``temperature-unaware``, ``mean-efficiency``,
         ``price-only``, ``carbon-only``.
-    method : str
-        ``ipm`` (default) or ``admm``.
+    method : str, optional
+        A registered distributed method's name
+        (:data:`thermoroute.coordinator.methods.METHODS`); the default method by default.
     out : path, optional
         Where to write the run directory (replaced whole; refused if it holds anything but
         an earlier run). ``None``: a temporary directory, read back and removed — the

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -22,6 +23,7 @@ from rich.markup import escape
 
 from thermoroute.common.errors import ScenarioError, SiteDataInvalid
 from thermoroute.common.run_directory import OutputDirectoryError
+from thermoroute.coordinator.methods import DEFAULT_METHOD, METHODS
 from thermoroute.isolation import in_private_network
 from thermoroute.ray_auth import ClusterAccessError
 
@@ -54,20 +56,32 @@ EXIT_INTERRUPTED = 130
 _RELAYED = False
 
 
-class Solver(StrEnum):
-    distributed = "distributed"
-    admm = "admm"  # the same as --solver distributed --method admm (kept for scripts)
-    central = "central"
-    nearest = "nearest"
-    temperature_unaware = "temperature-unaware"
-    mean_efficiency = "mean-efficiency"
-    price_only = "price-only"
-    carbon_only = "carbon-only"
+def _choices(values: Sequence[str]) -> list[tuple[str, str]]:
+    return [(value.replace("-", "_"), value) for value in values]
 
 
-class Method(StrEnum):
-    ipm = "ipm"
-    admm = "admm"
+#: ``--solver``: ``distributed``, a method's name (the same as ``--solver distributed
+#: --method NAME``, kept for scripts of the time when only exchange ADMM ran distributed),
+#: or a central solver.
+Solver = StrEnum(  # type: ignore[misc]  # the registry's names, known at import
+    "Solver",
+    _choices(
+        [
+            "distributed",
+            *METHODS,
+            "central",
+            "nearest",
+            "temperature-unaware",
+            "mean-efficiency",
+            "price-only",
+            "carbon-only",
+        ]
+    ),
+)
+#: ``--method``: the registered distributed methods.
+Method = StrEnum("Method", _choices(list(METHODS)))  # type: ignore[misc]
+DEFAULT = Method(DEFAULT_METHOD)
+DISTRIBUTED = Solver("distributed")
 
 
 class Penalty(StrEnum):
@@ -209,17 +223,18 @@ def run(  # noqa: PLR0913 (typer: one parameter per command-line option)
     solver: Annotated[
         Solver,
         typer.Option(
-            help="distributed: the sites' agents solve together (see --method); the others "
-            "solve centrally on the whole scenario; admm = distributed with --method admm."
+            help="distributed: the sites' agents solve together (see --method); a method's "
+            "name: distributed with that --method; the others solve centrally on the whole "
+            "scenario."
         ),
-    ] = Solver.distributed,
+    ] = DISTRIBUTED,
     method: Annotated[
         Method,
         typer.Option(
             help="Distributed method: the interior point (default; tens of iterations) or "
             "ADMM (the paper's method; hundreds).",
         ),
-    ] = Method.ipm,
+    ] = DEFAULT,
     out: Annotated[
         Path | None,
         typer.Option(help="Output directory (default runs/<scenario>-<method or solver>)."),
@@ -607,7 +622,7 @@ def simulate(  # noqa: PLR0913 (typer: one parameter per command-line option)
     executor: Annotated[Executor, typer.Option()] = Executor.ray,
     address: Annotated[str | None, typer.Option()] = None,
     sites_per_agent: Annotated[int, typer.Option(min=1)] = 1,
-    method: Annotated[Method, typer.Option(help="Distributed method (as for run).")] = Method.ipm,
+    method: Annotated[Method, typer.Option(help="Distributed method (as for run).")] = DEFAULT,
     eps_rel: EpsRelOpt = None,
     max_iter: MaxIterOpt = None,
     secure_aggregation: SecureAggregationOpt = True,
@@ -688,7 +703,7 @@ def simulate(  # noqa: PLR0913 (typer: one parameter per command-line option)
 @app.command()
 def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
     scenario: ScenarioArg = "australia",
-    method: Annotated[Method, typer.Option(help="Distributed method (as for run).")] = Method.ipm,
+    method: Annotated[Method, typer.Option(help="Distributed method (as for run).")] = DEFAULT,
     eps_rel: EpsRelOpt = None,
     max_iter: MaxIterOpt = None,
     secure_aggregation: SecureAggregationOpt = True,

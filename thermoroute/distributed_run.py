@@ -54,6 +54,7 @@ def run_distributed(
     -------
     converged, details
     """
+    from thermoroute.coordinator.methods import method_for
     from thermoroute.launch import solve_distributed
 
     console = console or Console()
@@ -61,12 +62,8 @@ def run_distributed(
     if options.metrics_port is not None:
         url = f"http://{options.metrics_addr}:{options.metrics_port}/metrics"
         console.print(f"metrics: {url}", highlight=False)
-    if method == "ipm":
-        masking = "secure aggregation" if options.secure_aggregation else "sums in the clear"
-        title = f"interior point ({masking}, {options.executor})"
-    else:
-        accel = "" if options.acceleration == "none" else f", {options.acceleration}"
-        title = f"ADMM ({options.penalty} penalty{accel}, {options.executor})"
+    settings = options.method_settings()
+    title = f"{method_for(settings).title(settings)} on {options.executor}"
     display = LiveProgress(console, title=title) if options.live else None
     spec = replace(
         options.launch_spec(),

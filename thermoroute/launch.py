@@ -41,8 +41,7 @@ from thermoroute.coordinator.actor import CheckpointMissing, Coordinator, Coordi
 from thermoroute.coordinator.data import load_view
 from thermoroute.coordinator.events import IterationRecord, NullObserver, RunObserver
 from thermoroute.coordinator.fleet import InlineFleet, SiteGroupLost, Tap, restart_failure
-from thermoroute.coordinator.ipm import IpmSettings
-from thermoroute.coordinator.methods import MethodSettings, method_for
+from thermoroute.coordinator.methods import DEFAULT_METHOD, METHODS, MethodSettings, method_for
 from thermoroute.coordinator.receding import DEMAND_NOISE_SIGMA, BatchBacklog, InteractiveLedger
 from thermoroute.coordinator.results import RunOutputs
 from thermoroute.isolation import in_private_network
@@ -309,9 +308,9 @@ class DistributedRunSpec:
         Sites hosted by one agent.
     start, steps : optional
         The horizon; the scenario's by default.
-    settings : AdmmSettings or IpmSettings, optional
-        Selects the method (:func:`thermoroute.coordinator.methods.method_for`); the interior
-        point's defaults if omitted (the default method everywhere).
+    settings : a registered method's settings, optional
+        Selects the method (:func:`thermoroute.coordinator.methods.method_for`); the default
+        method's defaults if omitted.
     observers : sequence of RunObserver
         Called each iteration (inside the coordinator actor on Ray: must be picklable).
     inner : InnerSettings, optional
@@ -369,7 +368,7 @@ class DistributedRunSpec:
 
     @property
     def method_settings(self) -> MethodSettings:
-        return self.settings or IpmSettings()
+        return self.settings or METHODS[DEFAULT_METHOD].settings_type()
 
     @property
     def reporting(self) -> dict[str, Any]:
@@ -499,8 +498,8 @@ def _solve_ray(loaded: _Loaded, spec: DistributedRunSpec) -> DistributedRun:
             max_restarts=restarts,
         )
         coordinator = remote_coordinator.remote(
-            loaded.view, settings, observers=list(spec.observers), checkpoint=checkpoints.name,
-            **spec.reporting,
+            loaded.view, settings, method=method_for(settings), observers=list(spec.observers),
+            checkpoint=checkpoints.name, **spec.reporting,
         )  # fmt: skip
         deadline = settings.solve_timeout_s
         wait_ready(handles, groups)

@@ -14,14 +14,13 @@ import math
 import os
 import re
 import socket
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from thermoroute.common.bounds import bound_of
 
 if TYPE_CHECKING:
-    from thermoroute.coordinator.admm import AdmmSettings
-    from thermoroute.coordinator.ipm import IpmSettings
+    from thermoroute.coordinator.method_contract import RunSettings
     from thermoroute.launch import DistributedRunSpec
 
 #: What a distributed method accepts as ε_rel: above this the answer is not worth having.
@@ -50,9 +49,8 @@ class RunOptions:
     """
 
     solver: str = "distributed"
-    #: The default method everywhere: the one the benchmark shows faster at equal accuracy
-    #: (BENCHMARKS.md).
-    method: str = "ipm"
+    #: ``None``: the default method (:data:`thermoroute.coordinator.methods.DEFAULT_METHOD`).
+    method: str | None = None
     executor: str = "ray"
     address: str | None = None
     sites_per_agent: int = 1
@@ -72,12 +70,21 @@ class RunOptions:
 
     @property
     def distributed(self) -> bool:
-        return self.solver in ("distributed", "admm")
+        """Whether the sites solve it (``--solver distributed``, or a method's name)."""
+        from thermoroute.coordinator.methods import METHODS
+
+        return self.solver == "distributed" or self.solver in METHODS
 
     @property
     def effective_method(self) -> str:
-        """The distributed method (``--solver admm`` means ADMM whatever ``--method``)."""
-        return "admm" if self.solver == "admm" else self.method
+        """The distributed method: ``--solver NAME`` names it whatever ``--method`` says
+        (scripts of the time when only exchange ADMM ran distributed), else ``--method``,
+        else the default."""
+        from thermoroute.coordinator.methods import DEFAULT_METHOD, METHODS
+
+        if self.solver in METHODS:
+            return self.solver
+        return self.method or DEFAULT_METHOD
 
     def check(self, *, probe: bool = True) -> RunOptions:
         """Raise :class:`OptionError` for the first flag whose value is not allowed.
@@ -151,36 +158,28 @@ class RunOptions:
                 "--address", address, f"no Ray cluster answers there within 3 s ({reason})"
             ) from None
 
-    def method_settings(self) -> AdmmSettings | IpmSettings:
+    def method_settings(self) -> RunSettings:
         """The method's settings these options set; their type selects the method.
 
-        ``penalty`` and ``acceleration`` are ADMM's, ``secure_aggregation`` the interior
-        point's; ``eps_rel`` and ``max_iter`` ``None`` keep the method's own tolerance and
-        limit; ``agent_restarts`` is how often a crashed agent is restarted (Ray runs).
+        Each method takes the flags that apply to it
+        (:meth:`~thermoroute.coordinator.method_contract.DistributedMethod.settings_for`);
+        ``agent_restarts`` is how often a crashed agent is restarted (Ray runs).
         """
-        from thermoroute.coordinator.admm import AdmmSettings
-        from thermoroute.coordinator.ipm import IpmSettings
+        from thermoroute.coordinator.method_contract import MethodFlags
+        from thermoroute.coordinator.methods import METHODS
 
-        method = self.effective_method
-        if method == "ipm":
-            return replace(
-                IpmSettings(),
-                eps_rel=self.eps_rel or IpmSettings.eps_rel,
-                max_iter=self.max_iter or IpmSettings.max_iter,
+        method = METHODS.get(self.effective_method)
+        if method is None:
+            raise ValueError(f"unknown method {self.effective_method!r}")
+        return method.settings_for(
+            MethodFlags(
+                eps_rel=self.eps_rel,
+                max_iter=self.max_iter,
                 agent_restarts=self.agent_restarts,
                 secure_aggregation=self.secure_aggregation,
+                penalty=self.penalty,
+                acceleration=self.acceleration,
             )
-        if method != "admm":
-            raise ValueError(f"unknown method {method!r}")
-        if self.penalty not in ("per-row", "scalar"):
-            raise ValueError(f"unknown penalty {self.penalty!r}")
-        return replace(
-            AdmmSettings(),
-            per_row=self.penalty == "per-row",
-            acceleration=self.acceleration,  # type: ignore[arg-type]  # AdmmSettings checks it
-            eps_rel=self.eps_rel or AdmmSettings.eps_rel,
-            max_iter=self.max_iter or AdmmSettings.max_iter,
-            agent_restarts=self.agent_restarts,
         )
 
     def launch_spec(self) -> DistributedRunSpec:

@@ -1,5 +1,6 @@
-"""Live terminal display of a distributed run: iteration, residuals against their
-tolerances, and ρ (ADMM) or μ and the step (interior point).
+"""Live terminal display of a distributed run: the iteration, the running method's own
+figures (residuals against their tolerances, ρ for ADMM, μ and the step for the interior
+point: each method names its columns), the objective and the time.
 
 Fed by the coordinator's status snapshots
 (:meth:`thermoroute.coordinator.actor.Coordinator.status`), which the driver polls while the run
@@ -29,10 +30,21 @@ def _num(value: Any, fmt: str = ".3e") -> str:
     return format(value, fmt)
 
 
+def _cell(value: Any, fmt: str) -> str:
+    """One status figure as its column shows it (:class:`StatusColumn`'s ``fmt``)."""
+    if fmt == "yes/no":
+        return "yes" if value else "no"
+    if fmt == "count":
+        return str(len(value or []))
+    if value is None:
+        return "—"
+    return _num(value, fmt)
+
+
 class LiveProgress:
     """A context manager showing the newest status of a run; ``update`` is its callback."""
 
-    def __init__(self, console: Console, title: str = "ADMM") -> None:
+    def __init__(self, console: Console, title: str) -> None:
         self.console = console
         self.title = title
         self.status: dict[str, Any] = {}
@@ -76,33 +88,19 @@ class LiveProgress:
             self.console.print(self._line(), highlight=False)
 
     def _fields(self) -> list[tuple[str, str]]:
-        """``(column, value)`` of the status, for its method (interior point or ADMM)."""
+        """``(column, value)`` of the status: the iteration, the running method's own
+        columns (:attr:`~thermoroute.coordinator.method_contract.DistributedMethod.status_columns`),
+        the objective and the time."""
+        from thermoroute.coordinator.methods import METHODS
+
         s = self.status
-        head = [("iteration", str(s.get("iteration", 0)))]
-        tail = [
+        method = METHODS.get(str(s.get("method")))
+        columns = method.status_columns if method is not None else ()
+        return [
+            ("iteration", str(s.get("iteration", 0))),
+            *((c.label, _cell(s.get(c.key), c.fmt)) for c in columns),
             ("objective [AUD]", _num(s.get("objective_aud"), ",.2f")),
             ("elapsed [s]", _num(s.get("elapsed_s"), ".2f")),
-        ]
-        if s.get("method") == "ipm":
-            return [
-                *head,
-                ("coupling r", _num(s.get("primal_residual"))),
-                ("ε_pri", _num(s.get("eps_primal"))),
-                ("μ", _num(s.get("mu"))),
-                ("step", _num(s.get("step"), ".3f")),
-                ("dual pending", str(s.get("dual_pending", "—"))),
-                *tail,
-            ]
-        return [
-            *head,
-            ("primal r", _num(s.get("primal_residual"))),
-            ("ε_pri", _num(s.get("eps_primal"))),
-            ("dual s", _num(s.get("dual_residual"))),
-            ("ε_dual", _num(s.get("eps_dual"))),
-            ("ρ", _num(s.get("rho"), ".3g")),
-            ("AA", "yes" if s.get("accelerated") else "no"),
-            ("late", str(len(s.get("late_sites", []) or []))),
-            *tail,
         ]
 
     def _line(self) -> str:

@@ -38,11 +38,10 @@ from thermoroute.options import RunOptions
 from thermoroute.ray_auth import ClusterAccessError
 from thermoroute.results import PUE_NOTE, Solution
 
-#: Solvers that run on the fleet's site agents (``admm`` names the distributed ADMM run).
-DISTRIBUTED = ("distributed", "admm")
-#: Solvers that plan with every site's temperature hour by hour: their gain over
-#: temperature-unaware is split into site differences and hourly weather.
-HOURLY_AWARE = (OPTIMUM, *DISTRIBUTED)
+#: Central solvers that plan with every site's temperature hour by hour (a distributed run
+#: does too): their gain over temperature-unaware is split into site differences and hourly
+#: weather.
+HOURLY_AWARE = (OPTIMUM,)
 
 
 class SolveError(RuntimeError):
@@ -75,12 +74,13 @@ def run_solver(
 ) -> RunResult:
     """Solve ``scenario`` with ``options.solver`` and write its outputs into ``out``.
 
-    For ``distributed`` (``options.method`` ``ipm`` or ``admm``; ``admm`` as a solver is the
-    same as ``distributed`` with ``method="admm"``) the sites are started from ``directory``
+    For a distributed run (``options.distributed``: its method's name as a solver is the
+    same as ``distributed`` with that method) the sites are started from ``directory``
     (each agent loads only its own site); the other solvers work on the whole ``scenario``
     in this process. With ``compare`` the temperature-unaware plan is also computed, for the
-    closing table, and for a plan that knows the hourly temperatures (:data:`HOURLY_AWARE`)
-    the mean-efficiency plan, to split the run's gain into site differences and weather.
+    closing table, and for a plan that knows the hourly temperatures (a distributed run, or
+    :data:`HOURLY_AWARE`) the mean-efficiency plan, to split the run's gain into site
+    differences and weather.
     ``scenario`` is ``None`` for a split deployment directory (distributed only, no
     comparison: the driver cannot read the sites' data).
     """
@@ -89,7 +89,7 @@ def run_solver(
     with RunDirectory(out, command=f"run --solver {solver}") as run_dir:
         staging = run_dir.staging
         assert staging is not None
-        if solver in DISTRIBUTED:
+        if options.distributed:
             from thermoroute.distributed_run import run_distributed
 
             try:
@@ -125,10 +125,10 @@ def run_solver(
     # Read back what was written, so the closing table shows exactly the file's figures.
     summary = json.loads((out / "summary.json").read_text())
     reference = decomposition = None
-    label = options.effective_method if solver in DISTRIBUTED else solver
+    label = options.effective_method if options.distributed else solver
     if compare and solver != REFERENCE and scenario is not None:
         reference = run_central_solver(REFERENCE, scenario).evaluation.totals_with_objective()
-        if solver in HOURLY_AWARE:
+        if options.distributed or solver in HOURLY_AWARE:
             mean = run_central_solver(MEAN_EFFICIENCY, scenario).evaluation
             decomposition = GainDecomposition.of(
                 reference,

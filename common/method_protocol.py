@@ -1,0 +1,107 @@
+"""What every distributed method's messages have in common, coordinator ↔ site group.
+
+A method is one coordinator module and one site module (``thermoroute.coordinator.methods``
+registers the coordinator side by name; the coordinator side names its site side in
+:class:`MethodBegin`). Between them the fleet carries messages of a few generic kinds — the
+calls a site group answers (:data:`GroupCall`):
+
+* ``method_begin`` (:class:`MethodBegin`) — set up a run: the group builds the method's site
+  handler from its hosted sites and answers a fresh public key (empty when the method does
+  not mask its answers);
+* ``method_rejoin`` — the same after another group crashed, keeping this group's iterate;
+* ``method_start`` — the run's starting point, one message to all, indexed by group;
+* ``method_round`` — one round: one message to all, one (masked) sum back per group;
+* ``method_scatter`` (:class:`ScatterRequest`) — one round in which each group gets its own
+  slice of a stacked vector and answers its own sites' slices; a group that misses the
+  deadline keeps its previous answer (the fleet tolerates late groups here, as exchange ADMM
+  does);
+* the end of the run (``report_keys``, ``final_report``, ``clean_report``,
+  ``finish_report``: :mod:`thermoroute.common.report_protocol`) and ``refresh``
+  (:mod:`thermoroute.common.service_protocol`), the same for every method.
+
+Nothing here knows a particular method or Ray.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol, Self
+
+import numpy as np
+
+#: The calls a coordinator's fleet makes on every site group with one message
+#: (:meth:`thermoroute.coordinator.fleet.Fleet.broadcast`).
+GroupCall = Literal[
+    "method_begin",
+    "method_rejoin",
+    "method_start",
+    "method_round",
+    "report_keys",
+    "final_report",
+    "clean_report",
+    "finish_report",
+    "refresh",
+]
+
+
+@dataclass(frozen=True)
+class MethodBegin:
+    """Coordinator → group: set up a run of a method.
+
+    Attributes
+    ----------
+    method : str
+        The method's registry name (for messages and logs).
+    site_handler : str or callable
+        ``"module:factory"``: the method's site side, imported by the group from its own
+        installation (a product method sends a name, not code); or, for a method defined
+        outside the product (a script, a test), the factory itself, pickled with the
+        message. The factory follows ``thermoroute.site_agent.methods.SiteHandlerFactory``.
+    settings : object, optional
+        What the method's sites need to know before the first round (exchange ADMM: the
+        initial penalty); ``None`` when nothing.
+    """
+
+    method: str
+    site_handler: str | Callable[..., object]
+    settings: object = None
+
+
+#: What the fleet sends a group only when it changed since the last scatter (one value
+#: for every row, or one per row).
+Sticky = float | np.ndarray | None
+
+
+class ScatterRequest(Protocol):
+    """One scatter round: a stacked vector, each group receiving only its sites' slices.
+
+    ``targets`` is stacked over every site's support entries (sites in group order) when the
+    method hands it to its fleet; :meth:`for_group` gives the message one group receives.
+    ``sticky`` is sent to a group only when it differs from what that group was sent last
+    (per-row values change every few rounds; most messages carry nothing but the slices).
+    """
+
+    @property
+    def iteration(self) -> int: ...
+
+    @property
+    def targets(self) -> np.ndarray | Mapping[str, np.ndarray]: ...
+
+    @property
+    def sticky(self) -> Sticky: ...
+
+    def for_group(self, targets: Mapping[str, np.ndarray], sticky: Sticky) -> Self:
+        """The request one group receives: its sites' slices, and the sticky part or
+        ``None`` (unchanged)."""
+        ...
+
+
+class ScatterAnswer(Protocol):
+    """Group → coordinator: the round answered and each hosted site's slice."""
+
+    @property
+    def iteration(self) -> int: ...
+
+    @property
+    def served(self) -> Mapping[str, np.ndarray]: ...
