@@ -8,25 +8,25 @@ target directory and renamed into place only when all of them are complete.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
 import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from thermoroute.common.atomic_files import write_directory_atomic
 from thermoroute.common.bounds import bound_of
 from thermoroute.common.errors import Problem, ScenarioError
 from thermoroute.common.evaluate import cooling_max_gpus
+from thermoroute.common.exact_csv import csv_text
 from thermoroute.common.scenario import (
     COOLING_COLUMNS,
     PLANT_COLUMNS,
@@ -1297,16 +1297,6 @@ def split_scenario(
 # Writing
 
 
-def _fmt(value: float) -> str:
-    """Shortest text that reads back to the same float; integers without a decimal point."""
-    value = float(value)
-    if math.isinf(value):
-        return ""
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
-
-
 def _cell(value: float) -> float | str:
     """A number as written, NaN (an optional value not given) as an empty cell."""
     return "" if math.isnan(value) else value
@@ -1471,75 +1461,6 @@ def write_scenario(scenario: Scenario, directory: str | os.PathLike[str]) -> Pat
     return write_directory_atomic(directory, files)
 
 
-def csv_text(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
-    """CSV text with a header, floats written exactly (shortest round-trip repr)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(list(header))
-    for row in rows:
-        writer.writerow([_fmt(v) if isinstance(v, float | np.floating) else v for v in row])
-    return buffer.getvalue()
-
-
-def write_directory_atomic(
-    directory: str | os.PathLike[str], files: dict[str, str | bytes], *, durable: bool = True
-) -> Path:
-    """Write ``files`` (name -> content) into ``directory`` so no half-written file is seen.
-
-    Each file is written to a temporary name in the same directory, flushed and (``durable``)
-    fsynced, and only then are all of them renamed into place. ``durable=False`` is for files
-    that must survive a process, not a power cut (a checkpoint rewritten every few
-    iterations), where a disk flush per write would be paid on a hot path. If anything fails
-    before the renames, every temporary file (and any sub-directory made for one) is removed
-    and existing files are untouched; targets that could not be renamed into place (an
-    existing directory of that name) are found before the first rename.
-
-    Raises
-    ------
-    ValueError
-        For a name that is absolute or climbs out with ``..`` (nothing is written).
-    """
-    directory = Path(directory)
-    for name in files:
-        pure = PurePath(name)
-        if pure.is_absolute() or ".." in pure.parts or not pure.parts:
-            raise ValueError(
-                f"refusing to write {name!r} outside {directory}: file names must be "
-                "relative, without '..'"
-            )
-    directory.mkdir(parents=True, exist_ok=True)
-    temporary: list[tuple[Path, Path]] = []
-    made: list[Path] = []
-    try:
-        for name, content in files.items():
-            target = directory / name
-            missing = [p for p in reversed(target.parents) if not p.exists()]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            made.extend(missing)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            temporary.append((Path(tmp), target))
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content.encode("utf-8") if isinstance(content, str) else content)
-                handle.flush()
-                if durable:
-                    os.fsync(handle.fileno())
-        # A rename onto a directory fails; find that now rather than after some files have
-        # already been replaced.
-        for _, target in temporary:
-            if target.is_dir():
-                raise IsADirectoryError(f"cannot replace directory {target} with a file")
-        for tmp, target in temporary:
-            os.replace(tmp, target)
-    except BaseException:
-        for tmp, _ in temporary:
-            tmp.unlink(missing_ok=True)
-        for path in reversed(made):
-            with contextlib.suppress(OSError):
-                path.rmdir()
-        raise
-    return directory
-
-
 def copy_scenario_dir(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
     """Copy the v1 files (and any PROVENANCE/README) of a scenario directory, atomically."""
     source = Path(source)
@@ -1555,7 +1476,6 @@ __all__ = [
     "allowed_pairs",
     "check_servable",
     "copy_scenario_dir",
-    "csv_text",
     "is_split_root",
     "load_demand_view",
     "load_scenario",
@@ -1563,6 +1483,5 @@ __all__ = [
     "scenario_toml",
     "site_slice_files",
     "split_scenario",
-    "write_directory_atomic",
     "write_scenario",
 ]

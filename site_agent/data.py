@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from thermoroute.common.atomic_files import write_directory_atomic
 from thermoroute.common.errors import Problem, ScenarioError
+from thermoroute.common.exact_csv import csv_text
 from thermoroute.common.scenario import Scenario, step_times
 from thermoroute.common.scenario_io import (
     BATCH_COLUMNS,
@@ -34,11 +36,9 @@ from thermoroute.common.scenario_io import (
     REGION_COLUMNS,
     SCENARIO_FILES,
     SITE_OPTIONAL_FILES,
-    csv_text,
     id_problem,
     load_scenario,
     site_sliced_files,
-    write_directory_atomic,
 )
 from thermoroute.common.scenarios import scenario_directory
 
