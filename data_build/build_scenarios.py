@@ -51,12 +51,9 @@ from thermoroute.common.scenario import (
     allowed_pairs,
     step_times,
 )
-from thermoroute.common.scenario_io import (
-    check_servable,
-    load_scenario,
-    scenario_tables,
-    scenario_toml,
-)
+from thermoroute.common.scenario_loading import load_scenario
+from thermoroute.common.scenario_writing import scenario_tables, scenario_toml
+from thermoroute.common.servability import check_servable
 
 HERE = Path(__file__).resolve().parent
 RAW = HERE / "raw"

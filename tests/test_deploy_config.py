@@ -141,7 +141,7 @@ def compose() -> dict:
 
 
 def australia_site_ids() -> list[str]:
-    from thermoroute.common.scenario_io import load_scenario
+    from thermoroute.common.scenario_loading import load_scenario
     from thermoroute.common.scenarios import embedded_path
 
     return list(load_scenario(embedded_path("australia")).sites.site_id)

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from thermoroute.common.evaluate import RESIDUE_RPS, feasibility
-from thermoroute.common.scenario_io import load_scenario
+from thermoroute.common.scenario_loading import load_scenario
 from thermoroute.common.scenarios import embedded_path
 from thermoroute.coordinator.admm import AdmmSettings
 from thermoroute.coordinator.ipm import IpmSettings
