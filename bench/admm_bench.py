@@ -181,7 +181,7 @@ def prepare(spec: Spec, workdir: Path) -> float:
     """Set ``spec.source``; write a synthetic fleet to ``workdir``. Returns seconds spent."""
     t0 = time.perf_counter()
     if spec.name.startswith("synth") and spec.name[5:].isdigit():
-        from thermoroute.common.scenario_io import write_scenario
+        from thermoroute.common.scenario_writing import write_scenario
         from thermoroute.common.synth import synthesize
 
         scenario = synthesize(int(spec.name[5:]), SYNTH_REGIONS, SYNTH_SEED)
@@ -405,7 +405,7 @@ def _central_child(source: str, out: Any, memory_gb: float) -> None:
         pass
     try:
         from thermoroute.common.central import solve_central
-        from thermoroute.common.scenario_io import load_scenario
+        from thermoroute.common.scenario_loading import load_scenario
         from thermoroute.launch import resolve_directory
 
         scenario = load_scenario(resolve_directory(source))

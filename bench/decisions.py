@@ -33,7 +33,7 @@ from thermoroute.common.compare import (
 from thermoroute.common.evaluate import OVERLOAD_KINDS
 from thermoroute.common.run_directory import OutputDirectoryError, write_file_whole
 from thermoroute.common.scenario import Scenario
-from thermoroute.common.scenario_io import load_scenario
+from thermoroute.common.scenario_loading import load_scenario
 from thermoroute.common.scenarios import embedded_path, embedded_scenarios
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from thermoroute.common.scenario_io import copy_scenario_dir
+from thermoroute.common.scenario_writing import copy_scenario_dir
 from thermoroute.common.scenarios import embedded_path
 from thermoroute.launch import discover, serve_fleet
 from thermoroute.options import RunOptions

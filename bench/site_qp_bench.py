@@ -61,7 +61,7 @@ class CapturedQP:
 
 def capture(sites: int, iteration: int) -> list[CapturedQP]:
     """Run ADMM in process up to ``iteration`` and capture every site's QP there."""
-    from thermoroute.common.scenario_io import write_scenario
+    from thermoroute.common.scenario_writing import write_scenario
     from thermoroute.common.synth import synthesize
     from thermoroute.launch import solve_distributed
 

@@ -454,8 +454,8 @@ def _solve(problem: cp.Problem, scenario: Scenario, what: str) -> tuple[str, dic
 
 
 def _infeasible_message(scenario: Scenario, what: str, solver: str) -> str:
-    # Imported here: scenario_io is heavy and only needed to explain a failure.
-    from thermoroute.common.scenario_io import check_servable
+    # Imported here: only needed to explain a failure.
+    from thermoroute.common.servability import check_servable
 
     found = check_servable(scenario)
     detail = (

@@ -13,9 +13,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from thermoroute.common.atomic_files import write_directory_atomic
 from thermoroute.common.evaluate import Evaluation, SiteSteps
+from thermoroute.common.exact_csv import csv_text
 from thermoroute.common.scenario import Scenario
-from thermoroute.common.scenario_io import csv_text, write_directory_atomic
 
 SCHEDULE_COLUMNS = ("time", "site_id", "region_id", "class_id", "requests_per_s")
 SITE_STEP_COLUMNS = (

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from thermoroute.common.scenario_io import write_directory_atomic
+from thermoroute.common.atomic_files import write_directory_atomic
 
 #: The file that marks a directory as a thermoroute run's output (it may be replaced).
 MARKER = ".thermoroute-run"

@@ -1,9 +1,10 @@
 """The scenario: typed, validated, in memory (input format v1, docs/model.md §8).
 
 A :class:`Scenario` holds every table of a scenario directory as NumPy arrays indexed by
-site ``i``, region ``j``, class ``c`` and step ``t``. Reading and writing the directory format
-lives in :mod:`thermoroute.common.scenario_io`; this module only defines the data and the derived
-quantities every solver needs (forbidden pairs, coupling rows).
+site ``i``, region ``j``, class ``c`` and step ``t``. The directory format is
+:mod:`thermoroute.common.scenario_format`, reading it :mod:`thermoroute.common.scenario_loading`
+and writing it :mod:`thermoroute.common.scenario_writing`; this module only defines the data and
+the derived quantities every solver needs (forbidden pairs, coupling rows).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Synthetic scenarios of any size over Australia, for tests and scaling experiments.
 
 :func:`synthesize` builds a complete, valid :class:`~thermoroute.common.scenario.Scenario` (it
-passes :func:`thermoroute.common.scenario_io.load_scenario` after a write) from a seed alone: a
+passes :func:`thermoroute.common.scenario_loading.load_scenario` after a write) from a seed alone: a
 fleet of edge data centres spread over populated Australia, regions at population centres, three
 request classes and plausible hourly weather and grid signals. Nothing is read from disk, and the
 same arguments always give the same scenario.
@@ -410,7 +410,7 @@ def _make_servable(scenario: Scenario) -> Scenario:
     """
     from dataclasses import replace
 
-    from thermoroute.common.scenario_io import check_servable
+    from thermoroute.common.servability import check_servable
 
     for _ in range(60):
         if not check_servable(scenario):

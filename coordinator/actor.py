@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from thermoroute.common.atomic_files import write_directory_atomic
 from thermoroute.common.evaluate import objective_parts_aud
 from thermoroute.common.report_protocol import (
     CLEAN_FIELDS,
@@ -33,7 +34,6 @@ from thermoroute.common.report_protocol import (
     repair_factors,
 )
 from thermoroute.common.scenario import DemandView
-from thermoroute.common.scenario_io import write_directory_atomic
 from thermoroute.common.secure_aggregation import MaskingSetup, masking_setups, unmask_sum
 from thermoroute.coordinator.data import layout_of, row_scale_of
 from thermoroute.coordinator.events import RunObserver

@@ -1,7 +1,7 @@
 """The coordinator's data: the demand side of a scenario, and nothing of the sites.
 
 The coordinator reads only ``scenario.toml``, ``regions.csv``, ``classes.csv``,
-``demand.csv`` and ``batch.csv`` (:func:`thermoroute.common.scenario_io.load_demand_view`); it never
+``demand.csv`` and ``batch.csv`` (:func:`thermoroute.common.demand_view.load_demand_view`); it never
 opens a site's files, so it runs from a coordinator-only directory
 (``thermoroute scenario split``).
 """
@@ -14,8 +14,8 @@ from datetime import datetime
 import numpy as np
 
 from thermoroute.common.coupling import CouplingLayout
+from thermoroute.common.demand_view import load_demand_view
 from thermoroute.common.scenario import DemandView
-from thermoroute.common.scenario_io import load_demand_view
 
 
 def load_view(

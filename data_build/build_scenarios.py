@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from data_build.periods import NEM_TZ, PERIODS, UTC, Period
+from thermoroute.common.atomic_files import write_directory_atomic
+from thermoroute.common.exact_csv import csv_text
 from thermoroute.common.physics.cooling import (
     DEFAULT_PPUE_A,
     DEFAULT_PPUE_B,
@@ -49,14 +51,9 @@ from thermoroute.common.scenario import (
     allowed_pairs,
     step_times,
 )
-from thermoroute.common.scenario_io import (
-    check_servable,
-    csv_text,
-    load_scenario,
-    scenario_tables,
-    scenario_toml,
-    write_directory_atomic,
-)
+from thermoroute.common.scenario_loading import load_scenario
+from thermoroute.common.scenario_writing import scenario_tables, scenario_toml
+from thermoroute.common.servability import check_servable
 
 HERE = Path(__file__).resolve().parent
 RAW = HERE / "raw"

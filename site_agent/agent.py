@@ -121,8 +121,8 @@ class SiteAgent:
     ----------
     source : str or path
         Where the site's data are: its per-site directory, the output root of
-        :func:`thermoroute.common.scenario_io.split_scenario`, a full scenario directory (only this
-        site's rows are read) or an embedded scenario name.
+        :func:`thermoroute.common.scenario_split.split_scenario`, a full scenario directory
+        (only this site's rows are read) or an embedded scenario name.
     site_id : str
     start : datetime or ISO-8601 str, optional
         First step of the horizon; the scenario's start by default.

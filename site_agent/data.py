@@ -1,11 +1,11 @@
 """A site's own data: load one site (and nothing of the others) as a one-site scenario.
 
 A site agent reads either its per-site directory (written by
-:func:`thermoroute.common.scenario_io.split_scenario`, shipped to the node where the site runs) or,
-in local emulation, its own slice of a full scenario directory. Either way the result is a one-site
-:class:`~thermoroute.common.scenario.Scenario` without the coordinator's data: demand and batch
-volumes are zero and region populations 0; region ids and coordinates, classes and the objective
-weights are public and kept.
+:func:`thermoroute.common.scenario_split.split_scenario`, shipped to the node where the site
+runs) or, in local emulation, its own slice of a full scenario directory. Either way the result
+is a one-site :class:`~thermoroute.common.scenario.Scenario` without the coordinator's data:
+demand and batch volumes are zero and region populations 0; region ids and coordinates, classes
+and the objective weights are public and kept.
 
 Slicing streams each private file once and keeps only the wanted sites' rows, so other
 sites' data are never held in memory (:func:`load_sites` does it for a whole group of sites
@@ -26,20 +26,20 @@ from pathlib import Path
 
 import numpy as np
 
+from thermoroute.common.atomic_files import write_directory_atomic
 from thermoroute.common.errors import Problem, ScenarioError
+from thermoroute.common.exact_csv import csv_text
 from thermoroute.common.scenario import Scenario, step_times
-from thermoroute.common.scenario_io import (
+from thermoroute.common.scenario_format import (
     BATCH_COLUMNS,
     DEMAND_COLUMNS,
     REGION_COLUMNS,
     SCENARIO_FILES,
     SITE_OPTIONAL_FILES,
-    csv_text,
-    id_problem,
-    load_scenario,
-    site_sliced_files,
-    write_directory_atomic,
 )
+from thermoroute.common.scenario_loading import load_scenario
+from thermoroute.common.scenario_split import site_sliced_files
+from thermoroute.common.scenario_validation import id_problem
 from thermoroute.common.scenarios import scenario_directory
 
 __all__ = [
@@ -63,8 +63,8 @@ def resolve_source(source: str | os.PathLike[str]) -> Path:
     ----------
     source : str or path
         A scenario directory (full, per-site, or the output root of
-        :func:`thermoroute.common.scenario_io.split_scenario`), or an embedded scenario name such as
-        ``"australia"``.
+        :func:`thermoroute.common.scenario_split.split_scenario`), or an embedded scenario
+        name such as ``"australia"``.
 
     Raises
     ------
@@ -101,8 +101,8 @@ def site_directory(directory: Path, site_id: str) -> Path | None:
     """``directory`` itself if it is ``site_id``'s per-site directory, else ``None``.
 
     A per-site directory holds exactly this site in ``sites.csv`` and no demand or batch
-    rows. The output root of :func:`~thermoroute.common.scenario_io.split_scenario` is accepted too
-    (``directory/sites/<site_id>``).
+    rows. The output root of :func:`~thermoroute.common.scenario_split.split_scenario` is
+    accepted too (``directory/sites/<site_id>``).
 
     Raises
     ------
@@ -138,8 +138,8 @@ def site_slices(
 ) -> dict[str, dict[str, str]]:
     """One-site directory files for each of ``site_ids``, reading every file once.
 
-    The same files as :func:`thermoroute.common.scenario_io.site_slice_files` gives for each site,
-    in a single pass over the full directory: only the wanted sites' rows are kept.
+    The same files as :func:`thermoroute.common.scenario_split.site_slice_files` gives for
+    each site, in a single pass over the full directory: only the wanted sites' rows are kept.
 
     Returns
     -------
@@ -292,8 +292,8 @@ def load_site(
     ----------
     source : str or path
         The site's per-site directory, the output root of
-        :func:`~thermoroute.common.scenario_io.split_scenario`, a full scenario directory (only this
-        site's rows are read into memory), or an embedded scenario name.
+        :func:`~thermoroute.common.scenario_split.split_scenario`, a full scenario directory
+        (only this site's rows are read into memory), or an embedded scenario name.
     site_id : str
         The site.
     start : datetime or ISO-8601 str, optional

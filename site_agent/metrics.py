@@ -54,11 +54,12 @@ import os
 import threading
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from thermoroute.common.metrics_server import MetricsServer, start_metrics_server
 
 __all__ = [
     "ADDR_ENV",
@@ -66,7 +67,6 @@ __all__ = [
     "DEFAULT_AGENT_METRICS_PORT",
     "ECONOMICS_ENV",
     "PORT_ENV",
-    "AgentMetricsServer",
     "SiteAgentMetrics",
     "start_agent_metrics_server",
 ]
@@ -90,34 +90,8 @@ SOLVE_SECONDS_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 
-@dataclass
-class AgentMetricsServer:
-    """A running ``/metrics`` endpoint of a site agent's process."""
-
-    host: str
-    port: int
-    _httpd: WSGIServer = field(repr=False)
-    _thread: threading.Thread = field(repr=False)
-
-    @property
-    def url(self) -> str:
-        """``http://host:port/metrics``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/metrics"
-
-    def close(self) -> None:
-        """Stop serving and release the port (idempotent)."""
-        if self._thread.is_alive():
-            self._httpd.shutdown()
-            self._thread.join(timeout=5.0)
-        self._httpd.server_close()
-        with _SERVERS_LOCK:
-            for key, server in list(_SERVERS.items()):
-                if server is self:
-                    del _SERVERS[key]
-
-
-_SERVERS: dict[tuple[str, int], AgentMetricsServer] = {}
+# This process's servers by (address, port), so that the agents it hosts share one endpoint.
+_SERVERS: dict[tuple[str, int], MetricsServer] = {}
 _SERVERS_LOCK = threading.Lock()
 
 
@@ -125,12 +99,13 @@ def start_agent_metrics_server(
     port: int = DEFAULT_AGENT_METRICS_PORT,
     addr: str = "127.0.0.1",
     registry: CollectorRegistry | None = None,
-) -> AgentMetricsServer:
+) -> MetricsServer:
     """Serve the agent registry at ``http://addr:port/metrics`` (once per process and port).
 
-    A second call with the same address and port returns the running server, so several
-    agents hosted by one process share one endpoint. Port 0 always starts a new server on a
-    free port.
+    A second call with the same address and port returns the running server (until it is
+    closed), so several agents hosted by one process share one endpoint. Port 0 always starts
+    a new server on a free port. The server is :mod:`thermoroute.common.metrics_server`'s, the
+    coordinator's too.
 
     Raises
     ------
@@ -139,12 +114,10 @@ def start_agent_metrics_server(
     """
     registry = AGENT_REGISTRY if registry is None else registry
     with _SERVERS_LOCK:
-        if port != 0 and (addr, port) in _SERVERS:
-            return _SERVERS[(addr, port)]
-        httpd, thread = start_http_server(port, addr=addr, registry=registry)
-        server = AgentMetricsServer(
-            host=addr, port=int(httpd.server_address[1]), _httpd=httpd, _thread=thread
-        )
+        running = _SERVERS.get((addr, port)) if port != 0 else None
+        if running is not None and running.serving:
+            return running
+        server = start_metrics_server(port, addr, registry)
         _SERVERS[(addr, server.port)] = server
         return server
 
@@ -245,18 +218,18 @@ class SiteAgentMetrics:
         self._runs: deque[str] = deque()
         self._sites: dict[str, set[str]] = {}
         self._parts: dict[str, set[tuple[str, str]]] = {}
-        self.server: AgentMetricsServer | None = None
+        self.server: MetricsServer | None = None
         self._seen: dict[tuple[str, str], tuple[int | None, int]] = {}
 
     def serve(
         self, port: int = DEFAULT_AGENT_METRICS_PORT, addr: str = "127.0.0.1"
-    ) -> AgentMetricsServer:
+    ) -> MetricsServer:
         """Start (or reuse) this process's ``/metrics`` server; see
         :func:`start_agent_metrics_server`."""
         self.server = start_agent_metrics_server(port, addr, self.registry)
         return self.server
 
-    def serve_from_env(self, environ: Mapping[str, str] | None = None) -> AgentMetricsServer | None:
+    def serve_from_env(self, environ: Mapping[str, str] | None = None) -> MetricsServer | None:
         """Serve if the node asks for it: ``THERMOROUTE_AGENT_METRICS_PORT`` (and ``_ADDR``).
 
         The site operator sets these in the environment of ``ray start`` on the site's VM;

@@ -24,7 +24,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from thermoroute.common.atomic_files import write_directory_atomic
 from thermoroute.common.evaluate import objective_parts_aud
+from thermoroute.common.exact_csv import csv_text
 from thermoroute.common.outputs import (
     SCHEDULE_COLUMNS,
     SITE_STEP_COLUMNS,
@@ -34,7 +36,6 @@ from thermoroute.common.outputs import (
     site_step_rows,
 )
 from thermoroute.common.scenario import Scenario
-from thermoroute.common.scenario_io import csv_text, write_directory_atomic
 
 #: The node's own output root for its sites (overrides the coordinator's request).
 OUTPUT_ENV = "THERMOROUTE_SITE_OUTPUT"

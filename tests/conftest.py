@@ -197,7 +197,7 @@ def two_site() -> Callable[..., Scenario]:
 @pytest.fixture
 def tiny_scenario_dir(tmp_path: Path, tiny_scenario: Scenario) -> Path:
     """The tiny scenario written as an input-format-v1 directory."""
-    from thermoroute.common.scenario_io import write_scenario
+    from thermoroute.common.scenario_writing import write_scenario
 
     return write_scenario(tiny_scenario, tmp_path / "tiny")
 
@@ -213,7 +213,7 @@ def synth_scenario() -> Scenario:
 def embedded_scenario(name: str) -> Scenario:
     """Load an embedded scenario (a missing one fails the test: it is part of the product)."""
     from thermoroute.common import scenarios
-    from thermoroute.common.scenario_io import load_scenario
+    from thermoroute.common.scenario_loading import load_scenario
 
     return load_scenario(scenarios.embedded_path(name))
 

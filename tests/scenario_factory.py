@@ -3,8 +3,8 @@
 The scenario has three sites (``alpha`` with a cooling tower, ``bravo`` with an economizer,
 ``charlie`` with dry coolers), two regions (``east``, ``west``), three classes (``chat`` and
 ``code`` interactive, ``batch`` deferrable) and four hourly steps. The CSV text is written
-here directly, not by :func:`thermoroute.common.scenario_io.write_scenario`, so the loader is tested
-against files it did not produce.
+here directly, not by :func:`thermoroute.common.scenario_writing.write_scenario`, so the loader
+is tested against files it did not produce.
 
 Every site can serve every region within the SLOs (worst TTFT 45 + 400 + 100 = 545 ms
 against 1000 / 2000 ms), and the fleet is lightly loaded, so single corrupted cells produce

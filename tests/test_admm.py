@@ -19,7 +19,7 @@ from thermoroute.common.central import solve_central
 from thermoroute.common.coupling import CouplingLayout
 from thermoroute.common.evaluate import evaluate, feasibility
 from thermoroute.common.scenario import DemandView, Scenario
-from thermoroute.common.scenario_io import write_scenario
+from thermoroute.common.scenario_writing import write_scenario
 from thermoroute.coordinator.admm import (
     AdmmSettings,
     AdmmState,

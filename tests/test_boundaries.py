@@ -1,8 +1,9 @@
 """Package boundaries, checked on the source: everything is imported under the one root
 ``thermoroute`` (``thermoroute.common``, ``thermoroute.coordinator``,
 ``thermoroute.site_agent``: the repository's top-level folders, linked into the root),
-``common`` knows nothing of Ray, and the coordinator never imports the site agent (so it
-cannot reach a site's data loaders)."""
+``common`` knows nothing of Ray, the coordinator never imports the site agent (so it cannot
+reach a site's data loaders), and the generic modules (the file writers, the ``/metrics``
+server) and the scenario format import nothing of the product."""
 
 from __future__ import annotations
 
@@ -80,6 +81,22 @@ def test_the_folders_are_the_root_s_subpackages() -> None:
 def test_algorithm_modules_are_ray_free(module: str) -> None:
     path = ROOT / (module.replace(".", "/") + ".py")
     assert not any(n == "ray" or n.startswith("ray.") for n in _imports(path))
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["common/atomic_files.py", "common/exact_csv.py", "common/metrics_server.py"],
+)
+def test_generic_modules_know_nothing_of_the_product(module: str) -> None:
+    # The file writers and the /metrics server serve scenarios, outputs, checkpoints, the
+    # coordinator and the site agents alike; a product import would tie them to one of them.
+    assert not any(n.startswith("thermoroute") for n in _imports(ROOT / module))
+
+
+def test_the_scenario_format_is_the_bottom_layer() -> None:
+    # Every reader, writer and the site agent's loader build on the format; it builds on none.
+    imported = _imports(ROOT / "common" / "scenario_format.py")
+    assert not any(n.startswith("thermoroute") for n in imported)
 
 
 def test_the_checker_sees_imports_inside_functions(tmp_path: Path) -> None:

@@ -99,7 +99,8 @@ def exposition_names(text: str) -> set[str]:
 def exported() -> Iterator[set[str]]:
     """Series names the product serves: the coordinator's and a site agent's ``/metrics``,
     each started in-process on a free loopback port and scraped over HTTP."""
-    from thermoroute.coordinator.metrics import CoordinatorMetrics, start_metrics_server
+    from thermoroute.common.metrics_server import start_metrics_server
+    from thermoroute.coordinator.metrics import CoordinatorMetrics
     from thermoroute.service_metrics import ServiceMetrics
     from thermoroute.site_agent.metrics import SiteAgentMetrics
 
@@ -141,7 +142,7 @@ def compose() -> dict:
 
 
 def australia_site_ids() -> list[str]:
-    from thermoroute.common.scenario_io import load_scenario
+    from thermoroute.common.scenario_loading import load_scenario
     from thermoroute.common.scenarios import embedded_path
 
     return list(load_scenario(embedded_path("australia")).sites.site_id)

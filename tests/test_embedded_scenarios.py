@@ -17,7 +17,7 @@ from thermoroute.common.errors import ScenarioError
 from thermoroute.common.physics.psychrometrics import wet_bulb_psychrometric
 from thermoroute.common.physics.water import wue_economizer, wue_tower
 from thermoroute.common.scenario import Scenario
-from thermoroute.common.scenario_io import load_scenario
+from thermoroute.common.scenario_loading import load_scenario
 from thermoroute.common.scenarios import embedded_path, embedded_scenarios
 
 RAW = Path(build_scenarios.__file__).parent / "raw"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from thermoroute.common.scenario import Scenario
-from thermoroute.common.scenario_io import write_scenario
+from thermoroute.common.scenario_writing import write_scenario
 from thermoroute.common.synth import synthesize
 from thermoroute.site_agent.data import load_site
 from thermoroute.site_agent.forecast import SiteForecast

@@ -36,7 +36,7 @@ from thermoroute.common.compare import (
     seasons_markdown,
     to_text,
 )
-from thermoroute.common.scenario_io import load_scenario
+from thermoroute.common.scenario_loading import load_scenario
 from thermoroute.common.scenarios import embedded_path, embedded_scenarios
 
 REPO = Path(__file__).resolve().parents[1]

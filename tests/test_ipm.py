@@ -19,7 +19,7 @@ from thermoroute import launch
 from thermoroute.common.central import solve_central
 from thermoroute.common.evaluate import evaluate, feasibility
 from thermoroute.common.scenario import Scenario
-from thermoroute.common.scenario_io import write_scenario
+from thermoroute.common.scenario_writing import write_scenario
 from thermoroute.coordinator.ipm import IpmSettings
 from thermoroute.launch import DistributedRun
 

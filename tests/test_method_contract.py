@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import local_ray
 from thermoroute.common.evaluate import RESIDUE_RPS, feasibility
 from thermoroute.common.scenario import Scenario
-from thermoroute.common.scenario_io import load_scenario
+from thermoroute.common.scenario_loading import load_scenario
 from thermoroute.common.scenarios import embedded_path
 from thermoroute.coordinator.admm import AdmmMethod, AdmmSettings
 from thermoroute.coordinator.ipm import InteriorPointMethod, IpmSettings

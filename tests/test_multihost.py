@@ -40,7 +40,8 @@ import pytest
 import yaml
 from netns import Host, VirtualNetwork, netns_unavailable_reason
 
-from thermoroute.common.scenario_io import COORDINATOR_FILES, SITE_PRIVATE_FILES, split_scenario
+from thermoroute.common.scenario_format import COORDINATOR_FILES, SITE_PRIVATE_FILES
+from thermoroute.common.scenario_split import split_scenario
 
 pytestmark = [pytest.mark.netns, pytest.mark.ray, pytest.mark.slow]
 
@@ -280,7 +281,7 @@ def tiny_split_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, t
     """The hand-made three-site scenario (conftest) as a full scenario directory."""
     from conftest import make_scenario
 
-    from thermoroute.common.scenario_io import write_scenario
+    from thermoroute.common.scenario_writing import write_scenario
 
     scenario = make_scenario()
     full = write_scenario(scenario, tmp_path_factory.mktemp("full") / "tiny")

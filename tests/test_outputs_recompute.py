@@ -26,7 +26,7 @@ import pytest
 
 from thermoroute.common.baselines import run_solver
 from thermoroute.common.outputs import SolverStats, write_run
-from thermoroute.common.scenario_io import load_scenario
+from thermoroute.common.scenario_loading import load_scenario
 
 REL = 1e-6
 

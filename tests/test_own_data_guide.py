@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from thermoroute.common.scenario_io import load_scenario
+from thermoroute.common.scenario_loading import load_scenario
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "own-data.md"
 

@@ -15,7 +15,7 @@ import pytest
 from thermoroute.common.baselines import BASELINES
 from thermoroute.common.baselines import SOLVERS as REGISTERED
 from thermoroute.common.evaluate import objective_parts_aud
-from thermoroute.common.scenario_io import load_scenario
+from thermoroute.common.scenario_loading import load_scenario
 from thermoroute.common.scenarios import embedded_path
 from thermoroute.pareto import PANELS, SOLVERS, TERMS, front_figure, weights_for
 

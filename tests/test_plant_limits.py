@@ -46,13 +46,11 @@ from thermoroute.common.evaluate import (
 from thermoroute.common.physics.cooling import derated_capacity_fraction, ppue_curve
 from thermoroute.common.physics.water import daily_windows
 from thermoroute.common.scenario import Scenario
-from thermoroute.common.scenario_io import (
-    check_servable,
-    load_scenario,
-    split_scenario,
-    write_scenario,
-)
+from thermoroute.common.scenario_loading import load_scenario
+from thermoroute.common.scenario_split import split_scenario
+from thermoroute.common.scenario_writing import write_scenario
 from thermoroute.common.scenarios import scenario_directory
+from thermoroute.common.servability import check_servable
 from thermoroute.site_agent.data import load_site
 
 #: Relative tolerance to which the optimum must respect every limit (the issue's 1e-6).

@@ -26,7 +26,7 @@ from thermoroute.common.evaluate import (
     true_pue,
 )
 from thermoroute.common.scenario import Scenario
-from thermoroute.common.scenario_io import write_scenario
+from thermoroute.common.scenario_writing import write_scenario
 from thermoroute.coordinator.admm import AdmmSettings
 from thermoroute.coordinator.ipm import IpmSettings
 from thermoroute.launch import solve_distributed

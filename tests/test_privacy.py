@@ -26,7 +26,7 @@ from tests.conftest import local_ray
 from thermoroute.common.admm_protocol import AdmmAnswer
 from thermoroute.common.report_protocol import GroupReport, SiteDecision
 from thermoroute.common.scenario import Scenario
-from thermoroute.common.scenario_io import write_scenario
+from thermoroute.common.scenario_writing import write_scenario
 from thermoroute.coordinator.admm import AdmmSettings
 from thermoroute.launch import solve_distributed
 from thermoroute.site_agent.subproblem import InnerSettings
@@ -527,7 +527,7 @@ def test_a_sites_bad_data_reach_the_driver_as_a_count_only(
     ray_cluster: Any, tiny_scenario: Scenario, tmp_path: Path
 ) -> None:
     from thermoroute.common.errors import SiteDataInvalid
-    from thermoroute.common.scenario_io import split_scenario
+    from thermoroute.common.scenario_split import split_scenario
 
     data = write_scenario(tiny_scenario, tmp_path / "scenario")
     split = tmp_path / "split"

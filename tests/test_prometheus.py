@@ -352,8 +352,9 @@ def test_coordinator_metrics_keep_recent_runs_and_survive_pickling() -> None:
 
     from prometheus_client import CollectorRegistry
 
+    from thermoroute.common.metrics_server import start_metrics_server
     from thermoroute.coordinator.events import RunState
-    from thermoroute.coordinator.metrics import CoordinatorMetrics, start_metrics_server
+    from thermoroute.coordinator.metrics import CoordinatorMetrics
 
     registry = CollectorRegistry()
     metrics = CoordinatorMetrics(registry, keep_runs=2)

@@ -7,7 +7,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-from thermoroute.common.scenario_io import SCENARIO_FILES, load_scenario
+from thermoroute.common.scenario_format import SCENARIO_FILES
+from thermoroute.common.scenario_loading import load_scenario
 from thermoroute.scenario_template import FILES
 
 

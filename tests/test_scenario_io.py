@@ -20,19 +20,15 @@ from scenario_factory import (
     step_time,
 )
 
+from thermoroute.common.atomic_files import write_directory_atomic
+from thermoroute.common.demand_view import load_demand_view
 from thermoroute.common.errors import ScenarioError
+from thermoroute.common.exact_csv import csv_text
 from thermoroute.common.scenario import DemandView, Scenario
-from thermoroute.common.scenario_io import (
-    COORDINATOR_FILES,
-    SCENARIO_FILES,
-    SITE_PRIVATE_FILES,
-    csv_text,
-    load_demand_view,
-    load_scenario,
-    split_scenario,
-    write_directory_atomic,
-    write_scenario,
-)
+from thermoroute.common.scenario_format import COORDINATOR_FILES, SCENARIO_FILES, SITE_PRIVATE_FILES
+from thermoroute.common.scenario_loading import load_scenario
+from thermoroute.common.scenario_split import split_scenario
+from thermoroute.common.scenario_writing import write_scenario
 
 
 @pytest.fixture

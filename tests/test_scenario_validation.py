@@ -35,7 +35,9 @@ from scenario_factory import (
 
 from thermoroute.common.bounds import BOUNDS, markdown_table
 from thermoroute.common.errors import Problem, ScenarioError
-from thermoroute.common.scenario_io import SCENARIO_FILES, check_servable, load_scenario
+from thermoroute.common.scenario_format import SCENARIO_FILES
+from thermoroute.common.scenario_loading import load_scenario
+from thermoroute.common.servability import check_servable
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from thermoroute.common.scenario_io import copy_scenario_dir
+from thermoroute.common.scenario_writing import copy_scenario_dir
 from thermoroute.common.scenarios import embedded_path
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -108,7 +108,8 @@ def test_cycles_plan_within_plant_limits(tmp_path: Path) -> None:
     from tests.conftest import make_scenario
     from tests.test_plant_limits import DERATED, with_plant
     from thermoroute.common.evaluate import evaluate, load_gpus, minimal_active_gpus, overloads
-    from thermoroute.common.scenario_io import load_scenario, write_scenario
+    from thermoroute.common.scenario_loading import load_scenario
+    from thermoroute.common.scenario_writing import write_scenario
 
     sc = make_scenario()
     # Sydney's connection just below its v1 peak (16.1 kW), Melbourne's water below its v1 use

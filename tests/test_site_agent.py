@@ -15,7 +15,8 @@ from thermoroute.common.errors import ScenarioError
 from thermoroute.common.evaluate import TOTAL_KEYS, evaluate
 from thermoroute.common.method_protocol import MethodBegin
 from thermoroute.common.scenario import Objective, Scenario
-from thermoroute.common.scenario_io import site_slice_files, split_scenario, write_scenario
+from thermoroute.common.scenario_split import site_slice_files, split_scenario
+from thermoroute.common.scenario_writing import write_scenario
 from thermoroute.common.synth import synthesize
 from thermoroute.coordinator.admm import NAME as ADMM_NAME
 from thermoroute.coordinator.admm import SITE_HANDLER as ADMM_SITE_HANDLER
@@ -142,7 +143,7 @@ def test_load_site_refuses_unknown_or_foreign_sites(fleet, split):
 
 def test_load_site_by_embedded_scenario_name():
     from thermoroute.common import scenarios
-    from thermoroute.common.scenario_io import load_scenario
+    from thermoroute.common.scenario_loading import load_scenario
 
     full = load_scenario(scenarios.embedded_path("australia"))
     site = load_site("australia", "mel")
@@ -441,7 +442,7 @@ def test_plain_exchange_admm_over_site_groups_reaches_the_central_optimum():
     contribution, not the coordinator (which has its own tests)."""
     from thermoroute.common import scenarios
     from thermoroute.common.central import solve_central
-    from thermoroute.common.scenario_io import load_scenario
+    from thermoroute.common.scenario_loading import load_scenario
 
     scenario = load_scenario(scenarios.embedded_path("australia"))
     lay, scale, b = scaled(scenario)

@@ -19,7 +19,7 @@ import pytest
 
 from thermoroute.common.coupling import CouplingLayout, coefficient_of_entry
 from thermoroute.common.scenario import Objective, Scenario
-from thermoroute.common.scenario_io import write_scenario
+from thermoroute.common.scenario_writing import write_scenario
 from thermoroute.common.synth import synthesize
 from thermoroute.site_agent.data import load_site, load_sites
 from thermoroute.site_agent.subproblem import InnerSettings, SiteSubproblem

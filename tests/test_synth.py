@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from thermoroute.common.scenario import Scenario
-from thermoroute.common.scenario_io import check_servable, load_scenario, write_scenario
+from thermoroute.common.scenario_loading import load_scenario
+from thermoroute.common.scenario_writing import write_scenario
+from thermoroute.common.servability import check_servable
 from thermoroute.common.synth import TARGET_PEAK_UTILISATION, synthesize
 
 

@@ -46,7 +46,7 @@ def load_scenario(
     Raises :class:`thermoroute.common.errors.ScenarioError` listing every problem (file, row,
     column).
     """
-    from thermoroute.common.scenario_io import load_scenario as read_directory
+    from thermoroute.common.scenario_loading import load_scenario as read_directory
     from thermoroute.common.scenarios import scenario_directory
 
     return read_directory(scenario_directory(source), start=start, steps=steps)
@@ -108,7 +108,7 @@ def solve(
         The solver failed.
     """
     from thermoroute.common.run_directory import check_output_directory
-    from thermoroute.common.scenario_io import write_scenario
+    from thermoroute.common.scenario_writing import write_scenario
 
     if options is None:
         settings.setdefault("live", console is not None)
@@ -141,7 +141,7 @@ def resolve_source(
     common.errors.ScenarioError
     SplitRootNeedsDistributed
     """
-    from thermoroute.common.scenario_io import is_split_root
+    from thermoroute.common.scenario_split import is_split_root
     from thermoroute.common.scenarios import scenario_directory
 
     directory = scenario_directory(source)

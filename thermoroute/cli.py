@@ -186,7 +186,7 @@ def resolve_scenario(source: str) -> Path:
 
 
 def _load(source: str, start: datetime | None, steps: int | None):
-    from thermoroute.common.scenario_io import load_scenario
+    from thermoroute.common.scenario_loading import load_scenario
 
     directory = resolve_scenario(source)
     try:
@@ -956,7 +956,8 @@ def scenario_export(
     directory: Annotated[Path, typer.Argument(help="Target directory.")],
 ) -> None:
     """Write an embedded scenario as a scenario directory."""
-    from thermoroute.common.scenario_io import copy_scenario_dir, load_scenario
+    from thermoroute.common.scenario_loading import load_scenario
+    from thermoroute.common.scenario_writing import copy_scenario_dir
     from thermoroute.common.scenarios import embedded_path, embedded_scenarios
 
     if name not in embedded_scenarios():
@@ -977,7 +978,7 @@ def scenario_validate(
     steps: StepsOpt = None,
 ) -> None:
     """Check a scenario directory; report every problem with file, row and column."""
-    from thermoroute.common.scenario_io import load_scenario
+    from thermoroute.common.scenario_loading import load_scenario
 
     try:
         scen = load_scenario(directory, start=start, steps=steps)
@@ -1023,7 +1024,8 @@ def scenario_synth(
     steps: Annotated[int, typer.Option(min=1, help="Hourly steps.")] = 24,
 ) -> None:
     """Write a synthetic fleet spread over Australia (for scale tests)."""
-    from thermoroute.common.scenario_io import load_scenario, write_scenario
+    from thermoroute.common.scenario_loading import load_scenario
+    from thermoroute.common.scenario_writing import write_scenario
     from thermoroute.common.synth import synthesize
 
     scen = synthesize(sites, regions, seed, steps=steps)
@@ -1040,7 +1042,7 @@ def scenario_split(
     out: Annotated[Path, typer.Argument(help="Target directory.")],
 ) -> None:
     """Split a scenario into a coordinator directory and one private directory per site."""
-    from thermoroute.common.scenario_io import split_scenario
+    from thermoroute.common.scenario_split import split_scenario
 
     directory = resolve_scenario(scenario)
     try:

@@ -193,7 +193,7 @@ def _print_simulation(
 def _write_simulation(result: SimulationResult, run_dir: RunDirectory, console: Console) -> None:
     """``simulation.csv`` (one row per applied step) and ``simulation.json`` (totals, work,
     verdict) into ``run_dir``."""
-    from thermoroute.common.scenario_io import csv_text
+    from thermoroute.common.exact_csv import csv_text
 
     columns = tuple(f.name for f in fields(SimulationStep))
     rows = [[getattr(s, name) for name in columns] for s in result.steps]

@@ -35,7 +35,7 @@ from thermoroute.common.errors import Problem, ScenarioError, SiteDataInvalid
 from thermoroute.common.evaluate import TOTAL_KEYS, evaluate
 from thermoroute.common.physics.latency import mean_ttft_ms
 from thermoroute.common.scenario import DemandView, Scenario
-from thermoroute.common.scenario_io import is_split_root
+from thermoroute.common.scenario_split import is_split_root
 from thermoroute.common.scenarios import scenario_directory
 from thermoroute.coordinator.actor import CheckpointMissing, Coordinator, CoordinatorOutcome
 from thermoroute.coordinator.data import load_view
@@ -923,7 +923,7 @@ def simulate(
     from dataclasses import replace as _replace
 
     from thermoroute.common import baselines
-    from thermoroute.common.scenario_io import load_scenario
+    from thermoroute.common.scenario_loading import load_scenario
     from thermoroute.coordinator.receding import DemandForecaster, horizon_view
 
     launch = launch or DistributedRunSpec(executor="inline")

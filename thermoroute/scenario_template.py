@@ -11,14 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from thermoroute.common.atomic_files import write_directory_atomic
 from thermoroute.common.bounds import bound_of
+from thermoroute.common.exact_csv import csv_text
 from thermoroute.common.scenario import Scenario
-from thermoroute.common.scenario_io import (
-    csv_text,
-    load_scenario,
-    scenario_tables,
-    write_directory_atomic,
-)
+from thermoroute.common.scenario_loading import load_scenario
+from thermoroute.common.scenario_writing import scenario_tables
 from thermoroute.common.synth import synthesize
 
 #: Per file: (who holds it, what it is, where such data come from, {column: meaning}).

@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from thermoroute.common.atomic_files import write_directory_atomic
 from thermoroute.common.errors import ScenarioError
 from thermoroute.common.scenario import DemandView
-from thermoroute.common.scenario_io import write_directory_atomic
 from thermoroute.coordinator.actor import Coordinator
 from thermoroute.coordinator.data import load_view
 from thermoroute.coordinator.fleet import RoundFailed, SiteGroupLost

@@ -14,7 +14,7 @@ Examples
 >>> from thermoroute.common.scenarios import embedded_path, embedded_scenarios
 >>> "australia" in embedded_scenarios()
 True
->>> from thermoroute.common.scenario_io import load_scenario
+>>> from thermoroute.common.scenario_loading import load_scenario
 >>> load_scenario(embedded_path("australia")).shape
 (8, 8, 3, 24)
 """
@@ -50,7 +50,7 @@ def embedded_scenarios() -> list[str]:
 
 def embedded_path(name: str) -> pathlib.Path:
     """Directory of the embedded scenario ``name``, for
-    :func:`thermoroute.common.scenario_io.load_scenario`.
+    :func:`thermoroute.common.scenario_loading.load_scenario`.
 
     Parameters
     ----------
@@ -77,7 +77,7 @@ def scenario_directory(source: str | os.PathLike[str]) -> pathlib.Path:
     ----------
     source : str or path
         A scenario directory (or any directory a caller understands, such as the output
-        root of :func:`thermoroute.common.scenario_io.split_scenario`), or one of
+        root of :func:`thermoroute.common.scenario_split.split_scenario`), or one of
         :func:`embedded_scenarios`.
 
     Raises
