@@ -178,7 +178,7 @@ def _sites_by_hour(solution: Solution, scenario: Scenario | None) -> Section:
     site_ids = list(scenario.sites.site_id) if scenario is not None else solution.site_ids
     load_from_schedule = load_gpus(scenario, solution.x(scenario)) if scenario is not None else None
     usable = _derated_usable(scenario) if scenario is not None else None
-    if usable is not None:
+    if scenario is not None and usable is not None:
         section.paragraphs.append(_e(_derated_note(scenario, usable)))
     for i, site_id in enumerate(site_ids):
         own = None if steps is None else steps[steps["site_id"] == site_id]
@@ -332,11 +332,11 @@ def _convergence(solution: Solution) -> Section:
             "primal": frame["primal_residual"].to_numpy(),
             "dual": frame["dual_residual"].to_numpy(),
         }
-        tolerances = {"primal": stats.get("eps_primal"), "dual": stats.get("eps_dual")}
+        stated = {"primal": stats.get("eps_primal"), "dual": stats.get("eps_dual")}
     else:  # the interior point
         series = {"coupling": frame["coupling_residual"].to_numpy(), "μ": frame["mu"].to_numpy()}
-        tolerances = {"coupling": stats.get("eps_primal")}
-    tolerances = {k: float(v) for k, v in tolerances.items() if v is not None}
+        stated = {"coupling": stats.get("eps_primal")}
+    tolerances = {k: float(v) for k, v in stated.items() if v is not None}
     section.paragraphs.append(
         "Residuals of the distributed method per iteration; dashed: the tolerances of its "
         "stopping test at the end of the run."
@@ -411,8 +411,7 @@ def _at_limits(scenario: Scenario, ev: Evaluation) -> dict[str, np.ndarray]:
     water = np.zeros_like(capacity)
     if limits.water.any():
         used = true_wue(scenario) * ev.per_site_step["it_kwh"]
-        per_window = np.zeros(limits.water_l.shape)
-        np.add.at(per_window, (slice(None), limits.window), used)
+        per_window = limits.per_window(used)
         full = per_window >= tol * limits.water_l
         water = full[:, limits.window] & limits.water[:, None]
     return {"capacity": capacity, "grid": grid, "water": water}
@@ -429,8 +428,7 @@ def _over_limits(scenario: Scenario, ev: Evaluation) -> dict[str, np.ndarray]:
     water = np.zeros_like(capacity)
     if limits.water.any():
         used = true_wue(scenario) * ev.per_site_step["it_kwh"]
-        per_window = np.zeros(limits.water_l.shape)
-        np.add.at(per_window, (slice(None), limits.window), used)
+        per_window = limits.per_window(used)
         over = per_window - limits.water_l > OVERLOAD_REL_TOL * np.maximum(limits.water_l, 1.0)
         water = over[:, limits.window]
     return {"capacity": capacity, "grid": grid, "water": water}
