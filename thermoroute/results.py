@@ -200,7 +200,7 @@ class Solution:
         }
         frame = self.schedule
         coords = [frame[col].astype(str).map(index[col]) for col in index]
-        known = np.logical_and.reduce([c.notna().to_numpy() for c in coords])
+        known: np.ndarray = np.logical_and.reduce([c.notna().to_numpy() for c in coords])
         at = tuple(c[known].astype(int).to_numpy() for c in coords)
         np.add.at(x, at, frame["requests_per_s"].to_numpy(dtype=float)[known])
         return x
