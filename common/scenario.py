@@ -180,7 +180,7 @@ class Scenario:
     ewif_l_per_kwh: np.ndarray
     demand_rps: np.ndarray
     batch_requests: np.ndarray
-    metadata: dict = field(default_factory=dict, compare=False)
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def steps(self) -> int:

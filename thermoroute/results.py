@@ -221,7 +221,9 @@ class Solution:
             out = out.join(site_pue(self.site_steps))
         return out
 
-    def sites_table(self, scenario: Scenario | None = None) -> tuple[tuple[str, ...], list[tuple]]:
+    def sites_table(
+        self, scenario: Scenario | None = None
+    ) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
         """The sites table as text (the terminal's after ``run`` and the report's): per site
         its requests [M], share of the fleet's, utilisation and the two pPUE means of
         :func:`site_pue`, "—" where a figure is not at hand (no scenario, or the sites kept

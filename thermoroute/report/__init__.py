@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -273,7 +274,7 @@ def _sites_table(solution: Solution, scenario: Scenario | None) -> str:
     return _table(header, rows, numeric=tuple(range(1, len(header))))
 
 
-def _against_baselines(solution: Solution, baselines: dict[str, dict] | None) -> Section:
+def _against_baselines(solution: Solution, baselines: dict[str, _Baseline] | None) -> Section:
     section = Section("Against the baselines", "baselines")
     if baselines is None:
         section.missing.append("the baselines are solved on the scenario (--scenario)")
@@ -286,8 +287,8 @@ def _against_baselines(solution: Solution, baselines: dict[str, dict] | None) ->
         "objective. Bars start near the smallest value: the differences are a few percent."
     )
     label = f"this run ({solution.solver})"
-    rows = {label: solution.totals_with_objective}
-    rows.update({name: run["totals"] for name, run in baselines.items()})
+    rows: dict[str, Mapping[str, float | None]] = {label: solution.totals_with_objective}
+    rows.update({name: run.totals for name, run in baselines.items()})
     section.blocks.append(_figure(figures.against_baselines(rows, label, BAR_METRICS), "bars"))
     header = ("plan", *(f"{t} [{u}]" for _, t, u in BAR_METRICS))
     table = [
@@ -359,14 +360,14 @@ def _convergence(solution: Solution) -> Section:
 
 
 def _what_moved(
-    solution: Solution, scenario: Scenario | None, baselines: dict[str, dict] | None
+    solution: Solution, scenario: Scenario | None, baselines: dict[str, _Baseline] | None
 ) -> Section:
     section = Section("What temperature-awareness changed", "explanation")
     if scenario is None or baselines is None:
         section.missing.append("the comparison with temperature-unaware needs the scenario")
         return section
     run_x = solution.x(scenario)
-    story = explain(scenario, run_x, baselines[REFERENCE]["x"])
+    story = explain(scenario, run_x, baselines[REFERENCE].x)
     section.paragraphs.extend(_e(p) for p in story.paragraphs)
     paid = solution.site_load(scenario).get("pue_plan")  # None: the sites kept their detail
     rows = [
@@ -442,20 +443,20 @@ LIMIT_WORDS = {
 }
 
 
-def _plant_story(scenario: Scenario, run: Evaluation, unaware: dict) -> str:
+def _plant_story(scenario: Scenario, run: Evaluation, unaware: _Baseline) -> str:
     """Plain words: the hours where the plan moved load because a site was derated, at its
     connection limit or at its water allowance (model v1.1) — where the plan is at a limit
     or temperature-unaware is above it — and how much less load the plan put there."""
     s = scenario.sites
     at = _at_limits(scenario, run)
-    over = _over_limits(scenario, unaware["evaluation"])
+    over = _over_limits(scenario, unaware.evaluation)
     usable = s.u_max[:, None] * cooling_max_gpus(scenario)
     sentences = []
     for kind in OVERLOAD_KINDS:
         hit = at[kind] | over[kind]
         for i in np.flatnonzero(hit.any(axis=1)):
             steps = np.flatnonzero(hit[i])
-            fewer = unaware["evaluation"].steps.load_gpus[i, steps] - run.steps.load_gpus[i, steps]
+            fewer = unaware.evaluation.steps.load_gpus[i, steps] - run.steps.load_gpus[i, steps]
             words = (
                 f"{s.name[i]} ({s.site_id[i]}), {_hours(scenario, steps)}: "
                 f"{'the plan ran it ' + LIMIT_WORDS[kind] if at[kind][i].any() else 'within'}"
@@ -494,7 +495,9 @@ def _plant_story(scenario: Scenario, run: Evaluation, unaware: dict) -> str:
     )
 
 
-def _overload_table(scenario: Scenario, run: Evaluation, baselines: dict) -> list[str]:
+def _overload_table(
+    scenario: Scenario, run: Evaluation, baselines: dict[str, _Baseline]
+) -> list[str]:
     """Per plan — this run and every registered solver — what it puts above each kind of
     v1.1 limit (as ``thermoroute compare``)."""
     header = ("plan", *(f"above {OVERLOAD_TITLES[k]}" for k in OVERLOAD_KINDS))
@@ -505,7 +508,7 @@ def _overload_table(scenario: Scenario, run: Evaluation, baselines: dict) -> lis
         return f"{o['site_hours']:g} h, {o['it_kwh']:,.1f} kWh, {o['requests']:,.0f} req"
 
     plans = {"this run": overload_report(scenario, run)}
-    plans |= {name: b["overloads"] for name, b in baselines.items()}
+    plans |= {name: b.overloads for name, b in baselines.items()}
     rows = [(name, *(cell(o[k]) for k in OVERLOAD_KINDS)) for name, o in plans.items()]
     return [
         "<h3>Above the sites' limits</h3>",
@@ -514,13 +517,13 @@ def _overload_table(scenario: Scenario, run: Evaluation, baselines: dict) -> lis
     ]
 
 
-def _where_the_gain_comes_from(scenario: Scenario, baselines: dict[str, dict]) -> list[str]:
+def _where_the_gain_comes_from(scenario: Scenario, baselines: dict[str, _Baseline]) -> list[str]:
     """The optimum's gain over temperature-unaware, per term, split into the sites'
     differences and the hourly weather (as ``thermoroute compare``)."""
     d = GainDecomposition.of(
-        baselines[REFERENCE]["totals"],
-        baselines[MEAN_EFFICIENCY]["totals"],
-        baselines[OPTIMUM]["totals"],
+        baselines[REFERENCE].totals,
+        baselines[MEAN_EFFICIENCY].totals,
+        baselines[OPTIMUM].totals,
         scenario.objective,
     )
     header, rows = decomposition_cells(d)
@@ -540,17 +543,28 @@ def _where_the_gain_comes_from(scenario: Scenario, baselines: dict[str, dict]) -
 # Data helpers
 
 
-def _baselines(scenario: Scenario) -> dict[str, dict]:
-    """``{solver: {"totals": …, "x": …}}`` for the centralised optimum and every baseline."""
+@dataclass(frozen=True)
+class _Baseline:
+    """A plan the run is compared with (the centralised optimum or a baseline), charged
+    under the true model."""
+
+    totals: dict[str, float]
+    x: np.ndarray
+    evaluation: Evaluation
+    overloads: dict[str, dict[str, float]]
+
+
+def _baselines(scenario: Scenario) -> dict[str, _Baseline]:
+    """The centralised optimum and every baseline, by solver name."""
     out = {}
     for name in SOLVERS:
         run = run_solver(name, scenario)
-        out[name] = {
-            "totals": run.evaluation.totals_with_objective(),
-            "x": run.schedule.x,
-            "evaluation": run.evaluation,
-            "overloads": overload_report(scenario, run.evaluation),
-        }
+        out[name] = _Baseline(
+            totals=run.evaluation.totals_with_objective(),
+            x=run.schedule.x,
+            evaluation=run.evaluation,
+            overloads=overload_report(scenario, run.evaluation),
+        )
     return out
 
 
@@ -574,7 +588,9 @@ def _figure(fig: Figure, alt: str) -> str:
     return f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{data}"></figure>'
 
 
-def _table(header: tuple[str, ...], rows: list[tuple], numeric: tuple[int, ...] = ()) -> str:
+def _table(
+    header: tuple[str, ...], rows: Sequence[tuple[object, ...]], numeric: tuple[int, ...] = ()
+) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join(
         "<tr>"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -274,7 +275,8 @@ def convergence(
 
 def _subplots(
     *grid: int, figsize: tuple[float, float], squeeze: bool = True, sharex: bool = False
-) -> tuple:
+) -> tuple[Figure, Any]:
+    """A figure and its axes: one Axes, or an array of them (matplotlib types either as Any)."""
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(*grid, squeeze=squeeze, sharex=sharex)
 
