@@ -217,8 +217,8 @@ def nearest(scenario: Scenario) -> Schedule:
             need -= take
         return max(need, 0.0)
 
-    inter = np.flatnonzero(sc.classes.interactive)
-    defer = np.flatnonzero(sc.classes.deferrable)
+    inter = [int(c) for c in np.flatnonzero(sc.classes.interactive)]
+    defer = [int(c) for c in np.flatnonzero(sc.classes.deferrable)]
     pairs = sorted(
         ((j, c) for j in range(R) for c in inter), key=lambda p: (allowed[:, p[0], p[1]].sum(), p)
     )

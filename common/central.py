@@ -609,9 +609,12 @@ def _tie_break(model: _Model, scenario: Scenario, optimum: float) -> dict[str, A
         cp.Minimize(spread), [*model.constraints, model.objective <= optimum + slack]
     )
     solver, notes = _solve(stage, scenario, "tie-break stage")
+    objective = model.objective.value
+    if objective is None:  # _solve returns only with a solution; cvxpy types it optional
+        raise CentralSolveError("tie-break stage: the solver returned no point")
     return {
         "solver": solver,
         "slack_aud": slack,
-        "objective_aud": float(model.objective.value),
+        "objective_aud": float(objective),
         **notes,
     }

@@ -75,8 +75,13 @@ def objective_terms(totals: Mapping[str, float | None], objective: Objective) ->
     objective : Objective
         The scenario's weights.
     """
-    parts = objective_parts_aud(totals, objective)
-    return {**parts, "objective": float(totals["objective_aud"])}  # type: ignore[arg-type]
+    # A summary's totals write NaN as null; the sums read here are never NaN.
+    needed = ("energy_cost_aud", "carbon_kg", "water_l", "latency_req_s", "objective_aud")
+    known = {key: value for key in needed if (value := totals[key]) is not None}
+    if len(known) < len(needed):
+        raise ValueError(f"totals without {[k for k in needed if k not in known]}")
+    parts = objective_parts_aud(known, objective)
+    return {**parts, "objective": float(known["objective_aud"])}
 
 
 @dataclass(frozen=True)
@@ -219,7 +224,7 @@ class CompareRow:
         def clean(v: float) -> float | None:
             return None if math.isnan(v) else float(v)
 
-        out = {
+        out: dict[str, Any] = {
             "solver": self.solver,
             **{k: clean(v) for k, v in self.values.items()},
             "pct_vs_" + REFERENCE: {k: clean(v) for k, v in self.pct_vs_reference.items()},
@@ -505,9 +510,9 @@ def to_text(comparison: Comparison) -> str:
     lines.append("")
     lines.extend(_text_table(*decomposition_cells(comparison.decomposition)))
     lines.append(f"({decomposition_note(comparison.decomposition)})")
-    if (cells := overload_cells(comparison)) is not None:
+    if (overload_table := overload_cells(comparison)) is not None:
         lines.append("")
-        lines.extend(_text_table(*cells))
+        lines.extend(_text_table(*overload_table))
         lines.append(f"({OVERLOAD_NOTE})")
     return "\n".join(lines)
 

@@ -86,8 +86,8 @@ class CouplingLayout:
             j, k, t = np.meshgrid(np.arange(R), np.arange(len(inter)), np.arange(T), indexing="ij")
             rows[:, inter, :] = (j * len(inter) + k) * T + t
         if len(defer):
-            j, k = np.meshgrid(np.arange(R), np.arange(len(defer)), indexing="ij")
-            rows[:, defer, :] = (self.n_interactive + j * len(defer) + k)[:, :, None]
+            jd, kd = np.meshgrid(np.arange(R), np.arange(len(defer)), indexing="ij")
+            rows[:, defer, :] = (self.n_interactive + jd * len(defer) + kd)[:, :, None]
         return rows
 
     def support(self, allowed_rc: np.ndarray) -> np.ndarray:

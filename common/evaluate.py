@@ -144,6 +144,14 @@ class PlantLimits:
     grid: np.ndarray
     water: np.ndarray
 
+    def per_window(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (S, T) summed over each daily window, (S, W) like ``water_l``."""
+        sums = np.zeros(self.water_l.shape)
+        # numpy's stub types ufunc.at's indices as integer arrays only; a tuple holding a
+        # slice is a valid index (numpy.ufunc.at's documentation).
+        np.add.at(sums, (slice(None), self.window), values)  # type: ignore[arg-type]
+        return sums
+
 
 def _given(values: np.ndarray | None, sites: int) -> np.ndarray:
     """Which sites give an optional column (bool (S,))."""
@@ -156,14 +164,17 @@ def cooling_max_gpus(scenario: Scenario) -> np.ndarray:
     """Powered GPUs each site's cooling allows at its true dry bulb, ``f_t · gpus`` (model
     v1.1), shape (S, T); ``gpus`` for a site without derating data (all of them in v1)."""
     s = scenario.sites
-    derated = _given(s.cooling_design_c, len(s))
+    design, slope, floor = s.cooling_design_c, s.cooling_derate_per_c, s.cooling_min_fraction
+    derated = _given(design, len(s))
     max_gpus = np.broadcast_to(s.gpus[:, None], (len(s), scenario.steps)).copy()
     if derated.any():
+        # A scenario gives the three cooling columns together or none of them (scenario_io).
+        assert design is not None and slope is not None and floor is not None
         f = derated_capacity_fraction(
             scenario.dry_bulb_c[derated],
-            s.cooling_design_c[derated, None],
-            s.cooling_derate_per_c[derated, None],
-            s.cooling_min_fraction[derated, None],
+            design[derated, None],
+            slope[derated, None],
+            floor[derated, None],
         )
         max_gpus[derated] = f * s.gpus[derated, None]
     return max_gpus
@@ -175,12 +186,13 @@ def plant_limits(scenario: Scenario) -> PlantLimits:
     S, T = len(s), scenario.steps
     derated = _given(s.cooling_design_c, S)
     max_gpus = cooling_max_gpus(scenario)
-    grid = _given(s.grid_limit_kw, S)
-    grid_kw = np.where(grid, s.grid_limit_kw if grid.any() else 0.0, np.inf)
-    water = _given(s.water_cap_l_per_day, S)
-    if water.any():
+    grid_limit, water_cap = s.grid_limit_kw, s.water_cap_l_per_day
+    grid = _given(grid_limit, S)
+    grid_kw = np.full(S, np.inf) if grid_limit is None else np.where(grid, grid_limit, np.inf)
+    water = _given(water_cap, S)
+    if water_cap is not None and water.any():
         window, share = daily_windows(T, scenario.step_hours)
-        caps = np.where(water, s.water_cap_l_per_day, np.inf)
+        caps = np.where(water, water_cap, np.inf)
         water_l = caps[:, None] * share[None, :]
     else:
         window, water_l = np.zeros(T, dtype=int), np.full((S, 1), np.inf)
@@ -265,7 +277,7 @@ def overloads(scenario: Scenario, evaluation: Evaluation) -> dict[str, Overload]
     S, W = limits.water_l.shape
     days = np.zeros((S, W, 3))  # per window: on-site water [L], IT energy [kWh], requests
     for k, values in enumerate((true_wue(scenario) * it_kwh, it_kwh, requests)):
-        np.add.at(days[:, :, k], (slice(None), limits.window), values)
+        days[:, :, k] = limits.per_window(values)
     used = days[:, :, 0]
     allowed = limits.water_l
     over_days = used - allowed > OVERLOAD_REL_TOL * np.maximum(allowed, 1.0)

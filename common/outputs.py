@@ -234,14 +234,13 @@ def write_run(
     doc = summary(labels, evaluation, solver, stats)
     if extra_summary:
         doc.update(extra_summary)
-    files: dict[str, str] = {
+    files: dict[str, str | bytes] = {
         "summary.json": json.dumps(doc, indent=2, allow_nan=False) + "\n",
         "schedule.csv": csv_text(SCHEDULE_COLUMNS, schedule_rows(labels, evaluation.x)),
     }
-    if evaluation.has_site_detail:
-        files["site_steps.csv"] = csv_text(
-            SITE_STEP_COLUMNS, site_step_rows(labels, evaluation.steps)
-        )
+    steps = evaluation.steps  # None exactly when the sites kept their detail private
+    if steps is not None:
+        files["site_steps.csv"] = csv_text(SITE_STEP_COLUMNS, site_step_rows(labels, steps))
     if convergence is not None:
         files["convergence.csv"] = csv_text(
             tuple(convergence.columns), [list(r) for r in convergence.rows]

@@ -371,10 +371,10 @@ def synthesize(
     )
     demand = np.round(demand, 6)
     batch_gpu_s = BATCH_SHARE * busy * steps * 3600.0
-    batch = np.zeros((regions, C))
-    for c in np.flatnonzero(deferrable):
-        batch[:, c] = np.round(
-            batch_gpu_s * (shares[c] / shares[deferrable].sum()) * weight / min_g[:, c]
+    batch_requests = np.zeros((regions, C))
+    for k in np.flatnonzero(deferrable):
+        batch_requests[:, k] = np.round(
+            batch_gpu_s * (shares[k] / shares[deferrable].sum()) * weight / min_g[:, k]
         )
 
     scenario = Scenario(
@@ -396,7 +396,7 @@ def synthesize(
         carbon_kg_per_kwh=carbon,
         ewif_l_per_kwh=ewif,
         demand_rps=demand,
-        batch_requests=batch,
+        batch_requests=batch_requests,
         metadata={"seed": seed, "target_peak_utilisation": TARGET_PEAK_UTILISATION},
     )
     return _make_servable(scenario)

@@ -246,9 +246,9 @@ def _zero_demand(files: dict[str, str], start: datetime | None, steps: int | Non
 def _load_files(
     files: dict[str, str], site_id: str, source: Path, start: datetime | None, steps: int | None
 ) -> Scenario:
-    files = {**files, "demand.csv": _zero_demand(files, start, steps)}
+    contents: dict[str, str | bytes] = {**files, "demand.csv": _zero_demand(files, start, steps)}
     with tempfile.TemporaryDirectory(prefix="thermoroute-site-") as tmp:
-        write_directory_atomic(tmp, files)
+        write_directory_atomic(tmp, contents)
         scenario = load_scenario(tmp, start=start, steps=steps)
     return _site_only(scenario, site_id, source)
 

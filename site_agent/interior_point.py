@@ -50,9 +50,9 @@ class InteriorPointQP:
 
     Parameters
     ----------
-    P : sparse (n, n)
+    P : csc_matrix (n, n)
         Upper triangle used; its pattern is kept for :meth:`update_p`.
-    A : sparse (m, n)
+    A : csc_matrix (m, n)
     lower, upper : ndarray (m,)
         ``l`` and ``u``; ``±inf`` where absent.
     max_iter : int
@@ -65,8 +65,8 @@ class InteriorPointQP:
 
     def __init__(
         self,
-        P: sp.spmatrix,
-        A: sp.spmatrix,
+        P: sp.csc_matrix,
+        A: sp.csc_matrix,
         lower: np.ndarray,
         upper: np.ndarray,
         *,
@@ -99,7 +99,7 @@ class InteriorPointQP:
         self._solver: clarabel.DefaultSolver | None = None
         self._q = np.zeros(self._P.shape[0])
 
-    def update_p(self, P: sp.spmatrix) -> None:
+    def update_p(self, P: sp.csc_matrix) -> None:
         """New values of ``P`` on the same pattern (applied at the next solve)."""
         upper = sp.triu(sp.csc_matrix(P), format="csc")
         upper.sort_indices()

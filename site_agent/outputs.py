@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,7 @@ def site_files(report: Any, site: Scenario, run_id: str) -> dict[str, str]:
     }
 
 
-def write_site_files(root: Path, site_id: str, files: dict[str, str]) -> Path:
+def write_site_files(root: Path, site_id: str, files: Mapping[str, str]) -> Path:
     """Write one site's files into ``root/site_id`` (each file replaced whole)."""
-    return write_directory_atomic(root / site_id, files)
+    contents: dict[str, str | bytes] = dict(files)
+    return write_directory_atomic(root / site_id, contents)

@@ -545,7 +545,12 @@ class SiteSubproblem:
         r_grid = r_mean + nz
         n_grid = T if self._grid_it_kw is not None else 0
         r_water = r_grid + n_grid
-        n_water = int(self._water[1].size) if self._water is not None else 0
+        # The daily window of each step (empty without a water allowance).
+        window, n_water = (
+            (self._water[0], int(self._water[1].size))
+            if self._water is not None
+            else (np.zeros(0, dtype=np.int64), 0)
+        )
         r_nu_bound = r_water + n_water
         r_powered = r_nu_bound + n_nu
         k = np.arange(nvar)
@@ -583,7 +588,7 @@ class SiteSubproblem:
             after = after + 1
         if n_water:
             self._a_water_at = after.copy()
-            indices[after] = r_water + self._water[0][self._var_step]
+            indices[after] = r_water + window[self._var_step]
         self._n_limit_rows = n_grid + n_water
         # ℓ columns: bound row and −1 in the load row of its step (and 1 in its powered row).
         t = np.arange(T)
@@ -609,7 +614,7 @@ class SiteSubproblem:
                 at = at + 1
             if n_water:
                 self._a_nu_water_at = at.copy()
-                indices[at] = r_water + self._water[0]
+                indices[at] = r_water + window
                 at = at + 1
             indices[at] = r_nu_bound + t
             data[at] = 1.0
@@ -689,9 +694,19 @@ class SiteSubproblem:
         it_kw = np.repeat(per_pair, T) * self._D / 1000.0  # per unit of each flow
         nu_kw = np.full(T, idle_w * self._gpus / 1000.0)  # per unit of each ν
         flow_cols, nu_cols, t = np.arange(nvar), nvar + np.arange(T), np.arange(T)
-        rows, cols, values, first = [], [], [], 0
+        rows: list[np.ndarray] = []
+        cols: list[np.ndarray] = []
+        values: list[np.ndarray] = []
+        first = 0
 
-        def add(row_of_flow, flow, row_of_nu, nu, size):
+        def add(
+            row_of_flow: np.ndarray,
+            flow: np.ndarray,
+            row_of_nu: np.ndarray,
+            nu: np.ndarray,
+            size: int,
+        ) -> None:
+            """Rows ``first + row_of_*`` with ``flow`` in the flow columns, ``nu`` in ν's."""
             nonlocal first
             rows.extend([first + row_of_flow, first + row_of_nu])
             cols.extend([flow_cols, nu_cols])
@@ -775,7 +790,7 @@ class SiteSubproblem:
     def _entry_rho(self, rho: Penalty) -> np.ndarray:
         """Per-support-entry penalties from a scalar or a per-coupling-row vector."""
         if np.ndim(rho) == 0:
-            value = float(rho)  # type: ignore[arg-type]
+            value = float(rho)
             if not np.isfinite(value) or value <= 0:
                 raise ValueError(f"rho must be finite and > 0, got {value}")
             return np.full(len(self._support), value)
@@ -903,7 +918,8 @@ class SiteSubproblem:
         # Copies: OSQP's solution arrays are overwritten by the next solve.
         xi = self._qp_part(result.x) if result.x is not None else None
         y = np.array(result.y, dtype=float) if result.y is not None else None
-        usable = xi is not None and bool(np.all(np.isfinite(xi)))
+        if xi is not None and not np.all(np.isfinite(xi)):
+            xi = None  # OSQP's iterate is usable only if finite
         if exact is not None:
             xi, y = self._qp_part(exact.x), exact.y
             info.ok = True
@@ -912,9 +928,9 @@ class SiteSubproblem:
             info.fallback_iterations = exact.iterations
             # OSQP continues from the exact point: the next re-solve is a short one.
             self._solver.warm_start(x=exact.x, y=exact.y)
-        elif status == osqp.SolverStatus.OSQP_SOLVED and usable:
+        elif status == osqp.SolverStatus.OSQP_SOLVED and xi is not None:
             info.ok = True
-        elif status in _APPROXIMATE and usable:
+        elif status in _APPROXIMATE and xi is not None:
             info.ok = False
             info.approximate += 1
             log.warning(
@@ -1147,8 +1163,8 @@ class SiteSubproblem:
         if self._grid_it_kw is not None:
             limits = np.concatenate([shift_steps(limits[:T], k), limits[T:]])
         # Water windows restart at the horizon's first step: their duals are kept as a guess.
-        nu_rows = y[nvar + 2 * T + self._nz + self._n_limit_rows :].reshape(-1, T)
-        nu_rows = shift_steps(nu_rows, k).reshape(-1) if nu_rows.size else nu_rows.reshape(-1)
+        nu_steps = y[nvar + 2 * T + self._nz + self._n_limit_rows :].reshape(-1, T)
+        nu_rows = shift_steps(nu_steps, k).reshape(-1) if nu_steps.size else nu_steps.reshape(-1)
         return np.concatenate([bounds, ell, load, means, limits, nu_rows])
 
     def shift(self, site: Scenario, steps: int, row_scale: np.ndarray | None = None) -> None:

@@ -204,13 +204,13 @@ def run_isolated(argv: Sequence[str], forward: tuple[str, int] | None = None) ->
 
         interrupted = False
 
-        def forward(sig: int, _frame: object) -> None:
+        def relay(sig: int, _frame: object) -> None:
             nonlocal interrupted
             interrupted = interrupted or sig == signal.SIGINT
             with contextlib.suppress(ProcessLookupError):
                 os.kill(_first_child(child.pid) or child.pid, sig)
 
-        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, relay) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             status = child.wait()
         finally:

@@ -23,6 +23,10 @@ import secrets
 import stat
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import grpc
 
 #: Random bytes of a generated token (64 hexadecimal characters, as Ray's own).
 TOKEN_BYTES = 32
@@ -80,7 +84,8 @@ def enable_token_mode() -> None:
     holds whenever ``ray`` was imported.
     """
     os.environ["RAY_AUTH_MODE"] = "token"
-    from ray._raylet import Config
+    # Config is a Cython class of ray._raylet that Ray's _raylet.pyi does not declare.
+    from ray._raylet import Config  # type: ignore[attr-defined]
 
     Config.initialize("")
 
@@ -101,7 +106,7 @@ def ensure_local_token() -> Path:
     return path
 
 
-def _channel(target: str):  # -> grpc.Channel
+def _channel(target: str) -> grpc.Channel:
     import grpc
 
     if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
@@ -136,9 +141,10 @@ def check_access(address: str, timeout_s: float = CHECK_TIMEOUT_S) -> None:
     with _channel(address) as channel:
         stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
         try:
-            stub.GetClusterId(
-                gcs_service_pb2.GetClusterIdRequest(), metadata=metadata, timeout=timeout_s
-            )
+            # The message classes of a protobuf module are made at import time (protobuf's
+            # builder fills its globals) and Ray ships no .pyi for gcs_service_pb2.
+            request = gcs_service_pb2.GetClusterIdRequest()  # type: ignore[attr-defined]
+            stub.GetClusterId(request, metadata=metadata, timeout=timeout_s)
         except grpc.RpcError as error:
             code = error.code()
             if code == grpc.StatusCode.UNAUTHENTICATED:

@@ -200,7 +200,7 @@ class Solution:
         }
         frame = self.schedule
         coords = [frame[col].astype(str).map(index[col]) for col in index]
-        known = np.logical_and.reduce([c.notna().to_numpy() for c in coords])
+        known: np.ndarray = np.logical_and.reduce([c.notna().to_numpy() for c in coords])
         at = tuple(c[known].astype(int).to_numpy() for c in coords)
         np.add.at(x, at, frame["requests_per_s"].to_numpy(dtype=float)[known])
         return x
@@ -221,7 +221,9 @@ class Solution:
             out = out.join(site_pue(self.site_steps))
         return out
 
-    def sites_table(self, scenario: Scenario | None = None) -> tuple[tuple[str, ...], list[tuple]]:
+    def sites_table(
+        self, scenario: Scenario | None = None
+    ) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
         """The sites table as text (the terminal's after ``run`` and the report's): per site
         its requests [M], share of the fleet's, utilisation and the two pPUE means of
         :func:`site_pue`, "—" where a figure is not at hand (no scenario, or the sites kept

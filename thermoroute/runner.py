@@ -224,11 +224,11 @@ def print_decision(solution: Solution, console: Console, scenario: Scenario | No
             parts.append(f"others {rest:.0%}")
         who.add_row(escape(str(region_id)), escape(str(class_id)), escape(", ".join(parts)))
     console.print(who)
-    header, rows = solution.sites_table(scenario)
+    header, site_rows = solution.sites_table(scenario)
     sites = Table(title="sites", title_justify="left")
     for k, name in enumerate(header):
         sites.add_column(name, justify="left" if k == 0 else "right")
-    for cells in rows:
+    for cells in site_rows:
         sites.add_row(*(escape(c) for c in cells))
     console.print(sites)
     if solution.site_detail == "missing":

@@ -341,7 +341,7 @@ class PlanningService:
             x = outcome.outputs.schedule.x
             plan = Plan(
                 cycle=k, start=when, times=tuple(view.times), step_hours=view.step_hours,
-                made_at=time.time(), x=x, site_ids=tuple(self.coordinator.structure.site_ids),
+                made_at=time.time(), x=x, site_ids=tuple(outcome.structure.site_ids),
                 region_ids=tuple(view.regions.region_id), class_ids=tuple(view.classes.class_id),
                 degraded=bool(stale or rejoining),
             )  # fmt: skip
@@ -384,15 +384,15 @@ class PlanningService:
         return fresh, rejoining
 
     def _warm_start(self, k: int) -> Any:
-        state = self._state
-        if state.method_state is None:
+        state, structure = self._state, self.coordinator.structure
+        if state.method_state is None or structure is None:  # no state, or not registered
             return None
         steps = k - state.method_cycle
         if not 0 < steps < self.horizon:
             return None
         shift = method_for(self.settings).shift
         try:
-            return shift(state.method_state, state.structure, self.coordinator.structure,
+            return shift(state.method_state, state.structure, structure,
                          self.coordinator.layout, steps)  # fmt: skip
         except (ValueError, IndexError):  # a changed fleet or layout: start cold
             return None

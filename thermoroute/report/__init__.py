@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -178,7 +179,7 @@ def _sites_by_hour(solution: Solution, scenario: Scenario | None) -> Section:
     site_ids = list(scenario.sites.site_id) if scenario is not None else solution.site_ids
     load_from_schedule = load_gpus(scenario, solution.x(scenario)) if scenario is not None else None
     usable = _derated_usable(scenario) if scenario is not None else None
-    if usable is not None:
+    if scenario is not None and usable is not None:
         section.paragraphs.append(_e(_derated_note(scenario, usable)))
     for i, site_id in enumerate(site_ids):
         own = None if steps is None else steps[steps["site_id"] == site_id]
@@ -273,7 +274,7 @@ def _sites_table(solution: Solution, scenario: Scenario | None) -> str:
     return _table(header, rows, numeric=tuple(range(1, len(header))))
 
 
-def _against_baselines(solution: Solution, baselines: dict[str, dict] | None) -> Section:
+def _against_baselines(solution: Solution, baselines: dict[str, _Baseline] | None) -> Section:
     section = Section("Against the baselines", "baselines")
     if baselines is None:
         section.missing.append("the baselines are solved on the scenario (--scenario)")
@@ -286,8 +287,8 @@ def _against_baselines(solution: Solution, baselines: dict[str, dict] | None) ->
         "objective. Bars start near the smallest value: the differences are a few percent."
     )
     label = f"this run ({solution.solver})"
-    rows = {label: solution.totals_with_objective}
-    rows.update({name: run["totals"] for name, run in baselines.items()})
+    rows: dict[str, Mapping[str, float | None]] = {label: solution.totals_with_objective}
+    rows.update({name: run.totals for name, run in baselines.items()})
     section.blocks.append(_figure(figures.against_baselines(rows, label, BAR_METRICS), "bars"))
     header = ("plan", *(f"{t} [{u}]" for _, t, u in BAR_METRICS))
     table = [
@@ -332,11 +333,11 @@ def _convergence(solution: Solution) -> Section:
             "primal": frame["primal_residual"].to_numpy(),
             "dual": frame["dual_residual"].to_numpy(),
         }
-        tolerances = {"primal": stats.get("eps_primal"), "dual": stats.get("eps_dual")}
+        stated = {"primal": stats.get("eps_primal"), "dual": stats.get("eps_dual")}
     else:  # the interior point
         series = {"coupling": frame["coupling_residual"].to_numpy(), "μ": frame["mu"].to_numpy()}
-        tolerances = {"coupling": stats.get("eps_primal")}
-    tolerances = {k: float(v) for k, v in tolerances.items() if v is not None}
+        stated = {"coupling": stats.get("eps_primal")}
+    tolerances = {k: float(v) for k, v in stated.items() if v is not None}
     section.paragraphs.append(
         "Residuals of the distributed method per iteration; dashed: the tolerances of its "
         "stopping test at the end of the run."
@@ -359,14 +360,14 @@ def _convergence(solution: Solution) -> Section:
 
 
 def _what_moved(
-    solution: Solution, scenario: Scenario | None, baselines: dict[str, dict] | None
+    solution: Solution, scenario: Scenario | None, baselines: dict[str, _Baseline] | None
 ) -> Section:
     section = Section("What temperature-awareness changed", "explanation")
     if scenario is None or baselines is None:
         section.missing.append("the comparison with temperature-unaware needs the scenario")
         return section
     run_x = solution.x(scenario)
-    story = explain(scenario, run_x, baselines[REFERENCE]["x"])
+    story = explain(scenario, run_x, baselines[REFERENCE].x)
     section.paragraphs.extend(_e(p) for p in story.paragraphs)
     paid = solution.site_load(scenario).get("pue_plan")  # None: the sites kept their detail
     rows = [
@@ -411,8 +412,7 @@ def _at_limits(scenario: Scenario, ev: Evaluation) -> dict[str, np.ndarray]:
     water = np.zeros_like(capacity)
     if limits.water.any():
         used = true_wue(scenario) * ev.per_site_step["it_kwh"]
-        per_window = np.zeros(limits.water_l.shape)
-        np.add.at(per_window, (slice(None), limits.window), used)
+        per_window = limits.per_window(used)
         full = per_window >= tol * limits.water_l
         water = full[:, limits.window] & limits.water[:, None]
     return {"capacity": capacity, "grid": grid, "water": water}
@@ -429,8 +429,7 @@ def _over_limits(scenario: Scenario, ev: Evaluation) -> dict[str, np.ndarray]:
     water = np.zeros_like(capacity)
     if limits.water.any():
         used = true_wue(scenario) * ev.per_site_step["it_kwh"]
-        per_window = np.zeros(limits.water_l.shape)
-        np.add.at(per_window, (slice(None), limits.window), used)
+        per_window = limits.per_window(used)
         over = per_window - limits.water_l > OVERLOAD_REL_TOL * np.maximum(limits.water_l, 1.0)
         water = over[:, limits.window]
     return {"capacity": capacity, "grid": grid, "water": water}
@@ -444,20 +443,20 @@ LIMIT_WORDS = {
 }
 
 
-def _plant_story(scenario: Scenario, run: Evaluation, unaware: dict) -> str:
+def _plant_story(scenario: Scenario, run: Evaluation, unaware: _Baseline) -> str:
     """Plain words: the hours where the plan moved load because a site was derated, at its
     connection limit or at its water allowance (model v1.1) — where the plan is at a limit
     or temperature-unaware is above it — and how much less load the plan put there."""
     s = scenario.sites
     at = _at_limits(scenario, run)
-    over = _over_limits(scenario, unaware["evaluation"])
+    over = _over_limits(scenario, unaware.evaluation)
     usable = s.u_max[:, None] * cooling_max_gpus(scenario)
     sentences = []
     for kind in OVERLOAD_KINDS:
         hit = at[kind] | over[kind]
         for i in np.flatnonzero(hit.any(axis=1)):
             steps = np.flatnonzero(hit[i])
-            fewer = unaware["evaluation"].steps.load_gpus[i, steps] - run.steps.load_gpus[i, steps]
+            fewer = unaware.evaluation.steps.load_gpus[i, steps] - run.steps.load_gpus[i, steps]
             words = (
                 f"{s.name[i]} ({s.site_id[i]}), {_hours(scenario, steps)}: "
                 f"{'the plan ran it ' + LIMIT_WORDS[kind] if at[kind][i].any() else 'within'}"
@@ -496,7 +495,9 @@ def _plant_story(scenario: Scenario, run: Evaluation, unaware: dict) -> str:
     )
 
 
-def _overload_table(scenario: Scenario, run: Evaluation, baselines: dict) -> list[str]:
+def _overload_table(
+    scenario: Scenario, run: Evaluation, baselines: dict[str, _Baseline]
+) -> list[str]:
     """Per plan — this run and every registered solver — what it puts above each kind of
     v1.1 limit (as ``thermoroute compare``)."""
     header = ("plan", *(f"above {OVERLOAD_TITLES[k]}" for k in OVERLOAD_KINDS))
@@ -507,7 +508,7 @@ def _overload_table(scenario: Scenario, run: Evaluation, baselines: dict) -> lis
         return f"{o['site_hours']:g} h, {o['it_kwh']:,.1f} kWh, {o['requests']:,.0f} req"
 
     plans = {"this run": overload_report(scenario, run)}
-    plans |= {name: b["overloads"] for name, b in baselines.items()}
+    plans |= {name: b.overloads for name, b in baselines.items()}
     rows = [(name, *(cell(o[k]) for k in OVERLOAD_KINDS)) for name, o in plans.items()]
     return [
         "<h3>Above the sites' limits</h3>",
@@ -516,13 +517,13 @@ def _overload_table(scenario: Scenario, run: Evaluation, baselines: dict) -> lis
     ]
 
 
-def _where_the_gain_comes_from(scenario: Scenario, baselines: dict[str, dict]) -> list[str]:
+def _where_the_gain_comes_from(scenario: Scenario, baselines: dict[str, _Baseline]) -> list[str]:
     """The optimum's gain over temperature-unaware, per term, split into the sites'
     differences and the hourly weather (as ``thermoroute compare``)."""
     d = GainDecomposition.of(
-        baselines[REFERENCE]["totals"],
-        baselines[MEAN_EFFICIENCY]["totals"],
-        baselines[OPTIMUM]["totals"],
+        baselines[REFERENCE].totals,
+        baselines[MEAN_EFFICIENCY].totals,
+        baselines[OPTIMUM].totals,
         scenario.objective,
     )
     header, rows = decomposition_cells(d)
@@ -542,17 +543,28 @@ def _where_the_gain_comes_from(scenario: Scenario, baselines: dict[str, dict]) -
 # Data helpers
 
 
-def _baselines(scenario: Scenario) -> dict[str, dict]:
-    """``{solver: {"totals": …, "x": …}}`` for the centralised optimum and every baseline."""
+@dataclass(frozen=True)
+class _Baseline:
+    """A plan the run is compared with (the centralised optimum or a baseline), charged
+    under the true model."""
+
+    totals: dict[str, float]
+    x: np.ndarray
+    evaluation: Evaluation
+    overloads: dict[str, dict[str, float]]
+
+
+def _baselines(scenario: Scenario) -> dict[str, _Baseline]:
+    """The centralised optimum and every baseline, by solver name."""
     out = {}
     for name in SOLVERS:
         run = run_solver(name, scenario)
-        out[name] = {
-            "totals": run.evaluation.totals_with_objective(),
-            "x": run.schedule.x,
-            "evaluation": run.evaluation,
-            "overloads": overload_report(scenario, run.evaluation),
-        }
+        out[name] = _Baseline(
+            totals=run.evaluation.totals_with_objective(),
+            x=run.schedule.x,
+            evaluation=run.evaluation,
+            overloads=overload_report(scenario, run.evaluation),
+        )
     return out
 
 
@@ -576,7 +588,9 @@ def _figure(fig: Figure, alt: str) -> str:
     return f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{data}"></figure>'
 
 
-def _table(header: tuple[str, ...], rows: list[tuple], numeric: tuple[int, ...] = ()) -> str:
+def _table(
+    header: tuple[str, ...], rows: Sequence[tuple[object, ...]], numeric: tuple[int, ...] = ()
+) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join(
         "<tr>"

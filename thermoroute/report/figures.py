@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -68,16 +69,18 @@ def flow_map(sites: pd.DataFrame, regions: pd.DataFrame, flows: pd.DataFrame, ti
     site_at = sites.set_index("site_id")
     region_at = regions.set_index("region_id")
     peak = float(flows["requests"].max()) if len(flows) else 1.0
-    for flow in flows.itertuples():
-        if flow.requests < 1e-3 * peak:
+    for region_id, site_id, requests in zip(
+        flows["region_id"], flows["site_id"], flows["requests"].to_numpy(dtype=float), strict=True
+    ):
+        if requests < 1e-3 * peak:
             continue
-        r, s = region_at.loc[flow.region_id], site_at.loc[flow.site_id]
+        r, s = region_at.loc[region_id], site_at.loc[site_id]
         ax.plot(
             [r.lon, s.lon],
             [r.lat, s.lat],
             color="#2c7fb8",
             alpha=0.55,
-            linewidth=0.4 + 7.0 * flow.requests / peak,
+            linewidth=0.4 + 7.0 * requests / peak,
             solid_capstyle="round",
             zorder=1,
         )
@@ -199,7 +202,7 @@ def against_baselines(
         spare.remove()
     labels = list(rows)
     for ax, (key, title, unit) in zip(axes, metrics, strict=False):
-        values = [np.nan if rows[lab].get(key) is None else float(rows[lab][key]) for lab in labels]
+        values = [np.nan if (v := rows[lab].get(key)) is None else float(v) for lab in labels]
         colours = [RUN_COLOUR if lab == run_label else BASELINE_COLOUR for lab in labels]
         ax.bar(range(len(labels)), values, color=colours)
         finite = [v for v in values if np.isfinite(v)]
@@ -272,7 +275,8 @@ def convergence(
 
 def _subplots(
     *grid: int, figsize: tuple[float, float], squeeze: bool = True, sharex: bool = False
-) -> tuple:
+) -> tuple[Figure, Any]:
+    """A figure and its axes: one Axes, or an array of them (matplotlib types either as Any)."""
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(*grid, squeeze=squeeze, sharex=sharex)
 
