@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path, PurePath
 
 __all__ = ["write_directory_atomic"]
 
 
 def write_directory_atomic(
-    directory: str | os.PathLike[str], files: dict[str, str | bytes], *, durable: bool = True
+    directory: str | os.PathLike[str], files: Mapping[str, str | bytes], *, durable: bool = True
 ) -> Path:
     """Write ``files`` (name -> content) into ``directory`` so no half-written file is seen.
 
@@ -49,8 +50,10 @@ def write_directory_atomic(
             missing = [p for p in reversed(target.parents) if not p.exists()]
             target.parent.mkdir(parents=True, exist_ok=True)
             made.extend(missing)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            temporary.append((Path(tmp), target))
+            fd, staged = tempfile.mkstemp(
+                prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+            )
+            temporary.append((Path(staged), target))
             with os.fdopen(fd, "wb") as handle:
                 handle.write(content.encode("utf-8") if isinstance(content, str) else content)
                 handle.flush()

@@ -17,7 +17,7 @@ import numpy as np
 __all__ = ["csv_text"]
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: float | np.floating[Any]) -> str:
     """Shortest text that reads back to the same float; integers without a decimal point."""
     value = float(value)
     if math.isinf(value):

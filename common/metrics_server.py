@@ -182,7 +182,9 @@ def start_metrics_server(port: int, addr: str, registry: CollectorRegistry) -> M
         return body
 
     server_class = type("_FamilyServer", (_ThreadingWSGIServer,), {"address_family": family})
-    httpd = make_server(host, port, counting_app, server_class, handler_class=_QuietHandler)
+    httpd: WSGIServer = make_server(
+        host, port, counting_app, server_class, handler_class=_QuietHandler
+    )
     thread = threading.Thread(
         target=httpd.serve_forever, name=f"metrics-{host}:{port}", daemon=True
     )

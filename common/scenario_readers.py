@@ -118,7 +118,9 @@ def read_toml(directory: Path, sink: ProblemCollector) -> dict[str, Any] | None:
         sink.add(file, "missing table [objective]")
         obj = {}
 
-    def need(table: dict, table_name: str, key: str, kind: Callable[[Any], bool], what: str):
+    def need(
+        table: dict[str, Any], table_name: str, key: str, kind: Callable[[Any], bool], what: str
+    ) -> Any:
         if key not in table:
             sink.add(file, f"[{table_name}] is missing '{key}'", None, key)
             return None
@@ -220,14 +222,14 @@ def read_sites(
             # An empty cell: this site does not give the limit.
             given = bool((row.cells.get(c) or "").strip())
             cols[c].append(row.number(c) if given else math.nan)
-        given = [c for c in cooling if (row.cells.get(c) or "").strip()]
+        given_cooling = [c for c in cooling if (row.cells.get(c) or "").strip()]
         # (a header with part of the triple is reported once, above)
-        if given and len(given) < len(COOLING_COLUMNS) == len(cooling):
+        if given_cooling and len(given_cooling) < len(COOLING_COLUMNS) == len(cooling):
             for c in COOLING_COLUMNS:
-                if c not in given:
+                if c not in given_cooling:
                     sink.add(
                         file,
-                        f"empty while {', '.join(given)} given: the cooling derating needs "
+                        f"empty while {', '.join(given_cooling)} given: the cooling derating needs "
                         "all three of cooling_design_c, cooling_derate_per_c and "
                         "cooling_min_fraction, or none",
                         row.line,
@@ -549,7 +551,7 @@ def read_series(
     if (directory / file).is_file() and not any(
         p.file == file and p.row in (None, 1) for p in sink.problems
     ):
-        steps = sorted(step_of, key=step_of.get)
+        steps = sorted(step_of, key=step_of.__getitem__)
         sites = list(site_index)
         for i, site in enumerate(sites):
             lacking = [t for t in steps if (i, t) not in seen]
@@ -562,7 +564,7 @@ def read_series(
                     "time",
                 )
     # How many consecutive steps the series covers from the start, for receding horizons.
-    first = min(step_of, key=step_of.get) if step_of else None
+    first = min(step_of, key=step_of.__getitem__) if step_of else None
     covered = _steps_covered(available, first, step_of)
     return (*arrays, covered)
 
@@ -572,7 +574,7 @@ def _steps_covered(
 ) -> int:
     if first is None:
         return 0
-    ordered = sorted(step_of, key=step_of.get)
+    ordered = sorted(step_of, key=step_of.__getitem__)
     step = ordered[1] - ordered[0] if len(ordered) > 1 else None
     if step is None:
         return len(ordered)
@@ -663,7 +665,7 @@ def read_demand(
         and not header_only
         and not any(p.file == file and p.row in (None, 1) for p in sink.problems)
     ):
-        steps = sorted(step_of, key=step_of.get)
+        steps = sorted(step_of, key=step_of.__getitem__)
         regions, cls = list(region_index), list(class_index)
         reported = 0
         for j in range(R):

@@ -37,7 +37,7 @@ from thermoroute.common.scenario import DemandView
 from thermoroute.common.secure_aggregation import MaskingSetup, masking_setups, unmask_sum
 from thermoroute.coordinator.data import layout_of, row_scale_of
 from thermoroute.coordinator.events import RunObserver
-from thermoroute.coordinator.fleet import Fleet, RayFleet, Tap
+from thermoroute.coordinator.fleet import Fleet, RayFleet, Tap, answers_of
 from thermoroute.coordinator.method_contract import DistributedMethod, MethodRun
 from thermoroute.coordinator.methods import DEFAULT_METHOD, METHODS, MethodSettings, method_for
 from thermoroute.coordinator.metrics import linger as linger_metrics
@@ -312,7 +312,9 @@ class Coordinator:
             },
         )
 
-    def _write_checkpoint(self, method: Any, iteration: int, saved: dict | None) -> None:
+    def _write_checkpoint(
+        self, method: DistributedMethod, iteration: int, saved: dict[str, Any] | None
+    ) -> None:
         if self.checkpoint is None or iteration % CHECKPOINT_EVERY:
             return
         state = {
@@ -340,7 +342,7 @@ class Coordinator:
         self, fleet: Fleet, run: MethodRun, history: tuple[int, ...]
     ) -> list[GroupReport]:
         """The groups' decisions and masked sums (common/report_protocol.py)."""
-        keys = fleet.broadcast("report_keys", run.run_id)
+        keys = answers_of(fleet.broadcast("report_keys", run.run_id), bytes)
         masking = masking_setups(run.run_id, keys)
         if run.clean_share is not None:
             run.extra_stats.update(self._clean_report(fleet, run, masking))
@@ -352,7 +354,7 @@ class Coordinator:
             output=self.site_output,
             share_details=self.share_site_details,
         )
-        return fleet.broadcast("final_report", request, indexed=True)
+        return answers_of(fleet.broadcast("final_report", request, indexed=True), GroupReport)
 
     def _clean_report(
         self, fleet: Fleet, run: MethodRun, masking: Mapping[int, MaskingSetup] | None
@@ -362,7 +364,7 @@ class Coordinator:
         assert self.structure is not None and run.clean_share is not None
         b = self.structure.b
         request = CleanRequest(run.report_iteration, b, run.clean_share, masking)
-        answers = fleet.broadcast("clean_report", request, indexed=True)
+        answers = answers_of(fleet.broadcast("clean_report", request, indexed=True), np.ndarray)
         flat = (
             unmask_sum(answers)
             if masking is not None

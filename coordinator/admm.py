@@ -44,6 +44,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from operator import methodcaller
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
@@ -707,7 +708,7 @@ class ExchangeAdmm:
                 res = row.residuals
                 for sid in row.late_sites:
                     notify_all(
-                        observers, lambda o, s=sid: o.on_site_timeout(self.run_id, s), dropped
+                        observers, methodcaller("on_site_timeout", self.run_id, sid), dropped
                     )
                 record = IterationRecord(
                     run_id=self.run_id,
@@ -727,7 +728,7 @@ class ExchangeAdmm:
                 )
                 if on_iteration is not None:
                     on_iteration(row)
-                notify_all(observers, lambda o, r=record: o.on_iteration(r), dropped)
+                notify_all(observers, methodcaller("on_iteration", record), dropped)
                 if converged:
                     break
                 if cfg.time_limit_s is not None and row.elapsed_s > cfg.time_limit_s:

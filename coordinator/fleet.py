@@ -28,7 +28,8 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from datetime import datetime
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -44,11 +45,17 @@ from thermoroute.common.service_protocol import RefreshAnswer
 
 log = logging.getLogger(__name__)
 
+_Answer = TypeVar("_Answer")
+#: A site group's Ray actor handle, and a Ray object reference: Ray builds the handles'
+#: ``.remote`` methods at run time, so neither has a static type of any use here.
+GroupHandle = Any
+_Ref = Any
+
 #: An audit hook: called with ``(kind, group index, message)`` for every message the
 #: coordinator receives from a group — ``kind`` is ``"register"``, ``"method_scatter"`` or the
 #: group call of a broadcast (``"method_round"``, ``"final_report"``, …). Used to prove what
 #: crosses the boundary (tests/test_privacy.py).
-Tap = Callable[[str, int, Any], None]
+Tap = Callable[[str, int, object], None]
 
 
 @runtime_checkable
@@ -64,7 +71,7 @@ class SiteGroupLike(Protocol):
 
     def method_scatter(self, request: ScatterRequest) -> ScatterAnswer: ...
 
-    def shift(self, steps: int, start: Any = None) -> Any: ...
+    def shift(self, steps: int, start: datetime | str | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -110,17 +117,40 @@ class Fleet(Protocol):
 
     def scatter(self, request: ScatterRequest) -> FleetReply: ...
 
-    def shift(self, steps: int, start: Any = None) -> None: ...
+    def shift(self, steps: int, start: datetime | str | None = None) -> None: ...
 
-    def broadcast(self, call: GroupCall, message: Any, *, indexed: bool = False) -> list[Any]: ...
+    def broadcast(
+        self, call: GroupCall, message: object, *, indexed: bool = False
+    ) -> list[object]: ...
 
     def answer_seconds(self) -> dict[str, float]: ...
 
     def recover(self, groups: Sequence[int]) -> None: ...
 
-    def refresh(self, start: Any) -> list[RefreshAnswer]: ...
+    def refresh(self, start: datetime | str) -> list[RefreshAnswer]: ...
 
     def close(self) -> None: ...
+
+
+def answers_of(answers: Sequence[object], kind: type[_Answer]) -> list[_Answer]:
+    """A broadcast's answers, each checked to be a ``kind`` (what the round's protocol says
+    a group answers); a group that answered anything else is a defect, named here."""
+    checked: list[_Answer] = []
+    for g, answer in enumerate(answers):
+        if not isinstance(answer, kind):
+            raise TypeError(
+                f"site group {g} answered a {type(answer).__name__}, not a {kind.__name__}"
+            )
+        checked.append(answer)
+    return checked
+
+
+def _stacked(request: ScatterRequest) -> np.ndarray:
+    """A scatter request's targets, stacked over every site's support entries (what a
+    method hands its fleet; a group receives them per site)."""
+    if not isinstance(request.targets, np.ndarray):
+        raise TypeError("a scatter request reaches the fleet with its targets stacked")
+    return request.targets
 
 
 @dataclass
@@ -195,7 +225,7 @@ class InlineFleet:
         #: Seconds each group's solve took in the last iteration (the inline floor).
         self.last_solve_s: list[float] = [0.0] * len(self.groups)
 
-    def _seen(self, kind: str, g: int, message: Any) -> Any:
+    def _seen(self, kind: str, g: int, message: _Answer) -> _Answer:
         if self.tap is not None:
             self.tap(kind, g, message)
         return message
@@ -213,7 +243,9 @@ class InlineFleet:
     def begin(self, message: MethodBegin, *, rejoin: bool = False) -> list[bytes]:
         """Set up a run on every group (``rejoin``: keeping the iterates groups hold); the
         groups' public keys."""
-        return self.broadcast("method_rejoin" if rejoin else "method_begin", message)
+        return answers_of(
+            self.broadcast("method_rejoin" if rejoin else "method_begin", message), bytes
+        )
 
     def scatter(self, request: ScatterRequest) -> FleetReply:
         """One scatter round: each group gets its sites' slices (stacked in ``request``)."""
@@ -221,7 +253,7 @@ class InlineFleet:
         t0 = time.perf_counter()
         for g, group in enumerate(self.groups):
             tg = time.perf_counter()
-            mine = request.for_group(self._slots.pack(g, request.targets), request.sticky)
+            mine = request.for_group(self._slots.pack(g, _stacked(request)), request.sticky)
             answer = group.method_scatter(mine)
             self.last_solve_s[g] = time.perf_counter() - tg
             self._seen("method_scatter", g, answer)
@@ -239,15 +271,15 @@ class InlineFleet:
             answer_s=self.answer_seconds(),
         )
 
-    def shift(self, steps: int, start: Any = None) -> None:
+    def shift(self, steps: int, start: datetime | str | None = None) -> None:
         for group in self.groups:
             group.shift(steps, start)
 
-    def refresh(self, start: Any) -> list[RefreshAnswer]:
+    def refresh(self, start: datetime | str) -> list[RefreshAnswer]:
         """Move every group to the horizon from ``start``, re-reading the sites' data."""
-        return self.broadcast("refresh", start)
+        return answers_of(self.broadcast("refresh", start), RefreshAnswer)
 
-    def broadcast(self, call: GroupCall, message: Any, *, indexed: bool = False) -> list[Any]:
+    def broadcast(self, call: GroupCall, message: object, *, indexed: bool = False) -> list[object]:
         """Call ``call(message)`` (``call(message, g)`` when ``indexed``) on every group.
 
         One message to all, one answer each, in group order; every answer passes the tap
@@ -278,7 +310,7 @@ class InlineFleet:
         return None
 
 
-def restart_failure(handle: Any, call_timeout_s: float, give_up_s: float) -> str | None:
+def restart_failure(handle: GroupHandle, call_timeout_s: float, give_up_s: float) -> str | None:
     """Wait (bounded) until Ray has restarted the actor behind ``handle``.
 
     Returns
@@ -352,7 +384,7 @@ class RayFleet:
 
     def __init__(
         self,
-        handles: Sequence[Any],
+        handles: Sequence[GroupHandle],
         group_site_ids: Sequence[Sequence[str]],
         *,
         timeout_s: float = 120.0,
@@ -367,14 +399,14 @@ class RayFleet:
         self._slots = _Slots([tuple(g) for g in group_site_ids])
         self.timeout_s = float(timeout_s)
         self.setup_timeout_s = float(setup_timeout_s)
-        self._pending: list[Any | None] = [None] * len(self.handles)
+        self._pending: list[_Ref | None] = [None] * len(self.handles)
         self._last: np.ndarray | None = None
         self._has_answered = [False] * len(self.handles)
         self.late_count = 0
         # The scatter's sticky values in force (per row), with a token that changes when
         # they do, and the token (or scalar) each group was last sent.
         self._sticky: tuple[np.ndarray, object] | None = None
-        self._sticky_sent: list[Any] = [None] * len(self.handles)
+        self._sticky_sent: list[tuple[str, object] | None] = [None] * len(self.handles)
         if restarts < 0:
             raise ValueError("restarts must be >= 0")
         self.restarts = int(restarts)
@@ -385,9 +417,9 @@ class RayFleet:
         # What a restarted actor must be told again: the registration, the run's begin,
         # and where its horizon is — ``steps`` after ``anchor`` (None: the start it was
         # created with).
-        self._registration: tuple[Any, Any] | None = None
+        self._registration: tuple[_Ref, _Ref] | None = None
         self._begun: MethodBegin | None = None
-        self._window: tuple[int, Any] = (0, None)
+        self._window: tuple[int, datetime | str | None] = (0, None)
         #: Seconds each group took to answer the last call it answered in time.
         self._answer_s: dict[int, float] = {}
 
@@ -395,12 +427,12 @@ class RayFleet:
     def site_ids(self) -> tuple[str, ...]:
         return self._slots.site_ids
 
-    def _get(self, refs: list[Any], timeout: float) -> list[Any]:
+    def _get(self, refs: list[_Ref], timeout: float) -> list[Any]:
         import ray
 
         return ray.get(refs, timeout=timeout)
 
-    def _timed_get(self, refs: list[Any], timeout: float) -> tuple[list[Any], list[float]]:
+    def _timed_get(self, refs: list[_Ref], timeout: float) -> tuple[list[Any], list[float]]:
         """``ray.get`` with the time each answer arrived after the call (one ``ray.wait``
         per answer: the price of per-site solve times, ~0.1 ms each).
 
@@ -409,7 +441,7 @@ class RayFleet:
         import ray
 
         t0 = time.perf_counter()
-        arrived: dict[Any, float] = {}
+        arrived: dict[_Ref, float] = {}
         pending = list(refs)
         while pending:
             left = timeout - (time.perf_counter() - t0)
@@ -482,7 +514,9 @@ class RayFleet:
         # The begin sets the sites' own starting values: the next scatter sends its sticky
         # part again rather than trust what an earlier run sent.
         self._sticky_sent = [None] * len(self.handles)
-        return self.broadcast("method_rejoin" if rejoin else "method_begin", message)
+        return answers_of(
+            self.broadcast("method_rejoin" if rejoin else "method_begin", message), bytes
+        )
 
     def scatter(self, request: ScatterRequest) -> FleetReply:
         """One scatter round with the deadline: each group whose previous call finished gets
@@ -500,7 +534,7 @@ class RayFleet:
                     self._restore(g)
                 self._pending[g] = handle.method_scatter.remote(
                     request.for_group(
-                        self._slots.pack(g, request.targets),
+                        self._slots.pack(g, _stacked(request)),
                         self._sticky_arg(g, request.sticky),
                     )
                 )
@@ -564,12 +598,12 @@ class RayFleet:
         )
 
     def _fetch_each(
-        self, outstanding: list[tuple[int, Any]], ready: set[Any], timeout: float
-    ) -> tuple[list[tuple[int, Any]], list[Any], list[tuple[int, Exception]]]:
+        self, outstanding: list[tuple[int, _Ref]], ready: set[_Ref], timeout: float
+    ) -> tuple[list[tuple[int, _Ref]], list[Any], list[tuple[int, Exception]]]:
         """The ready answers one by one, separating the groups whose actor died."""
         import ray
 
-        done: list[tuple[int, Any]] = []
+        done: list[tuple[int, _Ref]] = []
         answers: list[Any] = []
         crashed: list[tuple[int, Exception]] = []
         for g, ref in outstanding:
@@ -598,10 +632,11 @@ class RayFleet:
 
         self._pending[g] = None
         now = time.perf_counter()
-        new = self._failing_since[g] is None
-        if new:
+        since = self._failing_since[g]
+        new = since is None
+        if since is None:
             self.crashes[g] += 1
-            self._failing_since[g] = now
+            self._failing_since[g] = since = now
         sites = list(self._slots.group_sites[g])
         if isinstance(error, ray.exceptions.ActorDiedError):
             raise SiteGroupLost(
@@ -613,7 +648,7 @@ class RayFleet:
                 f"site group {sites} crashed {self.crashes[g]} time(s); the fleet recovers "
                 f"from {self.restarts}: {error}"
             ) from error
-        if now - self._failing_since[g] > self.setup_timeout_s:
+        if now - since > self.setup_timeout_s:
             raise SiteGroupLost(
                 f"site group {sites} has not come back within {self.setup_timeout_s:g} s "
                 f"of crashing: {error}"
@@ -666,7 +701,7 @@ class RayFleet:
         self._get([h.__ray_ready__.remote() for h in self.handles], self.timeout_s)
         return time.perf_counter() - t0
 
-    def broadcast(self, call: GroupCall, message: Any, *, indexed: bool = False) -> list[Any]:
+    def broadcast(self, call: GroupCall, message: object, *, indexed: bool = False) -> list[object]:
         """Call ``call`` on every group with one shared message; answers in group order.
 
         The message is put in the object store once. A method with rounds of its own needs
@@ -742,16 +777,16 @@ class RayFleet:
             self._restore(g)
         self._pending = [None] * len(self.handles)
 
-    def refresh(self, start: Any) -> list[RefreshAnswer]:
+    def refresh(self, start: datetime | str) -> list[RefreshAnswer]:
         """Move every group to the horizon from ``start``, each site re-reading its data
         (``thermoroute serve``); a restarted group is later moved there too (:meth:`_restore`).
 
         Raises :class:`RoundFailed` naming the groups that did not answer (:meth:`recover`).
         """
         self._window = (0, start)
-        return self.broadcast("refresh", start)
+        return answers_of(self.broadcast("refresh", start), RefreshAnswer)
 
-    def shift(self, steps: int, start: Any = None) -> None:
+    def shift(self, steps: int, start: datetime | str | None = None) -> None:
         self.drain()
         moved, anchor = self._window
         self._window = (0, start) if start is not None else (moved + int(steps), anchor)

@@ -415,7 +415,7 @@ class SiteAgent:
             )
         )
         self._last_iteration = chosen
-        if best:
+        if best and chosen is not None:
             self._best = _Snapshot(chosen, sub.x, sub.n)
 
     def shift(

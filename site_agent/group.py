@@ -40,6 +40,7 @@ from thermoroute.common.report_protocol import (
     pack_report,
     report_fields,
 )
+from thermoroute.common.scenario import Scenario
 from thermoroute.common.secure_aggregation import PairwiseMasker
 from thermoroute.common.service_protocol import RefreshAnswer
 from thermoroute.site_agent.agent import SiteAgent, SiteReport
@@ -276,7 +277,7 @@ class SiteGroup:
         first = self.agents[self.site_ids[0]]
         new_start, _ = self._move_method(steps, start)
         stale = [s for s in self.site_ids if self.agents[s].needs_data(steps, new_start)]
-        data = {}
+        data: dict[str, Scenario] = {}
         if stale:
             data, _ = load_horizons(self.source, stale, start=new_start, steps=first.horizon)
         self._map(

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import reduce
 
 import numpy as np
 import scipy.linalg
@@ -593,6 +594,8 @@ class GroupInteriorPoint:
                 site.accept()
             if phase == "newton":
                 assert request.prices is not None
+                if self._newton_iteration is None:
+                    raise RuntimeError("a newton round before the group was started")
                 # A round repeated after another group crashed: the step is taken once.
                 step = request.step if request.iteration > self._newton_iteration else 0.0
                 site.take(step, request.prices)
@@ -625,7 +628,7 @@ class GroupInteriorPoint:
             for adopt, site in zip(self._adopt, self.sites, strict=True):
                 adopt(site.xi)
             return Aggregate(request.iteration, phase, np.zeros(0))
-        summed = {name: sum(p[name] for p in parts) for name in parts[0]}
+        summed = {name: reduce(np.add, [p[name] for p in parts]) for name in parts[0]}
         pattern_size = self._pattern(request.across_steps).size
         flat = pack(phase, summed, self.n_rows, pattern_size)
         return self._answer(request.iteration, phase, request.sequence, flat)

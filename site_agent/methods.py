@@ -113,4 +113,4 @@ def site_handler_factory(name: str | Callable[..., object]) -> SiteHandlerFactor
         raise ValueError(f"no site handler {name!r} here: {error}") from None
     if not callable(factory):
         raise ValueError(f"site handler {name!r} is not callable")
-    return factory  # type: ignore[no-any-return]
+    return factory

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,6 +26,12 @@ from thermoroute.common.run_directory import OutputDirectoryError
 from thermoroute.coordinator.methods import DEFAULT_METHOD, METHODS
 from thermoroute.isolation import in_private_network
 from thermoroute.ray_auth import ClusterAccessError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from thermoroute.common.scenario import Scenario
+    from thermoroute.results import Solution
 
 app = typer.Typer(
     name="thermoroute",
@@ -185,7 +191,7 @@ def resolve_scenario(source: str) -> Path:
         raise _fail("; ".join(str(p) for p in exc.problems)) from None
 
 
-def _load(source: str, start: datetime | None, steps: int | None):
+def _load(source: str, start: datetime | None, steps: int | None) -> tuple[Path, Scenario]:
     from thermoroute.common.scenario_loading import load_scenario
 
     directory = resolve_scenario(source)
@@ -499,7 +505,7 @@ def report(
     console.print(f"wrote {target}", highlight=False)
 
 
-def _report_scenario(solution, source: str | None):
+def _report_scenario(solution: Solution, source: str | None) -> Scenario | None:
     """The run's scenario over the run's horizon, checked against its schedule; ``None``
     when not named and not embedded."""
     from thermoroute.common.scenarios import embedded_scenarios
@@ -579,7 +585,7 @@ def pareto(
     console.print(f"wrote {out}/pareto.csv and pareto.png", highlight=False)
 
 
-def _print_front(frame, field: str) -> None:
+def _print_front(frame: pd.DataFrame, field: str) -> None:
     from rich.table import Table
 
     table = Table(
@@ -594,7 +600,7 @@ def _print_front(frame, field: str) -> None:
             mark = " *" if row.default else ""
             table.add_row(
                 f"{weight:.4g}{mark}" if k == 0 else "",
-                escape(row.solver),
+                escape(str(row.solver)),
                 *(format(getattr(row, key), fmt) for key, _, _, fmt in FRONT_COLUMNS),
                 end_section=k == len(rows) - 1,
             )
@@ -885,7 +891,7 @@ def status(
     _print_status(body)
 
 
-def _print_status(body: dict) -> None:
+def _print_status(body: dict[str, Any]) -> None:
     from rich.table import Table
 
     from thermoroute.plan_api import StatusResponse
