@@ -12,7 +12,6 @@ it receives from them is served demand per iteration and, at the end, their fina
 from __future__ import annotations
 
 import math
-import pickle
 import threading
 import time
 import uuid
@@ -35,6 +34,7 @@ from thermoroute.common.report_protocol import (
 )
 from thermoroute.common.scenario import DemandView
 from thermoroute.common.secure_aggregation import MaskingSetup, masking_setups, unmask_sum
+from thermoroute.common.state_files import HeaderValue, StateFileError, read_state, state_bytes
 from thermoroute.coordinator.data import layout_of, row_scale_of
 from thermoroute.coordinator.events import RunObserver
 from thermoroute.coordinator.fleet import Fleet, RayFleet, Tap, answers_of
@@ -49,6 +49,20 @@ from thermoroute.coordinator.structure import ExchangeStructure, build_structure
 CHECKPOINT_FILE = "coordinator.ckpt"
 #: Iterations between two checkpoints: a resumed run repeats at most this many.
 CHECKPOINT_EVERY = 5
+#: What a checkpoint file is, and its layout's version (common/state_files.py).
+CHECKPOINT_KIND = "thermoroute coordinator checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A run's state as the coordinator keeps it: its id, the iterations and coordinator
+    restarts so far, and the method's own arrays (:meth:`DistributedMethod.checkpoint`)."""
+
+    run_id: str
+    iteration: int
+    restarts: int
+    state: dict[str, np.ndarray]
 
 
 class CheckpointMissing(RuntimeError):
@@ -262,14 +276,14 @@ class Coordinator:
             }
         saved = self._read_checkpoint(method_cls.name) if resume else None
         # The id is fixed here so that a checkpoint carries it and a resumed run keeps it.
-        self.run_id = saved["run_id"] if saved else (self.run_id or uuid.uuid4().hex[:12])
+        self.run_id = saved.run_id if saved else (self.run_id or uuid.uuid4().hex[:12])
         method = method_cls(
             self.structure,
             self.layout,
             cfg,
             warm_start,
             run_id=self.run_id,
-            resume=saved["state"] if saved else None,
+            resume=saved.state if saved else None,
         )
 
         def on_status(figures: dict[str, Any]) -> None:
@@ -278,8 +292,8 @@ class Coordinator:
 
         run = method.run(fleet, self.observers, on_status=on_status, should_stop=self._stop.is_set)
         if saved:
-            run.extra_stats["coordinator_restarts"] = saved["restarts"] + 1
-            run.extra_stats["resumed_from_iteration"] = saved["iteration"]
+            run.extra_stats["coordinator_restarts"] = saved.restarts + 1
+            run.extra_stats["resumed_from_iteration"] = saved.iteration
         self.run_id = run.run_id
         t0 = time.perf_counter()
         history = history_of(run)
@@ -313,30 +327,42 @@ class Coordinator:
         )
 
     def _write_checkpoint(
-        self, method: DistributedMethod, iteration: int, saved: dict[str, Any] | None
+        self, method: DistributedMethod, iteration: int, saved: Checkpoint | None
     ) -> None:
         if self.checkpoint is None or iteration % CHECKPOINT_EVERY:
             return
-        state = {
+        if not self.checkpoint.parent.is_dir():
+            # The driver removed the directory: the run is being torn down. Re-creating it
+            # would leave it behind (and with the umask's mode, not the driver's 0700).
+            return
+        header: dict[str, HeaderValue] = {
             "method": method.name,
             "run_id": self.run_id,
-            "iteration": iteration + (saved["iteration"] if saved else 0),
-            "restarts": saved["restarts"] + 1 if saved else 0,
-            "state": method.checkpoint(),
+            "iteration": iteration + (saved.iteration if saved else 0),
+            "restarts": saved.restarts + 1 if saved else 0,
         }
+        content = state_bytes(CHECKPOINT_KIND, CHECKPOINT_VERSION, header, method.checkpoint())
         # Atomic but not flushed to disk: it must outlive the coordinator's process, and it
         # is rewritten every few iterations of the method's loop.
         write_directory_atomic(
-            self.checkpoint.parent, {self.checkpoint.name: pickle.dumps(state)}, durable=False
+            self.checkpoint.parent, {self.checkpoint.name: content}, durable=False
         )
 
-    def _read_checkpoint(self, method: str) -> dict[str, Any]:
+    def _read_checkpoint(self, method: str) -> Checkpoint:
         if self.checkpoint is None or not self.checkpoint.is_file():
             raise CheckpointMissing("the coordinator was lost before its first checkpoint")
-        saved = pickle.loads(self.checkpoint.read_bytes())
-        if saved["method"] != method:
-            raise CheckpointMissing(f"the checkpoint is of {saved['method']}, not {method}")
-        return saved
+        try:
+            header, arrays = read_state(self.checkpoint, CHECKPOINT_KIND, CHECKPOINT_VERSION)
+        except StateFileError as error:
+            raise CheckpointMissing(str(error)) from None
+        if header.get("method") != method:
+            raise CheckpointMissing(f"the checkpoint is of {header.get('method')}, not {method}")
+        return Checkpoint(
+            run_id=str(header["run_id"]),
+            iteration=int(header["iteration"] or 0),
+            restarts=int(header["restarts"] or 0),
+            state=arrays,
+        )
 
     def _final_reports(
         self, fleet: Fleet, run: MethodRun, history: tuple[int, ...]

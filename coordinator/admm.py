@@ -261,6 +261,32 @@ class AdmmState:
         """``ρ w_r u_r``: the scaled dual, per row."""
         return self.u * self.rho_rows
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The state as named arrays (a checkpoint); absent optional parts are left out."""
+        out = {
+            "z": self.z.copy(),
+            "u": self.u.copy(),
+            "rho": np.array(self.rho),
+            "iteration": np.array(self.iteration),
+        }
+        if self.p is not None:
+            out["p"] = self.p.copy()
+        if self.weights is not None:
+            out["weights"] = self.weights.copy()
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> AdmmState:
+        """The state :meth:`to_arrays` gave."""
+        return cls(
+            z=np.asarray(arrays["z"], dtype=float),
+            u=np.asarray(arrays["u"], dtype=float),
+            rho=float(arrays["rho"]),
+            iteration=int(arrays["iteration"]),
+            p=np.asarray(arrays["p"], dtype=float) if "p" in arrays else None,
+            weights=np.asarray(arrays["weights"], dtype=float) if "weights" in arrays else None,
+        )
+
     def copy(self) -> AdmmState:
         return AdmmState(
             z=self.z.copy(),
@@ -853,14 +879,15 @@ class AdmmMethod:
         settings: AdmmSettings,
         warm_start: AdmmState | None = None,
         run_id: str | None = None,
-        resume: AdmmState | None = None,
+        resume: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         del layout
         # ADMM's state is the coordinator's (z, u, ρ): resuming is starting from it.
-        self.loop = ExchangeAdmm(structure, settings, resume or warm_start, run_id=run_id)
+        start = AdmmState.from_arrays(resume) if resume is not None else warm_start
+        self.loop = ExchangeAdmm(structure, settings, start, run_id=run_id)
 
-    def checkpoint(self) -> AdmmState:
-        return self.loop.state.copy()
+    def checkpoint(self) -> dict[str, np.ndarray]:
+        return self.loop.state.to_arrays()
 
     @staticmethod
     def _status(row: IterationLog) -> dict[str, Any]:

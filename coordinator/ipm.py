@@ -44,7 +44,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -650,7 +650,7 @@ class InteriorPointMethod:
         settings: IpmSettings,
         warm_start: np.ndarray | None = None,
         run_id: str | None = None,
-        resume: np.ndarray | None = None,
+        resume: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         # Resuming, the prices are the checkpoint's and the sites (registered again) start
         # from their default point: only a warm start has kept site iterates to use.
@@ -658,13 +658,13 @@ class InteriorPointMethod:
             structure,
             layout,
             settings,
-            prices=resume if resume is not None else warm_start,
+            prices=np.asarray(resume["prices"], dtype=float) if resume is not None else warm_start,
             run_id=run_id,
             warm=warm_start is not None and resume is None,
         )
 
-    def checkpoint(self) -> np.ndarray:
-        return self.loop.prices.copy()
+    def checkpoint(self) -> dict[str, np.ndarray]:
+        return {"prices": self.loop.prices.copy()}
 
     @staticmethod
     def _status(row: IpmLog) -> dict[str, Any]:

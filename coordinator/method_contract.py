@@ -15,7 +15,7 @@ site module with its handler factory, and one line registering the class
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -144,7 +144,7 @@ class DistributedMethod(Protocol):
     warm_start : optional
         A previous :attr:`MethodRun.state`, already shifted (:meth:`shift`).
     run_id : str, optional
-    resume : optional
+    resume : mapping of str to ndarray, optional
         A :meth:`checkpoint` of this run, taken before its coordinator was lost: the run
         goes on from there (the sites were registered again, so they start afresh).
     """
@@ -172,11 +172,12 @@ class DistributedMethod(Protocol):
         settings: Any,
         warm_start: Any = None,
         run_id: str | None = None,
-        resume: Any = None,
+        resume: Mapping[str, np.ndarray] | None = None,
     ) -> None: ...
 
-    def checkpoint(self) -> Any:
-        """The coordinator's state now, small and picklable, to :attr:`resume` from."""
+    def checkpoint(self) -> dict[str, np.ndarray]:
+        """The coordinator's state now, as named numeric arrays (kept in a data file, never
+        pickled: common/state_files.py), to :attr:`resume` from."""
         ...
 
     def run(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -67,17 +67,17 @@ class ToyDualAscent:
         settings: ToySettings,
         warm_start: np.ndarray | None = None,
         run_id: str | None = None,
-        resume: np.ndarray | None = None,
+        resume: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         del layout
         self.structure = structure
         self.settings = settings
-        start = resume if resume is not None else warm_start
+        start = resume["prices"] if resume is not None else warm_start
         self.prices = np.zeros(structure.n_rows) if start is None else start.copy()
         self.run_id = run_id or uuid.uuid4().hex[:12]
 
-    def checkpoint(self) -> np.ndarray:
-        return self.prices.copy()
+    def checkpoint(self) -> dict[str, np.ndarray]:
+        return {"prices": self.prices.copy()}
 
     def run(
         self,
