@@ -86,3 +86,13 @@ def test_the_method_flags_are_the_same_for_every_command(
     line = _refused(tmp_path, command, "australia", *args, with_out=command != "serve")
     for word in words:
         assert word in line, line
+
+
+@pytest.mark.parametrize("command", ["serve", "status"])
+def test_a_token_file_others_can_read_is_refused(tmp_path: Path, command: str) -> None:
+    token = tmp_path / "plan.token"
+    token.write_text("k" * 40 + "\n")
+    token.chmod(0o644)
+    args = ["australia"] if command == "serve" else []
+    line = _refused(tmp_path, command, *args, "--token-file", str(token), with_out=False)
+    assert f"--token-file {token}" in line and "644" in line and "chmod 600" in line

@@ -14,6 +14,7 @@ OPENAPI = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
 
 def test_documented_openapi_is_the_served_one() -> None:
     served = create_app(None, CollectorRegistry(), "t" * 32).openapi()
+    # (served at /openapi.json behind the token: test_a_live_service_answers_…)
     assert json.loads(OPENAPI.read_text()) == json.loads(json.dumps(served)), (
         "docs/openapi.json is out of date: regenerate it from thermoroute.http_api.create_app"
     )
@@ -68,6 +69,12 @@ def test_a_live_service_answers_with_and_without_its_token(tiny_scenario_dir: Pa
         assert code == 200 and plan["plan_cycle"] == 0 and not plan["stale"]
         assert get("/plan", None)[0] == 401 and get("/plan", "x" * 40)[0] == 401
         assert get("/status", None)[0] == 401 and get("/metrics", None)[0] == 401
+        # The schema names every endpoint and field: behind the token too.
+        assert get("/openapi.json", None)[0] == 401
+        code, body = get("/openapi.json")
+        assert code == 200 and set(json.loads(body)["paths"]) == {
+            "/plan", "/status", "/healthz", "/metrics"
+        }  # fmt: skip
         assert get("/plan?time=2023-01-18T01:00:00")[0] == 422  # no UTC offset
         assert get("/plan?time=2030-01-01T00:00:00%2B10:00")[0] == 503  # beyond the horizon
         status = json.loads(get("/status")[1])

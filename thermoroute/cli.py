@@ -848,13 +848,24 @@ def _serve_token(host: str, token_file: Path | None) -> str | None:
                 "bearer token; thermoroute token generate FILE writes one)"
             )
         return None
-    try:
-        token = token_file.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise _fail(f"--token-file {token_file}: {exc.strerror or exc}") from None
+    token = _read_token(token_file)
     if len(token) < 16 or any(c.isspace() for c in token):
         raise _fail(f"--token-file {token_file}: a token of at least 16 characters, no spaces")
     return token
+
+
+def _read_token(token_file: Path) -> str:
+    """A bearer token file's token; refused when others than its owner may read it."""
+    try:
+        mode = token_file.stat().st_mode
+        if mode & 0o077:
+            raise _fail(
+                f"--token-file {token_file}: readable by group or others (mode "
+                f"{mode & 0o777:o}); a token must be its owner's alone: chmod 600 it"
+            )
+        return token_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise _fail(f"--token-file {token_file}: {exc.strerror or exc}") from None
 
 
 @app.command()
@@ -873,10 +884,7 @@ def status(
 
     request = urllib.request.Request(f"http://{address}/status")
     if token_file is not None:
-        try:
-            request.add_header("Authorization", f"Bearer {token_file.read_text().strip()}")
-        except OSError as exc:
-            raise _fail(f"--token-file {token_file}: {exc.strerror or exc}") from None
+        request.add_header("Authorization", f"Bearer {_read_token(token_file)}")
     try:
         with urllib.request.urlopen(request, timeout=5.0) as answer:
             body = json.loads(answer.read())

@@ -40,6 +40,7 @@ def create_app(service: Any, registry: Any, token: str | None = None) -> FastAPI
         description="The fleet's current routing plan, re-planned every step.",
         docs_url=None,  # the interactive docs load scripts from a CDN; the schema is enough
         redoc_url=None,
+        openapi_url=None,  # served below, behind the token like every endpoint but /healthz
     )
 
     def authorised(
@@ -84,6 +85,11 @@ def create_app(service: Any, registry: Any, token: str | None = None) -> FastAPI
     @app.get("/metrics", dependencies=guard)
     def metrics() -> Any:
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi.json", dependencies=guard, include_in_schema=False)
+    def openapi() -> JSONResponse:
+        """The API's schema (it names every endpoint and field: no less private than they)."""
+        return JSONResponse(app.openapi())
 
     @app.exception_handler(ValueError)
     def bad_value(_: Request, error: ValueError) -> JSONResponse:
