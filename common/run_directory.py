@@ -104,16 +104,54 @@ class RunDirectory:
         self._lock: int | None = None
         self._committed = False
 
+    @property
+    def _lock_path(self) -> Path:
+        return self.target.parent / f".{self.target.name}.lock"
+
     def __enter__(self) -> RunDirectory:
         parent = self.target.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        lock_path = parent / f".{self.target.name}.lock"
-        self._lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._lock, fcntl.LOCK_EX)  # a second run waits for the first
-        # Checked again under the lock: the first run may have changed the target.
-        check_output_directory(self.target)
-        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.new-", dir=parent))
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            self._lock = self._acquire()
+            # Checked again under the lock: the first run may have changed the target.
+            check_output_directory(self.target)
+            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.new-", dir=parent))
+        except OSError as error:
+            self._release()
+            raise OutputDirectoryError(
+                f"cannot write in {parent}: {error.strerror or error}"
+            ) from None
+        except BaseException:
+            self._release()
+            raise
         return self
+
+    def _acquire(self) -> int:
+        """The lock file, opened and locked: a second run waits for the first.
+
+        The holder removes the file when it leaves (no ``.lock`` stays beside the output), so
+        a waiter may wake holding a file no longer at the path: it then locks the path's
+        new file instead.
+        """
+        while True:
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.path.samestat(os.fstat(fd), os.stat(self._lock_path)):
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+
+    def _release(self) -> None:
+        if self._lock is None:
+            return
+        # Unlinked while still held: a waiter that opened it sees it gone and retries.
+        with contextlib.suppress(OSError):
+            self._lock_path.unlink()
+        fcntl.flock(self._lock, fcntl.LOCK_UN)
+        os.close(self._lock)
+        self._lock = None
 
     def write(self, files: dict[str, str | bytes]) -> None:
         """Write ``files`` (relative name -> content) into the staging directory."""
@@ -167,7 +205,4 @@ class RunDirectory:
         if self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
             self.staging = None
-        if self._lock is not None:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            os.close(self._lock)
-            self._lock = None
+        self._release()

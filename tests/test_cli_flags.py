@@ -96,3 +96,26 @@ def test_a_token_file_others_can_read_is_refused(tmp_path: Path, command: str) -
     args = ["australia"] if command == "serve" else []
     line = _refused(tmp_path, command, *args, "--token-file", str(token), with_out=False)
     assert f"--token-file {token}" in line and "644" in line and "chmod 600" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["run", "australia", "--metrics-port", "9999", "--metrics-addr", "nosuch.invalid"],
+         ["--metrics-addr nosuch.invalid", "an address of this host"]),
+        (["serve", "australia", "--host", "nosuch.invalid"],
+         ["--host nosuch.invalid", "an address of this host"]),
+        (["status", "--address", "not a host"], ["--address 'not a host'", "host:port"]),
+        (["simulate", "australia", "--days", "inf"], ["--days"]),
+        (["simulate", "australia", "--horizon", "100000"], ["--horizon"]),
+        (["simulate", "australia", "--days", "1", "--horizon", "8784"],
+         ["--days 1 --horizon 8784", "8,807 steps", "[1, 8,784]"]),
+        (["run", "australia", "--out", "/proc/thermoroute-out"], ["--out", "/proc"]),
+    ],
+)  # fmt: skip
+def test_a_flag_nothing_can_use_is_named_in_one_line(
+    tmp_path: Path, args: list[str], words: list[str]
+) -> None:
+    line = _refused(tmp_path, *args, with_out=False)
+    for word in words:
+        assert word in line, line

@@ -88,8 +88,8 @@ def test_an_earlier_run_is_replaced_whole_with_the_umask_modes(tmp_path: Path) -
     )  # no stale convergence.csv or sites/ of the distributed run
     assert all((p.stat().st_mode & 0o777) == 0o640 for p in out.iterdir())
     assert out.stat().st_mode & 0o777 == 0o750
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".run.")]
-    assert leftovers == [".run.lock"]
+    # Neither the staging directory nor the lock file stays beside the output.
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".run.")] == []
 
 
 def test_a_failed_run_leaves_the_target_as_it_was(tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ def test_a_failed_run_leaves_the_target_as_it_was(tmp_path: Path) -> None:
         run_dir.write({"b.txt": "half\n"})
         raise RuntimeError("the solve failed")
     assert sorted(p.name for p in target.iterdir()) == [MARKER, "a.txt"]
-    assert not [p for p in tmp_path.iterdir() if ".new-" in p.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging, no lock
 
 
 def test_two_runs_on_one_target_are_serialised(tmp_path: Path) -> None:
@@ -126,6 +126,40 @@ def test_two_runs_on_one_target_are_serialised(tmp_path: Path) -> None:
     assert events == [("first", "enter"), ("first", "commit"), ("second", "enter"),
                       ("second", "commit")]  # fmt: skip
     assert sorted(p.name for p in target.iterdir()) == [MARKER, "second.txt"]
+    # The first removed its lock file while the second waited on it: the second then
+    # locked the path's new file, and removed that one too.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_many_runs_on_one_target_never_overlap(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    inside: list[int] = []
+    overlaps: list[int] = []
+
+    def run(k: int) -> None:
+        with RunDirectory(target) as run_dir:
+            inside.append(k)
+            if len(inside) > 1:
+                overlaps.append(k)
+            time.sleep(0.01)
+            run_dir.write({"k.txt": str(k)})
+            run_dir.commit()
+            inside.remove(k)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlaps == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_target_where_nothing_can_be_written_is_one_error(tmp_path: Path) -> None:
+    # Root passes the permission check (os.access) and meets the kernel's refusal when it
+    # writes; others are refused by the check. Either way: one OutputDirectoryError.
+    with pytest.raises(OutputDirectoryError, match=r"/proc"):
+        RunDirectory("/proc/thermoroute-out").__enter__()
+    assert not Path("/proc/.thermoroute-out.lock").exists()
 
 
 def test_a_directory_check_refuses_without_touching_anything(tmp_path: Path) -> None:

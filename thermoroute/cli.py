@@ -9,6 +9,7 @@ atomically, so a failed run leaves earlier outputs untouched.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -179,6 +180,30 @@ def _check_out(out: Path) -> None:
         check_output_directory(out)
     except OutputDirectoryError as exc:
         raise _fail(f"--out {out}: {exc}") from None
+
+
+def _check_simulation_span(directory: Path, days: float, horizon: int) -> None:
+    """Refuse --days and --horizon whose data no scenario may hold, naming the flags (the
+    scenario's own check would blame its steps)."""
+    import tomllib
+
+    from thermoroute.common.bounds import bound_of
+
+    try:
+        table = tomllib.loads((directory / "scenario.toml").read_text(encoding="utf-8"))
+        step_hours = float(table["scenario"]["step_hours"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # the scenario's own validation says what is wrong with it
+    steps = bound_of("scenario.toml", "steps")
+    if steps is None or not math.isfinite(step_hours) or step_hours <= 0:
+        return
+    # As simulate counts: the days' steps, then the last horizon's end.
+    span = max(1, round(days * round(24.0 / step_hours))) + horizon - 1
+    if not steps.admits(span):
+        raise _fail(
+            f"--days {days:g} --horizon {horizon}: {span:,} steps of data "
+            f"({step_hours:g} h each); a scenario holds {steps.describe()} steps"
+        )
 
 
 def resolve_scenario(source: str) -> Path:
@@ -622,8 +647,10 @@ FRONT_COLUMNS = (
 @app.command()
 def simulate(  # noqa: PLR0913 (typer: one parameter per command-line option)
     scenario: ScenarioArg = "australia",
-    days: Annotated[float, typer.Option(min=0.04, help="Days of operation to simulate.")] = 1.0,
-    horizon: Annotated[int, typer.Option(min=1, help="Steps per re-solve.")] = 24,
+    days: Annotated[
+        float, typer.Option(min=0.04, max=366.0, help="Days of operation to simulate.")
+    ] = 1.0,
+    horizon: Annotated[int, typer.Option(min=1, max=8784, help="Steps per re-solve.")] = 24,
     start: StartOpt = None,
     executor: Annotated[Executor, typer.Option()] = Executor.ray,
     address: Annotated[str | None, typer.Option()] = None,
@@ -675,6 +702,7 @@ def simulate(  # noqa: PLR0913 (typer: one parameter per command-line option)
         _check_out(out)
     _isolated(isolate, True, executor.value, address, None)
     directory = resolve_scenario(scenario)
+    _check_simulation_span(directory, days, horizon)
     from thermoroute import runner
     from thermoroute.common.central import CentralSolveError
     from thermoroute.distributed_run import run_receding
@@ -771,7 +799,9 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
             metrics_addr=host,
         ).check(probe=not isolation.in_private_network())  # fmt: skip
     except OptionError as exc:
-        raise _fail(str(exc).replace("--metrics-port", "--port")) from None
+        raise _fail(
+            str(exc).replace("--metrics-port", "--port").replace("--metrics-addr", "--host")
+        ) from None
     token = _serve_token(host, token_file)
     for flag, value in (("--step-seconds", step_seconds), ("--max-plan-age", max_plan_age),
                         ("--cycle-budget", cycle_budget)):  # fmt: skip
@@ -879,6 +909,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print /status as JSON.")] = False,
 ) -> None:
     """One screen: the cluster, the agents and the service's last cycles (from /status)."""
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -893,6 +924,8 @@ def status(
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise _fail(f"--address {address}: no thermoroute serve answers there ({reason})") from None
+    except (ValueError, http.client.HTTPException):  # InvalidURL: spaces, control characters
+        raise _fail(f"--address {address!r}: host:port (e.g. 10.0.0.10:8808)") from None
     if as_json:
         sys.stdout.write(json.dumps(body, indent=2) + "\n")
         return

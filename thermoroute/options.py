@@ -128,6 +128,12 @@ class RunOptions:
         if not probe:
             return
         try:
+            socket.getaddrinfo(self.metrics_addr, self.metrics_port)
+        except socket.gaierror as error:
+            raise OptionError(
+                "--metrics-addr", self.metrics_addr, f"an address of this host ({error.strerror})"
+            ) from None
+        try:
             with socket.create_server((self.metrics_addr, self.metrics_port)):
                 pass
         except OSError as error:
