@@ -54,11 +54,15 @@ def write_directory_atomic(
                 prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
             )
             temporary.append((Path(staged), target))
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content.encode("utf-8") if isinstance(content, str) else content)
-                handle.flush()
-                if durable:
-                    os.fsync(handle.fileno())
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(content.encode("utf-8") if isinstance(content, str) else content)
+                    handle.flush()
+                    if durable:
+                        os.fsync(handle.fileno())
+            except OSError as error:
+                # A full disk names no file: say which one could not be written.
+                raise OSError(error.errno, error.strerror, str(target)) from None
         # A rename onto a directory fails; find that now rather than after some files have
         # already been replaced.
         for _, target in temporary:

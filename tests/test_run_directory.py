@@ -169,3 +169,39 @@ def test_a_directory_check_refuses_without_touching_anything(tmp_path: Path) -> 
     with pytest.raises(OutputDirectoryError):
         RunDirectory(foreign)
     assert [p.name for p in tmp_path.iterdir()] == ["foreign"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs (CI runs as root)")
+def test_a_full_disk_is_one_line_and_the_earlier_output_stays(tmp_path: Path) -> None:
+    """ENOSPC while writing a central and an in-process distributed run's outputs, on a
+    real 2 MB tmpfs filled to the brim (in a private mount namespace)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    out = mount / "out"
+    cli = f"{sys.executable} -c 'from thermoroute.cli import main; main()'"
+    script = f"""
+        set -u
+        mount -t tmpfs -o size=2m tmpfs {mount}
+        {cli} run australia --solver central --no-compare --quiet --out {out} >/dev/null || exit 90
+        sha256sum {out}/* > {tmp_path}/before
+        dd if=/dev/zero of={mount}/fill bs=64k count=100 2>/dev/null
+        {cli} run australia --solver central --no-compare --out {out} 2> {tmp_path}/central
+        echo $? > {tmp_path}/central.rc
+        {cli} run australia --executor inline --no-compare --quiet --out {out} 2> {tmp_path}/inline
+        echo $? > {tmp_path}/inline.rc
+        sha256sum {out}/* > {tmp_path}/after
+        ls -a {mount} > {tmp_path}/left
+    """
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for kind in ("central", "inline"):
+        assert (tmp_path / f"{kind}.rc").read_text().strip() == "4"
+        lines = [x for x in (tmp_path / kind).read_text().splitlines() if x.startswith("error")]
+        assert len(lines) == 1 and "Traceback" not in (tmp_path / kind).read_text()
+        assert lines[0].startswith(f"error: --out {out}: cannot write {out}/")
+        assert "No space left on device; the earlier output there is intact" in lines[0]
+    assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()
+    # Nothing of the failed runs stays: no staging directory, no lock.
+    assert (tmp_path / "left").read_text().split() == [".", "..", "fill", "out"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -180,6 +181,17 @@ def _check_out(out: Path) -> None:
         check_output_directory(out)
     except OutputDirectoryError as exc:
         raise _fail(f"--out {out}: {exc}") from None
+
+
+def _unwritten(out: Path | None, error: OSError) -> str:
+    """One line for outputs that could not be written: which file, why, and that the
+    earlier output (replaced only whole, after every file was written) is intact."""
+    name = str(error.filename) if error.filename else ""
+    if out is not None:  # the staged copy's path, said as the output's
+        name = re.sub(rf"\.{re.escape(out.name)}\.new-[^/]+", out.name, name)
+    what = f"cannot write {name}" if name else "cannot write the outputs"
+    reason = error.strerror or str(error).splitlines()[0]
+    return f"--out {out}: {what}: {reason}; the earlier output there is intact"
 
 
 def _check_simulation_span(directory: Path, days: float, horizon: int) -> None:
@@ -424,6 +436,8 @@ def run(  # noqa: PLR0913 (typer: one parameter per command-line option)
         raise _fail(f"--out {out}: {exc}") from None
     except (runner.SolveError, ClusterAccessError) as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
+    except OSError as exc:  # writing the outputs: a full disk, a quota, an I/O error
+        raise _fail(_unwritten(out, exc), EXIT_FAILED) from None
     if as_json:
         sys.stdout.write(json.dumps(solution.summary, indent=2) + "\n")
     else:
@@ -721,6 +735,8 @@ def simulate(  # noqa: PLR0913 (typer: one parameter per command-line option)
         raise _fail(f"--out {out}: {exc}") from None
     except (runner.SolveError, ClusterAccessError) as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
+    except OSError as exc:  # writing the outputs: a full disk, a quota, an I/O error
+        raise _fail(_unwritten(out, exc), EXIT_FAILED) from None
     except CentralSolveError as exc:  # the baseline could not plan a step
         raise _fail(f"{exc}".splitlines()[0], EXIT_FAILED) from None
     if drain and not result.drained:
