@@ -101,20 +101,20 @@ class CsvRow:
             return None
         infinite = allow_inf and _INFINITY.fullmatch(raw) is not None
         if not infinite and _NON_FINITE.fullmatch(raw):
-            reason = f"must be a finite number (got {raw!r})"
+            reason = f"must be a finite number (got {quoted(raw)})"
             self.sink.add(self.file, reason, self.line, column)
             return None
         if not (infinite or _DECIMAL.fullmatch(raw)):
             self.sink.add(
                 self.file,
-                f"not a number: {raw[:40]!r} (a decimal like 12, -0.5 or 1.5e3)",
+                f"not a number: {quoted(raw)} (a decimal like 12, -0.5 or 1.5e3)",
                 self.line,
                 column,
             )
             return None
         value = float(raw)
         if math.isinf(value) and not infinite:
-            reason = f"must be a finite number (got {raw[:40]!r})"
+            reason = f"must be a finite number (got {quoted(raw)})"
             self.sink.add(self.file, reason, self.line, column)
             return None
         bound = bound_of(self.file, column)
@@ -140,7 +140,7 @@ class CsvRow:
             return True
         if low in ("false", "0", "no"):
             return False
-        self.sink.add(self.file, f"not a boolean (true/false): {raw!r}", self.line, column)
+        self.sink.add(self.file, f"not a boolean (true/false): {quoted(raw)}", self.line, column)
         return None
 
     def time(self, column: str) -> datetime | None:
@@ -150,11 +150,11 @@ class CsvRow:
         try:
             value = datetime.fromisoformat(raw)
         except ValueError:
-            self.sink.add(self.file, f"not an ISO-8601 time: {raw!r}", self.line, column)
+            self.sink.add(self.file, f"not an ISO-8601 time: {quoted(raw)}", self.line, column)
             return None
         if value.tzinfo is None:
             self.sink.add(
-                self.file, f"time {raw!r} has no UTC offset (e.g. +10:00)", self.line, column
+                self.file, f"time {quoted(raw)} has no UTC offset (e.g. +10:00)", self.line, column
             )
             return None
         return value
@@ -236,12 +236,24 @@ def read_csv_rows(
         sink.add(file, f"not valid CSV: {exc}", reader.line_num)
 
 
+#: Characters of a cell a message quotes: enough to find it, never a whole pasted file.
+QUOTED_CHARS = 40
+
+
+def quoted(value: str) -> str:
+    """``repr`` of a cell's text for a message, cut to :data:`QUOTED_CHARS` characters
+    (saying how long it was)."""
+    if len(value) <= QUOTED_CHARS:
+        return repr(value)
+    return f"{value[:QUOTED_CHARS]!r}… ({len(value):,} characters)"
+
+
 def id_problem(value: str) -> str | None:
     """Why ``value`` is not a valid id
     (:data:`~thermoroute.common.scenario_format.ID_PATTERN`), or None if it is."""
     if ID_PATTERN.fullmatch(value):
         return None
-    return f"id {value!r} is not allowed: ids are {ID_RULE}"
+    return f"id {quoted(value)} is not allowed: ids are {ID_RULE}"
 
 
 def unique_ids(rows: list[CsvRow], column: str, sink: ProblemCollector) -> dict[str, int]:
@@ -258,7 +270,7 @@ def unique_ids(rows: list[CsvRow], column: str, sink: ProblemCollector) -> dict[
         if value in index:
             sink.add(
                 row.file,
-                f"duplicate id {value!r} (first on row {first_line[value]})",
+                f"duplicate id {quoted(value)} (first on row {first_line[value]})",
                 row.line,
                 column,
             )

@@ -358,6 +358,15 @@ def test_duplicate_id(scen: Path, file: str, column: str, keep: str):
     check(the_problem(scen), file, line, column, "duplicate", keep, f"row {first}")
 
 
+def test_a_huge_cell_is_quoted_short(scen: Path):
+    """A 100,000-character id (a pasted file, a fuzzer) is named, not echoed whole."""
+    line = find_line(scen, "classes.csv", class_id="code")
+    set_cell(scen, "classes.csv", line, "class_id", "x" * 100_000)
+    problems = [p for p in problems_of(scen) if p.file == "classes.csv"]
+    assert problems and all(len(str(p)) < 300 for p in problems)
+    check(problems[0], "classes.csv", line, "class_id", "100,000 characters", "not allowed")
+
+
 @pytest.mark.parametrize(
     ("file", "match", "column"),
     [
