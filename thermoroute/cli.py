@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from thermoroute import signals
 from thermoroute.common.errors import ScenarioError, SiteDataInvalid
 from thermoroute.common.run_directory import OutputDirectoryError
 from thermoroute.coordinator.methods import DEFAULT_METHOD, METHODS
@@ -1143,6 +1144,7 @@ def main() -> None:
     # Typer's own exceptions (a private module: Typer re-exports no base class for them).
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
+    signals.install()
     try:
         code = app(standalone_mode=False)
     except NoArgsIsHelpError as exc:  # `thermoroute` alone: the help, as usual
@@ -1151,10 +1153,13 @@ def main() -> None:
     except ClickException as exc:  # a flag's value Typer could not take: one line
         err_console.print(f"[bold red]error:[/] {escape(exc.format_message())}", highlight=False)
         code = exc.exit_code
-    # Typer turns Ctrl-C into a silent 130; say it once — here, not inside a run's private
-    # network (the process that started it speaks for it).
-    if code == EXIT_INTERRUPTED and not _RELAYED and not in_private_network():
-        err_console.print("interrupted")
+    # Typer turns Ctrl-C (and SIGTERM: signals.Terminated) into a silent 130; say it once —
+    # here, not inside a run's private network (the process that started it speaks for it).
+    if code in (EXIT_INTERRUPTED, signals.EXIT_TERMINATED) and signals.terminated():
+        code = signals.EXIT_TERMINATED
+    stopped = code in (EXIT_INTERRUPTED, signals.EXIT_TERMINATED)
+    if stopped and not _RELAYED and not in_private_network():
+        err_console.print("terminated" if code == signals.EXIT_TERMINATED else "interrupted")
     raise SystemExit(code or 0)
 
 

@@ -32,6 +32,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from thermoroute import signals
+
 #: Set in the namespace's environment: the directory of the relay's Unix socket.
 PRIVATE_NETWORK_ENV = "THERMOROUTE_PRIVATE_NETWORK"
 _RELAY_SOCKET = "metrics.sock"
@@ -202,11 +204,11 @@ def run_isolated(argv: Sequence[str], forward: tuple[str, int] | None = None) ->
             start_new_session=True,
         )
 
-        interrupted = False
+        interrupted: int | None = None
 
         def relay(sig: int, _frame: object) -> None:
             nonlocal interrupted
-            interrupted = interrupted or sig == signal.SIGINT
+            interrupted = interrupted or sig
             with contextlib.suppress(ProcessLookupError):
                 os.kill(_first_child(child.pid) or child.pid, sig)
 
@@ -218,6 +220,9 @@ def run_isolated(argv: Sequence[str], forward: tuple[str, int] | None = None) ->
                 signal.signal(sig, handler)
         # The outer process speaks for an interrupted run (a driver interrupted while Ray
         # is still starting may even crash under Ray's core worker on its way out).
+        if interrupted == signal.SIGTERM:
+            signals.record()
+            raise signals.Terminated
         if interrupted:
             raise Interrupted
         return status
@@ -235,7 +240,7 @@ def _main() -> None:
     starts it with SIGINT ignored, which Python then keeps: Ctrl-C is made to interrupt.
     """
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signals.install()
     bring_loopback_up()
     sys.argv = ["thermoroute", *sys.argv[1:]]
     from thermoroute.cli import main
