@@ -116,7 +116,7 @@ def load_scenario(
         ewif_l_per_kwh=series[4],
         demand_rps=demand,
         batch_requests=batch,
-        metadata={"directory": str(directory), "available_steps": series[5]},
+        metadata={"directory": str(directory), "available_steps": min(series[5], default=0)},
     )
     assert scenario.shape == (S, R, C, T)
     check_servable(scenario, sink)
