@@ -13,7 +13,7 @@ import math
 import tomllib
 from collections.abc import Callable, Collection
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -505,22 +505,62 @@ def read_network(
     return rtt
 
 
+class _StepGrid:
+    """The step times of a scenario, continued both ways past its horizon: rows of a series
+    at other times fall between steps, and are refused rather than skipped (docs/model.md
+    §8, "Series resolution")."""
+
+    def __init__(self, step_of: dict[datetime, int], step_hours: float) -> None:
+        self.first = min(step_of, key=step_of.__getitem__) if step_of else None
+        self.step_hours = step_hours
+        self.step = timedelta(hours=step_hours)
+        #: The earliest row time seen between steps.
+        self.between: datetime | None = None
+
+    def check(self, when: datetime) -> None:
+        """Note ``when`` if it is not a step time."""
+        if self.first is None:
+            return
+        k = round((when - self.first) / self.step)
+        # The same arithmetic as step_times, so that a step time compares equal.
+        if when != self.first + timedelta(hours=self.step_hours * k):
+            self.between = when if self.between is None else min(self.between, when)
+
+    def report(self, file: str, sink: ProblemCollector) -> None:
+        """One problem for ``file`` if any of its rows fell between steps."""
+        if self.between is None or self.first is None:
+            return
+        sink.add(
+            file,
+            f"the series has rows between step times (the first at "
+            f"{self.between.isoformat()}): steps are {self.step_hours:g} h apart from "
+            f"{self.first.isoformat()}; give one row per step (e.g. averaged over it) or set "
+            "step_hours to the series' resolution",
+            None,
+            "time",
+        )
+
+
 def read_series(
     directory: Path,
     site_index: dict[str, int],
     step_of: dict[datetime, int],
     sink: ProblemCollector,
     *,
+    step_hours: float,
     skip_sites: Collection[str] = (),
 ) -> tuple[Any, ...]:
     """``site_series.csv`` as five (site, step) arrays — dry bulb, wet bulb, price, carbon
     and EWIF, in the order of :data:`~thermoroute.common.scenario_format.SERIES_COLUMNS` —
-    then, per site, the number of consecutive steps from the start its series covers."""
+    then, per site, the number of consecutive steps from the start its series covers.
+
+    Rows between the step times (``step_hours`` apart) are refused, not sampled."""
     file = "site_series.csv"
     S, T = len(site_index), len(step_of)
     arrays = [np.full((S, T), np.nan) for _ in range(5)]
     seen: dict[tuple[int, datetime], int] = {}
     available: dict[int, set[datetime]] = {i: set() for i in range(S)}
+    grid = _StepGrid(step_of, step_hours)
     for row in read_csv_rows(directory, file, SERIES_COLUMNS, sink, skip_sites=skip_sites):
         when = row.time("time")
         site = row.text("site_id")
@@ -558,12 +598,14 @@ def read_series(
             continue
         seen[(i, when)] = row.line
         available[i].add(when)
+        grid.check(when)
         t = step_of.get(when)
         if t is None:
             continue
         for array, value in zip(arrays, values, strict=True):
             if value is not None:
                 array[i, t] = value
+    grid.report(file, sink)
     if (directory / file).is_file() and not any(
         p.file == file and p.row in (None, 1) for p in sink.problems
     ):
@@ -608,17 +650,20 @@ def read_demand(
     sink: ProblemCollector,
     *,
     populated: bool,
+    step_hours: float,
 ) -> np.ndarray:
     """``demand.csv`` as the (region, class, step) array of interactive requests per second.
 
     ``populated`` (some region has people) makes a header-only file a problem: only a site's
-    own directory may state that there is no interactive demand.
+    own directory may state that there is no interactive demand. Rows between the step
+    times (``step_hours`` apart) are refused, not sampled.
     """
     file = "demand.csv"
     R, C, T = len(region_index), len(class_index), len(step_of)
     demand = np.zeros((R, C, T))
     filled = np.zeros((R, C, T), dtype=bool)
     seen: dict[tuple[int, int, datetime], int] = {}
+    grid = _StepGrid(step_of, step_hours)
     rows = 0
     for row in read_csv_rows(directory, file, DEMAND_COLUMNS, sink):
         rows += 1
@@ -652,6 +697,7 @@ def read_demand(
             )
             continue
         seen[key] = row.line
+        grid.check(when)
         t = step_of.get(when)
         if t is None:
             continue
@@ -664,6 +710,7 @@ def read_demand(
     # A demand.csv with a header and no rows states that there is no interactive demand —
     # which only a site's own directory may say (its regions have population 0, see
     # site_slice_files). Otherwise every interactive region/class needs a row at every step.
+    grid.report(file, sink)
     header_only = rows == 0 and not any(p.file == file for p in sink.problems)
     if header_only and populated:
         sink.add(

@@ -175,7 +175,9 @@ def load_site_view(
     if sites_ok and regions_ok:
         rtt_ms = read_network(directory, site_index, region_index, sink, skip_sites=others)
     if meta is not None and sites_ok:
-        series = read_series(directory, site_index, step_of, sink, skip_sites=others)
+        series = read_series(
+            directory, site_index, step_of, sink, step_hours=meta["step_hours"], skip_sites=others
+        )
     if sink.problems or meta is None:
         raise ScenarioError(sink.problems, str(directory))
 
