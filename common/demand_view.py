@@ -58,7 +58,7 @@ def load_demand_view(
     if meta is not None and keys_ok:
         demand = read_demand(
             directory, region_index, class_index, classes, step_of, sink,
-            populated=bool(np.any(regions.population > 0)),
+            populated=bool(np.any(regions.population > 0)), step_hours=meta["step_hours"],
         )  # fmt: skip
     if keys_ok:
         batch = read_batch(directory, region_index, class_index, classes, sink)

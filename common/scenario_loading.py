@@ -85,11 +85,11 @@ def load_scenario(
     if sites_ok and regions_ok:
         rtt_ms = read_network(directory, site_index, region_index, sink)
     if meta is not None and sites_ok:
-        series = read_series(directory, site_index, step_of, sink)
+        series = read_series(directory, site_index, step_of, sink, step_hours=meta["step_hours"])
     if meta is not None and regions_ok and classes_ok:
         demand = read_demand(
             directory, region_index, class_index, classes, step_of, sink,
-            populated=bool(np.any(regions.population > 0)),
+            populated=bool(np.any(regions.population > 0)), step_hours=meta["step_hours"],
         )  # fmt: skip
     if regions_ok and classes_ok:
         batch = read_batch(directory, region_index, class_index, classes, sink)
@@ -116,7 +116,7 @@ def load_scenario(
         ewif_l_per_kwh=series[4],
         demand_rps=demand,
         batch_requests=batch,
-        metadata={"directory": str(directory), "available_steps": series[5]},
+        metadata={"directory": str(directory), "available_steps": min(series[5], default=0)},
     )
     assert scenario.shape == (S, R, C, T)
     check_servable(scenario, sink)

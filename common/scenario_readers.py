@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -181,15 +181,20 @@ def read_toml(directory: Path, sink: ProblemCollector) -> dict[str, Any] | None:
 
 
 def read_sites(
-    directory: Path, sink: ProblemCollector
+    directory: Path, sink: ProblemCollector, *, skip_sites: Collection[str] = ()
 ) -> tuple[Sites, dict[str, int], list[tuple[int, int, str]]]:
     """``sites.csv`` as :class:`Sites`, the site index, and the ``(site, line, column)`` of
     every empty ``ppue_a/b/c`` cell (allowed only for a site with a measured curve, which
-    :func:`read_plant` checks once ``ppue_curve.csv`` is read)."""
+    :func:`read_plant` checks once ``ppue_curve.csv`` is read).
+
+    The rows of ``skip_sites`` are passed over, here and in every reader of a site's file
+    (:func:`~thermoroute.common.scenario_validation.read_csv_rows`)."""
     file = "sites.csv"
-    rows = list(read_csv_rows(directory, file, SITE_COLUMNS, sink))
+    rows = list(read_csv_rows(directory, file, SITE_COLUMNS, sink, skip_sites=skip_sites))
     index = unique_ids(rows, "site_id", sink)
-    if not rows and not any(p.file == file for p in sink.problems):
+    # With sites skipped the file has sites: whether the wanted ones are among them is the
+    # caller's to say.
+    if not rows and not skip_sites and not any(p.file == file for p in sink.problems):
         sink.add(file, "no sites")
     header = set(rows[0].cells) if rows else set()
     plant = [c for c in PLANT_COLUMNS if c in header]
@@ -268,6 +273,8 @@ def read_plant(
     ppue_empty: list[tuple[int, int, str]],
     meta: dict[str, Any] | None,
     sink: ProblemCollector,
+    *,
+    skip_sites: Collection[str] = (),
 ) -> Sites:
     """Read ``ppue_curve.csv`` (if present) into ``sites`` and check the v1.1 data that
     span files: empty ``ppue_a/b/c`` only where a curve replaces them, a water allowance
@@ -275,7 +282,7 @@ def read_plant(
     curves: tuple[np.ndarray | None, ...] | None = None
     path = directory / PPUE_CURVE_FILE
     if path.exists() or path.is_symlink():
-        curves = _read_curves(directory, site_index, sink)
+        curves = _read_curves(directory, site_index, sink, skip_sites)
     has_curve = {i for i, c in enumerate(curves or ()) if c is not None}
     for i, line, column in ppue_empty:
         if i not in has_curve:
@@ -300,7 +307,7 @@ def read_plant(
 
 
 def _read_curves(
-    directory: Path, site_index: dict[str, int], sink: ProblemCollector
+    directory: Path, site_index: dict[str, int], sink: ProblemCollector, skip_sites: Collection[str]
 ) -> tuple[np.ndarray | None, ...]:
     """Each site's measured pPUE points from ``ppue_curve.csv`` (None for a site without)."""
     file = PPUE_CURVE_FILE
@@ -309,7 +316,7 @@ def _read_curves(
     # Rows per site, bad ones included: a bad row is reported once, not again as a
     # missing point.
     rows: dict[int, int] = {}
-    for row in read_csv_rows(directory, file, PPUE_CURVE_COLUMNS, sink):
+    for row in read_csv_rows(directory, file, PPUE_CURVE_COLUMNS, sink, skip_sites=skip_sites):
         sid = row.text("site_id")
         dry, pue = row.number("dry_bulb_c"), row.number("ppue")
         if sid is None:
@@ -411,12 +418,13 @@ def _pair_table(
     second: tuple[str, dict[str, int]],
     values: dict[str, dict[str, Any]],
     sink: ProblemCollector,
+    skip_sites: Collection[str],
 ) -> list[np.ndarray]:
     """Read a table keyed by two ids into dense arrays, reporting unknown, duplicate, missing."""
     (a_col, a_index), (b_col, b_index) = first, second
     out = [np.full((len(a_index), len(b_index)), np.nan) for _ in values]
     seen: dict[tuple[int, int], int] = {}
-    for row in read_csv_rows(directory, file, columns, sink):
+    for row in read_csv_rows(directory, file, columns, sink, skip_sites=skip_sites):
         a, b = row.text(a_col), row.text(b_col)
         ok = True
         if a is not None and a not in a_index:
@@ -459,6 +467,8 @@ def read_profiles(
     site_index: dict[str, int],
     class_index: dict[str, int],
     sink: ProblemCollector,
+    *,
+    skip_sites: Collection[str] = (),
 ) -> list[np.ndarray]:
     """``profiles.csv`` as the (site, class) arrays ``gpu_s``, ``energy_j``, ``prefill_ms``."""
     return _pair_table(
@@ -469,6 +479,7 @@ def read_profiles(
         ("class_id", class_index),
         {"gpu_s": {}, "energy_j": {}, "prefill_ms": {}},
         sink,
+        skip_sites,
     )
 
 
@@ -477,6 +488,8 @@ def read_network(
     site_index: dict[str, int],
     region_index: dict[str, int],
     sink: ProblemCollector,
+    *,
+    skip_sites: Collection[str] = (),
 ) -> np.ndarray:
     """``network.csv`` as the (site, region) array of round-trip times ``rtt_ms``."""
     (rtt,) = _pair_table(
@@ -487,8 +500,45 @@ def read_network(
         ("region_id", region_index),
         {"rtt_ms": {}},
         sink,
+        skip_sites,
     )
     return rtt
+
+
+class _StepGrid:
+    """The step times of a scenario, continued both ways past its horizon: rows of a series
+    at other times fall between steps, and are refused rather than skipped (docs/model.md
+    §8, "Series resolution")."""
+
+    def __init__(self, step_of: dict[datetime, int], step_hours: float) -> None:
+        self.first = min(step_of, key=step_of.__getitem__) if step_of else None
+        self.step_hours = step_hours
+        self.step = timedelta(hours=step_hours)
+        #: The earliest row time seen between steps.
+        self.between: datetime | None = None
+
+    def check(self, when: datetime) -> None:
+        """Note ``when`` if it is not a step time."""
+        if self.first is None:
+            return
+        k = round((when - self.first) / self.step)
+        # The same arithmetic as step_times, so that a step time compares equal.
+        if when != self.first + timedelta(hours=self.step_hours * k):
+            self.between = when if self.between is None else min(self.between, when)
+
+    def report(self, file: str, sink: ProblemCollector) -> None:
+        """One problem for ``file`` if any of its rows fell between steps."""
+        if self.between is None or self.first is None:
+            return
+        sink.add(
+            file,
+            f"the series has rows between step times (the first at "
+            f"{self.between.isoformat()}): steps are {self.step_hours:g} h apart from "
+            f"{self.first.isoformat()}; give one row per step (e.g. averaged over it) or set "
+            "step_hours to the series' resolution",
+            None,
+            "time",
+        )
 
 
 def read_series(
@@ -496,16 +546,22 @@ def read_series(
     site_index: dict[str, int],
     step_of: dict[datetime, int],
     sink: ProblemCollector,
+    *,
+    step_hours: float,
+    skip_sites: Collection[str] = (),
 ) -> tuple[Any, ...]:
     """``site_series.csv`` as five (site, step) arrays — dry bulb, wet bulb, price, carbon
     and EWIF, in the order of :data:`~thermoroute.common.scenario_format.SERIES_COLUMNS` —
-    then the number of consecutive steps from the start that every site's series covers."""
+    then, per site, the number of consecutive steps from the start its series covers.
+
+    Rows between the step times (``step_hours`` apart) are refused, not sampled."""
     file = "site_series.csv"
     S, T = len(site_index), len(step_of)
     arrays = [np.full((S, T), np.nan) for _ in range(5)]
     seen: dict[tuple[int, datetime], int] = {}
     available: dict[int, set[datetime]] = {i: set() for i in range(S)}
-    for row in read_csv_rows(directory, file, SERIES_COLUMNS, sink):
+    grid = _StepGrid(step_of, step_hours)
+    for row in read_csv_rows(directory, file, SERIES_COLUMNS, sink, skip_sites=skip_sites):
         when = row.time("time")
         site = row.text("site_id")
         values = [
@@ -542,12 +598,14 @@ def read_series(
             continue
         seen[(i, when)] = row.line
         available[i].add(when)
+        grid.check(when)
         t = step_of.get(when)
         if t is None:
             continue
         for array, value in zip(arrays, values, strict=True):
             if value is not None:
                 array[i, t] = value
+    grid.report(file, sink)
     if (directory / file).is_file() and not any(
         p.file == file and p.row in (None, 1) for p in sink.problems
     ):
@@ -563,24 +621,21 @@ def read_series(
                     None,
                     "time",
                 )
-    # How many consecutive steps the series covers from the start, for receding horizons.
-    first = min(step_of, key=step_of.__getitem__) if step_of else None
-    covered = _steps_covered(available, first, step_of)
+    # How many consecutive steps each site's series covers from the start, for receding
+    # horizons.
+    covered = tuple(_steps_covered(available[i], step_of) for i in range(S))
     return (*arrays, covered)
 
 
-def _steps_covered(
-    available: dict[int, set[datetime]], first: datetime | None, step_of: dict[datetime, int]
-) -> int:
-    if first is None:
+def _steps_covered(available: set[datetime], step_of: dict[datetime, int]) -> int:
+    if not step_of:
         return 0
     ordered = sorted(step_of, key=step_of.__getitem__)
-    step = ordered[1] - ordered[0] if len(ordered) > 1 else None
-    if step is None:
-        return len(ordered)
-    common = set.intersection(*available.values()) if available else set()
-    count, when = 0, first
-    while when in common:
+    if len(ordered) == 1:
+        return 1
+    step = ordered[1] - ordered[0]
+    count, when = 0, ordered[0]
+    while when in available:
         count += 1
         when = when + step
     return count
@@ -595,17 +650,20 @@ def read_demand(
     sink: ProblemCollector,
     *,
     populated: bool,
+    step_hours: float,
 ) -> np.ndarray:
     """``demand.csv`` as the (region, class, step) array of interactive requests per second.
 
     ``populated`` (some region has people) makes a header-only file a problem: only a site's
-    own directory may state that there is no interactive demand.
+    own directory may state that there is no interactive demand. Rows between the step
+    times (``step_hours`` apart) are refused, not sampled.
     """
     file = "demand.csv"
     R, C, T = len(region_index), len(class_index), len(step_of)
     demand = np.zeros((R, C, T))
     filled = np.zeros((R, C, T), dtype=bool)
     seen: dict[tuple[int, int, datetime], int] = {}
+    grid = _StepGrid(step_of, step_hours)
     rows = 0
     for row in read_csv_rows(directory, file, DEMAND_COLUMNS, sink):
         rows += 1
@@ -639,6 +697,7 @@ def read_demand(
             )
             continue
         seen[key] = row.line
+        grid.check(when)
         t = step_of.get(when)
         if t is None:
             continue
@@ -651,6 +710,7 @@ def read_demand(
     # A demand.csv with a header and no rows states that there is no interactive demand —
     # which only a site's own directory may say (its regions have population 0, see
     # site_slice_files). Otherwise every interactive region/class needs a row at every step.
+    grid.report(file, sink)
     header_only = rows == 0 and not any(p.file == file for p in sink.problems)
     if header_only and populated:
         sink.add(

@@ -9,11 +9,11 @@ pass. Numbers must lie within their bounds (:mod:`thermoroute.common.bounds`).
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -179,61 +179,105 @@ def unreadable(path: Path) -> str | None:
     return None
 
 
+def _utf8_problem(path: Path) -> str | None:
+    """Why ``path`` is not UTF-8 text (None if it is), checked chunk by chunk so that the
+    file is never held whole; the byte is counted after a byte-order mark, if any."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with path.open("rb") as handle:
+        head = handle.read(len(codecs.BOM_UTF8))
+        # Bytes of the file before the decoder's pending input (the BOM not counted).
+        offset = 0
+        chunk = head.removeprefix(codecs.BOM_UTF8) + handle.read(_CHUNK_BYTES)
+        while True:
+            final = not chunk
+            try:
+                decoder.decode(chunk, final)
+            except UnicodeDecodeError as exc:
+                pending = len(exc.object) - len(chunk)
+                return f"not UTF-8 text (byte {offset - pending + exc.start}: {exc.reason})"
+            if final:
+                return None
+            offset += len(chunk)
+            chunk = handle.read(_CHUNK_BYTES)
+
+
+#: Bytes read at a time while checking that a file is UTF-8.
+_CHUNK_BYTES = 1 << 20
+
+
 def read_csv_rows(
-    directory: Path, file: str, columns: Iterable[str], sink: ProblemCollector
+    directory: Path,
+    file: str,
+    columns: Iterable[str],
+    sink: ProblemCollector,
+    *,
+    skip_sites: Collection[str] = (),
 ) -> Iterator[CsvRow]:
     """The records of ``directory / file`` that are not blank, each with its line number.
 
     A file that cannot be read, is not UTF-8 or valid CSV, or whose header lacks or repeats
     one of ``columns`` is recorded as a problem in ``sink``, as is a record with another
-    number of fields than the header.
+    number of fields than the header. The file is streamed: only the record at hand is
+    held.
+
+    Parameters
+    ----------
+    skip_sites : collection of str, optional
+        Site ids whose records (by their ``site_id`` cell, which ``columns`` must name) are
+        passed over unparsed and unchecked: other sites' rows, which a site's loader must
+        neither hold nor judge (:mod:`thermoroute.common.site_view`).
     """
     path = directory / file
     if (reason := unreadable(path)) is not None:
         sink.add(file, reason)
         return
-    # Decode the whole file first: a stray non-UTF-8 byte must become a problem, not a
-    # UnicodeDecodeError halfway through the rows. "utf-8-sig" drops the byte-order mark
-    # spreadsheet programs put in front of the header, which would otherwise hide the
-    # first column.
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        sink.add(file, f"not UTF-8 text (byte {exc.start}: {exc.reason})")
+    # Check the encoding before the first record: a stray non-UTF-8 byte must become the
+    # file's one problem, not a UnicodeDecodeError (or problems of half its rows) on the way.
+    if (reason := _utf8_problem(path)) is not None:
+        sink.add(file, reason)
         return
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
+    # "utf-8-sig" drops the byte-order mark spreadsheet programs put in front of the
+    # header, which would otherwise hide the first column.
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
         try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            sink.add(file, "file is empty (a header row is required)", 1)
-            return
-        missing = [c for c in columns if c not in header]
-        for column in missing:
-            sink.add(file, "required column is missing from the header", 1, column)
-        # A repeated column would silently keep only its last value.
-        twice = [c for c in columns if header.count(c) > 1]
-        for column in twice:
-            sink.add(file, "column appears more than once in the header", 1, column)
-        if missing or twice:
-            return
-        # A record's line number is one past the last line of the previous record: a quoted
-        # field may span several lines, so counting records would drift.
-        last_line = reader.line_num
-        for values in reader:
-            number, last_line = last_line + 1, reader.line_num
-            if not values or all(not v.strip() for v in values):
-                continue
-            if len(values) != len(header):
-                sink.add(
-                    file,
-                    f"has {len(values)} fields, the header has {len(header)}",
-                    number,
-                )
-                continue
-            yield CsvRow(file, number, dict(zip(header, values, strict=True)), sink)
-    except csv.Error as exc:
-        sink.add(file, f"not valid CSV: {exc}", reader.line_num)
+            try:
+                header = [h.strip() for h in next(reader)]
+            except StopIteration:
+                sink.add(file, "file is empty (a header row is required)", 1)
+                return
+            missing = [c for c in columns if c not in header]
+            for column in missing:
+                sink.add(file, "required column is missing from the header", 1, column)
+            # A repeated column would silently keep only its last value.
+            twice = [c for c in columns if header.count(c) > 1]
+            for column in twice:
+                sink.add(file, "column appears more than once in the header", 1, column)
+            if missing or twice:
+                return
+            site = header.index("site_id") if skip_sites else -1
+            # A record's line number is one past the last line of the previous record: a
+            # quoted field may span several lines, so counting records would drift.
+            last_line = reader.line_num
+            for values in reader:
+                number, last_line = last_line + 1, reader.line_num
+                if not values or all(not v.strip() for v in values):
+                    continue
+                if 0 <= site < len(values) and values[site].strip() in skip_sites:
+                    continue
+                if len(values) != len(header):
+                    sink.add(
+                        file,
+                        f"has {len(values)} fields, the header has {len(header)}",
+                        number,
+                    )
+                    continue
+                yield CsvRow(file, number, dict(zip(header, values, strict=True)), sink)
+        except csv.Error as exc:
+            sink.add(file, f"not valid CSV: {exc}", reader.line_num)
+        except UnicodeDecodeError as exc:
+            # The file changed since its check.
+            sink.add(file, f"not UTF-8 text ({exc.reason})")
 
 
 #: Characters of a cell a message quotes: enough to find it, never a whole pasted file.
@@ -256,7 +300,7 @@ def id_problem(value: str) -> str | None:
     return f"id {quoted(value)} is not allowed: ids are {ID_RULE}"
 
 
-def unique_ids(rows: list[CsvRow], column: str, sink: ProblemCollector) -> dict[str, int]:
+def unique_ids(rows: Iterable[CsvRow], column: str, sink: ProblemCollector) -> dict[str, int]:
     """Map id -> position, reporting empty, malformed and duplicate ids."""
     index: dict[str, int] = {}
     first_line: dict[str, int] = {}

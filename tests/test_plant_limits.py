@@ -27,6 +27,7 @@ from scenario_factory import (
     make_scenario_dir,
     read_rows,
     set_cell,
+    step_time,
     toml_text,
     write_rows,
 )
@@ -198,8 +199,13 @@ def test_bad_curves_are_refused_one_line_each(
 
 
 def test_a_water_allowance_needs_steps_that_divide_a_day(tmp_path: Path):
-    # Hourly series over 16 h cover four 5-hour steps.
+    # Hourly series over 16 h, kept at the four 5-hour steps' times (rows between the
+    # steps are refused, docs/model.md §8).
     plant = add_plant_data(make_scenario_dir(tmp_path / "five", series_steps=16))
+    for file in ("site_series.csv", "demand.csv"):
+        rows = read_rows(plant, file)
+        steps = {step_time(h).isoformat() for h in (0, 5, 10, 15)}
+        write_rows(plant, file, [rows[0], *(r for r in rows[1:] if r[0] in steps)])
     (plant / "scenario.toml").write_text(toml_text(step_hours=5.0, steps=4))
     text = only_problem(plant)
     assert text.startswith("scenario.toml, column 'step_hours':") and "24 h" in text

@@ -34,10 +34,12 @@ from scenario_factory import (
 )
 
 from thermoroute.common.bounds import BOUNDS, markdown_table
+from thermoroute.common.demand_view import load_demand_view
 from thermoroute.common.errors import Problem, ScenarioError
 from thermoroute.common.scenario_format import SCENARIO_FILES
 from thermoroute.common.scenario_loading import load_scenario
 from thermoroute.common.servability import check_servable
+from thermoroute.common.site_view import load_site_view
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -488,6 +490,44 @@ def test_series_shorter_than_the_horizon(scen: Path):
     # Each of the three sites and each interactive region/class lacks steps 4 and 5.
     assert sum(p.file == "site_series.csv" for p in problems) == len(SITE_IDS)
     assert sum(p.file == "demand.csv" for p in problems) == len(REGION_IDS) * 2
+
+
+# Series resolution (docs/model.md §8): rows between the step times are refused, never
+# sampled.
+
+
+def test_hourly_series_with_longer_steps_are_refused_in_one_line_per_file(scen: Path):
+    (scen / "scenario.toml").write_text(toml_text(step_hours=2.0, steps=2), encoding="utf-8")
+    problems = problems_of(scen)
+    assert [p.file for p in problems] == ["site_series.csv", "demand.csv"]
+    for problem in problems:
+        check(problem, problem.file, None, "time", "rows between step times", "2 h apart")
+        assert step_time(1).isoformat() in problem.reason  # the first row between steps
+    # Each side reads its files through the same readers and says the same.
+    with pytest.raises(ScenarioError) as site:
+        load_site_view(scen, [SITE_IDS[1]])
+    with pytest.raises(ScenarioError) as coordinator:
+        load_demand_view(scen)
+    assert site.value.problems == problems[:1]
+    assert coordinator.value.problems == problems[1:]
+
+
+def test_a_row_off_the_step_times_is_refused(scen: Path):
+    line = series_line(scen, "charlie", 2)
+    set_cell(scen, "site_series.csv", line, "time", "2023-01-16T02:30:00+10:00")
+    problem = the_problem(scen)
+    check(problem, "site_series.csv", None, "time", "rows between step times", "02:30")
+
+
+def test_series_at_the_steps_resolution_are_valid(scen: Path):
+    # Two-hourly rows for two-hour steps; rows beyond the horizon, on the step times, too.
+    for file in ("site_series.csv", "demand.csv"):
+        rows = read_rows(scen, file)
+        odd = {step_time(t).isoformat() for t in (1, 3)}
+        write_rows(scen, file, [rows[0], *(r for r in rows[1:] if r[0] not in odd)])
+    (scen / "scenario.toml").write_text(toml_text(step_hours=2.0, steps=1), encoding="utf-8")
+    assert load_scenario(scen).times == (START,)
+    assert load_scenario(scen, start=step_time(2)).times == (step_time(2),)
 
 
 @pytest.mark.parametrize(

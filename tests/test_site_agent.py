@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -15,13 +16,14 @@ from thermoroute.common.errors import ScenarioError
 from thermoroute.common.evaluate import TOTAL_KEYS, evaluate
 from thermoroute.common.method_protocol import MethodBegin
 from thermoroute.common.scenario import Objective, Scenario
-from thermoroute.common.scenario_split import site_slice_files, split_scenario
+from thermoroute.common.scenario_loading import load_scenario
+from thermoroute.common.scenario_split import split_scenario
 from thermoroute.common.scenario_writing import write_scenario
 from thermoroute.common.synth import synthesize
 from thermoroute.coordinator.admm import NAME as ADMM_NAME
 from thermoroute.coordinator.admm import SITE_HANDLER as ADMM_SITE_HANDLER
 from thermoroute.site_agent.agent import SiteAgent, SiteReport
-from thermoroute.site_agent.data import load_site, load_sites, site_slices
+from thermoroute.site_agent.data import load_site, load_sites
 from thermoroute.site_agent.group import SiteGroup
 from thermoroute.site_agent.subproblem import InnerSettings
 
@@ -163,15 +165,56 @@ def test_load_site_window(fleet):
     np.testing.assert_array_equal(site.dry_bulb_c[0], scenario.dry_bulb_c[0, 2:6])
 
 
-def test_group_slices_in_one_pass_equal_the_common_slicer(fleet):
+def _bits(site: Scenario) -> bytes:
+    """Every field but the metadata, bit for bit."""
+    return pickle.dumps(replace(site, metadata={}))
+
+
+def test_a_group_read_in_one_pass_equals_each_site_read_alone(fleet):
     scenario, directory = fleet
     ids = list(scenario.sites.site_id[1:3])
-    slices = site_slices(directory, ids)
-    for sid in ids:
-        assert slices[sid] == site_slice_files(directory, sid)
     loaded = load_sites(directory, ids)
     assert list(loaded) == ids
-    assert all(loaded[s].sites.site_id == (s,) for s in ids)
+    for sid in ids:
+        alone = load_site(directory, sid)
+        assert _bits(loaded[sid]) == _bits(alone)
+        assert loaded[sid].metadata == alone.metadata
+
+
+def test_a_site_reads_what_validation_reads(fleet, tmp_path):
+    # A byte-order mark and CRLF line ends on every file: validation accepts them, so must
+    # a site (issue 21: the old slicer's own reader failed on a BOM).
+    scenario, directory = fleet
+    marked = tmp_path / "marked"
+    shutil.copytree(directory, marked)
+    for path in marked.glob("*.csv"):
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    sid = scenario.sites.site_id[1]
+    assert _bits(load_site(marked, sid)) == _bits(load_site(directory, sid))
+
+
+def test_other_sites_rows_are_neither_read_nor_judged(fleet, tmp_path):
+    scenario, directory = fleet
+    mine, other = scenario.sites.site_id[0], scenario.sites.site_id[1]
+    broken = tmp_path / "broken"
+    shutil.copytree(directory, broken)
+    rows = (broken / "site_series.csv").read_text(encoding="utf-8").splitlines()
+    k = next(i for i, r in enumerate(rows) if r.split(",")[1] == other)
+    rows[k] = rows[k].replace(other, f"{other},extra", 1)  # a field too many, on its row
+    rows.append(rows[1].replace(mine, "nowhere", 1))  # a row of no site of the fleet
+    (broken / "site_series.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(ScenarioError) as full:
+        load_scenario(broken)
+    with pytest.raises(ScenarioError) as own:
+        load_site(broken, mine)
+    # The other site's row is its own to refuse; the row of no site is everyone's, in
+    # validation's words.
+    assert [str(p) for p in own.value.problems] == [
+        str(p) for p in full.value.problems if "nowhere" in p.reason
+    ]
+    with pytest.raises(ScenarioError) as others:
+        load_site(broken, other)
+    assert {str(p) for p in others.value.problems} == {str(p) for p in full.value.problems}
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ sites without such a resource are grouped ``sites_per_agent`` to an actor and pl
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -31,12 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from thermoroute.common.errors import Problem, ScenarioError, SiteDataInvalid
+from thermoroute.common.errors import SiteDataInvalid
 from thermoroute.common.evaluate import TOTAL_KEYS, evaluate
 from thermoroute.common.physics.latency import mean_ttft_ms
 from thermoroute.common.scenario import DemandView, Scenario
 from thermoroute.common.scenario_split import is_split_root
 from thermoroute.common.scenarios import scenario_directory
+from thermoroute.common.site_view import list_site_ids
 from thermoroute.coordinator.actor import CheckpointMissing, Coordinator, CoordinatorOutcome
 from thermoroute.coordinator.data import load_view
 from thermoroute.coordinator.events import IterationRecord, NullObserver, RunObserver
@@ -120,19 +120,20 @@ def discover(source: str | os.PathLike[str]) -> tuple[Path, tuple[str, ...]]:
     """The coordinator's directory and the fleet's site ids behind ``source``.
 
     A full scenario directory holds both (its ``sites.csv`` lists the ids; only that one
-    column is read here — the sites' data are read by their agents). The output root of
-    ``thermoroute scenario split`` has ``coordinator/`` and one ``sites/<site_id>/`` each.
+    column is read here, by :func:`~thermoroute.common.site_view.list_site_ids` — the
+    sites' data are read by their agents). The output root of ``thermoroute scenario
+    split`` has ``coordinator/`` and one ``sites/<site_id>/`` each.
+
+    Raises
+    ------
+    ScenarioError
+        If ``sites.csv`` cannot name the sites (missing, bad header, bad or repeated ids).
     """
     directory = resolve_directory(source)
     if is_split_root(directory):
         ids = tuple(sorted(p.name for p in (directory / "sites").iterdir() if p.is_dir()))
         return directory / "coordinator", ids
-    sites_csv = directory / "sites.csv"
-    if not sites_csv.is_file():
-        raise ScenarioError(Problem("sites.csv", "file is missing"), str(directory))
-    with sites_csv.open(newline="", encoding="utf-8") as handle:
-        ids = tuple(row["site_id"].strip() for row in csv.DictReader(handle) if row)
-    return directory, ids
+    return directory, list_site_ids(directory)
 
 
 def plan_groups(
