@@ -32,9 +32,10 @@ from thermoroute.common.scenario import DemandView, Scenario
 from thermoroute.coordinator.actor import Coordinator
 from thermoroute.coordinator.data import load_view
 from thermoroute.coordinator.fleet import InlineFleet
-from thermoroute.coordinator.methods import MethodSettings, method_for
+from thermoroute.coordinator.methods import MethodSettings
 from thermoroute.coordinator.receding import DEMAND_NOISE_SIGMA, BatchBacklog, InteractiveLedger
 from thermoroute.launch import DistributedRunSpec
+from thermoroute.receding import RecedingWindows, serve_first_step
 from thermoroute.site_agent.forecast import SiteForecast
 from thermoroute.site_agent.group import SiteGroup
 
@@ -126,9 +127,8 @@ class _PlanBook:
         the step's objective [AUD]."""
         applied = evaluate(step_truth, x[..., :1], n[:, :1])
         _accumulate(self.totals, applied)
-        served = x[:, :, :, 0].sum(axis=0) * step_truth.step_seconds
+        served = serve_first_step(self.backlog, x, step_truth.step_seconds, deferrable)
         self.interactive.record(demand_requests, served[:, ~deferrable])
-        self.backlog.serve(served * deferrable[None, :])
         return applied.objective_aud
 
     def empty(self) -> bool:
@@ -397,9 +397,8 @@ def simulate(
         )  # fmt: skip
 
     coordinator, close = open_fleet(0, horizon)
-    layout = coordinator.layout
+    windows = RecedingWindows()
     log: list[SimulationStep] = []
-    prev_state = prev_structure = None
     try:
         for h in range(span if drain else n_steps):
             draining = h >= n_steps
@@ -416,16 +415,12 @@ def simulate(
                 coordinator, close = open_fleet(h, steps_h)
             elif h:
                 coordinator.shift_fleet(1)
-            coordinator.set_view(view_h)
-            coordinator.register()
-            start_from = None
-            if warm and prev_state is not None and not draining:
-                shift = method_for(settings).shift
-                start_from = shift(prev_state, prev_structure, coordinator.structure, layout, 1)
+            # A drain step's fleet is new and its horizon shorter: it starts cold.
+            start_from = windows.open(coordinator, view_h, h, warm=warm and not draining)
             t0 = time.perf_counter()
             outcome = coordinator.run(warm_start=start_from)
             solve_s = time.perf_counter() - t0
-            prev_state, prev_structure = outcome.run.state, outcome.structure
+            windows.remember(outcome, h)
             step_truth = truth.window(h, 1)
             demand = view.demand_rps[:, ~defer, h] * view.step_seconds
             sched = outcome.outputs.schedule
