@@ -120,8 +120,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
             log_to_driver=False,
             logging_level=logging.WARNING,  # not Ray's "Started a local Ray instance"
             # In a run's private network only loopback exists: say so rather than let Ray
-            # probe for a route out and warn that there is none.
-            **({"_node_ip_address": "127.0.0.1"} if in_private_network() else {}),
+            # probe for a route out and warn that there is none (``None``: Ray finds it).
+            _node_ip_address="127.0.0.1" if in_private_network() else None,
         )
     return True
 

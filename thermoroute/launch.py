@@ -294,7 +294,9 @@ def _solve_ray(loaded: _Loaded, spec: DistributedRunSpec) -> DistributedRun:
             scheduling_strategy=here,
             max_restarts=restarts,
         )
-        coordinator = remote_coordinator.remote(
+        # Ray's stubs type an actor's methods as the class's own, without ``.remote``: the
+        # handle is untyped from here on, as in ``_connect`` and ``_drive``.
+        coordinator: Any = remote_coordinator.remote(
             loaded.view, settings, method=method_for(settings), observers=list(spec.observers),
             checkpoint=checkpoints.name, **spec.reporting,
         )  # fmt: skip

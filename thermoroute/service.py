@@ -28,7 +28,7 @@ import pickle
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, is_dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,14 @@ CHECKPOINT = "service-state.pkl"
 FIRST_CYCLE_BUDGET_S = 60.0
 #: The demand file holds the operator's forecasts: the service adds no error of its own.
 OPERATOR_FORECASTS = DemandForecaster(sigma=0.0)
+
+
+def _with_time_limit(settings: MethodSettings, seconds: float) -> MethodSettings:
+    """``settings`` with the run's wall-time limit ``seconds`` (every method's settings are a
+    frozen dataclass: :class:`~thermoroute.coordinator.method_contract.RunSettings`)."""
+    if not is_dataclass(settings) or isinstance(settings, type):
+        raise TypeError(f"method settings must be a dataclass instance, not {settings!r}")
+    return replace(settings, time_limit_s=seconds)
 
 
 @dataclass(frozen=True)
@@ -223,8 +231,8 @@ class PlanningService:
         self.step_seconds = serve.step_seconds or first.step_hours * 3600.0
         self.max_plan_age_s = serve.max_plan_age_s or 2.0 * self.step_seconds
         budget = serve.cycle_budget_s or 0.8 * self.step_seconds
-        self.settings = replace(settings, time_limit_s=budget)
-        self._first_settings = replace(settings, time_limit_s=max(budget, FIRST_CYCLE_BUDGET_S))
+        self.settings = _with_time_limit(settings, budget)
+        self._first_settings = _with_time_limit(settings, max(budget, FIRST_CYCLE_BUDGET_S))
         self.serve = serve
         self.metrics = metrics
         self.cluster = cluster
@@ -307,7 +315,7 @@ class PlanningService:
                 log.warning("cycle %d: the warm-started method stopped unconverged; "
                             "solving again from a cold start", k)  # fmt: skip
                 outcome = self.coordinator.run(
-                    warm_start=None, settings=replace(settings, time_limit_s=left)
+                    warm_start=None, settings=_with_time_limit(settings, left)
                 )
                 iterations += int(outcome.iterations)
         except (ScenarioError, RoundFailed, SiteGroupLost, RuntimeError) as error:

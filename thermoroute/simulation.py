@@ -424,6 +424,10 @@ def simulate(
             step_truth = truth.window(h, 1)
             demand = view.demand_rps[:, ~defer, h] * view.step_seconds
             sched = outcome.outputs.schedule
+            if sched.n is None:
+                raise RuntimeError(
+                    "the sites did not share their active GPUs, which the simulation charges"
+                )
             objective = plan.apply(step_truth, sched.x, sched.n, demand, defer)
             base_objective = math.nan
             if baseline is not None:
