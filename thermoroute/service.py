@@ -28,7 +28,7 @@ import pickle
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -70,8 +70,17 @@ OPERATOR_FORECASTS = DemandForecaster(sigma=0.0)
 
 
 def _with_time_limit(settings: MethodSettings, seconds: float) -> MethodSettings:
-    """``settings`` with the run's wall-time limit ``seconds`` (every method's settings are a
-    frozen dataclass: :class:`~thermoroute.coordinator.method_contract.RunSettings`)."""
+    """``settings`` with the run's wall-time limit ``seconds``.
+
+    :class:`~thermoroute.coordinator.method_contract.RunSettings` promises the limit, not how
+    to set it: the registered methods' settings are frozen dataclasses, copied with the new
+    limit.
+
+    Raises
+    ------
+    TypeError
+        ``settings`` is not a dataclass instance.
+    """
     if not is_dataclass(settings) or isinstance(settings, type):
         raise TypeError(f"method settings must be a dataclass instance, not {settings!r}")
     return replace(settings, time_limit_s=seconds)
@@ -414,6 +423,13 @@ class PlanningService:
         if directory is None or not (directory / CHECKPOINT).is_file():
             return _State()
         state = pickle.loads((directory / CHECKPOINT).read_bytes())
+        # A checkpoint written by another version may lack what this one reads: starting
+        # afresh beats failing at the first cycle.
+        missing = sorted({f.name for f in fields(_State)} - set(vars(state)))
+        if missing:
+            log.warning("the checkpoint in %s lacks %s (another version): starting afresh",
+                        directory, ", ".join(missing))  # fmt: skip
+            return _State()
         log.warning("resuming from the checkpoint of cycle %d", state.next_cycle - 1)
         return state
 
