@@ -73,12 +73,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from thermoroute.cluster import discover, ensure_ray, plan_groups
 from thermoroute.coordinator.actor import Coordinator
 from thermoroute.coordinator.admm import AdmmSettings
 from thermoroute.coordinator.data import load_view
 from thermoroute.coordinator.events import NullObserver
 from thermoroute.coordinator.fleet import InlineFleet
-from thermoroute.launch import DistributedRun, discover, ensure_ray, plan_groups, solve_distributed
+from thermoroute.launch import DistributedRun, solve_distributed
 from thermoroute.site_agent.group import SiteGroup
 from thermoroute.site_agent.subproblem import InnerSettings
 
@@ -296,7 +297,7 @@ def profile_sites(spec: Spec, settings: AdmmSettings) -> SiteProfile:
     SiteProfile
     """
     coordinator_dir, site_ids = discover(spec.source)
-    from thermoroute.launch import resolve_directory
+    from thermoroute.cluster import resolve_directory
 
     data_source = resolve_directory(spec.source)
     ray_groups = plan_groups(site_ids, spec.sites_per_agent)
@@ -404,9 +405,9 @@ def _central_child(source: str, out: Any, memory_gb: float) -> None:
     except (ImportError, ValueError, OSError):
         pass
     try:
+        from thermoroute.cluster import resolve_directory
         from thermoroute.common.central import solve_central
         from thermoroute.common.scenario_loading import load_scenario
-        from thermoroute.launch import resolve_directory
 
         scenario = load_scenario(resolve_directory(source))
         result = solve_central(scenario)

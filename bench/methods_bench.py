@@ -47,6 +47,7 @@ from bench.admm_bench import (
     make_spec,
     prepare,
 )
+from thermoroute.cluster import discover, ensure_ray
 from thermoroute.common.ipm_protocol import round_fields
 from thermoroute.common.scenarios import embedded_scenarios
 from thermoroute.common.schur_pattern import SchurPattern
@@ -61,7 +62,7 @@ from thermoroute.coordinator.admm import AdmmSettings
 from thermoroute.coordinator.data import layout_of, load_view
 from thermoroute.coordinator.ipm import NAME as INTERIOR_POINT
 from thermoroute.coordinator.ipm import IpmSettings
-from thermoroute.launch import DistributedRun, discover, ensure_ray, solve_distributed
+from thermoroute.launch import DistributedRun, solve_distributed
 
 EPS_REL = 1e-4
 #: Central solves beyond this are reported as not finished (the 1000-site one takes ~12 min

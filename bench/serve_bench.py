@@ -24,9 +24,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from thermoroute.cluster import discover, serve_fleet
 from thermoroute.common.scenario_writing import copy_scenario_dir
 from thermoroute.common.scenarios import embedded_path
-from thermoroute.launch import discover, serve_fleet
 from thermoroute.options import RunOptions
 from thermoroute.service import PlanningService, ServeSettings
 

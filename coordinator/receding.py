@@ -29,7 +29,7 @@ Draining
 A rolling horizon defers forever: at the end of the simulated days most of the last day's
 volume is still planned for hours beyond them. Two plans compared over those days have then
 served different work, and the difference of their costs is no saving. The simulation
-therefore drains (:func:`thermoroute.launch.simulate`): after the simulated days no volume
+therefore drains (:func:`thermoroute.simulation.simulate`): after the simulated days no volume
 arrives, and the horizons shrink to end where the last full horizon ended, so the backlog is
 due by that deadline, at most ``T − 1`` steps later, within the data the days already
 needed. Interactive demand goes on as usual while draining, for both plans alike.

@@ -414,7 +414,8 @@ def test_layout_matches_coupling_module(tiny_scenario: Scenario) -> None:
 
 def test_receding_horizon_applies_first_steps(tmp_path: Path) -> None:
     from tests.conftest import make_scenario
-    from thermoroute.launch import DistributedRunSpec, SimulationSpec, simulate
+    from thermoroute.launch import DistributedRunSpec
+    from thermoroute.simulation import SimulationSpec, simulate
 
     scenario = make_scenario()  # 4 hourly steps
     directory = write_scenario(scenario, tmp_path / "tiny")
@@ -439,7 +440,8 @@ def test_receding_horizon_sites_plan_with_their_own_forecasts(tmp_path: Path) ->
     """By default each site plans with noisy forecasts of its series; the applied step is
     still charged under the real data, and planning with perfect forecasts is selectable."""
     from tests.conftest import make_scenario
-    from thermoroute.launch import DistributedRunSpec, SimulationSpec, simulate
+    from thermoroute.launch import DistributedRunSpec
+    from thermoroute.simulation import SimulationSpec, simulate
     from thermoroute.site_agent.forecast import SiteForecast
 
     scenario = make_scenario()

@@ -30,8 +30,8 @@ def test_a_live_service_answers_with_and_without_its_token(tiny_scenario_dir: Pa
     import urllib.error
     import urllib.request
 
+    from thermoroute.cluster import discover, serve_fleet
     from thermoroute.http_api import ApiServer
-    from thermoroute.launch import discover, serve_fleet
     from thermoroute.options import RunOptions
     from thermoroute.service import PlanningService, ServeSettings
     from thermoroute.service_metrics import ServiceMetrics

@@ -168,7 +168,8 @@ def test_receding_horizon_warm_starts_cut_iterations_not_accuracy() -> None:
     """A day of australia, hour by hour: warm-started from the kept central-path iterate,
     a median of at most 8 iterations per step, and the same totals as solving each step
     cold, to 0.01 %."""
-    from thermoroute.launch import DistributedRunSpec, SimulationSpec, simulate
+    from thermoroute.launch import DistributedRunSpec
+    from thermoroute.simulation import SimulationSpec, simulate
 
     # The day's steps only: drain steps are solved cold either way.
     ipm = DistributedRunSpec(executor="inline", settings=IpmSettings())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from thermoroute.launch import discover, serve_fleet
+from thermoroute.cluster import discover, serve_fleet
 from thermoroute.options import RunOptions
 from thermoroute.service import KEPT_PREVIOUS, PLANNED, PlanningService, ServeSettings
 

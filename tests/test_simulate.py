@@ -25,7 +25,7 @@ from thermoroute.coordinator.receding import BatchBacklog, InteractiveLedger
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from thermoroute.cli import main; main()"]
-#: Served requests of the two plans agree to this (thermoroute.launch.EQUAL_WORK_RTOL).
+#: Served requests of the two plans agree to this (thermoroute.simulation.EQUAL_WORK_RTOL).
 EQUAL = 1e-6
 #: The ledger's sums: arrived = served + left to round-off.
 BOOKS = 1e-12

@@ -721,7 +721,7 @@ def simulate(  # noqa: PLR0913 (typer: one parameter per command-line option)
     from thermoroute import runner
     from thermoroute.common.central import CentralSolveError
     from thermoroute.distributed_run import run_receding
-    from thermoroute.launch import SimulationSpec
+    from thermoroute.simulation import SimulationSpec
     from thermoroute.site_agent.forecast import SiteForecast
 
     spec = SimulationSpec(
@@ -828,8 +828,8 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
         raise _fail(f"--cycles {cycles}: an integer >= 1")
     _isolated(isolate, True, executor.value, address, (host, port))
     directory = resolve_scenario(scenario)
+    from thermoroute.cluster import cluster_summary, discover, serve_fleet
     from thermoroute.http_api import ApiServer, create_app
-    from thermoroute.launch import cluster_summary, discover, serve_fleet
     from thermoroute.service import PlanningService, ServeSettings
     from thermoroute.service_metrics import ServiceMetrics
 

@@ -16,7 +16,9 @@ from rich.table import Table
 from thermoroute.common.compare import METRIC_KEYS
 from thermoroute.common.run_directory import RunDirectory
 from thermoroute.common.scenario import Scenario
-from thermoroute.launch import (
+from thermoroute.options import RunOptions
+from thermoroute.progress import LiveProgress
+from thermoroute.simulation import (
     EQUAL_WORK_RTOL,
     SimulationResult,
     SimulationSpec,
@@ -24,8 +26,6 @@ from thermoroute.launch import (
     Work,
     simulate,
 )
-from thermoroute.options import RunOptions
-from thermoroute.progress import LiveProgress
 
 
 def _metrics_observers(port: int | None, addr: str) -> list[Any]:

@@ -28,7 +28,7 @@ import pickle
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from thermoroute.coordinator.actor import Coordinator
 from thermoroute.coordinator.data import load_view
 from thermoroute.coordinator.fleet import RoundFailed, SiteGroupLost
 from thermoroute.coordinator.methods import MethodSettings, method_for
-from thermoroute.coordinator.receding import BatchBacklog
+from thermoroute.coordinator.receding import BatchBacklog, DemandForecaster, horizon_view
 from thermoroute.plan_api import (
     CycleStatus,
     PlanResponse,
@@ -52,6 +52,7 @@ from thermoroute.plan_api import (
     SiteStatus,
     StatusResponse,
 )
+from thermoroute.receding import RecedingWindows, serve_first_step
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,25 @@ HISTORY = 50
 CHECKPOINT = "service-state.pkl"
 #: The least time the first cycle's method gets (cold, and no plan to fall back on).
 FIRST_CYCLE_BUDGET_S = 60.0
+#: The demand file holds the operator's forecasts: the service adds no error of its own.
+OPERATOR_FORECASTS = DemandForecaster(sigma=0.0)
+
+
+def _with_time_limit(settings: MethodSettings, seconds: float) -> MethodSettings:
+    """``settings`` with the run's wall-time limit ``seconds``.
+
+    :class:`~thermoroute.coordinator.method_contract.RunSettings` promises the limit, not how
+    to set it: the registered methods' settings are frozen dataclasses, copied with the new
+    limit.
+
+    Raises
+    ------
+    TypeError
+        ``settings`` is not a dataclass instance.
+    """
+    if not is_dataclass(settings) or isinstance(settings, type):
+        raise TypeError(f"method settings must be a dataclass instance, not {settings!r}")
+    return replace(settings, time_limit_s=seconds)
 
 
 @dataclass(frozen=True)
@@ -179,9 +199,7 @@ class _State:
     next_cycle: int = 0
     plan: Plan | None = None
     backlog: np.ndarray | None = None
-    method_state: Any = None
-    structure: Any = None
-    method_cycle: int = -1
+    windows: RecedingWindows = field(default_factory=RecedingWindows)
     history: deque[CycleRecord] = field(default_factory=lambda: deque(maxlen=HISTORY))
     cycles_by_outcome: dict[str, int] = field(default_factory=dict)
 
@@ -222,8 +240,8 @@ class PlanningService:
         self.step_seconds = serve.step_seconds or first.step_hours * 3600.0
         self.max_plan_age_s = serve.max_plan_age_s or 2.0 * self.step_seconds
         budget = serve.cycle_budget_s or 0.8 * self.step_seconds
-        self.settings = replace(settings, time_limit_s=budget)
-        self._first_settings = replace(settings, time_limit_s=max(budget, FIRST_CYCLE_BUDGET_S))
+        self.settings = _with_time_limit(settings, budget)
+        self._first_settings = _with_time_limit(settings, max(budget, FIRST_CYCLE_BUDGET_S))
         self.serve = serve
         self.metrics = metrics
         self.cluster = cluster
@@ -291,17 +309,12 @@ class PlanningService:
             if self.backlog.daily.shape == view.batch_requests.shape:
                 self.backlog.daily = view.batch_requests
             self.backlog.arrive(k)
-            deferrable = np.asarray(view.classes.deferrable, dtype=bool)
-            view = replace(
-                view, batch_requests=np.where(deferrable[None, :], self.backlog.backlog, 0.0)
-            )
-            self.coordinator.set_view(view)
+            view = horizon_view(view, OPERATOR_FORECASTS, self.backlog)
             fresh, rejoining = self._refresh(when)
-            self.coordinator.register()
+            warm = state.windows.open(self.coordinator, view, k)
             # Until a first plan exists, a late plan beats none: the cold first cycle may
             # take longer than the budget.
             settings = self.settings if state.plan is not None else self._first_settings
-            warm = self._warm_start(k)
             outcome = self.coordinator.run(warm_start=warm, settings=settings)
             iterations = int(outcome.iterations)
             left = (settings.time_limit_s or math.inf) - (time.perf_counter() - t0)
@@ -311,7 +324,7 @@ class PlanningService:
                 log.warning("cycle %d: the warm-started method stopped unconverged; "
                             "solving again from a cold start", k)  # fmt: skip
                 outcome = self.coordinator.run(
-                    warm_start=None, settings=replace(settings, time_limit_s=left)
+                    warm_start=None, settings=_with_time_limit(settings, left)
                 )
                 iterations += int(outcome.iterations)
         except (ScenarioError, RoundFailed, SiteGroupLost, RuntimeError) as error:
@@ -345,12 +358,9 @@ class PlanningService:
                 region_ids=tuple(view.regions.region_id), class_ids=tuple(view.classes.class_id),
                 degraded=bool(stale or rejoining),
             )  # fmt: skip
-            served = x[:, :, :, 0].sum(axis=0) * view.step_seconds
-            self.backlog.serve(served * deferrable[None, :])
-        # Even an iterate that missed the budget is a better start than a cold one.
-        state.method_state, state.structure, state.method_cycle = (
-            outcome.run.state, outcome.structure, k,
-        )  # fmt: skip
+            deferrable = np.asarray(view.classes.deferrable, dtype=bool)
+            serve_first_step(self.backlog, x, view.step_seconds, deferrable)
+        state.windows.remember(outcome, k)
         self._finish(record, plan)
         return record
 
@@ -383,20 +393,6 @@ class PlanningService:
                 self._site_state[sid] = SITE_UP if fresh.get(sid, True) else SITE_STALE
         return fresh, rejoining
 
-    def _warm_start(self, k: int) -> Any:
-        state, structure = self._state, self.coordinator.structure
-        if state.method_state is None or structure is None:  # no state, or not registered
-            return None
-        steps = k - state.method_cycle
-        if not 0 < steps < self.horizon:
-            return None
-        shift = method_for(self.settings).shift
-        try:
-            return shift(state.method_state, state.structure, structure,
-                         self.coordinator.layout, steps)  # fmt: skip
-        except (ValueError, IndexError):  # a changed fleet or layout: start cold
-            return None
-
     def _finish(self, record: CycleRecord, plan: Plan | None) -> None:
         with self._lock:
             state = self._state
@@ -427,6 +423,13 @@ class PlanningService:
         if directory is None or not (directory / CHECKPOINT).is_file():
             return _State()
         state = pickle.loads((directory / CHECKPOINT).read_bytes())
+        # A checkpoint written by another version may lack what this one reads: starting
+        # afresh beats failing at the first cycle.
+        missing = sorted({f.name for f in fields(_State)} - set(vars(state)))
+        if missing:
+            log.warning("the checkpoint in %s lacks %s (another version): starting afresh",
+                        directory, ", ".join(missing))  # fmt: skip
+            return _State()
         log.warning("resuming from the checkpoint of cycle %d", state.next_cycle - 1)
         return state
 

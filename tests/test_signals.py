@@ -1,0 +1,102 @@
+"""SIGTERM ends a run like Ctrl-C: exit 143, one line, nothing written, nothing left running
+(issue 21, item 1) — on a real local Ray run, at three phases of it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-c", "from thermoroute.cli import main; main()"]
+
+#: Ray's daemons and workers, by the name they run under.
+RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "default_worker", "dashboard")
+
+
+def _ray_pids() -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if any(name in cmdline for name in RAY_PROCESSES):
+            pids.add(int(entry.name))
+    return pids
+
+
+def _digest(directory: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _when_started(seconds: float) -> Callable[[str, set[int]], bool]:
+    t0 = time.monotonic()
+    return lambda _out, _new: time.monotonic() - t0 >= seconds
+
+
+def _when_ray_runs(_out: str, new: set[int]) -> bool:
+    return bool(new)
+
+
+def _when_solving(out: str, _new: set[int]) -> bool:
+    return "iteration 0" in out
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.parametrize(
+    "phase", ["starting", "ray", "solving"], ids=["while-starting", "ray-up", "solving"]
+)
+def test_sigterm_stops_a_run_and_leaves_nothing(tmp_path: Path, phase: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    out = tmp_path / "out"
+    first = subprocess.run(
+        [*CLI, "run", "australia", "--solver", "central", "--no-compare", "--quiet",
+         "--out", str(out)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    before = _digest(out)
+    ray_before = _ray_pids()
+    when = {
+        "starting": _when_started(1.0),
+        "ray": _when_ray_runs,
+        "solving": _when_solving,
+    }[phase]
+    log = tmp_path / "stdout"
+    with log.open("w") as sink:
+        run = subprocess.Popen(
+            [*CLI, "run", "australia", "--no-compare", "--out", str(out)],
+            env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 240
+        while run.poll() is None and not when(log.read_text(), _ray_pids() - ray_before):
+            assert time.monotonic() < deadline, f"the run never reached phase {phase!r}"
+            time.sleep(0.05)
+        assert run.poll() is None, f"the run ended before phase {phase!r}: {run.stderr}"
+        run.send_signal(signal.SIGTERM)
+        _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 143, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines[-1] == "terminated" and "Traceback" not in stderr, stderr
+    # Nothing written: the earlier output as it was, no staging directory, no lock.
+    assert _digest(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "stdout"]
+    # Nothing of the run keeps running (Ray's processes die with its driver).
+    deadline = time.monotonic() + 30
+    while _ray_pids() - ray_before:
+        assert time.monotonic() < deadline, f"left running: {_ray_pids() - ray_before}"
+        time.sleep(0.2)
