@@ -201,4 +201,7 @@ class RunOptions:
             settings=self.method_settings(),
             inner=InnerSettings(fallback=self.inner_fallback),
             share_site_details=self.share_site_details,
+            # A command runs one job: the Ray it starts stops with it, its session
+            # directory removed (a library caller keeps its Ray for the next solve).
+            shutdown=True,
         )
