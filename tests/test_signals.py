@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-c", "from thermoroute.cli import main; main()"]
+# The console script's own entry point (it takes SIGTERM before importing the rest).
+CLI = [sys.executable, "-c", "from thermoroute.console import main; main()"]
 
 #: Ray's daemons and workers, by the name they run under.
 RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "default_worker", "dashboard")

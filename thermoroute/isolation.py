@@ -243,8 +243,11 @@ def _main() -> None:
     signals.install()
     bring_loopback_up()
     sys.argv = ["thermoroute", *sys.argv[1:]]
-    from thermoroute.cli import main
-
+    try:
+        from thermoroute.cli import main
+    except signals.Terminated:
+        # Stopped while importing: nothing started; the outer process speaks for the run.
+        raise SystemExit(signals.EXIT_TERMINATED) from None
     main()
 
 
