@@ -890,6 +890,14 @@ class AdmmMethod:
         return self.loop.state.to_arrays()
 
     @staticmethod
+    def state_arrays(state: AdmmState) -> dict[str, np.ndarray]:
+        return state.to_arrays()
+
+    @staticmethod
+    def state_from_arrays(arrays: Mapping[str, np.ndarray]) -> AdmmState:
+        return AdmmState.from_arrays(arrays)
+
+    @staticmethod
     def _status(row: IterationLog) -> dict[str, Any]:
         res = row.residuals
         return {

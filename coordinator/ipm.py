@@ -667,6 +667,15 @@ class InteriorPointMethod:
         return {"prices": self.loop.prices.copy()}
 
     @staticmethod
+    def state_arrays(state: np.ndarray) -> dict[str, np.ndarray]:
+        """The warm start's prices (the interior point's state: an ndarray)."""
+        return {"prices": np.array(state, dtype=float)}
+
+    @staticmethod
+    def state_from_arrays(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.array(arrays["prices"], dtype=float)
+
+    @staticmethod
     def _status(row: IpmLog) -> dict[str, Any]:
         return {
             "iteration": row.iteration,

@@ -190,6 +190,23 @@ class DistributedMethod(Protocol):
     ) -> MethodRun: ...
 
     @staticmethod
+    def state_arrays(state: Any) -> dict[str, np.ndarray]:
+        """A :attr:`MethodRun.state` (not ``None``) as named numeric arrays, for a state file
+        (common/state_files.py): :meth:`state_from_arrays` gives it back exactly."""
+        ...
+
+    @staticmethod
+    def state_from_arrays(arrays: Mapping[str, np.ndarray]) -> Any:
+        """The state :meth:`state_arrays` gave.
+
+        Raises
+        ------
+        KeyError, ValueError
+            ``arrays`` are not such a state.
+        """
+        ...
+
+    @staticmethod
     def shift(
         state: Any,
         old: ExchangeStructure,

@@ -7,7 +7,7 @@ registered (:func:`build_structure`), which also refuses a fleet that cannot ser
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +68,35 @@ class ExchangeStructure:
     def spread(self, per_row: np.ndarray) -> np.ndarray:
         """A per-row vector repeated once per stacked entry."""
         return per_row[self.rows]
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The structure as named arrays (for a state file; the site ids as strings)."""
+        return {
+            "site_ids": np.array(self.site_ids, dtype=str),
+            "rows": self.rows.copy(),
+            "offsets": self.offsets.copy(),
+            "counts": self.counts.copy(),
+            "b": self.b.copy(),
+            "row_scale": self.row_scale.copy(),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> ExchangeStructure:
+        """The structure :meth:`to_arrays` gave.
+
+        Raises
+        ------
+        KeyError
+            An array is missing.
+        """
+        return cls(
+            site_ids=tuple(str(s) for s in arrays["site_ids"]),
+            rows=np.asarray(arrays["rows"], dtype=np.int64),
+            offsets=np.asarray(arrays["offsets"], dtype=np.int64),
+            counts=np.asarray(arrays["counts"], dtype=np.int64),
+            b=np.asarray(arrays["b"], dtype=float),
+            row_scale=np.asarray(arrays["row_scale"], dtype=float),
+        )
 
 
 def row_label(view: DemandView, layout: CouplingLayout, row: int) -> str:

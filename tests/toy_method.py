@@ -79,6 +79,14 @@ class ToyDualAscent:
     def checkpoint(self) -> dict[str, np.ndarray]:
         return {"prices": self.prices.copy()}
 
+    @staticmethod
+    def state_arrays(state: np.ndarray) -> dict[str, np.ndarray]:
+        return {"prices": state.copy()}
+
+    @staticmethod
+    def state_from_arrays(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.array(arrays["prices"], dtype=float)
+
     def run(
         self,
         fleet: Fleet,
