@@ -12,21 +12,24 @@ deferrable backlog (:func:`serve_first_step`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from thermoroute.common.scenario import DemandView
+from thermoroute.common.state_files import HeaderValue
 from thermoroute.coordinator.actor import Coordinator, CoordinatorOutcome
+from thermoroute.coordinator.methods import METHODS
 from thermoroute.coordinator.receding import BatchBacklog
 from thermoroute.coordinator.structure import ExchangeStructure
 
 
 @dataclass
 class RecedingWindows:
-    """The method's state carried from one window to the next (small and picklable: the
-    service checkpoints it).
+    """The method's state carried from one window to the next (small: the service writes
+    it to its state file after every cycle, :meth:`to_arrays`).
 
     Attributes
     ----------
@@ -72,6 +75,77 @@ class RecedingWindows:
             return method.shift(self.state, self.structure, new, coordinator.layout, age)
         except (ValueError, IndexError):
             return None
+
+    def to_arrays(self) -> tuple[dict[str, HeaderValue], dict[str, np.ndarray]]:
+        """The windows as plain fields and named arrays, for a state file
+        (common/state_files.py); :meth:`from_arrays` gives them back exactly.
+
+        Returns
+        -------
+        fields : dict
+            ``method``, ``step`` and ``state`` (whether a method state is carried).
+        arrays : dict of str to ndarray
+            ``structure.<name>`` (:meth:`ExchangeStructure.to_arrays`) and ``state.<name>``:
+            the method's own arrays for its state
+            (:meth:`~thermoroute.coordinator.method_contract.DistributedMethod.state_arrays`),
+            so that nothing here knows any method's state.
+
+        Raises
+        ------
+        KeyError
+            A state is carried for a method that is not registered.
+        """
+        fields: dict[str, HeaderValue] = {
+            "method": self.method,
+            "step": self.step,
+            "state": self.state is not None,
+        }
+        arrays: dict[str, np.ndarray] = {}
+        if self.structure is not None:
+            arrays.update({f"structure.{k}": v for k, v in self.structure.to_arrays().items()})
+        if self.state is not None:
+            own = METHODS[self.method].state_arrays(self.state)
+            arrays.update({f"state.{k}": v for k, v in own.items()})
+        return fields, arrays
+
+    @classmethod
+    def from_arrays(
+        cls, fields: Mapping[str, HeaderValue], arrays: Mapping[str, np.ndarray]
+    ) -> RecedingWindows:
+        """The windows :meth:`to_arrays` gave.
+
+        Raises
+        ------
+        ValueError
+            The fields or arrays are not such windows (a field or an array missing or of the
+            wrong type, or a state of a method that is not registered).
+        """
+        method, step, carried = fields.get("method"), fields.get("step"), fields.get("state")
+        if (
+            not isinstance(method, str)
+            or not isinstance(step, int)
+            or not isinstance(carried, bool)
+        ):
+            raise ValueError("the receding windows' method, step or state flag is missing")
+
+        def part(prefix: str) -> dict[str, np.ndarray]:
+            return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+        structure = part("structure.")
+        state = None
+        try:
+            if carried:
+                if method not in METHODS:
+                    raise ValueError(f"a state of method {method!r}, which is not registered")
+                state = METHODS[method].state_from_arrays(part("state."))
+            return cls(
+                method=method,
+                state=state,
+                structure=ExchangeStructure.from_arrays(structure) if structure else None,
+                step=step,
+            )
+        except KeyError as missing:
+            raise ValueError(f"the receding windows lack the array {missing}") from None
 
     def remember(self, outcome: CoordinatorOutcome, step: int) -> None:
         """Carry the state ``outcome`` ended with (the window from ``step``) to the next
