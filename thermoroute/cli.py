@@ -826,6 +826,15 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
             raise _fail(f"{flag} {value}: seconds in (0, 604,800]")
     if cycles is not None and cycles < 1:
         raise _fail(f"--cycles {cycles}: an integer >= 1")
+    from thermoroute.common.state_files import StateFileError
+
+    if state_dir is not None:
+        from thermoroute.service import prepare_state_dir
+
+        try:
+            prepare_state_dir(state_dir)
+        except StateFileError as exc:
+            raise _fail(f"--state-dir {exc}") from None
     _isolated(isolate, True, executor.value, address, (host, port))
     directory = resolve_scenario(scenario)
     from thermoroute.cluster import cluster_summary, discover, serve_fleet
@@ -851,6 +860,8 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
         )  # fmt: skip
     except (ScenarioError, SiteDataInvalid) as exc:
         raise _fail(str(exc)) from None
+    except StateFileError as exc:  # refused: nothing of it was run
+        raise _fail(f"--state-dir {exc}; move it away to start afresh") from None
     except ClusterAccessError as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
     # In a run's private network the API listens on its loopback; the host's --host:--port

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
+import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, is_dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ import numpy as np
 from thermoroute.common.atomic_files import write_directory_atomic
 from thermoroute.common.errors import ScenarioError
 from thermoroute.common.scenario import DemandView
+from thermoroute.common.state_files import HeaderValue, StateFileError, read_state, state_bytes
 from thermoroute.coordinator.actor import Coordinator
 from thermoroute.coordinator.data import load_view
 from thermoroute.coordinator.fleet import RoundFailed, SiteGroupLost
@@ -62,7 +64,13 @@ PLANNED, KEPT_PREVIOUS = "planned", "kept_previous"
 SITE_UP, SITE_STALE, SITE_REJOINING = "up", "stale forecast", "rejoining"
 #: Cycles kept for the status.
 HISTORY = 50
-CHECKPOINT = "service-state.pkl"
+#: The service's state file in its state directory (:class:`_State`), and what it is: its
+#: kind and the layout's version (common/state_files.py).
+CHECKPOINT = "service-state.npz"
+STATE_KIND = "thermoroute service state"
+STATE_VERSION = 1
+#: The state file of a thermoroute before the data format: a pickle, never read.
+PICKLED_STATE = "service-state.pkl"
 #: The least time the first cycle's method gets (cold, and no plan to fall back on).
 FIRST_CYCLE_BUDGET_S = 60.0
 #: The demand file holds the operator's forecasts: the service adds no error of its own.
@@ -145,6 +153,51 @@ class Plan:
     class_ids: tuple[str, ...]
     degraded: bool
 
+    def to_arrays(self) -> tuple[dict[str, HeaderValue], dict[str, np.ndarray]]:
+        """The plan as plain fields (``cycle``, ``start``, ``step_hours``, ``made_at``,
+        ``degraded``) and arrays (``x``, ``times``, ``site_ids``, ``region_ids``,
+        ``class_ids``; times as ISO 8601 strings), for a state file; :meth:`from_arrays`
+        gives it back exactly."""
+        fields: dict[str, HeaderValue] = {
+            "cycle": self.cycle,
+            "start": self.start.isoformat(),
+            "step_hours": self.step_hours,
+            "made_at": self.made_at,
+            "degraded": self.degraded,
+        }
+        arrays = {
+            "x": self.x,
+            "times": _strings(t.isoformat() for t in self.times),
+            "site_ids": _strings(self.site_ids),
+            "region_ids": _strings(self.region_ids),
+            "class_ids": _strings(self.class_ids),
+        }
+        return fields, arrays
+
+    @classmethod
+    def from_arrays(
+        cls, fields: Mapping[str, HeaderValue], arrays: Mapping[str, np.ndarray]
+    ) -> Plan:
+        """The plan :meth:`to_arrays` gave.
+
+        Raises
+        ------
+        KeyError, ValueError
+            A field or an array is missing or of the wrong type.
+        """
+        return cls(
+            cycle=_integer(fields, "cycle"),
+            start=datetime.fromisoformat(_text(fields, "start")),
+            times=tuple(datetime.fromisoformat(str(t)) for t in arrays["times"]),
+            step_hours=_number(fields, "step_hours"),
+            made_at=_number(fields, "made_at"),
+            x=_floats(arrays["x"]),
+            site_ids=_texts(arrays["site_ids"]),
+            region_ids=_texts(arrays["region_ids"]),
+            class_ids=_texts(arrays["class_ids"]),
+            degraded=_flag(fields, "degraded"),
+        )
+
     def step_of(self, when: datetime) -> int | None:
         """The index of the step containing ``when``, or ``None`` outside the horizon."""
         offset = (when - self.start) / timedelta(hours=self.step_hours)
@@ -192,9 +245,20 @@ class CycleRecord:
     error: str | None = None
 
 
+#: The columns of the history in a state file: CycleRecord's plain fields, by array type.
+_HISTORY_INTEGERS = ("cycle", "iterations")
+_HISTORY_FLOATS = ("started_at", "duration_s")
+_HISTORY_SITES = ("stale_sites", "rejoining_sites")
+
+
 @dataclass
 class _State:
-    """What a restarted service resumes from (pickled after every cycle)."""
+    """What a restarted service resumes from: its state file, written after every cycle.
+
+    The file (:data:`CHECKPOINT`) is data, never code: a JSON header and named arrays in one
+    ``.npz`` (common/state_files.py, kind :data:`STATE_KIND`, version :data:`STATE_VERSION`),
+    read without pickle. :meth:`file_bytes` writes it and :meth:`read` reads it back exactly.
+    """
 
     next_cycle: int = 0
     plan: Plan | None = None
@@ -202,6 +266,181 @@ class _State:
     windows: RecedingWindows = field(default_factory=RecedingWindows)
     history: deque[CycleRecord] = field(default_factory=lambda: deque(maxlen=HISTORY))
     cycles_by_outcome: dict[str, int] = field(default_factory=dict)
+
+    def file_bytes(self) -> bytes:
+        """The state file's bytes.
+
+        Its header holds ``next_cycle``, ``plan`` (whether a plan is published), the plan's
+        fields as ``plan.<name>`` (:meth:`Plan.to_arrays`) and the receding windows' as
+        ``windows.<name>`` (:meth:`~thermoroute.receding.RecedingWindows.to_arrays`). Its
+        arrays: ``backlog`` (when there is one), ``plan.<name>``, ``windows.<name>``, the
+        history column by column as ``history.<field>`` (a record's sites flattened, with
+        ``history.<field>_counts`` per record; ``history.error`` with ``history.has_error``)
+        and ``cycles_by_outcome.outcomes`` with ``cycles_by_outcome.counts``.
+        """
+        header: dict[str, HeaderValue] = {"next_cycle": self.next_cycle, "plan": False}
+        arrays: dict[str, np.ndarray] = {}
+        if self.backlog is not None:
+            arrays["backlog"] = self.backlog
+        if self.plan is not None:
+            plan_fields, plan_arrays = self.plan.to_arrays()
+            header["plan"] = True
+            header.update({f"plan.{k}": v for k, v in plan_fields.items()})
+            arrays.update({f"plan.{k}": v for k, v in plan_arrays.items()})
+        window_fields, window_arrays = self.windows.to_arrays()
+        header.update({f"windows.{k}": v for k, v in window_fields.items()})
+        arrays.update({f"windows.{k}": v for k, v in window_arrays.items()})
+        records = list(self.history)
+        for name in _HISTORY_INTEGERS:
+            arrays[f"history.{name}"] = np.array([getattr(r, name) for r in records], np.int64)
+        for name in _HISTORY_FLOATS:
+            arrays[f"history.{name}"] = np.array([getattr(r, name) for r in records], float)
+        for name in _HISTORY_SITES:
+            arrays[f"history.{name}"] = _strings(s for r in records for s in getattr(r, name))
+            counts = [len(getattr(r, name)) for r in records]
+            arrays[f"history.{name}_counts"] = np.array(counts, np.int64)
+        arrays["history.time"] = _strings(r.time.isoformat() for r in records)
+        arrays["history.outcome"] = _strings(r.outcome for r in records)
+        arrays["history.converged"] = np.array([r.converged for r in records], bool)
+        arrays["history.error"] = _strings(r.error or "" for r in records)
+        arrays["history.has_error"] = np.array([r.error is not None for r in records], bool)
+        arrays["cycles_by_outcome.outcomes"] = _strings(self.cycles_by_outcome)
+        arrays["cycles_by_outcome.counts"] = np.array(
+            list(self.cycles_by_outcome.values()), np.int64
+        )
+        return state_bytes(STATE_KIND, STATE_VERSION, header, arrays)
+
+    @classmethod
+    def read(cls, path: Path) -> _State:
+        """The state in the file ``path`` (written by :meth:`file_bytes`).
+
+        Raises
+        ------
+        StateFileError
+            One line naming the file: unreadable, corrupt, not a service state (a pickle, a
+            coordinator checkpoint, anything else), of a newer version, or lacking a part.
+            Nothing in the file is run.
+        """
+        header, arrays = read_state(path, STATE_KIND, STATE_VERSION)
+
+        def part(prefix: str) -> tuple[dict[str, HeaderValue], dict[str, np.ndarray]]:
+            n = len(prefix)
+            return (
+                {k[n:]: v for k, v in header.items() if k.startswith(prefix)},
+                {k[n:]: v for k, v in arrays.items() if k.startswith(prefix)},
+            )
+
+        try:
+            plan = Plan.from_arrays(*part("plan.")) if _flag(header, "plan") else None
+            columns = part("history.")[1]
+            sites = {name: _split(columns, name) for name in _HISTORY_SITES}
+            records = [
+                CycleRecord(
+                    cycle=int(columns["cycle"][i]),
+                    time=datetime.fromisoformat(str(columns["time"][i])),
+                    started_at=float(columns["started_at"][i]),
+                    outcome=str(columns["outcome"][i]),
+                    converged=bool(columns["converged"][i]),
+                    iterations=int(columns["iterations"][i]),
+                    duration_s=float(columns["duration_s"][i]),
+                    stale_sites=sites["stale_sites"][i],
+                    rejoining_sites=sites["rejoining_sites"][i],
+                    error=str(columns["error"][i]) if columns["has_error"][i] else None,
+                )
+                for i in range(len(columns["cycle"]))
+            ]
+            outcomes = arrays["cycles_by_outcome.outcomes"]
+            counts = arrays["cycles_by_outcome.counts"]
+            if len(outcomes) != len(counts):
+                raise ValueError("cycles_by_outcome's outcomes and counts differ in length")
+            return cls(
+                next_cycle=_integer(header, "next_cycle"),
+                plan=plan,
+                backlog=_floats(arrays["backlog"]) if "backlog" in arrays else None,
+                windows=RecedingWindows.from_arrays(*part("windows.")),
+                history=deque(records, maxlen=HISTORY),
+                cycles_by_outcome={str(o): int(c) for o, c in zip(outcomes, counts, strict=True)},
+            )
+        except KeyError as missing:
+            raise StateFileError(path, f"not a whole {STATE_KIND} (no {missing})") from None
+        except (ValueError, TypeError, IndexError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise StateFileError(path, f"not a usable {STATE_KIND} ({reason})") from None
+
+
+def _strings(values: Iterable[str]) -> np.ndarray:
+    """A 1-D array of strings (a data type, unlike an object array)."""
+    return np.array(list(values), dtype=str)
+
+
+def _texts(array: np.ndarray) -> tuple[str, ...]:
+    return tuple(str(v) for v in array)
+
+
+def _floats(array: np.ndarray) -> np.ndarray:
+    if array.dtype != np.float64:
+        raise ValueError(f"an array of {array.dtype}, not float64")
+    return array
+
+
+def _split(columns: Mapping[str, np.ndarray], name: str) -> list[tuple[str, ...]]:
+    """The history's ``name`` per record, from its flattened column and counts."""
+    flat, counts = columns[name], columns[f"{name}_counts"]
+    if counts.sum() != len(flat) or (counts < 0).any():
+        raise ValueError(f"history.{name} does not match its counts")
+    ends = np.cumsum(counts)
+    return [_texts(flat[end - n : end]) for n, end in zip(counts, ends, strict=True)]
+
+
+def _integer(fields: Mapping[str, HeaderValue], name: str) -> int:
+    value = fields[name]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name} is not an integer")
+    return value
+
+
+def _number(fields: Mapping[str, HeaderValue], name: str) -> float:
+    value = fields[name]
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValueError(f"{name} is not a number")
+    return float(value)
+
+
+def _text(fields: Mapping[str, HeaderValue], name: str) -> str:
+    value = fields[name]
+    if not isinstance(value, str):
+        raise ValueError(f"{name} is not a string")
+    return value
+
+
+def _flag(fields: Mapping[str, HeaderValue], name: str) -> bool:
+    value = fields[name]
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} is not true or false")
+    return value
+
+
+def prepare_state_dir(directory: Path) -> Path:
+    """Create the service's state directory, mode 0700 (only its owner reads the state), or
+    check the existing one (whose mode is the operator's and stays); returns it.
+
+    The service calls it before every write of its state file too: a directory removed
+    meanwhile is created again 0700, never looser.
+
+    Raises
+    ------
+    StateFileError
+        ``directory`` is a file, cannot be created or is not writable (one line naming it).
+    """
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StateFileError(directory, "exists and is not a directory") from None
+    except OSError as error:
+        raise StateFileError(directory, f"cannot create it ({error.strerror or error})") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StateFileError(directory, "not writable")
+    return directory
 
 
 class PlanningService:
@@ -412,25 +651,46 @@ class PlanningService:
     # Checkpoint
 
     def _checkpoint(self) -> None:
-        if self.serve.state_dir is None:
+        """Write the state file; a failure is logged, and the service goes on serving."""
+        directory = self.serve.state_dir
+        if directory is None:
             return
         with self._lock:
-            blob = pickle.dumps(self._state)
-        write_directory_atomic(self.serve.state_dir, {CHECKPOINT: blob}, durable=False)
+            content = self._state.file_bytes()
+        try:
+            write_directory_atomic(prepare_state_dir(directory), {CHECKPOINT: content},
+                                   durable=False)  # fmt: skip
+        except (OSError, StateFileError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            log.error("the state file in %s was not written: %s", directory, reason)
 
     def _resume(self) -> _State:
+        """The state to start from: a fresh one without a state file, else the file's.
+
+        Only a state file of this data format is read. A file that is corrupt, of another
+        kind or of a newer version is refused (nothing in it is run); version 1 is the
+        format's first, so no older version is read. A ``service-state.pkl`` (the pickle
+        of a thermoroute before the format) is never read: the service starts afresh and
+        says so.
+
+        Raises
+        ------
+        StateFileError
+            The state directory cannot be used, or its state file is refused (one line
+            naming it).
+        """
         directory = self.serve.state_dir
-        if directory is None or not (directory / CHECKPOINT).is_file():
+        if directory is None:
             return _State()
-        state = pickle.loads((directory / CHECKPOINT).read_bytes())
-        # A checkpoint written by another version may lack what this one reads: starting
-        # afresh beats failing at the first cycle.
-        missing = sorted({f.name for f in fields(_State)} - set(vars(state)))
-        if missing:
-            log.warning("the checkpoint in %s lacks %s (another version): starting afresh",
-                        directory, ", ".join(missing))  # fmt: skip
+        prepare_state_dir(directory)
+        path = directory / CHECKPOINT
+        if not path.exists():
+            if (directory / PICKLED_STATE).exists():
+                log.warning("%s: the state of an older thermoroute (a pickle) is never read; "
+                            "starting afresh", directory / PICKLED_STATE)  # fmt: skip
             return _State()
-        log.warning("resuming from the checkpoint of cycle %d", state.next_cycle - 1)
+        state = _State.read(path)
+        log.warning("resuming from the state of cycle %d", state.next_cycle - 1)
         return state
 
     # ----------------------------------------------------------------------------------
