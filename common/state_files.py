@@ -23,10 +23,13 @@ import numpy as np
 HeaderValue = str | int | float | bool | None
 
 _HEADER = "__header__"
+#: How every zip archive (an .npz) begins.
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 class StateFileError(ValueError):
-    """A state file that cannot be used: ``path: reason`` on one line."""
+    """A state file (or the directory meant for one) that cannot be used: ``path: reason``
+    on one line."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
         self.path = Path(path)
@@ -82,17 +85,22 @@ def read_state(
         newer ``version`` than this reader knows.
     """
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise ValueError("one array, not an archive")
-        with loaded as archive:
-            arrays = {name: archive[name] for name in archive.files}
+        with open(path, "rb") as handle:
+            magic = handle.read(len(_ZIP_MAGIC))
+        # NumPy's own refusal of anything but an archive (a lone .npy too) invites loading
+        # it with pickle: say what it is instead.
+        if magic == _ZIP_MAGIC:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {name: archive[name] for name in archive.files}
     except FileNotFoundError:
         raise StateFileError(path, "no such file") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        # ValueError: not an .npz, or an array that would need pickle to be read.
+        # ValueError: a corrupt member, or an array that would need pickle to be read.
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise StateFileError(path, f"not a {kind} ({reason})") from None
+    if magic != _ZIP_MAGIC:
+        what = "a pickle, never read" if magic[:1] == b"\x80" else "not an .npz archive"
+        raise StateFileError(path, f"not a {kind} ({what})")
     if _HEADER not in arrays:
         raise StateFileError(path, f"not a {kind} (no header)")
     try:
