@@ -119,3 +119,38 @@ def test_a_flag_nothing_can_use_is_named_in_one_line(
     line = _refused(tmp_path, *args, with_out=False)
     for word in words:
         assert word in line, line
+
+
+@pytest.mark.parametrize("where", ["file", "/proc/thermoroute-state"])
+def test_serve_refuses_a_state_dir_it_cannot_use_before_any_cycle(
+    tmp_path: Path, where: str
+) -> None:
+    state_dir = tmp_path / "a-file" if where == "file" else Path(where)
+    if where == "file":
+        state_dir.write_text("not a directory\n")
+    line = _refused(tmp_path, "serve", "australia", "--executor", "inline", "--state-dir",
+                    str(state_dir), with_out=False)  # fmt: skip
+    assert line.startswith(f"error: --state-dir {state_dir}: "), line
+
+
+class _Planted:
+    """An object whose unpickling runs ``touch marker`` (it pickles as a call of os.system)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_serve_refuses_a_planted_state_file_without_running_it(tmp_path: Path) -> None:
+    import pickle
+
+    marker = tmp_path / "MARKER"
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / "service-state.npz").write_bytes(pickle.dumps(_Planted(marker)))
+    line = _refused(tmp_path, "serve", "australia", "--executor", "inline", "--state-dir",
+                    str(state_dir), with_out=False)  # fmt: skip
+    assert f"{state_dir / 'service-state.npz'}: not a thermoroute service state (a pickle" in line
+    assert not marker.exists()
