@@ -30,6 +30,28 @@ ADMM_PINNED = {
 }
 
 
+def test_each_method_state_turns_into_arrays_and_back_exactly() -> None:
+    from tests.toy_method import ToyDualAscent
+    from thermoroute.coordinator.admm import AdmmState
+
+    rng = np.random.default_rng(3)
+    full = AdmmState(z=rng.normal(size=7), u=rng.normal(size=4), rho=0.3, iteration=12,
+                     p=rng.normal(size=7), weights=rng.uniform(size=4))  # fmt: skip
+    for method, state in [
+        (AdmmMethod, full),
+        (AdmmMethod, AdmmState(z=rng.normal(size=7), u=rng.normal(size=4), rho=2.0)),
+        (InteriorPointMethod, rng.normal(size=5)),
+        (ToyDualAscent, rng.normal(size=5)),
+    ]:
+        arrays = method.state_arrays(state)
+        assert not any(a.dtype.hasobject for a in arrays.values())
+        back = method.state_from_arrays(arrays)
+        again = method.state_arrays(back)
+        assert arrays.keys() == again.keys()
+        for name, array in arrays.items():
+            assert array.dtype == again[name].dtype and array.tobytes() == again[name].tobytes()
+
+
 def test_settings_select_the_method() -> None:
     assert method_for(AdmmSettings()) is AdmmMethod
     assert method_for(IpmSettings()) is InteriorPointMethod
