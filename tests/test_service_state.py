@@ -194,3 +194,15 @@ def test_an_old_pickled_state_is_never_read(
     service = _service(tiny_scenario_dir, state_dir=state_dir)
     assert service._state.next_cycle == 0 and not marker.exists()
     assert "never read" in caplog.text
+
+
+def test_a_state_file_it_cannot_write_is_logged_and_the_service_goes_on(
+    tiny_scenario_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state_dir = tmp_path / "state"
+    service = _service(tiny_scenario_dir, state_dir=state_dir)
+    state_dir.rmdir()
+    state_dir.write_text("now a file\n")
+    assert service.cycle(0).outcome == PLANNED
+    assert "was not written" in caplog.text and str(state_dir) in caplog.text
+    assert service.plan_at(service.time_of(0)) is not None
