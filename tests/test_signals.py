@@ -101,3 +101,39 @@ def test_sigterm_stops_a_run_and_leaves_nothing(tmp_path: Path, phase: str) -> N
     while _ray_pids() - ray_before:
         assert time.monotonic() < deadline, f"left running: {_ray_pids() - ray_before}"
         time.sleep(0.2)
+
+
+def test_sigterm_ends_serve_after_its_cycle(tmp_path: Path, tiny_scenario_dir: Path) -> None:
+    """serve on SIGTERM: the cycle ends (or is abandoned), the fleet closes, exit 143."""
+    import json
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    serve = subprocess.Popen(
+        [*CLI, "serve", str(tiny_scenario_dir), "--executor", "inline", "--horizon", "2",
+         "--step-seconds", "3600", "--port", str(port)],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until the first cycle's plan is served
+            assert serve.poll() is None, serve.stderr.read() if serve.stderr else ""
+            assert time.monotonic() < deadline, "serve never published a plan"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as r:
+                    if json.loads(r.read())["cycles"] >= 1:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        serve.send_signal(signal.SIGTERM)
+        _, stderr = serve.communicate(timeout=60)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+    assert serve.returncode == 143, stderr
+    assert stderr.splitlines()[-1] == "terminated" and "Traceback" not in stderr, stderr

@@ -876,7 +876,13 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
         raise _fail(f"--port {port}: {exc}") from None
     import signal
 
-    signal.signal(signal.SIGTERM, lambda *_: service.stop())
+    def finish(*_: object) -> None:
+        # The service ends its cycle (or abandons it at the next wait) and closes the
+        # fleet; the command then exits 143 like any other stopped by SIGTERM.
+        signals.record()
+        service.stop()
+
+    signal.signal(signal.SIGTERM, finish)
     err_console.print(
         f"serving the plan of {len(site_ids)} sites at http://{host}:{port}/plan — a cycle "
         f"every {service.step_seconds:g} s over {service.horizon} steps (status: /status)",
@@ -889,6 +895,8 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         server.stop()
+    if signals.terminated():
+        raise typer.Exit(signals.EXIT_TERMINATED)
 
 
 def _serve_token(host: str, token_file: Path | None) -> str | None:
