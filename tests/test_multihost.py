@@ -42,6 +42,8 @@ from netns import Host, VirtualNetwork, netns_unavailable_reason
 
 from thermoroute.common.scenario_io import COORDINATOR_FILES, SITE_PRIVATE_FILES, split_scenario
 
+# A cluster of its own across network namespaces (one Ray node per emulated host), never the
+# session's local one.
 pytestmark = [pytest.mark.netns, pytest.mark.ray, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]

@@ -283,6 +283,7 @@ def test_prometheus_reads_back_a_real_interior_point_run(
     assert [s["metric"]["thermoroute_run_state"] for s in state] == ["converged"]
 
 
+# The command's own Ray, in its own process: the metrics a running ``thermoroute run`` serves.
 @pytest.mark.ray
 @pytest.mark.skipif(
     importlib.util.find_spec("thermoroute.distributed_run") is None,

@@ -29,6 +29,8 @@ import pytest
 from thermoroute.common.scenario_io import copy_scenario_dir
 from thermoroute.common.scenarios import embedded_path
 
+# The service starts its own Ray in its own process, not the session's cluster: the test
+# kills one of its agents' processes and stops it with Ctrl-C.
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 PER_HOURS = 30  # Perth's data at the start
