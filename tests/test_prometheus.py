@@ -18,7 +18,6 @@ When ``thermoroute run``'s ADMM path exists, a second test runs the command line
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -285,10 +284,6 @@ def test_prometheus_reads_back_a_real_interior_point_run(
 
 # The command's own Ray, in its own process: the metrics a running ``thermoroute run`` serves.
 @pytest.mark.ray
-@pytest.mark.skipif(
-    importlib.util.find_spec("thermoroute.distributed_run") is None,
-    reason="thermoroute run's distributed path (thermoroute/distributed_run.py) is not built yet",
-)
 def test_thermoroute_run_serves_live_metrics(prometheus_factory, tiny_scenario_dir, tmp_path):
     """``thermoroute run --metrics-port P --metrics-linger S``: Prometheus reads it back."""
     port = free_port()
