@@ -12,8 +12,11 @@ and says why.
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import traceback
 from collections.abc import Callable, Iterator
+from contextlib import chdir
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -293,3 +296,23 @@ def ray_cluster(ray_session: Any, request: pytest.FixtureRequest) -> Iterator[An
         for actor_id in left:
             worker.core_worker.kill_actor(ActorID.from_hex(actor_id), True)
         pytest.fail(f"the test left Ray actors alive: {sorted(left.values())}")
+
+
+def thermoroute_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``thermoroute <args>`` run in ``cwd`` through the command line's Typer app in this
+    process, answered as :func:`subprocess.run` would answer.
+
+    For tests of what a command computes and prints: a new process would only add seconds
+    of imports (2-4 s on the 2-core machine). Tests of the entry point itself (its one-line
+    errors, signals, a process tree) start the real one.
+    """
+    from typer.testing import CliRunner
+
+    from thermoroute.cli import app
+
+    with chdir(cwd):
+        result = CliRunner().invoke(app, list(args))
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, stderr)
