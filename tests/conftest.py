@@ -253,7 +253,7 @@ ACTOR_EXIT_S = 30.0
 
 
 @pytest.fixture
-def ray_cluster(ray_session: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+def ray_cluster(ray_session: Any) -> Iterator[Any]:
     """The session's Ray cluster, for one test; the ``ray`` module.
 
     The modules of tests/ (which Ray's workers cannot import) are pickled by value, so the
@@ -266,6 +266,9 @@ def ray_cluster(ray_session: Any, request: pytest.FixtureRequest) -> Iterator[An
     import time
 
     from ray import ActorID, cloudpickle
+
+    # Ray's own actor table: its public state API needs the dashboard, which this cluster
+    # runs without.
     from ray._private import state
 
     here = Path(__file__).resolve().parent
