@@ -289,6 +289,9 @@ def test_thermoroute_run_serves_live_metrics(prometheus_factory, tiny_scenario_d
     port = free_port()
     prom = prometheus_factory({"thermoroute-coordinator": f"127.0.0.1:{port}"})
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    # The checkout under test: the run's child in its private network imports nothing from
+    # the working directory.
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     command = [
         sys.executable, "-m", "thermoroute.cli", "run", str(tiny_scenario_dir),
         "--solver", "admm", "--executor", "ray", "--no-compare", "--quiet",
