@@ -2,15 +2,21 @@
 
 Hand-made scenarios are built directly from the :mod:`thermoroute.common.scenario` dataclasses so
 that tests can be checked with pencil and paper; :func:`make_scenario` takes keyword overrides of
-any table so a test can state exactly what it changes. Fixtures for synthetic fleets and the
-embedded scenarios skip cleanly while those parts of the code base do not exist yet.
+any table so a test can state exactly what it changes. A missing embedded scenario fails
+the test that asks for it: it is part of the product.
+
+One local Ray cluster serves every test of the session that runs Ray in this process
+(:func:`ray_cluster`); a test that needs a cluster of its own starts it in another process
+and says why.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import chdir
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -224,20 +230,92 @@ def australia() -> Scenario:
     return embedded_scenario("australia")
 
 
-@contextmanager
-def local_ray(*modules: str) -> Iterator[Any]:
-    """A local Ray cluster (2 CPUs) for one test module, shut down after it.
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[Any]:
+    """The session's local Ray cluster (2 CPUs, no dashboard), started on first use.
 
-    ``modules`` (test modules and helpers in tests/, which Ray's workers cannot import) are
-    pickled by value, so the test-only classes they define reach the actors.
+    One start for the session instead of one per module: each start and shutdown costs
+    10-15 s on the 2-core machine. Product code joins it (``ensure_ray`` joins a Ray that
+    is already up and then leaves it running).
     """
-    ray = pytest.importorskip("ray")
-    from ray import cloudpickle
+    import ray
 
-    for name in modules:
-        cloudpickle.register_pickle_by_value(sys.modules[name])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+#: How long a test's actors may take to end once their last handle is gone (Ray ends an
+#: actor asynchronously, and slowly when the machine is loaded).
+ACTOR_EXIT_S = 30.0
+
+
+@pytest.fixture
+def ray_cluster(ray_session: Any) -> Iterator[Any]:
+    """The session's Ray cluster, for one test; the ``ray`` module.
+
+    The modules of tests/ (which Ray's workers cannot import) are pickled by value, so the
+    test-only classes they define reach the actors. A test must leave no actor alive: the
+    next test shares the cluster, and a stray actor holds a process and may still answer
+    (an agent, a coordinator). Actors the test started that outlive it are killed and the
+    test fails in its teardown, naming them.
+    """
+    import gc
+    import time
+
+    from ray import ActorID, cloudpickle
+
+    # Ray's own actor table: its public state API needs the dashboard, which this cluster
+    # runs without.
+    from ray._private import state
+
+    here = Path(__file__).resolve().parent
+    for module in list(sys.modules.values()):
+        origin = getattr(module, "__file__", None)
+        if origin is not None and Path(origin).resolve().parent == here:
+            cloudpickle.register_pickle_by_value(module)
+
+    def alive() -> dict[str, str]:
+        return {
+            actor_id: info["ActorClassName"]
+            for actor_id, info in state.actors().items()
+            if info["State"] != "DEAD"
+        }
+
+    before = set(alive())
+    yield ray_session
+    # Actors whose handles the test dropped end once the handles are collected (a failed
+    # run's handles live on in its traceback until then).
+    gc.collect()
+    deadline = time.monotonic() + ACTOR_EXIT_S
+    while (left := {a: c for a, c in alive().items() if a not in before}) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+    if left:
+        worker = ray_session._private.worker.global_worker
+        for actor_id in left:
+            worker.core_worker.kill_actor(ActorID.from_hex(actor_id), True)
+        pytest.fail(f"the test left Ray actors alive: {sorted(left.values())}")
+
+
+def thermoroute_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``thermoroute <args>`` run in ``cwd`` through the command line's Typer app in this
+    process, answered as :func:`subprocess.run` would answer.
+
+    For tests of what a command computes and prints: a new process would only add seconds
+    of imports (2-4 s on the 2-core machine). Tests of the entry point itself (its one-line
+    errors, signals, a process tree) start the real one.
+    """
+    from typer.testing import CliRunner
+
+    from thermoroute.cli import app
+
+    with chdir(cwd):
+        result = CliRunner().invoke(app, list(args))
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, stderr)

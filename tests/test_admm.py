@@ -370,18 +370,22 @@ def test_site_agents_inline_match_central(tiny_scenario: Scenario, tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_synthetic_100_sites_inline(tmp_path: Path) -> None:
-    """Rows shared by ~100 sites with prices four orders of magnitude apart: plain ADMM
-    with one ρ does not converge here in 2000 iterations (BENCHMARKS.md); the per-row
-    penalties do."""
+def test_synthetic_fleet_converges_with_per_row_penalties(tmp_path: Path) -> None:
+    """Rows shared by tens of sites with prices orders of magnitude apart: the per-row
+    penalties converge in well under the iterations plain ADMM (one ρ) needs.
+
+    30 sites (3 agents of 10): at the benchmark's ε_rel plain ADMM took 1,894 iterations
+    here and the per-row penalties 836 (measured on this machine), so the cap of 1,200
+    fails the test if the per-row penalties fall back to one ρ's pace. The 100-site fleet,
+    where plain ADMM does not converge in 2,000 iterations, is bench/admm_bench.py's
+    ``synth100`` (BENCHMARKS.md): minutes, not a test's seconds.
+    """
     from thermoroute.common import synth
 
-    scenario = synth.synthesize(100, 20, 0)
-    directory = write_scenario(scenario, tmp_path / "s100")
-    # At the benchmark's ε_rel (BENCHMARKS.md, 891 iterations): what is tested is that the
-    # per-row penalties converge on this fleet at all; the default's tighter 5e-5 only adds
-    # iterations (and minutes) here.
-    run = solve_admm_grouped(directory, 25, AdmmSettings(eps_rel=1e-4))
+    scenario = synth.synthesize(30, 20, 0)
+    directory = write_scenario(scenario, tmp_path / "s30")
+    # The default's tighter ε_rel = 5e-5 only adds iterations here.
+    run = solve_admm_grouped(directory, 10, AdmmSettings(eps_rel=1e-4, max_iter=1200))
     _check_against_central(scenario, run)
 
 

@@ -1,7 +1,7 @@
 """The distributed runtime on a real (local) Ray cluster.
 
-One Ray instance for the module (2 CPUs, no dashboard), shut down at the end; the tests
-are few and small because the machine is shared.
+On the session's Ray cluster (tests/conftest.py, 2 CPUs, no dashboard); the tests are few
+and small because the machine is shared.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import local_ray
 from tests.cvxpy_site import CvxSiteGroup, assemble
 from tests.test_admm import OBJECTIVE_RTOL, _check_schedule
 from thermoroute.common.admm_protocol import AdmmAnswer, AdmmRequest, AdmmSiteSettings
@@ -31,12 +30,6 @@ from thermoroute.coordinator.fleet import RayFleet, SiteGroupLost
 from thermoroute.site_agent.group import SiteGroup
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    with local_ray(__name__, "tests.cvxpy_site") as ray:
-        yield ray
 
 
 class SlowGroup(CvxSiteGroup):

@@ -1,36 +1,50 @@
 """Every bad flag is one line naming the flag, the value and what is allowed; exit status 2;
-no traceback; no work started (nothing written, no Ray started, answered in seconds)."""
+no traceback; no work started (nothing written, answered in seconds).
+
+The command line's entry point runs in this process (``thermoroute.cli.main``, as the console
+script calls it; its output read at the file descriptors): two dozen refusals in new
+processes cost a minute or more of interpreter start-ups on the 2-core machine. The entry
+point in a process of its own is tested by tests/test_cli_run.py and
+tests/test_run_directory.py.
+"""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-c", "from thermoroute.cli import main; main()"]
+from thermoroute.cli import main
 
 
-def _refused(tmp_path: Path, *args: str, with_out: bool = True) -> str:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "300"}
-    out = tmp_path / "out"
-    t0 = time.monotonic()
-    done = subprocess.run(
-        [*CLI, *args, *(["--out", str(out)] if with_out else [])], capture_output=True,
-        text=True, env=env, cwd=tmp_path, timeout=120,
-    )  # fmt: skip
-    assert time.monotonic() - t0 < 15, "refused only after work"
-    assert done.returncode == 2, (done.stdout, done.stderr)
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    assert "Traceback" not in done.stderr + done.stdout
-    assert not out.exists()
-    return lines[0]
+@pytest.fixture
+def refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> Callable[..., str]:
+    """``thermoroute <args> [--out out]`` in tmp_path: its one line of refusal."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str, with_out: bool = True) -> str:
+        out = tmp_path / "out"
+        argv = ["thermoroute", *args, *(["--out", str(out)] if with_out else [])]
+        monkeypatch.setattr(sys, "argv", argv)
+        t0 = time.monotonic()
+        with pytest.raises(SystemExit) as ended:
+            main()
+        assert time.monotonic() - t0 < 15, "refused only after work"
+        stdout, stderr = capfd.readouterr()
+        assert ended.value.code == 2, (stdout, stderr)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+        assert "Traceback" not in stderr + stdout
+        assert not out.exists()
+        return lines[0]
+
+    return run
 
 
 @pytest.mark.parametrize(
@@ -51,21 +65,23 @@ def _refused(tmp_path: Path, *args: str, with_out: bool = True) -> str:
         (["--no-such-flag"], ["--no-such-flag"]),
     ],
 )
-def test_a_bad_run_flag_is_one_line_and_exit_2(tmp_path: Path, args: list[str], words) -> None:
-    line = _refused(tmp_path, "run", "australia", *args)
+def test_a_bad_run_flag_is_one_line_and_exit_2(
+    refused: Callable[..., str], args: list[str], words: list[str]
+) -> None:
+    line = refused("run", "australia", *args)
     for word in words:
         assert word in line, line
 
 
-def test_a_busy_metrics_port_is_refused(tmp_path: Path) -> None:
+def test_a_busy_metrics_port_is_refused(refused: Callable[..., str]) -> None:
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
-        line = _refused(tmp_path, "run", "australia", "--metrics-port", str(port))
+        line = refused("run", "australia", "--metrics-port", str(port))
     assert f"--metrics-port {port}" in line and "cannot listen" in line
 
 
-def test_simulate_flags_are_checked_before_simulating(tmp_path: Path) -> None:
-    line = _refused(tmp_path, "simulate", "australia", "--address", "127.0.0.1:1")
+def test_simulate_flags_are_checked_before_simulating(refused: Callable[..., str]) -> None:
+    line = refused("simulate", "australia", "--address", "127.0.0.1:1")
     assert "--address" in line
 
 
@@ -79,11 +95,11 @@ def test_simulate_flags_are_checked_before_simulating(tmp_path: Path) -> None:
     ],
 )
 def test_the_method_flags_are_the_same_for_every_command(
-    tmp_path: Path, command: str, args: list[str], words: list[str]
+    refused: Callable[..., str], command: str, args: list[str], words: list[str]
 ) -> None:
     # run, simulate and serve take the same method flags and refuse a bad one alike
     # (RunOptions.check); serve writes no outputs (no --out).
-    line = _refused(tmp_path, command, "australia", *args, with_out=command != "serve")
+    line = refused(command, "australia", *args, with_out=command != "serve")
     for word in words:
         assert word in line, line
 

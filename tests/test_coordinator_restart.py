@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import embedded_scenario, local_ray
+from tests.conftest import embedded_scenario
 from thermoroute.common.central import solve_central
 from thermoroute.coordinator.admm import AdmmSettings
 from thermoroute.coordinator.events import IterationRecord, NullObserver
@@ -22,12 +22,6 @@ from thermoroute.coordinator.ipm import IpmSettings
 from thermoroute.launch import CoordinatorLost, solve_distributed
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    with local_ray(__name__) as ray:
-        yield ray
 
 
 class KillOnce(NullObserver):

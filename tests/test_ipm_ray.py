@@ -1,7 +1,7 @@
 """The distributed interior-point method on a real (local) Ray cluster.
 
 One actor per site and site groups, secure aggregation on, a real agent process killed in the
-middle of a round. One Ray instance for the module (2 CPUs, no dashboard).
+middle of a round. On the session's Ray cluster (tests/conftest.py, 2 CPUs, no dashboard).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import local_ray
 from tests.test_ipm import _check, _embedded
 from thermoroute import launch
 from thermoroute.common.scenario import DemandView, Scenario
@@ -27,12 +26,6 @@ from thermoroute.site_agent.group import SiteGroup
 solve_distributed = partial(launch.solve_distributed, share_site_details=True)
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    with local_ray(__name__) as ray:
-        yield ray
 
 
 def test_australia_on_ray_one_actor_per_site(ray_cluster: Any) -> None:

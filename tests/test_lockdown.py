@@ -8,6 +8,7 @@ the host's listening sockets listed by ``ss`` while they run.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,14 +39,21 @@ def test_token_generate_writes_a_new_owner_only_token_every_time(tmp_path: Path)
     assert [p.name for p in path.parent.iterdir()] == ["ray_token"]  # no temporary left
 
 
-def _listening() -> set[tuple[str, int]]:
-    """Every TCP socket listening in this network namespace, as (address, port)."""
-    out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout
+def _listening(pids: set[int]) -> set[tuple[str, int]]:
+    """The TCP sockets listening in this network namespace that processes ``pids`` hold, as
+    (address, port).
+
+    Only the run's own processes count: the session's Ray cluster (tests/conftest.py) may
+    start a worker, with a port of its own, while the run is watched.
+    """
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
     found = set()
     for line in out.splitlines():
-        local = line.split()[3]
-        address, _, port = local.rpartition(":")
-        found.add((address.strip("[]"), int(port)))
+        owners = {int(pid) for pid in re.findall(r"pid=(\d+)", line)}
+        if owners & pids:
+            local = line.split()[3]
+            address, _, port = local.rpartition(":")
+            found.add((address.strip("[]"), int(port)))
     return found
 
 
@@ -53,12 +61,13 @@ def _loopback(address: str) -> bool:
     return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1")
 
 
+# A run of its own, not the session's Ray cluster: what is tested is the Ray a run starts (in
+# its private network) and what is left when its driver is killed.
 @pytest.mark.ray
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
 @pytest.mark.skipif(not isolation_available(), reason="no network namespaces here")
 def test_a_local_run_listens_on_loopback_only(tmp_path: Path) -> None:
     port = free_port()
-    before = _listening()
     # A home of its own, with a token file as Ray itself leaves it: readable by everyone.
     home = tmp_path / "home"
     (home / ".ray").mkdir(parents=True)
@@ -76,7 +85,7 @@ def test_a_local_run_listens_on_loopback_only(tmp_path: Path) -> None:
     deadline = time.monotonic() + 240
     while run.poll() is None:
         assert time.monotonic() < deadline, "the run did not end"
-        seen |= _listening() - before
+        seen |= _listening({run.pid, *_descendants(run.pid)})
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
                 scraped = r.read().decode()

@@ -43,6 +43,8 @@ from netns import Host, VirtualNetwork, netns_unavailable_reason
 from thermoroute.common.scenario_format import COORDINATOR_FILES, SITE_PRIVATE_FILES
 from thermoroute.common.scenario_split import split_scenario
 
+# A cluster of its own across network namespaces (one Ray node per emulated host), never the
+# session's local one.
 pytestmark = [pytest.mark.netns, pytest.mark.ray, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]

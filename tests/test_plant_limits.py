@@ -8,17 +8,15 @@ Every solve is real (Clarabel through cvxpy); the small scenario is ``make_scena
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import cvxpy as cp
 import numpy as np
 import pytest
-from conftest import make_scenario
+from conftest import make_scenario, thermoroute_in_process
 from scenario_factory import (
     PLANT_VALUES,
     SITE_IDS,
@@ -387,14 +385,9 @@ def test_all_limits_together_are_respected_and_each_binds(v1):
 # --------------------------------------------------------------------------------------------
 # compare and the command line
 
-CLI = [sys.executable, "-c", "from thermoroute.cli import main; main()"]
-
 
 def thermoroute(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "COLUMNS": "250"}
-    return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
-    )
+    return thermoroute_in_process(*args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

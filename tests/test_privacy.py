@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import local_ray
 from thermoroute.common.admm_protocol import AdmmAnswer
 from thermoroute.common.report_protocol import GroupReport, SiteDecision
 from thermoroute.common.scenario import Scenario
@@ -180,12 +179,6 @@ def test_private_changes_leave_messages_byte_identical(
     iterative = [(k, g, raw) for k, g, raw in first if k not in ending]
     assert iterative == [(k, g, raw) for k, g, raw in second if k not in ending]
     # The end-of-run messages carry fresh keys and masked sums: different every run.
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    with local_ray(__name__) as ray:
-        yield ray
 
 
 @pytest.mark.ray

@@ -18,7 +18,6 @@ When ``thermoroute run``'s ADMM path exists, a second test runs the command line
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -283,16 +282,16 @@ def test_prometheus_reads_back_a_real_interior_point_run(
     assert [s["metric"]["thermoroute_run_state"] for s in state] == ["converged"]
 
 
+# The command's own Ray, in its own process: the metrics a running ``thermoroute run`` serves.
 @pytest.mark.ray
-@pytest.mark.skipif(
-    importlib.util.find_spec("thermoroute.distributed_run") is None,
-    reason="thermoroute run's distributed path (thermoroute/distributed_run.py) is not built yet",
-)
 def test_thermoroute_run_serves_live_metrics(prometheus_factory, tiny_scenario_dir, tmp_path):
     """``thermoroute run --metrics-port P --metrics-linger S``: Prometheus reads it back."""
     port = free_port()
     prom = prometheus_factory({"thermoroute-coordinator": f"127.0.0.1:{port}"})
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    # The checkout under test: the run's child in its private network imports nothing from
+    # the working directory.
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     command = [
         sys.executable, "-m", "thermoroute.cli", "run", str(tiny_scenario_dir),
         "--solver", "admm", "--executor", "ray", "--no-compare", "--quiet",

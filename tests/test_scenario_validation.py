@@ -924,21 +924,15 @@ def test_check_servable_works_on_a_scenario_in_memory(scen: Path):
 # The command line
 
 
-def _cli() -> list[str] | None:
-    if not (REPO / "thermoroute" / "cli.py").is_file():
-        return None
-    return [sys.executable, "-c", "from thermoroute.cli import main; main()"]
+CLI = [sys.executable, "-c", "from thermoroute.cli import main; main()"]
 
 
 def test_cli_validate_refuses_a_bad_directory(scen: Path, tmp_path: Path):
-    cmd = _cli()
-    if cmd is None:
-        pytest.skip("thermoroute/cli.py not written yet")
     line = find_line(scen, "sites.csv", site_id="bravo")
     set_cell(scen, "sites.csv", line, "u_max", "1.5")
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
     bad = subprocess.run(
-        [*cmd, "scenario", "validate", str(scen)],
+        [*CLI, "scenario", "validate", str(scen)],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )  # fmt: skip
     assert bad.returncode != 0
@@ -949,7 +943,7 @@ def test_cli_validate_refuses_a_bad_directory(scen: Path, tmp_path: Path):
     # and a good directory passes
     good = make_scenario_dir(tmp_path / "good")
     ok = subprocess.run(
-        [*cmd, "scenario", "validate", str(good)],
+        [*CLI, "scenario", "validate", str(good)],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr

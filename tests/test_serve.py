@@ -29,8 +29,14 @@ import pytest
 from thermoroute.common.scenario_writing import copy_scenario_dir
 from thermoroute.common.scenarios import embedded_path
 
+# The service starts its own Ray in its own process, not the session's cluster: the test
+# kills one of its agents' processes and stops it with Ctrl-C.
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
+#: The checkout under test, for the commands' processes: the service's child in its private
+#: network imports nothing from the working directory, so without it the installed
+#: thermoroute would serve while Ray's workers load this checkout's modules.
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 PER_HOURS = 30  # Perth's data at the start
 CYCLES = 20
 STEP_SECONDS = 2.0
@@ -149,7 +155,7 @@ def test_serve_replans_follows_data_and_survives_faults(tmp_path: Path) -> None:
     serve = subprocess.Popen(
         [sys.executable, "-m", "thermoroute.cli", "serve", str(data), "--port", str(port),
          "--step-seconds", str(STEP_SECONDS), "--cycles", str(CYCLES)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
     )  # fmt: skip
     plans: dict[int, dict] = {}
     events: dict[str, object] = {}
@@ -210,7 +216,7 @@ def test_serve_replans_follows_data_and_survives_faults(tmp_path: Path) -> None:
             if done >= 6 and "status screen" not in events:
                 screen = subprocess.run(
                     [sys.executable, "-m", "thermoroute.cli", "status", "--address",
-                     f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60,
+                     f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60, env=ENV,
                 )  # fmt: skip
                 assert screen.returncode == 0, screen.stderr
                 assert "agents" in screen.stdout and "last cycles" in screen.stdout
