@@ -10,6 +10,7 @@ tests/test_run_directory.py.
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
@@ -105,12 +106,14 @@ def test_the_method_flags_are_the_same_for_every_command(
 
 
 @pytest.mark.parametrize("command", ["serve", "status"])
-def test_a_token_file_others_can_read_is_refused(tmp_path: Path, command: str) -> None:
+def test_a_token_file_others_can_read_is_refused(
+    tmp_path: Path, refused: Callable[..., str], command: str
+) -> None:
     token = tmp_path / "plan.token"
     token.write_text("k" * 40 + "\n")
     token.chmod(0o644)
     args = ["australia"] if command == "serve" else []
-    line = _refused(tmp_path, command, *args, "--token-file", str(token), with_out=False)
+    line = refused(command, *args, "--token-file", str(token), with_out=False)
     assert f"--token-file {token}" in line and "644" in line and "chmod 600" in line
 
 
@@ -130,21 +133,21 @@ def test_a_token_file_others_can_read_is_refused(tmp_path: Path, command: str) -
     ],
 )  # fmt: skip
 def test_a_flag_nothing_can_use_is_named_in_one_line(
-    tmp_path: Path, args: list[str], words: list[str]
+    tmp_path: Path, refused: Callable[..., str], args: list[str], words: list[str]
 ) -> None:
-    line = _refused(tmp_path, *args, with_out=False)
+    line = refused(*args, with_out=False)
     for word in words:
         assert word in line, line
 
 
 @pytest.mark.parametrize("where", ["file", "/proc/thermoroute-state"])
 def test_serve_refuses_a_state_dir_it_cannot_use_before_any_cycle(
-    tmp_path: Path, where: str
+    tmp_path: Path, refused: Callable[..., str], where: str
 ) -> None:
     state_dir = tmp_path / "a-file" if where == "file" else Path(where)
     if where == "file":
         state_dir.write_text("not a directory\n")
-    line = _refused(tmp_path, "serve", "australia", "--executor", "inline", "--state-dir",
+    line = refused("serve", "australia", "--executor", "inline", "--state-dir",
                     str(state_dir), with_out=False)  # fmt: skip
     assert line.startswith(f"error: --state-dir {state_dir}: "), line
 
@@ -159,14 +162,16 @@ class _Planted:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_serve_refuses_a_planted_state_file_without_running_it(tmp_path: Path) -> None:
+def test_serve_refuses_a_planted_state_file_without_running_it(
+    tmp_path: Path, refused: Callable[..., str]
+) -> None:
     import pickle
 
     marker = tmp_path / "MARKER"
     state_dir = tmp_path / "state"
     state_dir.mkdir()
     (state_dir / "service-state.npz").write_bytes(pickle.dumps(_Planted(marker)))
-    line = _refused(tmp_path, "serve", "australia", "--executor", "inline", "--state-dir",
+    line = refused("serve", "australia", "--executor", "inline", "--state-dir",
                     str(state_dir), with_out=False)  # fmt: skip
     assert f"{state_dir / 'service-state.npz'}: not a thermoroute service state (a pickle" in line
     assert not marker.exists()
