@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.conftest import local_ray
 from thermoroute.common.evaluate import RESIDUE_RPS, feasibility
 from thermoroute.common.scenario import Scenario
 from thermoroute.common.scenario_loading import load_scenario
@@ -100,15 +100,17 @@ def test_a_third_method_registered_by_a_test_runs_inline(toy: type, tiny_scenari
 
 
 @pytest.mark.ray
-def test_a_third_method_registered_by_a_test_runs_on_ray(toy: type, tiny_scenario_dir: Path):
+def test_a_third_method_registered_by_a_test_runs_on_ray(
+    toy: type, ray_cluster: Any, tiny_scenario_dir: Path
+):
     from tests.toy_method import ToySettings
 
     scenario = load_scenario(tiny_scenario_dir)
     inline = solve_distributed(tiny_scenario_dir, executor="inline", settings=ToySettings())
-    with local_ray("tests.toy_method"):
-        # The coordinator is an actor and each site group another: the toy's classes reach
-        # them pickled by value, its site side named by its factory in the begin message.
-        on_ray = solve_distributed(tiny_scenario_dir, executor="ray", settings=ToySettings())
+    # The coordinator is an actor and each site group another: the toy's classes reach them
+    # pickled by value (tests/ modules: ray_cluster), its site side named by its factory in
+    # the begin message.
+    on_ray = solve_distributed(tiny_scenario_dir, executor="ray", settings=ToySettings())
     assert on_ray.executor == "ray"
     # The same rounds give the same answers wherever the sites run.
     np.testing.assert_allclose(
