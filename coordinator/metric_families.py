@@ -57,21 +57,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
+from thermoroute.common.metrics_server import SOLVE_SECONDS_BUCKETS
 from thermoroute.coordinator.events import RunState
 
-__all__ = ["OBJECTIVE_PARTS", "REGISTRY", "SOLVE_SECONDS_BUCKETS", "Families", "families"]
+__all__ = ["REGISTRY", "Families", "families"]
 
 #: The product's registry; the coordinator's metrics live here, never in the global one.
 REGISTRY = CollectorRegistry(auto_describe=True)
-
-#: Objective parts reported by :class:`thermoroute.coordinator.events.IterationRecord` (AUD).
-OBJECTIVE_PARTS: tuple[str, ...] = ("energy_cost", "carbon", "water", "latency")
-
-#: Histogram buckets (s) of one site's QP solve: a raw OSQP re-solve takes 0.05–0.3 ms and a
-#: cold solve or a refactorisation after a ρ change tens of milliseconds.
-SOLVE_SECONDS_BUCKETS: tuple[float, ...] = (
-    1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0, 5.0,
-)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from thermoroute.common.metrics_server import MetricsServer, start_metrics_server
+from thermoroute.common.metrics_server import (
+    SOLVE_SECONDS_BUCKETS,
+    MetricsServer,
+    start_metrics_server,
+)
 
 __all__ = [
     "ADDR_ENV",
@@ -83,11 +87,6 @@ PORT_ENV = "THERMOROUTE_AGENT_METRICS_PORT"
 ADDR_ENV = "THERMOROUTE_AGENT_METRICS_ADDR"
 #: ``1`` exports the sites' objective and its parts too (their costs: private figures).
 ECONOMICS_ENV = "THERMOROUTE_AGENT_METRICS_ECONOMICS"
-
-#: Buckets (s) of a site QP solve: 0.05–0.3 ms warm, tens of ms after a refactorisation.
-SOLVE_SECONDS_BUCKETS: tuple[float, ...] = (
-    1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0, 5.0,
-)  # fmt: skip
 
 
 # This process's servers by (address, port), so that the agents it hosts share one endpoint.
