@@ -9,15 +9,70 @@ selectable: by its settings' type (:func:`method_for`) or by its name (:data:`ME
 
 from __future__ import annotations
 
-from thermoroute.coordinator.admm import AdmmMethod
-from thermoroute.coordinator.ipm import InteriorPointMethod
-from thermoroute.coordinator.method_contract import DistributedMethod, RunSettings
+import importlib
+from collections.abc import Iterator, MutableMapping
 
-#: The distributed methods by name.
-METHODS: dict[str, type[DistributedMethod]] = {}
+from thermoroute.coordinator.method_contract import DistributedMethod, RunSettings
 
 #: Settings of any method: each method's own type (:attr:`DistributedMethod.settings_type`).
 MethodSettings = RunSettings
+
+
+class MethodRegistry(MutableMapping[str, type[DistributedMethod]]):
+    """The methods by name, each class imported when first asked for.
+
+    A product method is registered by name and ``"module:Class"`` (:meth:`register_lazily`),
+    so that naming the methods — the command line's choices, ``--help`` — imports none of
+    their numerics; a method of one's own is registered as its class
+    (:func:`register_method`).
+    """
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type[DistributedMethod]] = {}
+        self._lazy: dict[str, str] = {}
+
+    def register_lazily(self, name: str, reference: str) -> str:
+        """Register the class ``reference`` (``"module:Class"``) under ``name``; returns
+        ``name``."""
+        if name in self:
+            raise ValueError(f"method {name!r} is registered already")
+        self._lazy[name] = reference
+        return name
+
+    def __getitem__(self, name: str) -> type[DistributedMethod]:
+        if name not in self._classes:
+            reference = self._lazy.get(name)
+            if reference is None:
+                raise KeyError(name)
+            module, _, attribute = reference.partition(":")
+            method: type[DistributedMethod] = getattr(importlib.import_module(module), attribute)
+            if method.name != name:
+                raise ValueError(f"{reference} is method {method.name!r}, not {name!r}")
+            self._classes[name] = method
+        return self._classes[name]
+
+    def __setitem__(self, name: str, method: type[DistributedMethod]) -> None:
+        self._lazy.pop(name, None)
+        self._classes[name] = method
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self._lazy.pop(name, None)
+        self._classes.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*self._lazy, *self._classes]))
+
+    def __len__(self) -> int:
+        return len(set(self._lazy) | set(self._classes))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._lazy or name in self._classes
+
+
+#: The distributed methods by name.
+METHODS = MethodRegistry()
 
 
 def register_method(method: type[DistributedMethod]) -> type[DistributedMethod]:
@@ -46,9 +101,16 @@ def method_for(settings: object) -> type[DistributedMethod]:
     raise TypeError(f"no distributed method takes settings of type {type(settings).__name__}")
 
 
-for _method in (AdmmMethod, InteriorPointMethod):
-    register_method(_method)
-
+METHODS.register_lazily("admm", "thermoroute.coordinator.admm:AdmmMethod")
 #: The method a run uses when none is asked for: the one the benchmark shows faster at equal
 #: accuracy (BENCHMARKS.md).
-DEFAULT_METHOD: str = InteriorPointMethod.name
+DEFAULT_METHOD = METHODS.register_lazily("ipm", "thermoroute.coordinator.ipm:InteriorPointMethod")
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "METHODS",
+    "MethodRegistry",
+    "MethodSettings",
+    "method_for",
+    "register_method",
+]

@@ -175,3 +175,43 @@ def test_serve_refuses_a_planted_state_file_without_running_it(
                     str(state_dir), with_out=False)  # fmt: skip
     assert f"{state_dir / 'service-state.npz'}: not a thermoroute service state (a pickle" in line
     assert not marker.exists()
+
+
+def _commands() -> list[list[str]]:
+    """Every command and sub-command of the command line, as its words."""
+    import typer
+
+    from thermoroute.cli import app
+
+    out: list[list[str]] = []
+
+    def walk(command: object, words: list[str]) -> None:
+        out.append(words)
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*words, name])
+
+    walk(typer.main.get_command(app), [])
+    return out
+
+
+@pytest.mark.parametrize("words", _commands(), ids=lambda w: " ".join(w) or "thermoroute")
+def test_every_command_takes_h_for_help(
+    words: list[str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["thermoroute", *words, "-h"])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    stdout, stderr = capfd.readouterr()
+    assert ended.value.code == 0, stderr
+    text = " ".join(stdout.split())
+    # (in process the program's name is pytest's; the command's words follow it)
+    assert "Usage:" in text and " ".join(["thermoroute", *words]) in text, text[:200]
+
+
+def test_version(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    from thermoroute.common import __version__
+
+    monkeypatch.setattr(sys, "argv", ["thermoroute", "--version"])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    assert ended.value.code == 0 and capfd.readouterr().out == f"thermoroute {__version__}\n"

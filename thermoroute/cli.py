@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from thermoroute.common.scenario import Scenario
     from thermoroute.results import Solution
 
+#: -h as well as --help, for every command.
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(
     name="thermoroute",
     help="Temperature-, carbon- and water-aware routing of LLM inference across "
@@ -44,13 +47,41 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=HELP_OPTIONS,
 )
 scenario_app = typer.Typer(
-    help="Export, validate, synthesise and split scenarios.", no_args_is_help=True
+    help="Export, validate, synthesise and split scenarios.",
+    no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
 )
 app.add_typer(scenario_app, name="scenario")
-token_app = typer.Typer(help="The Ray cluster's shared token.", no_args_is_help=True)
+token_app = typer.Typer(
+    help="The Ray cluster's shared token.", no_args_is_help=True, context_settings=HELP_OPTIONS
+)
 app.add_typer(token_app, name="token")
+
+
+def _version(wanted: bool) -> None:
+    if wanted:
+        from thermoroute.common import __version__
+
+        sys.stdout.write(f"thermoroute {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Temperature-, carbon- and water-aware routing of LLM inference across Australian edge
+    data centres, solved across the sites on Ray (a distributed interior point, or exchange
+    ADMM)."""
+
 
 # Not a terminal (a pipe, CI log): print full-width tables rather than 80-column ones.
 _WIDTH = None if sys.stdout.isatty() else 160
