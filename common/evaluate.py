@@ -168,7 +168,7 @@ def cooling_max_gpus(scenario: Scenario) -> np.ndarray:
     derated = _given(design, len(s))
     max_gpus = np.broadcast_to(s.gpus[:, None], (len(s), scenario.steps)).copy()
     if derated.any():
-        # A scenario gives the three cooling columns together or none of them (scenario_io).
+        # A scenario gives the three cooling columns together or none of them (scenario_readers).
         assert design is not None and slope is not None and floor is not None
         f = derated_capacity_fraction(
             scenario.dry_bulb_c[derated],

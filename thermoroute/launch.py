@@ -55,7 +55,7 @@ class DistributedRun:
     Attributes
     ----------
     outcome : CoordinatorOutcome
-        ADMM result, outputs (write them with ``run.outputs.write(directory)``).
+        The method's run and the outputs (write them with ``run.outputs.write(directory)``).
     executor : str
     groups : list of tuple of str
         The site ids of each agent.

@@ -9,7 +9,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -355,7 +355,6 @@ def simulate(
 
     ``spec.warm = False`` solves every step cold (to measure what the warm starts save).
     """
-    from dataclasses import replace as _replace
 
     from thermoroute.common import baselines
     from thermoroute.common.scenario_loading import load_scenario
@@ -386,7 +385,7 @@ def simulate(
 
     def window(h: int, steps: int) -> DemandView:
         sl = slice(h, h + steps)
-        return _replace(
+        return replace(
             view, start=view.times[h], times=view.times[sl], demand_rps=view.demand_rps[:, :, sl]
         )
 
@@ -431,7 +430,7 @@ def simulate(
             objective = plan.apply(step_truth, sched.x, sched.n, demand, defer)
             base_objective = math.nan
             if baseline is not None:
-                plan_scenario = _replace(
+                plan_scenario = replace(
                     truth.window(h, steps_h),
                     demand_rps=view_h.demand_rps,
                     batch_requests=np.where(defer[None, :], base.backlog.backlog, 0.0),
