@@ -54,7 +54,7 @@ def run_distributed(
     -------
     converged, details
     """
-    from thermoroute.coordinator.methods import method_for
+    from thermoroute.coordinator.methods import METHODS
     from thermoroute.launch import solve_distributed
 
     console = console or Console()
@@ -62,11 +62,11 @@ def run_distributed(
     if options.metrics_port is not None:
         url = f"http://{options.metrics_addr}:{options.metrics_port}/metrics"
         console.print(f"metrics: {url}", highlight=False)
-    settings = options.method_settings()
-    title = f"{method_for(settings).title(settings)} on {options.executor}"
+    launch = options.launch_spec()
+    title = f"{METHODS[method].title(launch.method_settings)} on {options.executor}"
     display = LiveProgress(console, title=title) if options.live else None
     spec = replace(
-        options.launch_spec(),
+        launch,
         observers=_metrics_observers(options.metrics_port, options.metrics_addr),
         metrics_linger_s=options.metrics_linger if options.metrics_port is not None else 0.0,
         # Each site writes its own detail here, on its node (its directory under the run's).
