@@ -32,6 +32,7 @@ from thermoroute.common.coupling import CouplingLayout
 from thermoroute.common.evaluate import SiteSteps, evaluate
 from thermoroute.common.scenario import Scenario
 from thermoroute.site_agent.cleaning import CleanedFlows, drop_small_flows
+from thermoroute.site_agent.cost_privacy import CostNoise, CostPrivacy
 from thermoroute.site_agent.data import load_horizons
 from thermoroute.site_agent.forecast import SiteForecast
 from thermoroute.site_agent.subproblem import InnerSettings, SiteSubproblem
@@ -137,6 +138,10 @@ class SiteAgent:
     forecast : SiteForecast, optional
         Plan every window with forecasts of the site's own series instead of the real
         series (receding-horizon operation); the current hour stays as observed.
+    cost_privacy : CostPrivacy, optional
+        Plan with a private noise on the cost of IT energy
+        (:mod:`thermoroute.site_agent.cost_privacy`). The node's own
+        ``THERMOROUTE_COST_PRIVACY_EPSILON`` also asks for it; the stricter setting wins.
     """
 
     def __init__(
@@ -149,9 +154,14 @@ class SiteAgent:
         settings: InnerSettings | None = None,
         data: Scenario | None = None,
         forecast: SiteForecast | None = None,
+        cost_privacy: CostPrivacy | None = None,
     ) -> None:
         self.source = source
         self.forecast = forecast
+        privacy = CostPrivacy.stricter(cost_privacy, CostPrivacy.from_env())
+        #: The setting this site plans with (the node's or the run's, the stricter).
+        self.cost_privacy = privacy
+        self._cost_noise = None if privacy is None else CostNoise(privacy)
         self.site_id = site_id
         self.settings = settings or InnerSettings()
         if data is None:
@@ -204,7 +214,12 @@ class SiteAgent:
             self._fresh = False
         else:
             self._sub = SiteSubproblem(
-                self.site, layout, row_scale, rho=DEFAULT_PENALTY, settings=self.settings
+                self.site,
+                layout,
+                row_scale,
+                rho=DEFAULT_PENALTY,
+                settings=self.settings,
+                cost_noise=self._cost_noise,
             )
             self._fresh = True
         self.reset_cache()
@@ -221,7 +236,12 @@ class SiteAgent:
         sub = self._require()
         if self._fresh and np.ndim(rho) == 0 and not np.all(sub.rho == float(rho)):
             self._sub = SiteSubproblem(
-                self.site, sub.layout, sub.row_scale, rho=rho, settings=self.settings
+                self.site,
+                sub.layout,
+                sub.row_scale,
+                rho=rho,
+                settings=self.settings,
+                cost_noise=self._cost_noise,
             )
         else:
             sub.set_rho(rho)

@@ -44,6 +44,7 @@ from thermoroute.common.scenario import Scenario
 from thermoroute.common.secure_aggregation import PairwiseMasker
 from thermoroute.common.service_protocol import RefreshAnswer
 from thermoroute.site_agent.agent import SiteAgent, SiteReport
+from thermoroute.site_agent.cost_privacy import CostPrivacy
 from thermoroute.site_agent.data import load_horizons
 from thermoroute.site_agent.forecast import SiteForecast
 from thermoroute.site_agent.methods import (
@@ -80,6 +81,8 @@ class SiteGroup:
         Solver threads (1 solves in the calling thread).
     forecast : SiteForecast, optional
         Every site plans with forecasts of its own series (:class:`SiteAgent`).
+    cost_privacy : CostPrivacy, optional
+        Every site plans with private noise on its cost of IT energy (:class:`SiteAgent`).
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class SiteGroup:
         settings: InnerSettings | None = None,
         threads: int = 2,
         forecast: SiteForecast | None = None,
+        cost_privacy: CostPrivacy | None = None,
     ) -> None:
         ids = tuple(site_ids)
         if not ids:
@@ -109,7 +113,13 @@ class SiteGroup:
             raise SiteDataInvalid(ids, len(error.problems)) from None
         self.agents: dict[str, SiteAgent] = {
             sid: SiteAgent(
-                source, sid, steps=horizon, settings=settings, data=data[sid], forecast=forecast
+                source,
+                sid,
+                steps=horizon,
+                settings=settings,
+                data=data[sid],
+                forecast=forecast,
+                cost_privacy=cost_privacy,
             )
             for sid in ids
         }

@@ -68,6 +68,7 @@ from thermoroute.common.admm_protocol import Penalty
 from thermoroute.common.coupling import CouplingLayout, shift_steps
 from thermoroute.common.evaluate import evaluate, plant_limits, true_pue, true_wue
 from thermoroute.common.scenario import Scenario
+from thermoroute.site_agent.cost_privacy import CostNoise
 from thermoroute.site_agent.interior_point import InteriorPointQP
 
 log = logging.getLogger(__name__)
@@ -358,6 +359,10 @@ class SiteSubproblem:
         Initial outer ADMM penalty [AUD per squared scaled unit].
     settings : InnerSettings, optional
         OSQP settings.
+    cost_noise : CostNoise, optional
+        The site's private noise on its cost of IT energy (cost privacy,
+        :mod:`thermoroute.site_agent.cost_privacy`): the problem is planned with it, the
+        site's charges (:meth:`local_objective`) stay true.
 
     Attributes
     ----------
@@ -377,8 +382,10 @@ class SiteSubproblem:
         *,
         rho: Penalty,
         settings: InnerSettings | None = None,
+        cost_noise: CostNoise | None = None,
     ) -> None:
         self.settings = settings or InnerSettings()
+        self.cost_noise = cost_noise
         self.setup_count = 0
         self.px_updates = 0
         self.info = SolveInfo()
@@ -428,6 +435,8 @@ class SiteSubproblem:
             * dt_s
         )
         kappa = self.energy_weight(site)  # AUD per kWh of IT energy, (T,)
+        if self.cost_noise is not None:
+            kappa = kappa + self.cost_noise.offsets(site.sites.site_id[0], site.times)
         idle_cost = kappa * dt_h * float(s.idle_w[0]) / 1000.0  # AUD per powered GPU, a_t
         self._bind_plant(site)
         # n = L/u_max, or f_t G where idling pays — unless the site has grid or water rows,

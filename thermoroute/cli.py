@@ -290,6 +290,25 @@ SecureAggregationOpt = Annotated[
         "sums (off only to measure what masking costs).",
     ),
 ]
+CostPrivacyOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--cost-privacy",
+        metavar="EPSILON",
+        help="Distributed: each site plans with private Laplace noise on its cost of IT "
+        "energy, so the published schedule and shadow prices hide its hourly price and "
+        "weather (ε per site-hour; docs/model.md §11). Off by default.",
+    ),
+]
+CostPrivacySensitivityOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--cost-privacy-sensitivity",
+        metavar="AUD_PER_MWH",
+        help="With --cost-privacy: the change of a site-hour's cost of IT energy that is "
+        "hidden (Δ; noise scale Δ/ε) [default: 10].",
+    ),
+]
 
 
 @app.command()
@@ -347,6 +366,8 @@ def run(  # noqa: PLR0913 (typer: one parameter per command-line option)
     eps_rel: EpsRelOpt = None,
     max_iter: MaxIterOpt = None,
     secure_aggregation: SecureAggregationOpt = True,
+    cost_privacy: CostPrivacyOpt = None,
+    cost_privacy_sensitivity: CostPrivacySensitivityOpt = None,
     share_site_details: Annotated[
         bool,
         typer.Option(
@@ -431,6 +452,8 @@ def run(  # noqa: PLR0913 (typer: one parameter per command-line option)
         metrics_linger=metrics_linger,
         steps=steps,
         live=not (quiet or as_json),
+        cost_privacy_epsilon=cost_privacy,
+        cost_privacy_sensitivity=cost_privacy_sensitivity,
     )
     try:
         # In a run's private network the outer process has checked the flags already (and
@@ -705,6 +728,8 @@ def simulate(  # noqa: PLR0913 (typer: one parameter per command-line option)
     eps_rel: EpsRelOpt = None,
     max_iter: MaxIterOpt = None,
     secure_aggregation: SecureAggregationOpt = True,
+    cost_privacy: CostPrivacyOpt = None,
+    cost_privacy_sensitivity: CostPrivacySensitivityOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the forecast noise.")] = 0,
     site_forecast_noise: Annotated[
         bool,
@@ -740,7 +765,8 @@ def simulate(  # noqa: PLR0913 (typer: one parameter per command-line option)
         options = RunOptions(
             method=method.value, executor=executor.value, address=address,
             sites_per_agent=sites_per_agent, eps_rel=eps_rel, max_iter=max_iter,
-            secure_aggregation=secure_aggregation,
+            secure_aggregation=secure_aggregation, cost_privacy_epsilon=cost_privacy,
+            cost_privacy_sensitivity=cost_privacy_sensitivity,
         ).check(probe=not isolation.in_private_network())  # fmt: skip
     except OptionError as exc:
         raise _fail(str(exc)) from None
@@ -789,6 +815,8 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
     eps_rel: EpsRelOpt = None,
     max_iter: MaxIterOpt = None,
     secure_aggregation: SecureAggregationOpt = True,
+    cost_privacy: CostPrivacyOpt = None,
+    cost_privacy_sensitivity: CostPrivacySensitivityOpt = None,
     executor: Annotated[Executor, typer.Option(help="Site agents as Ray actors or in process.")] = (
         Executor.ray
     ),
@@ -844,7 +872,8 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
             method=method.value, executor=executor.value, address=address,
             sites_per_agent=sites_per_agent, eps_rel=eps_rel, max_iter=max_iter,
             secure_aggregation=secure_aggregation, agent_restarts=0, metrics_port=port,
-            metrics_addr=host,
+            metrics_addr=host, cost_privacy_epsilon=cost_privacy,
+            cost_privacy_sensitivity=cost_privacy_sensitivity,
         ).check(probe=not isolation.in_private_network())  # fmt: skip
     except OptionError as exc:
         raise _fail(
@@ -885,7 +914,7 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
                 max_plan_age_s=max_plan_age, cycle_budget_s=cycle_budget, state_dir=state_dir,
             ),
             serve_fleet(directory, site_ids, executor=executor.value, address=address,
-                        sites_per_agent=sites_per_agent),
+                        sites_per_agent=sites_per_agent, cost_privacy=options.cost_privacy()),
             metrics=metrics,
             cluster=cluster_summary,
         )  # fmt: skip

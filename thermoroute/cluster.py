@@ -35,6 +35,7 @@ from thermoroute.ray_auth import (
     ensure_local_token,
     token_source,
 )
+from thermoroute.site_agent.cost_privacy import CostPrivacy
 from thermoroute.site_agent.forecast import SiteForecast
 from thermoroute.site_agent.group import SiteGroup
 from thermoroute.site_agent.subproblem import InnerSettings
@@ -188,6 +189,9 @@ class AgentSetup:
         Solver threads per agent.
     forecast : SiteForecast, optional
         The sites plan with forecasts of their own series (real series without).
+    cost_privacy : CostPrivacy, optional
+        The sites plan with private noise on their cost of IT energy
+        (:mod:`thermoroute.site_agent.cost_privacy`).
     max_restarts : int
         How often Ray restarts a crashed agent (its constructor runs again and reloads the
         sites' data; :class:`~thermoroute.coordinator.fleet.RayFleet` registers it again);
@@ -199,7 +203,26 @@ class AgentSetup:
     inner: InnerSettings | None = None
     threads: int = 1
     forecast: SiteForecast | None = None
+    cost_privacy: CostPrivacy | None = None
     max_restarts: int = 0
+
+    def group_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of every :class:`SiteGroup` of the fleet."""
+        return {
+            "start": self.start,
+            "steps": self.steps,
+            "settings": self.inner,
+            "threads": self.threads,
+            "forecast": self.forecast,
+            "cost_privacy": self.cost_privacy,
+        }
+
+
+def create_inline_groups(
+    source: str | os.PathLike[str], groups: Sequence[tuple[str, ...]], setup: AgentSetup
+) -> list[SiteGroup]:
+    """One :class:`SiteGroup` per group in this process, started with ``setup``."""
+    return [SiteGroup(source, list(group), **setup.group_arguments()) for group in groups]
 
 
 def create_group_actors(
@@ -226,13 +249,7 @@ def create_group_actors(
             options["resources"] = {f"site:{group[0]}": PIN_AMOUNT}
         handles.append(
             remote_group.options(**options).remote(
-                str(source),
-                list(group),
-                start=setup.start,
-                steps=setup.steps,
-                settings=setup.inner,
-                threads=setup.threads,
-                forecast=setup.forecast,
+                str(source), list(group), **setup.group_arguments()
             )
         )
     return handles
@@ -280,6 +297,7 @@ def serve_fleet(
     address: str | None = None,
     sites_per_agent: int = 1,
     timeout_s: float = 120.0,
+    cost_privacy: CostPrivacy | None = None,
 ) -> Callable[[datetime, int], tuple[Any, Callable[[], None]]]:
     """A ``fleet_factory`` for :class:`thermoroute.service.PlanningService`: the site agents
     as Ray actors placed as ``run`` places them (``site:<id>`` resources pin a site to its
@@ -287,11 +305,10 @@ def serve_fleet(
     """
 
     def build(start: datetime, horizon: int) -> tuple[Any, Callable[[], None]]:
+        setup = AgentSetup(start=start, steps=horizon, cost_privacy=cost_privacy, max_restarts=-1)
         if executor == "inline":
             groups = plan_groups(site_ids, sites_per_agent)
-            agents = [
-                SiteGroup(source, list(g), start=start, steps=horizon, threads=1) for g in groups
-            ]
+            agents = create_inline_groups(source, groups, setup)
 
             def close_inline() -> None:
                 for agent in agents:
@@ -305,7 +322,6 @@ def serve_fleet(
         started = ensure_ray(address)
         pinned = site_resources() & set(site_ids)
         groups = plan_groups(site_ids, sites_per_agent, pinned)
-        setup = AgentSetup(start=start, steps=horizon, max_restarts=-1)
         handles = create_group_actors(source, groups, pinned, setup)
         wait_ready(handles, groups)
         fleet = RayFleet(handles, groups, timeout_s=timeout_s, restarts=SERVE_RESTARTS)

@@ -79,7 +79,15 @@ def run_distributed(
             run = solve_distributed(directory, replace(spec, progress=display.update))
     else:
         run = solve_distributed(directory, spec)
-    run.outputs.write(staging, solver=method)
+    outputs = run.outputs
+    if launch.cost_privacy is not None:
+        # What the run asked of every site (a site's node may ask for more noise: §11).
+        privacy = {
+            "epsilon": launch.cost_privacy.epsilon,
+            "sensitivity_aud_per_mwh": launch.cost_privacy.sensitivity_aud_per_mwh,
+        }
+        outputs = replace(outputs, extra_summary={**outputs.extra_summary, "cost_privacy": privacy})
+    outputs.write(staging, solver=method)
     details = {
         "iterations": run.iterations,
         "timings": run.timings,

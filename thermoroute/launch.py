@@ -24,6 +24,7 @@ from typing import Any
 from thermoroute.cluster import (
     AgentSetup,
     create_group_actors,
+    create_inline_groups,
     discover,
     ensure_ray,
     plan_groups,
@@ -39,7 +40,7 @@ from thermoroute.coordinator.events import IterationRecord, NullObserver, RunObs
 from thermoroute.coordinator.fleet import InlineFleet, Tap, restart_failure
 from thermoroute.coordinator.methods import DEFAULT_METHOD, METHODS, MethodSettings, method_for
 from thermoroute.coordinator.results import RunOutputs
-from thermoroute.site_agent.group import SiteGroup
+from thermoroute.site_agent.cost_privacy import CostPrivacy
 from thermoroute.site_agent.subproblem import InnerSettings
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,9 @@ class DistributedRunSpec:
     coordinator_restarts : int
         Ray: how often a lost coordinator actor is restarted and resumes from its
         checkpoint before the run fails (:class:`CoordinatorLost`).
+    cost_privacy : CostPrivacy, optional
+        The sites plan with private noise on their cost of IT energy
+        (:mod:`thermoroute.site_agent.cost_privacy`).
     """
 
     executor: str = "ray"
@@ -159,6 +163,7 @@ class DistributedRunSpec:
     share_site_details: bool = False
     site_output: str | os.PathLike[str] | None = None
     coordinator_restarts: int = 2
+    cost_privacy: CostPrivacy | None = None
 
     def __post_init__(self) -> None:
         if self.executor not in ("ray", "inline"):
@@ -167,6 +172,18 @@ class DistributedRunSpec:
     @property
     def method_settings(self) -> MethodSettings:
         return self.settings or METHODS[DEFAULT_METHOD].settings_type()
+
+    @property
+    def agent_setup(self) -> AgentSetup:
+        """What every site group of the run is started with."""
+        return AgentSetup(
+            start=self.start,
+            steps=self.steps,
+            inner=self.inner,
+            threads=self.threads,
+            cost_privacy=self.cost_privacy,
+            max_restarts=self.method_settings.agent_restarts,
+        )
 
     @property
     def reporting(self) -> dict[str, Any]:
@@ -232,13 +249,7 @@ class _ProgressObserver(NullObserver):
 def _solve_inline(loaded: _Loaded, spec: DistributedRunSpec) -> DistributedRun:
     settings = spec.method_settings
     groups = plan_groups(loaded.site_ids, spec.sites_per_agent)
-    agents = [
-        SiteGroup(
-            loaded.source, list(g), start=spec.start, steps=spec.steps, settings=spec.inner,
-            threads=spec.threads,
-        )
-        for g in groups
-    ]  # fmt: skip
+    agents = create_inline_groups(loaded.source, groups, spec.agent_setup)
     watchers = list(spec.observers)
     coordinator = Coordinator(loaded.view, settings, observers=watchers, **spec.reporting)
     if spec.progress is not None:
@@ -278,11 +289,7 @@ def _solve_ray(loaded: _Loaded, spec: DistributedRunSpec) -> DistributedRun:
     try:
         pinned = site_resources() & set(loaded.site_ids)
         groups = plan_groups(loaded.site_ids, spec.sites_per_agent, pinned)
-        setup = AgentSetup(
-            start=spec.start, steps=spec.steps, inner=spec.inner, threads=spec.threads,
-            max_restarts=settings.agent_restarts,
-        )  # fmt: skip
-        handles = create_group_actors(loaded.source, groups, pinned, setup)
+        handles = create_group_actors(loaded.source, groups, pinned, spec.agent_setup)
         # The coordinator runs on the driver's node (the head in a deployment), never on a
         # site's host: that host must hold only its own site's data and role.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)

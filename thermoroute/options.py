@@ -22,6 +22,7 @@ from thermoroute.common.bounds import bound_of
 if TYPE_CHECKING:
     from thermoroute.coordinator.method_contract import RunSettings
     from thermoroute.launch import DistributedRunSpec
+    from thermoroute.site_agent.cost_privacy import CostPrivacy
 
 #: What a distributed method accepts as ε_rel: above this the answer is not worth having.
 EPS_REL_MAX = 0.1
@@ -67,6 +68,11 @@ class RunOptions:
     metrics_linger: float = 0.0
     steps: int | None = None
     live: bool = True
+    #: ε per site-hour of the sites' cost privacy (docs/model.md §11); ``None``: off.
+    cost_privacy_epsilon: float | None = None
+    #: Δ [AUD per MWh of IT energy]; ``None``: the default
+    #: (:data:`thermoroute.site_agent.cost_privacy.DEFAULT_SENSITIVITY_AUD_PER_MWH`).
+    cost_privacy_sensitivity: float | None = None
 
     @property
     def distributed(self) -> bool:
@@ -116,11 +122,48 @@ class RunOptions:
         steps = bound_of("scenario.toml", "steps")
         if self.steps is not None and steps is not None and not steps.admits(self.steps):
             raise OptionError("--steps", self.steps, f"an integer in {steps.describe()}")
+        self._check_cost_privacy()
         if self.metrics_port is not None:
             self._check_metrics_port(probe)
         if self.address is not None:
             self._check_address(probe)
         return self
+
+    def _check_cost_privacy(self) -> None:
+        for flag, value in (
+            ("--cost-privacy", self.cost_privacy_epsilon),
+            ("--cost-privacy-sensitivity", self.cost_privacy_sensitivity),
+        ):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise OptionError(flag, value, "a positive number")
+        if self.cost_privacy_epsilon is None and self.cost_privacy_sensitivity is not None:
+            raise OptionError(
+                "--cost-privacy-sensitivity",
+                self.cost_privacy_sensitivity,
+                "applies only with --cost-privacy EPSILON",
+            )
+        if self.cost_privacy_epsilon is not None and not self.distributed:
+            raise OptionError(
+                "--cost-privacy",
+                self.cost_privacy_epsilon,
+                f"the sites add noise only when they solve (--solver distributed), not with "
+                f"--solver {self.solver}, which reads every site's data",
+            )
+
+    def cost_privacy(self) -> CostPrivacy | None:
+        """The sites' cost privacy these options ask for (``None``: off)."""
+        from thermoroute.site_agent.cost_privacy import (
+            DEFAULT_SENSITIVITY_AUD_PER_MWH,
+            CostPrivacy,
+        )
+
+        if self.cost_privacy_epsilon is None:
+            return None
+        sensitivity = self.cost_privacy_sensitivity
+        return CostPrivacy(
+            self.cost_privacy_epsilon,
+            DEFAULT_SENSITIVITY_AUD_PER_MWH if sensitivity is None else sensitivity,
+        )
 
     def _check_metrics_port(self, probe: bool) -> None:
         if not 1 <= self.metrics_port <= 65535:  # type: ignore[operator]
@@ -201,6 +244,7 @@ class RunOptions:
             settings=self.method_settings(),
             inner=InnerSettings(fallback=self.inner_fallback),
             share_site_details=self.share_site_details,
+            cost_privacy=self.cost_privacy(),
             # A command runs one job: the Ray it starts stops with it, its session
             # directory removed (a library caller keeps its Ray for the next solve).
             shutdown=True,

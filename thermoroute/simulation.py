@@ -19,6 +19,7 @@ import numpy as np
 from thermoroute.cluster import (
     AgentSetup,
     create_group_actors,
+    create_inline_groups,
     discover,
     ensure_ray,
     plan_groups,
@@ -32,12 +33,10 @@ from thermoroute.common.scenario import DemandView, Scenario
 from thermoroute.coordinator.actor import Coordinator
 from thermoroute.coordinator.data import load_view
 from thermoroute.coordinator.fleet import InlineFleet
-from thermoroute.coordinator.methods import MethodSettings
 from thermoroute.coordinator.receding import DEMAND_NOISE_SIGMA, BatchBacklog, InteractiveLedger
 from thermoroute.launch import DistributedRunSpec
 from thermoroute.receding import RecedingWindows, serve_first_step
 from thermoroute.site_agent.forecast import SiteForecast
-from thermoroute.site_agent.group import SiteGroup
 
 #: Relative difference [–] within which two plans' served requests count as equal work
 #: (their totals may then be compared as a saving).
@@ -234,24 +233,23 @@ def _simulation_fleet(
     source: Path,
     site_ids: Sequence[str],
     view: DemandView,
-    *,
-    executor: str,
-    address: str | None,
-    sites_per_agent: int,
-    settings: MethodSettings,
+    launch: DistributedRunSpec,
     forecast: SiteForecast,
 ) -> tuple[Coordinator, Callable[[], None]]:
     """A coordinator in this process and its site agents for the horizon of ``view``
-    (inline objects or Ray actors), and the function that closes the agents."""
+    (inline objects or Ray actors, as ``launch`` says), and the function that closes the
+    agents."""
     # The harness charges the applied steps itself (it reads every site's data anyway): the
     # sites share their active GPUs with it.
+    settings = launch.method_settings
     coordinator = Coordinator(view, settings, share_site_details=True)
-    if executor == "inline":
-        groups = plan_groups(site_ids, sites_per_agent)
-        agents = [
-            SiteGroup(source, list(g), start=view.start, steps=view.steps, forecast=forecast)
-            for g in groups
-        ]
+    setup = AgentSetup(
+        start=view.start, steps=view.steps, forecast=forecast,
+        cost_privacy=launch.cost_privacy, max_restarts=settings.agent_restarts,
+    )  # fmt: skip
+    if launch.executor == "inline":
+        groups = plan_groups(site_ids, launch.sites_per_agent)
+        agents = create_inline_groups(source, groups, setup)
         coordinator.attach(InlineFleet(agents, groups))
 
         def close_inline() -> None:
@@ -261,13 +259,9 @@ def _simulation_fleet(
         return coordinator, close_inline
     import ray
 
-    ensure_ray(address)
+    ensure_ray(launch.address)
     pinned = site_resources() & set(site_ids)
-    groups = plan_groups(site_ids, sites_per_agent, pinned)
-    setup = AgentSetup(
-        start=view.start, steps=view.steps, forecast=forecast,
-        max_restarts=settings.agent_restarts,
-    )  # fmt: skip
+    groups = plan_groups(site_ids, launch.sites_per_agent, pinned)
     handles = create_group_actors(source, groups, pinned, setup)
     wait_ready(handles, groups)
     coordinator.attach_actors(handles, groups)
@@ -366,8 +360,6 @@ def simulate(
     )  # fmt: skip
     baseline, warm, drain = spec.baseline, spec.warm, spec.drain
     site_forecast = spec.site_forecast or SiteForecast(seed=seed)
-    executor, address, sites_per_agent = launch.executor, launch.address, launch.sites_per_agent
-    settings = launch.method_settings
     coordinator_dir, site_ids = discover(source)
     data_source = resolve_directory(source)
     first = load_view(coordinator_dir, start=start)
@@ -390,10 +382,7 @@ def simulate(
         )
 
     def open_fleet(h: int, steps: int) -> tuple[Coordinator, Callable[[], None]]:
-        return _simulation_fleet(
-            data_source, site_ids, window(h, steps), executor=executor, address=address,
-            sites_per_agent=sites_per_agent, settings=settings, forecast=site_forecast,
-        )  # fmt: skip
+        return _simulation_fleet(data_source, site_ids, window(h, steps), launch, site_forecast)
 
     coordinator, close = open_fleet(0, horizon)
     windows = RecedingWindows()
