@@ -238,13 +238,19 @@ def ray_session() -> Iterator[Any]:
     10-15 s on the 2-core machine. Product code joins it (``ensure_ray`` joins a Ray that
     is already up and then leaves it running).
     """
+    import shutil
+
     import ray
+    from ray._private import worker  # the session's path has no public accessor
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    session = worker._global_node.get_session_dir_path()
     try:
         yield ray
     finally:
         ray.shutdown()
+        # Like a product run's local Ray, the session's leaves no session directory behind.
+        shutil.rmtree(session, ignore_errors=True)
 
 
 #: How long a test's actors may take to end once their last handle is gone (Ray ends an

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,16 +24,21 @@ CLI = [sys.executable, "-c", "from thermoroute.console import main; main()"]
 RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "default_worker", "dashboard")
 
 
-def _ray_pids() -> set[int]:
+def _pids_of(scratch: Path, *, ray_only: bool = False) -> set[int]:
+    """Processes of the run under test: those with its ``TMPDIR`` in their environment (Ray's
+    daemons and workers inherit it), so other Ray clusters on the machine do not count."""
+    marker = f"TMPDIR={scratch}".encode()
     pids = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if any(name in cmdline for name in RAY_PROCESSES):
+        if not ray_only or any(name in cmdline for name in RAY_PROCESSES):
             pids.add(int(entry.name))
     return pids
 
@@ -63,7 +70,10 @@ def _when_solving(out: str, _new: set[int]) -> bool:
     "phase", ["starting", "ray", "solving"], ids=["while-starting", "ray-up", "solving"]
 )
 def test_sigterm_stops_a_run_and_leaves_nothing(tmp_path: Path, phase: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    # The run's own temporary directory (short: Ray's socket paths must fit in 107 bytes),
+    # so that whatever it leaves there — Ray's session directory, thermoroute-* scratch — shows.
+    scratch = Path(tempfile.mkdtemp(prefix="trs-"))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "TMPDIR": str(scratch)}
     out = tmp_path / "out"
     first = subprocess.run(
         [*CLI, "run", "australia", "--solver", "central", "--no-compare", "--quiet",
@@ -71,7 +81,6 @@ def test_sigterm_stops_a_run_and_leaves_nothing(tmp_path: Path, phase: str) -> N
     )  # fmt: skip
     assert first.returncode == 0, first.stderr
     before = _digest(out)
-    ray_before = _ray_pids()
     when = {
         "starting": _when_started(1.0),
         "ray": _when_ray_runs,
@@ -84,7 +93,7 @@ def test_sigterm_stops_a_run_and_leaves_nothing(tmp_path: Path, phase: str) -> N
             env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + 240
-        while run.poll() is None and not when(log.read_text(), _ray_pids() - ray_before):
+        while run.poll() is None and not when(log.read_text(), _pids_of(scratch, ray_only=True)):
             assert time.monotonic() < deadline, f"the run never reached phase {phase!r}"
             time.sleep(0.05)
         assert run.poll() is None, f"the run ended before phase {phase!r}: {run.stderr}"
@@ -98,9 +107,13 @@ def test_sigterm_stops_a_run_and_leaves_nothing(tmp_path: Path, phase: str) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "stdout"]
     # Nothing of the run keeps running (Ray's processes die with its driver).
     deadline = time.monotonic() + 30
-    while _ray_pids() - ray_before:
-        assert time.monotonic() < deadline, f"left running: {_ray_pids() - ray_before}"
+    while _pids_of(scratch):
+        assert time.monotonic() < deadline, f"left running: {_pids_of(scratch)}"
         time.sleep(0.2)
+    # Nor any file: no Ray session directory, no scratch directory.
+    left = sorted(str(p.relative_to(scratch)) for p in scratch.rglob("*") if not p.is_dir())
+    assert left == [], left
+    shutil.rmtree(scratch)
 
 
 def test_sigterm_ends_serve_after_its_cycle(tmp_path: Path, tiny_scenario_dir: Path) -> None:
@@ -137,3 +150,28 @@ def test_sigterm_ends_serve_after_its_cycle(tmp_path: Path, tiny_scenario_dir: P
             serve.kill()
     assert serve.returncode == 143, stderr
     assert stderr.splitlines()[-1] == "terminated" and "Traceback" not in stderr, stderr
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_simulation_on_its_own_ray_leaves_no_session_behind(
+    tmp_path: Path, tiny_scenario_dir: Path
+) -> None:
+    """The local Ray a command starts stops with it, its session directory removed
+    (issue 21, item 6) — here ``simulate``, whose fleets start Ray outside ``run``'s launcher."""
+    scratch = Path(tempfile.mkdtemp(prefix="trs-"))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(scratch)}
+    done = subprocess.run(
+        [*CLI, "simulate", str(tiny_scenario_dir), "--days", "0.04", "--horizon", "2",
+         "--no-drain", "--out", str(tmp_path / "sim")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (scratch / "ray").is_dir()  # the simulation did run on a local Ray of its own
+    left = sorted(str(p.relative_to(scratch)) for p in scratch.rglob("*") if not p.is_dir())
+    assert left == [], left
+    deadline = time.monotonic() + 30
+    while _pids_of(scratch):
+        assert time.monotonic() < deadline, f"left running: {_pids_of(scratch)}"
+        time.sleep(0.2)
+    shutil.rmtree(scratch)

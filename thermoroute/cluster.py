@@ -119,15 +119,24 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
             raise ClusterAccessError(f"cannot join the Ray cluster at {address}: {first}") from None
     else:
         ensure_local_token()
-        ray.init(
-            num_cpus=num_cpus or os.cpu_count() or 2,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.WARNING,  # not Ray's "Started a local Ray instance"
-            # In a run's private network only loopback exists: say so rather than let Ray
-            # probe for a route out and warn that there is none (``None``: Ray finds it).
-            _node_ip_address="127.0.0.1" if in_private_network() else None,
-        )
+        sessions = _ray_sessions()
+        try:
+            ray.init(
+                num_cpus=num_cpus or os.cpu_count() or 2,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,  # not Ray's "Started a local Ray instance"
+                # In a run's private network only loopback exists: say so rather than let Ray
+                # probe for a route out and warn that there is none (``None``: Ray finds it).
+                _node_ip_address="127.0.0.1" if in_private_network() else None,
+            )
+        except BaseException:
+            # Interrupted (SIGTERM, Ctrl-C) or failed while starting: the session directory
+            # Ray had begun is this process's alone — remove it with what it started.
+            ray.shutdown()
+            for session in _ray_sessions() - sessions:
+                _remove_session(session)
+            raise
         global _local_session
         _local_session = _session_directory()
     # Ray's driver puts its own SIGTERM handler (a silent exit 15): take it back.
@@ -138,6 +147,22 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
 #: The session directory of the local Ray this process started (logs, sockets: a few
 #: hundred kB per run), removed when it stops (:func:`stop_ray`).
 _local_session: Path | None = None
+
+
+def _ray_sessions() -> set[Path]:
+    """The session directories in Ray's default temporary directory now."""
+    from ray._common.utils import get_default_ray_temp_dir  # where ray.init puts a session
+
+    return set(Path(get_default_ray_temp_dir()).glob("session_2*"))
+
+
+def _remove_session(session: Path) -> None:
+    """Remove a local session's directory, and Ray's ``session_latest`` link to it."""
+    shutil.rmtree(session, ignore_errors=True)
+    latest = session.parent / "session_latest"
+    with contextlib.suppress(OSError):
+        if latest.is_symlink() and latest.resolve() == session.resolve():
+            latest.unlink()
 
 
 def _session_directory() -> Path | None:
@@ -159,13 +184,8 @@ def stop_ray() -> None:
     global _local_session
     session, _local_session = _local_session, None
     ray.shutdown()
-    if session is None or not session.name.startswith("session_"):
-        return
-    shutil.rmtree(session, ignore_errors=True)
-    latest = session.parent / "session_latest"
-    with contextlib.suppress(OSError):
-        if latest.is_symlink() and latest.resolve() == session.resolve():
-            latest.unlink()
+    if session is not None and session.name.startswith("session_"):
+        _remove_session(session)
 
 
 def site_resources() -> set[str]:

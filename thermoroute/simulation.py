@@ -25,6 +25,7 @@ from thermoroute.cluster import (
     plan_groups,
     resolve_directory,
     site_resources,
+    stop_ray,
     wait_ready,
 )
 from thermoroute.common.evaluate import TOTAL_KEYS, evaluate
@@ -384,7 +385,14 @@ def simulate(
     def open_fleet(h: int, steps: int) -> tuple[Coordinator, Callable[[], None]]:
         return _simulation_fleet(data_source, site_ids, window(h, steps), launch, site_forecast)
 
-    coordinator, close = open_fleet(0, horizon)
+    # A local Ray this simulation starts stops with it (``launch.shutdown``, as for ``run``).
+    started_ray = launch.executor == "ray" and ensure_ray(launch.address)
+    try:
+        coordinator, close = open_fleet(0, horizon)
+    except BaseException:
+        if started_ray and launch.shutdown:
+            stop_ray()
+        raise
     windows = RecedingWindows()
     log: list[SimulationStep] = []
     try:
@@ -441,6 +449,8 @@ def simulate(
                 progress(row)
     finally:
         close()
+        if started_ray and launch.shutdown:
+            stop_ray()
     return SimulationResult(
         steps=log,
         totals=plan.totals,
