@@ -283,6 +283,36 @@ def test_a_stop_mid_cycle_finishes_it_and_logs_the_shutdown(
     )
 
 
+def test_ctrl_c_mid_cycle_abandons_it_and_says_so(tiny_scenario_dir: Path, log_to: Any) -> None:
+    log = log_to(service_log.JSON)
+    coordinator_dir, site_ids = discover(tiny_scenario_dir)
+    inline = serve_fleet(tiny_scenario_dir, site_ids, executor="inline")
+    closed = []
+
+    def fleet_interrupted_at_refresh(start: Any, horizon: int) -> Any:
+        """The inline fleet, with Ctrl-C arriving while the sites move to the horizon."""
+        fleet, close = inline(start, horizon)
+
+        def refresh(when: Any) -> Any:
+            raise KeyboardInterrupt
+
+        fleet.refresh = refresh
+        return fleet, lambda: closed.append(close())
+
+    service = PlanningService(
+        coordinator_dir, site_ids, RunOptions(method="ipm").method_settings(),
+        ServeSettings(horizon=2, step_seconds=3600.0), fleet_interrupted_at_refresh,
+    )  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        service.run()
+    assert closed  # the fleet closed all the same
+    (shutdown,) = [json.loads(line) for line in _lines(log)]
+    assert (shutdown["why"], shutdown["in_flight"], shutdown["in_flight_cycle"]) == (
+        "interrupted", "abandoned", 0
+    )  # fmt: skip
+    assert shutdown["plan_cycle"] is None and service.status()["cycles"] == 0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
