@@ -76,6 +76,15 @@ def test_a_live_service_answers_with_and_without_its_token(tiny_scenario_dir: Pa
             "/plan", "/status", "/healthz", "/metrics"
         }  # fmt: skip
         assert get("/plan?time=2023-01-18T01:00:00")[0] == 422  # no UTC offset
+        # The offset's + typed as is: the query string decodes it to a space, read back as
+        # the + it was (and only there); the same plan as with %2B.
+        answers = [get(f"/plan?time=2023-01-16T01:00:00{sign}10:00") for sign in ("+", "%2B")]
+        assert [code for code, _ in answers] == [200, 200], answers
+        plus, encoded = (json.loads(body) for _, body in answers)
+        del plus["age_s"], encoded["age_s"]
+        assert plus == encoded and plus["time"] == "2023-01-16T01:00:00+10:00"
+        assert get("/plan?time=2023-01-16%2001:00:00")[0] == 422  # a space, but no offset
+        assert get("/plan?time=2023-01-16T01:00:00%20%2010:00")[0] == 422  # two spaces
         assert get("/plan?time=2030-01-01T00:00:00%2B10:00")[0] == 503  # beyond the horizon
         status = json.loads(get("/status")[1])
         assert status["cycles"] == 1 and status["cycles_by_outcome"] == {"planned": 1}

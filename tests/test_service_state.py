@@ -70,10 +70,11 @@ def test_a_state_after_two_cycles_reads_back_exactly(
     service.cycle(0)
     service.cycle(1)
     ours = service._state
-    # A record of every kind: sites stale and rejoining, an error.
+    # A record of every kind: sites stale and rejoining, an error, a reason.
     ours.history.append(
         replace(ours.history[-1], cycle=2, stale_sites=("a", "b"), rejoining_sites=("c",),
-                error="the fleet was lost", converged=False, outcome="kept_previous")
+                error="the fleet was lost", converged=False, outcome="kept_previous",
+                reason="the cycle failed: the fleet was lost")
     )  # fmt: skip
     ours.cycles_by_outcome["kept_previous"] = 1
     path = tmp_path / CHECKPOINT
@@ -89,6 +90,24 @@ def test_a_state_after_two_cycles_reads_back_exactly(
     header, arrays = read_state(path, STATE_KIND, STATE_VERSION)
     assert header["format"] == STATE_KIND and header["version"] == 1
     assert not any(a.dtype.hasobject for a in arrays.values())
+
+
+def test_a_state_from_before_reasons_reads_without_them(
+    tiny_scenario_dir: Path, tmp_path: Path
+) -> None:
+    service = _service(tiny_scenario_dir)
+    service.cycle(0)
+    service.settings = replace(service.settings, time_limit_s=1e-9)
+    assert service.cycle(1).reason is not None  # kept the plan, and says why
+    path = tmp_path / CHECKPOINT
+    path.write_bytes(service._state.file_bytes())
+    header, arrays = read_state(path, STATE_KIND, STATE_VERSION)
+    # The file as a thermoroute before cycles had reasons wrote it.
+    del arrays["history.reason"], arrays["history.has_reason"]
+    fields = {k: v for k, v in header.items() if k not in ("format", "version")}
+    path.write_bytes(state_bytes(STATE_KIND, STATE_VERSION, fields, arrays))
+    back = _State.read(path)
+    assert list(back.history) == [replace(r, reason=None) for r in service._state.history]
 
 
 def test_a_fresh_state_reads_back(tmp_path: Path) -> None:

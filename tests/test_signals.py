@@ -117,7 +117,8 @@ def test_sigterm_stops_a_run_and_leaves_nothing(tmp_path: Path, phase: str) -> N
 
 
 def test_sigterm_ends_serve_after_its_cycle(tmp_path: Path, tiny_scenario_dir: Path) -> None:
-    """serve on SIGTERM: the cycle ends (or is abandoned), the fleet closes, exit 143."""
+    """serve on SIGTERM: the cycle ends (or is abandoned), the fleet closes, exit 143; its
+    log says it started, what its cycle did and that it shuts down."""
     import json
     import socket
     import urllib.request
@@ -150,6 +151,18 @@ def test_sigterm_ends_serve_after_its_cycle(tmp_path: Path, tiny_scenario_dir: P
             serve.kill()
     assert serve.returncode == 143, stderr
     assert stderr.splitlines()[-1] == "terminated" and "Traceback" not in stderr, stderr
+    # Each line: the UTC time, the level, the message.
+    start, cycle, shutdown = (line.split(maxsplit=2) for line in stderr.splitlines()[:3])
+    assert start[1] == "INFO" and start[2].startswith("serving the plan of 3 sites"), stderr
+    assert cycle[1] == "INFO" and cycle[2].startswith(
+        "cycle 0 at 2023-01-16T00:00:00+10:00: planned, "
+    ), stderr
+    # Signalled between cycles (the next is an hour away): none was in flight.
+    assert shutdown[1:] == [
+        "INFO",
+        "shutting down (SIGTERM): no cycle was in flight; the plan of cycle 0 stays; "
+        "closing the site agents",
+    ], stderr
 
 
 @pytest.mark.slow

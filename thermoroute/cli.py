@@ -94,6 +94,9 @@ EXIT_FAILED = 4
 EXIT_INTERRUPTED = 130
 #: Set when this process only relayed a run in its private network (which speaks for itself).
 _RELAYED = False
+#: Set when serve logs JSON lines: its stderr then holds nothing else, not even the closing
+#: "terminated" (its shutdown line says so).
+_JSON_LOG = False
 
 
 def _choices(values: Sequence[str]) -> list[tuple[str, str]]:
@@ -138,6 +141,11 @@ class Acceleration(StrEnum):
 class Executor(StrEnum):
     ray = "ray"
     inline = "inline"
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
 
 
 ScenarioArg = Annotated[
@@ -857,11 +865,19 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
         Path | None,
         typer.Option(help="Checkpoint after every cycle here, and resume from it on start."),
     ] = None,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            help="The log on stderr (a line per cycle, the start and the shutdown): text, or "
+            "one JSON object per line (keys: docs/serve.md)."
+        ),
+    ] = LogFormat.text,
     isolate: IsolateOpt = True,
 ) -> None:
     """Keep the site agents up and re-plan every step: each cycle the sites re-read their
     own data (appended forecasts), the coordinator its demand forecast, the method runs
-    warm-started, and the plan is published over HTTP (GET /plan, /status, /metrics)."""
+    warm-started, and the plan is published over HTTP (GET /plan, /status, /metrics).
+    Every cycle logs a line on stderr: its outcome, and why it kept the previous plan."""
     from thermoroute import isolation
     from thermoroute.options import OptionError, RunOptions
 
@@ -895,7 +911,14 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
             prepare_state_dir(state_dir)
         except StateFileError as exc:
             raise _fail(f"--state-dir {exc}") from None
+    global _JSON_LOG
+    _JSON_LOG = log_format == LogFormat.json
     _isolated(isolate, True, executor.value, address, (host, port))
+    import logging
+
+    from thermoroute import service_log
+
+    service_log.configure(log_format.value)
     directory = resolve_scenario(scenario)
     from thermoroute.cluster import cluster_summary, discover, serve_fleet
     from thermoroute.http_api import ApiServer, create_app
@@ -931,7 +954,7 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
     try:
         server.start()
     except OSError as exc:
-        service.stop()
+        service.stop(f"the plan API did not start on port {port}")
         service.run()  # closes the fleet
         raise _fail(f"--port {port}: {exc}") from None
     import signal
@@ -940,14 +963,19 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
         # The service ends its cycle (or abandons it at the next wait) and closes the
         # fleet; the command then exits 143 like any other stopped by SIGTERM.
         signals.record()
-        service.stop()
+        service.stop("SIGTERM")
 
     signal.signal(signal.SIGTERM, finish)
-    err_console.print(
-        f"serving the plan of {len(site_ids)} sites at http://{host}:{port}/plan — a cycle "
-        f"every {service.step_seconds:g} s over {service.horizon} steps (status: /status)",
-        highlight=False,
-    )
+    url = f"http://{host}:{port}"
+    service_log.log_event(
+        # Not __name__: run as ``python -m thermoroute.cli`` that is "__main__", outside the
+        # thermoroute loggers.
+        logging.getLogger("thermoroute.serve"), logging.INFO, "start",
+        f"serving the plan of {len(site_ids)} sites at {url}/plan — a cycle every "
+        f"{service.step_seconds:g} s over {service.horizon} steps (status: /status)",
+        url=url, sites=len(site_ids), method=method.value, step_seconds=service.step_seconds,
+        horizon=service.horizon,
+    )  # fmt: skip
     try:
         service.run()
     except KeyboardInterrupt:
@@ -1056,6 +1084,14 @@ def _print_status(body: dict[str, Any]) -> None:
         )
     else:
         console.print("plan: none yet", highlight=False)
+    last = status.last_cycles[-1] if status.last_cycles else None
+    if last is not None:
+        console.print(
+            f"last cycle: {last.cycle}, {last.outcome}"
+            f"{' (degraded)' if last.degraded else ''}"
+            f"{f' — {escape(last.reason)}' if last.reason else ''}",
+            highlight=False,
+        )
     sites = Table(title="agents", title_justify="left")
     sites.add_column("site")
     sites.add_column("state")
@@ -1063,23 +1099,15 @@ def _print_status(body: dict[str, Any]) -> None:
         sites.add_row(escape(site.site_id), escape(site.state))
     console.print(sites)
     cycles_table = Table(title="last cycles", title_justify="left")
-    for column in ("cycle", "time", "outcome", "iterations", "seconds", "note"):
+    for column in ("cycle", "time", "outcome", "iterations", "seconds", "reason"):
         cycles_table.add_column(
             column, justify="right" if column in ("cycle", "iterations", "seconds") else "left"
         )
     for row in status.last_cycles:
-        note = "; ".join(
-            part
-            for part in (
-                f"stale: {', '.join(row.stale_sites)}" if row.stale_sites else "",
-                f"rejoined: {', '.join(row.rejoining_sites)}" if row.rejoining_sites else "",
-                row.error or "",
-            )
-            if part
-        )
+        # The reason names the stale and rejoining sites, and a failed cycle's error.
         cycles_table.add_row(
             str(row.cycle), row.time.isoformat(), row.outcome, str(row.iterations),
-            f"{row.duration_s:.2f}", escape(note),
+            f"{row.duration_s:.2f}", escape(row.reason or ""),
         )  # fmt: skip
     console.print(cycles_table)
 
@@ -1237,7 +1265,7 @@ def main() -> None:
     if code in (EXIT_INTERRUPTED, signals.EXIT_TERMINATED) and signals.terminated():
         code = signals.EXIT_TERMINATED
     stopped = code in (EXIT_INTERRUPTED, signals.EXIT_TERMINATED)
-    if stopped and not _RELAYED and not in_private_network():
+    if stopped and not _RELAYED and not in_private_network() and not _JSON_LOG:
         err_console.print("terminated" if code == signals.EXIT_TERMINATED else "interrupted")
     raise SystemExit(code or 0)
 

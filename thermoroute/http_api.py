@@ -16,6 +16,7 @@ by default; with a bearer token every endpoint but ``/healthz`` asks for it.
 from __future__ import annotations
 
 import hmac
+import re
 import threading
 from datetime import datetime
 from typing import Annotated, Any
@@ -24,11 +25,29 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BeforeValidator
 
 from thermoroute.plan_api import PlanResponse, StatusResponse
 
 #: Reads ``Authorization: Bearer …`` (and names the scheme in the OpenAPI description).
 BEARER = HTTPBearer(auto_error=False, description="The service's --token-file, when it has one")
+
+#: An ISO 8601 date and time whose UTC offset's ``+`` arrived as a space: a query string
+#: decodes ``+`` to a space, so ``?time=2023-01-18T12:00:00+10:00`` typed as documented
+#: reads ``2023-01-18T12:00:00 10:00``. Only a space standing where the offset's sign was
+#: — after the time of day, before ``HH:MM`` or ``HHMM`` ending the value — matches.
+_PLUS_AS_SPACE = re.compile(
+    r"(?P<when>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)"
+    r" (?P<offset>\d{2}:?\d{2})"
+)
+
+
+def _plus_restored(value: object) -> object:
+    """``value`` with the ``+`` of its UTC offset back where a query string's decoding put a
+    space (:data:`_PLUS_AS_SPACE`); any other value as it is, for the datetime check."""
+    if isinstance(value, str) and (match := _PLUS_AS_SPACE.fullmatch(value)):
+        return f"{match['when']}+{match['offset']}"
+    return value
 
 
 def create_app(service: Any, registry: Any, token: str | None = None) -> FastAPI:
@@ -65,7 +84,11 @@ def create_app(service: Any, registry: Any, token: str | None = None) -> FastAPI
     def plan(
         time: Annotated[
             datetime | None,
-            Query(description="A step of the plan's horizon (ISO-8601 with offset)"),
+            BeforeValidator(_plus_restored),
+            Query(
+                description="A step of the plan's horizon (ISO-8601 with offset); a literal "
+                "+ in the offset may be sent as is, as %2B, or the time given in UTC with Z"
+            ),
         ] = None,
     ) -> Any:
         """Per region and class, each site's share of requests at the clock's current step

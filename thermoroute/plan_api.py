@@ -53,9 +53,14 @@ class CycleStatus(BaseModel):
     converged: bool
     iterations: int
     duration_s: float
+    degraded: bool = Field(description="Some site planned with a stale forecast or rejoined")
     stale_sites: list[str]
     rejoining_sites: list[str]
     error: str | None
+    reason: str | None = Field(
+        description="Why the cycle kept the previous plan or planned degraded (null: it "
+        "planned with every site up); names sites and counts, never a site's data"
+    )
 
 
 class PlanSummary(BaseModel):

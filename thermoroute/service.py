@@ -55,6 +55,7 @@ from thermoroute.plan_api import (
     StatusResponse,
 )
 from thermoroute.receding import RecedingWindows, serve_first_step
+from thermoroute.service_log import log_event
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,12 @@ class Plan:
 
 @dataclass(frozen=True)
 class CycleRecord:
-    """What one cycle did."""
+    """What one cycle did.
+
+    ``reason`` says why a cycle kept the previous plan or planned degraded (``None``: it
+    planned with every site fresh); like every field, it names sites and counts, never a
+    site's data.
+    """
 
     cycle: int
     time: datetime
@@ -243,6 +249,12 @@ class CycleRecord:
     stale_sites: tuple[str, ...] = ()
     rejoining_sites: tuple[str, ...] = ()
     error: str | None = None
+    reason: str | None = None
+
+    @property
+    def degraded(self) -> bool:
+        """Some site planned with a stale forecast or was rejoining."""
+        return bool(self.stale_sites or self.rejoining_sites)
 
 
 #: The columns of the history in a state file: CycleRecord's plain fields, by array type.
@@ -275,7 +287,8 @@ class _State:
         ``windows.<name>`` (:meth:`~thermoroute.receding.RecedingWindows.to_arrays`). Its
         arrays: ``backlog`` (when there is one), ``plan.<name>``, ``windows.<name>``, the
         history column by column as ``history.<field>`` (a record's sites flattened, with
-        ``history.<field>_counts`` per record; ``history.error`` with ``history.has_error``)
+        ``history.<field>_counts`` per record; ``history.error`` with ``history.has_error``,
+        ``history.reason`` with ``history.has_reason``)
         and ``cycles_by_outcome.outcomes`` with ``cycles_by_outcome.counts``.
         """
         header: dict[str, HeaderValue] = {"next_cycle": self.next_cycle, "plan": False}
@@ -304,6 +317,8 @@ class _State:
         arrays["history.converged"] = np.array([r.converged for r in records], bool)
         arrays["history.error"] = _strings(r.error or "" for r in records)
         arrays["history.has_error"] = np.array([r.error is not None for r in records], bool)
+        arrays["history.reason"] = _strings(r.reason or "" for r in records)
+        arrays["history.has_reason"] = np.array([r.reason is not None for r in records], bool)
         arrays["cycles_by_outcome.outcomes"] = _strings(self.cycles_by_outcome)
         arrays["cycles_by_outcome.counts"] = np.array(
             list(self.cycles_by_outcome.values()), np.int64
@@ -334,6 +349,12 @@ class _State:
             plan = Plan.from_arrays(*part("plan.")) if _flag(header, "plan") else None
             columns = part("history.")[1]
             sites = {name: _split(columns, name) for name in _HISTORY_SITES}
+            # A state file written before cycles had reasons has none: its cycles read
+            # without one.
+            reasons: list[str | None] = [None] * len(columns["cycle"])
+            if "reason" in columns:
+                given = zip(columns["reason"], columns["has_reason"], strict=True)
+                reasons = [str(text) if has else None for text, has in given]
             records = [
                 CycleRecord(
                     cycle=int(columns["cycle"][i]),
@@ -346,6 +367,7 @@ class _State:
                     stale_sites=sites["stale_sites"][i],
                     rejoining_sites=sites["rejoining_sites"][i],
                     error=str(columns["error"][i]) if columns["has_error"][i] else None,
+                    reason=reasons[i],
                 )
                 for i in range(len(columns["cycle"]))
             ]
@@ -366,6 +388,34 @@ class _State:
         except (ValueError, TypeError, IndexError) as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise StateFileError(path, f"not a usable {STATE_KIND} ({reason})") from None
+
+
+def _sites(site_ids: Iterable[str]) -> str:
+    """``3 sites (a, b, c)``: how a reason names sites."""
+    ids = list(site_ids)
+    return f"{len(ids)} site{'' if len(ids) == 1 else 's'} ({', '.join(ids)})"
+
+
+def _why_unconverged(
+    run: Any, settings: MethodSettings, limit: float | None, iterations: int, retried: bool
+) -> str:
+    """Why a cycle's method stopped unconverged: out of its budget, at its iteration limit,
+    or of its own accord (the interior point stalls).
+
+    ``run`` is the last run's :class:`~thermoroute.coordinator.method_contract.MethodRun`,
+    ``limit`` the time it was given, ``iterations`` the cycle's in all, ``retried`` whether
+    a cold start followed a warm one.
+    """
+    budget = settings.time_limit_s
+    max_iter = getattr(settings, "max_iter", None)
+    done = f"after {iterations} iterations"
+    if retried:
+        done += " (a warm start, then a cold one)"
+    if limit is not None and budget is not None and run.wall_s >= limit:
+        return f"the solve ran out of the cycle's budget ({budget:.3g} s) {done}"
+    if max_iter is not None and run.iterations >= max_iter:
+        return f"not converged {done}: the method's limit is {max_iter} a run"
+    return f"the method stopped unconverged {done}"
 
 
 def _strings(values: Iterable[str]) -> np.ndarray:
@@ -499,6 +549,11 @@ class PlanningService:
         #: Each group's incarnation at the last cycle (a new one: the group restarted).
         self._incarnations: dict[int, str] = {}
         self._clock_origin = time.time() - self._state.next_cycle * self.step_seconds
+        #: The cycle running in :meth:`run` now, the one in flight when :meth:`stop` was
+        #: called, and what stopped the service (for the shutdown line).
+        self._in_flight: int | None = None
+        self._stopped_during: int | None = None
+        self._why_stopped = "stopped"
         self.started_at = time.time()
         if self.metrics is not None:
             self.metrics.bind(self)
@@ -519,26 +574,79 @@ class PlanningService:
     # The loop
 
     def run(self) -> None:
-        """Run cycles until :meth:`stop` or ``serve.cycles`` cycles."""
+        """Run cycles until :meth:`stop` or ``serve.cycles`` cycles; log the shutdown
+        (why, and what became of a cycle in flight) and close the fleet.
+
+        An exception in a cycle (a ``KeyboardInterrupt``: Ctrl-C) abandons it, and is
+        raised again once the shutdown is logged.
+        """
+        running: int | None = None
         try:
             while not self._stop.is_set():
                 k = self._state.next_cycle
                 if self.serve.cycles is not None and k >= self.serve.cycles:
+                    self._why_stopped = f"{self.serve.cycles} cycles run (--cycles)"
                     break
                 due = self._clock_origin + k * self.step_seconds
                 if self._stop.wait(max(0.0, due - time.time())):
                     break
                 # A cycle that overran: plan for the clock's step now, skipping the missed.
-                k = max(k, self.clock_step())
+                skipped = self.clock_step() - k
+                if skipped > 0:
+                    k += skipped
+                    log.warning("cycle %d starts late: %d step(s) of the clock skipped (the "
+                                "cycle before overran its step)", k, skipped)  # fmt: skip
+                running = self._in_flight = k
                 self.cycle(k)
+                running = self._in_flight = None
+        except BaseException as error:
+            failed = not isinstance(error, KeyboardInterrupt)
+            why = f"failed: {type(error).__name__}" if failed else "interrupted"
+            self._log_shutdown(why, abandoned=running, level=logging.ERROR if failed else None)
+            raise
+        else:
+            self._log_shutdown(self._why_stopped, abandoned=None)
         finally:
             self._close_fleet()
 
-    def stop(self) -> None:
+    def stop(self, why: str = "stopped") -> None:
+        """Stop after the cycle in flight, if any (``why``: what the shutdown line says
+        stopped the service, e.g. ``SIGTERM``).
+
+        Safe from a signal handler: it only notes which cycle is in flight and sets a flag.
+        """
+        if not self._stop.is_set():
+            self._why_stopped = why
+            self._stopped_during = self._in_flight
         self._stop.set()
 
+    def _log_shutdown(self, why: str, abandoned: int | None, level: int | None = None) -> None:
+        """The shutdown line: ``why``, what became of a cycle in flight (``abandoned``: the
+        cycle an exception ended), which plan stays published."""
+        with self._lock:
+            last = self._state.history[-1] if self._state.history else None
+            plan = self._state.plan
+        in_flight, outcome = "none", None
+        cycle = abandoned if abandoned is not None else self._stopped_during
+        if cycle is not None and last is not None and last.cycle == cycle:
+            # Recorded (and its plan published) before the stop took effect.
+            in_flight, outcome = "finished", last.outcome
+            what = f"cycle {cycle} was in flight and was finished first ({outcome})"
+        elif abandoned is not None:
+            in_flight = "abandoned"
+            what = f"cycle {abandoned} was in flight and was abandoned (nothing of it published)"
+        else:
+            what = "no cycle was in flight"
+        served = f"the plan of cycle {plan.cycle} stays" if plan else "no plan was published"
+        log_event(
+            log, level or logging.INFO, "shutdown",
+            f"shutting down ({why}): {what}; {served}; closing the site agents",
+            why=why, in_flight=in_flight, in_flight_cycle=cycle, in_flight_outcome=outcome,
+            plan_cycle=None if plan is None else plan.cycle,
+        )  # fmt: skip
+
     def cycle(self, k: int) -> CycleRecord:
-        """Plan for the clock's step ``k`` (see the module docstring)."""
+        """Plan for the clock's step ``k`` (see the module docstring); log one line for it."""
         t0, wall0 = time.perf_counter(), time.time()
         when = self.time_of(k)
         state = self._state
@@ -554,14 +662,17 @@ class PlanningService:
             # Until a first plan exists, a late plan beats none: the cold first cycle may
             # take longer than the budget.
             settings = self.settings if state.plan is not None else self._first_settings
+            limit = settings.time_limit_s
             outcome = self.coordinator.run(warm_start=warm, settings=settings)
             iterations = int(outcome.iterations)
-            left = (settings.time_limit_s or math.inf) - (time.perf_counter() - t0)
-            if not outcome.converged and warm is not None and left > 0:
+            left = (limit or math.inf) - (time.perf_counter() - t0)
+            retried = not outcome.converged and warm is not None and left > 0
+            if retried:
                 # A warm start can leave the interior point too close to the boundary to
                 # finish (it stalls); a cold start from the centre usually does.
                 log.warning("cycle %d: the warm-started method stopped unconverged; "
                             "solving again from a cold start", k)  # fmt: skip
+                limit = left
                 outcome = self.coordinator.run(
                     warm_start=None, settings=_with_time_limit(settings, left)
                 )
@@ -570,13 +681,24 @@ class PlanningService:
             first = (
                 str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             )
-            log.error("cycle %d (%s) failed: %s; the previous plan stays", k, when, first)
+            if isinstance(error, RoundFailed):
+                why = f"{_sites(error.sites)} unreachable (their agents did not answer)"
+            else:
+                why = f"the cycle failed: {first}"
             record = CycleRecord(k, when, wall0, KEPT_PREVIOUS, False, 0,
-                                 time.perf_counter() - t0, error=first)  # fmt: skip
+                                 time.perf_counter() - t0, error=first, reason=why)  # fmt: skip
             self._finish(record, None)
             return record
         stale = tuple(s for s, ok in fresh.items() if not ok)
         converged = bool(outcome.converged)
+        unconverged = None
+        if not converged:
+            unconverged = _why_unconverged(outcome.run, settings, limit, iterations, retried)
+        reasons = [
+            unconverged,
+            f"stale forecast at {_sites(stale)}" if stale else None,
+            f"{_sites(rejoining)} rejoining after a restart" if rejoining else None,
+        ]
         record = CycleRecord(
             cycle=k,
             time=when,
@@ -587,6 +709,7 @@ class PlanningService:
             duration_s=time.perf_counter() - t0,
             stale_sites=stale,
             rejoining_sites=tuple(rejoining),
+            reason="; ".join(r for r in reasons if r) or None,
         )
         plan = None
         if converged:
@@ -645,7 +768,43 @@ class PlanningService:
             state.backlog = self.backlog.backlog.copy()
         if self.metrics is not None:
             self.metrics.on_cycle(record)
+        self._log_cycle(record)
         self._checkpoint()
+
+    def _log_cycle(self, record: CycleRecord) -> None:
+        """The cycle's line: its step and time, outcome, iterations, seconds, the reason
+        it kept the previous plan or planned degraded, and the plan served now."""
+        with self._lock:
+            plan = self._state.plan
+        step = None if plan is None else plan.step_of(record.time)
+        if plan is None:
+            served = "no plan is published yet"
+        elif step is None:
+            served = f"the plan of cycle {plan.cycle} no longer covers this step"
+        else:
+            served = f"serving step {step} of the plan of cycle {plan.cycle}"
+        outcome = record.outcome + (" (degraded)" if record.degraded else "")
+        message = (
+            f"cycle {record.cycle} at {record.time.isoformat()}: {outcome}, "
+            f"{record.iterations} iterations, {record.duration_s:.2f} s"
+            + (f" — {record.reason}" if record.reason else "")
+            + (f"; {served}" if record.outcome != PLANNED else "")
+        )
+        if record.error is not None:
+            level = logging.ERROR
+        elif record.outcome != PLANNED or record.degraded:
+            level = logging.WARNING
+        else:
+            level = logging.INFO
+        log_event(
+            log, level, "cycle", message,
+            cycle=record.cycle, time=record.time.isoformat(), outcome=record.outcome,
+            converged=record.converged, degraded=record.degraded,
+            iterations=record.iterations, seconds=round(record.duration_s, 3),
+            reason=record.reason, stale_sites=list(record.stale_sites),
+            rejoining_sites=list(record.rejoining_sites),
+            plan_cycle=None if plan is None else plan.cycle, plan_step=step,
+        )  # fmt: skip
 
     # ----------------------------------------------------------------------------------
     # Checkpoint
