@@ -495,8 +495,14 @@ class RayFleet:
         self._begun = None
         self._lost_state = [False] * len(self.handles)
         refs = [h.register.remote(layout_ref, scale_ref) for h in self.handles]
+        try:
+            registered = self._get(refs, self.setup_timeout_s)
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as error:
+            # A group crashed (or restarts) between the last round and this registration:
+            # the caller recovers it like one lost in a round (serve keeps its plan).
+            raise self._round_failed("register", refs, error) from error
         supports: dict[str, np.ndarray] = {}
-        for g, answer in enumerate(self._get(refs, self.setup_timeout_s)):
+        for g, answer in enumerate(registered):
             if self.tap is not None:
                 self.tap("register", g, answer)
             supports.update(answer)
@@ -721,28 +727,36 @@ class RayFleet:
             answers, seconds = self._timed_get(refs, self.timeout_s)
             self._answer_s = dict(enumerate(seconds))
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as error:
-            _, late = ray.wait(refs, num_returns=len(refs), timeout=self.setup_timeout_s)
-            failed = []
-            for g, r in enumerate(refs):
-                if r in late:
-                    log.warning(
-                        "site group %s missed the deadline of a %s round; restarting it",
-                        list(self._slots.group_sites[g]),
-                        call,
-                    )
-                    ray.kill(self.handles[g], no_restart=False)
-                    failed.append(g)
-                    continue
-                try:
-                    self._get([r], self.timeout_s)
-                except ray.exceptions.RayActorError:
-                    failed.append(g)
-            sites = [s for g in failed for s in self._slots.group_sites[g]]
-            raise RoundFailed(failed, sites, str(error).splitlines()[0]) from error
+            raise self._round_failed(call, refs, error) from error
         if self.tap is not None:
             for g, answer in enumerate(answers):
                 self.tap(call, g, answer)
         return answers
+
+    def _round_failed(self, call: str, refs: list[_Ref], error: Exception) -> RoundFailed:
+        """The failure of a round that did not complete: groups later than the setup
+        deadline are restarted (``ray.kill`` with restart) like crashed ones; every group that
+        crashed or was late is named, for :meth:`recover`."""
+        import ray
+
+        _, late = ray.wait(refs, num_returns=len(refs), timeout=self.setup_timeout_s)
+        failed = []
+        for g, r in enumerate(refs):
+            if r in late:
+                log.warning(
+                    "site group %s missed the deadline of a %s round; restarting it",
+                    list(self._slots.group_sites[g]),
+                    call,
+                )
+                ray.kill(self.handles[g], no_restart=False)
+                failed.append(g)
+                continue
+            try:
+                self._get([r], self.timeout_s)
+            except ray.exceptions.RayActorError:
+                failed.append(g)
+        sites = [s for g in failed for s in self._slots.group_sites[g]]
+        return RoundFailed(failed, sites, str(error).splitlines()[0])
 
     def recover(self, groups: Sequence[int]) -> None:
         """Bring back groups whose actor crashed in a broadcast round, before a retry.

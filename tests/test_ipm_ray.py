@@ -127,3 +127,45 @@ def test_agent_crashing_past_its_restarts_fails_the_run(
         coordinator.run()
     for h in handles:
         ray.kill(h)
+
+
+class RegisterCrashingGroup(SiteGroup):
+    """A real site group whose process dies in its second registration (a crash between two
+    of ``serve``'s cycles, after the fleet moved and before the next run registers)."""
+
+    def __init__(self, source: str, site_ids: list[str], crash: bool) -> None:
+        super().__init__(source, site_ids, threads=1)
+        self.crash = crash
+        self.registrations = 0
+
+    def register(self, layout: Any, row_scale: Any) -> Any:
+        import ray
+
+        self.registrations += 1
+        reborn = ray.get_runtime_context().was_current_actor_reconstructed
+        if self.crash and self.registrations == 2 and not reborn:
+            os._exit(1)
+        return super().register(layout, row_scale)
+
+
+def test_a_group_lost_while_registering_is_a_failed_round_the_fleet_recovers(
+    ray_cluster: Any, tiny_scenario: Scenario, tiny_scenario_dir: Path
+) -> None:
+    from thermoroute.coordinator.fleet import RoundFailed
+
+    ray = ray_cluster
+    remote = ray.remote(RegisterCrashingGroup).options(num_cpus=0, max_restarts=1)
+    handles = [
+        remote.remote(str(tiny_scenario_dir), [s], s == "mel") for s in ("syd", "mel", "per")
+    ]
+    coordinator = _coordinator(tiny_scenario, handles)
+    # Not Ray's own error escaping the fleet (serve would die of it): a round that failed,
+    # naming the group to recover.
+    with pytest.raises(RoundFailed, match=r"\['mel'\]") as failed:
+        coordinator.register()
+    assert failed.value.groups == [1]
+    coordinator.fleet.recover(failed.value.groups)
+    assert coordinator.register()["sites"] == 3
+    assert coordinator.run().converged
+    for h in handles:
+        ray.kill(h)
