@@ -11,14 +11,26 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any
 
-from thermoroute.coordinator.method_contract import DistributedMethod, RunSettings
+if TYPE_CHECKING:
+    # Not at run time: naming the methods (the command line's choices) imports no numerics.
+    from thermoroute.coordinator.method_contract import DistributedMethod, RunSettings
 
-#: Settings of any method: each method's own type (:attr:`DistributedMethod.settings_type`).
-MethodSettings = RunSettings
+    #: Settings of any method: each method's own type (:attr:`DistributedMethod.settings_type`).
+    MethodSettings = RunSettings
 
 
-class MethodRegistry(MutableMapping[str, type[DistributedMethod]]):
+def __getattr__(name: str) -> Any:
+    """``MethodSettings``, imported when first used (see the note on the imports)."""
+    if name == "MethodSettings":
+        from thermoroute.coordinator.method_contract import RunSettings
+
+        return RunSettings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class MethodRegistry(MutableMapping[str, "type[DistributedMethod]"]):
     """The methods by name, each class imported when first asked for.
 
     A product method is registered by name and ``"module:Class"`` (:meth:`register_lazily`),

@@ -61,7 +61,8 @@ class DistributedRun:
     groups : list of tuple of str
         The site ids of each agent.
     timings : dict
-        ``load_s`` (demand view), ``start_s`` (Ray and actors), ``register_s``,
+        ``load_s`` (demand view), ``start_s`` (Ray and actors; on Ray split into ``ray_s``
+        and ``agents_s``), ``register_s``,
         ``solve_s`` (the iterations), ``reports_s``, ``total_s`` and, when measured,
         ``ping_s`` (one minimal fan-out/fan-in over the agents).
     """
@@ -286,6 +287,7 @@ def _solve_ray(loaded: _Loaded, spec: DistributedRunSpec) -> DistributedRun:
 
     settings, restarts, progress = spec.method_settings, spec.coordinator_restarts, spec.progress
     started = ensure_ray(spec.address, spec.num_cpus)
+    t_ray = time.perf_counter()
     try:
         pinned = site_resources() & set(loaded.site_ids)
         groups = plan_groups(loaded.site_ids, spec.sites_per_agent, pinned)
@@ -346,6 +348,9 @@ def _solve_ray(loaded: _Loaded, spec: DistributedRunSpec) -> DistributedRun:
         timings = {
             "load_s": loaded.t_load - loaded.t0,
             "start_s": t_start - loaded.t_load,
+            # ... of which Ray's own start (or joining), then the actors' until all are ready.
+            "ray_s": t_ray - loaded.t_load,
+            "agents_s": t_start - t_ray,
             "register_s": t_reg - t_start,
             "solve_s": outcome.timing["iterations_s"],
             "reports_s": outcome.timing["final_reports_s"],
