@@ -126,13 +126,28 @@ def test_with_cost_privacy_the_attack_is_a_hundred_times_worse_at_a_measured_cos
     assert 0.0 < above < 0.02  # measured +0.42 % (docs/model.md §11)
 
 
-def test_a_site_node_asking_for_noise_gets_it_without_the_flag(
-    plain_run: tuple[Solution, AttackResult], australia: Scenario, monkeypatch: Any
+def test_a_site_node_asking_for_noise_gets_it_whatever_the_run_asks(
+    tiny_scenario_dir: Path, monkeypatch: Any
 ) -> None:
-    monkeypatch.setenv(ENV_EPSILON, "1")
-    noisy = solve("australia", executor="inline")
-    assert "cost_privacy" not in noisy.summary  # the run did not ask; the nodes did
-    assert attack(noisy, australia).median_price_error >= 100 * REVIEWED_PRICE_ERROR
+    from tests.test_site_agent import layout_of
+    from thermoroute.site_agent.agent import SiteAgent
+
+    def planned_kappa(agent: SiteAgent) -> np.ndarray:
+        """The linear costs the site plans with (its subproblem's, per flow and step)."""
+        layout = layout_of(agent.site)
+        agent.register(layout, np.ones(layout.n_rows))
+        return agent.subproblem._unit_cost.copy()
+
+    clean = planned_kappa(SiteAgent(tiny_scenario_dir, "syd"))
+    monkeypatch.setenv(ENV_EPSILON, "0.5")
+    for asked in (None, CostPrivacy(4.0)):  # the run asks for nothing, or for less noise
+        agent = SiteAgent(tiny_scenario_dir, "syd", cost_privacy=asked)
+        assert agent.cost_privacy == CostPrivacy(0.5)
+        assert not np.allclose(planned_kappa(agent), clean)
+    monkeypatch.setenv(ENV_EPSILON, "8")  # a run asking for more noise than the node gets it
+    assert SiteAgent(tiny_scenario_dir, "syd", cost_privacy=CostPrivacy(1.0)).cost_privacy == (
+        CostPrivacy(1.0)
+    )
 
 
 def _active_gpus(solution: Solution, scenario: Scenario) -> np.ndarray:
