@@ -273,6 +273,7 @@ class Coordinator:
                 "run_id": self.run_id,
                 "method": method_cls.name,
                 "iteration": 0,
+                "iterations": 0,
             }
         saved = self._read_checkpoint(method_cls.name) if resume else None
         # The id is fixed here so that a checkpoint carries it and a resumed run keeps it.

@@ -844,13 +844,13 @@ class AdmmMethod:
     name: ClassVar[str] = NAME
     settings_type: ClassVar[type] = AdmmSettings
     status_columns: ClassVar[tuple[StatusColumn, ...]] = (
-        StatusColumn("primal r", "primal_residual"),
+        StatusColumn("primal r", "primal_residual", priority=0),
         StatusColumn("ε_pri", "eps_primal"),
-        StatusColumn("dual s", "dual_residual"),
+        StatusColumn("dual s", "dual_residual", priority=0),
         StatusColumn("ε_dual", "eps_dual"),
-        StatusColumn("ρ", "rho", ".3g"),
-        StatusColumn("AA", "accelerated", "yes/no"),
-        StatusColumn("late", "late_sites", "count"),
+        StatusColumn("ρ", "rho", ".3g", priority=0),
+        StatusColumn("AA", "accelerated", "yes/no", priority=3),
+        StatusColumn("late", "late_sites", "count", priority=3),
     )
 
     @staticmethod
@@ -902,6 +902,8 @@ class AdmmMethod:
         res = row.residuals
         return {
             "iteration": row.iteration,
+            # Iteration ids start at 0: the one with id k is the (k+1)-th.
+            "iterations": row.iteration + 1,
             "primal_residual": res.primal,
             "dual_residual": res.dual,
             "eps_primal": res.eps_primal,

@@ -621,11 +621,11 @@ class InteriorPointMethod:
     name: ClassVar[str] = NAME
     settings_type: ClassVar[type] = IpmSettings
     status_columns: ClassVar[tuple[StatusColumn, ...]] = (
-        StatusColumn("coupling r", "primal_residual"),
+        StatusColumn("coupling r", "primal_residual", priority=0),
         StatusColumn("ε_pri", "eps_primal"),
-        StatusColumn("μ", "mu"),
-        StatusColumn("step", "step", ".3f"),
-        StatusColumn("dual pending", "dual_pending", "d"),
+        StatusColumn("μ", "mu", priority=0),
+        StatusColumn("step", "step", ".3f", priority=0),
+        StatusColumn("dual pend.", "dual_pending", "d", priority=3),
     )
 
     @staticmethod
@@ -679,6 +679,8 @@ class InteriorPointMethod:
     def _status(row: IpmLog) -> dict[str, Any]:
         return {
             "iteration": row.iteration,
+            # Row k is the iterate after k steps (row 0 the start): k iterations done.
+            "iterations": row.iteration,
             "primal_residual": row.coupling,
             "eps_primal": row.eps_coupling,
             "coupling_max_rel": row.coupling_max,
