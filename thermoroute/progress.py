@@ -142,7 +142,14 @@ class StderrAbove:
         # Without other writers the pipe ends now and the last lines are shown above the
         # display; a child still holding it keeps the thread, which then writes directly.
         self._thread.join(timeout=0.5)
-        self._emit = lambda line: os.write(saved, (line + "\n").encode())
+        if not self._thread.is_alive():
+            os.close(saved)
+            return
+
+        def direct(line: str) -> None:
+            os.write(saved, (line + "\n").encode())
+
+        self._emit = direct
 
 
 class LiveProgress:
