@@ -354,9 +354,17 @@ def _check_against_central(scenario: Scenario, run) -> None:
     assert out.objective_aud == pytest.approx(ev.objective_aud, rel=1e-9)
     assert out.objective_aud == pytest.approx(central.objective_aud, rel=OBJECTIVE_RTOL)
     _check_schedule(scenario, out.schedule.x, out.schedule.n)
+    # Converged means the reported iterate (polished or not) meets both tolerances, and the
+    # summary's residuals are that iterate's: the convergence file's last row.
     reported = out.stats.extra["report_iteration"]
     final = next(h for h in run.outcome.result.history if h.iteration == reported)
-    assert final.residuals.primal <= final.residuals.eps_primal or final.polish
+    assert final.residuals.converged
+    assert out.stats.extra["tolerances_met"] == ["primal", "dual"]
+    assert (out.stats.primal_residual, out.stats.dual_residual) == (
+        final.residuals.primal,
+        final.residuals.dual,
+    )
+    assert out.convergence[-1][0] == reported
 
 
 def test_site_agents_inline_match_central(tiny_scenario: Scenario, tmp_path: Path) -> None:
