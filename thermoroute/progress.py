@@ -113,8 +113,15 @@ class StderrAbove:
         self._saved: int | None = None
         self._thread: threading.Thread | None = None
 
+    @staticmethod
+    def _flush() -> None:
+        """Flush what Python buffered for standard error: ``sys.stderr`` and the original,
+        which a logger's handler may hold."""
+        for stream in {id(s): s for s in (sys.stderr, sys.__stderr__) if s}.values():
+            stream.flush()
+
     def start(self) -> None:
-        sys.stderr.flush()
+        self._flush()
         self._saved = os.dup(2)
         read, write = os.pipe()
         os.dup2(write, 2)
@@ -135,7 +142,7 @@ class StderrAbove:
     def stop(self) -> None:
         if self._saved is None:
             return
-        sys.stderr.flush()
+        self._flush()
         os.dup2(self._saved, 2)  # closes this process's last write end of the pipe
         saved, self._saved = self._saved, None
         assert self._thread is not None
@@ -185,6 +192,7 @@ class LiveProgress:
         self._live: Live | None = None
         self._last_draw = 0.0
         self._printed: int | None = None  # the iterations of the last line printed
+        self._printed_status: dict[str, Any] | None = None
         if capture_stderr is None:
             capture_stderr = console.is_terminal and os.isatty(2)
         self._stderr = StderrAbove(self._print_above) if capture_stderr else None
@@ -218,7 +226,9 @@ class LiveProgress:
                 self._stderr.stop()
             self._live.update(self._render())
             self._live.__exit__(kind, value, traceback)
-        elif self.status and self._printed != self._iterations():
+        elif self.status and self.status is not self._printed_status:
+            # The last status (with what the sites reported: the objective), even at an
+            # iteration already printed.
             self._print_line()
 
     def update(self, status: dict[str, Any]) -> None:
@@ -246,7 +256,7 @@ class LiveProgress:
         return GAP.join(f"{c.label} {cell}" for c, cell in zip(self.columns, cells, strict=True))
 
     def _print_line(self) -> None:
-        self._printed = self._iterations()
+        self._printed, self._printed_status = self._iterations(), self.status
         # One line per status whatever the width: a log is read by line (grep, tail).
         self.console.print(Text(self.line()), soft_wrap=True)
 
