@@ -472,3 +472,15 @@ def test_receding_horizon_sites_plan_with_their_own_forecasts(tmp_path: Path) ->
         assert result.totals["interactive_requests"] == pytest.approx(real, rel=DEMAND_RTOL)
     # Different plans: the forecasts moved the sites' costs beyond the current hour.
     assert noisy.totals["objective_aud"] != pytest.approx(perfect.totals["objective_aud"], rel=1e-9)
+
+
+def test_unconverged_run_says_which_tolerances_its_reported_iterate_met(
+    tiny_scenario: Scenario, tmp_path: Path
+) -> None:
+    directory = write_scenario(tiny_scenario, tmp_path / "tiny")
+    stats = _launch_inline(directory, max_iter=8).outputs.stats
+    assert not stats.converged
+    met = stats.extra["tolerances_met"]
+    assert met != ["primal", "dual"]
+    assert ("primal" in met) == (stats.primal_residual <= stats.extra["eps_primal"])
+    assert ("dual" in met) == (stats.dual_residual <= stats.extra["eps_dual"])

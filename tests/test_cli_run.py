@@ -11,8 +11,11 @@ import io
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from typer.testing import CliRunner
 from tests.test_admm import OBJECTIVE_RTOL
 from thermoroute.cli import app
 from thermoroute.common.central import solve_central
+from thermoroute.coordinator.method_contract import MethodFlags
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from thermoroute.cli import main; main()"]
@@ -240,3 +244,45 @@ def test_run_through_a_pipe_prints_a_line_every_25_iterations(
     assert len(statuses["admm"]) > 500  # ADMM on australia: ~860 iterations, ~36 lines
     help_text = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).output
     assert f"every {PIPE_EVERY} iterations" in help_text
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+@pytest.mark.parametrize("method", ["ipm", "admm"])
+def test_run_on_an_80_column_terminal_under_tmux(method: str, tmp_path: Path) -> None:
+    """``thermoroute run`` in a real 80×50 terminal (tmux): what stays on screen is the
+    method's own display, whole, below anything written to standard error."""
+    from thermoroute.coordinator.methods import METHODS
+
+    server = f"thermoroute-test-{os.getpid()}-{method}"
+    done = tmp_path / "done"
+    command = " ".join([
+        *(shlex.quote(part) for part in CLI), "run", "--method", method, "--executor",
+        "inline", "--no-compare", "--out", shlex.quote(str(tmp_path / "out")),
+        "; touch", shlex.quote(str(done)), "; sleep 60",
+    ])  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("COLUMNS", None)
+    tmux = ["tmux", "-L", server]
+    subprocess.run([*tmux, "new-session", "-d", "-x", "80", "-y", "50", command], env=env,
+                   check=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert done.exists(), "the run did not finish in 120 s"
+        screen = subprocess.run(
+            [*tmux, "capture-pane", "-p", "-S", "-200", "-t", "0"],
+            capture_output=True, text=True, check=True,
+        ).stdout.splitlines()  # fmt: skip
+    finally:
+        subprocess.run([*tmux, "kill-server"], check=False)
+    title = METHODS[method].title(METHODS[method].settings_for(MethodFlags()))
+    at = screen.index(f"{title} on inline")  # the display's title, once: redrawn in place
+    assert screen.count(f"{title} on inline") == 1
+    header, values = screen[at + 1], screen[at + 2]
+    labels = {c.label for c in METHODS[method].status_columns}
+    foreign = {c.label for m in METHODS if m != method for c in METHODS[m].status_columns}
+    assert header.split()[0] == "iter" and not (foreign - labels) & set(header.split())
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert values.split()[0] == str(summary["solver_stats"]["iterations"])
+    assert f"{summary['objective_aud']:,.2f}" in values and "…" not in header + values

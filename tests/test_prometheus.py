@@ -453,6 +453,14 @@ def test_iterations_agree_in_summary_counter_and_convergence_file(
     assert stats["iterations"] == counter == run.iterations > 0
     if method == "ipm":
         assert len(rows) - 1 == stats["iterations"]  # row 0 is the start
+        assert stats["tolerances_met"] == ["primal", "dual", "gap"]
     else:
         kept_polish = stats["report_iteration"] >= stats["iterations"]
         assert len(rows) - kept_polish == stats["iterations"]
+        # Converged, and true of the reported iterate: convergence.csv's last row.
+        iteration, primal, dual = (float(v) for v in rows[-1].split(",")[:3])
+        assert iteration == stats["report_iteration"]
+        assert (primal, dual) == (stats["primal_residual"], stats["dual_residual"])
+        assert primal <= stats["eps_primal"] and dual <= stats["eps_dual"]
+        assert stats["tolerances_met"] == ["primal", "dual"]
+    assert stats["converged"] is True
