@@ -235,8 +235,11 @@ class LiveProgress:
         """Take a status snapshot (called from the run's loop: must stay cheap)."""
         self.status = status
         if self._live is None:
-            # Not a terminal (CI log, pipe): the first status, then every PIPE_EVERY
-            # iterations; a poll may skip iterations, so a line is due on passing a multiple.
+            # Not a terminal (CI log, pipe): the first status with the method's figures (a
+            # Ray run's first polls come before any), then every PIPE_EVERY iterations; a
+            # poll may skip iterations, so a line is due on passing a multiple.
+            if not any(c.key in status for c in self.columns[1:]):
+                return
             done = self._iterations()
             if self._printed is None or done // PIPE_EVERY > self._printed // PIPE_EVERY:
                 self._print_line()
