@@ -324,7 +324,8 @@ def profile_sites(spec: Spec, settings: AdmmSettings) -> SiteProfile:
         call_median_s={s: float(np.median(v)) for s, v in samples.items()},
         osqp_median_s={s: float(np.median(v)) for s, v in osqp.items()},
         groups=ray_groups,
-        iterations=outcome.iterations,
+        # Fan-outs: ADMM's own count, its polishing solves included.
+        iterations=outcome.result.iterations,
         converged=outcome.converged,
         capped=spec.profile_iters is not None and not outcome.converged,
         solve_s=outcome.timing["iterations_s"],
@@ -340,7 +341,7 @@ def run_record(run: DistributedRun, mode: str, repeat: int) -> dict[str, Any]:
     result = run.outcome.result
     loop = [h for h in result.history if not h.polish]
     last = loop[-1].residuals if loop else None
-    fans = max(run.iterations, 1)
+    fans = max(result.iterations, 1)
     n_loop = max(len(loop), 1)
     timing = {**result.timing, **run.outcome.timing}
     return {
@@ -349,8 +350,8 @@ def run_record(run: DistributedRun, mode: str, repeat: int) -> dict[str, Any]:
         "converged": bool(run.converged),
         "loop_iterations": len(loop),
         # Fan-outs: the loop's iterations plus polishing solves (kept or not).
-        "fan_outs": int(run.iterations),
-        "polish_iterations": int(run.iterations) - len(loop),
+        "fan_outs": int(result.iterations),
+        "polish_iterations": int(result.polish_iterations),
         "anderson_accepted": int(result.anderson_accepted),
         "rho_changes": int(result.rho_changes),
         "final_rho": float(result.final_rho),

@@ -96,8 +96,9 @@ class CoordinatorOutcome:
 
     @property
     def iterations(self) -> int:
-        """Iterations as the method counts them (ADMM: with its polishing solves)."""
-        return int(getattr(self.run.result, "iterations", self.run.iterations))
+        """The method's iterations proper, as the summary, the metrics and the live display
+        count them (ADMM's polishing solves are its ``polish_iterations``)."""
+        return self.run.iterations
 
     @property
     def objective_aud(self) -> float:
@@ -273,6 +274,7 @@ class Coordinator:
                 "run_id": self.run_id,
                 "method": method_cls.name,
                 "iteration": 0,
+                "iterations": 0,
             }
         saved = self._read_checkpoint(method_cls.name) if resume else None
         # The id is fixed here so that a checkpoint carries it and a resumed run keeps it.

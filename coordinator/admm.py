@@ -314,6 +314,18 @@ class Residuals:
         return self.primal <= self.eps_primal and self.dual <= self.eps_dual
 
     @property
+    def tolerances_met(self) -> tuple[str, ...]:
+        """The tolerances these residuals meet: ``"primal"``, ``"dual"``, both or none."""
+        return tuple(
+            name
+            for name, met in (
+                ("primal", self.primal <= self.eps_primal),
+                ("dual", self.dual <= self.eps_dual),
+            )
+            if met
+        )
+
+    @property
     def merit(self) -> float:
         """Worst normalised residual; ≤ 1 means converged. Used to pick the best iterate."""
         return max(
@@ -346,9 +358,6 @@ class AdmmResult:
     iterations: int
     best_iteration: int
     report_iteration: int
-    #: The iterate before polishing (the loop's last, or its best when not converged): the
-    #: one ``converged`` and its residuals describe.
-    decided_iteration: int
     residuals: Residuals
     history: list[IterationLog]
     wall_s: float
@@ -603,11 +612,13 @@ class ExchangeAdmm:
         contracts fast and the objective barely moves. Up to ``polish_steps`` iterations,
         until the worst relative row violation is below ``polish_tol``. Returns the last
         log row, or ``None`` when polishing did not meet demand better than the reported
-        iterate (which then stays the reported one). The state's ``ρ`` and ``u`` are put
-        back on the original scale for a later warm start.
+        iterate or lost a tolerance it met (which then stays the reported one: whatever
+        ``converged`` says of it stays true of what is reported). The state's ``ρ`` and
+        ``u`` are put back on the original scale for a later warm start.
         """
         st, cfg = self.state, self.settings
         before = next(h.residuals for h in self.history if h.iteration == reported)
+        required = set(before.tolerances_met)
         kappa = float(cfg.polish_factor or 1.0)
         saved = st.copy()
         st.rho *= kappa
@@ -635,9 +646,15 @@ class ExchangeAdmm:
                 eps_inner=eps,
                 polish=True,
             )
-            if res.coupling_max <= cfg.polish_tol:
+            # A step that loses a tolerance ends polishing: at κρ the dual residual
+            # (κρ‖Δz‖) seldom comes back (australia: every step 12–47× above ε_dual).
+            if res.coupling_max <= cfg.polish_tol or not required <= set(res.tolerances_met):
                 break
-        if row is None or row.residuals.coupling_max >= before.coupling_max:
+        if (
+            row is None
+            or row.residuals.coupling_max >= before.coupling_max
+            or not required <= set(row.residuals.tolerances_met)
+        ):
             saved.iteration = st.iteration
             self.state = saved
             return None
@@ -770,7 +787,6 @@ class ExchangeAdmm:
         report_iteration = (
             last_iter if converged or self.best_iteration is None else (self.best_iteration)
         )
-        decided = report_iteration  # the iterate the stopping test speaks of
         if cfg.polish_factor and self.history:
             polished = self.polish(fleet, report_iteration)
             if polished is not None:
@@ -785,7 +801,6 @@ class ExchangeAdmm:
             iterations=self.state.iteration,
             best_iteration=self.best_iteration if self.best_iteration is not None else last_iter,
             report_iteration=report_iteration,
-            decided_iteration=decided,
             residuals=next(h.residuals for h in self.history if h.iteration == report_iteration)
             if self.history
             else Residuals(math.inf, math.inf, 0.0, 0.0, math.inf, math.inf),
@@ -844,13 +859,13 @@ class AdmmMethod:
     name: ClassVar[str] = NAME
     settings_type: ClassVar[type] = AdmmSettings
     status_columns: ClassVar[tuple[StatusColumn, ...]] = (
-        StatusColumn("primal r", "primal_residual"),
+        StatusColumn("primal r", "primal_residual", priority=0),
         StatusColumn("ε_pri", "eps_primal"),
-        StatusColumn("dual s", "dual_residual"),
+        StatusColumn("dual s", "dual_residual", priority=0),
         StatusColumn("ε_dual", "eps_dual"),
-        StatusColumn("ρ", "rho", ".3g"),
-        StatusColumn("AA", "accelerated", "yes/no"),
-        StatusColumn("late", "late_sites", "count"),
+        StatusColumn("ρ", "rho", ".3g", priority=0),
+        StatusColumn("AA", "accelerated", "yes/no", priority=3),
+        StatusColumn("late", "late_sites", "count", priority=3),
     )
 
     @staticmethod
@@ -902,6 +917,8 @@ class AdmmMethod:
         res = row.residuals
         return {
             "iteration": row.iteration,
+            # Iteration ids start at 0: the one with id k is the (k+1)-th.
+            "iterations": row.iteration + 1,
             "primal_residual": res.primal,
             "dual_residual": res.dual,
             "eps_primal": res.eps_primal,
@@ -923,19 +940,15 @@ class AdmmMethod:
     ) -> MethodRun:
         hook = None if on_status is None else (lambda row: on_status(self._status(row)))
         result = self.loop.run(fleet, observers, on_iteration=hook, should_stop=should_stop)
-        # ``converged``, the residuals and their tolerances all describe the iterate the
-        # stopping test saw; the polished iterate that is reported has its own figures
-        # (its dual residual is measured at κρ and says nothing about convergence).
-        res = next(
-            (h.residuals for h in result.history if h.iteration == result.decided_iteration),
-            result.residuals,
-        )
-        polished = result.residuals
+        # ``converged``, the residuals and their tolerances all describe the reported
+        # iterate: a polished one replaced the iterate the stopping test saw only if it met
+        # every tolerance that one met (ExchangeAdmm.polish).
+        res = result.residuals
         penalties = np.atleast_1d(result.state.rho_rows)
         return MethodRun(
             method=self.name,
             run_id=result.run_id,
-            converged=result.converged,
+            converged=result.converged and res.converged,
             iterations=result.loop_iterations,
             report_iteration=result.report_iteration,
             clean_share=self.loop.settings.clean_share or None,
@@ -951,7 +964,8 @@ class AdmmMethod:
                 "coupling_max_rel": res.coupling_max,
                 "report_iteration": result.report_iteration,
                 "polish_iterations": result.polish_iterations,
-                "reported_coupling_max_rel": polished.coupling_max,
+                "reported_coupling_max_rel": res.coupling_max,
+                "tolerances_met": list(res.tolerances_met),
                 "rho_row_range": [float(penalties.min()), float(penalties.max())],
                 "rho_changes": result.rho_changes,
                 "anderson_steps": result.anderson_accepted,

@@ -192,7 +192,10 @@ class IpmLog:
     stalled : bool
         No usable step from this iterate (the run ended here, not converged).
     converged : bool
-        The iterate passed the stopping test.
+        The iterate passed the stopping test: it met every tolerance.
+    tolerances_met : tuple of str
+        The stopping test's tolerances this iterate met: ``"primal"`` (the coupling
+        residual), ``"dual"`` (no site's dual residual pending), ``"gap"`` (complementarity).
     crashed_sites : tuple of str
         Sites whose agent crashed before this iterate (restarted; they began again cold).
     elapsed_s : float
@@ -210,6 +213,7 @@ class IpmLog:
     elapsed_s: float = 0.0
     stalled: bool = False
     converged: bool = False
+    tolerances_met: tuple[str, ...] = ()
     crashed_sites: tuple[str, ...] = ()
 
 
@@ -452,11 +456,13 @@ class DistributedInteriorPoint:
             crashed_sites=tuple(self._crashed),
         )
         self._crashed = []
-        row.converged = (
-            row.coupling <= eps_coupling
-            and row.dual_pending == 0
-            and comp <= self.settings.gap_tolerance * max(1.0, abs(row.objective))
+        tests = (
+            ("primal", row.coupling <= eps_coupling),
+            ("dual", row.dual_pending == 0),
+            ("gap", comp <= self.settings.gap_tolerance * max(1.0, abs(row.objective))),
         )
+        row.tolerances_met = tuple(name for name, met in tests if met)
+        row.converged = len(row.tolerances_met) == len(tests)
         if self.history and self.history[-1].iteration == k:
             self.history[-1] = row  # a retried iteration replaces its first attempt
         else:
@@ -621,11 +627,11 @@ class InteriorPointMethod:
     name: ClassVar[str] = NAME
     settings_type: ClassVar[type] = IpmSettings
     status_columns: ClassVar[tuple[StatusColumn, ...]] = (
-        StatusColumn("coupling r", "primal_residual"),
+        StatusColumn("coupling r", "primal_residual", priority=0),
         StatusColumn("ε_pri", "eps_primal"),
-        StatusColumn("μ", "mu"),
-        StatusColumn("step", "step", ".3f"),
-        StatusColumn("dual pending", "dual_pending", "d"),
+        StatusColumn("μ", "mu", priority=0),
+        StatusColumn("step", "step", ".3f", priority=0),
+        StatusColumn("dual pend.", "dual_pending", "d", priority=3),
     )
 
     @staticmethod
@@ -679,6 +685,8 @@ class InteriorPointMethod:
     def _status(row: IpmLog) -> dict[str, Any]:
         return {
             "iteration": row.iteration,
+            # Row k is the iterate after k steps (row 0 the start): k iterations done.
+            "iterations": row.iteration,
             "primal_residual": row.coupling,
             "eps_primal": row.eps_coupling,
             "coupling_max_rel": row.coupling_max,
@@ -719,6 +727,7 @@ class InteriorPointMethod:
                 "coupling_max_rel": last.coupling_max,
                 "mu": last.mu,
                 "sites_dual_pending": last.dual_pending,
+                "tolerances_met": list(last.tolerances_met),
                 "secure_aggregation": result.masked,
                 "site_crashes": sum(len(h.crashed_sites) for h in result.history),
                 "rejoins": result.rejoins,

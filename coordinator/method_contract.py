@@ -109,12 +109,14 @@ class StatusColumn:
     """One column of a method's live display: ``label`` shows ``status[key]``.
 
     ``fmt`` is a format spec for numbers; ``"yes/no"`` shows a flag, ``"count"`` the length
-    of a list.
+    of a list. Where the terminal is too narrow for every column, those with the highest
+    ``priority`` are left out first (0: always shown; the objective has 2, the time 1).
     """
 
     label: str
     key: str
     fmt: str = ".3e"
+    priority: int = 1
 
 
 class RunSettings(Protocol):

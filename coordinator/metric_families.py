@@ -172,7 +172,8 @@ def _make_families(registry: CollectorRegistry) -> Families:
                             "Index of the interior point's last iterate (0: the start).", run,
                             **kw),
         ipm_iterations=Counter("thermoroute_ipm_iterations",
-                               "Interior-point iterates evaluated.", run, **kw),
+                               "Interior-point iterations done (steps taken from the start, "
+                               "iterate 0).", run, **kw),
         ipm_mu=Gauge("thermoroute_ipm_mu",
                      "Mean complementarity mu of the last iterate (scaled units).", run, **kw),
         ipm_coupling=Gauge("thermoroute_ipm_coupling_residual",

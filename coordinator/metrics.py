@@ -199,7 +199,11 @@ class CoordinatorMetrics:
     def _ipm_iteration(self, record: IterationRecord) -> None:
         fam, run = self._fam, record.run_id
         fam.ipm_iteration.labels(run).set(record.iteration)
-        fam.ipm_iterations.labels(run).inc()
+        # Iterate 0 is the start, not an iteration: the counter agrees with the summary's
+        # ``iterations`` (convergence.csv has one row more).
+        iterations = fam.ipm_iterations.labels(run)
+        if record.iteration > 0:
+            iterations.inc()
         fam.ipm_mu.labels(run).set(record.mu)
         fam.ipm_coupling.labels(run).set(record.primal_residual)
         fam.ipm_eps_coupling.labels(run).set(record.eps_primal)

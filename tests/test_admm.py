@@ -354,9 +354,17 @@ def _check_against_central(scenario: Scenario, run) -> None:
     assert out.objective_aud == pytest.approx(ev.objective_aud, rel=1e-9)
     assert out.objective_aud == pytest.approx(central.objective_aud, rel=OBJECTIVE_RTOL)
     _check_schedule(scenario, out.schedule.x, out.schedule.n)
+    # Converged means the reported iterate (polished or not) meets both tolerances, and the
+    # summary's residuals are that iterate's: the convergence file's last row.
     reported = out.stats.extra["report_iteration"]
     final = next(h for h in run.outcome.result.history if h.iteration == reported)
-    assert final.residuals.primal <= final.residuals.eps_primal or final.polish
+    assert final.residuals.converged
+    assert out.stats.extra["tolerances_met"] == ["primal", "dual"]
+    assert (out.stats.primal_residual, out.stats.dual_residual) == (
+        final.residuals.primal,
+        final.residuals.dual,
+    )
+    assert out.convergence[-1][0] == reported
 
 
 def test_site_agents_inline_match_central(tiny_scenario: Scenario, tmp_path: Path) -> None:
@@ -464,3 +472,15 @@ def test_receding_horizon_sites_plan_with_their_own_forecasts(tmp_path: Path) ->
         assert result.totals["interactive_requests"] == pytest.approx(real, rel=DEMAND_RTOL)
     # Different plans: the forecasts moved the sites' costs beyond the current hour.
     assert noisy.totals["objective_aud"] != pytest.approx(perfect.totals["objective_aud"], rel=1e-9)
+
+
+def test_unconverged_run_says_which_tolerances_its_reported_iterate_met(
+    tiny_scenario: Scenario, tmp_path: Path
+) -> None:
+    directory = write_scenario(tiny_scenario, tmp_path / "tiny")
+    stats = _launch_inline(directory, max_iter=8).outputs.stats
+    assert not stats.converged
+    met = stats.extra["tolerances_met"]
+    assert met != ["primal", "dual"]
+    assert ("primal" in met) == (stats.primal_residual <= stats.extra["eps_primal"])
+    assert ("dual" in met) == (stats.dual_residual <= stats.extra["eps_dual"])

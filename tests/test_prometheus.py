@@ -258,8 +258,10 @@ def test_prometheus_reads_back_a_real_interior_point_run(
     assert [r.iteration for r in pace.records] == [h.iteration for h in history]
     assert all(r.method == "ipm" for r in pace.records)
 
+    # The counter counts iterations as the summary does: the start (iterate 0) is none.
+    assert run.iterations == len(history) - 1
     prom.wait_for(f"thermoroute_ipm_iterations_total{sel}", 30.0,
-                  lambda r: bool(r) and _value(r) == len(history))  # fmt: skip
+                  lambda r: bool(r) and _value(r) == run.iterations)  # fmt: skip
     assert _value(prom.query(f"thermoroute_ipm_iteration{sel}")) == run.iterations
     assert _value(prom.query(f"thermoroute_ipm_mu{sel}")) == pytest.approx(history[-1].mu)
     coupling = _value(prom.query(f"thermoroute_ipm_coupling_residual{sel}"))
@@ -416,3 +418,49 @@ def test_site_agent_metrics_from_telemetry_and_environment() -> None:
         assert page['thermoroute_agent_objective_part_aud{part="water",run="r",site="syd"}'] == 0.25
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("method", ["ipm", "admm"])
+def test_iterations_agree_in_summary_counter_and_convergence_file(
+    method: str, tiny_scenario_dir: Path, tmp_path: Path
+) -> None:
+    """One iteration count: the summary's, the method's iterations counter and
+    ``convergence.csv``'s rows (docs/model.md §9: the interior point's rows include the
+    start, ADMM's a kept polishing step)."""
+    from prometheus_client import CollectorRegistry
+
+    from thermoroute.common.metrics_server import start_metrics_server
+    from thermoroute.coordinator.admm import AdmmSettings
+    from thermoroute.coordinator.ipm import IpmSettings
+    from thermoroute.coordinator.metrics import CoordinatorMetrics
+    from thermoroute.launch import solve_distributed
+
+    registry = CollectorRegistry()
+    metrics = CoordinatorMetrics(registry)
+    server = start_metrics_server(0, "127.0.0.1", registry)
+    settings = IpmSettings() if method == "ipm" else AdmmSettings()
+    try:
+        run = solve_distributed(
+            tiny_scenario_dir, executor="inline", settings=settings, observers=[metrics]
+        )
+        page = _scrape(server.url)
+    finally:
+        server.close()
+    summary = json.loads((run.outputs.write(tmp_path / "out") / "summary.json").read_text())
+    stats = summary["solver_stats"]
+    rows = (tmp_path / "out" / "convergence.csv").read_text().splitlines()[1:]
+    counter = page[f'thermoroute_{method}_iterations_total{{run="{run.outcome.run.run_id}"}}']
+    assert stats["iterations"] == counter == run.iterations > 0
+    if method == "ipm":
+        assert len(rows) - 1 == stats["iterations"]  # row 0 is the start
+        assert stats["tolerances_met"] == ["primal", "dual", "gap"]
+    else:
+        kept_polish = stats["report_iteration"] >= stats["iterations"]
+        assert len(rows) - kept_polish == stats["iterations"]
+        # Converged, and true of the reported iterate: convergence.csv's last row.
+        iteration, primal, dual = (float(v) for v in rows[-1].split(",")[:3])
+        assert iteration == stats["report_iteration"]
+        assert (primal, dual) == (stats["primal_residual"], stats["dual_residual"])
+        assert primal <= stats["eps_primal"] and dual <= stats["eps_dual"]
+        assert stats["tolerances_met"] == ["primal", "dual"]
+    assert stats["converged"] is True

@@ -122,6 +122,13 @@ def test_report_opens_whole_in_a_browser(kind: str, runs: dict[str, Path], brows
         "overview", "who-serves-whom", "sites", "baselines", "prices", "convergence",
         "explanation",
     }  # fmt: skip
+    # The convergence section says what the reported iterate met (docs/model.md §9).
+    if kind != "central":
+        met = {"admm": "primal, dual", "private": "primal, dual, gap"}[kind]
+        assert (
+            f"Converged: the reported iterate met these tolerances of the stopping test: {met}."
+            in browser.find_element(By.ID, "convergence").text
+        )
     story = browser.find_element(By.ID, "explanation").text
     assert "Against temperature-unaware" in story and "pPUE" in story
     # Sites: the pPUE each plan paid beside the climate's, where the sites' detail is at

@@ -420,7 +420,16 @@ def run(  # noqa: PLR0913 (typer: one parameter per command-line option)
             help="Also solve temperature-unaware and print the comparison.",
         ),
     ] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display.")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            # The 25 is thermoroute.progress.PIPE_EVERY (not imported here: --help stays fast).
+            help="No live display (else: on a terminal, redrawn in place; elsewhere one "
+            "line every 25 iterations, the first and the last).",
+        ),
+    ] = False,
     as_json: Annotated[
         bool,
         typer.Option(

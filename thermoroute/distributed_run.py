@@ -64,7 +64,7 @@ def run_distributed(
         console.print(f"metrics: {url}", highlight=False)
     launch = options.launch_spec()
     title = f"{METHODS[method].title(launch.method_settings)} on {options.executor}"
-    display = LiveProgress(console, title=title) if options.live else None
+    display = LiveProgress(console, title, METHODS[method].status_columns) if options.live else None
     spec = replace(
         launch,
         observers=_metrics_observers(options.metrics_port, options.metrics_addr),

@@ -261,6 +261,9 @@ def _solve_inline(loaded: _Loaded, spec: DistributedRunSpec) -> DistributedRun:
     coordinator.register()
     t_reg = time.perf_counter()
     outcome = coordinator.run()
+    if spec.progress is not None:
+        # The last status has what the sites reported (the objective), as on Ray.
+        spec.progress(coordinator.status())
     t_end = time.perf_counter()
     if spec.metrics_linger_s > 0:
         coordinator.linger_metrics(spec.metrics_linger_s)

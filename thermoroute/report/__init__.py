@@ -344,9 +344,20 @@ def _convergence(solution: Solution) -> Section:
     )
     iterations = solution.iterations
     polishing = int(stats.get("polish_iterations") or 0)
+    # Polishing is kept only if it keeps the loop's tolerances (docs/model.md §9); a kept
+    # step is reported, and numbered after the loop's iterates.
+    kept = iterations is not None and int(stats.get("report_iteration") or 0) >= iterations
     title = f"{solution.solver}: {iterations} iterations" + (
-        f" and {polishing} polishing steps" if polishing else ""
+        f" and {polishing} polishing step{'s' * (polishing != 1)}{'' if kept else ' (not kept)'}"
+        if polishing
+        else ""
     )
+    if "tolerances_met" in stats:
+        met = ", ".join(stats["tolerances_met"]) or "none"
+        section.paragraphs.append(
+            f"{'Converged' if solution.converged else 'Not converged'}: the reported iterate "
+            f"met these tolerances of the stopping test: {_e(met)}."
+        )
     fig = figures.convergence(
         frame["iteration"].to_numpy(),
         series,
