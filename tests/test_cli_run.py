@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -246,7 +245,6 @@ def test_run_through_a_pipe_prints_a_line_every_25_iterations(
     assert f"every {PIPE_EVERY} iterations" in help_text
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 @pytest.mark.parametrize("method", ["ipm", "admm"])
 def test_run_on_an_80_column_terminal_under_tmux(method: str, tmp_path: Path) -> None:
     """``thermoroute run`` in a real 80×50 terminal (tmux): what stays on screen is the
