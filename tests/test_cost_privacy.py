@@ -85,7 +85,7 @@ def test_the_site_node_can_demand_more_noise_than_the_run() -> None:
 
 @pytest.fixture(scope="module")
 def plain_run(australia: Scenario) -> tuple[Solution, AttackResult]:
-    solution = solve("australia", executor="inline", share_site_details=True)
+    solution = solve("australia", executor="inline")
     return solution, attack(solution, australia)
 
 
@@ -106,7 +106,6 @@ def test_with_cost_privacy_the_attack_is_a_hundred_times_worse_at_a_measured_cos
     noisy = solve(
         "australia",
         executor="inline",
-        share_site_details=True,
         cost_privacy_epsilon=1.0,
         cost_privacy_sensitivity=10.0,
     )
@@ -116,7 +115,8 @@ def test_with_cost_privacy_the_attack_is_a_hundred_times_worse_at_a_measured_cos
         REVIEWED_DRY_BULB_ERROR, base.median_dry_bulb_error
     )
     # The sites charge the perturbed plan with their true data: the summary's objective is
-    # the true cost of the schedule written, which cannot beat the optimum.
+    # the true cost of the schedule written (with the powered GPUs each site wrote on its own
+    # node: sites/<id>/site_steps.csv of this local run), which cannot beat the optimum.
     assert noisy.summary["cost_privacy"] == {"epsilon": 1.0, "sensitivity_aud_per_mwh": 10.0}
     x = schedule_array(noisy, australia)
     n = _active_gpus(noisy, australia)
@@ -167,6 +167,8 @@ def test_cost_privacy_is_refused_where_no_site_solves(tmp_path: Path) -> None:
         RunOptions(solver="central", cost_privacy_epsilon=1.0).check(probe=False)
     with pytest.raises(OptionError, match=r"^--cost-privacy-sensitivity 5\.0: applies only"):
         RunOptions(cost_privacy_sensitivity=5.0).check(probe=False)
+    with pytest.raises(OptionError, match=r"^--cost-privacy 1\.0: not with --share-site-details"):
+        RunOptions(cost_privacy_epsilon=1.0, share_site_details=True).check(probe=False)
     with pytest.raises(OptionError, match=r"^--cost-privacy -1\.0: a positive number"):
         RunOptions(cost_privacy_epsilon=-1.0).check(probe=False)
 

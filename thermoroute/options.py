@@ -142,6 +142,13 @@ class RunOptions:
                 self.cost_privacy_sensitivity,
                 "applies only with --cost-privacy EPSILON",
             )
+        if self.cost_privacy_epsilon is not None and self.share_site_details:
+            raise OptionError(
+                "--cost-privacy",
+                self.cost_privacy_epsilon,
+                "not with --share-site-details, which sends the coordinator the sites' hourly "
+                "pPUE and true costs that the noise hides",
+            )
         if self.cost_privacy_epsilon is not None and not self.distributed:
             raise OptionError(
                 "--cost-privacy",
