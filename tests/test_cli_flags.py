@@ -74,6 +74,73 @@ def test_a_bad_run_flag_is_one_line_and_exit_2(
         assert word in line, line
 
 
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--solver", "central", "--method", "admm"], ["--method admm", "--solver central"]),
+        (["--solver", "central", "--executor", "inline"],
+         ["--executor inline", "--solver central", "--solver distributed"]),
+        (["--solver", "nearest", "--sites-per-agent", "2"],
+         ["--sites-per-agent 2", "--solver nearest"]),
+        (["--solver", "temperature-unaware", "--no-secure-aggregation"],
+         ["--no-secure-aggregation", "--solver temperature-unaware"]),
+        (["--solver", "ipm", "--method", "admm"], ["--method admm", "--solver ipm"]),
+        (["--penalty", "scalar"],
+         ["--penalty scalar", "--method ipm (the default)", "--method admm"]),
+        (["--method", "ipm", "--acceleration", "anderson"],
+         ["--acceleration anderson", "--method ipm", "--method admm"]),
+        (["--solver", "ipm", "--inner-fallback"], ["--inner-fallback", "--solver ipm"]),
+        (["--method", "admm", "--no-secure-aggregation"],
+         ["--no-secure-aggregation", "--method admm", "--method ipm"]),
+        (["--executor", "inline", "--address", "127.0.0.1:1"],
+         ["--address 127.0.0.1:1", "--executor inline", "Ray"]),
+        (["--executor", "inline", "--agent-restarts", "5"],
+         ["--agent-restarts 5", "--executor inline"]),
+        (["--metrics-linger", "5"], ["--metrics-linger 5", "without --metrics-port"]),
+        (["--metrics-addr", "0.0.0.0"], ["--metrics-addr 0.0.0.0", "without --metrics-port"]),
+        (["--json", "--compare"], ["--compare", "--json"]),
+    ],
+)  # fmt: skip
+def test_a_flag_another_makes_meaningless_is_refused_naming_both(
+    refused: Callable[..., str], args: list[str], words: list[str]
+) -> None:
+    line = refused("run", "australia", *args)
+    for word in words:
+        assert word in line, line
+
+
+@pytest.mark.parametrize("command", ["simulate", "serve"])
+def test_simulate_and_serve_refuse_a_flag_their_executor_ignores(
+    refused: Callable[..., str], command: str
+) -> None:
+    args = ["--executor", "inline", "--address", "127.0.0.1:1"]
+    line = refused(command, "australia", *args, with_out=command != "serve")
+    assert "--address 127.0.0.1:1 with --executor inline" in line, line
+
+
+def test_a_default_never_conflicts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # --solver central leaves every distributed flag at its default (--method ipm,
+    # --executor ray, ...): none was given, so nothing is refused and the run solves.
+    out = tmp_path / "central"
+    monkeypatch.setattr(sys, "argv", ["thermoroute", "run", "australia", "--solver", "central",
+                                      "--json", "--out", str(out)])  # fmt: skip
+    with pytest.raises(SystemExit) as ended:
+        main()
+    assert ended.value.code == 0, capfd.readouterr().err
+    assert (out / "summary.json").is_file()
+
+
+def test_agreeing_flags_are_not_a_conflict() -> None:
+    from thermoroute.options import RunOptions
+
+    given = frozenset({"solver", "method", "penalty", "executor", "sites_per_agent"})
+    options = RunOptions(solver="admm", method="admm", penalty="scalar", executor="inline",
+                         sites_per_agent=2, given=given)  # fmt: skip
+    assert options.check(probe=False) is options
+
+
 def test_a_busy_metrics_port_is_refused(refused: Callable[..., str]) -> None:
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]

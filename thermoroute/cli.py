@@ -198,6 +198,15 @@ def _isolated(
     raise typer.Exit(status)
 
 
+def _given(ctx: typer.Context) -> frozenset[str]:
+    """The command's parameters the user gave (on the command line or in the environment):
+    a default must never make a flag conflict (:meth:`RunOptions.check`)."""
+    from typer._click.core import ParameterSource
+
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return frozenset(name for name in ctx.params if ctx.get_parameter_source(name) in given)
+
+
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     err_console.print(
         f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True
@@ -294,6 +303,7 @@ SecureAggregationOpt = Annotated[
 
 @app.command()
 def run(  # noqa: PLR0913 (typer: one parameter per command-line option)
+    ctx: typer.Context,
     scenario: ScenarioArg = "australia",
     solver: Annotated[
         Solver,
@@ -431,7 +441,10 @@ def run(  # noqa: PLR0913 (typer: one parameter per command-line option)
         metrics_linger=metrics_linger,
         steps=steps,
         live=not (quiet or as_json),
+        given=_given(ctx),
     )
+    if as_json and compare_baseline and "compare_baseline" in options.given:
+        raise _fail("--compare with --json: --json prints summary.json alone; drop one")
     try:
         # In a run's private network the outer process has checked the flags already (and
         # holds the metrics port for its relay).
@@ -692,6 +705,7 @@ FRONT_COLUMNS = (
 
 @app.command()
 def simulate(  # noqa: PLR0913 (typer: one parameter per command-line option)
+    ctx: typer.Context,
     scenario: ScenarioArg = "australia",
     days: Annotated[
         float, typer.Option(min=0.04, max=366.0, help="Days of operation to simulate.")
@@ -740,7 +754,7 @@ def simulate(  # noqa: PLR0913 (typer: one parameter per command-line option)
         options = RunOptions(
             method=method.value, executor=executor.value, address=address,
             sites_per_agent=sites_per_agent, eps_rel=eps_rel, max_iter=max_iter,
-            secure_aggregation=secure_aggregation,
+            secure_aggregation=secure_aggregation, given=_given(ctx),
         ).check(probe=not isolation.in_private_network())  # fmt: skip
     except OptionError as exc:
         raise _fail(str(exc)) from None
@@ -784,6 +798,7 @@ def simulate(  # noqa: PLR0913 (typer: one parameter per command-line option)
 
 @app.command()
 def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
+    ctx: typer.Context,
     scenario: ScenarioArg = "australia",
     method: Annotated[Method, typer.Option(help="Distributed method (as for run).")] = DEFAULT,
     eps_rel: EpsRelOpt = None,
@@ -844,7 +859,7 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
             method=method.value, executor=executor.value, address=address,
             sites_per_agent=sites_per_agent, eps_rel=eps_rel, max_iter=max_iter,
             secure_aggregation=secure_aggregation, agent_restarts=0, metrics_port=port,
-            metrics_addr=host,
+            metrics_addr=host, given=_given(ctx),
         ).check(probe=not isolation.in_private_network())  # fmt: skip
     except OptionError as exc:
         raise _fail(
