@@ -1102,23 +1102,54 @@ def scenario_export(
 
 @scenario_app.command("validate")
 def scenario_validate(
-    directory: Annotated[Path, typer.Argument(help="Scenario directory.")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="SCENARIO",
+            help="A scenario directory, the output of `scenario split` or a part of it (the "
+            "coordinator's, a site's), or an embedded scenario name.",
+        ),
+    ],
     start: StartOpt = None,
     steps: StepsOpt = None,
 ) -> None:
-    """Check a scenario directory; report every problem with file, row and column."""
-    from thermoroute.common.scenario_loading import load_scenario
+    """Check a scenario, as run reads it; report every problem with file, row and column.
 
+    Says which kind SCENARIO is: a full scenario, a split root (its coordinator's part and
+    every site's directory that holds data; an empty one is a site whose data are on its own
+    host), the coordinator's part of a split, or a single site's directory.
+    """
+    from thermoroute.common.scenario_directories import DirectoryKind, check_directory
+
+    directory = resolve_scenario(source)
     try:
-        scen = load_scenario(directory, start=start, steps=steps)
+        checked = check_directory(directory, start=start, steps=steps)
     except ScenarioError as exc:
         raise _fail(str(exc)) from None
-    S, R, C, T = scen.shape
-    allowed = scen.allowed()
+    view, here, elsewhere = checked.view, checked.sites_here, checked.sites_elsewhere
+    extra = ""
+    if checked.kind is DirectoryKind.split_root:
+        sites = f"{len(here) + len(elsewhere)} sites ({len(here)} checked here"
+        sites += (
+            f", {len(elsewhere)} on their own hosts: {', '.join(elsewhere)})" if elsewhere else ")"
+        )
+    elif checked.kind is DirectoryKind.coordinator:
+        sites = "no site's data"
+        extra = f"; run takes its split root, {directory.parent}"
+    elif checked.kind is DirectoryKind.site:
+        sites = f"site {here[0]}"
+    else:
+        sites = f"{len(here)} sites"
+    if checked.scenario is not None:
+        allowed = checked.scenario.allowed()
+        extra = (
+            f"; {int((~allowed).sum())} of {allowed.size} site/region/class pairs forbidden by SLO"
+        )
     console.print(
-        f"{directory}: valid — scenario {scen.name!r}, {S} sites, {R} regions, {C} classes, "
-        f"{T} steps of {scen.step_hours:g} h from {scen.start.isoformat()}; "
-        f"{int((~allowed).sum())} of {allowed.size} site/region/class pairs forbidden by SLO"
+        f"{directory}: valid {checked.kind} — scenario {view.name!r}, {sites}, "
+        f"{len(view.regions.region_id)} regions, {len(view.classes.class_id)} classes, "
+        f"{view.steps} steps of {view.step_hours:g} h from {view.start.isoformat()}{extra}",
+        highlight=False,
     )
 
 
