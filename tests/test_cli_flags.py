@@ -11,11 +11,13 @@ tests/test_run_directory.py.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,6 +101,9 @@ def test_a_bad_run_flag_is_one_line_and_exit_2(
         (["--metrics-linger", "5"], ["--metrics-linger 5", "without --metrics-port"]),
         (["--metrics-addr", "0.0.0.0"], ["--metrics-addr 0.0.0.0", "without --metrics-port"]),
         (["--json", "--compare"], ["--compare", "--json"]),
+        # A switch's shown flag and its default's, hidden, flag (kept for scripts).
+        (["--isolate", "--no-isolate"], ["--isolate", "--no-isolate", "one or the other"]),
+        (["--inner-fallback", "--no-inner-fallback"], ["--inner-fallback", "--no-inner-fallback"]),
     ],
 )  # fmt: skip
 def test_a_flag_another_makes_meaningless_is_refused_naming_both(
@@ -273,6 +278,47 @@ def test_every_command_takes_h_for_help(
     text = " ".join(stdout.split())
     # (in process the program's name is pytest's; the command's words follow it)
     assert "Usage:" in text and " ".join(["thermoroute", *words]) in text, text[:200]
+
+
+def _command_of(words: list[str]) -> Any:
+    """The Typer (Click) command these words name."""
+    import typer
+
+    from thermoroute.cli import app
+
+    command: Any = typer.main.get_command(app)
+    for word in words:
+        command = command.commands[word]
+    return command
+
+
+@pytest.mark.parametrize("words", _commands(), ids=lambda w: " ".join(w) or "thermoroute")
+def test_every_help_reads_at_80_columns(
+    words: list[str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # The help Typer lays out for an 80-column terminal: no line wider, no option name or
+    # value cut short (Typer's ellipsis), every option's value shown whole on one line (a
+    # narrow column folds it mid-word: "<distributed|ad" / "mm|ipm|central|…").
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(sys, "argv", ["thermoroute", *words, "--help"])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    stdout, stderr = capfd.readouterr()
+    assert ended.value.code == 0, stderr
+    lines = stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, stdout
+    assert "…" not in stdout, stdout
+    command = _command_of(words)
+    ctx = command.context_class(command, info_name=(words or ["thermoroute"])[-1])
+    for param in command.get_params(ctx):
+        if getattr(param, "hidden", False):
+            continue
+        for name in (*param.opts, *param.secondary_opts):
+            if name.startswith("--"):
+                whole = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
+                assert any(whole.search(line) for line in lines), (name, stdout)
+        shown = param.display_type_rich(ctx)
+        assert shown is None or any(shown in line for line in lines), (shown, stdout)
 
 
 def test_version(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
