@@ -101,6 +101,8 @@ def test_a_bad_run_flag_is_one_line_and_exit_2(
         (["--metrics-linger", "5"], ["--metrics-linger 5", "without --metrics-port"]),
         (["--metrics-addr", "0.0.0.0"], ["--metrics-addr 0.0.0.0", "without --metrics-port"]),
         (["--json", "--compare"], ["--compare", "--json"]),
+        (["--solver", "central", "--no-isolate"], ["--no-isolate with --solver central"]),
+        (["--executor", "inline", "--isolate"], ["--isolate with --executor inline"]),
         # A switch's shown flag and its default's, hidden, flag (kept for scripts).
         (["--isolate", "--no-isolate"], ["--isolate", "--no-isolate", "one or the other"]),
         (["--inner-fallback", "--no-inner-fallback"], ["--inner-fallback", "--no-inner-fallback"]),
@@ -121,6 +123,9 @@ def test_simulate_and_serve_refuse_a_flag_their_executor_ignores(
     args = ["--executor", "inline", "--address", "127.0.0.1:1"]
     line = refused(command, "australia", *args, with_out=command != "serve")
     assert "--address 127.0.0.1:1 with --executor inline" in line, line
+    line = refused(command, "australia", "--executor", "inline", "--no-isolate",
+                   with_out=command != "serve")  # fmt: skip
+    assert "--no-isolate with --executor inline" in line, line
 
 
 def test_a_default_never_conflicts(

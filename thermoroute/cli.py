@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from thermoroute.common.scenario import Scenario
+    from thermoroute.options import RunOptions
     from thermoroute.results import Solution
 
 #: -h as well as --help, for every command.
@@ -192,6 +193,27 @@ def _isolated(
     global _RELAYED
     _RELAYED = True
     raise typer.Exit(status)
+
+
+def _isolation(ctx: typer.Context, options: RunOptions) -> bool:
+    """Whether a local Ray run is to be isolated (``--isolate``, the default, or
+    ``--no-isolate``); a given flag that no local Ray run reads is refused, as
+    :meth:`RunOptions.check` refuses the others."""
+    wanted = _switch(ctx, "isolate", "no_isolate", default=True)
+    if "isolate" not in options.given:
+        return wanted
+    if not options.distributed:
+        beside = f"--solver {options.solver}"
+    elif options.executor != "ray":
+        beside = f"--executor {options.executor}"
+    elif options.address is not None:
+        beside = f"--address {options.address}"
+    else:
+        return wanted
+    flag = "--isolate" if wanted else "--no-isolate"
+    raise _fail(
+        f"{flag} with {beside}: read by a local Ray run only (--executor ray, no --address)"
+    )
 
 
 def _given(ctx: typer.Context) -> frozenset[str]:
@@ -534,8 +556,7 @@ def run(  # noqa: PLR0913 (typer: one parameter per command-line option)
         raise _fail(str(exc)) from None
     distributed = options.distributed
     metrics = None if metrics_port is None else (metrics_addr, metrics_port)
-    _isolated(_switch(ctx, "isolate", "no_isolate", default=True), distributed, executor.value,
-              address, metrics)  # fmt: skip
+    _isolated(_isolation(ctx, options), distributed, executor.value, address, metrics)
     from thermoroute import api, runner
 
     try:
@@ -860,8 +881,7 @@ def simulate(  # noqa: PLR0913 (typer: one parameter per command-line option)
     noisy = _switch(ctx, "site_forecast_noise", "perfect_site_forecast", default=True)
     if out is not None:
         _check_out(out)
-    _isolated(_switch(ctx, "isolate", "no_isolate", default=True), True, executor.value,
-              address, None)  # fmt: skip
+    _isolated(_isolation(ctx, options), True, executor.value, address, None)
     directory = resolve_scenario(scenario)
     _check_simulation_span(directory, days, horizon)
     from thermoroute import runner
@@ -994,8 +1014,7 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
             prepare_state_dir(state_dir)
         except StateFileError as exc:
             raise _fail(f"--state-dir {exc}") from None
-    _isolated(_switch(ctx, "isolate", "no_isolate", default=True), True, executor.value,
-              address, (host, port))  # fmt: skip
+    _isolated(_isolation(ctx, options), True, executor.value, address, (host, port))
     directory = resolve_scenario(scenario)
     from thermoroute.cluster import cluster_summary, discover, serve_fleet
     from thermoroute.http_api import ApiServer, create_app
