@@ -98,6 +98,8 @@ def test_a_bad_run_flag_is_one_line_and_exit_2(
          ["--address 127.0.0.1:1", "--executor inline", "Ray"]),
         (["--executor", "inline", "--agent-restarts", "5"],
          ["--agent-restarts 5", "--executor inline"]),
+        (["--solver", "central", "--metrics-port", "9464"],
+         ["--metrics-port 9464 with --solver central"]),
         (["--metrics-linger", "5"], ["--metrics-linger 5", "without --metrics-port"]),
         (["--metrics-addr", "0.0.0.0"], ["--metrics-addr 0.0.0.0", "without --metrics-port"]),
         (["--json", "--compare"], ["--compare", "--json"]),

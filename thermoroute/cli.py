@@ -306,7 +306,7 @@ def _load(source: str, start: datetime | None, steps: int | None) -> tuple[Path,
 # listed in the help) for every panel to leave the help most of the width.
 DISTRIBUTED_PANEL = "The sites' agents (distributed)"
 METHOD_PANEL = "One method's"
-METRICS_PANEL = "Metrics"
+METRICS_PANEL = "Metrics (distributed)"
 FORECAST_PANEL = "Forecasts and the end"
 OUTPUT_PANEL = "Output"
 

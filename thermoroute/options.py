@@ -16,7 +16,7 @@ import os
 import re
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from thermoroute.common.bounds import bound_of
 
@@ -31,10 +31,12 @@ MAX_ITER_LIMIT = 100_000
 AGENT_RESTARTS_LIMIT = 100
 METRICS_LINGER_MAX_S = 3_600.0
 _ADDRESS = re.compile(r"(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})")
-#: The options only a distributed run reads (the sites' agents and their method).
+#: The options only a distributed run reads (the sites' agents, their method, the
+#: coordinator's metrics).
 _DISTRIBUTED_ONLY = (
     "method", "executor", "address", "sites_per_agent", "penalty", "acceleration", "eps_rel",
     "max_iter", "secure_aggregation", "share_site_details", "agent_restarts", "inner_fallback",
+    "metrics_port", "metrics_addr", "metrics_linger",
 )  # fmt: skip
 #: The options only one distributed method reads: the option, the method, its words.
 _METHOD_ONLY = (
@@ -82,8 +84,9 @@ class RunOptions:
     metrics_linger: float = 0.0
     steps: int | None = None
     live: bool = True
-    #: The options the user gave (their attribute names): only these can conflict, so a
-    #: default never refuses a run.
+    #: The options the user gave, by attribute name (a command's other parameters may be
+    #: named too; no check reads them): only these can conflict, so a default never
+    #: refuses a run.
     given: frozenset[str] = frozenset()
 
     @property
@@ -159,7 +162,7 @@ class RunOptions:
         """
         from thermoroute.coordinator.methods import METHODS
 
-        def refuse(name: str, beside: str, allowed: str) -> None:
+        def refuse(name: str, beside: str, allowed: str) -> NoReturn:
             flag, _, value = self._spelled(name).partition(" ")
             raise OptionError(flag, f"{value} {beside}".lstrip(), allowed)
 
