@@ -133,6 +133,15 @@ class Executor(StrEnum):
     inline = "inline"
 
 
+# Help panels: at 80 columns Typer gives an option's help what its panel's widest names and
+# values leave, so the options are grouped (and their values named shortly, the choices
+# listed in the help) for every panel to leave the help most of the width.
+DISTRIBUTED_PANEL = "The sites' agents (distributed)"
+METHOD_PANEL = "One method's"
+METRICS_PANEL = "Metrics (distributed)"
+FORECAST_PANEL = "Forecasts and the end"
+OUTPUT_PANEL = "Output"
+
 ScenarioArg = Annotated[
     str,
     typer.Argument(
@@ -155,7 +164,7 @@ NoIsolateOpt = Annotated[
     bool,
     typer.Option(
         "--no-isolate",
-        rich_help_panel="The sites' agents (distributed)",
+        rich_help_panel=DISTRIBUTED_PANEL,
         help="A local Ray runs outside a private network namespace, listening on every "
         "interface (by default nothing it starts listens beyond loopback).",
     ),
@@ -301,15 +310,6 @@ def _load(source: str, start: datetime | None, steps: int | None) -> tuple[Path,
         raise _fail(str(exc)) from None
 
 
-# Help panels: at 80 columns Typer gives an option's help what its panel's widest names and
-# values leave, so the options are grouped (and their values named shortly, the choices
-# listed in the help) for every panel to leave the help most of the width.
-DISTRIBUTED_PANEL = "The sites' agents (distributed)"
-METHOD_PANEL = "One method's"
-METRICS_PANEL = "Metrics (distributed)"
-FORECAST_PANEL = "Forecasts and the end"
-OUTPUT_PANEL = "Output"
-
 # The method's flags, the same for run, simulate and serve (checked by RunOptions.check).
 EpsRelOpt = Annotated[
     float | None,
@@ -365,8 +365,6 @@ SitesPerAgentOpt = Annotated[
         help="Sites hosted by one agent.",
     ),
 ]  # fmt: skip
-
-
 MethodOpt = Annotated[
     Method,
     typer.Option(
