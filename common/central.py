@@ -68,6 +68,11 @@ FALLBACK_SETTINGS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 #: Relative slack on the primary objective allowed by the lexicographic tie-break stage.
 TIE_BREAK_SLACK = 1e-7
+#: The penalty per request moved away from a reference plan with which
+#: :func:`least_moving_optimum` chooses among equally good plans, as a share of the optimum's
+#: mean cost per request: small enough to leave the objective as it is (australia: 8e-11 of
+#: it), large enough to choose (a needed move gains some 2e-2 of a request's cost there).
+MOVE_PENALTY_SHARE = 3e-5
 
 WEIGHT_KEYS = ("energy_cost", "carbon_aud_per_kg", "water_aud_per_l", "latency_aud_per_req_s")
 
@@ -593,6 +598,58 @@ def solve_central(
         variables=int(model.x.size + model.n.size),
         info=info,
     )
+
+
+def least_moving_optimum(
+    scenario: Scenario, reference: np.ndarray, *, penalty_share: float = MOVE_PENALTY_SHARE
+) -> tuple[np.ndarray, float]:
+    """Among the optimum's plans, the one that moves least away from ``reference``.
+
+    Where the optimum is not unique (sites the objective cannot tell apart, a deferrable
+    volume served equally well in several hours), solvers return different plans of the same
+    objective. This solves the centralised QP of :func:`solve_central` (true pPUE and WUE,
+    every term, the plant limits), then again with a small penalty on the requests moved
+    away from ``reference``, ``0.5 · Σ |x − reference| · 3600Δ``, priced at
+    ``penalty_share`` of the optimum's mean cost per request: the penalty barely changes the
+    objective but picks, among plans that equal it, one that keeps closest to ``reference``.
+    Charge the plan (:func:`~thermoroute.common.evaluate.evaluate`) to see how close to the
+    optimum it stayed.
+
+    Parameters
+    ----------
+    scenario : Scenario
+    reference : ndarray (S, R, C, T)
+        Requests per second of the plan to move least from (e.g. temperature-unaware's).
+    penalty_share : float
+        The penalty per moved request, as a share of the optimum's cost per request.
+
+    Returns
+    -------
+    x : ndarray (S, R, C, T)
+        The plan, requests per second.
+    penalty_aud : float
+        The penalty per moved request [AUD].
+
+    Raises
+    ------
+    CentralSolveError
+        As :func:`solve_central`.
+    """
+    w = Weights.of(scenario, None, True)
+    model = _build(scenario, true_pue(scenario), true_wue(scenario), w)
+    limits = scenario.sites.plant_data()
+    what = f"centralised QP with model v1.1 limits ({', '.join(limits)})" if limits else ""
+    _solve(model.problem, scenario, what or "centralised QP")
+    requests = scenario.demand_rps.sum() * scenario.step_seconds + scenario.batch_requests.sum()
+    penalty = penalty_share * abs(float(model.problem.value)) / max(float(requests), 1.0)
+    ii, jj, cc = model.triples
+    moved = 0.5 * scenario.step_seconds * cp.sum(cp.abs(model.x - reference[ii, jj, cc, :]))
+    _solve(
+        cp.Problem(cp.Minimize(model.objective + penalty * moved), model.constraints),
+        scenario,
+        "least-moving stage",
+    )
+    return _unpack(model, scenario)[0], penalty
 
 
 def _tie_break(model: _Model, scenario: Scenario, optimum: float) -> dict[str, Any]:

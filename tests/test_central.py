@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from thermoroute.common.central import CentralSolveError, solve_central
+from thermoroute.common.central import (
+    MOVE_PENALTY_SHARE,
+    CentralSolveError,
+    least_moving_optimum,
+    solve_central,
+)
 from thermoroute.common.coupling import CouplingLayout
 from thermoroute.common.evaluate import evaluate, feasibility, load_gpus
 
@@ -214,6 +219,40 @@ def test_tie_break_spreads_equal_sites_evenly(two_site):
     again = solve_central(sc, tie_break=True)
     np.testing.assert_array_equal(first.x, again.x)
     assert first.info["tie_break"]["objective_aud"] == pytest.approx(first.objective_aud)
+
+
+@pytest.mark.parametrize("split", [(5.0, 5.0), (8.0, 2.0), (10.0, 0.0)])
+def test_the_least_moving_optimum_keeps_an_equally_good_reference(two_site, split):
+    # Two identical sites: every split of the demand is optimal, so the optimum's plan that
+    # moves least from any split is that split itself, at the optimum's objective.
+    sc = two_site(10.0)
+    sc = replace(
+        sc,
+        sites=replace(sc.sites, ppue_a=np.ones(2), gpus=np.full(2, 20.0)),
+        price_aud_per_mwh=np.full((2, 1), 80.0),
+    )
+    reference = np.zeros(sc.shape)
+    reference[:, 0, 0, 0] = split
+    x, penalty = least_moving_optimum(sc, reference)
+    # (to 1e-4 of the demand: the solver's accuracy on a face the penalty barely tilts)
+    np.testing.assert_allclose(x[:, 0, 0, 0], split, atol=1e-3)
+    optimum = solve_central(sc).objective_aud
+    assert evaluate(sc, x).objective_aud == pytest.approx(optimum, rel=1e-9)
+    assert penalty == pytest.approx(MOVE_PENALTY_SHARE * optimum / (10.0 * 3600.0), rel=1e-6)
+
+
+def test_the_least_moving_optimum_moves_no_more_than_the_optimum(tiny_scenario):
+    from thermoroute.common.baselines import temperature_unaware
+
+    sc = tiny_scenario
+    reference = temperature_unaware(sc).x
+    optimum = solve_central(sc)
+    x, _ = least_moving_optimum(sc, reference)
+    moved = np.abs(x - reference).sum()
+    assert moved <= np.abs(optimum.x - reference).sum() * (1 + 1e-6)
+    inter = sc.classes.interactive  # the plan serves the demand; the optimum's objective
+    np.testing.assert_allclose(x.sum(axis=0)[:, inter], sc.demand_rps[:, inter], rtol=1e-6)
+    assert evaluate(sc, x).objective_aud == pytest.approx(optimum.objective_aud, rel=1e-6)
 
 
 def test_infeasible_demand_is_reported_with_its_cause(tiny_scenario):

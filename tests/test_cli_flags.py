@@ -11,11 +11,13 @@ tests/test_run_directory.py.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,6 +74,83 @@ def test_a_bad_run_flag_is_one_line_and_exit_2(
     line = refused("run", "australia", *args)
     for word in words:
         assert word in line, line
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--solver", "central", "--method", "admm"], ["--method admm", "--solver central"]),
+        (["--solver", "central", "--executor", "inline"],
+         ["--executor inline", "--solver central", "--solver distributed"]),
+        (["--solver", "nearest", "--sites-per-agent", "2"],
+         ["--sites-per-agent 2", "--solver nearest"]),
+        (["--solver", "temperature-unaware", "--no-secure-aggregation"],
+         ["--no-secure-aggregation", "--solver temperature-unaware"]),
+        (["--solver", "ipm", "--method", "admm"], ["--method admm", "--solver ipm"]),
+        (["--penalty", "scalar"],
+         ["--penalty scalar", "--method ipm (the default)", "--method admm"]),
+        (["--method", "ipm", "--acceleration", "anderson"],
+         ["--acceleration anderson", "--method ipm", "--method admm"]),
+        (["--solver", "ipm", "--inner-fallback"], ["--inner-fallback", "--solver ipm"]),
+        (["--method", "admm", "--no-secure-aggregation"],
+         ["--no-secure-aggregation", "--method admm", "--method ipm"]),
+        (["--executor", "inline", "--address", "127.0.0.1:1"],
+         ["--address 127.0.0.1:1", "--executor inline", "Ray"]),
+        (["--executor", "inline", "--agent-restarts", "5"],
+         ["--agent-restarts 5", "--executor inline"]),
+        (["--solver", "central", "--metrics-port", "9464"],
+         ["--metrics-port 9464 with --solver central"]),
+        (["--metrics-linger", "5"], ["--metrics-linger 5", "without --metrics-port"]),
+        (["--metrics-addr", "0.0.0.0"], ["--metrics-addr 0.0.0.0", "without --metrics-port"]),
+        (["--json", "--compare"], ["--compare", "--json"]),
+        (["--solver", "central", "--no-isolate"], ["--no-isolate with --solver central"]),
+        (["--executor", "inline", "--isolate"], ["--isolate with --executor inline"]),
+        # A switch's shown flag and its default's, hidden, flag (kept for scripts).
+        (["--isolate", "--no-isolate"], ["--isolate", "--no-isolate", "one or the other"]),
+        (["--inner-fallback", "--no-inner-fallback"], ["--inner-fallback", "--no-inner-fallback"]),
+    ],
+)  # fmt: skip
+def test_a_flag_another_makes_meaningless_is_refused_naming_both(
+    refused: Callable[..., str], args: list[str], words: list[str]
+) -> None:
+    line = refused("run", "australia", *args)
+    for word in words:
+        assert word in line, line
+
+
+@pytest.mark.parametrize("command", ["simulate", "serve"])
+def test_simulate_and_serve_refuse_a_flag_their_executor_ignores(
+    refused: Callable[..., str], command: str
+) -> None:
+    args = ["--executor", "inline", "--address", "127.0.0.1:1"]
+    line = refused(command, "australia", *args, with_out=command != "serve")
+    assert "--address 127.0.0.1:1 with --executor inline" in line, line
+    line = refused(command, "australia", "--executor", "inline", "--no-isolate",
+                   with_out=command != "serve")  # fmt: skip
+    assert "--no-isolate with --executor inline" in line, line
+
+
+def test_a_default_never_conflicts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # --solver central leaves every distributed flag at its default (--method ipm,
+    # --executor ray, ...): none was given, so nothing is refused and the run solves.
+    out = tmp_path / "central"
+    monkeypatch.setattr(sys, "argv", ["thermoroute", "run", "australia", "--solver", "central",
+                                      "--json", "--out", str(out)])  # fmt: skip
+    with pytest.raises(SystemExit) as ended:
+        main()
+    assert ended.value.code == 0, capfd.readouterr().err
+    assert (out / "summary.json").is_file()
+
+
+def test_agreeing_flags_are_not_a_conflict() -> None:
+    from thermoroute.options import RunOptions
+
+    given = frozenset({"solver", "method", "penalty", "executor", "sites_per_agent"})
+    options = RunOptions(solver="admm", method="admm", penalty="scalar", executor="inline",
+                         sites_per_agent=2, given=given)  # fmt: skip
+    assert options.check(probe=False) is options
 
 
 def test_a_busy_metrics_port_is_refused(refused: Callable[..., str]) -> None:
@@ -206,6 +285,47 @@ def test_every_command_takes_h_for_help(
     text = " ".join(stdout.split())
     # (in process the program's name is pytest's; the command's words follow it)
     assert "Usage:" in text and " ".join(["thermoroute", *words]) in text, text[:200]
+
+
+def _command_of(words: list[str]) -> Any:
+    """The Typer (Click) command these words name."""
+    import typer
+
+    from thermoroute.cli import app
+
+    command: Any = typer.main.get_command(app)
+    for word in words:
+        command = command.commands[word]
+    return command
+
+
+@pytest.mark.parametrize("words", _commands(), ids=lambda w: " ".join(w) or "thermoroute")
+def test_every_help_reads_at_80_columns(
+    words: list[str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # The help Typer lays out for an 80-column terminal: no line wider, no option name or
+    # value cut short (Typer's ellipsis), every option's value shown whole on one line (a
+    # narrow column folds it mid-word: "<distributed|ad" / "mm|ipm|central|…").
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(sys, "argv", ["thermoroute", *words, "--help"])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    stdout, stderr = capfd.readouterr()
+    assert ended.value.code == 0, stderr
+    lines = stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, stdout
+    assert "…" not in stdout, stdout
+    command = _command_of(words)
+    ctx = command.context_class(command, info_name=(words or ["thermoroute"])[-1])
+    for param in command.get_params(ctx):
+        if getattr(param, "hidden", False):
+            continue
+        for name in (*param.opts, *param.secondary_opts):
+            if name.startswith("--"):
+                whole = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
+                assert any(whole.search(line) for line in lines), (name, stdout)
+        shown = param.display_type_rich(ctx)
+        assert shown is None or any(shown in line for line in lines), (shown, stdout)
 
 
 def test_version(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:

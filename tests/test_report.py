@@ -10,7 +10,9 @@ what it could not show instead of failing.
 from __future__ import annotations
 
 import csv
+import html
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -167,6 +169,53 @@ def test_report_opens_whole_in_a_browser(kind: str, runs: dict[str, Path], brows
     assert float(run[4].replace(",", "")) == pytest.approx(latency, abs=0.006)
     for name in SOLVERS:  # the optimum's objective is the least of the registered plans
         assert float(table["central"][0].replace(",", "")) <= float(table[name][0].replace(",", ""))
+
+
+def _explanation(page: str) -> str:
+    """The words of the report's "What temperature-awareness changed", tags stripped."""
+    section = page[page.index('<section id="explanation">') :].split("</section>")[0]
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", section)).split())
+
+
+def test_the_report_says_where_the_optimum_is_not_unique(runs: dict[str, Path]) -> None:
+    # The report's own machinery, without a browser. On australia the methods stop at the
+    # same optimum (to a few 1e-5 of the objective) with plans that move different volumes
+    # against temperature-unaware: each report says the optimum is not unique and how
+    # little an equally good plan moves — one figure for all, below each run's own.
+    from thermoroute.common.baselines import run_solver
+    from thermoroute.common.central import least_moving_optimum
+    from thermoroute.common.scenario_loading import load_scenario
+    from thermoroute.common.scenarios import scenario_directory
+    from thermoroute.report import build_report
+    from thermoroute.report.narrative import moved_requests
+    from thermoroute.results import Solution
+
+    scenario = load_scenario(scenario_directory("australia"))
+    unaware = run_solver("temperature-unaware", scenario).schedule.x
+    least = moved_requests(scenario, least_moving_optimum(scenario, unaware)[0], unaware)
+    moves = {}
+    for kind, run in runs.items():
+        story = _explanation(build_report(Solution.read(run), scenario))
+        moved = moved_requests(scenario, Solution.read(run).x(scenario), unaware)
+        moves[kind] = moved
+        assert f"this plan moves {moved / 1e6:,.2f} M requests" in story
+        if moved - least > 0.05 * moved:
+            assert "The optimum is not unique" in story, story
+            assert f"moves {least / 1e6:,.2f} M requests, " in story, story
+            assert f"{(moved - least) / 1e6:,.2f} M fewer than this one" in story, story
+        else:
+            assert "not unique" not in story, story
+    # The issue's case: two methods at one optimum, moves a factor apart.
+    assert max(moves.values()) > 1.5 * min(moves.values()) > 1.5 * least
+
+
+def test_a_plan_off_the_optimum_is_not_called_one_of_equal_plans(tiny_scenario) -> None:
+    import thermoroute
+    from thermoroute.report import build_report
+
+    solution = thermoroute.solve(tiny_scenario, solver="nearest")
+    story = _explanation(build_report(solution, tiny_scenario))
+    assert "this plan moves" in story and "not unique" not in story
 
 
 def test_report_refuses_a_directory_that_is_no_run(tmp_path: Path) -> None:

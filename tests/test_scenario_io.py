@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from thermoroute.common.demand_view import load_demand_view
 from thermoroute.common.errors import ScenarioError
 from thermoroute.common.exact_csv import csv_text
 from thermoroute.common.scenario import DemandView, Scenario
+from thermoroute.common.scenario_directories import DirectoryKind, check_directory
 from thermoroute.common.scenario_format import COORDINATOR_FILES, SCENARIO_FILES, SITE_PRIVATE_FILES
 from thermoroute.common.scenario_loading import load_scenario
 from thermoroute.common.scenario_split import split_scenario
@@ -295,6 +297,66 @@ def test_split_refuses_an_invalid_source(scen: Path, tmp_path: Path):
     with pytest.raises(ScenarioError):
         split_scenario(scen, tmp_path / "split")
     assert not (tmp_path / "split").exists()
+
+
+def test_every_part_of_a_split_is_checked_as_its_kind(scen: Path, tmp_path: Path):
+    paths = split_scenario(scen, tmp_path / "split")
+    root = tmp_path / "split"
+    assert check_directory(scen).kind is DirectoryKind.full
+    checked = check_directory(root)
+    assert checked.kind is DirectoryKind.split_root and checked.scenario is None
+    assert checked.sites_here == tuple(sorted(SITE_IDS)) and checked.sites_elsewhere == ()
+    assert_same(checked.view, DemandView.of(load_scenario(scen)))
+    assert check_directory(paths["coordinator"]).kind is DirectoryKind.coordinator
+    site = check_directory(paths[SITE_IDS[0]])
+    assert site.kind is DirectoryKind.site and site.sites_here == (SITE_IDS[0],)
+
+
+def test_a_head_nodes_split_root_checks_the_sites_it_holds(scen: Path, tmp_path: Path):
+    # As deploy/GUIDE.md lays a split out on the head node: the coordinator's part and an
+    # empty sites/<id>/ per site, whose data are on the site's own host.
+    paths = split_scenario(scen, tmp_path / "split")
+    first, *others = SITE_IDS
+    for site in others:
+        for file in paths[site].iterdir():
+            file.unlink()
+    checked = check_directory(tmp_path / "split")
+    assert checked.sites_here == (first,) and checked.sites_elsewhere == tuple(sorted(others))
+
+
+def test_a_split_roots_problems_are_named_by_their_part(scen: Path, tmp_path: Path):
+    paths = split_scenario(scen, tmp_path / "split")
+    alpha, bravo, *_ = SITE_IDS
+    set_cell(paths[alpha], "sites.csv", 2, "gpus", "-1")
+    for file in paths[alpha].iterdir():  # bravo's directory holds alpha's data
+        (paths[bravo] / file.name).write_bytes(file.read_bytes())
+    (paths["coordinator"] / "demand.csv").unlink()
+    with pytest.raises(ScenarioError) as info:
+        check_directory(tmp_path / "split")
+    where = {(p.file, p.column) for p in info.value.problems}
+    assert {("coordinator/demand.csv", None), (f"sites/{alpha}/sites.csv", "gpus"),
+            (f"sites/{bravo}/sites.csv", "site_id")} <= where, where  # fmt: skip
+
+
+def test_scenario_validate_names_the_kind_of_a_split_and_its_parts(
+    scen: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+):
+    from thermoroute.cli import main
+
+    paths = split_scenario(scen, tmp_path / "split")
+    for directory, words in [
+        (scen, "valid full scenario — scenario 'tiny', 3 sites,"),
+        (tmp_path / "split", "valid split root — scenario 'tiny', 3 sites (3 checked here),"),
+        (paths["coordinator"], "valid coordinator's part of a split — scenario 'tiny', "
+                               "no site's data,"),
+        (paths["alpha"], "valid single site's directory — scenario 'tiny', site alpha,"),
+    ]:  # fmt: skip
+        monkeypatch.setattr(sys, "argv", ["thermoroute", "scenario", "validate", str(directory)])
+        with pytest.raises(SystemExit) as ended:
+            main()
+        out, err = capfd.readouterr()
+        assert ended.value.code == 0, err
+        assert out.startswith(f"{directory}: {words}"), out
 
 
 @pytest.mark.parametrize(

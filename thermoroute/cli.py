@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from thermoroute.common.scenario import Scenario
+    from thermoroute.options import RunOptions
     from thermoroute.results import Solution
 
 #: -h as well as --help, for every command.
@@ -103,23 +104,15 @@ def _choices(values: Sequence[str]) -> list[tuple[str, str]]:
     return [(value.replace("-", "_"), value) for value in values]
 
 
+#: The solvers that solve the whole scenario in one process: the optimum and the baselines.
+CENTRAL_SOLVERS = (
+    "central", "nearest", "temperature-unaware", "mean-efficiency", "price-only", "carbon-only",
+)  # fmt: skip
 #: ``--solver``: ``distributed``, a method's name (the same as ``--solver distributed
 #: --method NAME``, kept for scripts of the time when only exchange ADMM ran distributed),
 #: or a central solver.
 Solver = StrEnum(  # type: ignore[misc]  # the registry's names, known at import
-    "Solver",
-    _choices(
-        [
-            "distributed",
-            *METHODS,
-            "central",
-            "nearest",
-            "temperature-unaware",
-            "mean-efficiency",
-            "price-only",
-            "carbon-only",
-        ]
-    ),
+    "Solver", _choices(["distributed", *METHODS, *CENTRAL_SOLVERS])
 )
 #: ``--method``: the registered distributed methods.
 Method = StrEnum("Method", _choices(list(METHODS)))  # type: ignore[misc]
@@ -148,6 +141,16 @@ class LogFormat(StrEnum):
     json = "json"
 
 
+# Help panels: at 80 columns Typer gives an option's help what its panel's widest names and
+# values leave, so the options are grouped (and their values named shortly, the choices
+# listed in the help) for every panel to leave the help most of the width.
+DISTRIBUTED_PANEL = "The sites' agents (distributed)"
+METHOD_PANEL = "One method's"
+METRICS_PANEL = "Metrics (distributed)"
+FORECAST_PANEL = "Forecasts and the end"
+OUTPUT_PANEL = "Output"
+PRIVACY_PANEL = "Cost privacy (distributed)"
+
 ScenarioArg = Annotated[
     str,
     typer.Argument(
@@ -158,20 +161,24 @@ StartOpt = Annotated[
     datetime | None,
     typer.Option(
         "--start",
-        help="Horizon start (ISO-8601 with offset); default from scenario.toml.",
+        metavar="TIME",
+        help="Horizon start, ISO-8601 with offset (default: scenario.toml's).",
         formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z"],
     ),
 ]
-StepsOpt = Annotated[int | None, typer.Option("--steps", min=1, help="Horizon length in steps.")]
-IsolateOpt = Annotated[
+StepsOpt = Annotated[
+    int | None, typer.Option("--steps", min=1, metavar="N", help="Horizon length in steps.")
+]
+NoIsolateOpt = Annotated[
     bool,
     typer.Option(
-        "--isolate/--no-isolate",
-        help="A local Ray run (no --address) runs in a private network namespace, so that "
-        "nothing it starts listens beyond loopback (Ray binds all interfaces otherwise); "
-        "--metrics-port is forwarded from the host.",
+        "--no-isolate",
+        rich_help_panel=DISTRIBUTED_PANEL,
+        help="A local Ray runs outside a private network namespace, listening on every "
+        "interface (by default nothing it starts listens beyond loopback).",
     ),
 ]
+IsolateOpt = Annotated[bool, typer.Option("--isolate", hidden=True, help="The default.")]
 
 
 def _isolated(
@@ -204,6 +211,40 @@ def _isolated(
     global _RELAYED
     _RELAYED = True
     raise typer.Exit(status)
+
+
+def _isolation(ctx: typer.Context, options: RunOptions) -> bool:
+    """Whether a local Ray run is to be isolated (``--isolate``, the default, or
+    ``--no-isolate``); a given flag that no local Ray run reads is refused, as
+    :meth:`RunOptions.check` refuses the others."""
+    wanted = _switch(ctx, "isolate", "no_isolate", default=True)
+    if "isolate" not in options.given:
+        return wanted
+    if not options.distributed:
+        beside = f"--solver {options.solver}"
+    elif options.executor != "ray":
+        beside = f"--executor {options.executor}"
+    elif options.address is not None:
+        beside = f"--address {options.address}"
+    else:
+        return wanted
+    flag = "--isolate" if wanted else "--no-isolate"
+    raise _fail(
+        f"{flag} with {beside}: read by a local Ray run only (--executor ray, no --address)"
+    )
+
+
+def _given(ctx: typer.Context) -> frozenset[str]:
+    """The command's parameters the user gave (on the command line or in the environment):
+    a default must never make a flag conflict (:meth:`RunOptions.check`)."""
+    from typer._click.core import ParameterSource
+
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    names = {name for name in ctx.params if ctx.get_parameter_source(name) in given}
+    # A switch's hidden default flag and its shown one (_switch) set one option.
+    return frozenset(
+        name[3:] if name.startswith("no_") and name[3:] in ctx.params else name for name in names
+    )
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
@@ -282,149 +323,215 @@ def _load(source: str, start: datetime | None, steps: int | None) -> tuple[Path,
 EpsRelOpt = Annotated[
     float | None,
     typer.Option(
-        help="Distributed: relative tolerance ε_rel of the stopping test (default: the "
-        "method's own, interior point 1e-4, ADMM 5e-5)."
+        metavar="EPS",
+        rich_help_panel=DISTRIBUTED_PANEL,
+        help="Relative tolerance ε_rel of the stopping test (default: the method's own, "
+        "interior point 1e-4, ADMM 5e-5).",
     ),
 ]
 MaxIterOpt = Annotated[
     int | None,
-    typer.Option(help="Distributed: iteration limit (ADMM 2000, interior point 100)."),
+    typer.Option(
+        metavar="N",
+        rich_help_panel=DISTRIBUTED_PANEL,
+        help="Iteration limit (default: ADMM 2000, interior point 100).",
+    ),
 ]
-SecureAggregationOpt = Annotated[
+# A switch shows only the flag that changes its default; the default's own flag stays,
+# hidden, for scripts that spell it out (a "--on/--off" pair's two long names would leave
+# its help a sixth of an 80-column screen).
+NoSecureAggregationOpt = Annotated[
     bool,
     typer.Option(
-        "--secure-aggregation/--no-secure-aggregation",
-        help="Interior point: mask the sites' sums so the coordinator reads only fleet "
-        "sums (off only to measure what masking costs).",
+        "--no-secure-aggregation",
+        rich_help_panel=METHOD_PANEL,
+        help="Interior point: the sites' sums in the clear, not masked (only to measure "
+        "what masking costs).",
+    ),
+]
+SecureAggregationOpt = Annotated[
+    bool, typer.Option("--secure-aggregation", hidden=True, help="The default.")
+]
+ExecutorOpt = Annotated[
+    Executor,
+    typer.Option(
+        rich_help_panel=DISTRIBUTED_PANEL,
+        help="The sites' agents as Ray actors, or in this process.",
+    ),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="HOST:PORT",
+        rich_help_panel=DISTRIBUTED_PANEL,
+        help="Join this Ray cluster (or 'auto') instead of starting a local one.",
+    ),
+]
+SitesPerAgentOpt = Annotated[
+    int,
+    typer.Option(
+        min=1, metavar="K", rich_help_panel=DISTRIBUTED_PANEL,
+        help="Sites hosted by one agent.",
+    ),
+]  # fmt: skip
+MethodOpt = Annotated[
+    Method,
+    typer.Option(
+        metavar="METHOD",
+        help="The distributed method: ipm, the interior point (tens of iterations), or "
+        "admm, the paper's exchange ADMM (hundreds).",
     ),
 ]
 CostPrivacyOpt = Annotated[
     float | None,
     typer.Option(
         "--cost-privacy",
-        metavar="EPSILON",
-        help="Distributed: each site plans with private Laplace noise on its cost of IT "
-        "energy, so the published schedule and shadow prices hide its hourly price and "
-        "weather (ε per site-hour; docs/model.md §11). Off by default.",
+        metavar="ε",
+        rich_help_panel=PRIVACY_PANEL,
+        help="Each site plans with private Laplace noise on its cost of IT energy, so the "
+        "published schedule and shadow prices hide its hourly price and weather (ε per "
+        "site-hour; docs/model.md §11). Off by default.",
     ),
 ]
 CostPrivacySensitivityOpt = Annotated[
     float | None,
     typer.Option(
         "--cost-privacy-sensitivity",
-        metavar="AUD_PER_MWH",
-        help="With --cost-privacy: the change of a site-hour's cost of IT energy that is "
-        "hidden (Δ; noise scale Δ/ε) [default: 10].",
+        metavar="Δ",
+        rich_help_panel=PRIVACY_PANEL,
+        help="With --cost-privacy: the change of a site-hour's cost of IT energy hidden, "
+        "in AUD/MWh (noise scale Δ/ε; default 10).",
     ),
 ]
 
 
+def _switch(ctx: typer.Context, on: str, off: str, *, default: bool) -> bool:
+    """The value of a switch offered as two flags (parameters ``on`` and ``off``, each
+    ``True`` when given): as given, else ``default``; both given is refused."""
+    if ctx.params[on] and ctx.params[off]:
+        flags = [p.opts[0] for p in ctx.command.params if p.name in (on, off)]
+        raise _fail(f"{flags[0]} with {flags[1]}: one or the other")
+    return True if ctx.params[on] else False if ctx.params[off] else default
+
+
 @app.command()
 def run(  # noqa: PLR0913 (typer: one parameter per command-line option)
+    ctx: typer.Context,
     scenario: ScenarioArg = "australia",
     solver: Annotated[
         Solver,
         typer.Option(
-            help="distributed: the sites' agents solve together (see --method); a method's "
-            "name: distributed with that --method; the others solve centrally on the whole "
-            "scenario."
+            metavar="SOLVER",
+            help=f"distributed: the sites' agents solve together, see --method; "
+            f"{', '.join(METHODS)}: distributed with that method; {', '.join(CENTRAL_SOLVERS)}: "
+            "one solver on the whole scenario.",
         ),
     ] = DISTRIBUTED,
-    method: Annotated[
-        Method,
-        typer.Option(
-            help="Distributed method: the interior point (default; tens of iterations) or "
-            "ADMM (the paper's method; hundreds).",
-        ),
-    ] = DEFAULT,
+    method: MethodOpt = DEFAULT,
     out: Annotated[
         Path | None,
-        typer.Option(help="Output directory (default runs/<scenario>-<method or solver>)."),
+        typer.Option(metavar="DIR", help="Output directory (default runs/SCENARIO-SOLVER)."),
     ] = None,
     start: StartOpt = None,
     steps: StepsOpt = None,
-    executor: Annotated[
-        Executor,
-        typer.Option(help="Distributed: sites as Ray actors (default) or in this process."),
-    ] = Executor.ray,
-    address: Annotated[
-        str | None,
+    executor: ExecutorOpt = Executor.ray,
+    address: AddressOpt = None,
+    sites_per_agent: SitesPerAgentOpt = 1,
+    eps_rel: EpsRelOpt = None,
+    max_iter: MaxIterOpt = None,
+    agent_restarts: Annotated[
+        int,
         typer.Option(
-            help="Distributed: join this Ray cluster (e.g. 10.0.0.5:6379 or 'auto') instead of "
-            "starting a local one."
+            min=0,
+            metavar="N",
+            rich_help_panel=DISTRIBUTED_PANEL,
+            help="On Ray: how often a crashed agent is restarted before the run fails.",
         ),
-    ] = None,
-    sites_per_agent: Annotated[
-        int, typer.Option(min=1, help="Distributed: sites hosted by one agent actor.")
-    ] = 1,
+    ] = 3,
+    share_site_details: Annotated[
+        bool,
+        typer.Option(
+            "--share-site-details",
+            rich_help_panel=DISTRIBUTED_PANEL,
+            help="The sites send their hourly physics and totals to the coordinator, which "
+            "writes them as a central run does (else each writes its own in OUT/sites/ID/).",
+        ),
+    ] = False,
     penalty: Annotated[
         Penalty,
         typer.Option(
-            help="ADMM: an adaptive penalty per coupling row (the default; needed on large "
-            "fleets), or plain ADMM with one ρ (Boyd's residual balancing).",
+            metavar="KIND",
+            rich_help_panel=METHOD_PANEL,
+            help="ADMM: per-row, an adaptive penalty per coupling row (needed on large "
+            "fleets), or scalar, one ρ (Boyd's residual balancing).",
         ),
     ] = Penalty.per_row,
     acceleration: Annotated[
         Acceleration,
         typer.Option(
-            help="ADMM: extrapolation of the iterates (safeguarded Anderson, or Nesterov with "
-            "restart); neither cuts iterations on the shipped fleets, see BENCHMARKS.md.",
+            metavar="KIND",
+            rich_help_panel=METHOD_PANEL,
+            help="ADMM: none, anderson (safeguarded) or nesterov (with restart); neither "
+            "cuts iterations on the shipped fleets (BENCHMARKS.md).",
         ),
     ] = Acceleration.none,
-    eps_rel: EpsRelOpt = None,
-    max_iter: MaxIterOpt = None,
-    secure_aggregation: SecureAggregationOpt = True,
-    cost_privacy: CostPrivacyOpt = None,
-    cost_privacy_sensitivity: CostPrivacySensitivityOpt = None,
-    share_site_details: Annotated[
-        bool,
-        typer.Option(
-            "--share-site-details",
-            help="Distributed: the sites send their hourly physics and totals to the "
-            "coordinator, which writes them like a central run (site_steps.csv, per-site "
-            "totals; named in summary.json). Off: each site writes its own in OUT/sites/<id>/.",
-        ),
-    ] = False,
-    agent_restarts: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            help="Distributed on Ray: how often a crashed agent is restarted and registered again "
-            "before the run fails.",
-        ),
-    ] = 3,
     inner_fallback: Annotated[
         bool,
         typer.Option(
-            "--inner-fallback/--no-inner-fallback",
-            help="ADMM: finish a site QP that OSQP does not solve within its iteration limit "
-            "with the interior-point solver Clarabel (large fleets; see BENCHMARKS.md).",
+            "--inner-fallback",
+            rich_help_panel=METHOD_PANEL,
+            help="ADMM: a site QP that OSQP leaves unsolved is finished by Clarabel, an "
+            "interior-point solver (large fleets; BENCHMARKS.md).",
         ),
     ] = False,
+    no_inner_fallback: Annotated[
+        bool, typer.Option("--no-inner-fallback", hidden=True, help="The default.")
+    ] = False,
+    no_secure_aggregation: NoSecureAggregationOpt = False,
+    secure_aggregation: SecureAggregationOpt = False,
+    cost_privacy: CostPrivacyOpt = None,
+    cost_privacy_sensitivity: CostPrivacySensitivityOpt = None,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Serve Prometheus metrics on this port during the run.")
+        int | None,
+        typer.Option(
+            metavar="PORT",
+            rich_help_panel=METRICS_PANEL,
+            help="Serve Prometheus metrics on this port during the run.",
+        ),
     ] = None,
     metrics_addr: Annotated[
-        str, typer.Option(help="Bind address of the metrics server.")
+        str,
+        typer.Option(
+            metavar="ADDR",
+            rich_help_panel=METRICS_PANEL,
+            help="Bind address of the metrics server.",
+        ),
     ] = "127.0.0.1",
     metrics_linger: Annotated[
         float,
         typer.Option(
-            help="Keep serving metrics this many seconds after the run (for a final scrape)."
+            metavar="SECONDS",
+            rich_help_panel=METRICS_PANEL,
+            help="Keep serving metrics this long after the run (for a last scrape).",
         ),
     ] = 0.0,
-    compare_baseline: Annotated[
+    no_compare_baseline: Annotated[
         bool,
         typer.Option(
-            "--compare/--no-compare",
-            help="Also solve temperature-unaware and print the comparison.",
+            "--no-compare",
+            rich_help_panel=OUTPUT_PANEL,
+            help="Do not solve temperature-unaware too for the comparison.",
         ),
-    ] = True,
+    ] = False,
+    compare_baseline: Annotated[
+        bool, typer.Option("--compare", hidden=True, help="The default.")
+    ] = False,
     quiet: Annotated[
         bool,
         typer.Option(
             "--quiet",
             "-q",
+            rich_help_panel=OUTPUT_PANEL,
             # The 25 is thermoroute.progress.PIPE_EVERY (not imported here: --help stays fast).
             help="No live display (else: on a terminal, redrawn in place; elsewhere one "
             "line every 25 iterations, the first and the last).",
@@ -434,11 +541,13 @@ def run(  # noqa: PLR0913 (typer: one parameter per command-line option)
         bool,
         typer.Option(
             "--json",
+            rich_help_panel=OUTPUT_PANEL,
             help="Print summary.json on stdout instead of the tables (for scripts; implies "
             "--quiet and --no-compare).",
         ),
     ] = False,
-    isolate: IsolateOpt = True,
+    no_isolate: NoIsolateOpt = False,
+    isolate: IsolateOpt = False,
 ) -> None:
     """Solve one horizon of a scenario and write docs/model.md §9 outputs.
 
@@ -460,10 +569,12 @@ def run(  # noqa: PLR0913 (typer: one parameter per command-line option)
         acceleration=acceleration.value,
         eps_rel=eps_rel,
         max_iter=max_iter,
-        secure_aggregation=secure_aggregation,
+        secure_aggregation=_switch(
+            ctx, "secure_aggregation", "no_secure_aggregation", default=True
+        ),
         share_site_details=share_site_details,
         agent_restarts=agent_restarts,
-        inner_fallback=inner_fallback,
+        inner_fallback=_switch(ctx, "inner_fallback", "no_inner_fallback", default=False),
         metrics_port=metrics_port,
         metrics_addr=metrics_addr,
         metrics_linger=metrics_linger,
@@ -471,7 +582,11 @@ def run(  # noqa: PLR0913 (typer: one parameter per command-line option)
         live=not (quiet or as_json),
         cost_privacy_epsilon=cost_privacy,
         cost_privacy_sensitivity=cost_privacy_sensitivity,
+        given=_given(ctx),
     )
+    compare_baseline = _switch(ctx, "compare_baseline", "no_compare_baseline", default=True)
+    if as_json and ctx.params["compare_baseline"]:
+        raise _fail("--compare with --json: --json prints summary.json alone; drop one")
     try:
         # In a run's private network the outer process has checked the flags already (and
         # holds the metrics port for its relay).
@@ -480,7 +595,7 @@ def run(  # noqa: PLR0913 (typer: one parameter per command-line option)
         raise _fail(str(exc)) from None
     distributed = options.distributed
     metrics = None if metrics_port is None else (metrics_addr, metrics_port)
-    _isolated(isolate, distributed, executor.value, address, metrics)
+    _isolated(_isolation(ctx, options), distributed, executor.value, address, metrics)
     from thermoroute import api, runner
 
     try:
@@ -732,43 +847,58 @@ FRONT_COLUMNS = (
 
 @app.command()
 def simulate(  # noqa: PLR0913 (typer: one parameter per command-line option)
+    ctx: typer.Context,
     scenario: ScenarioArg = "australia",
     days: Annotated[
-        float, typer.Option(min=0.04, max=366.0, help="Days of operation to simulate.")
+        float,
+        typer.Option(min=0.04, max=366.0, metavar="DAYS", help="Days of operation to simulate."),
     ] = 1.0,
-    horizon: Annotated[int, typer.Option(min=1, max=8784, help="Steps per re-solve.")] = 24,
+    horizon: Annotated[
+        int, typer.Option(min=1, max=8784, metavar="STEPS", help="Steps per re-solve.")
+    ] = 24,
     start: StartOpt = None,
-    executor: Annotated[Executor, typer.Option()] = Executor.ray,
-    address: Annotated[str | None, typer.Option()] = None,
-    sites_per_agent: Annotated[int, typer.Option(min=1)] = 1,
-    method: Annotated[Method, typer.Option(help="Distributed method (as for run).")] = DEFAULT,
+    method: MethodOpt = DEFAULT,
+    seed: Annotated[
+        int,
+        typer.Option(metavar="N", rich_help_panel=FORECAST_PANEL, help="Seed of the noise."),
+    ] = 0,
+    perfect_site_forecast: Annotated[
+        bool,
+        typer.Option(
+            "--perfect-site-forecast",
+            rich_help_panel=FORECAST_PANEL,
+            help="Sites plan with their real weather, price and carbon (by default with "
+            "forecasts whose errors grow with lead time: site_agent/forecast.py).",
+        ),
+    ] = False,
+    site_forecast_noise: Annotated[
+        bool, typer.Option("--site-forecast-noise", hidden=True, help="The default.")
+    ] = False,
+    no_drain: Annotated[
+        bool,
+        typer.Option(
+            "--no-drain",
+            rich_help_panel=FORECAST_PANEL,
+            help="Stop after --days: the plans serve unequal work, compared per served "
+            "request. By default no deferrable volume arrives after --days and the horizons "
+            "shorten to the last full one's end (at most horizon − 1 more steps), so both "
+            "plans serve every request and their totals compare; exit 3 if a backlog is "
+            "left then.",
+        ),
+    ] = False,
+    drain: Annotated[bool, typer.Option("--drain", hidden=True, help="The default.")] = False,
+    out: Annotated[Path | None, typer.Option(metavar="DIR", help="Output directory.")] = None,
+    executor: ExecutorOpt = Executor.ray,
+    address: AddressOpt = None,
+    sites_per_agent: SitesPerAgentOpt = 1,
     eps_rel: EpsRelOpt = None,
     max_iter: MaxIterOpt = None,
-    secure_aggregation: SecureAggregationOpt = True,
+    no_isolate: NoIsolateOpt = False,
+    isolate: IsolateOpt = False,
+    no_secure_aggregation: NoSecureAggregationOpt = False,
+    secure_aggregation: SecureAggregationOpt = False,
     cost_privacy: CostPrivacyOpt = None,
     cost_privacy_sensitivity: CostPrivacySensitivityOpt = None,
-    seed: Annotated[int, typer.Option(help="Seed of the forecast noise.")] = 0,
-    site_forecast_noise: Annotated[
-        bool,
-        typer.Option(
-            "--site-forecast-noise/--perfect-site-forecast",
-            help="Sites plan with forecasts of their weather, price and carbon (errors "
-            "growing with lead time, site_agent/forecast.py), or with the real series.",
-        ),
-    ] = True,
-    drain: Annotated[
-        bool,
-        typer.Option(
-            "--drain/--no-drain",
-            help="After --days no deferrable volume arrives and the horizons shorten to the "
-            "last full one's end (at most horizon − 1 more steps, interactive demand as "
-            "usual), so both plans serve every arrived request and their totals compare. "
-            "--no-drain stops after --days: the plans then serve unequal work, compared per "
-            "served request only. Exits 3 if a backlog is left at the deadline.",
-        ),
-    ] = True,
-    out: Annotated[Path | None, typer.Option(help="Output directory.")] = None,
-    isolate: IsolateOpt = True,
 ) -> None:
     """Receding-horizon operation: re-solve every step with a forecast, apply the first.
 
@@ -782,14 +912,18 @@ def simulate(  # noqa: PLR0913 (typer: one parameter per command-line option)
         options = RunOptions(
             method=method.value, executor=executor.value, address=address,
             sites_per_agent=sites_per_agent, eps_rel=eps_rel, max_iter=max_iter,
-            secure_aggregation=secure_aggregation, cost_privacy_epsilon=cost_privacy,
-            cost_privacy_sensitivity=cost_privacy_sensitivity,
+            secure_aggregation=_switch(ctx, "secure_aggregation", "no_secure_aggregation",
+                                       default=True),
+            cost_privacy_epsilon=cost_privacy, cost_privacy_sensitivity=cost_privacy_sensitivity,
+            given=_given(ctx),
         ).check(probe=not isolation.in_private_network())  # fmt: skip
     except OptionError as exc:
         raise _fail(str(exc)) from None
+    drain = _switch(ctx, "drain", "no_drain", default=True)
+    noisy = _switch(ctx, "site_forecast_noise", "perfect_site_forecast", default=True)
     if out is not None:
         _check_out(out)
-    _isolated(isolate, True, executor.value, address, None)
+    _isolated(_isolation(ctx, options), True, executor.value, address, None)
     directory = resolve_scenario(scenario)
     _check_simulation_span(directory, days, horizon)
     from thermoroute import runner
@@ -800,7 +934,7 @@ def simulate(  # noqa: PLR0913 (typer: one parameter per command-line option)
 
     spec = SimulationSpec(
         days=days, horizon=horizon, start=start, seed=seed, drain=drain,
-        site_forecast=SiteForecast(seed=seed) if site_forecast_noise else SiteForecast.perfect(),
+        site_forecast=SiteForecast(seed=seed) if noisy else SiteForecast.perfect(),
     )  # fmt: skip
     try:
         result = run_receding(directory, options, spec, out=out, console=console)
@@ -827,53 +961,66 @@ def simulate(  # noqa: PLR0913 (typer: one parameter per command-line option)
 
 @app.command()
 def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
+    ctx: typer.Context,
     scenario: ScenarioArg = "australia",
-    method: Annotated[Method, typer.Option(help="Distributed method (as for run).")] = DEFAULT,
-    eps_rel: EpsRelOpt = None,
-    max_iter: MaxIterOpt = None,
-    secure_aggregation: SecureAggregationOpt = True,
-    cost_privacy: CostPrivacyOpt = None,
-    cost_privacy_sensitivity: CostPrivacySensitivityOpt = None,
-    executor: Annotated[Executor, typer.Option(help="Site agents as Ray actors or in process.")] = (
-        Executor.ray
-    ),
-    address: Annotated[
-        str | None, typer.Option(help="Join this Ray cluster instead of starting a local one.")
-    ] = None,
-    sites_per_agent: Annotated[int, typer.Option(min=1)] = 1,
+    method: MethodOpt = DEFAULT,
     host: Annotated[
-        str, typer.Option(help="Address of the plan API (beyond loopback: needs --token-file).")
+        str,
+        typer.Option(
+            metavar="ADDR", help="Address of the plan API (beyond loopback: needs --token-file)."
+        ),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port of the plan API (/plan, /status, /metrics).")] = (
-        8808
-    ),
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="Port of the plan API (/plan, /status, /metrics).")
+    ] = 8808,
     token_file: Annotated[
         Path | None,
-        typer.Option(help="A file holding the bearer token the API asks for (all but /healthz)."),
+        typer.Option(
+            metavar="FILE", help="The bearer token the API asks for (of all but /healthz)."
+        ),
     ] = None,
     step_seconds: Annotated[
         float | None,
         typer.Option(
-            help="Wall seconds per step of the clock (default: the step's real length); "
-            "replays the scenario's data faster for demos and tests."
+            metavar="SECONDS",
+            help="Wall seconds per step of the clock (default: the step's real length), to "
+            "replay the scenario's data faster in demos and tests.",
         ),
     ] = None,
     cycles: Annotated[
-        int | None, typer.Option(help="Stop after this many cycles (default: run until stopped).")
+        int | None,
+        typer.Option(metavar="N", help="Stop after this many cycles (default: when stopped)."),
     ] = None,
-    horizon: Annotated[int | None, typer.Option(help="Steps planned per cycle.")] = None,
+    horizon: Annotated[
+        int | None, typer.Option(metavar="STEPS", help="Steps planned per cycle.")
+    ] = None,
     max_plan_age: Annotated[
         float | None,
-        typer.Option(help="Seconds after which the API marks a plan stale (default: 2 steps)."),
+        typer.Option(
+            metavar="SECONDS", help="Age at which the API marks a plan stale (default: 2 steps)."
+        ),
     ] = None,
     cycle_budget: Annotated[
         float | None,
-        typer.Option(help="Seconds a cycle's method may take (default: 0.8 of a step)."),
+        typer.Option(
+            metavar="SECONDS", help="Time a cycle's method may take (default: 0.8 of a step)."
+        ),
     ] = None,
     state_dir: Annotated[
         Path | None,
-        typer.Option(help="Checkpoint after every cycle here, and resume from it on start."),
+        typer.Option(metavar="DIR", help="Checkpoint after every cycle here; resume from it."),
     ] = None,
+    executor: ExecutorOpt = Executor.ray,
+    address: AddressOpt = None,
+    sites_per_agent: SitesPerAgentOpt = 1,
+    eps_rel: EpsRelOpt = None,
+    max_iter: MaxIterOpt = None,
+    no_isolate: NoIsolateOpt = False,
+    isolate: IsolateOpt = False,
+    no_secure_aggregation: NoSecureAggregationOpt = False,
+    secure_aggregation: SecureAggregationOpt = False,
+    cost_privacy: CostPrivacyOpt = None,
+    cost_privacy_sensitivity: CostPrivacySensitivityOpt = None,
     log_format: Annotated[
         LogFormat,
         typer.Option(
@@ -881,7 +1028,6 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
             "one JSON object per line (keys: docs/serve.md)."
         ),
     ] = LogFormat.text,
-    isolate: IsolateOpt = True,
 ) -> None:
     """Keep the site agents up and re-plan every step: each cycle the sites re-read their
     own data (appended forecasts), the coordinator its demand forecast, the method runs
@@ -896,9 +1042,11 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
         options = RunOptions(
             method=method.value, executor=executor.value, address=address,
             sites_per_agent=sites_per_agent, eps_rel=eps_rel, max_iter=max_iter,
-            secure_aggregation=secure_aggregation, agent_restarts=0, metrics_port=port,
-            metrics_addr=host, cost_privacy_epsilon=cost_privacy,
-            cost_privacy_sensitivity=cost_privacy_sensitivity,
+            secure_aggregation=_switch(ctx, "secure_aggregation", "no_secure_aggregation",
+                                       default=True),
+            agent_restarts=0, metrics_port=port, metrics_addr=host,
+            cost_privacy_epsilon=cost_privacy, cost_privacy_sensitivity=cost_privacy_sensitivity,
+            given=_given(ctx),
         ).check(probe=not isolation.in_private_network())  # fmt: skip
     except OptionError as exc:
         raise _fail(
@@ -922,7 +1070,7 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
             raise _fail(f"--state-dir {exc}") from None
     global _JSON_LOG
     _JSON_LOG = log_format == LogFormat.json
-    _isolated(isolate, True, executor.value, address, (host, port))
+    _isolated(_isolation(ctx, options), True, executor.value, address, (host, port))
     import logging
 
     from thermoroute import service_log
@@ -1153,23 +1301,54 @@ def scenario_export(
 
 @scenario_app.command("validate")
 def scenario_validate(
-    directory: Annotated[Path, typer.Argument(help="Scenario directory.")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="SCENARIO",
+            help="A scenario directory, the output of `scenario split` or a part of it (the "
+            "coordinator's, a site's), or an embedded scenario name.",
+        ),
+    ],
     start: StartOpt = None,
     steps: StepsOpt = None,
 ) -> None:
-    """Check a scenario directory; report every problem with file, row and column."""
-    from thermoroute.common.scenario_loading import load_scenario
+    """Check a scenario, as run reads it; report every problem with file, row and column.
 
+    Says which kind SCENARIO is: a full scenario, a split root (its coordinator's part and
+    every site's directory that holds data; an empty one is a site whose data are on its own
+    host), the coordinator's part of a split, or a single site's directory.
+    """
+    from thermoroute.common.scenario_directories import DirectoryKind, check_directory
+
+    directory = resolve_scenario(source)
     try:
-        scen = load_scenario(directory, start=start, steps=steps)
+        checked = check_directory(directory, start=start, steps=steps)
     except ScenarioError as exc:
         raise _fail(str(exc)) from None
-    S, R, C, T = scen.shape
-    allowed = scen.allowed()
+    view, here, elsewhere = checked.view, checked.sites_here, checked.sites_elsewhere
+    extra = ""
+    if checked.kind is DirectoryKind.split_root:
+        sites = f"{len(here) + len(elsewhere)} sites ({len(here)} checked here"
+        sites += (
+            f", {len(elsewhere)} on their own hosts: {', '.join(elsewhere)})" if elsewhere else ")"
+        )
+    elif checked.kind is DirectoryKind.coordinator:
+        sites = "no site's data"
+        extra = f"; run takes its split root, {directory.parent}"
+    elif checked.kind is DirectoryKind.site:
+        sites = f"site {here[0]}"
+    else:
+        sites = f"{len(here)} sites"
+    if checked.scenario is not None:
+        allowed = checked.scenario.allowed()
+        extra = (
+            f"; {int((~allowed).sum())} of {allowed.size} site/region/class pairs forbidden by SLO"
+        )
     console.print(
-        f"{directory}: valid — scenario {scen.name!r}, {S} sites, {R} regions, {C} classes, "
-        f"{T} steps of {scen.step_hours:g} h from {scen.start.isoformat()}; "
-        f"{int((~allowed).sum())} of {allowed.size} site/region/class pairs forbidden by SLO"
+        f"{directory}: valid {checked.kind} — scenario {view.name!r}, {sites}, "
+        f"{len(view.regions.region_id)} regions, {len(view.classes.class_id)} classes, "
+        f"{view.steps} steps of {view.step_hours:g} h from {view.start.isoformat()}{extra}",
+        highlight=False,
     )
 
 
@@ -1250,6 +1429,22 @@ def token_generate(
     except OSError as exc:
         raise _fail(f"cannot write {path}: {exc.strerror or exc}") from None
     console.print(f"wrote a new cluster token to {written} (mode 0600)", highlight=False)
+
+
+def _flowing_help(*groups: typer.Typer) -> None:
+    """Give every command of ``groups`` its docstring as help with each paragraph on one
+    line: Typer keeps the source's line breaks in all but the first paragraph (and in the
+    first, in a group's list of commands), breaking a line mid-sentence at 80 columns."""
+    import inspect
+
+    for group in groups:
+        for info in group.registered_commands:
+            if info.help is None and info.callback is not None and info.callback.__doc__:
+                paragraphs = inspect.cleandoc(info.callback.__doc__).split("\n\n")
+                info.help = "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+_flowing_help(app, scenario_app, token_app)
 
 
 def main() -> None:

@@ -5,7 +5,8 @@ any work starts (every range, the metrics port, the Ray address), and carried wh
 :mod:`thermoroute.runner` and :mod:`thermoroute.distributed_run`; only
 :meth:`RunOptions.launch_spec` turns it into the launch's own object,
 :class:`thermoroute.launch.DistributedRunSpec`.
-A bad value is one :class:`OptionError` naming the flag, the value and what is allowed.
+A bad value is one :class:`OptionError` naming the flag, the value and what is allowed; so is
+a flag the user gave that another makes meaningless (``--solver central --method admm``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import re
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from thermoroute.common.bounds import bound_of
 
@@ -31,6 +32,22 @@ MAX_ITER_LIMIT = 100_000
 AGENT_RESTARTS_LIMIT = 100
 METRICS_LINGER_MAX_S = 3_600.0
 _ADDRESS = re.compile(r"(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})")
+#: The options only a distributed run reads (the sites' agents, their method, the
+#: coordinator's metrics).
+_DISTRIBUTED_ONLY = (
+    "method", "executor", "address", "sites_per_agent", "penalty", "acceleration", "eps_rel",
+    "max_iter", "secure_aggregation", "share_site_details", "agent_restarts", "inner_fallback",
+    "metrics_port", "metrics_addr", "metrics_linger",
+)  # fmt: skip
+#: The options only one distributed method reads: the option, the method, its words.
+_METHOD_ONLY = (
+    ("penalty", "admm", "ADMM's"),
+    ("acceleration", "admm", "ADMM's"),
+    ("inner_fallback", "admm", "ADMM's"),
+    ("secure_aggregation", "ipm", "the interior point's"),
+)
+#: The options only a run on Ray reads (an in-process run has no cluster, no actors).
+_RAY_ONLY = ("address", "agent_restarts")
 
 
 class OptionError(ValueError):
@@ -73,6 +90,10 @@ class RunOptions:
     #: Δ [AUD per MWh of IT energy]; ``None``: the default
     #: (:data:`thermoroute.site_agent.cost_privacy.DEFAULT_SENSITIVITY_AUD_PER_MWH`).
     cost_privacy_sensitivity: float | None = None
+    #: The options the user gave, by attribute name (a command's other parameters may be
+    #: named too; no check reads them): only these can conflict, so a default never
+    #: refuses a run.
+    given: frozenset[str] = frozenset()
 
     @property
     def distributed(self) -> bool:
@@ -98,6 +119,8 @@ class RunOptions:
         ``probe`` also tries what can be tried before the run: the metrics port free on its
         address, and a Ray ``--address`` answering (refusal by token or certificate is the
         run's failure, not a bad flag: :class:`~thermoroute.ray_auth.ClusterAccessError`).
+        A given flag the run would ignore is refused before any probe
+        (:meth:`_check_conflicts`).
         """
         if self.eps_rel is not None and not (
             math.isfinite(self.eps_rel) and 0 < self.eps_rel <= EPS_REL_MAX
@@ -123,6 +146,7 @@ class RunOptions:
         if self.steps is not None and steps is not None and not steps.admits(self.steps):
             raise OptionError("--steps", self.steps, f"an integer in {steps.describe()}")
         self._check_cost_privacy()
+        self._check_conflicts()
         if self.metrics_port is not None:
             self._check_metrics_port(probe)
         if self.address is not None:
@@ -171,6 +195,51 @@ class RunOptions:
             self.cost_privacy_epsilon,
             DEFAULT_SENSITIVITY_AUD_PER_MWH if sensitivity is None else sensitivity,
         )
+
+    def _spelled(self, name: str) -> str:
+        """Option ``name`` as given: ``--penalty scalar``, ``--no-secure-aggregation``."""
+        flag = "--" + name.replace("_", "-")
+        value = getattr(self, name)
+        if isinstance(value, bool):
+            return flag if value else f"--no-{flag[2:]}"
+        return f"{flag} {value}"
+
+    def _check_conflicts(self) -> None:
+        """Raise :class:`OptionError` for a given flag that the run these options describe
+        would ignore (``--solver central --method admm``, ``--penalty`` with the interior
+        point): silently ignored, it would look obeyed. Only :attr:`given` flags are
+        refused; the flag that decides may be given or a default, and is named either way.
+        """
+        from thermoroute.coordinator.methods import METHODS
+
+        def refuse(name: str, beside: str, allowed: str) -> NoReturn:
+            flag, _, value = self._spelled(name).partition(" ")
+            raise OptionError(flag, f"{value} {beside}".lstrip(), allowed)
+
+        ignored = [name for name in _DISTRIBUTED_ONLY if name in self.given]
+        if not self.distributed and ignored:
+            refuse(ignored[0], f"with --solver {self.solver}", "only --solver distributed reads it")
+        by_solver = self.solver in METHODS
+        if by_solver and "method" in self.given and self.method != self.solver:
+            said = f"--solver {self.solver} is --method {self.solver}; give one"
+            refuse("method", f"with --solver {self.solver}", said)
+        method = self.effective_method
+        if by_solver:
+            chosen = f"with --solver {method}"
+        else:
+            default = "" if "method" in self.given else " (the default)"
+            chosen = f"with --method {method}{default}"
+        for name, owner, whose in _METHOD_ONLY:
+            if name in self.given and method != owner:
+                refuse(name, chosen, f"{whose} flag, read with --method {owner} only")
+        if self.executor != "ray":
+            for name in _RAY_ONLY:
+                if name in self.given:
+                    refuse(name, f"with --executor {self.executor}", "read by a run on Ray only")
+        if self.metrics_port is None:
+            for name in ("metrics_addr", "metrics_linger"):
+                if name in self.given:
+                    refuse(name, "without --metrics-port", "it sets what --metrics-port starts")
 
     def _check_metrics_port(self, probe: bool) -> None:
         if not 1 <= self.metrics_port <= 65535:  # type: ignore[operator]

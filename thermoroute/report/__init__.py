@@ -47,7 +47,7 @@ from thermoroute.common.evaluate import (
 )
 from thermoroute.common.scenario import Scenario
 from thermoroute.report import figures
-from thermoroute.report.narrative import explain
+from thermoroute.report.narrative import choice_note, explain, moved_requests
 from thermoroute.results import PUE_COLUMNS, PUE_NOTE, Solution, dash_nan
 
 #: The quantities drawn against the baselines: (key, title, unit). The objective, then
@@ -62,6 +62,17 @@ BAR_METRICS: tuple[tuple[str, str, str], ...] = (
     ("ttft_mean_ms", "mean TTFT", "ms"),
     ("cooling_kwh", "cooling energy", "kWh"),
 )
+
+
+#: A plan whose objective is within this share of the optimum's is at the optimum: the
+#: distributed methods stop on their residuals (ε_rel 1e-4, ADMM 5e-5), a few 1e-5 of the
+#: objective from it on the shipped scenarios.
+AT_OPTIMUM_REL = 1e-4
+#: Plans whose objectives differ by less than this share are equally good (the centralised
+#: solve's own tolerance is 1e-8 of the gap).
+EQUAL_REL = 1e-6
+#: A run that moves this share more than an equally good plan has chosen among equal plans.
+CHOICE_SHARE = 0.05
 
 
 @dataclass
@@ -380,6 +391,9 @@ def _what_moved(
     run_x = solution.x(scenario)
     story = explain(scenario, run_x, baselines[REFERENCE].x)
     section.paragraphs.extend(_e(p) for p in story.paragraphs)
+    note = _choice(scenario, run_x, story.moved_requests, baselines)
+    if note is not None:  # next to the volume it qualifies
+        section.paragraphs.insert(1, _e(note))
     paid = solution.site_load(scenario).get("pue_plan")  # None: the sites kept their detail
     rows = [
         (
@@ -408,6 +422,31 @@ def _what_moved(
         section.paragraphs.append(_e(_plant_story(scenario, run, baselines[REFERENCE])))
         section.blocks.extend(_overload_table(scenario, run, baselines))
     return section
+
+
+def _choice(
+    scenario: Scenario, run_x: np.ndarray, moved: float, baselines: dict[str, _Baseline]
+) -> str | None:
+    """Words saying the run's moves are one of many equally good plans', or ``None``.
+
+    Said only for a plan at the optimum (:data:`AT_OPTIMUM_REL`) that moves more than
+    :data:`CHOICE_SHARE` above the optimum's least-moving plan
+    (:func:`~thermoroute.common.central.least_moving_optimum`), and only if that plan's
+    objective equals the optimum's (:data:`EQUAL_REL`): then both are optimal and differ.
+    """
+    from thermoroute.common.central import least_moving_optimum
+
+    optimum = baselines[OPTIMUM].totals["objective_aud"]
+    run_aud = evaluate(scenario, run_x).totals_with_objective()["objective_aud"]
+    if moved <= 0.0 or run_aud - optimum > AT_OPTIMUM_REL * abs(optimum):
+        return None  # not at the optimum: its moves are its own, not one of equal plans'
+    reference = baselines[REFERENCE].x
+    least_x, penalty = least_moving_optimum(scenario, reference)
+    gap = evaluate(scenario, least_x).totals_with_objective()["objective_aud"] - optimum
+    least = moved_requests(scenario, least_x, reference)
+    if gap > EQUAL_REL * abs(optimum) or moved - least <= CHOICE_SHARE * moved:
+        return None
+    return choice_note(moved, least, gap, optimum, penalty)
 
 
 def _at_limits(scenario: Scenario, ev: Evaluation) -> dict[str, np.ndarray]:

@@ -18,6 +18,10 @@ put on each site and hour (where the volume came from). Only the cooling term di
 between the two plans — price, carbon and water are priced alike by both — so it is what
 moves volume, and the others decide which of the favoured sites take it. Latency is
 reported as the mean round trip of the requests a site gained or lost.
+
+The optimum need not be unique: plans of the same objective may route differently, and two
+solvers at the same optimum then move different volumes. :func:`choice_note` says so when a
+plan of the optimum's objective moves materially less than the run's.
 """
 
 from __future__ import annotations
@@ -92,7 +96,7 @@ def explain(scenario: Scenario, run_x: np.ndarray, unaware_x: np.ndarray) -> Nar
     run_site = run_x.sum(axis=(1, 2, 3)) * seconds
     unaware_site = unaware_x.sum(axis=(1, 2, 3)) * seconds
     delta = run_x - unaware_x  # (S, R, C, T)
-    moved = 0.5 * float(np.abs(delta).sum()) * seconds
+    moved = moved_requests(scenario, run_x, unaware_x)
     total = float(run_site.sum())
 
     s = scenario.sites
@@ -160,6 +164,43 @@ def explain(scenario: Scenario, run_x: np.ndarray, unaware_x: np.ndarray) -> Nar
     busiest = int(per_hour.argmax()) if per_hour.max() > 0 else None
     paragraphs = _paragraphs(scenario, shifts, fleet, moved, total, busiest, per_hour)
     return Narrative(moved, total, shifts, fleet, busiest, paragraphs)
+
+
+def moved_requests(scenario: Scenario, x: np.ndarray, reference: np.ndarray) -> float:
+    """Requests plan ``x`` serves elsewhere (at another site or hour) than ``reference``:
+    half the summed absolute difference, each move counted once, not as a loss and a gain."""
+    return 0.5 * float(np.abs(x - reference).sum()) * scenario.step_seconds
+
+
+def choice_note(
+    moved: float, least: float, gap_aud: float, optimum_aud: float, penalty_aud: float
+) -> str:
+    """The words for a run whose moves exceed those of an equally good plan.
+
+    Parameters
+    ----------
+    moved : float
+        Requests the run's plan moves against temperature-unaware.
+    least : float
+        Requests the least-moving plan of the optimum moves
+        (:func:`~thermoroute.common.central.least_moving_optimum`).
+    gap_aud : float
+        That plan's objective less the optimum's [AUD].
+    optimum_aud : float
+        The optimum's objective [AUD].
+    penalty_aud : float
+        The penalty per moved request that chose it [AUD].
+    """
+    return (
+        f"The optimum is not unique, so these moves are one of many equally good plans. "
+        f"Re-solving the centralised problem with a penalty of {penalty_aud:.1e} AUD per "
+        f"request moved away from temperature-unaware finds a plan whose objective differs "
+        f"from the optimum's by {abs(gap_aud):.1g} AUD ({abs(gap_aud) / optimum_aud:.0e} of "
+        f"it) and that moves {least / 1e6:,.2f} M requests, {(moved - least) / 1e6:,.2f} M "
+        f"fewer than this one. At most that much moving is what temperature-awareness needs; "
+        f"where the rest goes — and so part of each site's change below — is the solver's "
+        f"choice among equal plans, not a reason."
+    )
 
 
 def _paragraphs(
