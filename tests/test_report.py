@@ -81,7 +81,19 @@ def _report(run: Path) -> Path:
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     page = run / "report.html"
-    assert done.stdout.strip() == f"wrote {page}"
+    # One line: the page, the seconds, and where they went (the slowest part first).
+    line = done.stdout.strip()
+    assert "\n" not in line, line
+    match = re.fullmatch(rf"wrote {re.escape(str(page))} in ([0-9.]+) s \((.+)\)", line)
+    assert match is not None, line
+    parts = [re.fullmatch(r"(.+) ([0-9.]+) s", part) for part in match[2].split(", ")]
+    assert all(parts), line
+    seconds = [float(p[2]) for p in parts if p]
+    # Each figure is rounded to 0.1 s: the parts' sum may pass the total by their roundings.
+    rounding = 0.05 * (len(seconds) + 1)
+    assert seconds == sorted(seconds, reverse=True)
+    assert sum(seconds) <= float(match[1]) + rounding, line
+    assert any(p[1] == "sites hour by hour" for p in parts if p), line
     return page
 
 

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -713,6 +714,7 @@ def report(
     """Write one self-contained HTML report of a run: who serves whom, a map, the sites
     hour by hour, the baselines, shadow prices, convergence and what temperature-awareness
     changed. Works on whatever detail the run directory holds and says what is missing."""
+    t0 = time.perf_counter()  # the imports below count: matplotlib, cvxpy
     from thermoroute.report import build_report
     from thermoroute.results import RunDirectoryInvalid, Solution
 
@@ -724,11 +726,19 @@ def report(
     scen = _report_scenario(solution, scenario)
     from thermoroute.common.run_directory import write_file_whole
 
+    spent: dict[str, float] = {"starting and reading the run and the scenario": time.perf_counter() - t0}
+    page = build_report(solution, scen, spent)
     try:
-        write_file_whole(target, build_report(solution, scen))
+        write_file_whole(target, page)
     except OutputDirectoryError as exc:
         raise _fail(f"--out {target}: {exc}") from None
-    console.print(f"wrote {target}", highlight=False)
+    # Where the time went (the slowest parts first; the figures are drawn in their sections).
+    parts = sorted(((s, name) for name, s in spent.items() if s >= 0.05), reverse=True)
+    where = ", ".join(f"{name.lower()} {s:.1f} s" for s, name in parts)
+    console.print(
+        f"wrote {target} in {time.perf_counter() - t0:.1f} s" + (f" ({where})" if where else ""),
+        highlight=False,
+    )
 
 
 def _report_scenario(solution: Solution, source: str | None) -> Scenario | None:

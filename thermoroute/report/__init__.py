@@ -13,7 +13,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -86,19 +87,31 @@ class Section:
     missing: list[str] = field(default_factory=list)
 
 
-def build_report(solution: Solution, scenario: Scenario | None) -> str:
+def build_report(
+    solution: Solution, scenario: Scenario | None, timings: dict[str, float] | None = None
+) -> str:
     """The report's HTML for ``solution``; ``scenario`` is the run's (``None``: not at
-    hand — the sections that need it say so)."""
+    hand — the sections that need it say so). ``timings``, if given, receives the seconds
+    each part took (the baselines' solves, then each section by its title)."""
+    spent = timings if timings is not None else {}
+    t0 = time.perf_counter()
     baselines = _baselines(scenario) if scenario is not None else None
-    sections = [
-        _overview(solution, scenario),
-        _who_serves_whom(solution, scenario),
-        _sites_by_hour(solution, scenario),
-        _against_baselines(solution, baselines),
-        _shadow_prices(solution, scenario),
-        _convergence(solution),
-        _what_moved(solution, scenario, baselines),
+    spent["baselines"] = time.perf_counter() - t0
+    parts: list[Callable[[], Section]] = [
+        lambda: _overview(solution, scenario),
+        lambda: _who_serves_whom(solution, scenario),
+        lambda: _sites_by_hour(solution, scenario),
+        lambda: _against_baselines(solution, baselines),
+        lambda: _shadow_prices(solution, scenario),
+        lambda: _convergence(solution),
+        lambda: _what_moved(solution, scenario, baselines),
     ]
+    sections = []
+    for part in parts:
+        t0 = time.perf_counter()
+        section = part()
+        spent[section.title] = time.perf_counter() - t0
+        sections.append(section)
     return _page(solution, sections)
 
 
