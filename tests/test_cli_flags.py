@@ -335,3 +335,27 @@ def test_version(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[s
     with pytest.raises(SystemExit) as ended:
         main()
     assert ended.value.code == 0 and capfd.readouterr().out == f"thermoroute {__version__}\n"
+
+
+#: A bound no healthy start-up comes near (the measured figures, ~0.2 s on an idle 2-core
+#: machine, are in BENCHMARKS.md): the test catches an import of the numerics creeping back.
+HELP_WALL_BOUND_S = 3.0
+
+
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_help_and_version_start_fast_without_the_numerics(flag: str) -> None:
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "thermoroute", flag], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    wall = time.perf_counter() - t0
+    assert done.returncode == 0 and done.stdout, done.stderr
+    assert wall < HELP_WALL_BOUND_S, wall
+    # What makes it fast: the command line imports none of the heavy libraries to parse a flag.
+    probe = ("import sys, thermoroute.cli; print(sorted(m for m in ('numpy', 'scipy', 'pandas', "
+             "'cvxpy', 'ray', 'osqp', 'matplotlib') if m in sys.modules))")  # fmt: skip
+    loaded = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
