@@ -241,6 +241,10 @@ def test_the_mapping_file_and_its_one_line_errors(tmp_path: Path) -> None:
         ('[servers]\nsyd = "a b"\n', f"{good}: [servers] \"syd\" = 'a b': a name of letters"),
         ("[servers]\nsyd = 3\n", f'{good}: [servers] "syd" = 3: a name of'),
         ("[weights]\n", f"{good}: [weights]: unknown table"),
+        (
+            '[servers]\nsyd = "a"\nmel = "a"\n',
+            f"{good}: [servers] \"mel\" = 'a': already the server of site syd",
+        ),
         ("[servers\n", f"--config {good}: not TOML"),
     ]:
         good.write_text(text)
@@ -283,6 +287,13 @@ def test_published_weights_are_the_plans_shares_and_split_real_requests(
             changed = sum(w != START_WEIGHT for b in expected.values() for w in b.values())
             assert f"applied the plan of cycle 0, step 0 ({plan['time']}): {changed} of 18 " \
                 "servers changed weight" in result.stderr  # fmt: skip
+            # An HAProxy that does not answer: one line, exit 4, nothing set.
+            gone = _follow_once(address, token_file, f"{sock}.gone", tmp_path)
+            assert gone.returncode == 4
+            assert gone.stderr.strip().splitlines() == [
+                f"error: HAProxy's runtime API at {sock}.gone: No such file or directory; "
+                "weights kept"
+            ]
             # 2,000 requests through Sydney's batch backend (three sites with a share).
             batch = next(r for r in plan["routes"] if (r["region_id"], r["class_id"]) ==
                          ("syd", "batch"))  # fmt: skip

@@ -132,10 +132,17 @@ def load_config(path: Path) -> RouteConfig:
                 f'{path}: [backends] "{key}": a key is "<region>/<class>" (e.g. "sydney/chat")'
             )
         backends[(region, class_id)] = _name(path, "backends", key, value, empty=True)
-    servers = {
-        key: _name(path, "servers", key, value, empty=False)
-        for key, value in _table(path, table, "servers").items()
-    }
+    servers: dict[str, str] = {}
+    for key, value in _table(path, table, "servers").items():
+        name = _name(path, "servers", key, value, empty=False)
+        # Two sites behind one server would share one weight: neither share could be set.
+        twin = next((site for site, server in servers.items() if server == name), None)
+        if twin is not None:
+            raise RouteConfigError(
+                f'{path}: [servers] "{key}" = {name!r}: already the server of site {twin}; '
+                "one server per site"
+            )
+        servers[key] = name
     return RouteConfig(backends=backends, servers=servers)
 
 
