@@ -33,7 +33,7 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -404,8 +404,9 @@ class Follower:
         self._said_no_plan = False
         status = self.source.get("/status") or {}
         key = (int(plan["plan_cycle"]), str(plan["time"]))
+        # Remembered once applied (or held), so a plan whose applying an unreachable HAProxy
+        # cut short still gets its line when it is applied.
         new = key != self._last
-        self._last = key
         step = round(
             (datetime.fromisoformat(key[1]) - datetime.fromisoformat(plan["plan_start"]))
             / timedelta(hours=float(plan["step_hours"]))
@@ -427,6 +428,7 @@ class Follower:
                     + ": every server keeps its weight until a whole, fresh plan",
                     plan_cycle=key[0], plan_step=step, time=key[1], held=True, sites=unwell,
                 )  # fmt: skip
+            self._last = key
             return Applied(plan=key, held=True)
         site_ids = [s["site_id"] for s in status.get("sites", [])]
         routes = {(r["region_id"], r["class_id"]): r for r in plan["routes"]}
@@ -446,7 +448,8 @@ class Follower:
                                                   say=new)  # fmt: skip
             except Refused as exc:
                 problems.append(str(exc))
-                log_event(log, logging.ERROR, "route", str(exc), backend=backend)
+                if new:  # once per plan, not every period
+                    log_event(log, logging.ERROR, "route", str(exc), backend=backend)
                 continue
             changed += done
             servers += count
@@ -458,6 +461,7 @@ class Follower:
                 plan_cycle=key[0], plan_step=step, time=key[1], changed=changed, servers=servers,
                 problems=len(problems),
             )  # fmt: skip
+        self._last = key
         return Applied(plan=key, changed=changed, servers=servers, problems=tuple(problems))
 
     def _apply_backend(
@@ -502,7 +506,6 @@ def follow(
     *,
     period_s: float,
     max_backoff_s: float,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> NoReturn:
     """Poll every ``period_s`` until interrupted (``KeyboardInterrupt``, or SIGTERM through
     :mod:`thermoroute.signals`); on a service or an HAProxy that does not answer, wait 1 s,
@@ -518,14 +521,15 @@ def follow(
         try:
             follower.poll()
         except Unreachable as exc:
-            wait = min(max_backoff_s, 2.0**failures)
+            # The exponent capped: a day-long outage must not overflow the float.
+            wait = min(max_backoff_s, 2.0 ** min(failures, 30))
             failures += 1
             log_event(
                 log, logging.WARNING, "route",
                 f"{exc}; retrying in {wait:g} s (attempt {failures}); weights kept",
                 retry_in_s=wait, attempt=failures,
             )  # fmt: skip
-            sleep(wait)
+            time.sleep(wait)
             continue
         failures = 0
-        sleep(period_s)
+        time.sleep(period_s)
