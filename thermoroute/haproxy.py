@@ -7,7 +7,7 @@ socket or ``host:port``): one backend per region and class, one server per site,
 server's weight the site's share of the region's requests of the class, rounded by
 :func:`weights_from_shares` to integers summing to :data:`WEIGHT_TOTAL`.
 
-What it never does (each said in one log line):
+What it never does (the first two said in a log line each time):
 
 - apply a plan the service marks ``degraded`` (some site planned with a stale forecast or
   is rejoining) or ``stale`` (older than the service's maximum plan age): every server keeps
@@ -43,11 +43,10 @@ from thermoroute.service_log import log_event
 
 log = logging.getLogger("thermoroute.route")
 
-#: What the weights of a backend's servers add up to: HAProxy's largest weight, so that one
-#: site serving all of a backend gets the full 256 and the rounding is as fine as it can be.
+#: What the weights of a backend's servers add up to. HAProxy's weights are integers 0–256
+#: (``set weight``; 0 drains a server): the largest, so that one site serving all of a
+#: backend gets the full 256 and the rounding is as fine as it can be.
 WEIGHT_TOTAL = 256
-#: HAProxy's weights are integers 0–256 (``set weight``); 0 drains a server.
-MAX_WEIGHT = 256
 #: A backend's or server's name as HAProxy accepts it (letters, digits, ``-_.:``).
 _HAPROXY_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
 #: Seconds a request to the service or a runtime API command may take.
@@ -177,7 +176,7 @@ def weights_from_shares(shares: Sequence[float], total: int = WEIGHT_TOTAL) -> l
         Each server's share of the backend's requests (fractions, or any non-negative
         numbers in proportion: requests per second serve as well) [1].
     total : int
-        What the weights add up to (at most :data:`MAX_WEIGHT` per server).
+        What the weights add up to (at most 256: HAProxy's largest weight).
 
     Returns
     -------
