@@ -287,6 +287,15 @@ def test_published_weights_are_the_plans_shares_and_split_real_requests(
             changed = sum(w != START_WEIGHT for b in expected.values() for w in b.values())
             assert f"applied the plan of cycle 0, step 0 ({plan['time']}): {changed} of 18 " \
                 "servers changed weight" in result.stderr  # fmt: skip
+            # A token the service refuses: one line, exit 2 (retrying would not help).
+            wrong = tmp_path / "wrong_token"
+            wrong.write_text("w" * 40)
+            wrong.chmod(0o600)
+            refused = _follow_once(address, wrong, sock, tmp_path)
+            assert refused.returncode == 2
+            assert refused.stderr.strip().splitlines() == [
+                f"error: the service at {address} answered 401 Unauthorized"
+            ]
             # An HAProxy that does not answer: one line, exit 4, nothing set.
             gone = _follow_once(address, token_file, f"{sock}.gone", tmp_path)
             assert gone.returncode == 4
@@ -294,6 +303,7 @@ def test_published_weights_are_the_plans_shares_and_split_real_requests(
                 f"error: HAProxy's runtime API at {sock}.gone: No such file or directory; "
                 "weights kept"
             ]
+            assert all_weights(sock) == expected
             # 2,000 requests through Sydney's batch backend (three sites with a share).
             batch = next(r for r in plan["routes"] if (r["region_id"], r["class_id"]) ==
                          ("syd", "batch"))  # fmt: skip
