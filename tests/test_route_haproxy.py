@@ -396,3 +396,42 @@ def test_an_unreachable_service_zeroes_nothing_and_is_retried(
             assert f"the service at {nobody}: Connection refused; retrying in {wait} s" in line
         assert rest.strip() == "terminated"
         assert all_weights(sock) == before
+
+
+def test_a_backend_the_plan_would_zero_keeps_its_weights(
+    haproxy_exe: str, service: tuple[Any, str, Path], tmp_path: Path
+) -> None:
+    planning, address, token_file = service
+    # Sydney's site has no server of that name in HAProxy: Sydney's chat and code go all to
+    # syd (share 1), so their backends would have every other server at 0.
+    config = tmp_path / "route.toml"
+    config.write_text('[servers]\nsyd = "syd-elsewhere"\n')
+    with haproxy_running(haproxy_exe, dict.fromkeys(SITES, _free_port())) as sock:
+        planning.cycle(0)
+        result = thermoroute_in_process(
+            "route", "haproxy", "--once", "--address", address, "--token-file",
+            str(token_file), "--haproxy", sock, "--config", str(config), cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        weights = all_weights(sock)
+    plan = _plan(address, token_file)
+    for backend in ("be_syd_chat", "be_syd_code"):
+        assert weights[backend] == dict.fromkeys(SITES, START_WEIGHT)
+        assert (
+            f"backend {backend}: no server for site(s) syd of {backend[3:6]}/{backend[7:]}; "
+            "their share goes to the others"
+        ) in result.stderr
+        assert (
+            f"backend {backend}: the plan sends none of syd/{backend[7:]}'s requests to its "
+            "servers (no demand, or no server for its sites): weights kept, a backend is never "
+            "zeroed"
+        ) in result.stderr
+    # Sydney's batch: syd's share goes to mel and per, in proportion; its server untouched.
+    batch = next(r for r in plan["routes"] if (r["region_id"], r["class_id"]) == ("syd", "batch"))
+    shares = {s["site_id"]: s["share"] for s in batch["sites"]}
+    assert weights["be_syd_batch"] == {
+        "syd": START_WEIGHT,
+        **dict(
+            zip(("mel", "per"), weights_from_shares([shares["mel"], shares["per"]]), strict=True)
+        ),
+    }
