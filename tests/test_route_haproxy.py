@@ -251,7 +251,18 @@ def test_the_mapping_file_and_its_one_line_errors(tmp_path: Path) -> None:
         with pytest.raises(RouteConfigError) as error:
             load_config(good)
         assert str(error.value).startswith(expected) and "\n" not in str(error.value)
-    # On the command line: one line, exit 2, before anything is contacted.
+    # On the command line: one line, exit 2, before anything is contacted; the table's
+    # brackets shown as written.
+    good.write_text('[backends]\nsydney = "x"\n')
+    result = thermoroute_in_process(
+        "route", "haproxy", "--once", "--config", str(good), "--address", "127.0.0.1:1",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f'error: {good}: [backends] "sydney": a key is "<region>/<class>" (e.g. "sydney/chat")'
+    ]
+    good.write_text("[servers\n")
     result = thermoroute_in_process(
         "route", "haproxy", "--once", "--config", str(good), "--address", "127.0.0.1:1",
         cwd=tmp_path,
