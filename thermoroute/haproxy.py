@@ -233,7 +233,8 @@ class RuntimeApi:
         host, sep, port = self.address.rpartition(":")
         try:
             if sep and port.isdigit() and "/" not in self.address:
-                conn = socket.create_connection((host, int(port)), timeout=TIMEOUT_S)
+                # An IPv6 address comes bracketed ([::1]:9999), as in a URL.
+                conn = socket.create_connection((host.strip("[]"), int(port)), timeout=TIMEOUT_S)
             else:
                 conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 conn.settimeout(TIMEOUT_S)
