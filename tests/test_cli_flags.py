@@ -184,7 +184,7 @@ def test_the_method_flags_are_the_same_for_every_command(
         assert word in line, line
 
 
-@pytest.mark.parametrize("command", ["serve", "status"])
+@pytest.mark.parametrize("command", ["serve", "status", "route haproxy"])
 def test_a_token_file_others_can_read_is_refused(
     tmp_path: Path, refused: Callable[..., str], command: str
 ) -> None:
@@ -192,7 +192,7 @@ def test_a_token_file_others_can_read_is_refused(
     token.write_text("k" * 40 + "\n")
     token.chmod(0o644)
     args = ["australia"] if command == "serve" else []
-    line = refused(command, *args, "--token-file", str(token), with_out=False)
+    line = refused(*command.split(), *args, "--token-file", str(token), with_out=False)
     assert f"--token-file {token}" in line and "644" in line and "chmod 600" in line
 
 
@@ -204,6 +204,11 @@ def test_a_token_file_others_can_read_is_refused(
         (["serve", "australia", "--host", "nosuch.invalid"],
          ["--host nosuch.invalid", "an address of this host"]),
         (["status", "--address", "not a host"], ["--address 'not a host'", "host:port"]),
+        (["route", "haproxy", "--address", "not a host"],
+         ["--address 'not a host'", "host:port"]),
+        (["route", "haproxy", "--haproxy", "haproxy:stats"],
+         ["--haproxy 'haproxy:stats'", "a UNIX socket's path (with a /) or host:port"]),
+        (["route", "haproxy", "--period", "0"], ["--period", "0"]),
         (["simulate", "australia", "--days", "inf"], ["--days"]),
         (["simulate", "australia", "--horizon", "100000"], ["--horizon"]),
         (["simulate", "australia", "--days", "1", "--horizon", "8784"],

@@ -8,7 +8,10 @@
 - the Grafana provisioning points at the dashboards and datasource that exist, and every
   metric name in the dashboard's and the alert rules' PromQL is one the product exports —
   read from the product's own ``/metrics`` served in-process, not from a list kept here;
-- the guide's port table matches ``deploy/commands.sh``.
+- the guide's port table matches ``deploy/commands.sh``;
+- ``deploy/haproxy.cfg`` passes ``haproxy -c`` and has a backend per region and class of
+  ``australia`` with a server per site, ``deploy/route.toml`` names only those, and the
+  compose file's follower drives that HAProxy from the plan.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "thermoroute-convergence.json"
 DATASOURCES = DEPLOY / "grafana" / "provisioning" / "datasources"
 PROVIDERS = DEPLOY / "grafana" / "provisioning" / "dashboards"
 PROMETHEUS = DEPLOY / "prometheus.yml"
+HAPROXY_CFG = DEPLOY / "haproxy.cfg"
+ROUTE_TOML = DEPLOY / "route.toml"
 # Where a node of docker-compose.yml sees the split scenario (the same path on every node,
 # as on every VM of deploy/GUIDE.md).
 SPLIT_ROOT = "/srv/thermoroute/split"
@@ -200,6 +205,70 @@ def test_compose_prometheus_and_grafana_mount_the_deploy_files(compose: dict) ->
     path = provider["providers"][0]["options"]["path"]
     assert any(v.startswith(f"{DASHBOARD.parent}:{path}") for v in grafana)
     assert any(v.startswith(f"{DEPLOY / 'grafana' / 'provisioning'}:") for v in grafana)
+
+
+def test_compose_routes_through_haproxy_driven_by_the_follower(compose: dict) -> None:
+    services = compose["services"]
+    haproxy = services["haproxy"]
+    assert any(
+        str(v).startswith(f"{HAPROXY_CFG}:/usr/local/etc/haproxy/haproxy.cfg")
+        for v in haproxy["volumes"]
+    )
+    assert any(str(p).startswith("127.0.0.1:8000:8000") for p in haproxy["ports"])
+    follower = services["route-haproxy"]
+    command = " ".join(follower["command"])
+    assert command.startswith("thermoroute route haproxy ")
+    assert "--address=ray-head:8808" in command
+    assert "--token-file=/run/secrets/plan_token" in command
+    assert _secrets(follower) == ["plan_token"]
+    # The runtime API has no authentication: on HAProxy's loopback, which only the follower
+    # shares (its network namespace).
+    assert "--haproxy=127.0.0.1:9999" in command
+    assert follower["network_mode"] == "service:haproxy"
+    assert "stats socket ipv4@127.0.0.1:9999 level admin" in HAPROXY_CFG.read_text()
+    config = next(
+        str(v).split(":")[1] for v in follower["volumes"] if str(v).startswith(f"{ROUTE_TOML}:")
+    )
+    assert f"--config={config}" in command
+
+
+def test_haproxy_cfg_has_a_backend_per_region_and_class_and_passes_haproxy(
+    tmp_path: Path,
+) -> None:
+    from thermoroute.common.scenario_loading import load_scenario
+    from thermoroute.common.scenarios import embedded_path
+    from thermoroute.haproxy import RouteConfig, load_config
+
+    scen = load_scenario(embedded_path("australia"))
+    sites = list(scen.sites.site_id)
+    text = HAPROXY_CFG.read_text()
+    backends: dict[str, list[str]] = {}
+    for block in re.split(r"^backend ", text, flags=re.M)[1:]:
+        name = block.split()[0]
+        backends[name] = re.findall(r"^\s+server (\S+) ", block, re.M)
+    default = RouteConfig()
+    expected = {
+        default.backend_of(r, c) for r in scen.regions.region_id for c in scen.classes.class_id
+    }
+    assert set(backends) == expected
+    assert all(servers == [default.server_of(s) for s in sites] for servers in backends.values())
+    # What deploy/route.toml names is in the configuration.
+    route = load_config(ROUTE_TOML)
+    assert set(route.backends.values()) <= set(backends)
+    assert set(route.servers) <= set(sites) and set(route.servers.values()) <= set(sites)
+    exe = shutil.which("haproxy")
+    if exe is None:
+        pytest.fail("haproxy is not installed (apt-get install haproxy; .ci/run installs it)")
+    # Checked without resolving the sites' endpoint names (placeholders, which a DNS lookup
+    # per server would take a minute to fail on): everything else as written.
+    assert text.count("init-addr last,libc,none") == 1
+    check = tmp_path / "haproxy.cfg"
+    check.write_text(text.replace("init-addr last,libc,none", "init-addr none"))
+    proc = subprocess.run(
+        [exe, "-c", "-f", str(check)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Configuration file is valid" in proc.stdout + proc.stderr
 
 
 # --------------------------------------------------------------------------------------------

@@ -61,6 +61,12 @@ token_app = typer.Typer(
     help="The Ray cluster's shared token.", no_args_is_help=True, context_settings=HELP_OPTIONS
 )
 app.add_typer(token_app, name="token")
+route_app = typer.Typer(
+    help="Make the published plan route real traffic (a load balancer's weights).",
+    no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
+)
+app.add_typer(route_app, name="route")
 
 
 def _version(wanted: bool) -> None:
@@ -726,7 +732,7 @@ def report(
     scen = _report_scenario(solution, scenario)
     from thermoroute.common.run_directory import write_file_whole
 
-    spent: dict[str, float] = {"starting and reading the run and the scenario": time.perf_counter() - t0}
+    spent = {"starting and reading the run and the scenario": time.perf_counter() - t0}
     page = build_report(solution, scen, spent)
     try:
         write_file_whole(target, page)
@@ -1277,6 +1283,79 @@ def _print_status(body: dict[str, Any]) -> None:
             f"{row.duration_s:.2f}", escape(row.reason or ""),
         )  # fmt: skip
     console.print(cycles_table)
+
+
+@route_app.command("haproxy")
+def route_haproxy(
+    haproxy: Annotated[
+        str,
+        typer.Option(
+            "--haproxy",
+            help="HAProxy's runtime API: the path of its `stats socket ... level admin`, or "
+            "host:port of a TCP one.",
+        ),
+    ] = "/run/haproxy/admin.sock",
+    address: Annotated[
+        str, typer.Option(help="The plan API of a running serve (host:port).")
+    ] = "127.0.0.1:8808",
+    token_file: Annotated[
+        Path | None, typer.Option(help="The bearer token file, if the service asks for one.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="TOML mapping of region/class to backend and site to server names "
+            "(docs/serve.md); default: backend be_<region>_<class>, server <site id>."
+        ),
+    ] = None,
+    period: Annotated[
+        float, typer.Option(min=0.1, max=3600.0, help="Seconds between polls of the plan.")
+    ] = 10.0,
+    max_backoff: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            max=3600.0,
+            help="Longest wait in seconds between retries when the service or HAProxy does "
+            "not answer (1 s, then doubling).",
+        ),
+    ] = 60.0,
+    once: Annotated[
+        bool, typer.Option("--once", help="Apply the current plan once and exit (for cron).")
+    ] = False,
+) -> None:
+    """Follow a running serve's plan and set an HAProxy's server weights after every new
+    plan: one backend per region and class, one server per site, weights the sites' shares
+    (rounded to a total of 256; a share of 0 drains). A degraded or stale plan, or a
+    backend that would be zeroed, keeps the weights; an unreachable service or HAProxy is
+    retried with back-off. One log line per applied plan on stderr."""
+    from thermoroute import haproxy as route
+    from thermoroute import service_log
+
+    for flag, value, tcp_only in (("--address", address, True), ("--haproxy", haproxy, False)):
+        host, _, port = value.rpartition(":")
+        tcp = bool(host) and port.isdigit() and 0 < int(port) < 65536 and "/" not in value
+        if any(c.isspace() for c in value) or not (tcp or (not tcp_only and "/" in value)):
+            what = "host:port" if tcp_only else "a UNIX socket's path (with a /) or host:port"
+            raise _fail(escape(f"{flag} {value!r}: {what}"))
+    try:
+        mapping = route.load_config(config) if config is not None else route.RouteConfig()
+    except route.RouteConfigError as exc:  # "[backends]" is no markup
+        raise _fail(escape(str(exc))) from None
+    token = _read_token(token_file) if token_file is not None else None
+    service_log.configure(service_log.TEXT)
+    follower = route.Follower(route.PlanSource(address, token), route.RuntimeApi(haproxy), mapping)
+    try:
+        if not once:  # until Ctrl-C or SIGTERM (exit 130 or 143, said by main)
+            route.follow(follower, period_s=period, max_backoff_s=max_backoff)
+        applied = follower.poll()
+    except route.Unreachable as exc:  # --once: cron runs it again; no back-off here
+        raise _fail(escape(f"{exc}; weights kept"), EXIT_FAILED) from None
+    except route.Refused as exc:  # a wrong token: retrying would not help
+        raise _fail(escape(str(exc))) from None
+    if applied.problems:
+        raise _fail(escape(f"{len(applied.problems)} backend(s) not set: {applied.problems[0]}"),
+                    EXIT_FAILED)  # fmt: skip
 
 
 @scenario_app.command("list")
