@@ -364,3 +364,25 @@ def test_help_and_version_start_fast_without_the_numerics(flag: str) -> None:
     loaded = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                             text=True, timeout=60)  # fmt: skip
     assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
+
+
+def test_an_error_line_keeps_its_brackets(
+    tmp_path: Path,
+    tiny_scenario_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A refusal is printed as written: ``[scenario]`` in it is a TOML table's name, not
+    console markup to be swallowed."""
+    import shutil
+
+    broken = tmp_path / "scenario"
+    shutil.copytree(tiny_scenario_dir, broken)
+    toml = broken / "scenario.toml"
+    toml.write_text(re.sub(r'start = "([^"]+?)[+-]\d\d:\d\d"', r'start = "\1"', toml.read_text()))
+    monkeypatch.setattr(sys, "argv", ["thermoroute", "scenario", "validate", str(broken)])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    stderr = capfd.readouterr().err
+    assert ended.value.code == 2, stderr
+    assert "column 'start': [scenario] 'start' has no UTC offset" in stderr, stderr

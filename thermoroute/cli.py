@@ -255,8 +255,10 @@ def _given(ctx: typer.Context) -> frozenset[str]:
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    """Print ``error: MESSAGE`` on stderr (as written: brackets in it are text, not markup)
+    and return the exit to raise."""
     err_console.print(
-        f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True
+        f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True
     )
     return typer.Exit(code)
 
@@ -1337,11 +1339,11 @@ def route_haproxy(
         tcp = bool(host) and port.isdigit() and 0 < int(port) < 65536 and "/" not in value
         if any(c.isspace() for c in value) or not (tcp or (not tcp_only and "/" in value)):
             what = "host:port" if tcp_only else "a UNIX socket's path (with a /) or host:port"
-            raise _fail(escape(f"{flag} {value!r}: {what}"))
+            raise _fail(f"{flag} {value!r}: {what}")
     try:
         mapping = route.load_config(config) if config is not None else route.RouteConfig()
     except route.RouteConfigError as exc:  # "[backends]" is no markup
-        raise _fail(escape(str(exc))) from None
+        raise _fail(str(exc)) from None
     token = _read_token(token_file) if token_file is not None else None
     service_log.configure(service_log.TEXT)
     follower = route.Follower(route.PlanSource(address, token), route.RuntimeApi(haproxy), mapping)
@@ -1350,11 +1352,11 @@ def route_haproxy(
             route.follow(follower, period_s=period, max_backoff_s=max_backoff)
         applied = follower.poll()
     except route.Unreachable as exc:  # --once: cron runs it again; no back-off here
-        raise _fail(escape(f"{exc}; weights kept"), EXIT_FAILED) from None
+        raise _fail(f"{exc}; weights kept", EXIT_FAILED) from None
     except route.Refused as exc:  # a wrong token: retrying would not help
-        raise _fail(escape(str(exc))) from None
+        raise _fail(str(exc)) from None
     if applied.problems:
-        raise _fail(escape(f"{len(applied.problems)} backend(s) not set: {applied.problems[0]}"),
+        raise _fail(f"{len(applied.problems)} backend(s) not set: {applied.problems[0]}",
                     EXIT_FAILED)  # fmt: skip
 
 
