@@ -192,8 +192,10 @@ def test_compose_ray_nodes_have_shm_and_the_token(compose: dict) -> None:
             # The plan API's token only where the plan is served and scraped.
             expected = ["ray_token", "plan_token"] if name == "ray-head" else ["ray_token"]
             assert _secrets(service) == expected, name
-    assert _secrets(compose["services"]["prometheus"]) == ["plan_token"]
-    assert {"ray_token", "plan_token"} <= set(compose["secrets"])
+    # Prometheus (user nobody) reads its own owner-only copy: serve refuses a token file
+    # readable by group or others, so one file cannot serve both users.
+    assert _secrets(compose["services"]["prometheus"]) == ["prometheus_plan_token"]
+    assert {"ray_token", "plan_token", "prometheus_plan_token"} <= set(compose["secrets"])
 
 
 def test_compose_prometheus_and_grafana_mount_the_deploy_files(compose: dict) -> None:
@@ -307,7 +309,7 @@ def test_prometheus_scrapes_the_coordinator_and_ray_not_the_sites() -> None:
     assert jobs["thermoroute-coordinator"]["static_configs"][0]["targets"] == ["ray-head:9464"]
     service = jobs["thermoroute-service"]
     assert service["static_configs"][0]["targets"] == ["ray-head:8808"]
-    assert service["authorization"]["credentials_file"] == "/run/secrets/plan_token"
+    assert service["authorization"]["credentials_file"] == "/run/secrets/prometheus_plan_token"
     ray_files = jobs["ray"]["file_sd_configs"][0]["files"]
     assert ray_files == [f"/tmp/ray/{PROMETHEUS_SERVICE_DISCOVERY_FILE}"]
 
