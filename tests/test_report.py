@@ -140,7 +140,7 @@ def test_report_opens_whole_in_a_browser(kind: str, runs: dict[str, Path], brows
     if kind != "central":
         met = {"admm": "primal, dual", "private": "primal, dual, gap"}[kind]
         assert (
-            f"Converged: the reported iterate met these tolerances of the stopping test: {met}."
+            f"Converged: the iterate the stopping test saw met these of its tolerances: {met}."
             in browser.find_element(By.ID, "convergence").text
         )
     story = browser.find_element(By.ID, "explanation").text
