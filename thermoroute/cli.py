@@ -1093,7 +1093,7 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
 
     from thermoroute import service_log
 
-    service_log.configure(log_format.value)
+    ctx.call_on_close(service_log.configure(log_format.value))
     directory = resolve_scenario(scenario)
     from thermoroute.cluster import cluster_summary, discover, serve_fleet
     from thermoroute.http_api import ApiServer, create_app
@@ -1289,6 +1289,7 @@ def _print_status(body: dict[str, Any]) -> None:
 
 @route_app.command("haproxy")
 def route_haproxy(
+    ctx: typer.Context,
     haproxy: Annotated[
         str,
         typer.Option(
@@ -1345,7 +1346,7 @@ def route_haproxy(
     except route.RouteConfigError as exc:  # "[backends]" is no markup
         raise _fail(str(exc)) from None
     token = _read_token(token_file) if token_file is not None else None
-    service_log.configure(service_log.TEXT)
+    ctx.call_on_close(service_log.configure(service_log.TEXT))
     follower = route.Follower(route.PlanSource(address, token), route.RuntimeApi(haproxy), mapping)
     try:
         if not once:  # until Ctrl-C or SIGTERM (exit 130 or 143, said by main)
@@ -1547,6 +1548,8 @@ def main() -> None:
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
     signals.install()
+    global _JSON_LOG, _RELAYED
+    _JSON_LOG = _RELAYED = False  # a command's own (the tests run several in one process)
     try:
         code = app(standalone_mode=False)
     except NoArgsIsHelpError as exc:  # `thermoroute` alone: the help, as usual

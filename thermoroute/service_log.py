@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -74,11 +75,17 @@ class _ServeHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The handler :func:`configure` installs (told apart from any other, to replace it)."""
 
 
-def configure(log_format: str, stream: TextIO | None = None) -> logging.Handler:
+def configure(log_format: str, stream: TextIO | None = None) -> Callable[[], None]:
     """Send the ``thermoroute`` loggers' records of level INFO and above to ``stream``
-    (default: stderr) in ``log_format`` (:data:`TEXT` or :data:`JSON`); returns the handler.
+    (default: stderr) in ``log_format`` (:data:`TEXT` or :data:`JSON`).
 
     A handler an earlier call installed is replaced, so each line is written once.
+
+    Returns
+    -------
+    callable
+        Puts the loggers back as they were: a command calls it when it ends, since callers in
+        the same process (the Python API, tests) share the logging module.
 
     Raises
     ------
@@ -88,6 +95,7 @@ def configure(log_format: str, stream: TextIO | None = None) -> logging.Handler:
     if log_format not in FORMATS:
         raise ValueError(f"log format {log_format!r}: one of {', '.join(FORMATS)}")
     logger = logging.getLogger(ROOT)
+    before = (logger.level, logger.propagate)
     for old in [h for h in logger.handlers if isinstance(h, _ServeHandler)]:
         logger.removeHandler(old)
     handler = _ServeHandler(sys.stderr if stream is None else stream)
@@ -96,4 +104,10 @@ def configure(log_format: str, stream: TextIO | None = None) -> logging.Handler:
     logger.setLevel(logging.INFO)
     # Not again through the root logger's handlers (a library's basicConfig): one line each.
     logger.propagate = False
-    return handler
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(before[0])
+        logger.propagate = before[1]
+
+    return restore
