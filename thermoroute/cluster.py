@@ -150,10 +150,11 @@ _local_session: Path | None = None
 
 
 def _ray_sessions() -> set[Path]:
-    """The session directories in Ray's default temporary directory now."""
+    """This process's session directories in Ray's default temporary directory now (Ray
+    names a session after the process that starts it: ``session_<time>_<pid>``)."""
     from ray._common.utils import get_default_ray_temp_dir  # where ray.init puts a session
 
-    return set(Path(get_default_ray_temp_dir()).glob("session_2*"))
+    return set(Path(get_default_ray_temp_dir()).glob(f"session_2*_{os.getpid()}"))
 
 
 def _remove_session(session: Path) -> None:
