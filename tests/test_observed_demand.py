@@ -42,6 +42,7 @@ from thermoroute.observed_demand import (
     Answer,
     DemandConfig,
     DemandConfigError,
+    Observed,
     PrometheusDemand,
     apply_observed,
     load_demand_config,
@@ -170,9 +171,9 @@ def test_a_query_naming_no_series_keeps_the_forecast_and_says_so(
     with caplog.at_level("WARNING", logger="thermoroute.service"):
         record = service.cycle(0)
     assert record.outcome == PLANNED and record.reason is not None
-    assert "observed demand: the forecast kept for 4 region/class" in record.reason
-    assert "syd/chat no_series" in record.reason
-    assert any("syd/chat no_series" in r.getMessage() for r in caplog.records)
+    said = "observed demand: the forecast kept for 4 of 4 region/class (no_series: syd/chat"
+    assert record.reason.startswith(said)
+    assert any(said in r.getMessage() for r in caplog.records)
     status = service.status()
     kept = status["observed_demand"]["forecast_kept"]
     assert {(k["region_id"], k["class_id"], k["reason"]) for k in kept} == {
@@ -196,7 +197,9 @@ def test_an_absurd_rate_keeps_the_forecast_of_its_pair_only(
     observer = PrometheusDemand(prometheus.url, QUERY.format("spiky_total"))
     service, metrics = _service(tiny_scenario_dir, observer)
     record = service.cycle(0)
-    assert record.reason is not None and "mel/code above_bound" in record.reason
+    assert record.reason == (
+        "observed demand: the forecast kept for 1 of 4 region/class (above_bound: mel/code)"
+    )
     status = service.status()["observed_demand"]
     assert [(k["region_id"], k["class_id"], k["reason"]) for k in status["forecast_kept"]] == [
         ("mel", "code", ABOVE_BOUND)
@@ -246,6 +249,12 @@ def test_the_later_steps_continue_from_the_observed_rate() -> None:
     assert np.allclose(out[5, 0], [99.0, *(forecast[5, 0, 1:] * ratio)])
     assert np.array_equal(out[:, 1], forecast[:, 1])  # deferrable: batch.csv's volume
     assert observed.rates == {("a", "x"): 15.0, ("e", "x"): 0.0, ("f", "x"): 99.0}
+    assert observed.reason() == (
+        "observed demand: the forecast kept for 3 of 6 region/class (above_bound: b/x; "
+        "negative: c/x; not_finite: d/x)"
+    )
+    many = Observed({}, {(f"r{i}", "x"): NO_SERIES for i in range(6)}).reason()
+    assert many is not None and many.endswith("(no_series: r0/x, r1/x, r2/x, r3/x and 2 more)")
 
 
 def test_labels_are_mapped_by_the_demand_table(tmp_path: Path) -> None:

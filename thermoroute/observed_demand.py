@@ -58,6 +58,8 @@ NOT_FINITE = "not_finite"  # NaN or ±Inf
 NEGATIVE = "negative"
 ABOVE_BOUND = "above_bound"  # above ABSURD_FACTOR × the forecast's maximum, or ABSURD_RPS
 REASONS = (UNREACHABLE, BAD_ANSWER, NO_SERIES, NOT_FINITE, NEGATIVE, ABOVE_BOUND)
+#: Region/class pairs a cycle's reason names per fallback reason.
+NAMED = 4
 
 
 class DemandConfigError(ValueError):
@@ -275,13 +277,25 @@ class Observed:
     detail: str | None = None
 
     def reason(self) -> str | None:
-        """The cycle's reason part (``None``: every pair was observed)."""
+        """The cycle's reason part (``None``: every pair was observed), e.g. ``observed
+        demand: the forecast kept for 3 of 16 region/class (no_series: sydney/code,
+        perth/chat; above_bound: hobart/chat)``; at most :data:`NAMED` pairs per reason are
+        named (``/status`` lists them all), to keep a log line a line."""
         if not self.fallbacks:
             return None
-        shown = ", ".join(f"{r}/{c} {why}" for (r, c), why in self.fallbacks.items())
+        by_reason: dict[str, list[str]] = {}
+        for (region, class_id), why in self.fallbacks.items():
+            by_reason.setdefault(why, []).append(f"{region}/{class_id}")
+        parts = []
+        for why, pairs in by_reason.items():
+            more = len(pairs) - NAMED
+            parts.append(
+                f"{why}: {', '.join(pairs[:NAMED])}" + (f" and {more} more" if more > 0 else "")
+            )
+        whole = len(self.fallbacks) + len(self.rates)
         return (
-            f"observed demand: the forecast kept for {len(self.fallbacks)} region/class "
-            f"({shown})" + (f": {self.detail}" if self.detail else "")
+            f"observed demand: the forecast kept for {len(self.fallbacks)} of {whole} "
+            f"region/class ({'; '.join(parts)})" + (f": {self.detail}" if self.detail else "")
         )
 
 
