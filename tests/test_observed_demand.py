@@ -33,6 +33,7 @@ from tests.test_prometheus import Prometheus, start_prometheus, stop_prometheus
 from thermoroute.cluster import discover, serve_fleet
 from thermoroute.observed_demand import (
     ABOVE_BOUND,
+    BAD_ANSWER,
     DECAY_HOURS,
     NEGATIVE,
     NO_SERIES,
@@ -216,6 +217,43 @@ def test_an_absurd_rate_keeps_the_forecast_of_its_pair_only(
     assert _planned(service, 0)[("syd", "chat")] == pytest.approx(12.0, rel=TOLERANCE)
 
 
+def test_a_query_prometheus_refuses_or_a_scalar_is_a_bad_answer(prometheus: Prometheus) -> None:
+    refused = PrometheusDemand(prometheus.url, "sum by (region (").read()
+    assert refused.failure == BAD_ANSWER and refused.detail is not None
+    assert (
+        refused.detail.startswith("Prometheus refused the query (") and "\n" not in refused.detail
+    )
+    scalar = PrometheusDemand(prometheus.url, "1").read()
+    assert scalar.failure == BAD_ANSWER and "no instant vector (scalar)" in str(scalar.detail)
+
+
+def test_the_bearer_token_is_sent(tmp_path: Path) -> None:
+    heard: list[str | None] = []
+
+    class Vector(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            heard.append(self.headers.get("Authorization"))
+            body = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Vector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        answer = PrometheusDemand(url, "up", token="s3cret-token").read()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answer.failure is None and answer.rates == {}
+    assert heard == ["Bearer s3cret-token"]
+
+
 def test_an_unreachable_prometheus_keeps_every_forecast() -> None:
     closed = PrometheusDemand("http://127.0.0.1:1", "up", timeout_s=2.0).read()
     assert closed.failure == UNREACHABLE and closed.rates == {}
@@ -285,9 +323,21 @@ def test_labels_are_mapped_by_the_demand_table(tmp_path: Path) -> None:
         (["--demand-query", "up"], "--demand-query: read only with --demand-from-prometheus"),
         (["--demand-from-prometheus", "localhost:9090", "--demand-query", "up"], "an http://"),
         (["--demand-from-prometheus", "http://127.0.0.1:9090"], "needs --demand-query"),
+        (
+            ["--demand-from-prometheus", "http://127.0.0.1:9090", "--demand-query", "up",
+             "--prometheus-token-file", "{shared}"],
+            "--prometheus-token-file {shared}: readable by group or others (mode 644)",
+        ),
     ],
-)
-def test_inconsistent_demand_flags_are_refused_in_one_line(args: list[str], said: str) -> None:
+)  # fmt: skip
+def test_inconsistent_demand_flags_are_refused_in_one_line(
+    args: list[str], said: str, tmp_path: Path
+) -> None:
+    shared = tmp_path / "token"
+    shared.write_text("a-token-others-may-read\n")
+    shared.chmod(0o644)
+    args = [a.format(shared=shared) for a in args]
+    said = said.format(shared=shared)
     done = subprocess.run(
         [sys.executable, "-m", "thermoroute.cli", "serve", *args],
         capture_output=True, text=True, timeout=60,

@@ -1342,6 +1342,13 @@ def _print_status(body: dict[str, Any]) -> None:
             f"{f' — {escape(last.reason)}' if last.reason else ''}",
             highlight=False,
         )
+    observed = status.observed_demand
+    if observed is not None and observed.cycle is not None:
+        console.print(
+            f"observed demand (cycle {observed.cycle}): {len(observed.observed)} region/class "
+            f"observed, {len(observed.forecast_kept)} kept the forecast",
+            highlight=False,
+        )
     sites = Table(title="agents", title_justify="left")
     sites.add_column("site")
     sites.add_column("state")

@@ -19,6 +19,7 @@ the service (the coordinator's process) talks to Prometheus: demand is the coord
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import tomllib
@@ -52,7 +53,7 @@ DECAY_HOURS = 6.0
 
 #: Why a region and class kept the forecast.
 UNREACHABLE = "unreachable"  # HTTP error, timeout, refused connection
-BAD_ANSWER = "bad_answer"  # an answer that is no instant-vector result
+BAD_ANSWER = "bad_answer"  # a refused query (400, 422), or an answer with no instant vector
 NO_SERIES = "no_series"  # the query named no series of this region and class
 NOT_FINITE = "not_finite"  # NaN or ±Inf
 NEGATIVE = "negative"
@@ -228,8 +229,10 @@ class PrometheusDemand:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 body = json.loads(response.read())
         except urllib.error.HTTPError as exc:
+            if exc.code in (400, 422):  # Prometheus' answer to a query it cannot run
+                return Answer({}, BAD_ANSWER, f"Prometheus refused the query ({_error_of(exc)})")
             return Answer({}, UNREACHABLE, f"Prometheus answered {exc.code} {exc.reason}")
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             return Answer({}, UNREACHABLE, f"Prometheus did not answer ({reason})")
         except ValueError as exc:  # not JSON
@@ -256,6 +259,17 @@ class PrometheusDemand:
             if pair is not None:
                 rates[pair] = rates.get(pair, 0.0) + value
         return Answer(rates)
+
+
+def _error_of(refusal: urllib.error.HTTPError) -> str:
+    """The first line of the ``error`` Prometheus gives with a refusal, else its status."""
+    try:
+        error = json.loads(refusal.read()).get("error")
+    except (OSError, ValueError, AttributeError):
+        error = None
+    if not isinstance(error, str) or not error.strip():
+        return f"{refusal.code} {refusal.reason}"
+    return error.strip().splitlines()[0]
 
 
 @dataclass(frozen=True)
