@@ -58,8 +58,10 @@ class CycleStatus(BaseModel):
     rejoining_sites: list[str]
     error: str | None
     reason: str | None = Field(
-        description="Why the cycle kept the previous plan or planned degraded (null: it "
-        "planned with every site up); names sites and counts, never a site's data"
+        description="Why the cycle kept the previous plan or planned degraded, and which "
+        "regions and classes kept the forecast where an observed rate was asked for (null: "
+        "it planned with every site up and every rate observed); names sites, regions, "
+        "classes and counts, never a site's data"
     )
 
 

@@ -3,7 +3,9 @@
 The service keeps one site agent per site up (Ray actors placed as ``run`` places them, or
 in process) and a coordinator in this process. Every step of its clock it runs one cycle:
 
-1. the coordinator reads the latest demand forecast from its own directory;
+1. the coordinator reads the latest demand forecast from its own directory and, with an
+   observer, the current step's demand observed in Prometheus
+   (:mod:`thermoroute.observed_demand`);
 2. every site moves to the new horizon re-reading its own data directory — the operator's
    pipeline appends weather, price and carbon forecasts there, and they never leave the
    site; a site whose new data fail validation keeps planning with what it held and is
@@ -237,9 +239,10 @@ class Plan:
 class CycleRecord:
     """What one cycle did.
 
-    ``reason`` says why a cycle kept the previous plan or planned degraded (``None``: it
-    planned with every site fresh); like every field, it names sites and counts, never a
-    site's data.
+    ``reason`` says why a cycle kept the previous plan or planned degraded, and which regions
+    and classes kept the forecast where an observed rate was asked for (``None``: it planned
+    with every site fresh and every rate observed); like every field, it names sites, regions,
+    classes and counts, never a site's data.
     """
 
     cycle: int
