@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from thermoroute.common.scenario import Scenario
+    from thermoroute.observed_demand import PrometheusDemand
     from thermoroute.options import RunOptions
     from thermoroute.results import Solution
 
@@ -1046,6 +1047,34 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
             "one JSON object per line (keys: docs/serve.md)."
         ),
     ] = LogFormat.text,
+    demand_from_prometheus: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="A Prometheus server whose observed request rates are the current step's "
+            "demand (needs --demand-query; docs/serve.md).",
+        ),
+    ] = None,
+    demand_query: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PROMQL",
+            help="The rate per region and class, e.g. 'sum by (region, class) "
+            "(rate(requests_total[1h]))'.",
+        ),
+    ] = None,
+    demand_config: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="TOML whose [demand] table maps the query's labels to region and class ids "
+            "(default: labels region and class holding the ids).",
+        ),
+    ] = None,
+    prometheus_token_file: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="A bearer token Prometheus asks for (mode 600)."),
+    ] = None,
 ) -> None:
     """Keep the site agents up and re-plan every step: each cycle the sites re-read their
     own data (appended forecasts), the coordinator its demand forecast, the method runs
@@ -1077,6 +1106,9 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
             raise _fail(f"{flag} {value}: seconds in (0, 604,800]")
     if cycles is not None and cycles < 1:
         raise _fail(f"--cycles {cycles}: an integer >= 1")
+    observer = _demand_observer(
+        demand_from_prometheus, demand_query, demand_config, prometheus_token_file
+    )
     from thermoroute.common.state_files import StateFileError
 
     if state_dir is not None:
@@ -1115,6 +1147,7 @@ def serve(  # noqa: PLR0913 (typer: one parameter per command-line option)
                         sites_per_agent=sites_per_agent, cost_privacy=options.cost_privacy()),
             metrics=metrics,
             cluster=cluster_summary,
+            observer=observer,
         )  # fmt: skip
     except (ScenarioError, SiteDataInvalid) as exc:
         raise _fail(str(exc)) from None
@@ -1183,18 +1216,60 @@ def _serve_token(host: str, token_file: Path | None) -> str | None:
     return token
 
 
-def _read_token(token_file: Path) -> str:
-    """A bearer token file's token; refused when others than its owner may read it."""
+def _read_token(token_file: Path, flag: str = "--token-file") -> str:
+    """A bearer token file's token; refused when others than its owner may read it (the
+    message names ``flag``)."""
     try:
         mode = token_file.stat().st_mode
         if mode & 0o077:
             raise _fail(
-                f"--token-file {token_file}: readable by group or others (mode "
+                f"{flag} {token_file}: readable by group or others (mode "
                 f"{mode & 0o777:o}); a token must be its owner's alone: chmod 600 it"
             )
         return token_file.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise _fail(f"--token-file {token_file}: {exc.strerror or exc}") from None
+        raise _fail(f"{flag} {token_file}: {exc.strerror or exc}") from None
+
+
+def _demand_observer(
+    url: str | None, query: str | None, config: Path | None, token_file: Path | None
+) -> PrometheusDemand | None:
+    """The Prometheus reader of ``serve``'s observed demand, or ``None`` when not asked for;
+    flags that need ``--demand-from-prometheus`` without it, or a bad URL, query, mapping
+    file or token file, are refused in one line before any work."""
+    from thermoroute import observed_demand
+
+    if url is None:
+        beside = [
+            flag for flag, value in (("--demand-query", query), ("--demand-config", config),
+                                     ("--prometheus-token-file", token_file)) if value is not None
+        ]  # fmt: skip
+        if beside:
+            raise _fail(f"{beside[0]}: read only with --demand-from-prometheus URL")
+        return None
+    try:
+        base = observed_demand.check_url(url)
+    except ValueError as exc:
+        raise _fail(f"--demand-from-prometheus {url!r}: {exc}") from None
+    if query is None or not query.strip():
+        raise _fail(
+            "--demand-from-prometheus needs --demand-query (a PromQL rate per region and "
+            "class, e.g. 'sum by (region, class) (rate(requests_total[1h]))')"
+        )
+    try:
+        mapping = (
+            observed_demand.load_demand_config(config)
+            if config is not None
+            else observed_demand.DemandConfig()
+        )
+    except observed_demand.DemandConfigError as exc:  # "[demand]" is no markup
+        raise _fail(str(exc)) from None
+    token = None
+    if token_file is not None:
+        token = _read_token(token_file, "--prometheus-token-file")
+        if not token or any(c.isspace() for c in token):
+            raise _fail(f"--prometheus-token-file {token_file}: one token, no spaces")
+    return observed_demand.PrometheusDemand(base, query, mapping, token)
 
 
 @app.command()
@@ -1265,6 +1340,13 @@ def _print_status(body: dict[str, Any]) -> None:
             f"last cycle: {last.cycle}, {last.outcome}"
             f"{' (degraded)' if last.degraded else ''}"
             f"{f' — {escape(last.reason)}' if last.reason else ''}",
+            highlight=False,
+        )
+    observed = status.observed_demand
+    if observed is not None and observed.cycle is not None:
+        console.print(
+            f"observed demand (cycle {observed.cycle}): {len(observed.observed)} region/class "
+            f"observed, {len(observed.forecast_kept)} kept the forecast",
             highlight=False,
         )
     sites = Table(title="agents", title_justify="left")

@@ -94,10 +94,11 @@ class RouteConfig:
 def load_config(path: Path) -> RouteConfig:
     """The mapping in the TOML file ``path``.
 
-    The file has at most two tables: ``[backends]``, whose keys are ``"<region>/<class>"``
-    and whose values are backend names (``""``: not routed), and ``[servers]``, whose keys
-    are site ids and whose values are server names; names are HAProxy's (letters, digits,
-    ``-``, ``_``, ``.``, ``:``). Example::
+    The follower reads two tables (a third, ``[demand]``, is ``serve``'s:
+    :func:`thermoroute.observed_demand.load_demand_config`): ``[backends]``, whose keys are
+    ``"<region>/<class>"`` and whose values are backend names (``""``: not routed), and
+    ``[servers]``, whose keys are site ids and whose values are server names; names are
+    HAProxy's (letters, digits, ``-``, ``_``, ``.``, ``:``). Example::
 
         [backends]
         "sydney/chat" = "be_sydney_chat"
@@ -118,10 +119,12 @@ def load_config(path: Path) -> RouteConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         reason = str(exc).splitlines()[0]
         raise RouteConfigError(f"--config {path}: not TOML ({reason})") from None
-    unknown = sorted(set(table) - {"backends", "servers"})
+    # [demand] is serve's (thermoroute.observed_demand): one file maps the fleet both ways.
+    unknown = sorted(set(table) - {"backends", "servers", "demand"})
     if unknown:
         raise RouteConfigError(
-            f"{path}: [{unknown[0]}]: unknown table; the tables are [backends] and [servers]"
+            f"{path}: [{unknown[0]}]: unknown table; the tables are [backends], [servers] "
+            "and [demand] (serve's)"
         )
     backends: dict[tuple[str, str], str] = {}
     for key, value in _table(path, table, "backends").items():

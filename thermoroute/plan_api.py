@@ -58,8 +58,10 @@ class CycleStatus(BaseModel):
     rejoining_sites: list[str]
     error: str | None
     reason: str | None = Field(
-        description="Why the cycle kept the previous plan or planned degraded (null: it "
-        "planned with every site up); names sites and counts, never a site's data"
+        description="Why the cycle kept the previous plan or planned degraded, and which "
+        "regions and classes kept the forecast where an observed rate was asked for (null: "
+        "it planned with every site up and every rate observed); names sites, regions, "
+        "classes and counts, never a site's data"
     )
 
 
@@ -69,6 +71,35 @@ class PlanSummary(BaseModel):
     age_s: float
     stale: bool
     degraded: bool
+
+
+class ObservedRate(BaseModel):
+    region_id: str
+    class_id: str
+    requests_per_s: float | None = Field(
+        default=None, description="The observed rate planned for at the current step [1/s]"
+    )
+    reason: str | None = Field(
+        default=None,
+        description="Why the forecast was kept: unreachable, bad_answer, no_series, "
+        "not_finite, negative or above_bound",
+    )
+
+
+class ObservedDemandStatus(BaseModel):
+    query: str = Field(description="The PromQL asked every cycle (--demand-query)")
+    cycle: int | None = Field(description="The cycle that last asked (null: none yet)")
+    observed: list[ObservedRate] = Field(
+        default_factory=list,
+        description="Interactive regions and classes planned with the observed rate",
+    )
+    forecast_kept: list[ObservedRate] = Field(
+        default_factory=list,
+        description="Interactive regions and classes planned with demand.csv's forecast, and why",
+    )
+    detail: str | None = Field(
+        default=None, description="What failed when Prometheus gave no usable answer"
+    )
 
 
 class StatusResponse(BaseModel):
@@ -85,3 +116,8 @@ class StatusResponse(BaseModel):
     last_cycles: list[CycleStatus]
     cluster: dict[str, Any] | None
     uptime_s: float
+    observed_demand: ObservedDemandStatus | None = Field(
+        default=None,
+        description="The demand observed in Prometheus at the last cycle (null: serve runs "
+        "without --demand-from-prometheus)",
+    )

@@ -3,7 +3,9 @@
 The service keeps one site agent per site up (Ray actors placed as ``run`` places them, or
 in process) and a coordinator in this process. Every step of its clock it runs one cycle:
 
-1. the coordinator reads the latest demand forecast from its own directory;
+1. the coordinator reads the latest demand forecast from its own directory and, with an
+   observer, the current step's demand observed in Prometheus
+   (:mod:`thermoroute.observed_demand`);
 2. every site moves to the new horizon re-reading its own data directory — the operator's
    pipeline appends weather, price and carbon forecasts there, and they never leave the
    site; a site whose new data fail validation keeps planning with what it held and is
@@ -45,8 +47,11 @@ from thermoroute.coordinator.data import load_view
 from thermoroute.coordinator.fleet import RoundFailed, SiteGroupLost
 from thermoroute.coordinator.methods import MethodSettings, method_for
 from thermoroute.coordinator.receding import BatchBacklog, DemandForecaster, horizon_view
+from thermoroute.observed_demand import Observed, PrometheusDemand, apply_observed
 from thermoroute.plan_api import (
     CycleStatus,
+    ObservedDemandStatus,
+    ObservedRate,
     PlanResponse,
     PlanSummary,
     Route,
@@ -234,9 +239,10 @@ class Plan:
 class CycleRecord:
     """What one cycle did.
 
-    ``reason`` says why a cycle kept the previous plan or planned degraded (``None``: it
-    planned with every site fresh); like every field, it names sites and counts, never a
-    site's data.
+    ``reason`` says why a cycle kept the previous plan or planned degraded, and which regions
+    and classes kept the forecast where an observed rate was asked for (``None``: it planned
+    with every site fresh and every rate observed); like every field, it names sites, regions,
+    classes and counts, never a site's data.
     """
 
     cycle: int
@@ -508,6 +514,11 @@ class PlanningService:
         ``fleet_factory(start, horizon) -> (fleet, closer)`` builds the site agents with
         their horizon at ``start``.
     metrics : ServiceMetrics, optional
+    cluster : callable, optional
+        Answers the Ray cluster's summary for ``/status``.
+    observer : PrometheusDemand, optional
+        Reads the current step's demand from Prometheus every cycle
+        (:mod:`thermoroute.observed_demand`); without it the forecast alone is planned for.
     """
 
     def __init__(
@@ -519,6 +530,7 @@ class PlanningService:
         fleet_factory: Any,
         metrics: Any = None,
         cluster: Any = None,
+        observer: PrometheusDemand | None = None,
     ) -> None:
         first = load_view(coordinator_dir, steps=serve.horizon)
         self.coordinator_dir = coordinator_dir
@@ -534,6 +546,9 @@ class PlanningService:
         self.serve = serve
         self.metrics = metrics
         self.cluster = cluster
+        self.observer = observer
+        #: The last cycle's observed demand (not checkpointed: the next cycle asks again).
+        self._observed: tuple[int, Observed] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._state = self._resume()
@@ -657,6 +672,9 @@ class PlanningService:
                 self.backlog.daily = view.batch_requests
             self.backlog.arrive(k)
             view = horizon_view(view, OPERATOR_FORECASTS, self.backlog)
+            observed = self._observe(k, view)
+            if observed is not None:
+                view, _ = observed
             fresh, rejoining = self._refresh(when)
             warm = state.windows.open(self.coordinator, view, k)
             # Until a first plan exists, a late plan beats none: the cold first cycle may
@@ -698,6 +716,7 @@ class PlanningService:
             unconverged,
             f"stale forecast at {_sites(stale)}" if stale else None,
             f"{_sites(rejoining)} rejoining after a restart" if rejoining else None,
+            None if observed is None else observed[1].reason(),
         ]
         record = CycleRecord(
             cycle=k,
@@ -725,6 +744,22 @@ class PlanningService:
         state.windows.remember(outcome, k)
         self._finish(record, plan)
         return record
+
+    def _observe(self, k: int, view: DemandView) -> tuple[DemandView, Observed] | None:
+        """``view`` with the demand observed in Prometheus for its current step and its
+        forecast continued from it (:func:`~thermoroute.observed_demand.apply_observed`),
+        remembered for ``/status`` and counted in the metrics; ``None`` without an observer."""
+        if self.observer is None:
+            return None
+        demand, observed = apply_observed(
+            view.demand_rps, self.observer.read(), view.regions.region_id,
+            view.classes.class_id, [bool(d) for d in view.classes.deferrable], view.step_hours,
+        )  # fmt: skip
+        with self._lock:
+            self._observed = (k, observed)
+        if self.metrics is not None:
+            self.metrics.on_observed(observed)
+        return replace(view, demand_rps=demand), observed
 
     def _refresh(self, when: datetime) -> tuple[dict[str, bool], list[str]]:
         """Move the sites to ``when``; bring back a group that crashed. Returns each site's
@@ -792,7 +827,9 @@ class PlanningService:
         )
         if record.error is not None:
             level = logging.ERROR
-        elif record.outcome != PLANNED or record.degraded:
+        elif record.outcome != PLANNED or record.reason is not None:
+            # A reason: degraded, or some region and class planned with the forecast
+            # where an observed rate was asked for.
             level = logging.WARNING
         else:
             level = logging.INFO
@@ -930,8 +967,32 @@ class PlanningService:
             ],
             cluster=self.cluster() if callable(self.cluster) else None,
             uptime_s=now - self.started_at,
+            observed_demand=self._observed_status(),
         )
         return answer.model_dump(mode="json")
+
+    def _observed_status(self) -> ObservedDemandStatus | None:
+        """The last cycle's observed demand for ``/status`` (``None``: not asked for)."""
+        if self.observer is None:
+            return None
+        with self._lock:
+            last = self._observed
+        if last is None:
+            return ObservedDemandStatus(query=self.observer.query, cycle=None)
+        cycle, observed = last
+        return ObservedDemandStatus(
+            query=self.observer.query,
+            cycle=cycle,
+            observed=[
+                ObservedRate(region_id=r, class_id=c, requests_per_s=v)
+                for (r, c), v in observed.rates.items()
+            ],
+            forecast_kept=[
+                ObservedRate(region_id=r, class_id=c, reason=why)
+                for (r, c), why in observed.fallbacks.items()
+            ],
+            detail=observed.detail,
+        )
 
     def site_counts(self) -> tuple[int, int, int]:
         """``(up, stale, rejoining)`` sites now."""

@@ -7,9 +7,12 @@ Alert rules on them: ``deploy/thermoroute-alerts.yml``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from thermoroute.observed_demand import REASONS
 
 PREFIX = "thermoroute_service"
 
@@ -58,8 +61,22 @@ class ServiceMetrics:
             f"{PREFIX}_sites_rejoining", "Sites whose agent restarted and is rejoining",
             registry=r,
         )  # fmt: skip
+        self.observed_fallbacks = Counter(
+            f"{PREFIX}_observed_demand_fallbacks",
+            "Regions and classes of a cycle planned with the forecast where an observed rate "
+            "was asked for, by reason",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        self.observed_rate = Gauge(
+            f"{PREFIX}_observed_demand_requests_per_second",
+            "The rate observed in Prometheus at the last cycle and planned for [1/s] (NaN: "
+            "the forecast was kept)",
+            ["region", "class"], registry=r,
+        )  # fmt: skip
         for outcome in ("planned", "kept_previous"):
             self.cycles.labels(outcome)  # present from the start, at 0
+        for reason in REASONS:
+            self.observed_fallbacks.labels(reason)
 
     def bind(self, service: Any) -> None:
         """Read the live figures from ``service`` at every scrape."""
@@ -77,3 +94,13 @@ class ServiceMetrics:
         self.duration.set(record.duration_s)
         self.converged.set(float(record.converged))
         self.kept_previous.set(float(record.outcome != "planned"))
+
+    def on_observed(self, observed: Any) -> None:
+        """Count a cycle's observed demand
+        (:class:`thermoroute.observed_demand.Observed`)."""
+        for reason in observed.fallbacks.values():
+            self.observed_fallbacks.labels(reason).inc()
+        for (region, class_id), value in observed.rates.items():
+            self.observed_rate.labels(region, class_id).set(value)
+        for region, class_id in observed.fallbacks:
+            self.observed_rate.labels(region, class_id).set(math.nan)
