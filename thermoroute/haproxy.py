@@ -30,7 +30,6 @@ import math
 import re
 import socket
 import time
-import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from thermoroute.service_log import log_event
+from thermoroute.toml_files import read_toml
 
 log = logging.getLogger("thermoroute.route")
 
@@ -112,13 +112,7 @@ def load_config(path: Path) -> RouteConfig:
     RouteConfigError
         One line: the file, the key and what is allowed there.
     """
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RouteConfigError(f"--config {path}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        reason = str(exc).splitlines()[0]
-        raise RouteConfigError(f"--config {path}: not TOML ({reason})") from None
+    table = read_toml(path, "--config", RouteConfigError)
     # [demand] is serve's (thermoroute.observed_demand): one file maps the fleet both ways.
     unknown = sorted(set(table) - {"backends", "servers", "demand"})
     if unknown:

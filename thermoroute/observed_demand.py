@@ -22,7 +22,6 @@ from __future__ import annotations
 import http.client
 import json
 import math
-import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from thermoroute.toml_files import read_toml
 
 #: Seconds the query may take; a cycle waits for it before solving.
 TIMEOUT_S = 5.0
@@ -114,13 +115,7 @@ def load_demand_config(path: Path) -> DemandConfig:
     DemandConfigError
         One line: the file, the key and what is allowed there.
     """
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DemandConfigError(f"--demand-config {path}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        reason = str(exc).splitlines()[0]
-        raise DemandConfigError(f"--demand-config {path}: not TOML ({reason})") from None
+    table = read_toml(path, "--demand-config", DemandConfigError)
     demand = table.get("demand", {})
     if not isinstance(demand, dict):
         kind = type(demand).__name__
