@@ -325,7 +325,8 @@ def _scenario(name: str) -> Any:
     return load_scenario(path if path.is_dir() else scenarios.embedded_path(name))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line's options (``None``: ``sys.argv``)."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.loop_bench",
         description=__doc__,
@@ -342,7 +343,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--period", type=float, default=1.0, help="the follower's --period")
     parser.add_argument("--scrape-interval", type=float, default=1.0)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def measure(args: argparse.Namespace) -> list[Step]:
+    """Run the loop for ``args.steps`` + 1 steps (printing a row per step) and stop
+    everything it started; the steps measured."""
     for exe in ("haproxy", "prometheus"):
         if shutil.which(exe) is None:
             raise SystemExit(f"{exe} is not installed (apt-get install {exe})")
@@ -429,7 +435,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             _report(step, prev, sites, per_rps)
         print(f"\nlogs were in {scratch} (removed); serve's last lines:")
         print("\n".join((scratch / "serve.log").read_text().splitlines()[-3:]))
-    _table(steps)
+    return steps
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    _table(measure(parse(argv)))
 
 
 def _watch(step: Step, base: str, api: RuntimeApi, site_ids: list[str], start: float,
