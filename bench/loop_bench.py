@@ -1,6 +1,6 @@
-"""The whole loop measured: traffic through HAProxy, counted by the sites, scraped by
-Prometheus, planned by ``serve`` from what Prometheus observed, applied by the follower
-(issue 23, item 3).
+"""The whole loop measured: traffic through HAProxy to the sites, HAProxy's request counters
+scraped by Prometheus, ``serve`` planning from what Prometheus observed, the follower
+applying the plan to HAProxy (issue 23, item 3).
 
     python -m bench.loop_bench [--scenario australia] [--steps 6] [--step-seconds 15]
                                [--requests 1000] [--period 1] [--scrape-interval 1]
@@ -38,10 +38,12 @@ share of requests sent to another site than planned), the least any router could
 those whole requests (each backend's planned counts rounded by largest remainder), the
 largest |observed share − planned share| of a site in a backend of at least
 ``MIN_BACKEND`` settled requests, and the TVD of all the step's requests (those routed by the
-previous weights before the new plan arrived included); and how far the demand the next
-cycle planned for (``/status`` ``observed_demand``) is from the rate actually sent, the
-sum over the region/class pairs of |observed − sent| over the requests sent (the rates taken
-back to requests of the step).
+previous weights before the new plan arrived included); how far the demand this step's
+cycle planned for (``/status`` ``observed_demand``) is from what was sent in the step before:
+the sum over the region/class pairs of |observed − sent| over the requests sent (the rates
+taken back to requests of a step); and how long after the step's end its last request was
+sent (more than 0: the sender could not keep up, and the step's requests spilled into the
+next one's window).
 Step 0 is a warm-up (no traffic observed before it; the follower starts with it, and its
 traffic only once the bench is up, squeezed into the rest of the step) and is left out of the
 medians, as is step 1's demand error (of step 0's traffic).
@@ -472,7 +474,7 @@ def _watch(step: Step, base: str, api: RuntimeApi, site_ids: list[str], start: f
 
 
 def _report(step: Step, prev: Step | None, sites: dict[str, _Site], per_rps: float) -> None:
-    """The step's figures (and the demand its successor's cycle observed of the one before)."""
+    """The step's figures: its split, and the demand its cycle observed of ``prev``'s traffic."""
     settled, whole = _split(step, sites, True), _split(step, sites, False)
     step.figures = {
         "tvd": settled["tvd"], "floor": settled["floor"], "max": settled["max"],
