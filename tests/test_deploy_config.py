@@ -11,7 +11,10 @@
 - the guide's port table matches ``deploy/commands.sh``;
 - ``deploy/haproxy.cfg`` passes ``haproxy -c`` and has a backend per region and class of
   ``australia`` with a server per site, ``deploy/route.toml`` names only those, and the
-  compose file's follower drives that HAProxy from the plan.
+  compose file's follower drives that HAProxy from the plan;
+- the loop is closed: Prometheus scrapes HAProxy's exporter, and the compose file's serve
+  plans from its request counters (the query bench/loop_bench.py measures) with
+  ``deploy/route.toml`` mounted for the labels.
 """
 
 from __future__ import annotations
@@ -234,6 +237,31 @@ def test_compose_routes_through_haproxy_driven_by_the_follower(compose: dict) ->
     assert f"--config={config}" in command
 
 
+def test_compose_serve_plans_from_the_request_counters_prometheus_scrapes(compose: dict) -> None:
+    from bench.loop_bench import QUERY
+
+    head = compose["services"]["ray-head"]
+    command = " ".join(head["command"])
+    assert "--demand-from-prometheus http://prometheus:9090" in command
+    # The query the bench measured, over an hour (the step); docker-compose config keeps
+    # compose's $$ escape.
+    query = QUERY.format(window="1h").replace("$", "$$")
+    assert f"--demand-query '{query}'" in command
+    config = next(
+        str(v).split(":")[1] for v in head["volumes"] if str(v).startswith(f"{ROUTE_TOML}:")
+    )
+    assert f"--demand-config {config}" in command
+    # Its counters: HAProxy's exporter, which Prometheus scrapes.
+    assert re.search(
+        r"^frontend prometheus\n\s+bind :8405\n\s+http-request use-service prometheus-exporter",
+        HAPROXY_CFG.read_text(), re.M,
+    )  # fmt: skip
+    jobs = {
+        job["job_name"]: job for job in yaml.safe_load(PROMETHEUS.read_text())["scrape_configs"]
+    }
+    assert jobs["haproxy"]["static_configs"][0]["targets"] == ["haproxy:8405"]
+
+
 def test_haproxy_cfg_has_a_backend_per_region_and_class_and_passes_haproxy(
     tmp_path: Path,
 ) -> None:
@@ -305,7 +333,7 @@ def test_prometheus_scrapes_the_coordinator_and_ray_not_the_sites() -> None:
 
     config = yaml.safe_load(PROMETHEUS.read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"thermoroute-coordinator", "thermoroute-service", "ray"}
+    assert set(jobs) == {"thermoroute-coordinator", "thermoroute-service", "ray", "haproxy"}
     assert jobs["thermoroute-coordinator"]["static_configs"][0]["targets"] == ["ray-head:9464"]
     service = jobs["thermoroute-service"]
     assert service["static_configs"][0]["targets"] == ["ray-head:8808"]
