@@ -11,6 +11,7 @@ it receives from them is served demand per iteration and, at the end, their fina
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -67,6 +68,16 @@ class Checkpoint:
 
 class CheckpointMissing(RuntimeError):
     """A coordinator asked to resume has no (usable) checkpoint."""
+
+
+def _blas_limited(threads: int | None) -> contextlib.AbstractContextManager[object]:
+    """Limit the BLAS threads of this process to ``threads`` while in the block (``None``:
+    no limit)."""
+    if threads is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads, user_api="blas")
 
 
 @dataclass
@@ -132,7 +143,19 @@ class Coordinator:
         A directory on the coordinator's node: every :data:`CHECKPOINT_EVERY` iterations
         the run's state (iteration, run id, the method's :meth:`checkpoint`) is written
         there, so a coordinator restarted by Ray can :meth:`run` on with ``resume=True``.
+
+    Attributes
+    ----------
+    blas_threads : int or None
+        Threads of the BLAS behind the coordinator's linear algebra while a method runs
+        (``None``: the library's own choice, usually one per core). One by default: the
+        coordinator's systems are small and its rounds wait on the sites, while an idle
+        OpenBLAS thread spins after each factorisation and takes a core from site agents
+        sharing the machine (a local fleet; measured in BENCHMARKS.md). A dedicated head
+        with a thousand-site fleet may be given more.
     """
+
+    blas_threads: int | None = 1
 
     def __init__(
         self,
@@ -292,7 +315,10 @@ class Coordinator:
             self._on_status(figures)
             self._write_checkpoint(method, int(figures.get("iteration", 0)), saved)
 
-        run = method.run(fleet, self.observers, on_status=on_status, should_stop=self._stop.is_set)
+        with _blas_limited(self.blas_threads):
+            run = method.run(
+                fleet, self.observers, on_status=on_status, should_stop=self._stop.is_set
+            )
         if saved:
             run.extra_stats["coordinator_restarts"] = saved.restarts + 1
             run.extra_stats["resumed_from_iteration"] = saved.iteration
