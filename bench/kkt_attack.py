@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from thermoroute.common.evaluate import true_pue, true_wue
+from thermoroute.common.evaluate import load_gpus, true_pue, true_wue
 from thermoroute.common.scenario import Scenario
 from thermoroute.results import Solution
 
@@ -66,20 +66,6 @@ class AttackResult:
         return float(np.nanmedian(np.abs(self.dry_bulb_error)))
 
 
-def schedule_array(solution: Solution, scenario: Scenario) -> np.ndarray:
-    """The published schedule as ``x[i, j, c, t]`` [requests/s]."""
-    index = {t.isoformat(): k for k, t in enumerate(scenario.times)}
-    sites = {s: i for i, s in enumerate(scenario.sites.site_id)}
-    regions = {r: j for j, r in enumerate(scenario.regions.region_id)}
-    classes = {c: k for k, c in enumerate(scenario.classes.class_id)}
-    x = np.zeros(scenario.shape)
-    for row in solution.schedule.itertuples(index=False):
-        x[sites[row.site_id], regions[row.region_id], classes[row.class_id], index[row.time]] = (
-            row.requests_per_s
-        )
-    return x
-
-
 def shadow_array(solution: Solution, scenario: Scenario) -> np.ndarray:
     """The published shadow prices as ``π[j, c, t]`` [AUD/request] (NaN where absent)."""
     if solution.shadow_prices is None:
@@ -103,7 +89,8 @@ def recover_kappa(solution: Solution, scenario: Scenario) -> np.ndarray:
     ``2 β L_t g_c``; for a flow to a site with room it equals ``π · 3600Δ``. Each site-hour's
     largest flow gives the estimate (docs/model.md §3, §6).
     """
-    x = schedule_array(solution, scenario)
+    x = solution.x(scenario)
+    load = load_gpus(scenario, x)  # (S, T)
     price = shadow_array(solution, scenario)
     s, o = scenario.sites, scenario.objective
     dt_h, dt_s = scenario.step_hours, scenario.step_seconds
@@ -130,14 +117,14 @@ def recover_kappa(solution: Solution, scenario: Scenario) -> np.ndarray:
         )  # (R, C)
         for t in range(T):
             flows = x[i, :, :, t]
-            load = float((flows * scenario.gpu_s[i][None, :]).sum())
-            if load <= 0.0 or load >= u_max * gpus * (1.0 - FULL_SHARE):
+            busy = float(load[i, t])
+            if busy <= 0.0 or busy >= u_max * gpus * (1.0 - FULL_SHARE):
                 continue
             j, c = np.unravel_index(int(np.argmax(flows)), flows.shape)
             marginal = price[j, c, t] * dt_s
             if not np.isfinite(marginal):
                 continue
-            congestion = 2.0 * beta * load * scenario.gpu_s[i, c]
+            congestion = 2.0 * beta * busy * scenario.gpu_s[i, c]
             kappa[i, t] = (marginal - path[j, c] - congestion) / per_kappa[c]
     return kappa
 

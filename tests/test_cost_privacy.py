@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.kkt_attack import AttackResult, attack, schedule_array
+from bench.kkt_attack import AttackResult, attack
 from thermoroute.api import solve
 from thermoroute.common.evaluate import evaluate
 from thermoroute.common.scenario import Scenario
@@ -118,7 +118,7 @@ def test_with_cost_privacy_the_attack_is_a_hundred_times_worse_at_a_measured_cos
     # the true cost of the schedule written (with the powered GPUs each site wrote on its own
     # node: sites/<id>/site_steps.csv of this local run), which cannot beat the optimum.
     assert noisy.summary["cost_privacy"] == {"epsilon": 1.0, "sensitivity_aud_per_mwh": 10.0}
-    x = schedule_array(noisy, australia)
+    x = noisy.x(australia)
     n = _active_gpus(noisy, australia)
     charged = float(evaluate(australia, x, n).per_site_step["objective_aud"].sum())
     assert noisy.objective_aud == pytest.approx(charged, rel=1e-9)
