@@ -325,3 +325,28 @@ def thermoroute_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         stderr += "".join(traceback.format_exception(result.exception))
     return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, stderr)
+
+
+def wait_for_serve(
+    serve: subprocess.Popen[str], port: int, cycles: int, within_s: float = 120.0
+) -> dict[str, Any]:
+    """Poll a ``serve`` process's ``/status`` until it has run ``cycles`` cycles; its status.
+
+    Fails the test with serve's stderr if it exits first, or after ``within_s`` seconds.
+    """
+    import json
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + within_s
+    status: dict[str, Any] = {}
+    while status.get("cycles", 0) < cycles:
+        assert serve.poll() is None, serve.stderr.read() if serve.stderr else ""
+        assert time.monotonic() < deadline, f"serve never ran {cycles} cycle(s)"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as r:
+                status = json.loads(r.read())
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return status

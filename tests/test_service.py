@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -26,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import thermoroute_in_process
+from tests.conftest import thermoroute_in_process, wait_for_serve
 from thermoroute import service_log
 from thermoroute.cluster import discover, serve_fleet
 from thermoroute.options import RunOptions
@@ -333,17 +332,7 @@ def test_serve_logs_json_lines_that_agree_with_its_status(
         env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        status: dict[str, Any] = {}
-        while status.get("cycles", 0) < 2:  # the first plan, then a kept cycle
-            assert serve.poll() is None, serve.stderr.read() if serve.stderr else ""
-            assert time.monotonic() < deadline, "serve never ran two cycles"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as r:
-                    status = json.loads(r.read())
-            except OSError:
-                pass
-            time.sleep(0.1)
+        status = wait_for_serve(serve, port, 2)  # the first plan, then a kept cycle
         screen = thermoroute_in_process("status", "--address", f"127.0.0.1:{port}", cwd=tmp_path)
         serve.send_signal(signal.SIGTERM)
         _, stderr = serve.communicate(timeout=60)

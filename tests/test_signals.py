@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for_serve
+
 REPO = Path(__file__).resolve().parents[1]
 # The console script's own entry point (it takes SIGTERM before importing the rest).
 CLI = [sys.executable, "-c", "from thermoroute.console import main; main()"]
@@ -120,9 +122,7 @@ def test_sigterm_stops_a_run_and_leaves_nothing(tmp_path: Path, phase: str) -> N
 def test_sigterm_ends_serve_after_its_cycle(tmp_path: Path, tiny_scenario_dir: Path) -> None:
     """serve on SIGTERM: the cycle ends (or is abandoned), the fleet closes, exit 143; its
     log says it started, what its cycle did and that it shuts down."""
-    import json
     import socket
-    import urllib.request
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -134,17 +134,7 @@ def test_sigterm_ends_serve_after_its_cycle(tmp_path: Path, tiny_scenario_dir: P
         env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while True:  # until the first cycle's plan is served
-            assert serve.poll() is None, serve.stderr.read() if serve.stderr else ""
-            assert time.monotonic() < deadline, "serve never published a plan"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as r:
-                    if json.loads(r.read())["cycles"] >= 1:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.2)
+        wait_for_serve(serve, port, 1)  # the first cycle's plan is served
         serve.send_signal(signal.SIGTERM)
         _, stderr = serve.communicate(timeout=60)
     finally:
