@@ -389,66 +389,63 @@ def simulate(
     started_ray = launch.executor == "ray" and ensure_ray(launch.address)
     try:
         coordinator, close = open_fleet(0, horizon)
-    except BaseException:
-        if started_ray and launch.shutdown:
-            stop_ray()
-        raise
-    windows = RecedingWindows()
-    log: list[SimulationStep] = []
-    try:
-        for h in range(span if drain else n_steps):
-            draining = h >= n_steps
-            if draining and all(book.empty() for book in books):
-                break
-            # Draining, the horizon ends at the deadline; before, it is a full one.
-            steps_h = span - h if draining else horizon
-            if not draining:
-                for book in (plan, base):
-                    book.backlog.arrive(h)
-            view_h = horizon_view(window(h, steps_h), forecaster, plan.backlog, horizon - 1)
-            if draining:
-                close()
-                coordinator, close = open_fleet(h, steps_h)
-            elif h:
-                coordinator.shift_fleet(1)
-            # A drain step's fleet is new and its horizon shorter: it starts cold.
-            start_from = windows.open(coordinator, view_h, h, warm=warm and not draining)
-            t0 = time.perf_counter()
-            outcome = coordinator.run(warm_start=start_from)
-            solve_s = time.perf_counter() - t0
-            windows.remember(outcome, h)
-            step_truth = truth.window(h, 1)
-            demand = view.demand_rps[:, ~defer, h] * view.step_seconds
-            sched = outcome.outputs.schedule
-            if sched.n is None:
-                raise RuntimeError(
-                    "the sites did not share their active GPUs, which the simulation charges"
+        windows = RecedingWindows()
+        log: list[SimulationStep] = []
+        try:
+            for h in range(span if drain else n_steps):
+                draining = h >= n_steps
+                if draining and all(book.empty() for book in books):
+                    break
+                # Draining, the horizon ends at the deadline; before, it is a full one.
+                steps_h = span - h if draining else horizon
+                if not draining:
+                    for book in (plan, base):
+                        book.backlog.arrive(h)
+                view_h = horizon_view(window(h, steps_h), forecaster, plan.backlog, horizon - 1)
+                if draining:
+                    close()
+                    coordinator, close = open_fleet(h, steps_h)
+                elif h:
+                    coordinator.shift_fleet(1)
+                # A drain step's fleet is new and its horizon shorter: it starts cold.
+                start_from = windows.open(coordinator, view_h, h, warm=warm and not draining)
+                t0 = time.perf_counter()
+                outcome = coordinator.run(warm_start=start_from)
+                solve_s = time.perf_counter() - t0
+                windows.remember(outcome, h)
+                step_truth = truth.window(h, 1)
+                demand = view.demand_rps[:, ~defer, h] * view.step_seconds
+                sched = outcome.outputs.schedule
+                if sched.n is None:
+                    raise RuntimeError(
+                        "the sites did not share their active GPUs, which the simulation charges"
+                    )
+                objective = plan.apply(step_truth, sched.x, sched.n, demand, defer)
+                base_objective = math.nan
+                if baseline is not None:
+                    plan_scenario = replace(
+                        truth.window(h, steps_h),
+                        demand_rps=view_h.demand_rps,
+                        batch_requests=np.where(defer[None, :], base.backlog.backlog, 0.0),
+                    )
+                    planned = baselines.temperature_unaware(plan_scenario)
+                    base_objective = base.apply(step_truth, planned.x, planned.n, demand, defer)
+                row = SimulationStep(
+                    step=h,
+                    time=view.times[h],
+                    iterations=outcome.iterations,
+                    converged=outcome.converged,
+                    objective_aud=objective,
+                    baseline_objective_aud=base_objective,
+                    solve_s=solve_s,
+                    drain=draining,
                 )
-            objective = plan.apply(step_truth, sched.x, sched.n, demand, defer)
-            base_objective = math.nan
-            if baseline is not None:
-                plan_scenario = replace(
-                    truth.window(h, steps_h),
-                    demand_rps=view_h.demand_rps,
-                    batch_requests=np.where(defer[None, :], base.backlog.backlog, 0.0),
-                )
-                planned = baselines.temperature_unaware(plan_scenario)
-                base_objective = base.apply(step_truth, planned.x, planned.n, demand, defer)
-            row = SimulationStep(
-                step=h,
-                time=view.times[h],
-                iterations=outcome.iterations,
-                converged=outcome.converged,
-                objective_aud=objective,
-                baseline_objective_aud=base_objective,
-                solve_s=solve_s,
-                drain=draining,
-            )
-            log.append(row)
-            if progress is not None:
-                progress(row)
+                log.append(row)
+                if progress is not None:
+                    progress(row)
+        finally:
+            close()
     finally:
-        close()
         if started_ray and launch.shutdown:
             stop_ray()
     return SimulationResult(
