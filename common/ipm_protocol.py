@@ -12,29 +12,38 @@ Rounds of one iteration
     layout's :class:`~thermoroute.common.schur_pattern.SchurPattern`), the predictor right-hand side
     ``A K⁻¹ g_aff``, served demand ``A ξ``, the complementarity ``ξᵀz + sᵀw`` and its
     number of pairs, their objective (the fleet's is the sum; the duality gap is measured
-    against it), and a count of sites whose dual residual is not yet small.
+    against it), a count of sites whose dual residual is not yet small, and what cleaning
+    the iterate would do: per row, the flow each site would drop below the cleaning
+    threshold and how much more its remaining flows could carry (their share of its spare
+    capacity). The last ``newton`` round of a run is thereby also its cleaning round.
 ``predict``
     with the predictor price step: a histogram of the sites' longest feasible steps
     (:data:`STEP_GRID`), the coefficients of the predicted complementarity (a quadratic in
     the step), and the corrector right-hand side as ``rhs0 + σμ · rhs1``.
 ``correct``
     with the final price step and ``σμ``: the histogram of feasible steps again.
-``centre`` and ``recentred`` (Gondzio's centrality correctors, optional)
+``centre`` and ``recentred`` (Gondzio's centrality correctors, opt-in)
     with a trial step longer than the one found, the sites send the right-hand side of a
     correction that pushes the complementarity products at the trial step back into a box
     around ``σμ``; with its price step, the histogram of the corrected direction's steps. The
     coordinator keeps the correction if it lengthens the step enough, and says so in the
     next request (``accept_correction``).
-``clean``
-    after convergence: per row, the flow each site drops below the cleaning threshold and
-    how much more its remaining flows could carry (their share of its spare capacity).
 ``finish``
-    the per-row factors that put the dropped flow back; no answer but an acknowledgement.
+    the per-row factors that put the dropped flow back. Posted without waiting for an
+    answer: the calls that follow (the final reports) reach each group after it.
 
-Before the first round each group answers the run's start (:class:`IpmStart`) with the
-count of its sites whose model v1.1 limits span several steps (a daily water allowance):
-if the fleet's count is not zero the Schur complement is sent on the pattern across steps
-(:class:`thermoroute.common.schur_pattern.SchurPattern`), which ``newton`` requests then say.
+Each of ``newton``, ``predict`` and ``correct`` carries a decision only the coordinator can
+take (a solve with the fleet's Schur complement, Mehrotra's ``σ``, the fleet's step length),
+so an iteration needs all three; the step itself and the cleaning ride on them
+(docs/model.md §13).
+
+Each run opens with one exchange (:class:`IpmStart`): the sites start and answer their
+first ``newton`` round with it (phase ``open``), together with the count of their sites
+whose model v1.1 limits span several steps (a daily water allowance). If that count is not
+zero the Schur complement must be sent on the pattern across steps
+(:class:`thermoroute.common.schur_pattern.SchurPattern`): the coordinator then asks for the
+first ``newton`` round again on that pattern, and every later request says so. A group
+that rejoins after a crash answers a plain ``start`` (the count only).
 
 Step lengths are a minimum over sites, which a sum cannot give; the sites send instead, for
 every step on a fixed grid, whether it is infeasible for them. The sum counts the sites
@@ -50,7 +59,7 @@ import numpy as np
 
 from thermoroute.common.secure_aggregation import MaskingSetup
 
-Phase = Literal["start", "newton", "predict", "correct", "centre", "recentred", "clean", "finish"]
+Phase = Literal["open", "start", "newton", "predict", "correct", "centre", "recentred", "finish"]
 
 #: A number per answered phase, for the masks' nonces ``(IpmRequest.sequence, round id)``.
 ROUND_IDS: dict[str, int] = {
@@ -59,8 +68,8 @@ ROUND_IDS: dict[str, int] = {
     "correct": 2,
     "centre": 3,
     "recentred": 4,
-    "clean": 5,
     "start": 6,
+    "open": 7,
 }
 
 
@@ -95,24 +104,27 @@ def longest_free_step(blocked: np.ndarray) -> float:
 def round_fields(phase: Phase, n_rows: int, pattern_size: int) -> tuple[tuple[str, int], ...]:
     """``(name, length)`` of every field a group sends in ``phase``, in packing order."""
     grid = STEP_GRID.size
+    newton = (
+        ("schur", pattern_size),
+        ("rhs", n_rows),
+        ("served", n_rows),
+        ("complementarity", 1),
+        ("pairs", 1),
+        ("objective", 1),
+        ("dual_pending", 1),
+        ("dropped", n_rows),
+        ("absorb", n_rows),
+    )
     if phase == "newton":
-        return (
-            ("schur", pattern_size),
-            ("rhs", n_rows),
-            ("served", n_rows),
-            ("complementarity", 1),
-            ("pairs", 1),
-            ("objective", 1),
-            ("dual_pending", 1),
-        )
+        return newton
+    if phase == "open":
+        return (("across_steps", 1), *newton)
     if phase == "predict":
         return (("blocked", grid), ("poly", 3), ("rhs0", n_rows), ("rhs1", n_rows))
     if phase in ("correct", "recentred"):
         return (("blocked", grid),)
     if phase == "centre":
         return (("rhs", n_rows),)
-    if phase == "clean":
-        return (("dropped", n_rows), ("absorb", n_rows))
     if phase == "start":
         return (("across_steps", 1),)
     return ()
@@ -173,6 +185,8 @@ class IpmStart:
     run_id : str
     share : ndarray (m,)
         ``b_r / |S_r|``: each site starts serving an equal share of every row it can serve.
+    demand : ndarray (m,)
+        Scaled demand ``b``: the cleaning threshold of each row (``clean_share · |b_r|``).
     prices : ndarray (m,)
         Initial ``λ`` (zero cold; a shifted previous solution warm).
     settings : IpmSiteSettings
@@ -181,7 +195,8 @@ class IpmStart:
         sends sums in the clear (the coordinator then sees every group's sum).
     resume : bool
         After a group crashed and rejoined: groups holding an iterate keep it (only the new
-        keys apply); the restarted group starts cold at ``prices``.
+        keys apply); the restarted group starts cold at ``prices``. Answered ``start``; a
+        fresh start is answered ``open`` (with the first ``newton`` round).
     warm : bool
         Receding horizon: every site starts from the iterate it kept in the previous run
         (shifted with the horizon), cold where it has none.
@@ -192,6 +207,7 @@ class IpmStart:
 
     run_id: str
     share: np.ndarray
+    demand: np.ndarray
     prices: np.ndarray
     settings: IpmSiteSettings
     masking: dict[int, MaskingSetup] | None = None
@@ -223,8 +239,6 @@ class IpmRequest:
     snapshot : bool
         ``predict``: every site keeps its current iterate to warm-start the next horizon
         (the coordinator keeps its prices of the same iterate).
-    demand : ndarray (m,) or None
-        ``clean``: scaled demand ``b`` (to set the threshold of each row).
     factors : ndarray (m,) or None
         ``finish``: per row, the share of its allowance each flow grows by; on a restored
         row, the factor of every flow.
@@ -247,7 +261,6 @@ class IpmRequest:
     sigma_mu: float = 0.0
     accept_correction: bool = False
     snapshot: bool = False
-    demand: np.ndarray | None = None
     factors: np.ndarray | None = None
     restore: np.ndarray | None = None
     sequence: int = 0

@@ -123,6 +123,8 @@ class Fleet(Protocol):
         self, call: GroupCall, message: object, *, indexed: bool = False
     ) -> list[object]: ...
 
+    def post(self, call: GroupCall, message: object) -> None: ...
+
     def answer_seconds(self) -> dict[str, float]: ...
 
     def recover(self, groups: Sequence[int]) -> None: ...
@@ -294,6 +296,10 @@ class InlineFleet:
             answers.append(self._seen(call, g, answer))
         return answers
 
+    def post(self, call: GroupCall, message: object) -> None:
+        """:meth:`broadcast` whose answers nobody waits for (here: done by the time it returns)."""
+        self.broadcast(call, message)
+
     def answer_seconds(self) -> dict[str, float]:
         """Seconds each site's group took to answer the last call (:class:`FleetReply`)."""
         return {
@@ -422,6 +428,8 @@ class RayFleet:
         self._window: tuple[int, datetime | str | None] = (0, None)
         #: Seconds each group took to answer the last call it answered in time.
         self._answer_s: dict[int, float] = {}
+        #: Calls posted (:meth:`post`) whose answers the next broadcast checks.
+        self._posted: tuple[str, list[_Ref]] | None = None
 
     @property
     def site_ids(self) -> tuple[str, ...]:
@@ -728,10 +736,35 @@ class RayFleet:
             self._answer_s = dict(enumerate(seconds))
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as error:
             raise self._round_failed(call, refs, error) from error
+        self._check_posted()
         if self.tap is not None:
             for g, answer in enumerate(answers):
                 self.tap(call, g, answer)
         return answers
+
+    def post(self, call: GroupCall, message: object) -> None:
+        """Call ``call(message)`` on every group without waiting for the answers.
+
+        Calls from this process to one actor run in the order they were sent, so the next
+        broadcast's calls run after these; it checks their answers once its own have come
+        (a posted call costs no round trip of its own).
+        """
+        import ray
+
+        ref = ray.put(message)
+        self._posted = (call, [getattr(h, call).remote(ref) for h in self.handles])
+
+    def _check_posted(self) -> None:
+        """The answers of the last posted calls (done: later calls to each actor are), or
+        the error of one that failed."""
+        if self._posted is None:
+            return
+        call, refs = self._posted
+        self._posted = None
+        answers = self._get(refs, self.timeout_s)
+        if self.tap is not None:
+            for g, answer in enumerate(answers):
+                self.tap(call, g, answer)
 
     def _round_failed(self, call: str, refs: list[_Ref], error: Exception) -> RoundFailed:
         """The failure of a round that did not complete: groups later than the setup

@@ -5,13 +5,13 @@ with ``ξ_i ≥ 0`` and its capacity ``H_i ξ_i ≤ cap_i``. A primal–dual int
 predictor–corrector eliminates every site's variables at the site
 (:mod:`thermoroute.site_agent.ipm`), so the coordinator works only in the ``m`` coupling rows —
 ``m`` does not grow with the number of sites. Per iteration, three rounds
-(:mod:`thermoroute.common.ipm_protocol`):
+(:mod:`thermoroute.common.ipm_protocol`; docs/model.md §13 says why none can go):
 
 1. ``newton``: the sites take the last step, then send (summed, masked)
-   ``S = Σ A_i K_i⁻¹ A_iᵀ``, ``Σ A_i K_i⁻¹ g_aff``, ``Σ A_i ξ_i``, the complementarity and the
-   count of sites whose dual residual is not small. The coordinator tests for convergence,
-   factorises ``S`` (``m × m``, dense Cholesky) and solves the predictor
-   ``S Δλ_aff = r_c + Σ A K⁻¹ g_aff``.
+   ``S = Σ A_i K_i⁻¹ A_iᵀ``, ``Σ A_i K_i⁻¹ g_aff``, ``Σ A_i ξ_i``, the complementarity, the
+   count of sites whose dual residual is not small, and what cleaning the iterate would
+   drop. The coordinator tests for convergence, factorises ``S`` (``m × m``, dense
+   Cholesky) and solves the predictor ``S Δλ_aff = r_c + Σ A K⁻¹ g_aff``.
 2. ``predict``: with ``Δλ_aff``, the sites send the histogram of their feasible steps, the
    coefficients of the predicted complementarity and the corrector right-hand side as
    ``rhs0 + σμ·rhs1``; the coordinator sets Mehrotra's ``σ = (μ_aff/μ)³`` and solves
@@ -19,6 +19,10 @@ predictor–corrector eliminates every site's variables at the site
 3. ``correct``: with ``Δλ`` and ``σμ``, the sites send the histogram of feasible steps of the
    combined direction; the coordinator takes ``α = η · (the longest step nobody blocks)``
    and ``λ ← λ + αΔλ``. The sites take the step at the start of the next ``newton`` round.
+
+The run opens with one exchange that starts the sites and carries the first ``newton``
+round (phase ``open``), so a run of ``k`` iterations takes ``3k`` rounds after it (Gondzio's
+centrality correctors, opt-in, add two per corrector tried).
 
 Stopping test, from what the coordinator may see: ``‖Σ A ξ − b‖ ≤ ε_abs √m + ε_rel ‖b‖``, no
 site with a large dual residual (``‖r_d,i‖∞ ≤ ε_rel max(1, ‖c_i‖∞)``, a yes/no counted by
@@ -28,9 +32,11 @@ no step of at least :data:`STALL_STEP` is feasible (round-off near the boundary)
 run, not converged, at the current iterate.
 
 After convergence the interior point leaves a tiny flow on every allowed pair. The sites
-drop the flows below ``clean_share`` (1e-4) of their row's demand and report what they
-dropped per row (a sum); the coordinator sends per-row factors ``b_r / (Σ served − dropped)``
-that put that flow — and the last residual — back on the remaining servers of each row.
+drop the flows below ``clean_share`` (1e-4) of their row's demand: every ``newton`` round
+says what they would drop per row (a sum), so the last one is the cleaning round; the
+coordinator posts per-row factors ``b_r / (Σ served − dropped)`` that put that flow — and the
+last residual — back on the remaining servers of each row, without waiting for an answer
+(the final reports that follow reach every group after it).
 
 Shadow prices are ``λ``: ``∇f_i + A_iᵀλ = z_i ≥ 0``, so one more scaled unit of demand on a
 row costs ``−λ_r`` at the optimum.
@@ -56,6 +62,7 @@ from thermoroute.common.ipm_protocol import (
     IpmRequest,
     IpmSiteSettings,
     IpmStart,
+    Phase,
     longest_free_step,
     unpack,
 )
@@ -83,9 +90,11 @@ SITE_BEGIN = MethodBegin(NAME, "thermoroute.site_agent.ipm:begin_interior_point"
 #: (scaled units, rows of order one), and in a warm run not before iteration
 #: WARM_RECENTRE_ITERATIONS (before, it holds the shifted start: kept again, the starts
 #: drift). Measured on a day of australia with the default forecasts (each hour's forecasts
-#: differ): median iterations per step 11 at (5e-3, 2), 8 at (2e-2, 1), 7 at (3e-2, 1),
-#: 8 at (5e-2, 1), 11.5 at (2e-2, 0); cold 10. Closer to the boundary the next horizon's
-#: changed data leave the start badly centred.
+#: differ), with two Gondzio correctors: median iterations per step 11 at (5e-3, 2), 8 at
+#: (2e-2, 1), 7 at (3e-2, 1), 8 at (5e-2, 1), 11.5 at (2e-2, 0); cold 10. Without them (the
+#: default): 9 at (3e-2, 1) and (1e-1, 1), 10 at (1e-2, 1), (2e-2, 1), (5e-2, 1) and
+#: (3e-2, 2), 11 at (3e-2, 0); cold 12. Closer to the boundary the next horizon's changed
+#: data leave the start badly centred.
 WARM_START_MU = 3e-2
 WARM_RECENTRE_ITERATIONS = 1
 
@@ -121,8 +130,10 @@ class IpmSettings:
         reads only fleet sums. Off only to measure what masking costs.
     centrality_correctors : int
         Gondzio's correctors tried per iteration (two rounds each; a correction is kept only
-        when it lengthens the step by ``GONDZIO_GAIN · GONDZIO_STEP``). They cut the
-        iterations of large fleets, whose iterates lose centrality (BENCHMARKS.md).
+        when it lengthens the step by ``GONDZIO_GAIN · GONDZIO_STEP``). None by default:
+        they save a few iterations (``australia`` 12 → 10, 1,000 sites ~50 → 44) but each
+        costs two rounds, and across a WAN a round costs a round trip, so the decision
+        takes longer with them (``australia``: 37 rounds without, 72 with; BENCHMARKS.md).
     clean_share : float
         Flows below this share of their row's demand are dropped and their volume put back
         on the row's other servers before the schedule is written.
@@ -142,7 +153,7 @@ class IpmSettings:
     step_fraction: float = 0.99
     secure_aggregation: bool = True
     clean_share: float = 1e-4
-    centrality_correctors: int = 2
+    centrality_correctors: int = 0
     solve_timeout_s: float = 120.0
     agent_restarts: int = 3
     time_limit_s: float | None = None
@@ -231,6 +242,8 @@ class IpmResult:
     cleaning: dict[str, float] = field(default_factory=dict)
     rejoins: int = 0
     rounds: int = 0
+    #: Every exchange the run waited on: its rounds, and two per (re)start (keys, start).
+    round_trips: int = 0
     values_per_group: int = 0
     warm_prices: np.ndarray | None = None
     timing: dict[str, float] = field(default_factory=dict)
@@ -298,8 +311,10 @@ class DistributedInteriorPoint:
         self._crashed: list[str] = []
         #: Seconds each site's group spent answering the current iteration's rounds.
         self._answer_s: dict[str, float] = {}
-        #: Answered rounds, and the values one group sent in them (its message sizes).
+        #: Answered rounds, and the values one group sent in them (its message sizes); the
+        #: exchanges that open a run (keys, then the start) are counted apart.
         self.rounds = 0
+        self.opening_exchanges = 0
         self.values_per_group = 0
         #: Rounds sent in this run, answered or not: each request's mask nonce.
         self._sequence = 0
@@ -336,16 +351,23 @@ class DistributedInteriorPoint:
             return unmask_sum([a.values for a in answers])
         return np.sum([a.values for a in answers], axis=0)
 
-    def _begin(self, fleet: Fleet, *, resume: bool = False) -> None:
+    def _begin(self, fleet: Fleet, *, resume: bool = False) -> dict[str, np.ndarray] | None:
         """Fresh keys, relayed to each group's neighbours; the starting point (``resume``:
-        only the groups without an iterate start; the others keep theirs)."""
+        only the groups without an iterate start; the others keep theirs).
+
+        A fresh start is answered with the first ``newton`` round (``open``), returned here;
+        ``None`` when that round must be asked again: a resumed run, or some site's limits
+        couple steps and the Schur complement must come on the pattern across steps.
+        """
         keys = fleet.begin(SITE_BEGIN, rejoin=resume)
+        self.opening_exchanges += 2  # the keys, then the start (below)
         masking = masking_setups(self.run_id, keys) if self.settings.secure_aggregation else None
         self.masked = masking is not None
         s = self.structure
         start = IpmStart(
             run_id=self.run_id,
             share=s.b / np.maximum(s.counts, 1),
+            demand=s.b,
             prices=self.prices,
             settings=self.settings.site_settings(),
             masking=masking,
@@ -355,12 +377,15 @@ class DistributedInteriorPoint:
         )
         self._sequence += 1
         answers = answers_of(fleet.broadcast("method_start", start, indexed=True), Aggregate)
+        phase: Phase = "start" if resume else "open"
+        opened = unpack(phase, self._fleet_sum(answers), s.n_rows, self.pattern.size)
         # Some site's limits couple steps (a daily water allowance): its Schur complement is
         # not within the per-step blocks. The count of such sites is all that arrives.
-        spans = unpack("start", self._fleet_sum(answers), s.n_rows, 0)["across_steps"][0]
-        across = bool(round(float(spans)) > 0)
+        across = bool(round(float(opened.pop("across_steps")[0])) > 0)
         if across != self.pattern.across_steps:
             self.pattern = SchurPattern(self._layout, across_steps=across)
+            return None
+        return opened or None
 
     def run(
         self,
@@ -382,10 +407,12 @@ class DistributedInteriorPoint:
         step = 0.0
         k = 0
         try:
-            self._begin(fleet)
+            newton = self._begin(fleet)
             while True:
                 try:
-                    row, newton = self._newton(fleet, k, step, eps_coupling)
+                    if newton is None:
+                        newton = self._newton(fleet, k, step)
+                    row = self._log(k, newton, eps_coupling)
                     converged = row.converged
                     out_of_time = cfg.time_limit_s is not None and (
                         time.perf_counter() - start > cfg.time_limit_s
@@ -398,14 +425,16 @@ class DistributedInteriorPoint:
                     row.elapsed_s = time.perf_counter() - start
                     self._notify(observers, row, dropped, on_iteration)
                     if stop:
-                        cleaning = self._clean(fleet, k + 1, newton["served"])
+                        cleaning = self._finish(fleet, k + 1, newton)
                         break
                     k += 1
+                    newton = None
                 except RoundFailed as failure:
                     # Retry the iteration once the groups are back (Ray restarted them);
                     # their sites start again from the current prices, the others keep
                     # their iterates. The retried newton round does not repeat a step.
                     self._rejoin(fleet, failure)
+                    newton = None
         except Exception:
             notify_all(observers, lambda o: o.on_state(self.run_id, RunState.FAILED), dropped)
             raise
@@ -422,16 +451,15 @@ class DistributedInteriorPoint:
             cleaning=cleaning,
             rejoins=self.rejoins,
             rounds=self.rounds,
+            round_trips=self.rounds + self.opening_exchanges,
             values_per_group=self.values_per_group,
             warm_prices=self.warm_prices if self.warm_prices is not None else self.prices.copy(),
             timing=dict(self.timing),
             across_steps=self.pattern.across_steps,
         )
 
-    def _newton(
-        self, fleet: Fleet, k: int, step: float, eps_coupling: float
-    ) -> tuple[IpmLog, dict[str, np.ndarray]]:
-        """The ``newton`` round of iteration ``k``: the sites take ``step``; the iterate's log."""
+    def _newton(self, fleet: Fleet, k: int, step: float) -> dict[str, np.ndarray]:
+        """The ``newton`` round of iteration ``k``: the sites take ``step`` first."""
         request = IpmRequest(
             k,
             "newton",
@@ -442,6 +470,10 @@ class DistributedInteriorPoint:
         )
         newton = self._round(fleet, request)
         self._accept_pending = False
+        return newton
+
+    def _log(self, k: int, newton: dict[str, np.ndarray], eps_coupling: float) -> IpmLog:
+        """Iterate ``k`` as its ``newton`` round describes it, with the stopping test."""
         b = self.structure.b
         gap = newton["served"] - b
         comp = float(newton["complementarity"][0])
@@ -467,7 +499,7 @@ class DistributedInteriorPoint:
             self.history[-1] = row  # a retried iteration replaces its first attempt
         else:
             self.history.append(row)
-        return row, newton
+        return row
 
     def _rejoin(self, fleet: Fleet, failure: RoundFailed) -> None:
         """Recover the failed groups, re-key every group, restart the failed groups' sites."""
@@ -559,16 +591,16 @@ class DistributedInteriorPoint:
             dlam, longest = dlam + correction, corrected
         return dlam, longest
 
-    def _clean(self, fleet: Fleet, iteration: int, served: np.ndarray) -> dict[str, float]:
-        """Drop tiny flows at the sites and put their volume back on each row's servers
-        (:func:`thermoroute.common.report_protocol.repair_factors`)."""
+    def _finish(
+        self, fleet: Fleet, iteration: int, newton: dict[str, np.ndarray]
+    ) -> dict[str, float]:
+        """Put the volume the last ``newton`` round says the sites drop back on each row's
+        servers (:func:`thermoroute.common.report_protocol.repair_factors`), posted."""
         b = self.structure.b
-        answer = self._round(fleet, IpmRequest(iteration, "clean", demand=b))
-        dropped = answer["dropped"]
-        factors, restore = repair_factors(b, served, dropped, answer["absorb"])
-        fleet.broadcast(
-            "method_round", IpmRequest(iteration, "finish", factors=factors, restore=restore)
-        )
+        dropped = newton["dropped"]
+        factors, restore = repair_factors(b, newton["served"], dropped, newton["absorb"])
+        finish = IpmRequest(iteration, "finish", factors=factors, restore=restore)
+        fleet.post("method_round", finish)
         return {
             "clean_share": self.settings.clean_share,
             "dropped_total": float(dropped.sum()),
@@ -733,6 +765,7 @@ class InteriorPointMethod:
                 "rejoins": result.rejoins,
                 "schur_across_steps": result.across_steps,
                 "rounds": result.rounds,
+                "round_trips": result.round_trips,
                 "bytes_per_group_per_iteration": round(result.bytes_per_group_iteration),
                 **result.cleaning,
             },

@@ -49,7 +49,6 @@ from thermoroute.common.ipm_protocol import (
     ROUND_IDS,
     Aggregate,
     IpmRequest,
-    IpmSiteSettings,
     IpmStart,
     Phase,
     blocked_steps,
@@ -212,7 +211,15 @@ class SiteInteriorPoint:
         return WarmPoint(self.xi.copy(), self.z.copy(), self.s.copy(), self.w.copy(),
                          self.qp.gpu_load.copy(), self.qp.steps)  # fmt: skip
 
-    def start_warm(self, point: WarmPoint, prices: np.ndarray, settings: IpmSiteSettings) -> bool:
+    def _adopt_start(self, message: IpmStart) -> None:
+        """What every start takes from the coordinator's message: prices, settings and each
+        variable's cleaning threshold."""
+        self.prices = np.asarray(message.prices, dtype=float)[self.qp.support]
+        self.settings = message.settings
+        self._clean_threshold = message.settings.clean_share * np.abs(message.demand[self.rows])
+        self._direction = None
+
+    def start_warm(self, point: WarmPoint, message: IpmStart) -> bool:
         """Start from a kept iterate (already shifted); ``False`` if it does not fit.
 
         Converted to the new row scaling, then pulled below every local limit where the new
@@ -228,18 +235,17 @@ class SiteInteriorPoint:
         xi = xi * qp.room(xi, 0.98)
         self.xi, self.z, self.w = xi, z, point.w.copy()
         self.s = qp.row_caps - qp.rows(xi)
-        self.prices = np.asarray(prices, dtype=float)[qp.support]
-        self.settings = settings
-        self._direction = None
+        self._adopt_start(message)
         return True
 
-    def start(self, share: np.ndarray, prices: np.ndarray, settings: IpmSiteSettings) -> None:
+    def start(self, message: IpmStart) -> None:
         """A cold starting point: an equal share of every row, half of every local limit at
         most, and centred duals."""
         qp = self.qp
+        settings = message.settings
         # Flows serve an equal share of their row; GPUs powered beyond the load (v1.1, no
         # row) start at a tenth of the site's.
-        xi = np.maximum(np.where(qp.coefficient > 0, share[self.rows], 0.1), 1e-6)
+        xi = np.maximum(np.where(qp.coefficient > 0, message.share[self.rows], 0.1), 1e-6)
         xi = xi * qp.room(xi, 0.5)
         self.xi = xi
         self.s = qp.row_caps - qp.rows(xi)
@@ -253,9 +259,7 @@ class SiteInteriorPoint:
         mu0 = float(np.mean(xi * z))
         self.z = np.maximum(z, mu0 / xi)
         self.w = np.maximum(w, mu0 / self.s)
-        self.prices = np.asarray(prices, dtype=float)[qp.support]
-        self.settings = settings
-        self._direction = None
+        self._adopt_start(message)
 
     def _scatter(self, values: np.ndarray) -> np.ndarray:
         """Support-row values into a global vector of ``m`` rows."""
@@ -343,7 +347,9 @@ class SiteInteriorPoint:
         return schur
 
     def newton(self) -> dict[str, np.ndarray]:
-        """The site's Schur contribution, predictor right-hand side and progress figures."""
+        """The site's Schur contribution, predictor right-hand side and progress figures,
+        and what cleaning this iterate would drop (:meth:`clean`): the last ``newton`` round
+        is the run's cleaning round too."""
         qp = self.qp
         r_d = qp.gradient(self.xi) + (qp.coefficient * self.prices[qp.position])
         r_d += qp.rows_transpose(self.w) - self.z
@@ -376,6 +382,7 @@ class SiteInteriorPoint:
             "pairs": np.array([float(qp.n + self.s.size)]),
             "objective": np.array([qp.objective(self.xi)]),
             "dual_pending": np.array([pending]),
+            **self.clean(),
         }
 
     def _rhs_vector(self, r_xz: np.ndarray, r_sw: np.ndarray) -> np.ndarray:
@@ -471,7 +478,7 @@ class SiteInteriorPoint:
             self._direction = self._candidate
             self._candidate = None
 
-    def clean(self, demand: np.ndarray) -> dict[str, np.ndarray]:
+    def clean(self) -> dict[str, np.ndarray]:
         """Drop flows below ``clean_share`` of their row's demand; report per row what was
         dropped and how much more the remaining flows could carry
         (:func:`thermoroute.site_agent.cleaning.drop_small_flows`).
@@ -479,8 +486,7 @@ class SiteInteriorPoint:
         The iterate itself changes only in :meth:`finish` (a round repeated after a crash
         starts from it again).
         """
-        threshold = self.settings.clean_share * np.abs(np.asarray(demand)[self.rows])
-        self._cleaning = drop_small_flows(self.qp, self.xi, threshold)
+        self._cleaning = drop_small_flows(self.qp, self.xi, self._clean_threshold)
         return {
             "dropped": self._scatter(self._cleaning.dropped),
             "absorb": self._scatter(self._cleaning.absorb),
@@ -555,7 +561,9 @@ class GroupInteriorPoint:
         iterate already (a group that rejoined after another one crashed keeps its own).
 
         Answers the (masked) count of its sites whose limits span several steps, from which
-        the coordinator picks the run's Schur pattern.
+        the coordinator picks the run's Schur pattern; a fresh start (``open``) also the first
+        ``newton`` round, on the pattern within steps (the coordinator asks again if some site
+        spans steps).
         """
         setup = None if message.masking is None else message.masking.get(group_index)
         self._masked = setup is not None
@@ -566,12 +574,25 @@ class GroupInteriorPoint:
         if not (message.resume and self.started):
             warm = self.warm if message.warm and self.warm is not None else [None] * len(self.sites)
             for site, point in zip(self.sites, warm, strict=True):
-                if point is None or not site.start_warm(point, message.prices, message.settings):
-                    site.start(message.share, message.prices, message.settings)
+                if point is None or not site.start_warm(point, message):
+                    site.start(message)
             self.warm = None
             self._newton_iteration = -1
-        spans = sum(bool(site.qp.limits and site.qp.limits.spans_steps) for site in self.sites)
-        return self._answer(-1, "start", message.sequence, np.array([float(spans)]))
+        spans = np.array([sum(bool(s.qp.limits and s.qp.limits.spans_steps) for s in self.sites)])
+        if message.resume:
+            return self._answer(-1, "start", message.sequence, spans.astype(float))
+        pattern = self._pattern(False)
+        for site in self.sites:
+            site.use_pattern(pattern)
+        summed = self._summed([site.newton() for site in self.sites])
+        self._newton_iteration = 0
+        flat = pack("open", {"across_steps": spans, **summed}, self.n_rows, pattern.size)
+        return self._answer(0, "open", message.sequence, flat)
+
+    @staticmethod
+    def _summed(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """The hosted sites' answers summed field by field."""
+        return {name: reduce(np.add, [p[name] for p in parts]) for name in parts[0]}
 
     def _answer(self, iteration: int, phase: Phase, sequence: int, flat: np.ndarray) -> Aggregate:
         """The group's sum, masked when the run says so."""
@@ -612,9 +633,6 @@ class GroupInteriorPoint:
             elif phase == "recentred":
                 assert request.price_step is not None
                 parts.append(site.recentred(request.price_step))
-            elif phase == "clean":
-                assert request.demand is not None
-                parts.append(site.clean(request.demand))
             elif phase == "finish":
                 assert request.factors is not None and request.restore is not None
                 site.finish(request.factors, request.restore)
@@ -628,7 +646,7 @@ class GroupInteriorPoint:
             for adopt, site in zip(self._adopt, self.sites, strict=True):
                 adopt(site.xi)
             return Aggregate(request.iteration, phase, np.zeros(0))
-        summed = {name: reduce(np.add, [p[name] for p in parts]) for name in parts[0]}
+        summed = self._summed(parts)
         pattern_size = self._pattern(request.across_steps).size
         flat = pack(phase, summed, self.n_rows, pattern_size)
         return self._answer(request.iteration, phase, request.sequence, flat)

@@ -252,8 +252,9 @@ def test_interior_point_messages_are_masked_and_look_uniform(
 
 
 def test_masked_sums_equal_the_plain_sums(tiny_scenario: Scenario, tmp_path: Path) -> None:
-    """The first round of a run starts from the same point whatever the keys: its masked
-    answers sum to exactly the correctly rounded sum of the plain ones."""
+    """The first round of a run (``open``: the start and the first ``newton`` round) starts
+    from the same point whatever the keys: its masked answers sum to exactly the correctly
+    rounded sum of the plain ones."""
     import math
 
     from thermoroute.common.secure_aggregation import unmask_sum
@@ -267,8 +268,8 @@ def test_masked_sums_equal_the_plain_sums(tiny_scenario: Scenario, tmp_path: Pat
     plain = _check_ipm_messages(
         _ipm_messages(tiny_scenario, tmp_path / "plain", secure=False), site_ids
     )
-    first_masked = [m.values for _, m in masked if m.phase == "newton" and m.iteration == 0]
-    first_plain = [m.values for _, m in plain if m.phase == "newton" and m.iteration == 0]
+    first_masked = [m.values for _, m in masked if m.phase == "open"]
+    first_plain = [m.values for _, m in plain if m.phase == "open"]
     assert len(first_masked) == len(first_plain) == len(tiny_scenario.sites)
     assert not any(m.masked for _, m in plain)
     exact = np.array([math.fsum(col) for col in zip(*first_plain, strict=True)])
@@ -282,7 +283,8 @@ def test_plant_limits_leave_their_sites_only_as_a_masked_count(
 ) -> None:
     """Model v1.1: a site's derating, grid limit and water allowance shape its masked sums
     and nothing else; the coordinator learns only how many sites' limits span steps (the
-    start's answer, a fleet sum) and whether the run uses the pattern across steps."""
+    first field of the opening answer, a fleet sum) and whether the run uses the pattern
+    across steps."""
     from thermoroute.common.secure_aggregation import unmask_sum
 
     limits = {"grid_limit_kw": 4321.0625, "water_cap_l_per_day": 98765.4375}
@@ -303,11 +305,11 @@ def test_plant_limits_leave_their_sites_only_as_a_masked_count(
         root.mkdir()
         messages = _ipm_messages(plant, root, secure=secure)
         rounds = _check_ipm_messages(messages, site_ids)
-        starts = [m for _, m in rounds if m.phase == "start"]
+        starts = [m for _, m in rounds if m.phase == "open"]
         assert len(starts) == len(plant.sites)
         if secure:
             assert all(m.masked for _, m in rounds if m.phase != "finish")
-            assert unmask_sum([m.values for m in starts]).tolist() == [1.0]
+            assert unmask_sum([m.values for m in starts])[0] == 1.0
         else:
             # In the clear each group (one site here) says whether its limits span steps.
             assert sorted(float(m.values[0]) for m in starts) == [0.0, 0.0, 1.0]

@@ -114,9 +114,13 @@ def test_a_masker_never_masks_twice_under_one_nonce() -> None:
     assert first.shape == (2, 8)
 
 
-def test_interior_point_rounds_mask_under_distinct_nonces(tiny_scenario_dir: Path) -> None:
-    """Every round of a run (Gondzio's two correctors give two ``centre`` rounds in one
-    iteration) carries its own sequence number, so no group ever reuses a nonce."""
+@pytest.mark.parametrize("correctors", [0, 2])
+def test_interior_point_rounds_mask_under_distinct_nonces(
+    tiny_scenario_dir: Path, correctors: int
+) -> None:
+    """Every round of a run (the opening exchange; Gondzio's two correctors give two
+    ``centre`` rounds in one iteration) carries its own sequence number, so no group ever
+    reuses a nonce."""
     from dataclasses import replace
 
     from thermoroute.coordinator.ipm import IpmSettings
@@ -133,12 +137,16 @@ def test_interior_point_rounds_mask_under_distinct_nonces(tiny_scenario_dir: Pat
     try:
         run = solve_distributed(
             tiny_scenario_dir, executor="inline",
-            settings=replace(IpmSettings(), centrality_correctors=2),
+            settings=replace(IpmSettings(), centrality_correctors=correctors),
         )  # fmt: skip
     finally:
         PairwiseMasker.mask = original  # type: ignore[method-assign]
     assert run.converged and seen
     assert len(set(seen)) == len(seen)
+    # Every answered exchange is masked: one message per group for each round, the opening
+    # exchange and the final report.
+    stats = run.outcome.run.extra_stats
+    assert len(seen) == len(run.groups) * (stats["rounds"] + 2)
 
 
 def test_a_masker_needs_its_neighbours_keys_first() -> None:
