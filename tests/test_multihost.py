@@ -230,8 +230,8 @@ def running_cluster(
 @pytest.fixture(scope="module")
 def cluster(tiny_split_source: tuple[Path, dict[str, str]]) -> Iterator[Cluster]:
     """The tiny fleet's cluster: each site's host at its city, the head in Sydney; the WAN's
-    delays off but in the test that measures them (the others would take minutes longer
-    across Australia and check nothing of latency)."""
+    delays off but in the test that measures them (the others check nothing of latency and
+    would only wait for it)."""
     reason = netns_unavailable_reason()
     if reason is not None:
         pytest.skip(f"multi-host test needs network namespaces: {reason}")
