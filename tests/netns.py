@@ -10,6 +10,10 @@ bind-mounted at the paths a real VM would have them. The view is rebuilt identic
 each command, so all processes of a host (``ray start``'s daemons and their workers
 included) see the same files.
 
+In WAN mode (``VirtualNetwork(wan=True)``) there is no bridge: each host is placed in a city
+and its ``eth0`` is a TUN device of the user-space WAN switch of :mod:`tests.wan`, which
+delays every packet by half the round-trip time between the two hosts' cities.
+
 Cleanup is strictly by process id and namespace: :meth:`VirtualNetwork.close` lists the
 processes of each namespace (``ip netns pids``), sends them SIGTERM, then SIGKILL after a
 deadline, and deletes the namespaces (which deletes their veth pairs and bridge). It never
@@ -25,10 +29,13 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from wan import WanSwitch
 
 __all__ = ["Host", "NetnsUnavailable", "VirtualNetwork", "netns_unavailable_reason"]
 
@@ -130,6 +137,9 @@ class Host:
         Its network namespace.
     ip : str
         Its address on the emulated network.
+    city : str or None
+        Where it is on the emulated WAN (a city of :data:`tests.wan.CITIES`); ``None`` on
+        the bridge.
     fresh : list of Path
         Directories replaced by an empty tmpfs first (roots of the host's own layout).
     dirs : list of Path
@@ -143,6 +153,7 @@ class Host:
     name: str
     netns: str
     ip: str
+    city: str | None = None
     fresh: list[Path] = field(default_factory=list)
     dirs: list[Path] = field(default_factory=list)
     binds: dict[Path, Path] = field(default_factory=dict)
@@ -172,9 +183,21 @@ class VirtualNetwork:
         The first three octets of the /24 used inside the namespaces.
     tag : str, optional
         Distinguishes namespaces of concurrent runs; default the current pid.
+    wan : bool
+        Hosts in cities on the emulated WAN (:mod:`tests.wan`) instead of one bridge.
+    control_dir : Path, optional
+        A private directory for the WAN switch's control socket (WAN mode only; default a
+        directory under /tmp named after the tag, removed by :meth:`close`).
     """
 
-    def __init__(self, subnet: str = "10.200.0", tag: str | None = None) -> None:
+    def __init__(
+        self,
+        subnet: str = "10.200.0",
+        tag: str | None = None,
+        *,
+        wan: bool = False,
+        control_dir: Path | None = None,
+    ) -> None:
         reason = netns_unavailable_reason()
         if reason is not None:
             raise NetnsUnavailable(reason)
@@ -185,16 +208,31 @@ class VirtualNetwork:
         self.hosts: dict[str, Host] = {}
         self._namespaces: list[str] = []
         self._add_netns(self.switch)
-        _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
-        _ip("-n", self.switch, "link", "set", "br0", "up")
+        self.wan: WanSwitch | None = None
+        self._control_dir: Path | None = None
+        if wan:
+            if control_dir is None:
+                control_dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{self.tag}-wan", dir="/tmp"))
+                self._control_dir = control_dir
+            try:
+                self.wan = WanSwitch(self.switch, control_dir)
+            except BaseException:
+                self.close()
+                raise
+        else:
+            _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
+            _ip("-n", self.switch, "link", "set", "br0", "up")
 
     def _add_netns(self, name: str) -> None:
         _ip("netns", "add", name)
         self._namespaces.append(name)
         _ip("-n", name, "link", "set", "lo", "up")
 
-    def add_host(self, name: str) -> Host:
-        """Create a host ``name`` with the next address of the subnet (``.1``, ``.2``, …)."""
+    def add_host(self, name: str, city: str | None = None) -> Host:
+        """Create a host ``name`` with the next address of the subnet (``.1``, ``.2``, …),
+        in ``city`` on the WAN (required in WAN mode, refused on the bridge)."""
+        if (city is None) != (self.wan is None):
+            raise ValueError("a host has a city exactly when the network is a WAN")
         if not re.fullmatch(r"[a-z0-9]{1,8}", name):
             raise ValueError(f"host name must be 1-8 lowercase letters/digits: {name!r}")
         if name in self.hosts:
@@ -202,14 +240,17 @@ class VirtualNetwork:
         index = len(self.hosts) + 1
         netns = f"{PREFIX}{self.tag}-{name}"
         self._add_netns(netns)
-        port = f"p{index}"  # the switch-side end, named inside the switch namespace
-        _ip("-n", self.switch, "link", "add", port, "type", "veth", "peer", "name", "eth0",
-            "netns", netns)  # fmt: skip
-        _ip("-n", self.switch, "link", "set", port, "master", "br0", "up")
         ip = f"{self.subnet}.{index}"
+        if self.wan is not None and city is not None:
+            self.wan.attach(netns, ip, city)
+        else:
+            port = f"p{index}"  # the switch-side end, named inside the switch namespace
+            _ip("-n", self.switch, "link", "add", port, "type", "veth", "peer", "name", "eth0",
+                "netns", netns)  # fmt: skip
+            _ip("-n", self.switch, "link", "set", port, "master", "br0", "up")
         _ip("-n", netns, "addr", "add", f"{ip}/24", "dev", "eth0")
         _ip("-n", netns, "link", "set", "eth0", "up")
-        host = Host(name=name, netns=netns, ip=ip)
+        host = Host(name=name, netns=netns, ip=ip, city=city)
         self.hosts[name] = host
         return host
 
@@ -250,12 +291,19 @@ class VirtualNetwork:
         return netns_pids(host.netns)
 
     def close(self) -> None:
-        """Kill every process of every namespace by pid, then delete the namespaces."""
+        """Kill every process of every namespace by pid (the WAN switch's forwarder runs in
+        the switch namespace), then delete the namespaces."""
+        if self.wan is not None:
+            self.wan.close()
+            self.wan = None
         for name in reversed(self._namespaces):
             kill_netns_processes(name)
         for name in reversed(self._namespaces):
             _ip("netns", "del", name, check=False)
         self._namespaces.clear()
+        if self._control_dir is not None:
+            shutil.rmtree(self._control_dir, ignore_errors=True)
+            self._control_dir = None
 
     def __enter__(self) -> VirtualNetwork:
         return self

@@ -1,7 +1,9 @@
 """Site agents on separate hosts: a real Ray cluster across network namespaces.
 
-Each emulated VM (see :mod:`tests.netns`) is a network namespace with its own address on a
-private bridge and its own filesystem view:
+Each emulated VM (see :mod:`tests.netns`) is a network namespace with its own address on an
+emulated Australian WAN (:mod:`tests.wan`: the head in Sydney, each site's host at its
+city; every packet between two hosts delayed by half their cities' round-trip time in the
+test that measures latency, passed at once in the others) and its own filesystem view:
 
 - ``head`` (10.200.0.1) runs the Ray head and the driver (so the coordinator); it sees the
   split scenario's ``coordinator/`` directory and one *empty* ``sites/<id>/`` directory per
@@ -17,14 +19,16 @@ own key). The test then runs both methods from the head and checks that every si
 on its own host, that the objective equals the local (in-process) run's, that each site
 wrote its detail in its own output directory and the head holds no site's private file, that
 a driver without the token, with a wrong token or without a certificate is refused in one
-line, that a node with a certificate of another CA cannot join, and that a rotated token
-locks the old one out.
+line, that a node with a certificate of another CA cannot join, that a warm planning cycle
+pays one round trip to the slowest site per round, and that a rotated token locks the old
+one out.
 
 Cleanup is by process id and namespace only (never ``ray stop``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -32,13 +36,14 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 from netns import Host, VirtualNetwork, netns_unavailable_reason
+from wan import city_of, rtt_ms
 
 from thermoroute.common.scenario_format import COORDINATOR_FILES, SITE_PRIVATE_FILES
 from thermoroute.common.scenario_split import split_scenario
@@ -56,6 +61,7 @@ OBJECT_STORE_BYTES = 80_000_000
 REL_TOL = 1e-3
 COORDINATOR_METRICS_PORT = 9464  # as in deploy/commands.sh (each namespace has its own ports)
 PLAN_PORT = 8808  # thermoroute_serve's plan API, as in deploy/commands.sh
+HEAD_CITY = "sydney"  # where the head (so the coordinator) is on the emulated WAN
 
 
 @dataclass
@@ -152,13 +158,19 @@ def make_certificates(root: Path, env: dict[str, str], hosts: list[Host]) -> Non
                    timeout=60, cwd=REPO)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def cluster(tiny_split_source: tuple[Path, tuple[str, ...]]) -> Iterator[Cluster]:
-    """Head + one host per site, started with the guide's commands; torn down by pid."""
-    reason = netns_unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"multi-host test needs network namespaces: {reason}")
-    full, site_ids = tiny_split_source
+@contextlib.contextmanager
+def running_cluster(
+    full: Path,
+    cities: Mapping[str, str],
+    *,
+    head_city: str = HEAD_CITY,
+    prometheus: bool = True,
+    delays: bool = True,
+) -> Iterator[Cluster]:
+    """Head + one host per site of ``full`` (``cities``: site id -> its city on the emulated
+    WAN, the head at ``head_city``), started with the guide's commands; torn down by pid.
+    With ``delays`` off the WAN passes packets at once until ``net.wan.set_delays(True)``."""
+    site_ids = tuple(cities)
     # A short root: Ray's unix sockets live under each node's temp dir (108-byte limit).
     root = Path(tempfile.mkdtemp(prefix="trmh", dir="/tmp"))
     net: VirtualNetwork | None = None
@@ -168,9 +180,12 @@ def cluster(tiny_split_source: tuple[Path, tuple[str, ...]]) -> Iterator[Cluster
         store = root / "store"
         split_scenario(full, store)
         split = root / "split"  # an empty mount point: each host mounts its own view here
-        net = VirtualNetwork()
-        head = net.add_host("head")
-        sites = {sid: net.add_host(sid) for sid in site_ids}
+        net = VirtualNetwork(wan=True)
+        if not delays:
+            assert net.wan is not None
+            net.wan.set_delays(False)
+        head = net.add_host("head", head_city)
+        sites = {sid: net.add_host(sid, cities[sid]) for sid in site_ids}
         hosts = [head, *sites.values()]
         env = _base_env(root)
         make_certificates(root, env, hosts)
@@ -201,14 +216,28 @@ def cluster(tiny_split_source: tuple[Path, tuple[str, ...]]) -> Iterator[Cluster
         c.sh(head, f"thermoroute_head_start {head.ip} {extra(head)}")
         for sid, host in sites.items():
             c.sh(host, f"thermoroute_site_start {head.ip} {host.ip} {sid} {extra(host)}")
-        joined = c.sh(head, f"thermoroute_wait_for_sites {head.ip} {len(sites)} 120")
+        joined = c.sh(head, f"thermoroute_wait_for_sites {head.ip} {len(sites)} 180")
         assert sorted(joined.split()) == sorted(f"site:{s}" for s in site_ids)
-        c.prometheus = start_prometheus_on_head(c)
+        if prometheus:
+            c.prometheus = start_prometheus_on_head(c)
         yield c
     finally:
         if net is not None:
             net.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_split_source: tuple[Path, dict[str, str]]) -> Iterator[Cluster]:
+    """The tiny fleet's cluster: each site's host at its city, the head in Sydney; the WAN's
+    delays off but in the test that measures them (the others check nothing of latency and
+    would only wait for it)."""
+    reason = netns_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"multi-host test needs network namespaces: {reason}")
+    full, cities = tiny_split_source
+    with running_cluster(full, cities, delays=False) as c:
+        yield c
 
 
 def plan_token_file(root: Path) -> Path:
@@ -279,15 +308,16 @@ PROM_POLL = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def tiny_split_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[str, ...]]:
-    """The hand-made three-site scenario (conftest) as a full scenario directory."""
+def tiny_split_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """The hand-made three-site scenario (conftest) as a full scenario directory, and each
+    site's city (Sydney, Melbourne, Perth)."""
     from conftest import make_scenario
 
     from thermoroute.common.scenario_writing import write_scenario
 
     scenario = make_scenario()
     full = write_scenario(scenario, tmp_path_factory.mktemp("full") / "tiny")
-    return full, tuple(scenario.sites.site_id)
+    return full, dict(zip(scenario.sites.site_id, map(city_of, scenario.sites.name), strict=True))
 
 
 # The driver, run on the head: a distributed method (ADMM, or the interior point) through the
@@ -521,7 +551,7 @@ def test_a_driver_without_the_token_or_certificate_is_refused_in_one_line(
 
 
 def test_a_node_with_another_cas_certificate_cannot_join(cluster: Cluster) -> None:
-    rogue = cluster.net.add_host("rogue")
+    rogue = cluster.net.add_host("rogue", HEAD_CITY)
     rogue_ca, rogue_tls = cluster.root / "rogueca", cluster.root / "tls" / "rogue"
     subprocess.run(
         ["bash", "-c", f". {COMMANDS} && thermoroute_tls_ca {rogue_ca} && "
@@ -614,6 +644,41 @@ def test_serve_publishes_the_plan_to_other_hosts(cluster: Cluster, distributed: 
             serve.terminate()
             serve.wait(timeout=60)
         log.close()
+
+
+# A warm cycle's wall against the latency its rounds must pay: never less than one round trip
+# to the slowest site per round (the delays are real), at most this factor above it. Measured
+# here: 4.6-5.6 (a round through the Ray fleet costs several round trips — an empty actor
+# call across the WAN takes 1.07 RTT, a 200 kB argument from the head's object store 4 RTT:
+# the object's pull protocol and TCP's slow start — plus the computation on a busy machine).
+WAN_WALL_FACTOR_MAX = 10.0
+
+
+def test_a_warm_cycle_pays_a_round_trip_per_round(cluster: Cluster) -> None:
+    """The service's planning cycles (bench/wan_bench.py's, as ``thermoroute serve`` runs
+    them) from the head in Sydney, the sites in Sydney, Melbourne and Perth: each warm
+    cycle's wall lies between rounds × the slowest site's RTT and a stated factor of it (one
+    cold cycle, then one warm: the test's whole cost is about 35 s)."""
+    c = cluster
+    assert c.net.wan is not None
+    out = c.root / "out" / "wan-cycles.json"
+    c.net.wan.set_delays(True)
+    try:
+        c.sh(c.head, f"thermoroute_ray_env && python3 -m bench.wan_bench cycles {c.split} "
+                     f"{c.head.ip}:{GCS_PORT} ipm 2 60 {out} --horizon 2", timeout=400)  # fmt: skip
+    finally:
+        c.net.wan.set_delays(False)
+    rows = json.loads(out.read_text())
+    max_rtt_s = max(rtt_ms(HEAD_CITY, h.city or HEAD_CITY) for h in c.sites.values()) / 1e3
+    assert max_rtt_s == pytest.approx(0.0514)  # Sydney–Perth
+    assert len(rows) == 2
+    for row in rows[1:]:
+        assert row["converged"] and row["rounds"] >= row["iterations"] > 0, row
+        latency_s = row["rounds"] * max_rtt_s
+        assert latency_s <= row["wall_s"] <= WAN_WALL_FACTOR_MAX * latency_s, (
+            f"a warm cycle of {row['rounds']} rounds took {row['wall_s']:.2f} s; its round "
+            f"trips alone {latency_s:.2f} s", rows,
+        )  # fmt: skip
 
 
 def test_a_rotated_token_locks_the_old_one_out(cluster: Cluster, distributed: dict) -> None:
