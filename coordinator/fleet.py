@@ -231,6 +231,13 @@ class InlineFleet:
     groups : sequence of SiteGroupLike
     group_site_ids : sequence of sequence of str
         The site ids each group hosts, in the group's order.
+    tap : Tap, optional
+        Called with every answer the coordinator takes in.
+    tree : AggregationTree, optional
+        Which groups relay which in :meth:`aggregate` (by default
+        :meth:`AggregationTree.k_ary`, flat up to its fan-in), as on Ray.
+    relay_tap : RelayTap, optional
+        Called with every subtree sum a relay takes in from a child.
     """
 
     def __init__(

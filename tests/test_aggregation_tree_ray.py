@@ -17,6 +17,7 @@ import pytest
 from thermoroute import launch
 from thermoroute.common.aggregation_tree import AggregationTree
 from thermoroute.common.scenario import DemandView, Scenario
+from thermoroute.common.scenario_writing import write_scenario
 from thermoroute.coordinator.actor import Coordinator
 from thermoroute.coordinator.fleet import RayFleet
 from thermoroute.coordinator.ipm import IpmSettings
@@ -32,14 +33,18 @@ def test_the_tree_is_what_the_tests_say() -> None:
     assert TREE.top == (0, 2) and TREE.children[0] == (1,)
 
 
-def test_a_run_through_relays_on_ray_is_the_flat_run(
-    ray_cluster: Any, tiny_scenario_dir: Path
+def test_a_run_through_relays_of_relays_on_ray_is_the_flat_run(
+    ray_cluster: Any, synth_scenario: Scenario, tmp_path: Path
 ) -> None:
-    flat = launch.solve_distributed(tiny_scenario_dir, executor="inline", settings=IpmSettings())
+    """Five one-site actors under a fan-in of 2: 0 relays 1 and 2 (which relays 3), 4
+    answers the coordinator itself; the sums are the flat run's to the bit."""
+    assert AggregationTree.k_ary(5, 2).children[:3] == ((1, 2), (), (3,))
+    source = write_scenario(synth_scenario, tmp_path / "synth")
+    flat = launch.solve_distributed(source, executor="inline", settings=IpmSettings())
     relayed = launch.solve_distributed(
-        tiny_scenario_dir, executor="ray", settings=IpmSettings(), aggregation_fan_in=2
+        source, executor="ray", settings=IpmSettings(), aggregation_fan_in=2
     )
-    assert relayed.converged
+    assert len(relayed.groups) == 5 and relayed.converged
     assert relayed.iterations == flat.iterations
     assert relayed.objective_aud == pytest.approx(flat.objective_aud, rel=1e-12)
 
