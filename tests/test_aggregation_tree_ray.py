@@ -99,6 +99,8 @@ def _coordinator(
         ("syd", "crash", [1, 0, 0]),  # the relay itself
         # A member later than its relay's deadline (waits out the 20 s setup deadline).
         pytest.param("mel", "hang", [0, 1, 0], marks=pytest.mark.slow),
+        # The relay itself hanging: the coordinator names it (20 s, then 5 s of slack).
+        pytest.param("syd", "hang", [1, 0, 0], marks=pytest.mark.slow),
     ],
 )
 def test_a_group_failing_inside_a_subtree_fails_the_round_naming_it(
