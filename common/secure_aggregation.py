@@ -168,7 +168,9 @@ def neighbour_graph(n_parties: int, seed: int) -> tuple[tuple[int, ...], ...]:
 
     A ring (connectivity, so the masks leave nothing but the total) plus, for every party,
     ``mask_degree/2 − 1`` partners drawn uniformly by a generator seeded with ``seed`` (the
-    coordinator draws it fresh per run). Complete when the fleet is small.
+    coordinator draws it fresh per run). Complete when the fleet is small. The ring also
+    keeps the graph connected without any one party, which is what keeps a relay of tree
+    aggregation from reading its members (:mod:`thermoroute.common.aggregation_tree`).
 
     Returns
     -------

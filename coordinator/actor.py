@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from thermoroute.common.aggregation_tree import AggregationTree
 from thermoroute.common.atomic_files import write_directory_atomic
 from thermoroute.common.evaluate import objective_parts_aud
 from thermoroute.common.report_protocol import (
@@ -200,14 +201,17 @@ class Coordinator:
         *,
         timeout_s: float | None = None,
         tap: Tap | None = None,
+        tree: AggregationTree | None = None,
     ) -> None:
-        """Reach site-group actors through a :class:`RayFleet` (called inside the actor)."""
+        """Reach site-group actors through a :class:`RayFleet` (called inside the actor);
+        ``tree``: how they relay the masked sums (the fleet's default without)."""
         self.fleet = RayFleet(
             handles,
             group_site_ids,
             timeout_s=self.settings.solve_timeout_s if timeout_s is None else timeout_s,
             restarts=self.settings.agent_restarts,
             tap=tap,
+            tree=tree,
         )
 
     def register(self) -> dict[str, Any]:

@@ -19,6 +19,14 @@ Messages stay small: in a scatter a group receives only its own sites' slices (o
 support row) and answers only its sites' slices; the layout and row scales, the same for
 everyone, are sent once at registration (``ray.put`` once on the Ray path).
 
+Bytes that do not grow with the fleet: a round whose answers are masked sums (the interior
+point's :class:`~thermoroute.common.ipm_protocol.Aggregate`) goes through
+:meth:`Fleet.aggregate`, which follows the fleet's
+:class:`~thermoroute.common.aggregation_tree.AggregationTree`: each relay adds its children's
+(masked) subtree sums to its own answer, so the coordinator takes in one answer per top node
+of the tree (at most ``fan_in``), whatever the number of groups. Both fleets follow the same
+tree; on Ray the relays call their children actor to actor.
+
 This module never imports ``site_agent``; Ray is imported only by :class:`RayFleet`.
 """
 
@@ -33,7 +41,15 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
+from thermoroute.common.aggregation_tree import (
+    AggregationTree,
+    RelayAnswer,
+    RelayChild,
+    RelayPlan,
+    sum_aggregates,
+)
 from thermoroute.common.coupling import CouplingLayout
+from thermoroute.common.ipm_protocol import Aggregate
 from thermoroute.common.method_protocol import (
     GroupCall,
     MethodBegin,
@@ -56,6 +72,9 @@ _Ref = Any
 #: group call of a broadcast (``"method_round"``, ``"final_report"``, …). Used to prove what
 #: crosses the boundary (tests/test_privacy.py).
 Tap = Callable[[str, int, object], None]
+#: An audit hook of the in-process fleet's relays: called with ``(relay, child, message)``
+#: for every subtree sum a relay receives from a child (tests/test_aggregation_tree.py).
+RelayTap = Callable[[int, int, Aggregate], None]
 
 
 @runtime_checkable
@@ -124,6 +143,10 @@ class Fleet(Protocol):
     ) -> list[object]: ...
 
     def post(self, call: GroupCall, message: object) -> None: ...
+
+    def aggregate(
+        self, call: GroupCall, message: object, *, indexed: bool = False
+    ) -> list[Aggregate]: ...
 
     def answer_seconds(self) -> dict[str, float]: ...
 
@@ -210,6 +233,13 @@ class InlineFleet:
     groups : sequence of SiteGroupLike
     group_site_ids : sequence of sequence of str
         The site ids each group hosts, in the group's order.
+    tap : Tap, optional
+        Called with every answer the coordinator takes in.
+    tree : AggregationTree, optional
+        Which groups relay which in :meth:`aggregate` (by default
+        :meth:`AggregationTree.k_ary`, flat up to its fan-in), as on Ray.
+    relay_tap : RelayTap, optional
+        Called with every subtree sum a relay takes in from a child.
     """
 
     def __init__(
@@ -218,12 +248,16 @@ class InlineFleet:
         group_site_ids: Sequence[Sequence[str]],
         *,
         tap: Tap | None = None,
+        tree: AggregationTree | None = None,
+        relay_tap: RelayTap | None = None,
     ) -> None:
         if len(groups) != len(group_site_ids):
             raise ValueError("one list of site ids per group")
         self.groups = list(groups)
         self._slots = _Slots([tuple(g) for g in group_site_ids])
         self.tap = tap
+        self.tree = _tree_for(tree, len(self.groups))
+        self.relay_tap = relay_tap
         #: Seconds each group's solve took in the last iteration (the inline floor).
         self.last_solve_s: list[float] = [0.0] * len(self.groups)
 
@@ -300,6 +334,29 @@ class InlineFleet:
         """:meth:`broadcast` whose answers nobody waits for (here: done by the time it returns)."""
         self.broadcast(call, message)
 
+    def aggregate(
+        self, call: GroupCall, message: object, *, indexed: bool = False
+    ) -> list[Aggregate]:
+        """A round whose answers are sums, through the tree: one answer per top node, each
+        the sum of its subtree's answers (every group still answers ``call`` itself)."""
+        if self.tree.is_flat:
+            return answers_of(self.broadcast(call, message, indexed=indexed), Aggregate)
+
+        def subtree_sum(g: int) -> Aggregate:
+            bound = getattr(self.groups[g], call)
+            tg = time.perf_counter()
+            own = bound(message, g) if indexed else bound(message)
+            self.last_solve_s[g] = time.perf_counter() - tg
+            parts = [_aggregate_of(g, own)]
+            for child in self.tree.children[g]:
+                part = subtree_sum(child)
+                if self.relay_tap is not None:
+                    self.relay_tap(g, child, part)
+                parts.append(part)
+            return sum_aggregates(parts)
+
+        return [self._seen(call, g, subtree_sum(g)) for g in self.tree.top]
+
     def answer_seconds(self) -> dict[str, float]:
         """Seconds each site's group took to answer the last call (:class:`FleetReply`)."""
         return {
@@ -314,6 +371,22 @@ class InlineFleet:
 
     def close(self) -> None:
         return None
+
+
+def _tree_for(tree: AggregationTree | None, n_groups: int) -> AggregationTree:
+    """``tree``, checked against the fleet; the default k-ary tree when ``None``."""
+    if tree is None:
+        return AggregationTree.k_ary(n_groups)
+    if len(tree.children) != n_groups:
+        raise ValueError(f"an aggregation tree of {len(tree.children)} groups for {n_groups}")
+    return tree
+
+
+def _aggregate_of(g: int, answer: object) -> Aggregate:
+    """A group's answer to a summed round, checked to be an :class:`Aggregate`."""
+    if not isinstance(answer, Aggregate):
+        raise TypeError(f"site group {g} answered a {type(answer).__name__}, not an Aggregate")
+    return answer
 
 
 def restart_failure(handle: GroupHandle, call_timeout_s: float, give_up_s: float) -> str | None:
@@ -338,6 +411,12 @@ def restart_failure(handle: GroupHandle, call_timeout_s: float, give_up_s: float
             if time.perf_counter() > give_up:
                 return f"has not come back within {give_up_s:g} s"
             time.sleep(0.2)
+
+
+#: Seconds a relay waits for its children beyond the setup deadline per level of relays
+#: below it, so that a late group is named by the relay just above it, not by every relay
+#: on its way to the coordinator.
+RELAY_SLACK_S = 5.0
 
 
 class FleetTimeout(RuntimeError):
@@ -386,6 +465,9 @@ class RayFleet:
         Deadline of registration and of the first iteration (sites build their QPs).
     restarts : int
         Crashes of one group the fleet recovers from (the actors' ``max_restarts``).
+    tree : AggregationTree, optional
+        Which groups relay which in :meth:`aggregate` (by default
+        :meth:`AggregationTree.k_ary`, flat up to its fan-in).
     """
 
     def __init__(
@@ -397,11 +479,16 @@ class RayFleet:
         setup_timeout_s: float = 600.0,
         restarts: int = 0,
         tap: Tap | None = None,
+        tree: AggregationTree | None = None,
     ) -> None:
         if len(handles) != len(group_site_ids):
             raise ValueError("one list of site ids per actor handle")
         self.tap = tap
         self.handles = list(handles)
+        self.tree = _tree_for(tree, len(self.handles))
+        #: Each top node's relay plan in the object store (``None``: a leaf at the top),
+        #: put on the first relayed round.
+        self._relay_plans: list[_Ref | None] | None = None
         self._slots = _Slots([tuple(g) for g in group_site_ids])
         self.timeout_s = float(timeout_s)
         self.setup_timeout_s = float(setup_timeout_s)
@@ -765,6 +852,98 @@ class RayFleet:
         if self.tap is not None:
             for g, answer in enumerate(answers):
                 self.tap(call, g, answer)
+
+    def aggregate(
+        self, call: GroupCall, message: object, *, indexed: bool = False
+    ) -> list[Aggregate]:
+        """A round whose answers are sums, through the tree: one answer per top node.
+
+        The coordinator calls only the top nodes; a relay calls its children actor to actor
+        (:func:`thermoroute.site_agent.relay.relay_round`) and answers its subtree's sum, or
+        which of its groups crashed or missed its deadline. The round then fails with
+        :class:`RoundFailed` naming them (late ones are restarted), so that the method
+        recovers them and retries. A relay is as patient as :meth:`broadcast` is with a
+        late group: it waits up to the setup deadline (plus :data:`RELAY_SLACK_S` per level
+        of relays below it) before naming a child late.
+        """
+        if self.tree.is_flat:
+            return answers_of(self.broadcast(call, message, indexed=indexed), Aggregate)
+        import ray
+
+        self.drain()
+        plans = self._plans()
+        box = [ray.put(message)]  # boxed: every relay passes the reference on, not the value
+        top = self.tree.top
+        refs = []
+        for g, plan in zip(top, plans, strict=True):
+            handle = self.handles[g]
+            if plan is not None:
+                refs.append(handle.relay.remote(call, box, plan, indexed))
+            elif indexed:
+                refs.append(getattr(handle, call).remote(box[0], g))
+            else:
+                refs.append(getattr(handle, call).remote(box[0]))
+        wait_s = self.setup_timeout_s + max(self.tree.height(g) for g in top) * RELAY_SLACK_S
+        t0 = time.perf_counter()
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=wait_s)
+        seconds = time.perf_counter() - t0
+        arrived = set(ready)
+        answers: list[Aggregate] = []
+        failed: list[int] = []
+        late: list[int] = []
+        reasons: list[str] = []
+        for g, ref in zip(top, refs, strict=True):
+            if ref not in arrived:
+                late.append(g)
+                reasons.append(f"relay {g} gave no answer within {wait_s:g} s")
+                continue
+            try:
+                answer = self._get([ref], self.timeout_s)[0]
+            except ray.exceptions.RayActorError as error:
+                failed.append(g)
+                reasons.append(str(error).strip().splitlines()[0])
+                continue
+            if isinstance(answer, RelayAnswer):
+                if answer.answer is None:
+                    failed.extend(answer.crashed)
+                    late.extend(answer.late)
+                    reasons.append(answer.reason)
+                    continue
+                answer = answer.answer
+            answers.append(_aggregate_of(g, answer))
+        if failed or late:
+            for g in late:
+                log.warning(
+                    "site group %s missed the deadline of a relayed %s round; restarting it",
+                    list(self._slots.group_sites[g]),
+                    call,
+                )
+                ray.kill(self.handles[g], no_restart=False)
+            groups = sorted(failed + late)
+            sites = [s for g in groups for s in self._slots.group_sites[g]]
+            raise RoundFailed(groups, sites, reasons[0])
+        self._answer_s = {g: seconds for t in top for g in self.tree.subtree(t)}
+        if self.tap is not None:
+            for g, answer in zip(top, answers, strict=True):
+                self.tap(call, g, answer)
+        return answers
+
+    def _plans(self) -> list[_Ref | None]:
+        """Each top node's :class:`RelayPlan` in the object store, put once (every plan
+        below a relay is put once too and passed by reference)."""
+        import ray
+
+        def plan_of(g: int) -> _Ref | None:
+            children = self.tree.children[g]
+            if not children:
+                return None
+            wait_s = self.setup_timeout_s + (self.tree.height(g) - 1) * RELAY_SLACK_S
+            kids = tuple(RelayChild(c, self.handles[c], plan_of(c)) for c in children)
+            return ray.put(RelayPlan(g, kids, wait_s))
+
+        if self._relay_plans is None:
+            self._relay_plans = [plan_of(g) for g in self.tree.top]
+        return self._relay_plans
 
     def _round_failed(self, call: str, refs: list[_Ref], error: Exception) -> RoundFailed:
         """The failure of a round that did not complete: groups later than the setup

@@ -71,7 +71,7 @@ from thermoroute.common.report_protocol import repair_factors
 from thermoroute.common.schur_pattern import SchurPattern, factor, solve
 from thermoroute.common.secure_aggregation import masking_setups, unmask_sum
 from thermoroute.coordinator.events import IterationRecord, RunObserver, RunState, notify_all
-from thermoroute.coordinator.fleet import RoundFailed, answers_of
+from thermoroute.coordinator.fleet import RoundFailed
 from thermoroute.coordinator.method_contract import MethodFlags, MethodRun, StatusColumn, StatusHook
 from thermoroute.coordinator.structure import ExchangeStructure
 
@@ -326,7 +326,7 @@ class DistributedInteriorPoint:
         t0 = time.perf_counter()
         request = replace(request, sequence=self._sequence)
         self._sequence += 1
-        answers = answers_of(fleet.broadcast("method_round", request), Aggregate)
+        answers = fleet.aggregate("method_round", request)
         t1 = time.perf_counter()
         for sid, seconds in fleet.answer_seconds().items():
             self._answer_s[sid] = self._answer_s.get(sid, 0.0) + seconds
@@ -376,7 +376,7 @@ class DistributedInteriorPoint:
             sequence=self._sequence,
         )
         self._sequence += 1
-        answers = answers_of(fleet.broadcast("method_start", start, indexed=True), Aggregate)
+        answers = fleet.aggregate("method_start", start, indexed=True)
         phase: Phase = "start" if resume else "open"
         opened = unpack(phase, self._fleet_sum(answers), s.n_rows, self.pattern.size)
         # Some site's limits couple steps (a daily water allowance): its Schur complement is

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from thermoroute.common.aggregation_tree import RelayAnswer, RelayPlan
 from thermoroute.common.coupling import CouplingLayout
 from thermoroute.common.errors import ScenarioError, SiteDataInvalid
 from thermoroute.common.method_protocol import MethodBegin, ScatterAnswer, ScatterRequest
@@ -55,6 +56,7 @@ from thermoroute.site_agent.methods import (
 )
 from thermoroute.site_agent.metrics import SiteAgentMetrics
 from thermoroute.site_agent.outputs import output_root, site_files, write_site_files
+from thermoroute.site_agent.relay import relay_round
 from thermoroute.site_agent.subproblem import InnerSettings
 
 log = logging.getLogger(__name__)
@@ -188,6 +190,13 @@ class SiteGroup:
     def method_round(self, request: object) -> object:
         """One round on every hosted site; the group's (masked) answer."""
         return self._require_method().handle(request)
+
+    def relay(
+        self, call: str, message: Sequence[Any], plan: RelayPlan, indexed: bool = False
+    ) -> RelayAnswer:
+        """Relay one round on Ray: this group's answer to ``call`` plus its children's
+        subtree sums, masked (:func:`thermoroute.site_agent.relay.relay_round`)."""
+        return relay_round(self, call, message, plan, indexed)
 
     def method_scatter(self, request: ScatterRequest) -> ScatterAnswer:
         """One scatter round: every hosted site's slice answered (each site's own figures

@@ -33,6 +33,7 @@ from thermoroute.cluster import (
     stop_ray,
     wait_ready,
 )
+from thermoroute.common.aggregation_tree import DEFAULT_FAN_IN, AggregationTree
 from thermoroute.common.scenario import DemandView
 from thermoroute.coordinator.actor import CheckpointMissing, Coordinator, CoordinatorOutcome
 from thermoroute.coordinator.data import load_view
@@ -144,6 +145,10 @@ class DistributedRunSpec:
     cost_privacy : CostPrivacy, optional
         The sites plan with private noise on their cost of IT energy
         (:mod:`thermoroute.site_agent.cost_privacy`).
+    aggregation_fan_in : int
+        The interior point's masked sums travel up a k-ary tree of relays with this fan-in
+        (:class:`~thermoroute.common.aggregation_tree.AggregationTree`): the coordinator
+        takes in at most this many answers a round; flat up to this many agents.
     """
 
     executor: str = "ray"
@@ -165,6 +170,7 @@ class DistributedRunSpec:
     site_output: str | os.PathLike[str] | None = None
     coordinator_restarts: int = 2
     cost_privacy: CostPrivacy | None = None
+    aggregation_fan_in: int = DEFAULT_FAN_IN
 
     def __post_init__(self) -> None:
         if self.executor not in ("ray", "inline"):
@@ -256,7 +262,8 @@ def _solve_inline(loaded: _Loaded, spec: DistributedRunSpec) -> DistributedRun:
     if spec.progress is not None:
         watchers.append(_ProgressObserver(coordinator, spec.progress))
         coordinator.observers = watchers
-    coordinator.attach(InlineFleet(agents, groups, tap=spec.tap))
+    tree = AggregationTree.k_ary(len(groups), spec.aggregation_fan_in)
+    coordinator.attach(InlineFleet(agents, groups, tap=spec.tap, tree=tree))
     t_start = time.perf_counter()
     coordinator.register()
     t_reg = time.perf_counter()
@@ -316,7 +323,8 @@ def _solve_ray(loaded: _Loaded, spec: DistributedRunSpec) -> DistributedRun:
         deadline = settings.solve_timeout_s
         wait_ready(handles, groups)
         t_start = time.perf_counter()
-        _connect(coordinator, handles, groups, spec.tap, deadline)
+        tree = AggregationTree.k_ary(len(groups), spec.aggregation_fan_in)
+        _connect(coordinator, handles, groups, spec.tap, tree, deadline)
         t_reg = time.perf_counter()
         outcome: CoordinatorOutcome | None = None
         resume = False
@@ -341,7 +349,7 @@ def _solve_ray(loaded: _Loaded, spec: DistributedRunSpec) -> DistributedRun:
                 if failure is not None:
                     lost = f"the coordinator {failure}; no outputs written"
                     raise CoordinatorLost(lost) from None
-                _connect(coordinator, handles, groups, spec.tap, deadline)
+                _connect(coordinator, handles, groups, spec.tap, tree, deadline)
                 resume = True
         assert outcome is not None
         checkpoints.cleanup()
@@ -379,12 +387,18 @@ class CoordinatorLost(RuntimeError):
 
 
 def _connect(
-    coordinator: Any, handles: list[Any], groups: list[tuple[str, ...]], tap: Any, deadline: float
+    coordinator: Any,
+    handles: list[Any],
+    groups: list[tuple[str, ...]],
+    tap: Any,
+    tree: AggregationTree,
+    deadline: float,
 ) -> None:
     """Give the coordinator actor its fleet and register the sites."""
     import ray
 
-    ray.get(coordinator.attach_actors.remote(handles, groups, tap=tap), timeout=deadline)
+    attached = coordinator.attach_actors.remote(handles, groups, tap=tap, tree=tree)
+    ray.get(attached, timeout=deadline)
     ray.get(coordinator.register.remote(), timeout=600.0)
 
 
