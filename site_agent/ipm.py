@@ -63,6 +63,10 @@ from thermoroute.site_agent.subproblem import SiteQp
 #: Gondzio's target box for the complementarity products, in units of ``σμ``.
 GONDZIO_BOX = (0.1, 10.0)
 
+#: A coupling row whose demand is at most this share of the largest row's has no interior:
+#: its flows are fixed at zero (see :meth:`SiteInteriorPoint.fix_empty_rows`).
+EMPTY_ROW = 1e-12
+
 
 def _longest_step(v: np.ndarray, dv: np.ndarray) -> float:
     """Largest ``α`` with ``v + α dv ≥ 0`` (inf when ``dv ≥ 0``)."""
@@ -167,6 +171,9 @@ class SiteInteriorPoint:
         self.use_pattern(pattern)
         self.c_norm = max(1.0, float(np.abs(qp.cost).max(initial=0.0)))
         self.xi = np.zeros(qp.n)
+        #: Flows fixed at zero (their row has no demand) and the others.
+        self._fixed = np.zeros(qp.n, dtype=bool)
+        self._free = ~self._fixed
         self._cleaning: CleanedFlows | None = None
         self.z = np.ones(qp.n)
         self.s = qp.row_caps.copy()
@@ -211,6 +218,26 @@ class SiteInteriorPoint:
         return WarmPoint(self.xi.copy(), self.z.copy(), self.s.copy(), self.w.copy(),
                          self.qp.gpu_load.copy(), self.qp.steps)  # fmt: skip
 
+    def fix_empty_rows(self, demand: np.ndarray) -> None:
+        """Fix at zero the flows of rows without demand.
+
+        ``Σ A ξ = 0`` with ``ξ ≥ 0`` leaves such flows no interior: an interior point would
+        drive them to zero and their duals (and the row's price, which nothing then pins) to
+        infinity, and stall on round-off (a fleet without deferrable work did: no step was
+        feasible after μ fell to 1e-10). Fixed, they take no part in the site's Newton
+        system (``D⁻¹ = 0``), its complementarity or its dual residual, and the row's Schur
+        entries are zero, which leaves its price unchanged
+        (:func:`thermoroute.common.schur_pattern.factor`).
+        """
+        b = np.abs(np.asarray(demand, dtype=float))
+        empty = b[self.rows] <= EMPTY_ROW * float(b.max(initial=0.0))
+        self._fixed = empty & (self.qp.coefficient > 0)
+        self._free = ~self._fixed
+
+    def _over_xi(self, v: np.ndarray) -> np.ndarray:
+        """``v / ξ`` on the free variables, zero on the fixed ones."""
+        return np.divide(v, self.xi, out=np.zeros(self.qp.n), where=self._free)
+
     def _adopt_start(self, message: IpmStart) -> None:
         """What every start takes from the coordinator's message: prices, settings and each
         variable's cleaning threshold."""
@@ -232,6 +259,8 @@ class SiteInteriorPoint:
         flows = qp.gpu_load > 0
         ratio = np.divide(point.gpu_load, qp.gpu_load, out=np.ones(qp.n), where=flows)
         xi, z = point.xi * ratio, point.z / ratio
+        self.fix_empty_rows(message.demand)
+        xi, z = np.where(self._fixed, 0.0, xi), np.where(self._fixed, 0.0, z)
         xi = xi * qp.room(xi, 0.98)
         self.xi, self.z, self.w = xi, z, point.w.copy()
         self.s = qp.row_caps - qp.rows(xi)
@@ -246,6 +275,8 @@ class SiteInteriorPoint:
         # Flows serve an equal share of their row; GPUs powered beyond the load (v1.1, no
         # row) start at a tenth of the site's.
         xi = np.maximum(np.where(qp.coefficient > 0, message.share[self.rows], 0.1), 1e-6)
+        self.fix_empty_rows(message.demand)
+        xi = np.where(self._fixed, 0.0, xi)
         xi = xi * qp.room(xi, 0.5)
         self.xi = xi
         self.s = qp.row_caps - qp.rows(xi)
@@ -256,8 +287,9 @@ class SiteInteriorPoint:
         cost = np.abs(qp.cost)
         z = np.maximum(cost, settings.dual_floor * float(cost.max(initial=1.0)))
         w = np.full(self.s.size, settings.initial_capacity_dual)
-        mu0 = float(np.mean(xi * z))
-        self.z = np.maximum(z, mu0 / xi)
+        free = self._free
+        mu0 = float(np.mean(xi[free] * z[free])) if free.any() else 0.0
+        self.z = np.where(free, np.maximum(z, self._over_xi(np.full(qp.n, mu0))), 0.0)
         self.w = np.maximum(w, mu0 / self.s)
         self._adopt_start(message)
 
@@ -355,12 +387,14 @@ class SiteInteriorPoint:
         r_d += qp.rows_transpose(self.w) - self.z
         self._r_d = r_d
         self._r_s = qp.rows(self.xi) + self.s - qp.row_caps
-        d = self.z / self.xi
+        # A fixed flow stays at zero: D⁻¹ = 0 keeps it out of K⁻¹ (D itself is never used on
+        # it: the directions are zero there).
+        d = self._over_xi(self.z)
         e = self.w / self.s
         gamma = e.copy()
         gamma[: qp.steps] += 2.0 * qp.congestion  # the congestion's Hessian, on the load rows
         self._d, self._gamma = d, gamma
-        self._dinv = 1.0 / d
+        self._dinv = np.divide(1.0, d, out=np.zeros(qp.n), where=self._free)
         if self.woodbury:
             self._sqrt_gamma = np.sqrt(gamma)
             self._hd = self._h.multiply(self._dinv).tocsr()  # H D⁻¹, also for the Schur
@@ -373,22 +407,22 @@ class SiteInteriorPoint:
             self._rho_t = gamma / (1.0 + gamma * hdh)
         self._g_aff = self._rhs_vector(-self.xi * self.z, -self.s * self.w)
         complementarity = float(self.xi @ self.z + self.s @ self.w)
-        pending = float(np.abs(r_d).max(initial=0.0) > self.settings.eps_rel * self.c_norm)
+        pending = np.abs(r_d[self._free]).max(initial=0.0) > self.settings.eps_rel * self.c_norm
         return {
             "schur": self._schur(),
             "rhs": self._coupling_rhs(self._g_aff),
             "served": self._scatter(qp.served(self.xi)),
             "complementarity": np.array([complementarity]),
-            "pairs": np.array([float(qp.n + self.s.size)]),
+            "pairs": np.array([float(self._free.sum() + self.s.size)]),
             "objective": np.array([qp.objective(self.xi)]),
-            "dual_pending": np.array([pending]),
+            "dual_pending": np.array([float(pending)]),
             **self.clean(),
         }
 
     def _rhs_vector(self, r_xz: np.ndarray, r_sw: np.ndarray) -> np.ndarray:
         """``g = −r_d + R_xz/ξ − Hᵀ((R_sw + w r_s)/s)`` (the eliminated right-hand side)."""
         back = (r_sw + self.w * self._r_s) / self.s
-        return -self._r_d + r_xz / self.xi - self.qp.rows_transpose(back)
+        return -self._r_d + self._over_xi(r_xz) - self.qp.rows_transpose(back)
 
     def _direction_of(
         self,
@@ -406,7 +440,7 @@ class SiteInteriorPoint:
         qp = self.qp
         r_s = self._r_s if capacity_residual is None else capacity_residual
         dxi = self._kinv(g - qp.coefficient * price_step[qp.support][qp.position])
-        dz = (r_xz - self.z * dxi) / self.xi
+        dz = self._over_xi(r_xz - self.z * dxi)
         ds = -r_s - qp.rows(dxi)
         dw = (r_sw - self.w * ds) / self.s
         return _Direction(dxi, dz, ds, dw)
@@ -427,7 +461,7 @@ class SiteInteriorPoint:
         # Mehrotra's corrector: R = σμ − ξz − Δξ_aff Δz_aff, affine in σμ.
         self._r0 = (-self.xi * self.z - aff.xi * aff.z, -self.s * self.w - aff.s * aff.w)
         self._g0 = self._rhs_vector(*self._r0)
-        self._g1 = 1.0 / self.xi - qp.rows_transpose(1.0 / self.s)
+        self._g1 = self._over_xi(np.ones(qp.n)) - qp.rows_transpose(1.0 / self.s)
         return {
             "blocked": blocked_steps(bound),
             "poly": poly,
@@ -459,7 +493,7 @@ class SiteInteriorPoint:
 
         t_xz = target((self.xi + trial_step * d.xi) * (self.z + trial_step * d.z))
         t_sw = target((self.s + trial_step * d.s) * (self.w + trial_step * d.w))
-        g = t_xz / self.xi - self.qp.rows_transpose(t_sw / self.s)
+        g = self._over_xi(t_xz) - self.qp.rows_transpose(t_sw / self.s)
         self._centring = (g, t_xz, t_sw)
         return {"rhs": self._coupling_rhs(g)}
 
