@@ -17,7 +17,9 @@ calls a site group answers (:data:`GroupCall`):
   does);
 * the end of the run (``report_keys``, ``final_report``, ``clean_report``,
   ``finish_report``: :mod:`thermoroute.common.report_protocol`) and ``refresh``
-  (:mod:`thermoroute.common.service_protocol`), the same for every method.
+  (:mod:`thermoroute.common.service_protocol`), the same for every method;
+* ``empty_round`` (:class:`EmptyRound`) — a round without computing: the group answers zeros
+  of a given size (the benchmarks' floor of a round).
 
 Nothing here knows a particular method or Ray.
 """
@@ -42,6 +44,7 @@ GroupCall = Literal[
     "clean_report",
     "finish_report",
     "refresh",
+    "empty_round",
 ]
 
 
@@ -66,6 +69,25 @@ class MethodBegin:
     method: str
     site_handler: str | Callable[..., object]
     settings: object = None
+
+
+@dataclass(frozen=True)
+class EmptyRound:
+    """Coordinator → groups: answer ``values`` zeros as a round's sum would carry them
+    (``uint64 (2, values)`` masked, ``float64 (values,)`` in the clear), computing nothing.
+
+    What one round costs beyond the computing of sites and coordinator: the floor the
+    benchmarks compare a round with (``bench/methods_bench.py``).
+    """
+
+    values: int
+    masked: bool = True
+
+    def answer(self) -> np.ndarray:
+        """The zeros a group answers."""
+        if self.masked:
+            return np.zeros((2, self.values), dtype=np.uint64)
+        return np.zeros(self.values)
 
 
 #: What the fleet sends a group only when it changed since the last scatter (one value

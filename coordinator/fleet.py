@@ -25,16 +25,19 @@ This module never imports ``site_agent``; Ray is imported only by :class:`RayFle
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime
+from queue import Empty, SimpleQueue
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from thermoroute.common.coupling import CouplingLayout
 from thermoroute.common.method_protocol import (
+    EmptyRound,
     GroupCall,
     MethodBegin,
     ScatterAnswer,
@@ -130,6 +133,29 @@ class Fleet(Protocol):
     def refresh(self, start: datetime | str) -> list[RefreshAnswer]: ...
 
     def close(self) -> None: ...
+
+
+#: Ray passes an argument up to this size inside the call (its default
+#: ``max_direct_call_object_size``, 100 KiB); above it, Ray puts it in the object store once per
+#: call — a broadcast puts such a message once for all groups instead.
+INLINE_ARGUMENT_BYTES = 100 * 1024
+
+
+def array_bytes(message: object) -> int:
+    """Bytes of the arrays and byte strings a message carries, through its dataclass fields,
+    mappings and sequences: its size on the wire, give or take a few hundred bytes, without
+    serialising it."""
+    if isinstance(message, np.ndarray):
+        return int(message.nbytes)
+    if isinstance(message, bytes | str):
+        return len(message)
+    if is_dataclass(message) and not isinstance(message, type):
+        return sum(array_bytes(getattr(message, f.name)) for f in fields(message))
+    if isinstance(message, Mapping):
+        return sum(array_bytes(v) for v in message.values())
+    if isinstance(message, list | tuple):
+        return sum(array_bytes(v) for v in message)
+    return 0
 
 
 def answers_of(answers: Sequence[object], kind: type[_Answer]) -> list[_Answer]:
@@ -433,25 +459,35 @@ class RayFleet:
         return ray.get(refs, timeout=timeout)
 
     def _timed_get(self, refs: list[_Ref], timeout: float) -> tuple[list[Any], list[float]]:
-        """``ray.get`` with the time each answer arrived after the call (one ``ray.wait``
-        per answer: the price of per-site solve times, ~0.1 ms each).
+        """``ray.get`` with the seconds each answer took to arrive after this call.
 
-        Raises ``GetTimeoutError`` or the actor's error as ``ray.get`` would.
+        Answers are taken as they arrive: each call's future, on completion, queues its index
+        with the time, and this thread reads the queue (not one ``ray.wait`` per answer, each
+        a round trip into Ray's core worker).
+
+        Raises ``GetTimeoutError`` when an answer is missing at the deadline, or a call's error
+        as soon as it arrives, as ``ray.get`` would raise it.
         """
         import ray
 
         t0 = time.perf_counter()
-        arrived: dict[_Ref, float] = {}
-        pending = list(refs)
-        while pending:
-            left = timeout - (time.perf_counter() - t0)
-            ready, pending = ray.wait(pending, num_returns=1, timeout=max(left, 0.0))
-            if not ready:
-                raise ray.exceptions.GetTimeoutError(f"no answer within {timeout:g} s")
-            now = time.perf_counter() - t0
-            for ref in ready:
-                arrived[ref] = now
-        return self._get(refs, timeout), [arrived[ref] for ref in refs]
+        arrivals: SimpleQueue[tuple[int, float]] = SimpleQueue()
+        futures = [ref.future() for ref in refs]
+        for index, future in enumerate(futures):
+            future.add_done_callback(
+                lambda _, index=index: arrivals.put((index, time.perf_counter()))
+            )
+        seconds = [math.nan] * len(refs)
+        for _ in refs:
+            try:
+                index, at = arrivals.get(timeout=max(t0 + timeout - time.perf_counter(), 0.0))
+            except Empty:
+                raise ray.exceptions.GetTimeoutError(f"no answer within {timeout:g} s") from None
+            seconds[index] = at - t0
+            error = futures[index].exception()
+            if error is not None:
+                raise error
+        return [future.result() for future in futures], seconds
 
     def answer_seconds(self) -> dict[str, float]:
         """Seconds each site's group took to answer the last call (:class:`FleetReply`)."""
@@ -700,17 +736,19 @@ class RayFleet:
             ray.wait(refs, num_returns=len(refs), timeout=self.timeout_s)
         self._pending = [None] * len(self.handles)
 
-    def ping(self) -> float:
-        """Seconds of one minimal fan-out/fan-in over every group (a no-op actor call)."""
+    def empty_round(self, request: EmptyRound) -> float:
+        """Seconds of one empty round through :meth:`broadcast`: every group answers the zeros
+        ``request`` asks for without computing — what a round costs beyond the computing of
+        sites and coordinator."""
         t0 = time.perf_counter()
-        # `__ray_ready__` is Ray's built-in no-op method of every actor.
-        self._get([h.__ray_ready__.remote() for h in self.handles], self.timeout_s)
+        self.broadcast("empty_round", request)
         return time.perf_counter() - t0
 
     def broadcast(self, call: GroupCall, message: object, *, indexed: bool = False) -> list[object]:
         """Call ``call`` on every group with one shared message; answers in group order.
 
-        The message is put in the object store once. A method with rounds of its own needs
+        The message goes inside the calls when small, else in the object store once
+        (:data:`INLINE_ARGUMENT_BYTES`). A method with rounds of its own needs
         every group in every round: a group later than the deadline is waited for until the
         setup deadline, then restarted (``ray.kill`` with restart) like a crashed one; the
         round then fails with :class:`RoundFailed` naming the groups to :meth:`recover`.
@@ -718,9 +756,12 @@ class RayFleet:
         import ray
 
         self.drain()
-        ref = ray.put(message)
+        # Small messages (every round's request) go inside the calls: a ``ray.put`` costs a
+        # store round trip here and a fetch in every actor. Ray puts an argument above its
+        # inline limit in the store once per call, so a large one is put once for all.
+        payload = ray.put(message) if array_bytes(message) > INLINE_ARGUMENT_BYTES else message
         refs = [
-            getattr(h, call).remote(ref, g) if indexed else getattr(h, call).remote(ref)
+            getattr(h, call).remote(payload, g) if indexed else getattr(h, call).remote(payload)
             for g, h in enumerate(self.handles)
         ]
         try:

@@ -27,7 +27,12 @@ import numpy as np
 
 from thermoroute.common.coupling import CouplingLayout
 from thermoroute.common.errors import ScenarioError, SiteDataInvalid
-from thermoroute.common.method_protocol import MethodBegin, ScatterAnswer, ScatterRequest
+from thermoroute.common.method_protocol import (
+    EmptyRound,
+    MethodBegin,
+    ScatterAnswer,
+    ScatterRequest,
+)
 from thermoroute.common.report_protocol import (
     CLEAN_FIELDS,
     CLEAN_ROUND,
@@ -262,6 +267,10 @@ class SiteGroup:
             files = site_files(report, self.agents[report.site_id].site, request.run_id)
             write_site_files(root, report.site_id, files)
         return tuple(r.site_id for r in reports)
+
+    def empty_round(self, request: EmptyRound) -> np.ndarray:
+        """A round without computing: the zeros ``request`` asks for (a round's floor)."""
+        return request.answer()
 
     def ping(self) -> int:
         """Do nothing and answer the number of hosted sites: the cheapest round trip."""

@@ -88,6 +88,13 @@ def plan_groups(
 # --------------------------------------------------------------------------------------------
 # Ray plumbing
 
+#: Answers up to this size travel inside the call's reply on a Ray this process starts
+#: (``max_direct_call_object_size``; Ray's default, 100 KiB, is below a masked ``newton``
+#: answer: 115 kB on ``australia``, 657 kB on 1,000 sites). Above the limit an answer goes
+#: through the object store: the site writes it there and the coordinator fetches it, ~6 ms
+#: more per round over 8 actors on the 2-core machine (BENCHMARKS.md, issue 24).
+INLINE_ANSWER_BYTES = 1 << 20
+
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Join ``address`` or start a local Ray; returns whether this call started it.
@@ -126,6 +133,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
                 include_dashboard=False,
                 log_to_driver=False,
                 logging_level=logging.WARNING,  # not Ray's "Started a local Ray instance"
+                _system_config={"max_direct_call_object_size": INLINE_ANSWER_BYTES},
                 # In a run's private network only loopback exists: say so rather than let Ray
                 # probe for a route out and warn that there is none (``None``: Ray finds it).
                 _node_ip_address="127.0.0.1" if in_private_network() else None,
