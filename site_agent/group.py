@@ -162,6 +162,13 @@ class SiteGroup:
     # ----------------------------------------------------------------------------------
     # A run of a method (site_agent/methods.py, common/method_protocol.py)
 
+    def import_site_handlers(self, names: Sequence[str]) -> None:
+        """Import the site handler factories ``names`` (``"module:factory"``) before a run's
+        begin needs them: an import costs a new agent process 0.1 s of an idle core, more on
+        a loaded one, and a begin waits for the slowest agent."""
+        for name in names:
+            site_handler_factory(name)
+
     def method_begin(self, message: MethodBegin) -> bytes:
         """Set up a new run on every hosted site: the method's site handler, built by the
         factory ``message`` names from this group's sites; a fresh masking key.
