@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from queue import Empty, SimpleQueue
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -40,9 +40,11 @@ from thermoroute.common.method_protocol import (
     EmptyRound,
     GroupCall,
     MethodBegin,
+    PackedCall,
     ScatterAnswer,
     ScatterRequest,
     Sticky,
+    unpack_answer,
 )
 from thermoroute.common.service_protocol import RefreshAnswer
 
@@ -139,23 +141,6 @@ class Fleet(Protocol):
 #: ``max_direct_call_object_size``, 100 KiB); above it, Ray puts it in the object store once per
 #: call — a broadcast puts such a message once for all groups instead.
 INLINE_ARGUMENT_BYTES = 100 * 1024
-
-
-def array_bytes(message: object) -> int:
-    """Bytes of the arrays and byte strings a message carries, through its dataclass fields,
-    mappings and sequences: its size on the wire, give or take a few hundred bytes, without
-    serialising it."""
-    if isinstance(message, np.ndarray):
-        return int(message.nbytes)
-    if isinstance(message, bytes | str):
-        return len(message)
-    if is_dataclass(message) and not isinstance(message, type):
-        return sum(array_bytes(getattr(message, f.name)) for f in fields(message))
-    if isinstance(message, Mapping):
-        return sum(array_bytes(v) for v in message.values())
-    if isinstance(message, list | tuple):
-        return sum(array_bytes(v) for v in message)
-    return 0
 
 
 def answers_of(answers: Sequence[object], kind: type[_Answer]) -> list[_Answer]:
@@ -458,12 +443,15 @@ class RayFleet:
 
         return ray.get(refs, timeout=timeout)
 
-    def _timed_get(self, refs: list[_Ref], timeout: float) -> tuple[list[Any], list[float]]:
-        """``ray.get`` with the seconds each answer took to arrive after this call.
+    def _timed_get(
+        self, refs: list[_Ref], timeout: float, decode: Callable[[Any], Any] | None = None
+    ) -> tuple[list[Any], list[float]]:
+        r"""``ray.get`` with the seconds each answer took to arrive after this call.
 
         Answers are taken as they arrive: each call's future, on completion, queues its index
         with the time, and this thread reads the queue (not one ``ray.wait`` per answer, each
-        a round trip into Ray's core worker).
+        a round trip into Ray's core worker) and ``decode``\ s the answer while the others
+        are still coming.
 
         Raises ``GetTimeoutError`` when an answer is missing at the deadline, or a call's error
         as soon as it arrives, as ``ray.get`` would raise it.
@@ -478,6 +466,7 @@ class RayFleet:
                 lambda _, index=index: arrivals.put((index, time.perf_counter()))
             )
         seconds = [math.nan] * len(refs)
+        answers: list[Any] = [None] * len(refs)
         for _ in refs:
             try:
                 index, at = arrivals.get(timeout=max(t0 + timeout - time.perf_counter(), 0.0))
@@ -487,7 +476,9 @@ class RayFleet:
             error = futures[index].exception()
             if error is not None:
                 raise error
-        return [future.result() for future in futures], seconds
+            answer = futures[index].result()
+            answers[index] = answer if decode is None else decode(answer)
+        return answers, seconds
 
     def answer_seconds(self) -> dict[str, float]:
         """Seconds each site's group took to answer the last call (:class:`FleetReply`)."""
@@ -747,8 +738,10 @@ class RayFleet:
     def broadcast(self, call: GroupCall, message: object, *, indexed: bool = False) -> list[object]:
         """Call ``call`` on every group with one shared message; answers in group order.
 
-        The message goes inside the calls when small, else in the object store once
-        (:data:`INLINE_ARGUMENT_BYTES`). A method with rounds of its own needs
+        The message is pickled once (:class:`~thermoroute.common.method_protocol.PackedCall`)
+        and goes inside the calls when small, else in the object store once
+        (:data:`INLINE_ARGUMENT_BYTES`); each group answers through its ``packed_call``. A
+        method with rounds of its own needs
         every group in every round: a group later than the deadline is waited for until the
         setup deadline, then restarted (``ray.kill`` with restart) like a crashed one; the
         round then fails with :class:`RoundFailed` naming the groups to :meth:`recover`.
@@ -756,16 +749,17 @@ class RayFleet:
         import ray
 
         self.drain()
-        # Small messages (every round's request) go inside the calls: a ``ray.put`` costs a
-        # store round trip here and a fetch in every actor. Ray puts an argument above its
-        # inline limit in the store once per call, so a large one is put once for all.
-        payload = ray.put(message) if array_bytes(message) > INLINE_ARGUMENT_BYTES else message
+        # Pickled once for all groups (PackedCall). Small messages (every round's request)
+        # go inside the calls: a ``ray.put`` costs a store round trip here and a fetch in
+        # every actor; Ray would put a large one in the store once per call: once for all.
+        packed = PackedCall(call, message).pack()
+        payload = ray.put(packed) if len(packed) > INLINE_ARGUMENT_BYTES else packed
         refs = [
-            getattr(h, call).remote(payload, g) if indexed else getattr(h, call).remote(payload)
+            h.packed_call.remote(payload, g) if indexed else h.packed_call.remote(payload)
             for g, h in enumerate(self.handles)
         ]
         try:
-            answers, seconds = self._timed_get(refs, self.timeout_s)
+            answers, seconds = self._timed_get(refs, self.timeout_s, unpack_answer)
             self._answer_s = dict(enumerate(seconds))
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as error:
             raise self._round_failed(call, refs, error) from error

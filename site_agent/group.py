@@ -30,6 +30,7 @@ from thermoroute.common.errors import ScenarioError, SiteDataInvalid
 from thermoroute.common.method_protocol import (
     EmptyRound,
     MethodBegin,
+    PackedCalls,
     ScatterAnswer,
     ScatterRequest,
 )
@@ -68,7 +69,7 @@ _In = TypeVar("_In")
 _Out = TypeVar("_Out")
 
 
-class SiteGroup:
+class SiteGroup(PackedCalls):
     """Several sites' agents behind one interface, solved in a thread pool.
 
     Parameters

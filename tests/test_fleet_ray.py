@@ -8,27 +8,30 @@ call and its answer), on the session's Ray cluster (tests/conftest.py).
 
 from __future__ import annotations
 
+import pickle
 import time
 from typing import Any
 
 import numpy as np
 import pytest
 
-from thermoroute.common.method_protocol import EmptyRound
-from thermoroute.common.report_protocol import ReportRequest
-from thermoroute.coordinator.fleet import (
-    INLINE_ARGUMENT_BYTES,
-    RayFleet,
-    RoundFailed,
-    array_bytes,
+from thermoroute.common.method_protocol import (
+    PACKED_ANSWER_BYTES,
+    EmptyRound,
+    LargeAnswer,
+    PackedCall,
+    PackedCalls,
+    unpack_answer,
 )
+from thermoroute.common.report_protocol import ReportRequest
+from thermoroute.coordinator.fleet import INLINE_ARGUMENT_BYTES, RayFleet, RoundFailed
 
 pytestmark = pytest.mark.ray
 
 GROUPS = [["syd"], ["mel"], ["per"]]
 
 
-class Answering:
+class Answering(PackedCalls):
     """A group that answers a round after ``delay_s`` with its index and what it received;
     the group ``failing`` raises instead."""
 
@@ -84,7 +87,7 @@ def test_a_large_message_reaches_every_group_whole(ray_cluster: Any) -> None:
     """A message above Ray's inline limit is put in the store once and read by all."""
     fleet, handles = _fleet(ray_cluster, [0.0, 0.0, 0.0])
     large = {"schur": np.random.default_rng(0).standard_normal(INLINE_ARGUMENT_BYTES // 8 + 1)}
-    assert array_bytes(large) > INLINE_ARGUMENT_BYTES
+    assert len(PackedCall("method_round", large).pack()) > INLINE_ARGUMENT_BYTES
     for _, received in fleet.broadcast("method_round", large):  # type: ignore[misc]
         assert np.array_equal(received["schur"], large["schur"])
     zeros = fleet.broadcast("empty_round", EmptyRound(7160))
@@ -111,8 +114,16 @@ def test_a_group_that_raises_raises_its_error(ray_cluster: Any) -> None:
         ray_cluster.kill(h)
 
 
-def test_array_bytes_counts_what_a_message_carries() -> None:
-    request = ReportRequest("run", 3, history_iterations=(1, 2))
-    assert array_bytes(request) == len("run")
-    nested = {"a": [np.zeros(10), (np.zeros((2, 5), dtype=np.uint64), b"key")], "n": 4}
-    assert array_bytes(nested) == 80 + 80 + 3
+def test_a_packed_call_answers_group_calls_only() -> None:
+    """A group answers a packed broadcast call as the call itself, pickled (a large answer
+    as it is); a packet naming any other method of its class is refused."""
+    group = Answering(0, 0.0)
+    answer = group.packed_call(PackedCall("method_round", 7).pack())
+    assert pickle.loads(answer) == group.method_round(7) == (0, 7)
+    large = np.zeros(PACKED_ANSWER_BYTES // 8 + 1)
+    big = group.packed_call(PackedCall("method_round", large).pack())
+    assert isinstance(big, LargeAnswer)
+    index, echoed = unpack_answer(big)  # type: ignore[misc]
+    assert index == 0 and np.array_equal(echoed, large)
+    with pytest.raises(TypeError, match="not a packed group call"):
+        group.packed_call(pickle.dumps(PackedCall("__init__", 7)))  # type: ignore[arg-type]
