@@ -17,7 +17,10 @@ vector is one contiguous slice.
 
 Messages stay small: in a scatter a group receives only its own sites' slices (one float per
 support row) and answers only its sites' slices; the layout and row scales, the same for
-everyone, are sent once at registration (``ray.put`` once on the Ray path).
+everyone, are sent once at registration (``ray.put`` once on the Ray path). On Ray a
+broadcast's message is pickled once for every group and each group answers through its
+``packed_call`` (:class:`~thermoroute.common.method_protocol.PackedCalls`, which every group
+class reached over Ray mixes in): Ray would serialise it again per call.
 
 This module never imports ``site_agent``; Ray is imported only by :class:`RayFleet`.
 """
