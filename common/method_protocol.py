@@ -97,8 +97,9 @@ class EmptyRound:
 
 @dataclass(frozen=True)
 class PackedCall:
-    """A broadcast's call as the fleet sends it over Ray: pickled once (:meth:`pack`), the
-    same bytes to every group.
+    """A broadcast's call as the fleet sends it over Ray: pickled once, the same bytes to every
+    group (by the fleet, with Ray's cloudpickle: a :class:`MethodBegin` may carry a factory
+    defined outside the product, pickled by value).
 
     Ray serialises each call's argument again for every group, with a serialiser that costs
     more than ``pickle`` for a small message holding arrays, and likewise each answer: about
@@ -107,9 +108,6 @@ class PackedCall:
 
     call: GroupCall
     message: object
-
-    def pack(self) -> bytes:
-        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 #: Answers whose pickle is larger go back as they are (:class:`LargeAnswer`): Ray hands

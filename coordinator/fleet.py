@@ -140,6 +140,8 @@ class Fleet(Protocol):
     def close(self) -> None: ...
 
 
+#: The protocol of a packed call (in-band buffers: the bytes are the whole message).
+PICKLE_PROTOCOL = 5
 #: Ray passes an argument up to this size inside the call (its default
 #: ``max_direct_call_object_size``, 100 KiB); above it, Ray puts it in the object store once per
 #: call — a broadcast puts such a message once for all groups instead.
@@ -750,12 +752,13 @@ class RayFleet:
         round then fails with :class:`RoundFailed` naming the groups to :meth:`recover`.
         """
         import ray
+        from ray import cloudpickle
 
         self.drain()
         # Pickled once for all groups (PackedCall). Small messages (every round's request)
         # go inside the calls: a ``ray.put`` costs a store round trip here and a fetch in
         # every actor; Ray would put a large one in the store once per call: once for all.
-        packed = PackedCall(call, message).pack()
+        packed = cloudpickle.dumps(PackedCall(call, message), protocol=PICKLE_PROTOCOL)
         payload = ray.put(packed) if len(packed) > INLINE_ARGUMENT_BYTES else packed
         refs = [
             h.packed_call.remote(payload, g) if indexed else h.packed_call.remote(payload)

@@ -87,7 +87,7 @@ def test_a_large_message_reaches_every_group_whole(ray_cluster: Any) -> None:
     """A message above Ray's inline limit is put in the store once and read by all."""
     fleet, handles = _fleet(ray_cluster, [0.0, 0.0, 0.0])
     large = {"schur": np.random.default_rng(0).standard_normal(INLINE_ARGUMENT_BYTES // 8 + 1)}
-    assert len(PackedCall("method_round", large).pack()) > INLINE_ARGUMENT_BYTES
+    assert len(pickle.dumps(PackedCall("method_round", large))) > INLINE_ARGUMENT_BYTES
     for _, received in fleet.broadcast("method_round", large):  # type: ignore[misc]
         assert np.array_equal(received["schur"], large["schur"])
     zeros = fleet.broadcast("empty_round", EmptyRound(7160))
@@ -118,10 +118,10 @@ def test_a_packed_call_answers_group_calls_only() -> None:
     """A group answers a packed broadcast call as the call itself, pickled (a large answer
     as it is); a packet naming any other method of its class is refused."""
     group = Answering(0, 0.0)
-    answer = group.packed_call(PackedCall("method_round", 7).pack())
+    answer = group.packed_call(pickle.dumps(PackedCall("method_round", 7)))
     assert pickle.loads(answer) == group.method_round(7) == (0, 7)
     large = np.zeros(PACKED_ANSWER_BYTES // 8 + 1)
-    big = group.packed_call(PackedCall("method_round", large).pack())
+    big = group.packed_call(pickle.dumps(PackedCall("method_round", large)))
     assert isinstance(big, LargeAnswer)
     index, echoed = unpack_answer(big)  # type: ignore[misc]
     assert index == 0 and np.array_equal(echoed, large)
