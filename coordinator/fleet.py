@@ -745,11 +745,12 @@ class RayFleet:
 
         The message is pickled once (:class:`~thermoroute.common.method_protocol.PackedCall`)
         and goes inside the calls when small, else in the object store once
-        (:data:`INLINE_ARGUMENT_BYTES`); each group answers through its ``packed_call``. A
-        method with rounds of its own needs
-        every group in every round: a group later than the deadline is waited for until the
-        setup deadline, then restarted (``ray.kill`` with restart) like a crashed one; the
-        round then fails with :class:`RoundFailed` naming the groups to :meth:`recover`.
+        (:data:`INLINE_ARGUMENT_BYTES`); each group answers through its ``packed_call``.
+
+        A method with rounds of its own needs every group in every round: a group later than
+        the deadline is waited for until the setup deadline, then restarted (``ray.kill``
+        with restart) like a crashed one; the round then fails with :class:`RoundFailed`
+        naming the groups to :meth:`recover`.
         """
         import ray
         from ray import cloudpickle
