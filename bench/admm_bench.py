@@ -26,8 +26,8 @@ process on the same data and the same ADMM iterates: the same
 site's solve is not slowed by another's), with every site's ``SiteAgent.solve`` call timed. That
 call is what a site does per iteration (update ``q``, OSQP solve, bookkeeping); the bare OSQP solve
 (``SolveInfo.solve_s``) is shown too. The Ray round trip is ``timings["ping_s"]`` of each Ray run
-(``measure_ping=True``): the median of 20 no-op fan-out/fan-ins from the coordinator actor over the
-same site actors, taken right after the run.
+(``measure_ping=True``): the median of 20 empty rounds through the fleet's broadcast from the
+coordinator actor over the same site actors (each answering nothing), taken right after the run.
 
 Two floors are reported:
 

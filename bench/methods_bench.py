@@ -1,26 +1,31 @@
-"""Both distributed methods side by side, and the centralised solve (issue 9, item 7).
+"""Both distributed methods side by side, and the centralised solve (issue 9, item 7; floors
+issue 24, item 4).
 
     python -m bench.methods_bench [--scenarios australia,australia-20,synth100,synth1000]
-                                  [--methods ipm,admm] [--no-central] [--json FILE]
+                                  [--methods ipm,admm] [--repeats 3] [--no-central]
+                                  [--json FILE]
 
 Run by hand; nothing here is asserted. For every scenario, from one invocation, on Ray
 (site groups as in ``bench.admm_bench``: one actor per site on the embedded fleets, four
-actors on the synthetic ones):
+actors on the synthetic ones) and in process, each run ``--repeats`` times in turn (in
+process, on Ray; masked, then in the clear for the interior point) and reported as medians:
 
 * iterations to the ``ε_rel = 1e-4`` test, converged or not, wall time of the iterations and
-  seconds per iteration;
-* the per-iteration floor measured in the same invocation: the rounds of one iteration
-  times one minimal Ray fan-out/fan-in over the same actors (``ping``), plus the sites' own
-  computing per iteration — timed in process on the same method (one core) and divided by
-  the cores, since on this machine the sites share two cores;
+  seconds per iteration, on Ray and in process (the coordinator and every site in one
+  process, one after the other, on one core), and their ratio;
+* the per-iteration floor on Ray: the rounds of one iteration times an *empty round* through
+  the same fleet (``RayFleet.broadcast`` of ``EmptyRound``: every group answers, without
+  computing, as many values as the run's groups sent per round on average, masked when the
+  run masks), plus the sites' and coordinator's own computing per iteration — the in-process
+  time per iteration divided by the cores, since on this machine the sites share two;
 * bytes each site group sends per iteration (the interior point: its masked sums, 16 bytes
   per value; ADMM: its served demand, 8 bytes per support row);
 * the objective's gap to the centralised optimum (cvxpy + Clarabel in a child process with
   a time and memory budget) and that solve's wall time;
-* for the interior point with secure aggregation, what masking costs one site per round:
-  the median time to encode and mask the largest message (the ``newton`` round) with the
-  neighbours of a fleet of that size (on real hosts every site masks in parallel; here the
-  emulation pays it once per site), and the whole run's wall time with masking off.
+* for the interior point, what masking costs: the same runs with secure aggregation off (in
+  process and on Ray), and the median time for one party to encode and mask the largest
+  message (the ``newton`` round) with the neighbours of a fleet of that size (on real hosts
+  every site masks in parallel; here the emulation pays it once per group).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from bench.admm_bench import (
 )
 from thermoroute.cluster import discover, ensure_ray
 from thermoroute.common.ipm_protocol import round_fields
+from thermoroute.common.method_protocol import EmptyRound
 from thermoroute.common.scenarios import embedded_scenarios
 from thermoroute.common.schur_pattern import SchurPattern
 from thermoroute.common.secure_aggregation import (
@@ -136,9 +142,10 @@ def one_run(
     executor: str,
     *,
     secure: bool = True,
-    ping: bool = True,
+    floor: EmptyRound | None = None,
     limit_s: float | None = None,
 ) -> dict[str, Any]:
+    """One run; on Ray with ``floor``, also the median empty round answering it."""
     settings = settings_of(method, spec.name, secure, limit_s)
     t0 = time.perf_counter()
     run = solve_distributed(
@@ -146,7 +153,8 @@ def one_run(
         executor=executor,
         sites_per_agent=spec.sites_per_agent,
         settings=settings,
-        measure_ping=ping and executor == "ray",
+        measure_ping=floor is not None and executor == "ray",
+        ping_answer=floor,
     )
     total = time.perf_counter() - t0
     iterations = run.outcome.run.iterations
@@ -164,34 +172,76 @@ def one_run(
         "sites": sum(len(g) for g in run.groups),
         "rounds_per_iteration": rounds_per_iteration(method, run),
         "bytes_per_group_per_iteration": bytes_per_group(method, run),
-        "ping_s": run.timings.get("ping_s", math.nan),
+        "empty_round_s": run.timings.get("ping_s", math.nan),
+        "empty_round_values": floor.values if floor is not None else 0,
         "schur_across_steps": bool(getattr(run.outcome.result, "across_steps", False)),
     }
     return record
 
 
-def bench(spec: Any, methods: Sequence[str], central: bool, console: Console) -> dict[str, Any]:
+def floor_round(method: str, secure: bool, record: dict[str, Any]) -> EmptyRound:
+    """The empty round that stands for one of ``record``'s rounds: each group answers the
+    values it sent per round on average (masked as the run was)."""
+    per_round = record["bytes_per_group_per_iteration"] / record["rounds_per_iteration"]
+    masked = method == INTERIOR_POINT and secure
+    return EmptyRound(round(per_round / (16 if masked else 8)), masked)
+
+
+def medians(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The first record with every number replaced by its median over ``records`` (a
+    count by its lower median, to stay a count)."""
+    out = dict(records[0])
+    for key, value in out.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            out[key] = statistics.median_low(r[key] for r in records)
+        elif isinstance(value, float):
+            out[key] = statistics.median(r[key] for r in records)
+    out["converged"] = all(r["converged"] for r in records)
+    return out
+
+
+def compare(
+    spec: Any, method: str, secure: bool, repeats: int, console: Console
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``repeats`` pairs of runs, in process then on Ray; the Ray run's medians with the
+    in-process figures, the ratio and the floor, and the in-process medians."""
+    inline_runs, ray_runs = [], []
+    clear = "" if secure else " without secure aggregation"
+    for r in range(repeats):
+        console.print(f"[{spec.name}] {method}{clear}, repeat {r + 1}/{repeats}: in process …")
+        inline = one_run(spec, method, "inline", secure=secure, limit_s=FLOOR_RUN_LIMIT_S)
+        console.print(f"[{spec.name}] {method}{clear}, repeat {r + 1}/{repeats}: on Ray …")
+        floor = floor_round(method, secure, inline)
+        ray_run = one_run(spec, method, "ray", secure=secure, floor=floor)
+        ray_run["ratio_to_inline"] = ray_run["s_per_iteration"] / inline["s_per_iteration"]
+        inline_runs.append(inline)
+        ray_runs.append(ray_run)
+    inline, out = medians(inline_runs), medians(ray_runs)
+    cores = 2
+    out["inline_s_per_iteration"] = inline["s_per_iteration"]
+    out["floor_s_per_iteration"] = (
+        out["rounds_per_iteration"] * out["empty_round_s"] + inline["s_per_iteration"] / cores
+    )
+    out["ratio_to_floor"] = out["s_per_iteration"] / out["floor_s_per_iteration"]
+    out["ratios_to_inline"] = [r["ratio_to_inline"] for r in ray_runs]
+    out["repeats"] = ray_runs
+    inline["repeats"] = inline_runs
+    return out, inline
+
+
+def bench(
+    spec: Any, methods: Sequence[str], central: bool, repeats: int, console: Console
+) -> dict[str, Any]:
     out: dict[str, Any] = {"scenario": spec.name, "sites_per_agent": spec.sites_per_agent}
     for method in methods:
-        console.print(f"[{spec.name}] {method} on Ray …", highlight=False)
-        ray_run = one_run(spec, method, "ray")
-        console.print(f"[{spec.name}] {method} in process (the sites' computing) …")
-        inline = one_run(spec, method, "inline", ping=False, limit_s=FLOOR_RUN_LIMIT_S)
-        cores = 2
-        compute = inline["s_per_iteration"] / cores
-        floor = ray_run["rounds_per_iteration"] * ray_run["ping_s"] + compute
-        ray_run["inline_s_per_iteration"] = inline["s_per_iteration"]
-        ray_run["floor_s_per_iteration"] = floor
-        ray_run["ratio_to_floor"] = ray_run["s_per_iteration"] / floor
-        out[method] = ray_run
+        out[method], out[f"{method}_inline"] = compare(spec, method, True, repeats, console)
         if method == INTERIOR_POINT:
-            console.print(f"[{spec.name}] {method} without secure aggregation …")
-            clear = one_run(spec, method, "ray", secure=False, ping=False)
-            out["clear"] = clear
+            out["clear"], out["clear_inline"] = compare(spec, method, False, repeats, console)
             out["masking"] = masking_cost(
-                spec.source, ray_run["groups"], ray_run["schur_across_steps"]
+                spec.source, out[method]["groups"], out[method]["schur_across_steps"]
             )
-            out["masking"]["per_site_round_s"] = out["masking"]["mask_s"]
     if central:
         console.print(f"[{spec.name}] centralised solve …")
         out["central"] = central_with_budget(spec.source, CENTRAL_BUDGET_S, CENTRAL_MEMORY_GB)
@@ -203,9 +253,13 @@ def bench(spec: Any, methods: Sequence[str], central: bool, console: Console) ->
 
 
 def table(results: Sequence[dict[str, Any]], methods: Sequence[str]) -> Table:
-    t = Table(title="distributed methods side by side (Ray, ε_rel = 1e-4)", title_justify="left")
-    for col in ("scenario", "method", "iterations", "wall s", "s/iteration", "floor s/it",
-                "× floor", "rounds/it", "kB/group/it", "gap %", "central s"):  # fmt: skip
+    t = Table(
+        title="distributed methods side by side (ε_rel = 1e-4; medians of the repeats)",
+        title_justify="left",
+    )
+    for col in ("scenario", "method", "iterations", "Ray wall s", "Ray s/it", "in-process s/it",
+                "Ray ÷ in-process", "empty round ms", "floor s/it", "× floor", "rounds/it",
+                "kB/group/it", "gap %", "central s"):  # fmt: skip
         t.add_column(col, justify="left" if col in ("scenario", "method") else "right")
     for res in results:
         central = res.get("central", {})
@@ -214,9 +268,11 @@ def table(results: Sequence[dict[str, Any]], methods: Sequence[str]) -> Table:
             r = res[method]
             conv = "" if r["converged"] else " (not conv.)"
             t.add_row(
-                res["scenario"], method, f"{r['iterations']}{conv}", f"{r['solve_s']:.1f}",
-                f"{r['s_per_iteration']:.3f}", f"{r['floor_s_per_iteration']:.3f}",
-                f"{r['ratio_to_floor']:.1f}", f"{r['rounds_per_iteration']:.1f}",
+                res["scenario"], method, f"{r['iterations']:.0f}{conv}", f"{r['solve_s']:.2f}",
+                f"{r['s_per_iteration']:.3f}", f"{r['inline_s_per_iteration']:.3f}",
+                f"{r['s_per_iteration'] / r['inline_s_per_iteration']:.2f}",
+                f"{1000 * r['empty_round_s']:.1f}", f"{r['floor_s_per_iteration']:.3f}",
+                f"{r['ratio_to_floor']:.2f}", f"{r['rounds_per_iteration']:.1f}",
                 f"{r['bytes_per_group_per_iteration'] / 1000:.1f}",
                 f"{r.get('gap_pct', math.nan):+.4f}", central_s,
             )  # fmt: skip
@@ -224,18 +280,25 @@ def table(results: Sequence[dict[str, Any]], methods: Sequence[str]) -> Table:
 
 
 def masking_table(results: Sequence[dict[str, Any]]) -> Table:
-    t = Table(title="secure aggregation (interior point)", title_justify="left")
+    t = Table(
+        title="secure aggregation (interior point; medians of the repeats)", title_justify="left"
+    )
     for col in ("scenario", "groups", "values/msg", "neighbours", "mask ms/site/round",
-                "wall s masked", "wall s clear", "ratio"):  # fmt: skip
+                "Ray s/it masked", "clear", "ratio", "in-process s/it masked", "clear",
+                "ratio"):  # fmt: skip
         t.add_column(col, justify="left" if col == "scenario" else "right")
     for res in results:
         if "masking" not in res:
             continue
         m, on, off = res["masking"], res[INTERIOR_POINT], res["clear"]
+        on_in, off_in = res[f"{INTERIOR_POINT}_inline"], res["clear_inline"]
         t.add_row(
             res["scenario"], str(on["groups"]), f"{m['values']:.0f}", f"{m['neighbours']:.0f}",
-            f"{1000 * m['mask_s']:.2f}", f"{on['solve_s']:.1f}", f"{off['solve_s']:.1f}",
-            f"{on['solve_s'] / off['solve_s']:.2f}",
+            f"{1000 * m['mask_s']:.2f}", f"{on['s_per_iteration']:.3f}",
+            f"{off['s_per_iteration']:.3f}",
+            f"{on['s_per_iteration'] / off['s_per_iteration']:.2f}",
+            f"{on_in['s_per_iteration']:.3f}", f"{off_in['s_per_iteration']:.3f}",
+            f"{on_in['s_per_iteration'] / off_in['s_per_iteration']:.2f}",
         )  # fmt: skip
     return t
 
@@ -244,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", default="australia,australia-20,synth100,synth1000")
     parser.add_argument("--methods", default=f"{INTERIOR_POINT},{ADMM}")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each kind (medians)")
     parser.add_argument("--no-central", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -262,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not (name in DEFAULTS or name.startswith("synth") or name in embedded):
                 raise SystemExit(f"error: unknown scenario {name!r} (embedded or synthN)")
             prepare(spec, Path(tmp))
-            results.append(bench(spec, methods, not args.no_central, console))
+            results.append(bench(spec, methods, not args.no_central, args.repeats, console))
             console.print(table(results, methods))
     console.print(table(results, methods))
     console.print(masking_table(results))

@@ -26,6 +26,7 @@ import numpy as np
 from thermoroute.common.aggregation_tree import AggregationTree
 from thermoroute.common.atomic_files import write_directory_atomic
 from thermoroute.common.evaluate import objective_parts_aud
+from thermoroute.common.method_protocol import EmptyRound
 from thermoroute.common.report_protocol import (
     CLEAN_FIELDS,
     CleanFinish,
@@ -462,9 +463,11 @@ class Coordinator:
         """
         return linger_metrics(seconds)
 
-    def ping_fleet(self, repeats: int = 20) -> float:
-        """Median seconds of one minimal fan-out/fan-in over the fleet's actors."""
+    def ping_fleet(self, repeats: int = 20, request: EmptyRound | None = None) -> float:
+        """Median seconds of an empty round over the fleet's actors (:meth:`RayFleet.empty_round`;
+        by default each group answers nothing)."""
         fleet = self._fleet()
         if not isinstance(fleet, RayFleet):
             return 0.0
-        return float(np.median([fleet.ping() for _ in range(repeats)]))
+        request = EmptyRound(0, masked=False) if request is None else request
+        return float(np.median([fleet.empty_round(request) for _ in range(repeats)]))

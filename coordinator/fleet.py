@@ -17,7 +17,10 @@ vector is one contiguous slice.
 
 Messages stay small: in a scatter a group receives only its own sites' slices (one float per
 support row) and answers only its sites' slices; the layout and row scales, the same for
-everyone, are sent once at registration (``ray.put`` once on the Ray path).
+everyone, are sent once at registration (``ray.put`` once on the Ray path). On Ray a
+broadcast's message is pickled once for every group and each group answers through its
+``packed_call`` (:class:`~thermoroute.common.method_protocol.PackedCalls`, which every group
+class reached over Ray mixes in): Ray would serialise it again per call.
 
 Bytes that do not grow with the fleet: a round whose answers are masked sums (the interior
 point's :class:`~thermoroute.common.ipm_protocol.Aggregate`) goes through
@@ -33,10 +36,12 @@ This module never imports ``site_agent``; Ray is imported only by :class:`RayFle
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from queue import Empty, SimpleQueue
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -51,11 +56,14 @@ from thermoroute.common.aggregation_tree import (
 from thermoroute.common.coupling import CouplingLayout
 from thermoroute.common.ipm_protocol import Aggregate
 from thermoroute.common.method_protocol import (
+    EmptyRound,
     GroupCall,
     MethodBegin,
+    PackedCall,
     ScatterAnswer,
     ScatterRequest,
     Sticky,
+    unpack_answer,
 )
 from thermoroute.common.service_protocol import RefreshAnswer
 
@@ -155,6 +163,14 @@ class Fleet(Protocol):
     def refresh(self, start: datetime | str) -> list[RefreshAnswer]: ...
 
     def close(self) -> None: ...
+
+
+#: The protocol of a packed call (in-band buffers: the bytes are the whole message).
+PICKLE_PROTOCOL = 5
+#: Ray passes an argument up to this size inside the call (its default
+#: ``max_direct_call_object_size``, 100 KiB); above it, Ray puts it in the object store once per
+#: call — a broadcast puts such a message once for all groups instead.
+INLINE_ARGUMENT_BYTES = 100 * 1024
 
 
 def answers_of(answers: Sequence[object], kind: type[_Answer]) -> list[_Answer]:
@@ -527,26 +543,42 @@ class RayFleet:
 
         return ray.get(refs, timeout=timeout)
 
-    def _timed_get(self, refs: list[_Ref], timeout: float) -> tuple[list[Any], list[float]]:
-        """``ray.get`` with the time each answer arrived after the call (one ``ray.wait``
-        per answer: the price of per-site solve times, ~0.1 ms each).
+    def _timed_get(
+        self, refs: list[_Ref], timeout: float, decode: Callable[[Any], Any] | None = None
+    ) -> tuple[list[Any], list[float]]:
+        r"""``ray.get`` with the seconds each answer took to arrive after this call.
 
-        Raises ``GetTimeoutError`` or the actor's error as ``ray.get`` would.
+        Answers are taken as they arrive: each call's future, on completion, queues its index
+        with the time, and this thread reads the queue (not one ``ray.wait`` per answer, each
+        a round trip into Ray's core worker) and ``decode``\ s the answer while the others
+        are still coming.
+
+        Raises ``GetTimeoutError`` when an answer is missing at the deadline, or a call's error
+        as soon as it arrives, as ``ray.get`` would raise it.
         """
         import ray
 
         t0 = time.perf_counter()
-        arrived: dict[_Ref, float] = {}
-        pending = list(refs)
-        while pending:
-            left = timeout - (time.perf_counter() - t0)
-            ready, pending = ray.wait(pending, num_returns=1, timeout=max(left, 0.0))
-            if not ready:
-                raise ray.exceptions.GetTimeoutError(f"no answer within {timeout:g} s")
-            now = time.perf_counter() - t0
-            for ref in ready:
-                arrived[ref] = now
-        return self._get(refs, timeout), [arrived[ref] for ref in refs]
+        arrivals: SimpleQueue[tuple[int, float]] = SimpleQueue()
+        futures = [ref.future() for ref in refs]
+        for index, future in enumerate(futures):
+            future.add_done_callback(
+                lambda _, index=index: arrivals.put((index, time.perf_counter()))
+            )
+        seconds = [math.nan] * len(refs)
+        answers: list[Any] = [None] * len(refs)
+        for _ in refs:
+            try:
+                index, at = arrivals.get(timeout=max(t0 + timeout - time.perf_counter(), 0.0))
+            except Empty:
+                raise ray.exceptions.GetTimeoutError(f"no answer within {timeout:g} s") from None
+            seconds[index] = at - t0
+            error = futures[index].exception()
+            if error is not None:
+                raise error
+            answer = futures[index].result()
+            answers[index] = answer if decode is None else decode(answer)
+        return answers, seconds
 
     def answer_seconds(self) -> dict[str, float]:
         """Seconds each site's group took to answer the last call (:class:`FleetReply`)."""
@@ -795,31 +827,41 @@ class RayFleet:
             ray.wait(refs, num_returns=len(refs), timeout=self.timeout_s)
         self._pending = [None] * len(self.handles)
 
-    def ping(self) -> float:
-        """Seconds of one minimal fan-out/fan-in over every group (a no-op actor call)."""
+    def empty_round(self, request: EmptyRound) -> float:
+        """Seconds of one empty round through :meth:`broadcast`: every group answers the zeros
+        ``request`` asks for without computing — what a round costs beyond the computing of
+        sites and coordinator."""
         t0 = time.perf_counter()
-        # `__ray_ready__` is Ray's built-in no-op method of every actor.
-        self._get([h.__ray_ready__.remote() for h in self.handles], self.timeout_s)
+        self.broadcast("empty_round", request)
         return time.perf_counter() - t0
 
     def broadcast(self, call: GroupCall, message: object, *, indexed: bool = False) -> list[object]:
         """Call ``call`` on every group with one shared message; answers in group order.
 
-        The message is put in the object store once. A method with rounds of its own needs
-        every group in every round: a group later than the deadline is waited for until the
-        setup deadline, then restarted (``ray.kill`` with restart) like a crashed one; the
-        round then fails with :class:`RoundFailed` naming the groups to :meth:`recover`.
+        The message is pickled once (:class:`~thermoroute.common.method_protocol.PackedCall`)
+        and goes inside the calls when small, else in the object store once
+        (:data:`INLINE_ARGUMENT_BYTES`); each group answers through its ``packed_call``.
+
+        A method with rounds of its own needs every group in every round: a group later than
+        the deadline is waited for until the setup deadline, then restarted (``ray.kill``
+        with restart) like a crashed one; the round then fails with :class:`RoundFailed`
+        naming the groups to :meth:`recover`.
         """
         import ray
+        from ray import cloudpickle
 
         self.drain()
-        ref = ray.put(message)
+        # Pickled once for all groups (PackedCall). Small messages (every round's request)
+        # go inside the calls: a ``ray.put`` costs a store round trip here and a fetch in
+        # every actor; Ray would put a large one in the store once per call: once for all.
+        packed = cloudpickle.dumps(PackedCall(call, message), protocol=PICKLE_PROTOCOL)
+        payload = ray.put(packed) if len(packed) > INLINE_ARGUMENT_BYTES else packed
         refs = [
-            getattr(h, call).remote(ref, g) if indexed else getattr(h, call).remote(ref)
+            h.packed_call.remote(payload, g) if indexed else h.packed_call.remote(payload)
             for g, h in enumerate(self.handles)
         ]
         try:
-            answers, seconds = self._timed_get(refs, self.timeout_s)
+            answers, seconds = self._timed_get(refs, self.timeout_s, unpack_answer)
             self._answer_s = dict(enumerate(seconds))
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as error:
             raise self._round_failed(call, refs, error) from error
@@ -837,9 +879,11 @@ class RayFleet:
         (a posted call costs no round trip of its own).
         """
         import ray
+        from ray import cloudpickle
 
-        ref = ray.put(message)
-        self._posted = (call, [getattr(h, call).remote(ref) for h in self.handles])
+        packed = cloudpickle.dumps(PackedCall(call, message), protocol=PICKLE_PROTOCOL)
+        payload = ray.put(packed) if len(packed) > INLINE_ARGUMENT_BYTES else packed
+        self._posted = (call, [h.packed_call.remote(payload) for h in self.handles])
 
     def _check_posted(self) -> None:
         """The answers of the last posted calls (done: later calls to each actor are), or
@@ -848,7 +892,7 @@ class RayFleet:
             return
         call, refs = self._posted
         self._posted = None
-        answers = self._get(refs, self.timeout_s)
+        answers = [unpack_answer(a) for a in self._get(refs, self.timeout_s)]
         if self.tap is not None:
             for g, answer in enumerate(answers):
                 self.tap(call, g, answer)

@@ -28,7 +28,13 @@ import numpy as np
 from thermoroute.common.aggregation_tree import RelayAnswer, RelayPlan
 from thermoroute.common.coupling import CouplingLayout
 from thermoroute.common.errors import ScenarioError, SiteDataInvalid
-from thermoroute.common.method_protocol import MethodBegin, ScatterAnswer, ScatterRequest
+from thermoroute.common.method_protocol import (
+    EmptyRound,
+    MethodBegin,
+    PackedCalls,
+    ScatterAnswer,
+    ScatterRequest,
+)
 from thermoroute.common.report_protocol import (
     CLEAN_FIELDS,
     CLEAN_ROUND,
@@ -65,7 +71,7 @@ _In = TypeVar("_In")
 _Out = TypeVar("_Out")
 
 
-class SiteGroup:
+class SiteGroup(PackedCalls):
     """Several sites' agents behind one interface, solved in a thread pool.
 
     Parameters
@@ -158,6 +164,13 @@ class SiteGroup:
 
     # ----------------------------------------------------------------------------------
     # A run of a method (site_agent/methods.py, common/method_protocol.py)
+
+    def import_site_handlers(self, names: Sequence[str]) -> None:
+        """Import the site handler factories ``names`` (``"module:factory"``) before a run's
+        begin needs them: an import costs a new agent process 0.1 s of an idle core, more on
+        a loaded one, and a begin waits for the slowest agent."""
+        for name in names:
+            site_handler_factory(name)
 
     def method_begin(self, message: MethodBegin) -> bytes:
         """Set up a new run on every hosted site: the method's site handler, built by the
@@ -271,6 +284,10 @@ class SiteGroup:
             files = site_files(report, self.agents[report.site_id].site, request.run_id)
             write_site_files(root, report.site_id, files)
         return tuple(r.site_id for r in reports)
+
+    def empty_round(self, request: EmptyRound) -> np.ndarray:
+        """A round without computing: the zeros ``request`` asks for (a round's floor)."""
+        return request.answer()
 
     def ping(self) -> int:
         """Do nothing and answer the number of hosted sites: the cheapest round trip."""

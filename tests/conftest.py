@@ -243,7 +243,15 @@ def ray_session() -> Iterator[Any]:
     import ray
     from ray._private import worker  # the session's path has no public accessor
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from thermoroute.cluster import INLINE_ANSWER_BYTES
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        # As a product run's local Ray (thermoroute.cluster.ensure_ray).
+        _system_config={"max_direct_call_object_size": INLINE_ANSWER_BYTES},
+    )
     session = worker._global_node.get_session_dir_path()
     try:
         yield ray

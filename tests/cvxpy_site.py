@@ -28,7 +28,7 @@ from thermoroute.common.admm_protocol import (
 )
 from thermoroute.common.coupling import CouplingLayout, coefficient_of_entry
 from thermoroute.common.evaluate import evaluate, true_pue, true_wue
-from thermoroute.common.method_protocol import MethodBegin
+from thermoroute.common.method_protocol import MethodBegin, PackedCalls
 from thermoroute.common.report_protocol import GroupReport, ReportRequest
 from thermoroute.common.scenario import Scenario
 from thermoroute.common.secure_aggregation import PairwiseMasker
@@ -86,7 +86,7 @@ class _Site:
     last: tuple[int, np.ndarray] | None = None
 
 
-class CvxSiteGroup:
+class CvxSiteGroup(PackedCalls):
     """Several sites of ``scenario`` solved with cvxpy; the site-group contract.
 
     Parameters

@@ -397,6 +397,25 @@ def test_group_solve_equals_individual_solves(fleet):
         group.close()
 
 
+def test_group_imports_site_handlers_ahead_and_answers_an_empty_round(fleet):
+    """The product's site handlers import in a group (as its actor does while it starts);
+    a name that names nothing fails there as it would at a run's begin."""
+    from thermoroute.cluster import PRODUCT_SITE_HANDLERS
+    from thermoroute.common.method_protocol import EmptyRound
+
+    scenario, directory = fleet
+    group = SiteGroup(directory, scenario.sites.site_id[:1], threads=1)
+    try:
+        group.import_site_handlers(PRODUCT_SITE_HANDLERS)
+        with pytest.raises(ValueError, match=r"no site handler 'thermoroute\.nowhere:begin'"):
+            group.import_site_handlers(["thermoroute.nowhere:begin"])
+        masked = group.empty_round(EmptyRound(5))
+        assert masked.shape == (2, 5) and masked.dtype == np.uint64 and not masked.any()
+        assert group.empty_round(EmptyRound(3, masked=False)).shape == (3,)
+    finally:
+        group.close()
+
+
 def test_sum_of_site_objectives_equals_the_whole_scenario(fleet):
     scenario, directory = fleet
     lay, scale, b = scaled(scenario)

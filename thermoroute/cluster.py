@@ -26,7 +26,9 @@ from thermoroute.common.errors import SiteDataInvalid
 from thermoroute.common.scenario_split import is_split_root
 from thermoroute.common.scenarios import scenario_directory
 from thermoroute.common.site_view import list_site_ids
+from thermoroute.coordinator.admm import SITE_HANDLER as ADMM_SITE_HANDLER
 from thermoroute.coordinator.fleet import InlineFleet, SiteGroupLost
+from thermoroute.coordinator.ipm import SITE_BEGIN as IPM_SITE_BEGIN
 from thermoroute.isolation import in_private_network
 from thermoroute.ray_auth import (
     ClusterAccessError,
@@ -42,6 +44,10 @@ from thermoroute.site_agent.subproblem import InnerSettings
 
 #: Fraction of a ``site:<id>`` resource an agent asks for (any positive amount pins it).
 PIN_AMOUNT = 0.01
+#: The product methods' site handlers, as their begin messages name them.
+PRODUCT_SITE_HANDLERS = tuple(
+    name for name in (IPM_SITE_BEGIN.site_handler, ADMM_SITE_HANDLER) if isinstance(name, str)
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,6 +94,13 @@ def plan_groups(
 # --------------------------------------------------------------------------------------------
 # Ray plumbing
 
+#: Answers up to this size travel inside the call's reply on a Ray this process starts
+#: (``max_direct_call_object_size``; Ray's default, 100 KiB, is below a masked ``newton``
+#: answer: 115 kB on ``australia``, 657 kB on 1,000 sites). Above the limit an answer goes
+#: through the object store: the site writes it there and the coordinator fetches it, ~6 ms
+#: more per round over 8 actors on the 2-core machine (BENCHMARKS.md, issue 24).
+INLINE_ANSWER_BYTES = 1 << 20
+
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Join ``address`` or start a local Ray; returns whether this call started it.
@@ -126,6 +139,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
                 include_dashboard=False,
                 log_to_driver=False,
                 logging_level=logging.WARNING,  # not Ray's "Started a local Ray instance"
+                _system_config={"max_direct_call_object_size": INLINE_ANSWER_BYTES},
                 # In a run's private network only loopback exists: say so rather than let Ray
                 # probe for a route out and warn that there is none (``None``: Ray finds it).
                 _node_ip_address="127.0.0.1" if in_private_network() else None,
@@ -217,6 +231,9 @@ class AgentSetup:
         How often Ray restarts a crashed agent (its constructor runs again and reloads the
         sites' data; :class:`~thermoroute.coordinator.fleet.RayFleet` registers it again);
         ``-1`` without limit.
+    site_handlers : tuple of str
+        The site handlers every agent actor imports while it starts (the product's
+        methods'), so that a run's first round does not wait for the agents to import one.
     """
 
     start: datetime | None = None
@@ -226,6 +243,7 @@ class AgentSetup:
     forecast: SiteForecast | None = None
     cost_privacy: CostPrivacy | None = None
     max_restarts: int = 0
+    site_handlers: tuple[str, ...] = PRODUCT_SITE_HANDLERS
 
     def group_arguments(self) -> dict[str, Any]:
         """The keyword arguments of every :class:`SiteGroup` of the fleet."""
@@ -268,11 +286,14 @@ def create_group_actors(
         }
         if len(group) == 1 and group[0] in pinned:
             options["resources"] = {f"site:{group[0]}": PIN_AMOUNT}
-        handles.append(
-            remote_group.options(**options).remote(
-                str(source), list(group), **setup.group_arguments()
-            )
+        # Ray's stubs type the handle's methods as the class's own, without ``.remote``.
+        handle: Any = remote_group.options(**options).remote(
+            str(source), list(group), **setup.group_arguments()
         )
+        # Runs after the constructor, before any later call; a name that fails to import
+        # fails again, with its error, at the run's begin.
+        handle.import_site_handlers.remote(setup.site_handlers)
+        handles.append(handle)
     return handles
 
 

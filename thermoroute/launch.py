@@ -34,6 +34,7 @@ from thermoroute.cluster import (
     wait_ready,
 )
 from thermoroute.common.aggregation_tree import DEFAULT_FAN_IN, AggregationTree
+from thermoroute.common.method_protocol import EmptyRound
 from thermoroute.common.scenario import DemandView
 from thermoroute.coordinator.actor import CheckpointMissing, Coordinator, CoordinatorOutcome
 from thermoroute.coordinator.data import load_view
@@ -65,7 +66,8 @@ class DistributedRun:
         ``load_s`` (demand view), ``start_s`` (Ray and actors; on Ray split into ``ray_s``
         and ``agents_s``), ``register_s``,
         ``solve_s`` (the iterations), ``reports_s``, ``total_s`` and, when measured,
-        ``ping_s`` (one minimal fan-out/fan-in over the agents).
+        ``ping_s`` (the median empty round through the fleet, answering
+        :attr:`DistributedRunSpec.ping_answer`).
     """
 
     outcome: CoordinatorOutcome
@@ -123,7 +125,10 @@ class DistributedRunSpec:
     progress : callable, optional
         Called with the coordinator's :meth:`~Coordinator.status` while the run goes.
     measure_ping : bool
-        Also time one minimal fan-out/fan-in over the agents (Ray), for the overhead floor.
+        Also time an empty round through the fleet after the run (Ray), for the overhead floor.
+    ping_answer : EmptyRound, optional
+        What each group answers in that empty round (default nothing; a benchmark asks for
+        the size of the run's average answer).
     shutdown : bool
         Shut down a Ray this call started, at the end.
     tap : callable, optional
@@ -163,6 +168,7 @@ class DistributedRunSpec:
     num_cpus: int | None = None
     progress: Callable[[dict[str, Any]], None] | None = None
     measure_ping: bool = False
+    ping_answer: EmptyRound | None = None
     shutdown: bool = False
     tap: Tap | None = None
     metrics_linger_s: float = 0.0
@@ -368,7 +374,9 @@ def _solve_ray(loaded: _Loaded, spec: DistributedRunSpec) -> DistributedRun:
             "total_s": t_end - loaded.t0,
         }
         if spec.measure_ping:
-            timings["ping_s"] = ray.get(coordinator.ping_fleet.remote(), timeout=deadline)
+            timings["ping_s"] = ray.get(
+                coordinator.ping_fleet.remote(request=spec.ping_answer), timeout=deadline
+            )
         if spec.metrics_linger_s > 0:
             ray.get(
                 coordinator.linger_metrics.remote(spec.metrics_linger_s),
