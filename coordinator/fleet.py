@@ -957,12 +957,7 @@ class RayFleet:
             answers.append(_aggregate_of(g, answer))
         if failed or late:
             for g in late:
-                log.warning(
-                    "site group %s missed the deadline of a relayed %s round; restarting it",
-                    list(self._slots.group_sites[g]),
-                    call,
-                )
-                ray.kill(self.handles[g], no_restart=False)
+                self._restart_late(g, f"relayed {call}")
             groups = sorted(failed + late)
             sites = [s for g in groups for s in self._slots.group_sites[g]]
             raise RoundFailed(groups, sites, reasons[0])
@@ -989,6 +984,18 @@ class RayFleet:
             self._relay_plans = [plan_of(g) for g in self.tree.top]
         return self._relay_plans
 
+    def _restart_late(self, g: int, round_kind: str) -> None:
+        """Restart group ``g``, which missed a round's deadline (``ray.kill`` with restart:
+        Ray brings the actor back, :meth:`recover` re-registers it)."""
+        import ray
+
+        log.warning(
+            "site group %s missed the deadline of a %s round; restarting it",
+            list(self._slots.group_sites[g]),
+            round_kind,
+        )
+        ray.kill(self.handles[g], no_restart=False)
+
     def _round_failed(self, call: str, refs: list[_Ref], error: Exception) -> RoundFailed:
         """The failure of a round that did not complete: groups later than the setup
         deadline are restarted (``ray.kill`` with restart) like crashed ones; every group that
@@ -999,12 +1006,7 @@ class RayFleet:
         failed = []
         for g, r in enumerate(refs):
             if r in late:
-                log.warning(
-                    "site group %s missed the deadline of a %s round; restarting it",
-                    list(self._slots.group_sites[g]),
-                    call,
-                )
-                ray.kill(self.handles[g], no_restart=False)
+                self._restart_late(g, call)
                 failed.append(g)
                 continue
             try:
