@@ -107,6 +107,10 @@ _thermoroute_node_ports() {
 # thermoroute_head_start NODE_IP [extra ray start options...]
 # The head VM: GCS, dashboard (loopback only), and the coordinator of every run started
 # here with thermoroute_admm. No CPUs, so no CPU-bound work is scheduled on the head.
+# Answers up to 1 MiB travel inside the actor call's reply (the head's system config,
+# which every node takes from it): a masked newton answer (~115 kB for 8 sites) is above
+# Ray's 100 KiB default and would otherwise go through the object store, several round
+# trips across a WAN.
 thermoroute_head_start() {
     local node_ip="$1"
     shift
@@ -122,6 +126,7 @@ thermoroute_head_start() {
         --num-cpus 0 \
         --dashboard-host 127.0.0.1 \
         --dashboard-port "$THERMOROUTE_DASHBOARD_PORT" \
+        --system-config '{"max_direct_call_object_size": 1048576}' \
         "${ports[@]}" "$@"
 }
 
