@@ -299,10 +299,6 @@ class SiteAgent:
             self._answers.popitem(last=False)
         return iteration, served.copy()
 
-    def ping(self) -> int:
-        """Do nothing and answer 1: the cheapest round trip, to measure call overhead."""
-        return 1
-
     def telemetry(self, economics: bool = True) -> dict[str, object]:
         """The site's own figures (for its metrics and operator; never for the coordinator).
 

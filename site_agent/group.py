@@ -289,10 +289,6 @@ class SiteGroup(PackedCalls):
         """A round without computing: the zeros ``request`` asks for (a round's floor)."""
         return request.answer()
 
-    def ping(self) -> int:
-        """Do nothing and answer the number of hosted sites: the cheapest round trip."""
-        return len(self.site_ids)
-
     def telemetry(self, economics: bool = True) -> dict[str, dict[str, object]]:
         """``{site_id: SiteAgent.telemetry()}`` — the sites' own figures, for this node's
         metrics and operator (never sent to the coordinator)."""
