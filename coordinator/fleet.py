@@ -429,6 +429,19 @@ def restart_failure(handle: GroupHandle, call_timeout_s: float, give_up_s: float
             time.sleep(0.2)
 
 
+def _packed_payload(call: GroupCall, message: object) -> bytes | _Ref:
+    """``call(message)`` as every group's ``packed_call`` takes it: pickled once for all groups
+    (:class:`~thermoroute.common.method_protocol.PackedCall`). A small message (every round's
+    request) goes inside the calls — a ``ray.put`` costs a store round trip here and a fetch
+    in every actor; a large one goes in the store once for all (Ray would put it once per
+    call)."""
+    import ray
+    from ray import cloudpickle
+
+    packed = cloudpickle.dumps(PackedCall(call, message), protocol=PICKLE_PROTOCOL)
+    return ray.put(packed) if len(packed) > INLINE_ARGUMENT_BYTES else packed
+
+
 #: Seconds a relay waits for its children beyond the setup deadline per level of relays
 #: below it, so that a late group is named by the relay just above it, not by every relay
 #: on its way to the coordinator.
@@ -848,14 +861,9 @@ class RayFleet:
         naming the groups to :meth:`recover`.
         """
         import ray
-        from ray import cloudpickle
 
         self.drain()
-        # Pickled once for all groups (PackedCall). Small messages (every round's request)
-        # go inside the calls: a ``ray.put`` costs a store round trip here and a fetch in
-        # every actor; Ray would put a large one in the store once per call: once for all.
-        packed = cloudpickle.dumps(PackedCall(call, message), protocol=PICKLE_PROTOCOL)
-        payload = ray.put(packed) if len(packed) > INLINE_ARGUMENT_BYTES else packed
+        payload = _packed_payload(call, message)
         refs = [
             h.packed_call.remote(payload, g) if indexed else h.packed_call.remote(payload)
             for g, h in enumerate(self.handles)
@@ -878,11 +886,7 @@ class RayFleet:
         broadcast's calls run after these; it checks their answers once its own have come
         (a posted call costs no round trip of its own).
         """
-        import ray
-        from ray import cloudpickle
-
-        packed = cloudpickle.dumps(PackedCall(call, message), protocol=PICKLE_PROTOCOL)
-        payload = ray.put(packed) if len(packed) > INLINE_ARGUMENT_BYTES else packed
+        payload = _packed_payload(call, message)
         self._posted = (call, [h.packed_call.remote(payload) for h in self.handles])
 
     def _check_posted(self) -> None:
