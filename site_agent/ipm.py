@@ -239,8 +239,9 @@ class SiteInteriorPoint:
         return np.divide(v, self.xi, out=np.zeros(self.qp.n), where=self._free)
 
     def _adopt_start(self, message: IpmStart) -> None:
-        """What every start takes from the coordinator's message: prices, settings and each
-        variable's cleaning threshold."""
+        """What every start takes from the coordinator's message, before its iterate:
+        prices, settings, the flows fixed at zero and each variable's cleaning threshold."""
+        self.fix_empty_rows(message.demand)
         self.prices = np.asarray(message.prices, dtype=float)[self.qp.support]
         self.settings = message.settings
         self._clean_threshold = message.settings.clean_share * np.abs(message.demand[self.rows])
@@ -259,12 +260,11 @@ class SiteInteriorPoint:
         flows = qp.gpu_load > 0
         ratio = np.divide(point.gpu_load, qp.gpu_load, out=np.ones(qp.n), where=flows)
         xi, z = point.xi * ratio, point.z / ratio
-        self.fix_empty_rows(message.demand)
+        self._adopt_start(message)
         xi, z = np.where(self._fixed, 0.0, xi), np.where(self._fixed, 0.0, z)
         xi = xi * qp.room(xi, 0.98)
         self.xi, self.z, self.w = xi, z, point.w.copy()
         self.s = qp.row_caps - qp.rows(xi)
-        self._adopt_start(message)
         return True
 
     def start(self, message: IpmStart) -> None:
@@ -275,7 +275,7 @@ class SiteInteriorPoint:
         # Flows serve an equal share of their row; GPUs powered beyond the load (v1.1, no
         # row) start at a tenth of the site's.
         xi = np.maximum(np.where(qp.coefficient > 0, message.share[self.rows], 0.1), 1e-6)
-        self.fix_empty_rows(message.demand)
+        self._adopt_start(message)
         xi = np.where(self._fixed, 0.0, xi)
         xi = xi * qp.room(xi, 0.5)
         self.xi = xi
@@ -291,7 +291,6 @@ class SiteInteriorPoint:
         mu0 = float(np.mean(xi[free] * z[free])) if free.any() else 0.0
         self.z = np.where(free, np.maximum(z, self._over_xi(np.full(qp.n, mu0))), 0.0)
         self.w = np.maximum(w, mu0 / self.s)
-        self._adopt_start(message)
 
     def _scatter(self, values: np.ndarray) -> np.ndarray:
         """Support-row values into a global vector of ``m`` rows."""
