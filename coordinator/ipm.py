@@ -133,7 +133,7 @@ class IpmSettings:
         when it lengthens the step by ``GONDZIO_GAIN · GONDZIO_STEP``). None by default:
         they save a few iterations (``australia`` 12 → 10, 1,000 sites ~50 → 44) but each
         costs two rounds, and across a WAN a round costs a round trip, so the decision
-        takes longer with them (``australia``: 37 rounds without, 72 with; BENCHMARKS.md).
+        takes longer with them (``australia``: 36 rounds without, 70 with; BENCHMARKS.md).
     clean_share : float
         Flows below this share of their row's demand are dropped and their volume put back
         on the row's other servers before the schedule is written.
