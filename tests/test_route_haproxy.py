@@ -391,23 +391,34 @@ def test_an_unreachable_service_zeroes_nothing_and_is_retried(
         assert once.stderr.strip().splitlines() == [
             f"error: the service at {nobody}: Connection refused; weights kept"
         ]
-        # Following: retried after 1 s, then 2 s (bounded by --max-backoff), until SIGTERM.
+        # Following: a line when it starts, then retried after 1 s, then 2 s (bounded by
+        # --max-backoff), until SIGTERM, which it says before the closing "terminated".
         follower = subprocess.Popen(
             [*CLI, "route", "haproxy", "--address", nobody, "--haproxy", sock, "--max-backoff",
              "2"], stderr=subprocess.PIPE, text=True, cwd=tmp_path,
         )  # fmt: skip
         try:
             assert follower.stderr is not None
-            lines = [follower.stderr.readline() for _ in range(3)]
+            lines = [follower.stderr.readline() for _ in range(4)]
             follower.send_signal(signal.SIGTERM)
             rest = follower.communicate(timeout=20)[1]
         finally:
             if follower.poll() is None:
                 follower.kill()
         assert follower.returncode == 143, [*lines, rest]
-        for line, wait in zip(lines, (1, 2, 2), strict=True):
+        start = (
+            f"INFO    following the plan of the service at {nobody} every 10 s into the weights "
+            f"of HAProxy's runtime API at {sock}"
+        )
+        assert lines[0].rstrip().endswith(start), lines[0]
+        for line, wait in zip(lines[1:], (1, 2, 2), strict=True):
             assert f"the service at {nobody}: Connection refused; retrying in {wait} s" in line
-        assert rest.strip() == "terminated"
+        stop, end = rest.strip().splitlines()
+        assert stop.endswith(
+            "INFO    shutting down (SIGTERM): every server keeps the weight last set (no plan "
+            "was applied)"
+        ), stop
+        assert end == "terminated"
         assert all_weights(sock) == before
 
 

@@ -19,6 +19,12 @@ What it never does (the first two said in a log line each time):
 
 The mapping of regions, classes and sites to backend and server names is a small TOML file
 (:func:`load_config`, docs/serve.md "Routing through HAProxy").
+
+Every line it logs is an event of :mod:`thermoroute.service_log` (``start``, ``applied``,
+``held``, ``no_plan``, ``no_server``, ``backend_kept``, ``refused``, ``unreachable``,
+``shutdown``; their keys are in docs/serve.md), so ``--log-format json`` gives each as one
+JSON object. Like ``serve``'s, a line names site ids, counts, weights and the plan's cycle and
+step, never what a site holds.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from thermoroute.service_log import log_event
+from thermoroute.signals import Terminated
 from thermoroute.toml_files import read_toml
 
 log = logging.getLogger("thermoroute.route")
@@ -51,6 +58,8 @@ WEIGHT_TOTAL = 256
 _HAPROXY_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
 #: Seconds a request to the service or a runtime API command may take.
 TIMEOUT_S = 5.0
+#: Which peer a line is about (the ``peer`` key of ``unreachable`` and ``refused``).
+SERVICE, HAPROXY = "service", "haproxy"
 
 
 class RouteConfigError(ValueError):
@@ -58,12 +67,45 @@ class RouteConfigError(ValueError):
 
 
 class Unreachable(OSError):
-    """The service or the HAProxy did not answer (the follower retries with back-off)."""
+    """The service or the HAProxy did not answer (the follower retries with back-off).
+
+    Parameters
+    ----------
+    peer : str
+        :data:`SERVICE` or :data:`HAPROXY`: which did not answer.
+    address : str
+        Where it was asked: the plan API's ``host:port``, the runtime API's socket.
+    reason : str
+        Why, in a few words (``Connection refused``).
+    """
+
+    def __init__(self, peer: str, address: str, reason: str) -> None:
+        who = "the service" if peer == SERVICE else "HAProxy's runtime API"
+        super().__init__(f"{who} at {address}: {reason}")
+        self.peer, self.address, self.reason = peer, address, reason
 
 
 class Refused(RuntimeError):
     """The service or the HAProxy answered, but not as asked (a wrong token, an unknown
-    backend): retrying would not help."""
+    backend): retrying would not help.
+
+    Parameters
+    ----------
+    message : str
+        One line: who refused what, and its answer.
+    peer : str
+        :data:`SERVICE` or :data:`HAPROXY`.
+    address : str
+        The plan API's ``host:port`` or the runtime API's address.
+    backend : str or None
+        The backend HAProxy refused (``None``: the service refused).
+    """
+
+    def __init__(
+        self, message: str, *, peer: str, address: str, backend: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.peer, self.address, self.backend = peer, address, backend
 
 
 @dataclass(frozen=True)
@@ -243,7 +285,7 @@ class RuntimeApi:
                 while chunk := conn.recv(65536):
                     chunks.append(chunk)
         except OSError as exc:
-            raise Unreachable(f"HAProxy's runtime API at {self.address}: {_reason(exc)}") from None
+            raise Unreachable(HAPROXY, self.address, _reason(exc)) from None
         return b"".join(chunks).decode("utf-8", "replace")
 
     def weights(self, backend: str) -> dict[str, int]:
@@ -258,7 +300,10 @@ class RuntimeApi:
         lines = answer.splitlines()
         header = next((ln for ln in lines if ln.startswith("# be_id")), None)
         if header is None:
-            raise Refused(f"HAProxy at {self.address}: backend {backend}: {_first(answer)}")
+            raise Refused(
+                f"HAProxy at {self.address}: backend {backend}: {_first(answer)}",
+                peer=HAPROXY, address=self.address, backend=backend,
+            )  # fmt: skip
         columns = header[2:].split()
         name, weight = columns.index("srv_name"), columns.index("srv_uweight")
         out = {}
@@ -278,7 +323,10 @@ class RuntimeApi:
         """
         answer = self.command(f"set weight {backend}/{server} {weight}").strip()
         if answer:
-            raise Refused(f"HAProxy at {self.address}: set weight {backend}/{server}: {answer}")
+            raise Refused(
+                f"HAProxy at {self.address}: set weight {backend}/{server}: {answer}",
+                peer=HAPROXY, address=self.address, backend=backend,
+            )  # fmt: skip
 
 
 def _reason(exc: BaseException) -> str:
@@ -327,12 +375,14 @@ class PlanSource:
             if exc.code == 503:
                 return None
             raise Refused(
-                f"the service at {self.address} answered {exc.code} {exc.reason}"
+                f"the service at {self.address} answered {exc.code} {exc.reason}",
+                peer=SERVICE,
+                address=self.address,
             ) from None
         # Refused, timed out, not HTTP (a stats socket's port given for the service's), not
         # JSON.
         except (OSError, ValueError, http.client.HTTPException) as exc:
-            raise Unreachable(f"the service at {self.address}: {_reason(exc)}") from None
+            raise Unreachable(SERVICE, self.address, _reason(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -368,6 +418,12 @@ class Follower:
     source : PlanSource
     haproxy : RuntimeApi
     config : RouteConfig
+
+    Attributes
+    ----------
+    last_applied : tuple of (int, int) or None
+        The cycle and step of the plan last applied (not held), ``None`` before the first:
+        what the servers' weights came from when the follower stops.
     """
 
     def __init__(self, source: PlanSource, haproxy: RuntimeApi, config: RouteConfig) -> None:
@@ -375,6 +431,7 @@ class Follower:
         self.haproxy = haproxy
         self.config = config
         self._last: tuple[int, str] | None = None
+        self.last_applied: tuple[int, int] | None = None
         # Said once until a plan comes: a follower started before the first cycle would
         # otherwise log a line every period.
         self._said_no_plan = False
@@ -394,7 +451,7 @@ class Follower:
         plan = self.source.get("/plan")
         if plan is None:
             if not self._said_no_plan:
-                log_event(log, logging.INFO, "route",
+                log_event(log, logging.INFO, "no_plan",
                           "the service has no plan for this step yet: weights kept")  # fmt: skip
                 self._said_no_plan = True
             return Applied(plan=None)
@@ -410,20 +467,23 @@ class Follower:
         )
         which = f"the plan of cycle {key[0]}, step {step} ({key[1]})"
         if plan.get("degraded") or plan.get("stale"):
+            # A site's id and state are /status's: what the coordinator knows of it.
             unwell = [
-                f"{s['site_id']} ({s['state']})"
+                {"site_id": str(s["site_id"]), "state": str(s["state"])}
                 for s in status.get("sites", [])
                 if s.get("state") != "up"
             ]
             marks = [m for m in ("degraded", "stale") if plan.get(m)]
             why = " and ".join(marks)
             if new:
+                named = ", ".join(f"{s['site_id']} ({s['state']})" for s in unwell)
                 log_event(
-                    log, logging.WARNING, "route",
-                    f"{which} is {why}"
-                    + (f" (sites: {', '.join(unwell)})" if unwell else "")
+                    log, logging.WARNING, "held",
+                    f"{which} is {why}" + (f" (sites: {named})" if unwell else "")
                     + ": every server keeps its weight until a whole, fresh plan",
-                    plan_cycle=key[0], plan_step=step, time=key[1], held=True, sites=unwell,
+                    plan_cycle=key[0], plan_step=step, time=key[1],
+                    degraded=bool(plan.get("degraded")), stale=bool(plan.get("stale")),
+                    sites_not_up=unwell,
                 )  # fmt: skip
             self._last = key
             return Applied(plan=key, held=True)
@@ -446,19 +506,21 @@ class Follower:
             except Refused as exc:
                 problems.append(str(exc))
                 if new:  # once per plan, not every period
-                    log_event(log, logging.ERROR, "route", str(exc), backend=backend)
+                    log_event(log, logging.ERROR, "refused", str(exc), peer=exc.peer,
+                              address=exc.address, backend=backend)  # fmt: skip
                 continue
             changed += done
             servers += count
         if new or changed:
             log_event(
-                log, logging.INFO, "route",
+                log, logging.INFO, "applied",
                 f"applied {which}: {changed} of {servers} servers changed weight"
                 + (f"; {len(problems)} backend(s) not set" if problems else ""),
                 plan_cycle=key[0], plan_step=step, time=key[1], changed=changed, servers=servers,
-                problems=len(problems),
+                backends_not_set=len(problems),
             )  # fmt: skip
         self._last = key
+        self.last_applied = (key[0], step)
         return Applied(plan=key, changed=changed, servers=servers, problems=tuple(problems))
 
     def _apply_backend(
@@ -473,20 +535,20 @@ class Follower:
         if missing and say:
             # Its share is served by the other sites, in proportion: the rounding normalises.
             log_event(
-                log, logging.WARNING, "route",
+                log, logging.WARNING, "no_server",
                 f"backend {backend}: no server for site(s) {', '.join(missing)} of "
                 f"{region}/{class_id}; their share goes to the others",
-                backend=backend, sites=missing,
+                backend=backend, region_id=region, class_id=class_id, sites=missing,
             )  # fmt: skip
         weights = weights_from_shares([shares.get(s, 0.0) for s in sites])
         if not any(weights):
             if say and sites:
                 log_event(
-                    log, logging.WARNING, "route",
+                    log, logging.WARNING, "backend_kept",
                     f"backend {backend}: the plan sends none of {region}/{class_id}'s requests "
                     "to its servers (no demand, or no server for its sites): weights kept, "
                     "a backend is never zeroed",
-                    backend=backend,
+                    backend=backend, region_id=region, class_id=class_id, servers=len(sites),
                 )  # fmt: skip
             return 0, len(sites)
         changed = 0
@@ -508,25 +570,50 @@ def follow(
     :mod:`thermoroute.signals`); on a service or an HAProxy that does not answer, wait 1 s,
     then twice as long each time, at most ``max_backoff_s``, until it answers again.
 
+    Logs a ``start`` line first and a ``shutdown`` line when interrupted (the interrupt then
+    goes on up: the command line exits 130, or 143 for SIGTERM).
+
     Raises
     ------
     Refused
         The service refused the token: retrying would not help.
+    KeyboardInterrupt
+        Ctrl-C or SIGTERM (:class:`thermoroute.signals.Terminated`).
     """
+    source, haproxy = follower.source.address, follower.haproxy.address
+    log_event(
+        log, logging.INFO, "start",
+        f"following the plan of the service at {source} every {period_s:g} s into the "
+        f"weights of HAProxy's runtime API at {haproxy}",
+        service=source, haproxy=haproxy, period_s=period_s, max_backoff_s=max_backoff_s,
+    )  # fmt: skip
     failures = 0
-    while True:
-        try:
-            follower.poll()
-        except Unreachable as exc:
-            # The exponent capped: a day-long outage must not overflow the float.
-            wait = min(max_backoff_s, 2.0 ** min(failures, 30))
-            failures += 1
-            log_event(
-                log, logging.WARNING, "route",
-                f"{exc}; retrying in {wait:g} s (attempt {failures}); weights kept",
-                retry_in_s=wait, attempt=failures,
-            )  # fmt: skip
-            time.sleep(wait)
-            continue
-        failures = 0
-        time.sleep(period_s)
+    try:
+        while True:
+            try:
+                follower.poll()
+            except Unreachable as exc:
+                # The exponent capped: a day-long outage must not overflow the float.
+                wait = min(max_backoff_s, 2.0 ** min(failures, 30))
+                failures += 1
+                log_event(
+                    log, logging.WARNING, "unreachable",
+                    f"{exc}; retrying in {wait:g} s (attempt {failures}); weights kept",
+                    peer=exc.peer, address=exc.address, reason=exc.reason, retry_in_s=wait,
+                    attempt=failures,
+                )  # fmt: skip
+                time.sleep(wait)
+                continue
+            failures = 0
+            time.sleep(period_s)
+    except KeyboardInterrupt as exc:
+        why = "SIGTERM" if isinstance(exc, Terminated) else "interrupted"
+        last = follower.last_applied
+        log_event(
+            log, logging.INFO, "shutdown",
+            f"shutting down ({why}): every server keeps the weight last set"
+            + (f" (the plan of cycle {last[0]}, step {last[1]})" if last else
+               " (no plan was applied)"),
+            why=why, plan_cycle=last[0] if last else None, plan_step=last[1] if last else None,
+        )  # fmt: skip
+        raise
