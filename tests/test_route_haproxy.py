@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import http.client
+import json
+import logging
 import re
 import shutil
 import signal
@@ -30,6 +32,7 @@ from typing import Any
 import pytest
 from conftest import thermoroute_in_process
 
+from thermoroute import service_log
 from thermoroute.haproxy import (
     PlanSource,
     RouteConfigError,
@@ -176,11 +179,31 @@ def service(tiny_scenario_dir: Path, tmp_path: Path) -> Iterator[tuple[Any, str,
         server.stop()
 
 
-def _follow_once(address: str, token_file: Path, sock: str, cwd: Path) -> Any:
+def _follow_once(address: str, token_file: Path, sock: str, cwd: Path, *more: str) -> Any:
     return thermoroute_in_process(
         "route", "haproxy", "--once", "--address", address, "--token-file", str(token_file),
-        "--haproxy", sock, cwd=cwd,
+        "--haproxy", sock, *more, cwd=cwd,
     )  # fmt: skip
+
+
+#: A JSON line's ``ts``: UTC, to the millisecond.
+_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def _json_lines(stderr: str) -> list[dict[str, Any]]:
+    """Every line of ``stderr`` as the JSON object it must be, the common keys first."""
+    lines = [json.loads(line) for line in stderr.splitlines()]
+    for line in lines:
+        assert list(line)[:4] == list(service_log.COMMON_KEYS), line
+        assert _TS.fullmatch(line["ts"]) and line["level"] in ("info", "warning", "error"), line
+    return lines
+
+
+def _events(lines: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+    """The lines of ``event``, without their time (the one key a test cannot know)."""
+    return [
+        {k: v for k, v in line.items() if k != "ts"} for line in lines if line["event"] == event
+    ]
 
 
 def _expected(plan: dict[str, Any]) -> dict[str, dict[str, int]]:
@@ -337,6 +360,72 @@ def test_published_weights_are_the_plans_shares_and_split_real_requests(
         assert abs(observed - share["share"]) <= SPLIT_TOLERANCE, (hits, batch["sites"])
 
 
+def test_log_format_json_writes_each_line_as_one_json_object(
+    haproxy_exe: str, service: tuple[Any, str, Path], tmp_path: Path
+) -> None:
+    planning, address, token_file = service
+    root = logging.getLogger(service_log.ROOT)
+    before = (list(root.handlers), root.level, root.propagate)
+    with haproxy_running(haproxy_exe, dict.fromkeys(SITES, _free_port())) as sock:
+        planning.cycle(0)
+        result = _follow_once(address, token_file, sock, tmp_path, "--log-format", "json")
+        assert result.returncode == 0, result.stderr
+        # The command undid its logging set-up when it ended (a caller in the same process
+        # keeps its own).
+        assert (list(root.handlers), root.level, root.propagate) == before
+        plan = _plan(address, token_file)
+        expected = _expected(plan)
+        assert all_weights(sock) == expected
+        changed = sum(w != START_WEIGHT for b in expected.values() for w in b.values())
+        assert _events(_json_lines(result.stderr), "applied") == [
+            {
+                "level": "info", "event": "applied",
+                "message": f"applied the plan of cycle 0, step 0 ({plan['time']}): {changed} "
+                "of 18 servers changed weight",
+                "plan_cycle": 0, "plan_step": 0, "time": plan["time"], "changed": changed,
+                "servers": 18, "backends_not_set": 0,
+            }
+        ]  # fmt: skip
+        # A refused token: the one line, exit 2, is JSON too.
+        wrong = tmp_path / "wrong_token"
+        wrong.write_text("w" * 40)
+        wrong.chmod(0o600)
+        refused = _follow_once(address, wrong, sock, tmp_path, "--log-format", "json")
+        assert refused.returncode == 2, refused.stderr
+        assert [
+            {k: v for k, v in line.items() if k != "ts"} for line in _json_lines(refused.stderr)
+        ] == [
+            {
+                "level": "error", "event": "refused",
+                "message": f"the service at {address} answered 401 Unauthorized",
+                "peer": "service", "address": address, "backend": None,
+            }
+        ]  # fmt: skip
+        # A backend HAProxy does not have: its line, the plan applied to the others, and
+        # --once's closing line saying why it exits 4.
+        config = tmp_path / "route.toml"
+        config.write_text('[backends]\n"syd/chat" = "be_nowhere"\n')
+        result = _follow_once(address, token_file, sock, tmp_path, "--config", str(config),
+                              "--log-format", "json")  # fmt: skip
+        assert result.returncode == 4, result.stderr
+        logged = _json_lines(result.stderr)
+        [refused_line] = _events(logged, "refused")
+        assert refused_line["message"].startswith(f"HAProxy at {sock}: backend be_nowhere: ")
+        assert (refused_line["level"], refused_line["peer"], refused_line["address"],
+                refused_line["backend"]) == ("error", "haproxy", sock, "be_nowhere")  # fmt: skip
+        [applied] = _events(logged, "applied")
+        assert (applied["changed"], applied["servers"], applied["backends_not_set"]) == (0, 15, 1)
+        assert _events(logged, "not_set") == [
+            {
+                "level": "error", "event": "not_set",
+                "message": f"1 backend(s) not set: {refused_line['message']}", "backends": 1,
+            }
+        ]  # fmt: skip
+        assert logged[-1]["event"] == "not_set"
+        assert all_weights(sock) == expected
+        assert (list(root.handlers), root.level, root.propagate) == before
+
+
 def test_a_degraded_plan_leaves_the_weights_unchanged(
     haproxy_exe: str, service: tuple[Any, str, Path], tiny_scenario_dir: Path, tmp_path: Path
 ) -> None:
@@ -370,10 +459,24 @@ def test_a_degraded_plan_leaves_the_weights_unchanged(
         result = _follow_once(address, token_file, sock, tmp_path)
         assert result.returncode == 0, result.stderr
         assert all_weights(sock) == before
-        assert (
+        held = (
             f"the plan of cycle 1, step 0 ({plan['time']}) is degraded (sites: mel (stale "
             "forecast)): every server keeps its weight until a whole, fresh plan"
-        ) in result.stderr
+        )
+        assert held in result.stderr
+        # In JSON (a new follower: the plan is new to it, so it says so again).
+        result = _follow_once(address, token_file, sock, tmp_path, "--log-format", "json")
+        assert result.returncode == 0, result.stderr
+        logged = _json_lines(result.stderr)
+        assert _events(logged, "held") == [
+            {
+                "level": "warning", "event": "held", "message": held, "plan_cycle": 1,
+                "plan_step": 0, "time": plan["time"], "degraded": True, "stale": False,
+                "sites_not_up": [{"site_id": "mel", "state": "stale forecast"}],
+            }
+        ]  # fmt: skip
+        assert not _events(logged, "applied")
+        assert all_weights(sock) == before
 
 
 def test_an_unreachable_service_zeroes_nothing_and_is_retried(
@@ -422,6 +525,72 @@ def test_an_unreachable_service_zeroes_nothing_and_is_retried(
         assert all_weights(sock) == before
 
 
+def test_an_unreachable_service_in_json_lines(haproxy_exe: str, tmp_path: Path) -> None:
+    nobody = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    with haproxy_running(haproxy_exe, dict.fromkeys(SITES, _free_port())) as sock:
+        before = all_weights(sock)
+        # --once: the one line is the log's, exit 4; not retried, so no delay.
+        once = thermoroute_in_process(
+            "route", "haproxy", "--once", "--address", nobody, "--haproxy", sock,
+            "--log-format", "json", cwd=tmp_path,
+        )  # fmt: skip
+        assert once.returncode == 4, once.stderr
+        assert _events(_json_lines(once.stderr), "unreachable") == [
+            {
+                "level": "error", "event": "unreachable",
+                "message": f"the service at {nobody}: Connection refused; weights kept",
+                "peer": "service", "address": nobody, "reason": "Connection refused",
+                "retry_in_s": None, "attempt": None,
+            }
+        ]  # fmt: skip
+        assert len(once.stderr.splitlines()) == 1, once.stderr
+        # Following: start, a warning per retry with its delay, and the shutdown on SIGTERM
+        # — with no closing "terminated", which is no JSON.
+        follower = subprocess.Popen(
+            [*CLI, "route", "haproxy", "--address", nobody, "--haproxy", sock, "--max-backoff",
+             "1", "--period", "5", "--log-format", "json"], stderr=subprocess.PIPE, text=True,
+            cwd=tmp_path,
+        )  # fmt: skip
+        try:
+            assert follower.stderr is not None
+            lines = [follower.stderr.readline() for _ in range(3)]
+            follower.send_signal(signal.SIGTERM)
+            rest = follower.communicate(timeout=20)[1]
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+        assert follower.returncode == 143, [*lines, rest]
+        logged = _json_lines("".join(lines) + rest)
+        assert [line["event"] for line in logged] == [
+            "start", "unreachable", "unreachable", "shutdown"
+        ], logged  # fmt: skip
+        assert _events(logged, "start") == [
+            {
+                "level": "info", "event": "start",
+                "message": f"following the plan of the service at {nobody} every 5 s into the "
+                f"weights of HAProxy's runtime API at {sock}",
+                "service": nobody, "haproxy": sock, "period_s": 5.0, "max_backoff_s": 1.0,
+            }
+        ]  # fmt: skip
+        for attempt, line in enumerate(_events(logged, "unreachable"), start=1):
+            assert line == {
+                "level": "warning", "event": "unreachable",
+                "message": f"the service at {nobody}: Connection refused; retrying in 1 s "
+                f"(attempt {attempt}); weights kept",
+                "peer": "service", "address": nobody, "reason": "Connection refused",
+                "retry_in_s": 1.0, "attempt": attempt,
+            }  # fmt: skip
+        assert _events(logged, "shutdown") == [
+            {
+                "level": "info", "event": "shutdown",
+                "message": "shutting down (SIGTERM): every server keeps the weight last set "
+                "(no plan was applied)",
+                "why": "SIGTERM", "plan_cycle": None, "plan_step": None,
+            }
+        ]  # fmt: skip
+        assert all_weights(sock) == before
+
+
 def test_a_backend_the_plan_would_zero_keeps_its_weights(
     haproxy_exe: str, service: tuple[Any, str, Path], tmp_path: Path
 ) -> None:
@@ -439,7 +608,17 @@ def test_a_backend_the_plan_would_zero_keeps_its_weights(
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         weights = all_weights(sock)
+        logged = _json_lines(
+            thermoroute_in_process(
+                "route", "haproxy", "--once", "--address", address, "--token-file",
+                str(token_file), "--haproxy", sock, "--config", str(config), "--log-format",
+                "json", cwd=tmp_path,
+            ).stderr
+        )  # fmt: skip
+        assert all_weights(sock) == weights
     plan = _plan(address, token_file)
+    kept = {line["backend"]: line for line in _events(logged, "backend_kept")}
+    unmapped = {line["backend"]: line for line in _events(logged, "no_server")}
     for backend in ("be_syd_chat", "be_syd_code"):
         route = next(
             r for r in plan["routes"] if (r["region_id"], r["class_id"]) == ("syd", backend[7:])
@@ -451,11 +630,21 @@ def test_a_backend_the_plan_would_zero_keeps_its_weights(
             rf"syd/{backend[7:]}; their share goes to the others",
             result.stderr,
         ), result.stderr
-        assert (
+        message = (
             f"backend {backend}: the plan sends none of syd/{backend[7:]}'s requests to its "
             "servers (no demand, or no server for its sites): weights kept, a backend is never "
             "zeroed"
-        ) in result.stderr
+        )
+        assert message in result.stderr
+        # per's is the one site server in it.
+        assert kept[backend] == {
+            "level": "warning", "event": "backend_kept", "message": message,
+            "backend": backend, "region_id": "syd", "class_id": backend[7:], "servers": 1,
+        }  # fmt: skip
+        assert unmapped[backend]["level"] == "warning"
+        assert (unmapped[backend]["region_id"], unmapped[backend]["class_id"]) == (
+            "syd", backend[7:])  # fmt: skip
+        assert unmapped[backend]["sites"] in (["syd"], ["mel", "syd"]), unmapped[backend]
     # Sydney's batch: syd's and mel's shares go to per; their servers untouched.
     batch = next(r for r in plan["routes"] if (r["region_id"], r["class_id"]) == ("syd", "batch"))
     assert {s["site_id"] for s in batch["sites"]} >= {"per"}  # the premise

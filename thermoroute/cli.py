@@ -103,8 +103,8 @@ EXIT_FAILED = 4
 EXIT_INTERRUPTED = 130
 #: Set when this process only relayed a run in its private network (which speaks for itself).
 _RELAYED = False
-#: Set when serve logs JSON lines: its stderr then holds nothing else, not even the closing
-#: "terminated" (its shutdown line says so).
+#: Set when serve or the route follower logs JSON lines: its stderr then holds nothing else,
+#: not even the closing "terminated" (its shutdown line says so).
 _JSON_LOG = False
 
 
@@ -1370,7 +1370,7 @@ def _print_status(body: dict[str, Any]) -> None:
 
 
 @route_app.command("haproxy")
-def route_haproxy(
+def route_haproxy(  # noqa: PLR0913 (typer: one parameter per command-line option)
     ctx: typer.Context,
     haproxy: Annotated[
         str,
@@ -1408,12 +1408,22 @@ def route_haproxy(
     once: Annotated[
         bool, typer.Option("--once", help="Apply the current plan once and exit (for cron).")
     ] = False,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            help="The log on stderr (a line per applied or held plan, the start and the "
+            "shutdown): text, or one JSON object per line (keys: docs/serve.md)."
+        ),
+    ] = LogFormat.text,
 ) -> None:
     """Follow a running serve's plan and set an HAProxy's server weights after every new
     plan: one backend per region and class, one server per site, weights the sites' shares
     (rounded to a total of 256; a share of 0 drains). A degraded or stale plan, or a
     backend that would be zeroed, keeps the weights; an unreachable service or HAProxy is
-    retried with back-off. One log line per applied plan on stderr."""
+    retried with back-off. One log line per applied plan on stderr, as text or JSON
+    (--log-format)."""
+    import logging
+
     from thermoroute import haproxy as route
     from thermoroute import service_log
 
@@ -1428,19 +1438,35 @@ def route_haproxy(
     except route.RouteConfigError as exc:  # "[backends]" is no markup
         raise _fail(str(exc)) from None
     token = _read_token(token_file) if token_file is not None else None
-    ctx.call_on_close(service_log.configure(service_log.TEXT))
+    global _JSON_LOG
+    _JSON_LOG = log_format == LogFormat.json
+    ctx.call_on_close(service_log.configure(log_format.value))
+
+    def fatal(event: str, message: str, code: int, **fields: object) -> typer.Exit:
+        # In JSON the last line is one of the log's too, so that stderr stays JSON lines.
+        if log_format != LogFormat.json:
+            return _fail(message, code)
+        service_log.log_event(route.log, logging.ERROR, event, message, **fields)
+        return typer.Exit(code)
+
     follower = route.Follower(route.PlanSource(address, token), route.RuntimeApi(haproxy), mapping)
     try:
         if not once:  # until Ctrl-C or SIGTERM (exit 130 or 143, said by main)
             route.follow(follower, period_s=period, max_backoff_s=max_backoff)
         applied = follower.poll()
     except route.Unreachable as exc:  # --once: cron runs it again; no back-off here
-        raise _fail(f"{exc}; weights kept", EXIT_FAILED) from None
+        raise fatal(
+            "unreachable", f"{exc}; weights kept", EXIT_FAILED, peer=exc.peer,
+            address=exc.address, reason=exc.reason, retry_in_s=None, attempt=None,
+        ) from None  # fmt: skip
     except route.Refused as exc:  # a wrong token: retrying would not help
-        raise _fail(str(exc)) from None
+        raise fatal("refused", str(exc), EXIT_BAD_INPUT, peer=exc.peer, address=exc.address,
+                    backend=exc.backend) from None  # fmt: skip
     if applied.problems:
-        raise _fail(f"{len(applied.problems)} backend(s) not set: {applied.problems[0]}",
-                    EXIT_FAILED)  # fmt: skip
+        raise fatal(
+            "not_set", f"{len(applied.problems)} backend(s) not set: {applied.problems[0]}",
+            EXIT_FAILED, backends=len(applied.problems),
+        )  # fmt: skip
 
 
 @scenario_app.command("list")
