@@ -23,8 +23,8 @@ The mapping of regions, classes and sites to backend and server names is a small
 Every line it logs is an event of :mod:`thermoroute.service_log` (``start``, ``applied``,
 ``held``, ``no_plan``, ``no_server``, ``backend_kept``, ``refused``, ``unreachable``,
 ``shutdown``; their keys are in docs/serve.md), so ``--log-format json`` gives each as one
-JSON object. Like ``serve``'s, a line names site ids, counts, weights and the plan's cycle and
-step, never what a site holds.
+JSON object. Like ``serve``'s, a line names site ids and states, backends, counts and the
+plan's cycle and step, never what a site holds.
 """
 
 from __future__ import annotations
