@@ -126,7 +126,12 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         if address != "auto":
             check_access(address)
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,  # not Ray's "Connected to Ray cluster"
+            )
         except ConnectionError as error:
             first = str(error).strip().splitlines()[0]
             raise ClusterAccessError(f"cannot join the Ray cluster at {address}: {first}") from None
