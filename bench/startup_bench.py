@@ -1,13 +1,18 @@
 """How long the command line takes to start, and what a local Ray run costs over one in process.
 
-    python -m bench.startup_bench [--scenario australia] [--repeats 3]
+    python -m bench.startup_bench [--scenario australia] [--repeats 3] [--kept-up]
 
 Run by hand; nothing is asserted. Measures, on this machine, in one invocation:
 
 * ``thermoroute --help`` and ``--version`` (wall of the process, median of ``--repeats``);
 * ``thermoroute run SCENARIO --no-compare --quiet`` with ``--executor inline`` and with the
   default local Ray cluster, alternated so that a drift of the machine's load hits both
-  alike; the medians and their ratio;
+  alike; the medians and their ratio; and the CPU the machine was busy with meanwhile
+  (``/proc/stat``: every process, so run it on an otherwise idle machine), divided by the
+  cores — the wall no ordering of the run's work can beat;
+* with ``--kept-up``, the same run joining a local cluster started once beforehand (as
+  ``ray start --head`` then ``run --address …`` would; stopped at the end): what a run costs
+  without Ray's own start and stop;
 * the phases of a Ray run in process (:func:`thermoroute.launch.solve_distributed`'s
   timings: Ray's start, the agents' until ready, registration, iterations, reports) and
   Ray's shutdown, against the same phases in process.
@@ -16,6 +21,7 @@ Run by hand; nothing is asserted. Measures, on this machine, in one invocation:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -27,10 +33,23 @@ from pathlib import Path
 CLI = [sys.executable, "-m", "thermoroute"]
 
 
+def _busy_cpu_s() -> float:
+    """Seconds every core of this machine spent busy since boot (``/proc/stat``'s user,
+    nice, system, irq and softirq ticks)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def _wall(command: list[str]) -> float:
-    t0 = time.perf_counter()
+    return _measured(command)[0]
+
+
+def _measured(command: list[str]) -> tuple[float, float]:
+    """The command's wall, and the CPU seconds the whole machine was busy meanwhile."""
+    busy, t0 = _busy_cpu_s(), time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _busy_cpu_s() - busy
 
 
 def _median(values: Sequence[float]) -> str:
@@ -59,26 +78,83 @@ def _phases(scenario: str, executor: str) -> dict[str, float]:
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
+class _KeptUp:
+    """A local Ray cluster kept up for the runs that join it: started by a child process
+    with the product's own start (:func:`thermoroute.cluster.ensure_ray`: token, options),
+    which stops it — and only it — when its stdin closes. Yields the cluster's address
+    (``None`` when not asked for)."""
+
+    CODE = (
+        "import sys\n"
+        "import ray\n"
+        "from thermoroute.cluster import ensure_ray, stop_ray\n"
+        "ensure_ray()\n"
+        "print(ray.get_runtime_context().gcs_address, flush=True)\n"
+        "sys.stdin.read()\n"
+        "stop_ray()\n"
+    )
+
+    def __init__(self, wanted: bool) -> None:
+        self.wanted = wanted
+        self.holder: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> str:
+        if not self.wanted:
+            return ""
+        self.holder = subprocess.Popen(
+            [sys.executable, "-c", self.CODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        assert self.holder.stdout is not None
+        return self.holder.stdout.readline().strip()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.holder is not None:
+            assert self.holder.stdin is not None
+            self.holder.stdin.close()
+            self.holder.wait(timeout=60)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.startup_bench", description=__doc__)
     parser.add_argument("--scenario", default="australia")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--kept-up",
+        action="store_true",
+        help="also run joining a local cluster started once for all the runs",
+    )
     args = parser.parse_args(argv)
     n = max(1, args.repeats)
     print(f"help:    {_median([_wall([*CLI, '--help']) for _ in range(n)])}")
     print(f"version: {_median([_wall([*CLI, '--version']) for _ in range(n)])}")
-    walls: dict[str, list[float]] = {"inline": [], "ray": []}
-    with tempfile.TemporaryDirectory(prefix="startup-bench-") as scratch:
+    variants = ["inline", "ray", *(["kept-up"] if args.kept_up else [])]
+    walls: dict[str, list[float]] = {v: [] for v in variants}
+    cpus: dict[str, list[float]] = {v: [] for v in variants}
+    with (
+        tempfile.TemporaryDirectory(prefix="startup-bench-") as scratch,
+        _KeptUp(args.kept_up) as address,
+    ):
         for k in range(n):
-            for executor in ("inline", "ray"):
-                out = Path(scratch) / f"{executor}-{k}"
+            for variant in variants:
+                where = ["--address", address] if variant == "kept-up" else []
+                executor = "inline" if variant == "inline" else "ray"
+                out = Path(scratch) / f"{variant}-{k}"
                 command = [*CLI, "run", args.scenario, "--no-compare", "--quiet",
-                           "--executor", executor, "--out", str(out)]  # fmt: skip
-                walls[executor].append(_wall(command))
-    inline, ray = (statistics.median(walls[e]) for e in ("inline", "ray"))
-    print(f"run --executor inline: {_median(walls['inline'])}")
-    print(f"run (local Ray):       {_median(walls['ray'])}")
-    print(f"ratio Ray / inline:    {ray / inline:.2f}")
+                           "--executor", executor, *where, "--out", str(out)]  # fmt: skip
+                wall, cpu = _measured(command)
+                walls[variant].append(wall)
+                cpus[variant].append(cpu)
+    cores = os.cpu_count() or 1
+    inline = statistics.median(walls["inline"])
+    labels = {"inline": "run --executor inline", "ray": "run (local Ray)",
+              "kept-up": "run --address (kept up)"}  # fmt: skip
+    print(f"variant | wall [s] (runs) | ÷ inline | busy CPU [s] | CPU ÷ {cores} cores [s]")
+    for variant in variants:
+        cpu = statistics.median(cpus[variant])
+        print(f"{labels[variant]} | {_median(walls[variant])} | "
+              f"{statistics.median(walls[variant]) / inline:.2f} | {cpu:.2f} | "
+              f"{cpu / cores:.2f}")  # fmt: skip
     keys = ("import_s", "load_s", "ray_s", "agents_s", "register_s", "solve_s", "reports_s",
             "stop_s", "total_s")  # fmt: skip
     rows = {e: [_phases(args.scenario, e) for _ in range(n)] for e in ("inline", "ray")}
