@@ -538,8 +538,8 @@ class RayFleet:
         self._failing_since: list[float | None] = [None] * len(self.handles)
         # What a restarted actor must be told again: the registration, the run's begin,
         # and where its horizon is — ``steps`` after ``anchor`` (None: the start it was
-        # created with).
-        self._registration: tuple[_Ref, _Ref] | None = None
+        # created with). The registration's scales are in the store only when large.
+        self._registration: tuple[CouplingLayout, np.ndarray | _Ref] | None = None
         self._begun: MethodBegin | None = None
         self._window: tuple[int, datetime | str | None] = (0, None)
         #: Seconds each group took to answer the last call it answered in time.
@@ -628,13 +628,17 @@ class RayFleet:
     def register(self, layout: CouplingLayout, row_scale: np.ndarray) -> list[np.ndarray]:
         import ray
 
-        # The same layout and scales go to every group: one object in the store, not N copies.
-        layout_ref = ray.put(layout)
-        scale_ref = ray.put(np.asarray(row_scale, dtype=float))
-        self._registration = (layout_ref, scale_ref)
+        scale = np.asarray(row_scale, dtype=float)
+        # Small (a layout is a few numbers, the scales one float per coupling row): inside
+        # each call. An object in the store would cost every remote site a fetch from the
+        # driver's node — lookup, pull, transfer: ~0.4 s a cycle at 41 ms of RTT
+        # (BENCHMARKS.md, issue 24) for 5 kB. Only scales too large to go inline go there,
+        # once for all groups.
+        scale_arg = ray.put(scale) if scale.nbytes > INLINE_ARGUMENT_BYTES else scale
+        self._registration = (layout, scale_arg)
         self._begun = None
         self._lost_state = [False] * len(self.handles)
-        refs = [h.register.remote(layout_ref, scale_ref) for h in self.handles]
+        refs = [h.register.remote(layout, scale_arg) for h in self.handles]
         try:
             registered = self._get(refs, self.setup_timeout_s)
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as error:
@@ -824,8 +828,8 @@ class RayFleet:
             handle.shift.remote(0, anchor)
         if steps:
             handle.shift.remote(steps, None)
-        layout_ref, scale_ref = self._registration
-        handle.register.remote(layout_ref, scale_ref)
+        layout, scale_arg = self._registration
+        handle.register.remote(layout, scale_arg)
         if self._begun is not None:
             handle.method_begin.remote(self._begun)
         self._sticky_sent[g] = None
