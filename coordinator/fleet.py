@@ -924,17 +924,19 @@ class RayFleet:
 
         self.drain()
         plans = self._plans()
-        box = [ray.put(message)]  # boxed: every relay passes the reference on, not the value
+        # Boxed: every relay hands the packed call on as it is (the bytes, or their
+        # reference when large), not its value.
+        box = [_packed_payload(call, message)]
         top = self.tree.top
         refs = []
         for g, plan in zip(top, plans, strict=True):
             handle = self.handles[g]
             if plan is not None:
-                refs.append(handle.relay.remote(call, box, plan, indexed))
+                refs.append(handle.relay.remote(box, plan, indexed))
             elif indexed:
-                refs.append(getattr(handle, call).remote(box[0], g))
+                refs.append(handle.packed_call.remote(box[0], g))
             else:
-                refs.append(getattr(handle, call).remote(box[0]))
+                refs.append(handle.packed_call.remote(box[0]))
         wait_s = self.setup_timeout_s + max(self.tree.height(g) for g in top) * RELAY_SLACK_S
         t0 = time.perf_counter()
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=wait_s)
@@ -962,6 +964,8 @@ class RayFleet:
                     reasons.append(answer.reason)
                     continue
                 answer = answer.answer
+            else:  # a group without children: its packed answer
+                answer = unpack_answer(answer)
             answers.append(_aggregate_of(g, answer))
         if failed or late:
             for g in late:

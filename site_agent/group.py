@@ -204,12 +204,11 @@ class SiteGroup(PackedCalls):
         """One round on every hosted site; the group's (masked) answer."""
         return self._require_method().handle(request)
 
-    def relay(
-        self, call: str, message: Sequence[Any], plan: RelayPlan, indexed: bool = False
-    ) -> RelayAnswer:
-        """Relay one round on Ray: this group's answer to ``call`` plus its children's
-        subtree sums, masked (:func:`thermoroute.site_agent.relay.relay_round`)."""
-        return relay_round(self, call, message, plan, indexed)
+    def relay(self, message: Sequence[Any], plan: RelayPlan, indexed: bool = False) -> RelayAnswer:
+        """Relay one round on Ray: this group's answer to the packed call in ``message``
+        plus its children's subtree sums, masked
+        (:func:`thermoroute.site_agent.relay.relay_round`)."""
+        return relay_round(self, message, plan, indexed)
 
     def method_scatter(self, request: ScatterRequest) -> ScatterAnswer:
         """One scatter round: every hosted site's slice answered (each site's own figures

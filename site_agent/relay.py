@@ -25,22 +25,23 @@ from thermoroute.common.aggregation_tree import (
     sum_aggregates,
 )
 from thermoroute.common.ipm_protocol import Aggregate
+from thermoroute.common.method_protocol import LargeAnswer, PackedCalls, unpack_answer
 
 
 def relay_round(
-    own: object, call: str, message: Sequence[ObjectRef], plan: RelayPlan, indexed: bool
+    own: PackedCalls, message: Sequence[bytes | ObjectRef], plan: RelayPlan, indexed: bool
 ) -> RelayAnswer:
     """One round through the relay ``own`` (a site group, in its actor).
 
     Parameters
     ----------
     own : site group
-        The relay's own group, answering ``call`` like any other.
-    call : str
-        The round's group call (``method_round``, ``method_start``).
-    message : sequence of one ObjectRef
-        The coordinator's message in the object store, boxed so that Ray passes the
-        reference (children read it from the store) rather than the value.
+        The relay's own group, answering the round like any other (its ``packed_call``).
+    message : sequence of one packed call
+        The coordinator's :class:`~thermoroute.common.method_protocol.PackedCall`, boxed so
+        that Ray hands it on as it is: the pickled bytes when small (inside every call, as a
+        flat round sends them — no fetch from the coordinator's node, which costs remote
+        sites several round trips), else a reference to them in the object store.
     plan : RelayPlan
     indexed : bool
         The call takes the group's fleet index too (``method_start``).
@@ -53,18 +54,18 @@ def relay_round(
     import ray
 
     t0 = time.perf_counter()
-    (ref,) = message
+    (payload,) = message
     pending: list[tuple[RelayChild, ObjectRef]] = []
     for child in plan.children:
         if child.plan is not None:
-            pending.append((child, child.handle.relay.remote(call, message, child.plan, indexed)))
+            pending.append((child, child.handle.relay.remote(message, child.plan, indexed)))
         elif indexed:
-            pending.append((child, getattr(child.handle, call).remote(ref, child.group)))
+            pending.append((child, child.handle.packed_call.remote(payload, child.group)))
         else:
-            pending.append((child, getattr(child.handle, call).remote(ref)))
-    request = ray.get(ref)
-    bound = getattr(own, call)
-    parts: list[Aggregate] = [bound(request, plan.group) if indexed else bound(request)]
+            pending.append((child, child.handle.packed_call.remote(payload)))
+    packed: bytes = payload if isinstance(payload, bytes) else ray.get([payload])[0]
+    own_answer = own.packed_call(packed, plan.group) if indexed else own.packed_call(packed)
+    parts = [_aggregate(own_answer)]
     refs = [r for _, r in pending]
     left = max(0.0, plan.wait_s - (time.perf_counter() - t0))
     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=left)
@@ -84,7 +85,7 @@ def relay_round(
             reasons.append(str(error).strip().splitlines()[0])
             continue
         if not isinstance(answer, RelayAnswer):
-            parts.append(answer)
+            parts.append(_aggregate(answer))
         elif answer.answer is not None:  # a relay's subtree: its sum, or who failed
             parts.append(answer.answer)
         else:
@@ -94,3 +95,11 @@ def relay_round(
     if crashed or late:
         return RelayAnswer(None, tuple(crashed), tuple(late), reasons[0])
     return RelayAnswer(sum_aggregates(parts))
+
+
+def _aggregate(packed: bytes | LargeAnswer) -> Aggregate:
+    """A group's packed answer to a summed round."""
+    answer = unpack_answer(packed)
+    if not isinstance(answer, Aggregate):
+        raise TypeError(f"a relayed round answered {type(answer).__name__}, not a sum")
+    return answer
