@@ -17,10 +17,12 @@ vector is one contiguous slice.
 
 Messages stay small: in a scatter a group receives only its own sites' slices (one float per
 support row) and answers only its sites' slices; the layout and row scales, the same for
-everyone, are sent once at registration (``ray.put`` once on the Ray path). On Ray a
-broadcast's message is pickled once for every group and each group answers through its
-``packed_call`` (:class:`~thermoroute.common.method_protocol.PackedCalls`, which every group
-class reached over Ray mixes in): Ray would serialise it again per call.
+everyone, are sent once at registration, inside the calls (an object in the store would
+cost every remote site a fetch from the coordinator's node: several round trips across a
+WAN). On Ray a round's message is pickled once for every group (and handed on as it is by
+the relays) and each group answers through its ``packed_call``
+(:class:`~thermoroute.common.method_protocol.PackedCalls`, which every group class reached
+over Ray mixes in): Ray would serialise it again per call.
 
 Bytes that do not grow with the fleet: a round whose answers are masked sums (the interior
 point's :class:`~thermoroute.common.ipm_protocol.Aggregate`) goes through
