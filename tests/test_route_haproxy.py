@@ -190,6 +190,24 @@ def _follow_once(address: str, token_file: Path, sock: str, cwd: Path, *more: st
 _TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
+def _follow_until_sigterm(args: list[str], lines: int, cwd: Path) -> tuple[list[str], str]:
+    """``route haproxy ARGS`` following: its first ``lines`` stderr lines, then SIGTERM; the
+    rest of its stderr. It must exit 143."""
+    follower = subprocess.Popen(
+        [*CLI, "route", "haproxy", *args], stderr=subprocess.PIPE, text=True, cwd=cwd
+    )
+    try:
+        assert follower.stderr is not None
+        first = [follower.stderr.readline() for _ in range(lines)]
+        follower.send_signal(signal.SIGTERM)
+        rest = follower.communicate(timeout=20)[1]
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 143, [*first, rest]
+    return first, rest
+
+
 def _json_lines(stderr: str) -> list[dict[str, Any]]:
     """Every line of ``stderr`` as the JSON object it must be, the common keys first."""
     lines = [json.loads(line) for line in stderr.splitlines()]
@@ -496,19 +514,9 @@ def test_an_unreachable_service_zeroes_nothing_and_is_retried(
         ]
         # Following: a line when it starts, then retried after 1 s, then 2 s (bounded by
         # --max-backoff), until SIGTERM, which it says before the closing "terminated".
-        follower = subprocess.Popen(
-            [*CLI, "route", "haproxy", "--address", nobody, "--haproxy", sock, "--max-backoff",
-             "2"], stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-        )  # fmt: skip
-        try:
-            assert follower.stderr is not None
-            lines = [follower.stderr.readline() for _ in range(4)]
-            follower.send_signal(signal.SIGTERM)
-            rest = follower.communicate(timeout=20)[1]
-        finally:
-            if follower.poll() is None:
-                follower.kill()
-        assert follower.returncode == 143, [*lines, rest]
+        lines, rest = _follow_until_sigterm(
+            ["--address", nobody, "--haproxy", sock, "--max-backoff", "2"], 4, tmp_path
+        )
         start = (
             f"INFO    following the plan of the service at {nobody} every 10 s into the weights "
             f"of HAProxy's runtime API at {sock}"
@@ -546,20 +554,10 @@ def test_an_unreachable_service_in_json_lines(haproxy_exe: str, tmp_path: Path) 
         assert len(once.stderr.splitlines()) == 1, once.stderr
         # Following: start, a warning per retry with its delay, and the shutdown on SIGTERM
         # — with no closing "terminated", which is no JSON.
-        follower = subprocess.Popen(
-            [*CLI, "route", "haproxy", "--address", nobody, "--haproxy", sock, "--max-backoff",
-             "1", "--period", "5", "--log-format", "json"], stderr=subprocess.PIPE, text=True,
-            cwd=tmp_path,
+        lines, rest = _follow_until_sigterm(
+            ["--address", nobody, "--haproxy", sock, "--max-backoff", "1", "--period", "5",
+             "--log-format", "json"], 3, tmp_path,
         )  # fmt: skip
-        try:
-            assert follower.stderr is not None
-            lines = [follower.stderr.readline() for _ in range(3)]
-            follower.send_signal(signal.SIGTERM)
-            rest = follower.communicate(timeout=20)[1]
-        finally:
-            if follower.poll() is None:
-                follower.kill()
-        assert follower.returncode == 143, [*lines, rest]
         logged = _json_lines("".join(lines) + rest)
         assert [line["event"] for line in logged] == [
             "start", "unreachable", "unreachable", "shutdown"
