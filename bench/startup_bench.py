@@ -1,6 +1,6 @@
 """How long the command line takes to start, and what a local Ray run costs over one in process.
 
-    python -m bench.startup_bench [--scenario australia] [--repeats 3] [--kept-up]
+    python -m bench.startup_bench [--scenario australia] [--repeats 3] [--kept-up] [--fleet]
 
 Run by hand; nothing is asserted. Measures, on this machine, in one invocation:
 
@@ -10,6 +10,8 @@ Run by hand; nothing is asserted. Measures, on this machine, in one invocation:
   alike; the medians and their ratio; and the CPU the machine was busy with meanwhile
   (``/proc/stat``: every process, so run it on an otherwise idle machine), divided by the
   cores — the wall no ordering of the run's work can beat;
+* with ``--fleet``, the same run on a ``thermoroute fleet`` kept up for all runs: Ray and
+  the site agents started once (only the run's coordinator actor is new);
 * with ``--kept-up``, the same run joining a local cluster started once beforehand (as
   ``ray start --head`` then ``run --address …`` would; stopped at the end): what a run costs
   without Ray's own start and stop;
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -115,6 +118,31 @@ class _KeptUp:
             self.holder.wait(timeout=60)
 
 
+class _Fleet:
+    """``thermoroute fleet SCENARIO`` for the runs on it (its agents kept up too); stopped
+    by SIGTERM at the end. Yields the address it prints (``""`` when not asked for)."""
+
+    def __init__(self, wanted: bool, scenario: str) -> None:
+        self.wanted, self.scenario = wanted, scenario
+        self.process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> str:
+        if not self.wanted:
+            return ""
+        self.process = subprocess.Popen(
+            [*CLI, "fleet", self.scenario], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        return line.split("is up at ")[1].split(": ")[0]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=120)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.startup_bench", description=__doc__)
     parser.add_argument("--scenario", default="australia")
@@ -124,20 +152,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="also run joining a local cluster started once for all the runs",
     )
+    parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help="also run on a `thermoroute fleet` kept up for all the runs (its agents too)",
+    )
     args = parser.parse_args(argv)
     n = max(1, args.repeats)
     print(f"help:    {_median([_wall([*CLI, '--help']) for _ in range(n)])}")
     print(f"version: {_median([_wall([*CLI, '--version']) for _ in range(n)])}")
-    variants = ["inline", "ray", *(["kept-up"] if args.kept_up else [])]
+    variants = [
+        "inline", "ray", *(["kept-up"] if args.kept_up else []), *(["fleet"] if args.fleet else [])
+    ]  # fmt: skip
     walls: dict[str, list[float]] = {v: [] for v in variants}
     cpus: dict[str, list[float]] = {v: [] for v in variants}
     with (
         tempfile.TemporaryDirectory(prefix="startup-bench-") as scratch,
         _KeptUp(args.kept_up) as address,
+        _Fleet(args.fleet, args.scenario) as fleet_address,
     ):
         for k in range(n):
             for variant in variants:
-                where = ["--address", address] if variant == "kept-up" else []
+                where = {"kept-up": ["--address", address],
+                         "fleet": ["--address", fleet_address]}.get(variant, [])  # fmt: skip
                 executor = "inline" if variant == "inline" else "ray"
                 out = Path(scratch) / f"{variant}-{k}"
                 command = [*CLI, "run", args.scenario, "--no-compare", "--quiet",
@@ -148,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     cores = os.cpu_count() or 1
     inline = statistics.median(walls["inline"])
     labels = {"inline": "run --executor inline", "ray": "run (local Ray)",
-              "kept-up": "run --address (kept up)"}  # fmt: skip
+              "kept-up": "run --address (kept up)",
+              "fleet": "run --address (a fleet)"}  # fmt: skip
     print(f"variant | wall [s] (runs) | ÷ inline | busy CPU [s] | CPU ÷ {cores} cores [s]")
     for variant in variants:
         cpu = statistics.median(cpus[variant])

@@ -608,6 +608,13 @@ def run(  # noqa: PLR0913 (typer: one parameter per command-line option)
     _isolated(_isolation(ctx, options), distributed, executor.value, address, metrics)
     from thermoroute import api, runner
 
+    json_out = sys.stdout
+    if as_json:
+        # Ray prints node-wide warnings (a raylet's "N worker processes have been started")
+        # to sys.stdout from a thread of its own, at any time: --json's stdout holds the JSON
+        # alone, so everything else printed to stdout goes to stderr.
+        sys.stdout = sys.stderr
+        ctx.call_on_close(lambda: setattr(sys, "stdout", json_out))
     try:
         directory, scen = api.resolve_source(resolve_scenario(scenario), options, start=start)
     except (ScenarioError, api.SplitRootNeedsDistributed) as exc:
@@ -636,7 +643,8 @@ def run(  # noqa: PLR0913 (typer: one parameter per command-line option)
     except OSError as exc:  # writing the outputs: a full disk, a quota, an I/O error
         raise _fail(_unwritten(out, exc), EXIT_FAILED) from None
     if as_json:
-        sys.stdout.write(json.dumps(solution.summary, indent=2) + "\n")
+        json_out.write(json.dumps(solution.summary, indent=2) + "\n")
+        json_out.flush()
     else:
         runner.print_run(solution, console, compare=compare_baseline)
         runner.print_decision(solution, console, scen)
@@ -1270,6 +1278,62 @@ def _demand_observer(
         if not token or any(c.isspace() for c in token):
             raise _fail(f"--prometheus-token-file {token_file}: one token, no spaces")
     return observed_demand.PrometheusDemand(base, query, mapping, token)
+
+
+@app.command()
+def fleet(
+    scenario: ScenarioArg = "australia",
+    method: MethodOpt = DEFAULT,
+    sites_per_agent: SitesPerAgentOpt = 1,
+    start: StartOpt = None,
+    steps: StepsOpt = None,
+) -> None:
+    """Keep a local Ray and SCENARIO's site agents up for the runs that join it.
+
+    Prints the address; ``thermoroute run SCENARIO --address ADDRESS`` with the same
+    --method, --sites-per-agent, --start and --steps then runs on these agents instead of
+    starting Ray and its own (one run at a time). A run whose scenario files or settings
+    differ starts its own agents, as without a fleet. Ctrl-C or SIGTERM stops the fleet:
+    its agents and its Ray go with it.
+    """
+    from dataclasses import replace
+
+    from thermoroute import api
+    from thermoroute.cluster import discover, ensure_ray, plan_groups, stop_ray
+    from thermoroute.local_fleet import keep_agents
+    from thermoroute.options import RunOptions
+
+    options = RunOptions(method=method.value, sites_per_agent=sites_per_agent, steps=steps)
+    try:
+        directory, scen = api.resolve_source(resolve_scenario(scenario), options, start=start)
+    except (ScenarioError, api.SplitRootNeedsDistributed) as exc:
+        raise _fail(str(exc)) from None
+    if scen is None:
+        raise _fail(
+            f"{scenario}: a split deployment's root; a fleet keeps one machine's emulated "
+            "sites up (on a deployment each site's agent runs on its own host)"
+        )
+    spec = replace(options.launch_spec(), start=scen.start, steps=scen.steps)
+    groups = plan_groups(discover(directory)[1], sites_per_agent)
+    import ray
+
+    # Not in a private network: the runs that join it must reach it. Like `ray start`, its
+    # Ray listens on this machine's interfaces, guarded by the local token (token mode).
+    ensure_ray()
+    try:
+        kept = keep_agents(Path(directory), groups, spec.agent_setup)
+        address = ray.get_runtime_context().gcs_address
+        console.print(
+            f"a fleet of {len(groups)} site agents for {scen.name} is up at {address}: "
+            f"thermoroute run {scenario} --address {address} runs on it; Ctrl-C or SIGTERM "
+            "stops it",
+            highlight=False,
+        )
+        sys.stdout.flush()
+        while kept:  # held until Ctrl-C or SIGTERM (exit 130 or 143, said by main)
+            time.sleep(3600)
+    finally:
+        stop_ray()
 
 
 @app.command()

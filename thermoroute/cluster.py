@@ -274,14 +274,17 @@ def create_group_actors(
     groups: Sequence[tuple[str, ...]],
     pinned: set[str],
     setup: AgentSetup,
+    names: Callable[[int], str] | None = None,
+    namespace: str | None = None,
 ) -> list[Any]:
     """One ``SiteGroup`` actor per group, started with ``setup``; pinned to ``site:<id>``
-    where offered."""
+    where offered; named ``names(g)`` in ``namespace`` when given (a kept fleet's agents:
+    :mod:`thermoroute.local_fleet`)."""
     import ray
 
     remote_group = ray.remote(SiteGroup)
     handles = []
-    for group in groups:
+    for g, group in enumerate(groups):
         options: dict[str, Any] = {
             # The agents' solves are short and mostly wait for the coordinator: they need no
             # reserved CPU, so many agents share a small machine.
@@ -291,6 +294,8 @@ def create_group_actors(
         }
         if len(group) == 1 and group[0] in pinned:
             options["resources"] = {f"site:{group[0]}": PIN_AMOUNT}
+        if names is not None:
+            options.update(name=names(g), namespace=namespace)
         # Ray's stubs type the handle's methods as the class's own, without ``.remote``.
         handle: Any = remote_group.options(**options).remote(
             str(source), list(group), **setup.group_arguments()

@@ -87,6 +87,9 @@ def run_distributed(
             "sensitivity_aud_per_mwh": launch.cost_privacy.sensitivity_aud_per_mwh,
         }
         outputs = replace(outputs, extra_summary={**outputs.extra_summary, "cost_privacy": privacy})
+    if run.kept_agents:
+        # The agents of a fleet kept up for this scenario (`thermoroute fleet`).
+        outputs = replace(outputs, extra_summary={**outputs.extra_summary, "kept_agents": True})
     outputs.write(staging, solver=method)
     details = {
         "iterations": run.iterations,

@@ -10,6 +10,7 @@ on Ray a lost coordinator is restarted and resumes from its checkpoint. The rece
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -42,6 +43,7 @@ from thermoroute.coordinator.events import IterationRecord, NullObserver, RunObs
 from thermoroute.coordinator.fleet import InlineFleet, Tap, restart_failure
 from thermoroute.coordinator.methods import DEFAULT_METHOD, METHODS, MethodSettings, method_for
 from thermoroute.coordinator.results import RunOutputs
+from thermoroute.local_fleet import find_fleet
 from thermoroute.site_agent.cost_privacy import CostPrivacy
 from thermoroute.site_agent.subproblem import InnerSettings
 
@@ -74,6 +76,8 @@ class DistributedRun:
     executor: str
     groups: list[tuple[str, ...]]
     timings: dict[str, float] = field(default_factory=dict)
+    #: Whether the run used a kept fleet's agents (:mod:`thermoroute.local_fleet`).
+    kept_agents: bool = False
 
     @property
     def converged(self) -> bool:
@@ -304,10 +308,18 @@ def _solve_ray(loaded: _Loaded, spec: DistributedRunSpec) -> DistributedRun:
     settings, restarts, progress = spec.method_settings, spec.coordinator_restarts, spec.progress
     started = ensure_ray(spec.address, spec.num_cpus)
     t_ray = time.perf_counter()
+    leases = contextlib.ExitStack()
     try:
         pinned = site_resources() & set(loaded.site_ids)
         groups = plan_groups(loaded.site_ids, spec.sites_per_agent, pinned)
-        handles = create_group_actors(loaded.source, groups, pinned, spec.agent_setup)
+        # A fleet kept up on the joined cluster for this very scenario and setup
+        # (`thermoroute fleet`): its agents, leased for the run; else the run's own.
+        kept = find_fleet(Path(loaded.source), groups, spec.agent_setup) if spec.address else None
+        if kept is not None:
+            leases.enter_context(kept.leased())
+            handles = list(kept.handles)
+        else:
+            handles = create_group_actors(loaded.source, groups, pinned, spec.agent_setup)
         # The coordinator runs on the driver's node (the head in a deployment), never on a
         # site's host: that host must hold only its own site's data and role.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -382,10 +394,14 @@ def _solve_ray(loaded: _Loaded, spec: DistributedRunSpec) -> DistributedRun:
                 coordinator.linger_metrics.remote(spec.metrics_linger_s),
                 timeout=spec.metrics_linger_s + deadline,
             )
-        for handle in [*handles, coordinator]:
+        for handle in [coordinator] if kept is not None else [*handles, coordinator]:
             ray.kill(handle)
-        return DistributedRun(outcome=outcome, executor="ray", groups=groups, timings=timings)
+        return DistributedRun(
+            outcome=outcome, executor="ray", groups=groups, timings=timings,
+            kept_agents=kept is not None,
+        )  # fmt: skip
     finally:
+        leases.close()
         if spec.shutdown and started:
             stop_ray()
 

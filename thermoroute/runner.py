@@ -34,6 +34,7 @@ from thermoroute.common.run_directory import RunDirectory
 from thermoroute.common.scenario import Scenario
 from thermoroute.coordinator.fleet import FleetTimeout, RoundFailed, SiteGroupLost
 from thermoroute.launch import CoordinatorLost
+from thermoroute.local_fleet import FleetBusy
 from thermoroute.options import RunOptions
 from thermoroute.ray_auth import ClusterAccessError
 from thermoroute.results import PUE_NOTE, Solution
@@ -95,7 +96,8 @@ def run_solver(
             try:
                 converged, details = run_distributed(directory, scenario, staging, options, console)
             except (
-                FleetTimeout, SiteGroupLost, RoundFailed, ClusterAccessError, CoordinatorLost
+                FleetTimeout, SiteGroupLost, RoundFailed, ClusterAccessError, CoordinatorLost,
+                FleetBusy,
             ) as exc:  # fmt: skip
                 # On Ray the coordinator actor's exception arrives wrapped; say what it was.
                 cause = getattr(exc, "cause", None) or exc
