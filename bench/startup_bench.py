@@ -135,6 +135,9 @@ class _Fleet:
         )  # fmt: skip
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
+        if "is up at " not in line:
+            self.process.kill()
+            raise RuntimeError(f"thermoroute fleet did not come up: {line!r}")
         return line.split("is up at ")[1].split(": ")[0]
 
     def __exit__(self, *exc: object) -> None:

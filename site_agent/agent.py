@@ -225,6 +225,14 @@ class SiteAgent:
         self.reset_cache()
         return self._sub.support.astype(np.int64, copy=True)
 
+    def forget_run(self) -> None:
+        """Forget what earlier runs left: the subproblem (the next :meth:`register` builds it
+        as a new agent's first does — no OSQP warm start, no penalty carried over) and the
+        iteration cache. For an agent kept between runs (``thermoroute fleet``)."""
+        self._sub = None
+        self._fresh = False
+        self.reset_cache()
+
     def set_penalty(self, rho: Penalty) -> None:
         """The outer penalty ``ρ`` of the subproblem's proximal term from now on.
 

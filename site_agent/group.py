@@ -150,6 +150,15 @@ class SiteGroup(PackedCalls):
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="site-solve")
         return list(self._pool.map(fn, items))
 
+    def start_afresh(self) -> None:
+        """Forget what earlier runs left (an agent a ``thermoroute fleet`` keeps between
+        runs): every site's subproblem and cache, the method's handler with its kept
+        iterates, the report's key. The next run is then as on a newly started agent."""
+        for agent in self.agents.values():
+            agent.forget_run()
+        self._method = None
+        self._reporter = None
+
     def register(self, layout: CouplingLayout, row_scale: np.ndarray) -> dict[str, np.ndarray]:
         """Register every site; return ``{site_id: support rows}`` (int64, sorted)."""
         supports = dict(

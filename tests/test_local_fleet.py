@@ -18,8 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from thermoroute.cluster import AgentSetup
+from thermoroute.cluster import AgentSetup, create_inline_groups
+from thermoroute.common.scenario import DemandView, Scenario
 from thermoroute.common.scenarios import embedded_path
+from thermoroute.coordinator.actor import Coordinator
+from thermoroute.coordinator.admm import AdmmSettings
+from thermoroute.coordinator.fleet import InlineFleet
 from thermoroute.launch import solve_distributed
 from thermoroute.local_fleet import Lease, fleet_key
 
@@ -28,6 +32,8 @@ pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from thermoroute.cli import main; main()"]
 GROUPS = [("syd",), ("mel",)]
+#: The tiny scenario's sites (tests/conftest.py).
+TINY = ("syd", "mel", "per")
 
 
 def test_a_lease_is_held_renewed_released_and_lapses() -> None:
@@ -80,7 +86,9 @@ def fleet() -> Iterator[Fleet]:
     try:
         assert process.stdout is not None
         line = process.stdout.readline()  # printed once the agents hold their data
-        assert "is up at" in line, (line, process.stderr.read() if process.stderr else "")
+        if "is up at" not in line:
+            process.kill()
+            pytest.fail(f"the fleet did not come up: {line!r} {process.communicate()[1]}")
         address = line.split("is up at ")[1].split(": ")[0]  # host:port, then the hint
         yield Fleet(address, process, scratch)
     finally:
@@ -175,3 +183,33 @@ def test_a_driver_without_the_token_is_refused_in_one_line(fleet: Fleet, tmp_pat
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+
+
+def _admm(groups: list, scenario: Scenario) -> list[tuple[float, float]]:
+    """60 ADMM iterations on ``groups`` in this process; each iteration's residuals."""
+    coordinator = Coordinator(DemandView.of(scenario), AdmmSettings(max_iter=60))
+    coordinator.attach(InlineFleet(groups, [list(g.site_ids) for g in groups]))
+    coordinator.register()
+    result = coordinator.run().result
+    return [(h.residuals.primal, h.residuals.dual) for h in result.history]
+
+
+def test_agents_started_afresh_run_as_new_ones(
+    tiny_scenario: Scenario, tiny_scenario_dir: Path
+) -> None:
+    """What a fleet does to its agents when a run leases them (``start_afresh``): the next
+    run is the one new agents would run, iteration for iteration — and without it, ADMM's
+    kept subproblems (OSQP warm start, penalty updated in place) make a different one."""
+
+    def agents() -> list:
+        return create_inline_groups(tiny_scenario_dir, [(s,) for s in TINY], AgentSetup())
+
+    new = _admm(agents(), tiny_scenario)
+    kept = agents()
+    _admm(kept, tiny_scenario)
+    for group in kept:
+        group.start_afresh()
+    assert _admm(kept, tiny_scenario) == new
+    stale = agents()
+    _admm(stale, tiny_scenario)
+    assert _admm(stale, tiny_scenario) != new

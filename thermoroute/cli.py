@@ -1300,13 +1300,15 @@ def fleet(
 
     from thermoroute import api
     from thermoroute.cluster import discover, ensure_ray, plan_groups, stop_ray
+    from thermoroute.coordinator.fleet import SiteGroupLost
     from thermoroute.local_fleet import keep_agents
-    from thermoroute.options import RunOptions
+    from thermoroute.options import OptionError, RunOptions
 
     options = RunOptions(method=method.value, sites_per_agent=sites_per_agent, steps=steps)
     try:
+        options.check(probe=False)
         directory, scen = api.resolve_source(resolve_scenario(scenario), options, start=start)
-    except (ScenarioError, api.SplitRootNeedsDistributed) as exc:
+    except (OptionError, ScenarioError, api.SplitRootNeedsDistributed) as exc:
         raise _fail(str(exc)) from None
     if scen is None:
         raise _fail(
@@ -1317,23 +1319,29 @@ def fleet(
     groups = plan_groups(discover(directory)[1], sites_per_agent)
     import ray
 
+    # Ray prints node-wide warnings to sys.stdout from a thread of its own: stdout holds
+    # the fleet's one line (a script reads the address from it), the rest goes to stderr.
+    address_out, sys.stdout = sys.stdout, sys.stderr
     # Not in a private network: the runs that join it must reach it. Like `ray start`, its
     # Ray listens on this machine's interfaces, guarded by the local token (token mode).
     ensure_ray()
     try:
-        kept = keep_agents(Path(directory), groups, spec.agent_setup)
+        try:
+            kept = keep_agents(Path(directory), groups, spec.agent_setup)
+        except (SiteDataInvalid, SiteGroupLost) as exc:
+            raise _fail(str(exc), EXIT_FAILED) from None
         address = ray.get_runtime_context().gcs_address
-        console.print(
-            f"a fleet of {len(groups)} site agents for {scen.name} is up at {address}: "
+        address_out.write(
+            f"a fleet of {len(kept.handles)} site agents for {scen.name} is up at {address}: "
             f"thermoroute run {scenario} --address {address} runs on it; Ctrl-C or SIGTERM "
-            "stops it",
-            highlight=False,
+            "stops it\n"
         )
-        sys.stdout.flush()
-        while kept:  # held until Ctrl-C or SIGTERM (exit 130 or 143, said by main)
+        address_out.flush()
+        while True:  # `kept` holds the agents' handles: until Ctrl-C or SIGTERM (130, 143)
             time.sleep(3600)
     finally:
         stop_ray()
+        sys.stdout = address_out
 
 
 @app.command()

@@ -338,6 +338,10 @@ def _solve_ray(loaded: _Loaded, spec: DistributedRunSpec) -> DistributedRun:
             loaded.view, settings, method=method_for(settings), observers=list(spec.observers),
             checkpoint=checkpoints.name, **spec.reporting,
         )  # fmt: skip
+        if kept is not None:
+            # On any way out, the coordinator stops before the lease ends (the exit stack
+            # unwinds last in, first out): no next run shares the agents with it.
+            leases.callback(ray.kill, coordinator)
         deadline = settings.solve_timeout_s
         wait_ready(handles, groups)
         t_start = time.perf_counter()

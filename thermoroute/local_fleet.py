@@ -22,16 +22,20 @@ its agents and the Ray it started with it; nothing is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from thermoroute.cluster import AgentSetup
+
+log = logging.getLogger(__name__)
 
 #: The Ray namespace of every fleet's named actors.
 NAMESPACE = "thermoroute-fleet"
@@ -45,14 +49,25 @@ class FleetBusy(RuntimeError):
 
 
 def fleet_key(source: Path, groups: Sequence[tuple[str, ...]], setup: AgentSetup) -> str:
-    """What a fleet's agents were started from: the scenario directory's files (relative
-    path, size, modification time — an edited file changes it), the groups and the setup."""
+    """What a fleet's agents were started from.
+
+    The scenario directory's files (relative path, size, modification time: an edited file
+    changes it), the product's own code the same way (agents run the code they imported),
+    this process's ``THERMOROUTE_*`` environment (an agent reads its own: site metrics,
+    site output, a node's cost privacy), the groups and the setup. A fleet's agents restart
+    without limit (:func:`keep_agents`), so the setup's restart limit is left out: a run
+    applies its own (the fleet's per-run crash count).
+    """
     digest = hashlib.sha256(str(source.resolve()).encode())
-    for path in sorted(p for p in source.rglob("*") if p.is_file()):
-        stat = path.stat()
-        digest.update(f"|{path.relative_to(source)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    code = Path(__file__).resolve().parent
+    for root in (source, code):
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix != ".pyc"):
+            stat = path.stat()
+            digest.update(f"|{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith("THERMOROUTE_"))
+    digest.update(repr(env).encode())
     digest.update(repr(tuple(groups)).encode())
-    digest.update(repr(setup).encode())
+    digest.update(repr(replace(setup, max_restarts=0)).encode())
     return digest.hexdigest()[:16]
 
 
@@ -62,6 +77,7 @@ def agent_name(key: str, group: int) -> str:
 
 
 def lease_name(key: str) -> str:
+    """The named actor of a fleet's :class:`Lease`."""
     return f"lease-{key}"
 
 
@@ -80,7 +96,15 @@ class Lease:
         self._until = 0.0
 
     def acquire(self, token: str, ttl_s: float) -> bool:
-        """Lease to ``token`` for ``ttl_s`` seconds, unless another holds a lease not lapsed."""
+        """Lease to ``token`` for ``ttl_s`` seconds, unless another holds a lease not lapsed.
+
+        Parameters
+        ----------
+        token : str
+            The run's own (unique per run).
+        ttl_s : float
+            Seconds until the lease lapses unless renewed.
+        """
         now = self._clock()
         if self._holder not in (None, token) and now < self._until:
             return False
@@ -95,6 +119,7 @@ class Lease:
         return True
 
     def release(self, token: str) -> None:
+        """End ``token``'s lease (nothing when another holds it)."""
         if self._holder == token:
             self._holder = None
 
@@ -114,19 +139,27 @@ class KeptAgents:
     handles: list[Any]
     lease: Any
 
-    @contextmanager
+    @contextlib.contextmanager
     def leased(self) -> Iterator[None]:
-        """Hold the fleet's lease for the block (renewed in the background).
+        """Hold the fleet's lease for the block (renewed in the background); the agents
+        first forget what earlier runs left (``SiteGroup.start_afresh``).
 
         Raises
         ------
         FleetBusy
-            Another run holds it.
+            Another run holds it, or the fleet stopped answering.
         """
         import ray
 
         token = ray.get_runtime_context().get_job_id() + f"-{time.time_ns()}"
-        if not ray.get(self.lease.acquire.remote(token, LEASE_TTL_S), timeout=60.0):
+        try:
+            acquired = ray.get(self.lease.acquire.remote(token, LEASE_TTL_S), timeout=60.0)
+            if acquired:
+                ray.get([h.start_afresh.remote() for h in self.handles], timeout=60.0)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as error:
+            first = str(error).strip().splitlines()[0]
+            raise FleetBusy(f"the fleet's site agents do not answer: {first}") from None
+        if not acquired:
             raise FleetBusy(
                 "the fleet's site agents are in use by another run (one run at a time); "
                 "wait for it, or start a run without --address"
@@ -135,7 +168,16 @@ class KeptAgents:
 
         def renew() -> None:
             while not done.wait(LEASE_RENEW_S):
-                self.lease.renew.remote(token, LEASE_TTL_S)
+                try:
+                    held = ray.get(self.lease.renew.remote(token, LEASE_TTL_S), timeout=60.0)
+                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                    return  # the fleet is gone: the run's own rounds say so
+                if not held:  # lapsed (this driver stalled) and maybe taken by another run
+                    log.warning(
+                        "this run's lease on the fleet lapsed: another run may use the same "
+                        "site agents; the results are not to be trusted"
+                    )
+                    return
 
         renewer = threading.Thread(target=renew, name="fleet-lease", daemon=True)
         renewer.start()
@@ -144,7 +186,9 @@ class KeptAgents:
         finally:
             done.set()
             renewer.join()
-            ray.get(self.lease.release.remote(token), timeout=60.0)
+            # The fleet stopped: its lease went with it, and the run's own error stands.
+            with contextlib.suppress(ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                ray.get(self.lease.release.remote(token), timeout=60.0)
 
 
 def find_fleet(
@@ -180,6 +224,9 @@ def keep_agents(source: Path, groups: Sequence[tuple[str, ...]], setup: AgentSet
     from thermoroute.cluster import create_group_actors, wait_ready
 
     key = fleet_key(source, groups, setup)
+    # Ray counts an actor's restarts over its life, a run its crashes per run (RayFleet):
+    # a fleet's agents outlive many runs, so Ray restarts them without limit.
+    setup = replace(setup, max_restarts=-1)
     lease = ray.remote(Lease).options(name=lease_name(key), namespace=NAMESPACE, num_cpus=0)
     kept = KeptAgents(
         create_group_actors(
