@@ -60,7 +60,10 @@ def fleet_key(source: Path, groups: Sequence[tuple[str, ...]], setup: AgentSetup
     """
     digest = hashlib.sha256(str(source.resolve()).encode())
     code = Path(__file__).resolve().parent
-    for root in (source, code):
+    # In a checkout the subpackages (common/, coordinator/, site_agent/) are links, which
+    # rglob does not follow: each is walked where it is.
+    linked = sorted(p.resolve() for p in code.iterdir() if p.is_dir() and p.is_symlink())
+    for root in (source, code, *linked):
         for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix != ".pyc"):
             stat = path.stat()
             digest.update(f"|{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
