@@ -559,9 +559,14 @@ class RayFleet:
         return ray.get(refs, timeout=timeout)
 
     def _timed_get(
-        self, refs: list[_Ref], timeout: float, decode: Callable[[Any], Any] | None = None
+        self,
+        refs: list[_Ref],
+        timeout: float,
+        decode: Callable[[Any], Any] | None = None,
+        sent: float | None = None,
     ) -> tuple[list[Any], list[float]]:
-        r"""``ray.get`` with the seconds each answer took to arrive after this call.
+        r"""``ray.get`` with the seconds each answer took to arrive after ``sent`` (the
+        ``time.perf_counter()`` before the calls were submitted; default: this call).
 
         Answers are taken as they arrive: each call's future, on completion, queues its index
         with the time, and this thread reads the queue (not one ``ray.wait`` per answer, each
@@ -573,7 +578,8 @@ class RayFleet:
         """
         import ray
 
-        t0 = time.perf_counter()
+        # A group may start (and finish) before this line: its seconds count from its call.
+        t0 = time.perf_counter() if sent is None else sent
         arrivals: SimpleQueue[tuple[int, float]] = SimpleQueue()
         futures = [ref.future() for ref in refs]
         for index, future in enumerate(futures):
@@ -870,12 +876,13 @@ class RayFleet:
 
         self.drain()
         payload = _packed_payload(call, message)
+        sent = time.perf_counter()
         refs = [
             h.packed_call.remote(payload, g) if indexed else h.packed_call.remote(payload)
             for g, h in enumerate(self.handles)
         ]
         try:
-            answers, seconds = self._timed_get(refs, self.timeout_s, unpack_answer)
+            answers, seconds = self._timed_get(refs, self.timeout_s, unpack_answer, sent)
             self._answer_s = dict(enumerate(seconds))
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as error:
             raise self._round_failed(call, refs, error) from error
