@@ -45,7 +45,8 @@ LEASE_RENEW_S = 5.0
 
 
 class FleetBusy(RuntimeError):
-    """The fleet is leased by another run."""
+    """The fleet is leased by another run, or its agents do not answer (a lease taken just
+    before lapses by itself)."""
 
 
 def fleet_key(source: Path, groups: Sequence[tuple[str, ...]], setup: AgentSetup) -> str:
