@@ -13,7 +13,9 @@ head runs ``--cycles`` planning cycles of ``thermoroute serve``'s loop back to b
 (:class:`~thermoroute.service.PlanningService`: a cold first cycle, then warm
 receding-horizon steps) and the bench prints, cold and warm (median): the method's
 coordinator↔site rounds, its iterations, the cycle's wall seconds, and the wall predicted
-from the rounds alone — rounds × the slowest site's RTT to the coordinator — side by side.
+from the rounds alone — rounds × the slowest site's RTT to the coordinator — side by side;
+then where a warm cycle's wall goes: every kind of exchange with the sites, its count, its
+seconds and its seconds per exchange in round trips.
 
 Rounds are the interior point's own count (``rounds`` in its stats); ADMM exchanges once
 per iteration, so its rounds are its iterations. A cycle's wall also holds one more round
@@ -28,12 +30,14 @@ tests/test_multihost.py runs it too).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +60,8 @@ def measure_cycles(
 ) -> list[dict[str, Any]]:
     """Planning cycles ``0 … cycles-1`` back to back on the Ray cluster at ``address``, as
     ``thermoroute serve`` runs them (``horizon`` steps each; default the scenario's); per
-    cycle its wall [s], rounds, iterations, outcome."""
+    cycle its wall [s], rounds, iterations, outcome, and its exchanges with the sites by kind
+    (:func:`timed_exchanges`)."""
     from thermoroute.cluster import discover, serve_fleet
     from thermoroute.options import RunOptions
     from thermoroute.service import PlanningService, ServeSettings
@@ -78,11 +83,14 @@ def measure_cycles(
 
     service.coordinator.run = recording_run  # type: ignore[method-assign]
     rows: list[dict[str, Any]] = []
+    exchanges: dict[str, list[float]] = {}
     try:
         for k in range(cycles):
             first = len(outcomes)
+            exchanges.clear()
             t0 = time.perf_counter()
-            record = service.cycle(k)
+            with timed_exchanges(exchanges):
+                record = service.cycle(k)
             wall_s = time.perf_counter() - t0
             runs = [o.run for o in outcomes[first:]]
             rows.append({
@@ -98,11 +106,69 @@ def measure_cycles(
                 ),
                 "converged": record.converged,
                 "outcome": record.outcome,
+                # Every exchange of the cycle with the sites, by kind: [count, seconds].
+                "exchanges": {kind: list(v) for kind, v in exchanges.items()},
             })  # fmt: skip
     finally:
         service.stop()
         service.run()  # returns at once and closes the fleet
     return rows
+
+
+@contextlib.contextmanager
+def timed_exchanges(into: dict[str, list[float]]) -> Iterator[None]:
+    """Count and time every exchange the Ray fleet makes with the sites meanwhile, by kind
+    (the group call, or ``register``), into ``{kind: [count, seconds]}``.
+
+    A flat tree's ``aggregate`` is a ``broadcast`` (timed there); a posted call waits for
+    nothing (counted, with the seconds of its submission). This found the registration
+    costing ten round trips a cycle across the WAN (BENCHMARKS.md, issue 24).
+    """
+    from thermoroute.coordinator.fleet import RayFleet
+
+    def timed(name: str) -> Any:
+        method = getattr(RayFleet, name)
+
+        def wrapper(self: RayFleet, *args: Any, **kwargs: Any) -> Any:
+            if name == "aggregate" and self.tree.is_flat:
+                return method(self, *args, **kwargs)
+            kind = args[0] if args and isinstance(args[0], str) else name
+            t0 = time.perf_counter()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                count, seconds = into.get(kind, [0.0, 0.0])
+                into[kind] = [count + 1, seconds + time.perf_counter() - t0]
+
+        return wrapper
+
+    names = ("broadcast", "aggregate", "post", "scatter", "register")
+    originals = {name: getattr(RayFleet, name) for name in names}
+    for name in names:
+        setattr(RayFleet, name, timed(name))
+    try:
+        yield
+    finally:
+        for name, method in originals.items():
+            setattr(RayFleet, name, method)
+
+
+def exchange_table(method: str, rows: list[dict[str, Any]], max_rtt_ms: float) -> Any:
+    """Where a warm cycle's wall goes: each kind of exchange, its count and seconds (the
+    median over the warm cycles), and the seconds per exchange in round trips."""
+    from rich.table import Table
+
+    warm = rows[1:] or rows
+    table = Table(title=f"{method}: a warm cycle's exchanges (median of {len(warm)})")
+    for column in ("exchange", "count", "seconds", "per exchange ÷ RTT"):
+        table.add_column(column, justify="right")
+    kinds = sorted({kind for r in warm for kind in r["exchanges"]})
+    for kind in kinds:
+        count = statistics.median(r["exchanges"].get(kind, [0, 0.0])[0] for r in warm)
+        seconds = statistics.median(r["exchanges"].get(kind, [0, 0.0])[1] for r in warm)
+        per = seconds / count / (max_rtt_ms / 1000.0) if count else float("nan")
+        table.add_row(kind, f"{count:g}", f"{seconds:.3f}", f"{per:.2f}")
+    return table
 
 
 def summarise(rows: list[dict[str, Any]], max_rtt_ms: float) -> dict[str, dict[str, float]]:
@@ -214,6 +280,8 @@ def main() -> None:
                 f"{f['converged']:.0%}",
             )  # fmt: skip
     console.print(table)
+    for method, result in results.items():
+        console.print(exchange_table(method, result["cycles"], max_rtt_ms))
     if args.json:
         args.json.write_text(json.dumps({"max_rtt_ms": max_rtt_ms, **results}, indent=2))
 
