@@ -167,6 +167,15 @@ class RelayPlan:
     wait_s: float
 
 
+def aggregate_of(group: int, answer: object) -> Aggregate:
+    """Group ``group``'s answer to a summed round, checked to be an :class:`Aggregate`: a
+    group that answered anything else is a defect, named here (by the coordinator for the
+    top nodes, by a relay for its children)."""
+    if not isinstance(answer, Aggregate):
+        raise TypeError(f"site group {group} answered a {type(answer).__name__}, not an Aggregate")
+    return answer
+
+
 def sum_aggregates(parts: Sequence[Aggregate]) -> Aggregate:
     """The sum of one round's answers, masked or in the clear, in the order given.
 

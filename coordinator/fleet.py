@@ -53,6 +53,7 @@ from thermoroute.common.aggregation_tree import (
     RelayAnswer,
     RelayChild,
     RelayPlan,
+    aggregate_of,
     sum_aggregates,
 )
 from thermoroute.common.coupling import CouplingLayout
@@ -365,7 +366,7 @@ class InlineFleet:
             tg = time.perf_counter()
             own = bound(message, g) if indexed else bound(message)
             self.last_solve_s[g] = time.perf_counter() - tg
-            parts = [_aggregate_of(g, own)]
+            parts = [aggregate_of(g, own)]
             for child in self.tree.children[g]:
                 part = subtree_sum(child)
                 if self.relay_tap is not None:
@@ -398,13 +399,6 @@ def _tree_for(tree: AggregationTree | None, n_groups: int) -> AggregationTree:
     if len(tree.children) != n_groups:
         raise ValueError(f"an aggregation tree of {len(tree.children)} groups for {n_groups}")
     return tree
-
-
-def _aggregate_of(g: int, answer: object) -> Aggregate:
-    """A group's answer to a summed round, checked to be an :class:`Aggregate`."""
-    if not isinstance(answer, Aggregate):
-        raise TypeError(f"site group {g} answered a {type(answer).__name__}, not an Aggregate")
-    return answer
 
 
 def restart_failure(handle: GroupHandle, call_timeout_s: float, give_up_s: float) -> str | None:
@@ -975,7 +969,7 @@ class RayFleet:
                 answer = answer.answer
             else:  # a group without children: its packed answer
                 answer = unpack_answer(answer)
-            answers.append(_aggregate_of(g, answer))
+            answers.append(aggregate_of(g, answer))
         if failed or late:
             for g in late:
                 self._restart_late(g, f"relayed {call}")

@@ -22,10 +22,10 @@ from thermoroute.common.aggregation_tree import (
     RelayAnswer,
     RelayChild,
     RelayPlan,
+    aggregate_of,
     sum_aggregates,
 )
-from thermoroute.common.ipm_protocol import Aggregate
-from thermoroute.common.method_protocol import LargeAnswer, PackedCalls, unpack_answer
+from thermoroute.common.method_protocol import PackedCalls, unpack_answer
 
 
 def relay_round(
@@ -65,7 +65,7 @@ def relay_round(
             pending.append((child, child.handle.packed_call.remote(payload)))
     packed: bytes = payload if isinstance(payload, bytes) else ray.get([payload])[0]
     own_answer = own.packed_call(packed, plan.group) if indexed else own.packed_call(packed)
-    parts = [_aggregate(own_answer)]
+    parts = [aggregate_of(plan.group, unpack_answer(own_answer))]
     refs = [r for _, r in pending]
     left = max(0.0, plan.wait_s - (time.perf_counter() - t0))
     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=left)
@@ -85,7 +85,7 @@ def relay_round(
             reasons.append(str(error).strip().splitlines()[0])
             continue
         if not isinstance(answer, RelayAnswer):
-            parts.append(_aggregate(answer))
+            parts.append(aggregate_of(child.group, unpack_answer(answer)))
         elif answer.answer is not None:  # a relay's subtree: its sum, or who failed
             parts.append(answer.answer)
         else:
@@ -95,11 +95,3 @@ def relay_round(
     if crashed or late:
         return RelayAnswer(None, tuple(crashed), tuple(late), reasons[0])
     return RelayAnswer(sum_aggregates(parts))
-
-
-def _aggregate(packed: bytes | LargeAnswer) -> Aggregate:
-    """A group's packed answer to a summed round."""
-    answer = unpack_answer(packed)
-    if not isinstance(answer, Aggregate):
-        raise TypeError(f"a relayed round answered {type(answer).__name__}, not a sum")
-    return answer
