@@ -398,8 +398,9 @@ def _solve_ray(loaded: _Loaded, spec: DistributedRunSpec) -> DistributedRun:
                 coordinator.linger_metrics.remote(spec.metrics_linger_s),
                 timeout=spec.metrics_linger_s + deadline,
             )
-        for handle in [coordinator] if kept is not None else [*handles, coordinator]:
-            ray.kill(handle)
+        if kept is None:  # a fleet's agents stay; its lease's exit stack stops the coordinator
+            for handle in [*handles, coordinator]:
+                ray.kill(handle)
         return DistributedRun(
             outcome=outcome, executor="ray", groups=groups, timings=timings,
             kept_agents=kept is not None,
