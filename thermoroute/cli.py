@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
@@ -262,6 +262,17 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
         f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True
     )
     return typer.Exit(code)
+
+
+def _stdout_kept(ctx: typer.Context) -> TextIO:
+    """This command's stdout, kept for its own output until the command ends: Ray prints
+    node-wide warnings (a raylet's "N worker processes have been started") to ``sys.stdout``
+    from a thread of its own, at any time, so everything else printed there meanwhile goes
+    to stderr."""
+    own = sys.stdout
+    sys.stdout = sys.stderr
+    ctx.call_on_close(lambda: setattr(sys, "stdout", own))
+    return own
 
 
 def _check_out(out: Path) -> None:
@@ -608,13 +619,7 @@ def run(  # noqa: PLR0913 (typer: one parameter per command-line option)
     _isolated(_isolation(ctx, options), distributed, executor.value, address, metrics)
     from thermoroute import api, runner
 
-    json_out = sys.stdout
-    if as_json:
-        # Ray prints node-wide warnings (a raylet's "N worker processes have been started")
-        # to sys.stdout from a thread of its own, at any time: --json's stdout holds the JSON
-        # alone, so everything else printed to stdout goes to stderr.
-        sys.stdout = sys.stderr
-        ctx.call_on_close(lambda: setattr(sys, "stdout", json_out))
+    json_out = _stdout_kept(ctx) if as_json else sys.stdout  # for the JSON alone
     try:
         directory, scen = api.resolve_source(resolve_scenario(scenario), options, start=start)
     except (ScenarioError, api.SplitRootNeedsDistributed) as exc:
@@ -1282,6 +1287,7 @@ def _demand_observer(
 
 @app.command()
 def fleet(
+    ctx: typer.Context,
     scenario: ScenarioArg = "australia",
     method: MethodOpt = DEFAULT,
     sites_per_agent: SitesPerAgentOpt = 1,
@@ -1319,9 +1325,7 @@ def fleet(
     groups = plan_groups(discover(directory)[1], sites_per_agent)
     import ray
 
-    # Ray prints node-wide warnings to sys.stdout from a thread of its own: stdout holds
-    # the fleet's one line (a script reads the address from it), the rest goes to stderr.
-    address_out, sys.stdout = sys.stdout, sys.stderr
+    address_out = _stdout_kept(ctx)  # the fleet's one line: a script reads the address
     # Not in a private network: the runs that join it must reach it. Like `ray start`, its
     # Ray listens on this machine's interfaces, guarded by the local token (token mode).
     ensure_ray()
@@ -1341,7 +1345,6 @@ def fleet(
             time.sleep(3600)
     finally:
         stop_ray()
-        sys.stdout = address_out
 
 
 @app.command()
