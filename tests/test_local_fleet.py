@@ -160,7 +160,6 @@ def test_a_leased_fleet_refuses_a_second_run_in_one_line(fleet: Fleet, tmp_path:
 # releases it when stdin closes.
 HOLD = """
 import sys
-from dataclasses import replace
 from pathlib import Path
 from thermoroute import api
 from thermoroute.cli import resolve_scenario
@@ -169,7 +168,7 @@ from thermoroute.local_fleet import find_fleet
 from thermoroute.options import RunOptions
 options = RunOptions(address=sys.argv[1])
 directory, scen = api.resolve_source(resolve_scenario("australia"), options, start=None)
-spec = replace(options.launch_spec(), start=scen.start, steps=scen.steps)
+spec = options.launch_spec(scen)
 ensure_ray(sys.argv[1])
 kept = find_fleet(Path(directory), plan_groups(discover(directory)[1], 1), spec.agent_setup)
 with kept.leased():

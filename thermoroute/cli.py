@@ -1302,7 +1302,6 @@ def fleet(
     differ starts its own agents, as without a fleet. Ctrl-C or SIGTERM stops the fleet:
     its agents and its Ray go with it.
     """
-    from dataclasses import replace
 
     from thermoroute import api
     from thermoroute.cluster import discover, ensure_ray, plan_groups, stop_ray
@@ -1321,7 +1320,7 @@ def fleet(
             f"{scenario}: a split deployment's root; a fleet keeps one machine's emulated "
             "sites up (on a deployment each site's agent runs on its own host)"
         )
-    spec = replace(options.launch_spec(), start=scen.start, steps=scen.steps)
+    spec = options.launch_spec(scen)
     groups = plan_groups(discover(directory)[1], sites_per_agent)
     import ray
 

@@ -62,7 +62,7 @@ def run_distributed(
     if options.metrics_port is not None:
         url = f"http://{options.metrics_addr}:{options.metrics_port}/metrics"
         console.print(f"metrics: {url}", highlight=False)
-    launch = options.launch_spec()
+    launch = options.launch_spec(scenario)
     title = f"{METHODS[method].title(launch.method_settings)} on {options.executor}"
     display = LiveProgress(console, title, METHODS[method].status_columns) if options.live else None
     spec = replace(
@@ -72,8 +72,6 @@ def run_distributed(
         # Each site writes its own detail here, on its node (its directory under the run's).
         site_output=staging / "sites",
     )
-    if scenario is not None:
-        spec = replace(spec, start=scenario.start, steps=scenario.steps)
     if display is not None:
         with display:
             run = solve_distributed(directory, replace(spec, progress=display.update))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, NoReturn
 from thermoroute.common.bounds import bound_of
 
 if TYPE_CHECKING:
+    from thermoroute.common.scenario import Scenario
     from thermoroute.coordinator.method_contract import RunSettings
     from thermoroute.launch import DistributedRunSpec
     from thermoroute.site_agent.cost_privacy import CostPrivacy
@@ -307,9 +308,11 @@ class RunOptions:
             )
         )
 
-    def launch_spec(self) -> DistributedRunSpec:
+    def launch_spec(self, scenario: Scenario | None = None) -> DistributedRunSpec:
         """How :func:`thermoroute.launch.solve_distributed` launches the run these options
-        describe (the caller adds what is not a flag: observers, progress, the horizon)."""
+        describe on ``scenario``'s horizon (given when the driver can read the whole
+        scenario: local emulation); the caller adds what is not a flag: observers,
+        progress. ``thermoroute fleet`` keys its agents by the same spec's agent setup."""
         from thermoroute.launch import DistributedRunSpec
         from thermoroute.site_agent.subproblem import InnerSettings
 
@@ -324,4 +327,6 @@ class RunOptions:
             # A command runs one job: the Ray it starts stops with it, its session
             # directory removed (a library caller keeps its Ray for the next solve).
             shutdown=True,
+            start=None if scenario is None else scenario.start,
+            steps=None if scenario is None else scenario.steps,
         )
