@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 CLI = [sys.executable, "-m", "thermoroute"]
@@ -82,68 +82,58 @@ def _phases(scenario: str, executor: str) -> dict[str, float]:
 
 
 class _KeptUp:
-    """A local Ray cluster kept up for the runs that join it: started by a child process
-    with the product's own start (:func:`thermoroute.cluster.ensure_ray`: token, options),
-    which stops it — and only it — when its stdin closes. Yields the cluster's address
-    (``None`` when not asked for)."""
+    """A process kept up for the runs that join it, started before them: ``command``
+    prints the address to join on its first line (``address_of`` reads it) and stops
+    everything it started on SIGTERM. Yields the address (``""`` without a command)."""
 
-    CODE = (
-        "import sys\n"
-        "import ray\n"
-        "from thermoroute.cluster import ensure_ray, stop_ray\n"
-        "ensure_ray()\n"
-        "print(ray.get_runtime_context().gcs_address, flush=True)\n"
-        "sys.stdin.read()\n"
-        "stop_ray()\n"
-    )
-
-    def __init__(self, wanted: bool) -> None:
-        self.wanted = wanted
-        self.holder: subprocess.Popen[str] | None = None
-
-    def __enter__(self) -> str:
-        if not self.wanted:
-            return ""
-        self.holder = subprocess.Popen(
-            [sys.executable, "-c", self.CODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        assert self.holder.stdout is not None
-        return self.holder.stdout.readline().strip()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.holder is not None:
-            assert self.holder.stdin is not None
-            self.holder.stdin.close()
-            self.holder.wait(timeout=60)
-
-
-class _Fleet:
-    """``thermoroute fleet SCENARIO`` for the runs on it (its agents kept up too); stopped
-    by SIGTERM at the end. Yields the address it prints (``""`` when not asked for)."""
-
-    def __init__(self, wanted: bool, scenario: str) -> None:
-        self.wanted, self.scenario = wanted, scenario
+    def __init__(self, command: list[str] | None, address_of: Callable[[str], str]) -> None:
+        self.command, self.address_of = command, address_of
         self.process: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> str:
-        if not self.wanted:
+        if self.command is None:
             return ""
         self.process = subprocess.Popen(
-            [*CLI, "fleet", self.scenario], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True,
-        )  # fmt: skip
+            self.command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
-        if "is up at " not in line:
+        try:
+            return self.address_of(line)
+        except (IndexError, ValueError):
             self.process.kill()
-            raise RuntimeError(f"thermoroute fleet did not come up: {line!r}")
-        return line.split("is up at ")[1].split(": ")[0]
+            raise RuntimeError(f"{self.command[-1]} did not come up: {line!r}") from None
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(timeout=120)
+
+
+#: A local Ray cluster alone, with the product's own start (:func:`thermoroute.cluster.
+#: ensure_ray`: token, options); SIGTERM stops it, and only it.
+RAY_ALONE = (
+    "import signal\n"
+    "import ray\n"
+    "from thermoroute.cluster import ensure_ray, stop_ray\n"
+    "ensure_ray()\n"
+    "signal.signal(signal.SIGTERM, lambda *_: None)  # wakes the pause below\n"
+    "print(ray.get_runtime_context().gcs_address, flush=True)\n"
+    "signal.pause()\n"
+    "stop_ray()\n"
+)
+
+
+def _printed_address(line: str) -> str:
+    """The address :data:`RAY_ALONE` prints."""
+    if not line.strip():
+        raise ValueError(line)
+    return line.strip()
+
+
+def _fleet_address(line: str) -> str:
+    """The address in ``thermoroute fleet``'s line."""
+    return line.split("is up at ")[1].split(": ")[0]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -171,8 +161,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     cpus: dict[str, list[float]] = {v: [] for v in variants}
     with (
         tempfile.TemporaryDirectory(prefix="startup-bench-") as scratch,
-        _KeptUp(args.kept_up) as address,
-        _Fleet(args.fleet, args.scenario) as fleet_address,
+        _KeptUp(
+            [sys.executable, "-c", RAY_ALONE] if args.kept_up else None, _printed_address
+        ) as address,
+        _KeptUp([*CLI, "fleet", args.scenario] if args.fleet else None, _fleet_address) as (
+            fleet_address
+        ),
     ):
         for k in range(n):
             for variant in variants:
